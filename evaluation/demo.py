@@ -1,0 +1,401 @@
+"""Synthetic demo prefecture: a township-by-month panel with known pilot effects.
+
+The generator draws, from one seed, a prefecture of several counties and their townships,
+monthly 2016-01 to 2023-12, with:
+
+* resident populations of about 8,000 to 80,000 that drift slowly;
+* township effects and county-specific trends on every indicator;
+* calendar-month seasonality and a Spring Festival dip placed by the lunar calendar (the
+  share of the festival window in each month, :mod:`evaluation.festivals`);
+* a COVID-19 disruption in early 2020 and in the winter of 2022-23;
+* three staggered pilot cohorts of 10 townships under three integration models
+  (托管 trusteeship, 紧密型医共体分院 branch campus, 对口支援 paired support) whose effects build
+  up linearly over the first 12 months and differ by model; the cost per admission has a
+  true effect of exactly zero;
+* optional spillover to the neighbouring non-pilot townships of the same county (off).
+
+Counts are drawn from count distributions on population denominators: totals from a
+Poisson-gamma (negative binomial) mixture, sub-counts from binomials of their totals,
+inpatient costs from a gamma sum over admissions.
+
+The *truth* is exact, not estimated: for each pilot township-month the package computes
+the expected indicator with and without the pilot, holding the cell's random disturbances
+fixed, and averages the difference (the ATT on the indicator's own scale) overall, per
+cohort, per event time, per model and per township. A DiD estimator is unbiased for these
+averages only to the extent its identifying assumptions hold; on this design they do
+(parallel trends on the link scale, no anticipation, no spillover by default).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from evaluation.festivals import spring_festival_share
+from evaluation.fileio import write_text_atomic
+from evaluation.indicators import load_catalogue
+from evaluation.paths import DEMO_DATA
+from evaluation.periods import period_label
+
+# Headers of the exported panel, as a county statistical report would have them. The demo
+# study maps them onto the data contract (studies/demo.yml, data.columns).
+PANEL_HEADERS = {
+    "county": "县区",
+    "township_id": "乡镇编码",
+    "township_name": "乡镇名称",
+    "period": "月份",
+    "population": "常住人口",
+    "visits_total": "总诊疗人次",
+    "visits_in_county": "县域内就诊人次",
+    "visits_primary": "基层诊疗人次",
+    "admissions_total": "住院人次",
+    "referrals_out_county": "县外转诊人次",
+    "thc_outpatient_visits": "卫生院门急诊人次",
+    "thc_admissions": "卫生院住院人次",
+    "inpatient_cost_total": "住院总费用（元）",
+    "services_offered": "开展技术项目数",
+    "referrals_down": "下转人次",
+}
+PILOT_HEADERS = {"township_id": "乡镇编码", "pilot_start": "试点开始月份", "model": "整合模式"}
+
+COUNTIES = ("东林县", "南溪县", "西岭县", "北原县", "中坪县", "新河县")
+_NAME_FIRST = "安白柏宝碧昌长城川大丰凤福高古观桂和红花黄金锦靖九兰乐临柳龙鹿罗梅平青庆仁沙上石双顺松太桃天田铜万文仙杏兴杨永玉云枣竹"
+_NAME_SECOND = "坪桥溪口坝湾岭塘铺集寨"
+
+MODELS = ("托管", "紧密型医共体分院", "对口支援")
+# Effect at full strength relative to trusteeship (托管 = 1).
+MODEL_STRENGTH = {"托管": 1.0, "紧密型医共体分院": 0.7, "对口支援": 0.35}
+# Cohorts: first treated month and the models of their townships.
+COHORTS = (
+    ("2018-07", ("托管", "托管", "紧密型医共体分院", "紧密型医共体分院")),
+    ("2019-07", ("托管", "对口支援", "对口支援")),
+    ("2021-01", ("紧密型医共体分院", "紧密型医共体分院", "对口支援")),
+)
+RAMP_MONTHS = 12
+
+# Full-strength pilot effect (trusteeship) on each component's link scale.
+EFFECTS = {
+    "in_county_logit": 0.40,      # visits_in_county / visits_total
+    "primary_logit": 0.30,        # visits_primary / visits_total
+    "out_county_logit": -0.35,    # referrals_out_county / admissions_total
+    "thc_visit_logit": 0.25,      # thc_outpatient_visits / visits_primary
+    "thc_admission_logit": 0.35,  # thc_admissions / admissions_total
+    "cost_log": 0.0,              # inpatient cost per admission: exactly no effect
+    "services_log": 0.20,         # services offered
+    "referrals_down_log": 0.50,   # down-referrals per resident
+}
+
+# Multiplicative monthly seasonality of visits (January..December).
+VISIT_SEASON = np.array([1.06, 0.97, 1.00, 0.98, 0.96, 0.95, 1.00, 1.02, 0.98, 1.00, 1.03, 1.08])
+ADMISSION_SEASON = np.array([1.05, 0.98, 1.00, 0.99, 0.97, 0.96, 1.01, 1.02, 0.98, 1.00, 1.01, 1.05])
+SPRING_FESTIVAL_VISIT_DIP = -0.35      # log change at a month holding the whole festival window
+SPRING_FESTIVAL_ADMISSION_DIP = -0.25
+# COVID-19: multiplier on visits and admissions, and logit shift of the in-county share.
+COVID = {
+    "2020-02": (0.55, 0.60), "2020-03": (0.75, 0.40), "2020-04": (0.90, 0.15),
+    "2022-12": (0.80, 0.20), "2023-01": (0.85, 0.15),
+}
+COVID_PHASES = (("2020年初疫情 / early-2020 wave", "2020-01", "2020-04"),
+                ("2022-23年冬季疫情 / winter 2022-23 wave", "2022-12", "2023-01"))
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Parameters of the synthetic prefecture. The defaults make ``data_raw/demo``."""
+
+    seed: int = 20161
+    n_counties: int = 4
+    townships_per_county: int = 16
+    start: str = "2016-01"
+    end: str = "2023-12"
+    spillover: float = 0.0  # share of a neighbouring pilot's effect felt by a non-pilot township
+    overdispersion: float = 0.06  # sd of the log-normal cell disturbance on totals
+
+
+@dataclass
+class DemoData:
+    panel: pd.DataFrame          # contract column names
+    pilots: pd.DataFrame         # township_id, pilot_start, model
+    truth: pd.DataFrame          # tidy true effects
+    design: dict = field(default_factory=dict)
+
+
+def generate(config: DemoConfig = DemoConfig()) -> DemoData:
+    """Draw the demo prefecture. Same config, same numbers, on any machine."""
+    rng = np.random.default_rng(config.seed)
+    if config.n_counties > len(COUNTIES):
+        raise ValueError(f"at most {len(COUNTIES)} counties")
+    n_town = config.n_counties * config.townships_per_county
+    n_pilots = sum(len(models) for _, models in COHORTS)
+    if n_town < 2 * n_pilots:
+        raise ValueError("need at least twice as many townships as pilots")
+    periods = pd.period_range(config.start, config.end, freq="M")
+    n_t = len(periods)
+
+    # ---- townships
+    county_idx = np.repeat(np.arange(config.n_counties), config.townships_per_county)
+    names = _township_names(rng, n_town)
+    ids = np.array([f"3611{21 + k:02d}{101 + j:03d}"
+                    for k in range(config.n_counties) for j in range(config.townships_per_county)])
+
+    # ---- pilots: random townships, at most ceil(pilots / counties) per county
+    chosen, per_county = [], {k: 0 for k in range(config.n_counties)}
+    for i in rng.permutation(n_town):
+        k = county_idx[i]
+        if per_county[k] < -(-n_pilots // config.n_counties):
+            chosen.append(i)
+            per_county[k] += 1
+        if len(chosen) == n_pilots:
+            break
+    chosen = np.array(chosen)
+    pilot_start = np.full(n_town, -1)  # month index of the first treated month
+    pilot_model = np.array([""] * n_town, dtype=object)
+    pos = 0
+    pilot_rows = []
+    for start, models in COHORTS:
+        s_idx = periods.get_loc(pd.Period(start, "M"))
+        for model in models:
+            i = chosen[pos]
+            pos += 1
+            pilot_start[i] = s_idx
+            pilot_model[i] = model
+            pilot_rows.append((ids[i], start, model))
+
+    # ---- time structure
+    t = np.arange(n_t)
+    years = t / 12.0
+    month = periods.month.to_numpy() - 1
+    sf = spring_festival_share(periods)
+    covid_visit = np.ones(n_t)
+    covid_in_county = np.zeros(n_t)
+    for label, (mult, shift) in COVID.items():
+        p = pd.Period(label, "M")
+        if p in periods:
+            covid_visit[periods.get_loc(p)] = mult
+            covid_in_county[periods.get_loc(p)] = shift
+
+    # ---- effects: ramp up over the first RAMP_MONTHS months after the start
+    strength = np.array([MODEL_STRENGTH.get(m, 0.0) for m in pilot_model])
+    event = t[None, :] - pilot_start[:, None]
+    ramp = np.where((pilot_start[:, None] >= 0) & (event >= 0),
+                    np.minimum((event + 1) / RAMP_MONTHS, 1.0), 0.0)
+    dose = ramp * strength[:, None]  # (township, month) share of the full trusteeship effect
+    if config.spillover:
+        dose = dose + config.spillover * _neighbour_dose(dose, county_idx, pilot_start)
+
+    def draw_norm(sd, size=None):
+        return rng.normal(0.0, sd, size=size if size is not None else n_town)
+
+    def cell_noise(sd):
+        return rng.normal(0.0, sd, size=(n_town, n_t))
+
+    # ---- population (annual figures, constant within a year)
+    pop0 = np.exp(rng.uniform(np.log(8_000), np.log(80_000), n_town))
+    growth = rng.normal(-0.005, 0.006, n_town)
+    year_index = (periods.year.to_numpy() - periods.year[0])[None, :]
+    population = np.round(pop0[:, None] * (1 + growth[:, None]) ** year_index).astype(np.int64)
+
+    county_trend = rng.normal(0.0, 1.0, (config.n_counties, 6))
+
+    def trend(component, scale):
+        return (county_trend[county_idx, component] * scale)[:, None] * years[None, :]
+
+    od = config.overdispersion
+    # total visits
+    visit_rate = np.exp(rng.normal(np.log(0.42), 0.15, n_town))[:, None] \
+        * np.exp(0.015 * years + trend(0, 0.01))
+    mu_visits = (population * visit_rate * VISIT_SEASON[month] * covid_visit
+                 * np.exp(SPRING_FESTIVAL_VISIT_DIP * sf) * np.exp(cell_noise(od)))
+    visits_total = rng.poisson(mu_visits)
+
+    def share_component(base, sd_township, secular, trend_col, effect_key, extra=0.0, cell_sd=0.05):
+        lin0 = (logit(base) + draw_norm(sd_township)[:, None] + secular * years[None, :]
+                + trend(trend_col, 0.02) + extra + cell_noise(cell_sd))
+        return lin0, lin0 + EFFECTS[effect_key] * dose
+
+    in0, in1 = share_component(0.82, 0.30, 0.02, 1, "in_county_logit", extra=covid_in_county[None, :])
+    visits_in_county = rng.binomial(visits_total, expit(in1))
+    pr0, pr1 = share_component(0.56, 0.30, -0.03, 2, "primary_logit")
+    visits_primary = rng.binomial(visits_total, expit(pr1))
+    tv0, tv1 = share_component(0.45, 0.30, 0.0, 3, "thc_visit_logit")
+    thc_outpatient_visits = rng.binomial(visits_primary, expit(tv1))
+
+    adm_rate = np.exp(rng.normal(np.log(0.015), 0.15, n_town))[:, None] * np.exp(0.02 * years)
+    mu_adm = (population * adm_rate * ADMISSION_SEASON[month] * np.sqrt(covid_visit)
+              * np.exp(SPRING_FESTIVAL_ADMISSION_DIP * sf) * np.exp(cell_noise(od)))
+    admissions_total = rng.poisson(mu_adm)
+    oc0, oc1 = share_component(0.15, 0.30, -0.02, 4, "out_county_logit", extra=-covid_in_county[None, :])
+    referrals_out_county = rng.binomial(admissions_total, expit(oc1))
+    ta0, ta1 = share_component(0.35, 0.30, 0.0, 5, "thc_admission_logit")
+    thc_admissions = rng.binomial(admissions_total, expit(ta1))
+
+    mean_cost = 5_500 * np.exp(draw_norm(0.15))[:, None] * 1.04 ** years[None, :] \
+        * np.exp(EFFECTS["cost_log"] * dose)
+    shape_per_admission = 2.0
+    inpatient_cost_total = np.where(
+        admissions_total > 0,
+        rng.gamma(np.maximum(shape_per_admission * admissions_total, 1e-9), mean_cost / shape_per_admission),
+        0.0)
+    inpatient_cost_total = np.round(inpatient_cost_total, 2)
+
+    services_base = rng.uniform(25, 70, n_town)[:, None] * np.exp(0.03 * years[None, :])
+    services_offered = rng.poisson(services_base * np.exp(EFFECTS["services_log"] * dose))
+
+    down_rate = 0.0004 * np.exp(draw_norm(0.3))[:, None] * np.exp(0.05 * years[None, :])
+    mu_down0 = population * down_rate * np.exp(cell_noise(od))
+    referrals_down = rng.poisson(mu_down0 * np.exp(EFFECTS["referrals_down_log"] * dose))
+
+    # ---- assemble the panel (contract names), township-major order
+    def flat(a):
+        return np.asarray(a).reshape(-1)
+
+    panel = pd.DataFrame({
+        "county": np.repeat(np.array(COUNTIES)[county_idx], n_t),
+        "township_id": np.repeat(ids, n_t),
+        "township_name": np.repeat(names, n_t),
+        "period": np.tile([period_label(p) for p in periods], n_town),
+        "population": flat(population),
+        "visits_total": flat(visits_total),
+        "visits_in_county": flat(visits_in_county),
+        "visits_primary": flat(visits_primary),
+        "admissions_total": flat(admissions_total),
+        "referrals_out_county": flat(referrals_out_county),
+        "thc_outpatient_visits": flat(thc_outpatient_visits),
+        "thc_admissions": flat(thc_admissions),
+        "inpatient_cost_total": flat(inpatient_cost_total),
+        "services_offered": flat(services_offered),
+        "referrals_down": flat(referrals_down),
+    })
+    pilots = pd.DataFrame(pilot_rows, columns=["township_id", "pilot_start", "model"])
+
+    # ---- truth: expected indicator with and without the pilot, disturbances held fixed
+    expected_visits = mu_visits  # E[visits_total | cell disturbance]
+    with_pilot = {
+        "county_internal_visit_rate": expit(in1),
+        "out_county_referral_rate": expit(oc1),
+        "primary_care_visit_share": expit(pr1),
+        "thc_outpatient_visits_per_1000": expected_visits * expit(pr1) * expit(tv1) / population * 1000,
+        "thc_admissions_per_1000": mu_adm * expit(ta1) / population * 1000,
+        "cost_per_admission": mean_cost,
+        "services_offered": services_base * np.exp(EFFECTS["services_log"] * dose),
+        "referrals_down_per_1000": mu_down0 * np.exp(EFFECTS["referrals_down_log"] * dose) / population * 1000,
+        "admissions_thc_share": expit(ta1),
+    }
+    without = {
+        "county_internal_visit_rate": expit(in0),
+        "out_county_referral_rate": expit(oc0),
+        "primary_care_visit_share": expit(pr0),
+        "thc_outpatient_visits_per_1000": expected_visits * expit(pr0) * expit(tv0) / population * 1000,
+        "thc_admissions_per_1000": mu_adm * expit(ta0) / population * 1000,
+        "cost_per_admission": mean_cost / np.exp(EFFECTS["cost_log"] * dose),
+        "services_offered": services_base,
+        "referrals_down_per_1000": mu_down0 / population * 1000,
+        "admissions_thc_share": expit(ta0),
+    }
+    missing = set(load_catalogue().ids) ^ set(with_pilot)
+    if missing:
+        raise RuntimeError(f"demo truth does not cover indicators {sorted(missing)}")
+    truth = _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, dose)
+
+    design = {
+        "config": asdict(config),
+        "cohorts": [{"pilot_start": s, "models": list(m)} for s, m in COHORTS],
+        "model_strength": MODEL_STRENGTH,
+        "effects_link_scale": EFFECTS,
+        "ramp_months": RAMP_MONTHS,
+        "covid": {k: {"visit_multiplier": v[0], "in_county_logit_shift": v[1]} for k, v in COVID.items()},
+        "spring_festival_log_dip": {"visits": SPRING_FESTIVAL_VISIT_DIP,
+                                    "admissions": SPRING_FESTIVAL_ADMISSION_DIP},
+    }
+    return DemoData(panel=panel, pilots=pilots, truth=truth, design=design)
+
+
+def _township_names(rng, n):
+    pool = [a + b for a in _NAME_FIRST for b in _NAME_SECOND]
+    picks = rng.choice(len(pool), size=n, replace=False)
+    suffix = rng.choice(["镇", "乡"], size=n, p=[0.7, 0.3])
+    return np.array([pool[p] + s for p, s in zip(picks, suffix)])
+
+
+def _neighbour_dose(dose, county_idx, pilot_start):
+    """Dose felt by each non-pilot township from its pilot neighbours (index +-1 in its county)."""
+    out = np.zeros_like(dose)
+    n = len(county_idx)
+    for i in range(n):
+        if pilot_start[i] >= 0:
+            continue
+        for j in (i - 1, i + 1):
+            if 0 <= j < n and county_idx[j] == county_idx[i] and pilot_start[j] >= 0:
+                out[i] = np.maximum(out[i], dose[j])
+    return out
+
+
+def _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, dose):
+    n_town, n_t = dose.shape
+    event = np.arange(n_t)[None, :] - pilot_start[:, None]
+    treated_post = (pilot_start[:, None] >= 0) & (event >= 0)
+    cohort = np.array([period_label(periods[s]) if s >= 0 else "" for s in pilot_start])
+    frames = []
+    for ind, y1 in with_pilot.items():
+        y0 = without[ind]
+        diff = y1 - y0
+        cells = pd.DataFrame({
+            "township_id": np.repeat(ids, n_t),
+            "cohort": np.repeat(cohort, n_t),
+            "model": np.repeat(pilot_model, n_t),
+            "event_time": event.reshape(-1),
+            "treated_post": treated_post.reshape(-1),
+            "spill": ((pilot_start[:, None] < 0) & (dose > 0)).reshape(-1),
+            "effect": diff.reshape(-1),
+            "y0": y0.reshape(-1),
+        })
+        post = cells[cells["treated_post"]]
+        groups = [("att", None), ("att_cohort", "cohort"), ("att_event_time", "event_time"),
+                  ("att_model", "model"), ("att_township", "township_id")]
+        for estimand, by in groups:
+            if by is None:
+                g = pd.DataFrame({"group": [""], "att": [post["effect"].mean()],
+                                  "y0": [post["y0"].mean()], "n_cells": [len(post)]})
+            else:
+                agg = post.groupby(by, sort=True).agg(att=("effect", "mean"), y0=("y0", "mean"),
+                                                      n_cells=("effect", "size")).reset_index()
+                g = agg.rename(columns={by: "group"})
+                g["group"] = g["group"].astype(str)
+            g.insert(0, "estimand", estimand)
+            g.insert(0, "indicator", ind)
+            frames.append(g)
+        spill = cells[cells["spill"]]
+        if len(spill):
+            agg = spill.groupby("township_id").agg(att=("effect", "mean"), y0=("y0", "mean"),
+                                                   n_cells=("effect", "size")).reset_index()
+            agg = agg.rename(columns={"township_id": "group"})
+            agg.insert(0, "estimand", "spillover_township")
+            agg.insert(0, "indicator", ind)
+            frames.append(agg)
+    truth = pd.concat(frames, ignore_index=True)
+    truth["relative"] = truth["att"] / truth["y0"]
+    truth = truth.rename(columns={"y0": "mean_counterfactual"})
+    return truth[["indicator", "estimand", "group", "att", "relative", "mean_counterfactual", "n_cells"]]
+
+
+def write_demo(out_dir: Path | str = DEMO_DATA, config: DemoConfig = DemoConfig()) -> list[Path]:
+    """Write panel.csv, pilots.csv, truth.csv and design.json (UTF-8, byte-reproducible)."""
+    out_dir = Path(out_dir)
+    demo = generate(config)
+    panel = demo.panel.rename(columns=PANEL_HEADERS)
+    pilots = demo.pilots.rename(columns=PILOT_HEADERS)
+    files = {
+        "panel.csv": panel.to_csv(index=False, lineterminator="\n", float_format="%.2f"),
+        "pilots.csv": pilots.to_csv(index=False, lineterminator="\n"),
+        "truth.csv": demo.truth.to_csv(index=False, lineterminator="\n", float_format="%.10g"),
+        "design.json": json.dumps(demo.design, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
+    }
+    written = []
+    for name, text in files.items():
+        written.append(write_text_atomic(out_dir / name, text))
+    return written

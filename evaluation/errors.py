@@ -1,0 +1,64 @@
+"""Exceptions for rejected input.
+
+Every rejection names the file, the row or column, and what was expected, so that a
+researcher can open the spreadsheet and fix the cell. The command line turns these into
+exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EvaluationInputError(ValueError):
+    """Base class: input the package refuses to evaluate."""
+
+
+class StudyConfigError(EvaluationInputError):
+    """The study YAML file is malformed (unknown key, wrong type, missing file)."""
+
+    def __init__(self, path: Path | str, key: str, problem: str):
+        self.path = Path(path)
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{self.path}: key '{key}': {problem}")
+
+
+class DataValidationError(EvaluationInputError):
+    """A data file breaks the data contract.
+
+    ``rows`` are 1-based line numbers as a spreadsheet shows them (the header is row 1,
+    the first data row is row 2).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        problem: str,
+        *,
+        column: str | None = None,
+        rows: list[int] | None = None,
+        details: list[str] | None = None,
+        expected: str | None = None,
+    ):
+        self.path = Path(path)
+        self.problem = problem
+        self.column = column
+        self.rows = list(rows or [])
+        self.details = list(details or [])
+        self.expected = expected
+        where = [str(self.path)]
+        if self.rows:
+            shown = ", ".join(str(r) for r in self.rows[:10])
+            more = f" and {len(self.rows) - 10} more" if len(self.rows) > 10 else ""
+            where.append(f"row{'s' if len(self.rows) > 1 else ''} {shown}{more}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        message = ", ".join(where) + f": {problem}"
+        if expected:
+            message += f"; expected {expected}"
+        if self.details:
+            message += "\n  " + "\n  ".join(self.details[:10])
+            if len(self.details) > 10:
+                message += f"\n  ... and {len(self.details) - 10} more"
+        super().__init__(message)

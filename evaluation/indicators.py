@@ -1,0 +1,184 @@
+"""The indicator catalogue (``indicators.yml``) and the computation of indicator values.
+
+Each indicator is defined once: its numerator and denominator columns of the data
+contract, its kind, the direction that counts as improvement, an optional policy target
+with its source, and the default model family of the estimators. A study may override
+targets (they differ by province) but not definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from evaluation.paths import INDICATOR_CATALOGUE
+
+Kind = Literal["share", "rate", "mean", "count"]
+ModelFamily = Literal["binomial", "poisson_offset", "loglinear", "poisson"]
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    value: float
+    comparison: Literal[">=", "<="]
+    source: str
+
+class Indicator(BaseModel):
+    """One policy indicator. ``value = numerator / denominator * per`` (``per`` = 1 but for rates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    name_zh: str
+    name_en: str
+    kind: Kind
+    numerator: str
+    denominator: str | None
+    per: float = 1.0
+    unit: str
+    direction: Literal["increase", "decrease"]
+    target: Target | None = None
+    model_family: ModelFamily
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.kind == "count" and self.denominator is not None:
+            raise ValueError(f"{self.id}: a count indicator has no denominator")
+        if self.kind != "count" and self.denominator is None:
+            raise ValueError(f"{self.id}: a {self.kind} indicator needs a denominator")
+        if self.kind == "rate" and self.denominator != "population":
+            raise ValueError(f"{self.id}: a rate indicator is per population")
+        return self
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Contract columns this indicator needs."""
+        return tuple(c for c in (self.numerator, self.denominator) if c is not None)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name_zh} / {self.name_en}"
+
+    def values(self, data: pd.DataFrame) -> pd.Series:
+        """Indicator value of each row (township-period). Undefined (0/0) cells are NaN."""
+        num = data[self.numerator].astype(float)
+        if self.denominator is None:
+            return num.rename(self.id)
+        den = data[self.denominator].astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = num / den.where(den > 0) * self.per
+        return out.rename(self.id)
+
+    def aggregate(self, data: pd.DataFrame, by) -> pd.Series:
+        """Indicator of pooled groups as a ratio of sums (e.g. pilot vs non-pilot by month).
+
+        Counts are averaged over the group's townships; ratios are sum(num)/sum(den).
+        """
+        grouped = data.groupby(by, observed=True)
+        if self.denominator is None:
+            return grouped[self.numerator].mean().rename(self.id)
+        sums = grouped[[self.numerator, self.denominator]].sum(min_count=1)
+        den = sums[self.denominator].where(sums[self.denominator] > 0)
+        return (sums[self.numerator] / den * self.per).rename(self.id)
+
+    def meets_target(self, value):
+        """True where ``value`` attains the target (NaN-safe); None without a target."""
+        if self.target is None:
+            return None
+        value = np.asarray(value, dtype=float)
+        if self.target.comparison == ">=":
+            return value >= self.target.value
+        return value <= self.target.value
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The indicators by id, in catalogue order."""
+
+    indicators: tuple[Indicator, ...]
+    path: Path
+
+    def __getitem__(self, indicator_id: str) -> Indicator:
+        for ind in self.indicators:
+            if ind.id == indicator_id:
+                return ind
+        raise KeyError(f"unknown indicator '{indicator_id}'; the catalogue ({self.path.name}) "
+                       f"has: {', '.join(self.ids)}")
+
+    def __iter__(self):
+        return iter(self.indicators)
+
+    def __len__(self) -> int:
+        return len(self.indicators)
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.id for i in self.indicators]
+
+    def select(self, ids=None, targets: dict[str, float | None] | None = None) -> list[Indicator]:
+        """Indicators ``ids`` (all when None) with study target overrides applied.
+
+        ``targets`` maps an indicator id to a new target value (keeping comparison and
+        source, marked as a study override), or to None to drop the target.
+        """
+        chosen = [self[i] for i in (ids or self.ids)]
+        targets = targets or {}
+        for key in targets:
+            self[key]  # unknown ids raise
+        out = []
+        for ind in chosen:
+            if ind.id in targets:
+                value = targets[ind.id]
+                if value is None:
+                    ind = ind.model_copy(update={"target": None})
+                else:
+                    base = ind.target or Target(
+                        value=value, comparison=">=" if ind.direction == "increase" else "<=",
+                        source="")
+                    ind = ind.model_copy(update={"target": Target(
+                        value=value, comparison=base.comparison,
+                        source=f"study override (catalogue: {base.value if ind.target else 'none'})")})
+            out.append(ind)
+        return out
+
+@lru_cache(maxsize=4)
+def load_catalogue(path: Path | str = INDICATOR_CATALOGUE) -> Catalogue:
+    """Read and check the catalogue. Ids must be unique."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        indicators = tuple(Indicator(**entry) for entry in raw["indicators"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(f"{path}: malformed indicator catalogue: {exc}") from exc
+    ids = [i.id for i in indicators]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: duplicate indicator ids")
+    return Catalogue(indicators, path)
+
+def required_columns(indicators) -> list[str]:
+    """Contract count columns the given indicators need (population excluded), in order."""
+    out: list[str] = []
+    for ind in indicators:
+        for col in ind.columns:
+            if col != "population" and col not in out:
+                out.append(col)
+    return out
+
+def share_pairs(indicators) -> list[tuple[str, str]]:
+    """(numerator, denominator) pairs where the numerator may never exceed the denominator."""
+    pairs: list[tuple[str, str]] = []
+    for ind in indicators:
+        if ind.kind == "share" and (ind.numerator, ind.denominator) not in pairs:
+            pairs.append((ind.numerator, ind.denominator))
+    return pairs
+
+def compute_indicators(data: pd.DataFrame, indicators) -> pd.DataFrame:
+    """One column per indicator beside the panel's key columns."""
+    keys = [c for c in ("county", "township_id", "township_name", "period", "treated", "post",
+                        "cohort", "event_time", "model") if c in data.columns]
+    values = pd.concat([ind.values(data) for ind in indicators], axis=1)
+    return pd.concat([data[keys], values], axis=1)

@@ -1,0 +1,222 @@
+"""Study file (YAML) -> typed, checked configuration.
+
+A study names its data files (paths relative to the study file), maps the user's column
+headers (Chinese included) onto the data contract, and fixes the frequency, window,
+indicators, COVID-19 handling, inference settings with the random seed, and the report's
+titles. Unknown keys, wrong types and missing files are rejected with the key's name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from evaluation.errors import StudyConfigError
+from evaluation.indicators import Indicator, load_catalogue
+from evaluation.paths import study_output_dir
+from evaluation.periods import FREQUENCIES, PeriodParseError, parse_period
+
+PANEL_KEY_COLUMNS = ("county", "township_id", "township_name", "period", "population")
+PILOT_COLUMNS = ("township_id", "pilot_start", "model")
+
+
+def _period_text(value):
+    """YAML reads ``2019`` as an int and ``2019-03-01`` as a date: keep them as text."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class Titles(_Strict):
+    zh: str
+    en: str
+
+
+class DataFiles(_Strict):
+    panel: str
+    pilots: str
+    truth: str | None = None
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"] = "auto"
+    panel_sheet: str | int | None = None
+    pilot_sheet: str | int | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    pilot_columns: dict[str, str] = Field(default_factory=dict)
+
+
+class Window(_Strict):
+    start: str | None = None
+    end: str | None = None
+    _text = field_validator("start", "end", mode="before")(_period_text)
+
+
+class CovidPhase(_Strict):
+    name: str
+    start: str
+    end: str
+    _text = field_validator("start", "end", mode="before")(_period_text)
+
+
+class Covid(_Strict):
+    handling: Literal["phases", "exclude", "ignore"] = "phases"
+    phases: list[CovidPhase] = Field(default_factory=list)
+
+
+class Inference(_Strict):
+    cluster: Literal["township", "county"] = "township"
+    seed: int
+    alpha: float = Field(0.05, gt=0, lt=1)
+    wild_bootstrap_draws: int = Field(9999, ge=99)
+    permutations: int = Field(999, ge=99)
+
+
+class Report(_Strict):
+    language: Literal["zh", "en", "both"] = "both"
+
+
+class StudyConfig(_Strict):
+    """The study file's schema, key by key."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    title: Titles
+    synthetic: bool = False
+    data: DataFiles
+    frequency: Literal["month", "quarter", "year"] = "month"
+    window: Window = Window()
+    indicators: list[str] | None = None
+    targets: dict[str, float | None] = Field(default_factory=dict)
+    covid: Covid = Covid()
+    inference: Inference
+    report: Report = Report()
+
+
+class Study(StudyConfig):
+    """A loaded study: the configuration plus the folder it was read from."""
+
+    _source: Path = PrivateAttr()
+
+    @property
+    def source(self) -> Path:
+        return self._source
+
+    def resolve(self, relative: str) -> Path:
+        """A path of the study file, relative to the study file's folder."""
+        return (self._source.parent / relative).resolve()
+
+    @property
+    def panel_path(self) -> Path:
+        return self.resolve(self.data.panel)
+
+    @property
+    def pilots_path(self) -> Path:
+        return self.resolve(self.data.pilots)
+
+    @property
+    def truth_path(self) -> Path | None:
+        return self.resolve(self.data.truth) if self.data.truth else None
+
+    @property
+    def output_dir(self) -> Path:
+        return study_output_dir(self.id)
+
+    @property
+    def window_periods(self) -> tuple[pd.Period | None, pd.Period | None]:
+        w = self.window
+        return (parse_period(w.start, self.frequency) if w.start else None,
+                parse_period(w.end, self.frequency) if w.end else None)
+
+    def selected_indicators(self) -> list[Indicator]:
+        """The study's indicators with its target overrides applied."""
+        return load_catalogue().select(self.indicators, self.targets)
+
+    def covid_periods(self) -> pd.PeriodIndex:
+        """Every period inside a COVID-19 phase of the study."""
+        out = []
+        for phase in self.covid.phases:
+            start = parse_period(phase.start, self.frequency)
+            end = parse_period(phase.end, self.frequency)
+            out.extend(pd.period_range(start, end, freq=start.freq))
+        return pd.PeriodIndex(sorted(set(out)), freq=FREQUENCIES[self.frequency])
+
+
+def _key_of(loc) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def load_study(path: Path | str) -> Study:
+    """Read a study file; raise :class:`StudyConfigError` naming the offending key."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise StudyConfigError(path, "(file)", "study file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise StudyConfigError(path, "(file)", f"not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise StudyConfigError(path, "(top level)", "expected a mapping of keys to values")
+    try:
+        study = Study(**raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _key_of(err["loc"])
+        if err["type"] == "extra_forbidden":
+            problem = "unknown key"
+        elif err["type"] == "missing":
+            problem = "required key is missing"
+        else:
+            problem = f"{err['msg']} (got {err.get('input')!r})"
+        raise StudyConfigError(path, key, problem) from None
+    study._source = path
+    _check_semantics(study, path)
+    return study
+
+
+def _check_semantics(study: Study, path: Path) -> None:
+    for key in ("panel", "pilots", "truth"):
+        rel = getattr(study.data, key)
+        if rel is not None and not study.resolve(rel).is_file():
+            raise StudyConfigError(path, f"data.{key}",
+                                   f"file not found: {study.resolve(rel)} (paths are relative to the study file)")
+    for key, mapping, allowed in (("data.columns", study.data.columns, None),
+                                  ("data.pilot_columns", study.data.pilot_columns, PILOT_COLUMNS)):
+        targets = list(mapping.values())
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise StudyConfigError(path, key, f"two headers map onto {dupes}")
+        if allowed:
+            bad = [t for t in targets if t not in allowed]
+            if bad:
+                raise StudyConfigError(path, key, f"unknown pilot-table column(s) {bad}; expected {list(allowed)}")
+    catalogue = load_catalogue()
+    for i, ind in enumerate(study.indicators or []):
+        if ind not in catalogue.ids:
+            raise StudyConfigError(path, f"indicators.{i}",
+                                   f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
+    for ind in study.targets:
+        if ind not in catalogue.ids:
+            raise StudyConfigError(path, f"targets.{ind}",
+                                   f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
+    periods = {"window.start": study.window.start, "window.end": study.window.end}
+    for i, phase in enumerate(study.covid.phases):
+        periods[f"covid.phases.{i}.start"] = phase.start
+        periods[f"covid.phases.{i}.end"] = phase.end
+    parsed = {}
+    for key, value in periods.items():
+        if value is None:
+            continue
+        try:
+            parsed[key] = parse_period(value, study.frequency)
+        except PeriodParseError as exc:
+            raise StudyConfigError(path, key, str(exc)) from None
+    if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
+        raise StudyConfigError(path, "window", "start is after end")
+    for i, _ in enumerate(study.covid.phases):
+        if parsed[f"covid.phases.{i}.start"] > parsed[f"covid.phases.{i}.end"]:
+            raise StudyConfigError(path, f"covid.phases.{i}", "start is after end")
