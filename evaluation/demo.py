@@ -171,6 +171,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     years = t / 12.0
     month = periods.month.to_numpy() - 1
     sf = spring_festival_share(periods)
+    days = periods.days_in_month.to_numpy() / (365.25 / 12)  # flows scale with the month's length
     covid_visit = np.ones(n_t)
     covid_in_county = np.zeros(n_t)
     for label, (mult, shift) in COVID.items():
@@ -209,7 +210,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     # total visits
     visit_rate = np.exp(rng.normal(np.log(0.42), 0.15, n_town))[:, None] \
         * np.exp(0.015 * years + trend(0, 0.01))
-    mu_visits = (population * visit_rate * VISIT_SEASON[month] * covid_visit
+    mu_visits = (population * visit_rate * days * VISIT_SEASON[month] * covid_visit
                  * np.exp(SPRING_FESTIVAL_VISIT_DIP * sf) * np.exp(cell_noise(od)))
     visits_total = rng.poisson(mu_visits)
 
@@ -226,7 +227,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     thc_outpatient_visits = rng.binomial(visits_primary, expit(tv1))
 
     adm_rate = np.exp(rng.normal(np.log(0.015), 0.15, n_town))[:, None] * np.exp(0.02 * years)
-    mu_adm = (population * adm_rate * ADMISSION_SEASON[month] * np.sqrt(covid_visit)
+    mu_adm = (population * adm_rate * days * ADMISSION_SEASON[month] * np.sqrt(covid_visit)
               * np.exp(SPRING_FESTIVAL_ADMISSION_DIP * sf) * np.exp(cell_noise(od)))
     admissions_total = rng.poisson(mu_adm)
     oc0, oc1 = share_component(0.15, 0.30, -0.02, 4, "out_county_logit", extra=-covid_in_county[None, :])
@@ -247,7 +248,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     services_offered = rng.poisson(services_base * np.exp(EFFECTS["services_log"] * dose))
 
     down_rate = 0.0004 * np.exp(draw_norm(0.3))[:, None] * np.exp(0.05 * years[None, :])
-    mu_down0 = population * down_rate * np.exp(cell_noise(od))
+    mu_down0 = population * down_rate * days * np.exp(cell_noise(od))
     referrals_down = rng.poisson(mu_down0 * np.exp(EFFECTS["referrals_down_log"] * dose))
 
     # ---- assemble the panel (contract names), township-major order

@@ -28,7 +28,8 @@ class DataValidationError(EvaluationInputError):
     """A data file breaks the data contract.
 
     ``rows`` are 1-based line numbers as a spreadsheet shows them (the header is row 1,
-    the first data row is row 2).
+    the first data row is row 2). ``header`` is the user's own header of ``column`` when
+    the study file maps one onto the contract name.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class DataValidationError(EvaluationInputError):
         rows: list[int] | None = None,
         details: list[str] | None = None,
         expected: str | None = None,
+        header: str | None = None,
     ):
         self.path = Path(path)
         self.problem = problem
@@ -47,18 +49,25 @@ class DataValidationError(EvaluationInputError):
         self.rows = list(rows or [])
         self.details = list(details or [])
         self.expected = expected
+        self.header = header
+        super().__init__(problem)
+
+    def __str__(self) -> str:
         where = [str(self.path)]
         if self.rows:
             shown = ", ".join(str(r) for r in self.rows[:10])
             more = f" and {len(self.rows) - 10} more" if len(self.rows) > 10 else ""
             where.append(f"row{'s' if len(self.rows) > 1 else ''} {shown}{more}")
-        if column is not None:
-            where.append(f"column '{column}'")
-        message = ", ".join(where) + f": {problem}"
-        if expected:
-            message += f"; expected {expected}"
+        if self.column is not None:
+            col = f"column '{self.column}'"
+            if self.header and self.header != self.column:
+                col += f" (header '{self.header}')"
+            where.append(col)
+        message = ", ".join(where) + f": {self.problem}"
+        if self.expected:
+            message += f"; expected {self.expected}"
         if self.details:
             message += "\n  " + "\n  ".join(self.details[:10])
             if len(self.details) > 10:
                 message += f"\n  ... and {len(self.details) - 10} more"
-        super().__init__(message)
+        return message

@@ -19,6 +19,7 @@ Nothing is written here; :func:`write_validated_panel` writes atomically on requ
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,22 +149,8 @@ def load_panel_files(
 ) -> Panel:
     """Load and validate a panel and its pilot table given explicitly (no study file)."""
     panel_path, pilots_path = Path(panel_path), Path(pilots_path)
-    needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators)
-    raw = read_table(panel_path, encoding=encoding, sheet=panel_sheet)
-    data = _map_columns(raw, columns or {}, needed, panel_path)
-    optional = [c for c in MEASURE_COLUMNS if c in data.columns and c not in needed]
-    data = data[needed + optional]
-
-    for col in ("county", "township_id", "township_name"):
-        data[col] = _text(data[col])
-    _reject_empty(data, ["county", "township_id"], panel_path)
-    data["period"] = _parse_periods(data["period"], frequency, panel_path, "period")
-    for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]:
-        data[col] = _parse_numbers(data[col], panel_path, col)
-    _check_schema(data, panel_path)
-    for num, den in share_pairs(indicators):
-        _check_not_above(data, num, den, panel_path)
-
+    with _naming_headers(columns):
+        data = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet)
     start, end = window
     if start is not None:
         data = data[data["period"] >= start]
@@ -172,7 +159,8 @@ def load_panel_files(
     if data.empty:
         raise DataValidationError(panel_path, "no rows inside the study window",
                                   column="period", expected=f"periods between {start} and {end}")
-    pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet)
+    with _naming_headers(pilot_columns):
+        pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet)
     data = _derive_treatment(data, pilots, frequency)
     gaps = _find_gaps(data, frequency)
     if not gaps.empty:
@@ -194,6 +182,35 @@ def write_validated_panel(panel: Panel, target: Path | str) -> Path:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+@contextmanager
+def _naming_headers(mapping: dict[str, str] | None):
+    """Add the user's own header to errors about a mapped contract column."""
+    try:
+        yield
+    except DataValidationError as exc:
+        exc.header = exc.header or {v: k for k, v in (mapping or {}).items()}.get(exc.column)
+        raise
+
+
+def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indicator],
+                frequency: str, encoding: str, sheet) -> pd.DataFrame:
+    needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators)
+    raw = read_table(panel_path, encoding=encoding, sheet=sheet)
+    data = _map_columns(raw, columns, needed, panel_path)
+    optional = [c for c in MEASURE_COLUMNS if c in data.columns and c not in needed]
+    data = data[needed + optional]
+    for col in ("county", "township_id", "township_name"):
+        data[col] = _text(data[col])
+    _reject_empty(data, ["county", "township_id"], panel_path)
+    data["period"] = _parse_periods(data["period"], frequency, panel_path, "period")
+    for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]:
+        data[col] = _parse_numbers(data[col], panel_path, col)
+    _check_schema(data, panel_path)
+    for num, den in share_pairs(indicators):
+        _check_not_above(data, num, den, panel_path)
+    return data
+
 
 def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], path: Path) -> pd.DataFrame:
     missing_headers = [h for h in mapping if h not in raw.columns]
