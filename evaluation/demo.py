@@ -320,7 +320,7 @@ def _township_names(rng, n):
     pool = [a + b for a in _NAME_FIRST for b in _NAME_SECOND]
     picks = rng.choice(len(pool), size=n, replace=False)
     suffix = rng.choice(["镇", "乡"], size=n, p=[0.7, 0.3])
-    return np.array([pool[p] + s for p, s in zip(picks, suffix)])
+    return np.array([pool[p] + s for p, s in zip(picks, suffix, strict=True)])
 
 
 def _neighbour_dose(dose, county_idx, pilot_start):

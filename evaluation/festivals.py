@@ -10,7 +10,7 @@ regressors). The lunar-to-solar conversion comes from ``lunardate``.
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ DEFAULT_DAYS_BEFORE = 7
 DEFAULT_DAYS_AFTER = 7
 
 
-@lru_cache(maxsize=None)
+@cache
 def spring_festival_date(year: int) -> dt.date:
     """Gregorian date of Chinese New Year's Day (正月初一) in ``year``."""
     return LunarDate(year, 1, 1).to_solar_date()

@@ -9,8 +9,8 @@ import pytest
 
 from evaluation.cli import main
 from evaluation.demo import PANEL_HEADERS, PILOT_HEADERS
-from evaluation.paths import DEMO_STUDY
 from evaluation.panel import PanelGapWarning, load_panel, write_validated_panel
+from evaluation.paths import DEMO_STUDY
 from evaluation.study import load_study
 from tests.conftest import tiny_panel, tiny_pilots
 
