@@ -370,6 +370,13 @@ def _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, do
             g.insert(0, "estimand", estimand)
             g.insert(0, "indicator", ind)
             frames.append(g)
+        by_cohort_event = post.groupby(["cohort", "event_time"], sort=True).agg(
+            att=("effect", "mean"), y0=("y0", "mean"), n_cells=("effect", "size")).reset_index()
+        by_cohort_event.insert(0, "group", by_cohort_event.pop("cohort") + "|"
+                               + by_cohort_event.pop("event_time").astype(str))
+        by_cohort_event.insert(0, "estimand", "att_cohort_event_time")
+        by_cohort_event.insert(0, "indicator", ind)
+        frames.append(by_cohort_event)
         spill = cells[cells["spill"]]
         if len(spill):
             agg = spill.groupby("township_id").agg(att=("effect", "mean"), y0=("y0", "mean"),

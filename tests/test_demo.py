@@ -54,7 +54,8 @@ def test_truth_covers_every_indicator_and_one_is_exactly_zero(demo):
     assert set(overall.index) == set(load_catalogue().ids)
     assert (overall == 0).sum() == 1 and overall["cost_per_admission"] == 0.0
     assert overall["county_internal_visit_rate"] > 0.01 and overall["out_county_referral_rate"] < -0.01
-    assert set(truth["estimand"]) == {"att", "att_cohort", "att_event_time", "att_model", "att_township"}
+    assert set(truth["estimand"]) == {"att", "att_cohort", "att_event_time", "att_model", "att_township",
+                                      "att_cohort_event_time"}
     # the overall ATT is the cell-weighted mean of the cohort ATTs
     cohort = truth[truth["estimand"] == "att_cohort"]
     for ind, g in cohort.groupby("indicator"):

@@ -1,0 +1,550 @@
+"""Interrupted time series (ITS): segmented regression of one series, and controlled ITS.
+
+The model of a series y_t (t = 0, 1, ... periods since the series' first period) is
+
+    g(E[y_t]) = b0 + b1 t + sum_k [ level_k D_k(t) + slope_k (t - T_k) D_k(t) ]
+                + seasonality + spring_festival + covid phases + covariates (+ offset)
+
+with D_k(t) = 1 from interruption k's start T_k on (an announcement, then the
+implementation, say). ``level_change`` is the jump at T_k beyond the pre-period trend,
+``slope_change`` the change in trend per period. The identifying assumption is that,
+without the pilot, the pre-period trend and seasonal pattern would have continued
+(Bernal, Cummins and Gasparrini 2017, Int J Epidemiol 46:348-355; Wagner et al. 2002,
+J Clin Pharm Ther 27:299-309).
+
+Options follow that tutorial: calendar-month or Fourier seasonality; a Spring Festival
+regressor (the share of the festival window in each month, :mod:`evaluation.festivals`);
+COVID-19 phase indicators or exclusion; Newey-West (HAC) errors by default with the lag
+rule floor(4 (n/100)^(2/9)) (Newey and West 1994), regression with ARIMA errors
+(statsmodels SARIMAX) or conventional errors; Poisson (quasi-Poisson) and negative
+binomial models with a log-population offset for counts, reported as rate ratios.
+A transition (phase-in) window after the last interruption can be left out: the level
+change is then the jump at the end of the window.
+
+Horizon effects compare the fitted series with its counterfactual (all interruption
+terms set to zero) ``h`` periods after the last interruption's start, in absolute and
+relative terms, with delta-method intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+from statsmodels.stats.diagnostic import acorr_ljungbox
+from statsmodels.stats.stattools import durbin_watson
+
+from evaluation.festivals import spring_festival_share
+from evaluation.indicators import Indicator
+from evaluation.periods import FREQUENCIES, parse_period, period_label
+from evaluation.results import Effect, Estimates
+
+MIN_PRE_PERIODS = 8
+Family = Literal["gaussian", "poisson", "negbin"]
+Errors = Literal["hac", "conventional", "arima"]
+
+
+class ITSError(ValueError):
+    """An ITS call the data cannot support (named in the message)."""
+
+
+class CovidOverlapWarning(UserWarning):
+    """The pre-period ends inside a COVID-19 phase: the counterfactual trend is suspect."""
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A change point: its first period, and whether it changes the level, the slope, or both."""
+
+    start: str | pd.Period
+    name: str = "pilot"
+    level: bool = True
+    slope: bool = True
+
+
+@dataclass(frozen=True)
+class CovidPhase:
+    name: str
+    start: str | pd.Period
+    end: str | pd.Period
+
+
+@dataclass
+class ITSSpec:
+    """Everything that defines an ITS model besides the data."""
+
+    outcome: str
+    interruptions: list[Interruption]
+    frequency: str = "month"
+    transition: int = 0
+    seasonality: Literal["month", "fourier"] | None = "month"
+    harmonics: int = 2
+    spring_festival: bool = True
+    covid: Literal["phases", "exclude", "ignore"] = "phases"
+    covid_phases: list[CovidPhase] = field(default_factory=list)
+    covariates: list[str] = field(default_factory=list)
+    family: Family = "gaussian"
+    offset: str | None = None
+    per: float = 1.0
+    errors: Errors = "hac"
+    hac_lags: int | None = None
+    arima_order: tuple[int, int, int] = (1, 0, 0)
+    quasi: bool = True
+    horizons: tuple[int, ...] = (12, 24)
+    alpha: float = 0.05
+    indicator: str | None = None
+
+
+def newey_west_lags(n: int) -> int:
+    """Newey and West (1994) rule of thumb: floor(4 (n / 100)^(2/9))."""
+    return int(math.floor(4 * (n / 100) ** (2 / 9)))
+
+
+# ----------------------------------------------------------------------------- series
+
+def indicator_series(panel, indicator: Indicator, townships: Sequence[str] | str = "pilots",
+                     weighting: Literal["pooled", "mean"] = "pooled") -> pd.DataFrame:
+    """One series from a panel: the indicator of a group of townships by period.
+
+    ``townships`` is ``"pilots"``, ``"comparison"``, ``"all"`` or a list of township ids.
+    ``weighting="pooled"`` gives the group's indicator as a ratio of sums (the group as one
+    population); ``"mean"`` the unweighted mean of the townships' indicators. Columns:
+    ``value`` (the indicator), ``numerator``, ``denominator`` and ``population`` (sums),
+    ``townships`` (how many contributed).
+    """
+    data = panel.data
+    if isinstance(townships, str):
+        select = {"pilots": data["treated"] == 1, "comparison": data["treated"] == 0,
+                  "all": np.ones(len(data), bool)}
+        if townships not in select:
+            raise ITSError(f"townships must be 'pilots', 'comparison', 'all' or a list of ids, got {townships!r}")
+        data = data[select[townships]]
+    else:
+        unknown = sorted(set(townships) - set(data["township_id"]))
+        if unknown:
+            raise ITSError(f"townships not in the panel: {unknown}")
+        data = data[data["township_id"].isin(list(townships))]
+    if data.empty:
+        raise ITSError("no townships selected")
+    grouped = data.groupby("period", sort=True)
+    out = pd.DataFrame(index=pd.PeriodIndex(sorted(data["period"].unique()), name="period"))
+    if weighting == "pooled":
+        out["value"] = indicator.aggregate(data, "period")
+    elif weighting == "mean":
+        out["value"] = indicator.values(data).groupby(data["period"]).mean()
+    else:
+        raise ITSError(f"weighting must be 'pooled' or 'mean', got {weighting!r}")
+    out["numerator"] = grouped[indicator.numerator].sum(min_count=1)
+    if indicator.denominator is not None:
+        out["denominator"] = grouped[indicator.denominator].sum(min_count=1)
+    out["population"] = grouped["population"].sum()
+    out["townships"] = grouped["township_id"].nunique()
+    return out
+
+
+# ----------------------------------------------------------------------------- design
+
+def _as_period_index(series: pd.DataFrame, frequency: str) -> pd.DataFrame:
+    freq = FREQUENCIES[frequency]
+    if isinstance(series.index, pd.PeriodIndex):
+        out = series.copy()
+        out.index = out.index.asfreq(freq)
+    elif "period" in series.columns:
+        out = series.set_index(pd.PeriodIndex([parse_period(p, frequency) for p in series["period"]],
+                                              freq=freq, name="period"))
+    else:
+        raise ITSError("the series needs a PeriodIndex or a 'period' column")
+    return out.sort_index()
+
+
+def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: ITSSpec, starts: list[pd.Period],
+            effective_last: pd.Period) -> pd.DataFrame:
+    """Regressors for every period of ``index`` (factual values)."""
+    t0 = index[0]
+    t = np.array([(p - t0).n for p in index], dtype=float)
+    X = pd.DataFrame({"const": 1.0, "trend": t}, index=index)
+    for k, (intr, start) in enumerate(zip(spec.interruptions, starts, strict=True)):
+        s = effective_last if k == len(starts) - 1 else start
+        ts = float((s - t0).n)
+        on = (t >= ts).astype(float)
+        if intr.level:
+            X[f"level:{intr.name}"] = on
+        if intr.slope:
+            X[f"slope:{intr.name}"] = (t - ts) * on
+    per_year = {"month": 12, "quarter": 4, "year": 1}[spec.frequency]
+    if spec.seasonality and per_year > 1:
+        pos = np.array([(p.month - 1) if spec.frequency == "month" else (p.quarter - 1) for p in index])
+        if spec.seasonality == "month":
+            label = "month" if spec.frequency == "month" else "quarter"
+            for m in range(1, per_year):
+                X[f"{label}_{m + 1}"] = (pos == m).astype(float)
+        elif spec.seasonality == "fourier":
+            if not 1 <= spec.harmonics <= per_year // 2:
+                raise ITSError(f"harmonics must be between 1 and {per_year // 2}, got {spec.harmonics}")
+            for k in range(1, spec.harmonics + 1):
+                if 2 * k != per_year:  # the sine of the Nyquist harmonic is zero at every period
+                    X[f"sin{k}"] = np.sin(2 * np.pi * k * pos / per_year)
+                X[f"cos{k}"] = np.cos(2 * np.pi * k * pos / per_year)
+        else:
+            raise ITSError(f"seasonality must be 'month', 'fourier' or None, got {spec.seasonality!r}")
+    if spec.spring_festival:
+        if spec.frequency != "month":
+            raise ITSError("the Spring Festival regressor needs a monthly series")
+        X["spring_festival"] = spring_festival_share(index)
+    if spec.covid == "phases":
+        for phase in spec.covid_phases:
+            a, b = parse_period(phase.start, spec.frequency), parse_period(phase.end, spec.frequency)
+            inside = np.array([(a <= p <= b) for p in index], dtype=float)
+            if inside.any():
+                X[f"covid:{phase.name}"] = inside
+    for cov in spec.covariates:
+        if cov not in series.columns:
+            raise ITSError(f"covariate '{cov}' is not a column of the series")
+        X[cov] = series[cov].reindex(index).astype(float)
+    return X
+
+
+def _counterfactual(X: pd.DataFrame) -> pd.DataFrame:
+    X0 = X.copy()
+    for c in X0.columns:
+        if c.startswith(("level:", "slope:", "group:level:", "group:slope:")):
+            X0[c] = 0.0
+    return X0
+
+
+# ----------------------------------------------------------------------------- fit
+
+def _interruptions(arg) -> list[Interruption]:
+    """A start period, an Interruption, or a list of either -> list of Interruption."""
+    items = list(arg) if isinstance(arg, (list, tuple)) else [arg]
+    return [i if isinstance(i, Interruption) else Interruption(start=i) for i in items]
+
+
+def segmented_regression(series: pd.DataFrame, outcome: str, interruptions, **options) -> Estimates:
+    """Fit an ITS segmented regression to one series; see the module docstring.
+
+    ``series``: a frame with a PeriodIndex (or a ``period`` column), the outcome column,
+    and for count families the ``offset`` column (population). ``interruptions``: a start
+    period or a list of :class:`Interruption`. ``options``: the fields of :class:`ITSSpec`.
+
+    Returns level and slope changes per interruption (rate ratios for count families),
+    effects at the horizons (absolute and relative), the counterfactual for the plot in
+    ``plot_data``, and Durbin-Watson and Ljung-Box diagnostics of the residuals.
+    """
+    interruptions = _interruptions(interruptions)
+    spec = ITSSpec(outcome=outcome, interruptions=interruptions, **options)
+    return _fit(series, spec)
+
+
+def _prepare(series: pd.DataFrame, spec: ITSSpec):
+    if spec.family not in ("gaussian", "poisson", "negbin"):
+        raise ITSError(f"family must be 'gaussian', 'poisson' or 'negbin', got {spec.family!r}")
+    if spec.errors not in ("hac", "conventional", "arima"):
+        raise ITSError(f"errors must be 'hac', 'conventional' or 'arima', got {spec.errors!r}")
+    if spec.errors == "arima" and spec.family != "gaussian":
+        raise ITSError("ARIMA errors need family='gaussian'")
+    data = _as_period_index(series, spec.frequency)
+    if spec.outcome not in data.columns:
+        raise ITSError(f"outcome '{spec.outcome}' is not a column of the series")
+    if data.index.has_duplicates:
+        raise ITSError(f"the series has duplicate periods: {sorted(set(data.index[data.index.duplicated()].astype(str)))}")
+    full = pd.period_range(data.index[0], data.index[-1], freq=data.index.freq)
+    missing = full.difference(data.index)
+    y = data[spec.outcome].astype(float)
+    missing = missing.union(y.index[y.isna()])
+    if len(missing):
+        raise ITSError(f"the series has gaps (missing periods or outcome values): "
+                       f"{', '.join(period_label(p) for p in missing[:12])}"
+                       + (f" and {len(missing) - 12} more" if len(missing) > 12 else ""))
+    if spec.family != "gaussian":
+        if (y < 0).any() or not np.allclose(y, np.round(y)):
+            raise ITSError(f"a {spec.family} model needs whole, non-negative counts in '{spec.outcome}'")
+        if spec.offset is not None:
+            if spec.offset not in data.columns:
+                raise ITSError(f"offset column '{spec.offset}' is not in the series")
+            bad = data.index[~(data[spec.offset].astype(float) > 0)]
+            if len(bad):
+                raise ITSError(f"offset '{spec.offset}' must be positive; it is not in "
+                               f"{', '.join(period_label(p) for p in bad[:12])}")
+    starts = []
+    for intr in spec.interruptions:
+        s = parse_period(intr.start, spec.frequency)
+        if not data.index[0] < s <= data.index[-1]:
+            raise ITSError(f"interruption '{intr.name}' starts {period_label(s)}, outside the series "
+                           f"{period_label(data.index[0])}..{period_label(data.index[-1])}")
+        starts.append(s)
+    if starts != sorted(starts):
+        raise ITSError("interruptions must be given in time order")
+    if spec.transition < 0:
+        raise ITSError("transition must be 0 or more periods")
+    effective_last = starts[-1] + spec.transition
+    if effective_last > data.index[-1]:
+        raise ITSError("the transition window runs past the end of the series")
+
+    keep = pd.Series(True, index=data.index)
+    transition = (data.index >= starts[-1]) & (data.index < effective_last)
+    keep[transition] = False
+    covid_periods = set()
+    for phase in spec.covid_phases:
+        a, b = parse_period(phase.start, spec.frequency), parse_period(phase.end, spec.frequency)
+        covid_periods |= {p for p in data.index if a <= p <= b}
+    if spec.covid == "exclude":
+        keep[[p in covid_periods for p in data.index]] = False
+    pre = data.index[(data.index < starts[0]) & keep.to_numpy()]
+    if len(pre) < MIN_PRE_PERIODS:
+        raise ITSError(f"only {len(pre)} pre-period points before {period_label(starts[0])}; "
+                       f"at least {MIN_PRE_PERIODS} are needed")
+    last_pre = starts[0] - 1
+    if spec.covid != "ignore" and last_pre in covid_periods:
+        warnings.warn(f"the pre-period ends in {period_label(last_pre)}, inside a COVID-19 phase; "
+                      "the counterfactual trend may be distorted", CovidOverlapWarning, stacklevel=3)
+    return data, y, starts, effective_last, keep
+
+
+def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
+    data, y, starts, effective_last, keep = _prepare(series, spec)
+    X = _design(data.index, data, spec, starts, effective_last)
+    X = X.loc[:, (X.loc[keep.to_numpy()] != 0).any() | (X.columns == "const")]  # drop all-zero columns
+    offset = np.log(data[spec.offset].astype(float)) if spec.offset else None
+    n_fit = int(keep.sum())
+    lags = spec.hac_lags if spec.hac_lags is not None else newey_west_lags(n_fit)
+    Xf, yf = X[keep.to_numpy()], y[keep.to_numpy()]
+    if np.linalg.matrix_rank(Xf.to_numpy()) < Xf.shape[1]:
+        raise ITSError(f"collinear regressors {list(Xf.columns)}: too few periods for this many terms, "
+                       "or a covariate that repeats another term")
+    off_f = offset[keep.to_numpy()] if offset is not None else None
+
+    if spec.family == "gaussian" and spec.errors != "arima":
+        model = sm.OLS(yf, Xf)
+        fit = (model.fit(cov_type="HAC", cov_kwds={"maxlags": lags, "use_correction": True}, use_t=True)
+               if spec.errors == "hac" else model.fit())
+        params, cov = fit.params, fit.cov_params()
+        resid = fit.resid
+        method = "ITS segmented regression (OLS)"
+    elif spec.family == "gaussian":
+        # excluded periods stay in the state-space model as missing values
+        endog = y.where(keep)
+        model = sm.tsa.SARIMAX(endog, exog=X, order=spec.arima_order, trend="n")
+        fit = model.fit(disp=False, method="bfgs", maxiter=1000)
+        if not fit.mle_retvals.get("converged", True):
+            warnings.warn("ARIMA-error model: maximum likelihood did not converge; check "
+                          "diagnostics['converged'] and consider errors='hac'", RuntimeWarning, stacklevel=3)
+        params, cov = fit.params[X.columns], fit.cov_params().loc[X.columns, X.columns]
+        resid = fit.resid[keep.to_numpy()]
+        method = f"ITS segmented regression with ARIMA{spec.arima_order} errors"
+    elif spec.family == "poisson":
+        model = sm.GLM(yf, Xf, family=sm.families.Poisson(), offset=off_f)
+        if spec.errors == "hac":
+            fit = model.fit(cov_type="HAC", cov_kwds={"maxlags": lags})
+        else:
+            fit = model.fit(scale="X2" if spec.quasi else 1.0)
+        params, cov = fit.params, fit.cov_params()
+        resid = fit.resid_pearson
+        method = "ITS Poisson regression" + (" (quasi-Poisson)" if spec.quasi and spec.errors != "hac" else "")
+    else:
+        model = sm.NegativeBinomial(yf, Xf, offset=off_f, loglike_method="nb2")
+        kwargs = {"cov_type": "HAC", "cov_kwds": {"maxlags": lags}} if spec.errors == "hac" else {}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = model.fit(disp=0, method="lbfgs", maxiter=2000, **kwargs)
+        if not fit.mle_retvals.get("converged", True):
+            warnings.warn("negative binomial model: maximum likelihood did not converge",
+                          RuntimeWarning, stacklevel=3)
+        if fit.params["alpha"] < 1e-4 or any("Hessian" in str(w.message) for w in caught):
+            warnings.warn(f"negative binomial dispersion alpha = {fit.params['alpha']:.2g}: the series shows "
+                          "no overdispersion, so the model is at its Poisson boundary; use family='poisson'",
+                          RuntimeWarning, stacklevel=3)
+        params, cov = fit.params[X.columns], fit.cov_params().loc[X.columns, X.columns]
+        resid = (yf - fit.predict()) / np.sqrt(fit.predict() * (1 + fit.params["alpha"] * fit.predict()))
+        method = "ITS negative binomial regression (NB2)"
+    if not (np.all(np.isfinite(params)) and np.all(np.isfinite(np.diag(cov)))):
+        raise ITSError("the model could not be estimated (collinear regressors or too little data)")
+    inference = {"hac": f"Newey-West HAC, {lags} lags", "conventional": "conventional",
+                 "arima": f"ARIMA{spec.arima_order} errors (maximum likelihood)"}[spec.errors]
+    if spec.family == "poisson" and spec.errors == "conventional" and spec.quasi:
+        inference = "quasi-Poisson (Pearson dispersion)"
+    df = fit.df_resid if getattr(fit, "use_t", False) else None
+    common = dict(method=method, inference=inference, n_obs=n_fit, indicator=spec.indicator, alpha=spec.alpha)
+
+    effects: list[Effect] = []
+    count = spec.family != "gaussian"
+    for intr in spec.interruptions:
+        for kind in ("level", "slope"):
+            col = f"{kind}:{intr.name}"
+            if col not in params.index:
+                continue
+            e = Effect.from_normal(f"{kind}_change", params[col], math.sqrt(cov.loc[col, col]), df=df,
+                                   term=intr.name, scale="log" if count else "indicator", **common)
+            effects.append(e.exp() if count else e)
+
+    horizon_effects, skipped = _horizon_effects(X, data, params, cov, spec, starts[-1], effective_last,
+                                                offset, df, common)
+    effects += horizon_effects
+    plot = _plot_data(X, data, y, keep, params, cov, spec, offset)
+    diagnostics = {
+        "n_obs": n_fit, "pre_periods": int(((data.index < starts[0]) & keep.to_numpy()).sum()),
+        "hac_lags": lags if spec.errors == "hac" else None,
+        "durbin_watson": float(durbin_watson(np.asarray(resid))),
+        "ljung_box_p": float(acorr_ljungbox(np.asarray(resid), lags=[min(12, max(1, n_fit // 5))])
+                             ["lb_pvalue"].iloc[0]),
+        "horizons_beyond_series": skipped,
+        "regressors": list(X.columns),
+        "converged": bool((getattr(fit, "mle_retvals", None) or {}).get("converged", True)),
+    }
+    if spec.family == "poisson":
+        mu = np.exp(Xf.to_numpy() @ params.to_numpy() + (off_f if off_f is not None else 0))
+        diagnostics["pearson_dispersion"] = float(((yf - mu) ** 2 / mu).sum() / (n_fit - len(params)))
+    return Estimates(effects=effects, method=method, plot_data=plot, diagnostics=diagnostics, model=fit)
+
+
+def _horizon_effects(X, data, params, cov, spec, last_start, effective_last, offset, df, common):
+    out, skipped = [], []
+    V = cov.loc[params.index, params.index].to_numpy()
+    X0 = _counterfactual(X)
+    for h in spec.horizons:
+        p = last_start + h
+        if p not in X.index or p < effective_last:
+            skipped.append(h)
+            continue
+        x1 = X.loc[p, params.index].to_numpy()
+        x0 = X0.loc[p, params.index].to_numpy()
+        b = params.to_numpy()
+        if spec.family == "gaussian":
+            absolute, g_abs = float((x1 - x0) @ b), x1 - x0
+            c = float(x0 @ b)
+            relative = absolute / c
+            g_rel = g_abs / c - absolute * x0 / c**2
+            unit = spec.per
+            absolute, g_abs = absolute * unit, g_abs * unit
+        else:
+            off = float(offset.loc[p]) if offset is not None else 0.0
+            mu1, mu0 = math.exp(x1 @ b + off), math.exp(x0 @ b + off)
+            scale = spec.per / math.exp(off) if offset is not None else 1.0
+            absolute = (mu1 - mu0) * scale
+            g_abs = (mu1 * x1 - mu0 * x0) * scale
+            relative = mu1 / mu0 - 1
+            g_rel = (mu1 / mu0) * (x1 - x0)
+        for estimand, value, grad, scale_name in (("effect_at_horizon", absolute, g_abs, "indicator"),
+                                                  ("relative_effect_at_horizon", relative, g_rel, "relative")):
+            se = math.sqrt(float(grad @ V @ grad))
+            out.append(Effect.from_normal(estimand, value, se, df=df, term=f"h={h}", scale=scale_name,
+                                          extra={"period": period_label(p)}, **common))
+    return out, skipped
+
+
+def _plot_data(X, data, y, keep, params, cov, spec, offset) -> pd.DataFrame:
+    """Observed, fitted and counterfactual series with the counterfactual's band."""
+    z = stats.norm.ppf(1 - spec.alpha / 2)
+    V = cov.loc[params.index, params.index].to_numpy()
+    Xm = X[params.index].to_numpy()
+    X0 = _counterfactual(X)[params.index].to_numpy()
+    eta1, eta0 = Xm @ params.to_numpy(), X0 @ params.to_numpy()
+    se0 = np.sqrt(np.einsum("ij,jk,ik->i", X0, V, X0))
+    if spec.family == "gaussian":
+        scale = spec.per
+        fitted, cf, lo, hi = eta1 * scale, eta0 * scale, (eta0 - z * se0) * scale, (eta0 + z * se0) * scale
+        observed = y.to_numpy() * scale
+    else:
+        off = offset.to_numpy() if offset is not None else 0.0
+        scale = spec.per / np.exp(off) if offset is not None else 1.0
+        fitted = np.exp(eta1 + off) * scale
+        cf, lo, hi = (np.exp(eta0 + off) * scale, np.exp(eta0 - z * se0 + off) * scale,
+                      np.exp(eta0 + z * se0 + off) * scale)
+        observed = y.to_numpy() * scale
+    starts = [parse_period(i.start, spec.frequency) for i in spec.interruptions]
+    segment = np.full(len(X), "pre", dtype=object)
+    for intr, s in zip(spec.interruptions, starts, strict=True):
+        segment[X.index >= s] = intr.name
+    segment[~keep.to_numpy()] = "excluded"
+    return pd.DataFrame({"observed": observed, "fitted": fitted, "counterfactual": cf,
+                         "counterfactual_low": lo, "counterfactual_high": hi, "segment": segment,
+                         "used_in_fit": keep.to_numpy()}, index=X.index)
+
+
+# ----------------------------------------------------------------------------- designs
+
+def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, interruptions, **options) -> Estimates:
+    """Comparative ITS: the pilot series against a control series in one model.
+
+    Both series share seasonality, Spring Festival and COVID-19 terms; the pilot series
+    gets its own intercept, trend and interruption terms on top of the control's. The
+    estimands are the *differences* in level change and in slope change (pilot minus
+    control), under the assumption that the control series shows what the pilot series
+    would have done without the pilot beyond their pre-period difference in level and
+    trend (Lopez Bernal, Cummins and Gasparrini 2018, Int J Epidemiol 47:2082-2093).
+    Errors: panel Newey-West (HAC by series) by default, or conventional.
+    """
+    interruptions = _interruptions(interruptions)
+    spec = ITSSpec(outcome=outcome, interruptions=interruptions, **options)
+    if spec.errors == "arima":
+        raise ITSError("controlled ITS supports errors='hac' or 'conventional'")
+    if spec.transition:
+        raise ITSError("controlled ITS does not take a transition window; start the interruption after it")
+    parts = []
+    for g, frame in ((0, control), (1, pilot)):
+        data, y, starts, effective_last, keep = _prepare(frame, spec)
+        X = _design(data.index, data, spec, starts, effective_last)
+        for c in [c for c in X.columns if c.startswith(("level:", "slope:"))] + ["const", "trend"]:
+            X[f"group:{c}"] = X[c] * g
+        X["_y"] = y
+        X["_group"] = g
+        X["_keep"] = keep.to_numpy()
+        X["_offset"] = np.log(data[spec.offset].astype(float)) if spec.offset else 0.0
+        parts.append(X)
+    stacked = pd.concat(parts)
+    stacked = stacked[stacked["_keep"]]
+    if parts[0].index.tolist() != parts[1].index.tolist():
+        raise ITSError("pilot and control series must cover the same periods")
+    Xcols = [c for c in stacked.columns if not c.startswith("_")]
+    Xcols = [c for c in Xcols if (stacked[c] != 0).any() or c == "const"]
+    X, y = stacked[Xcols].reset_index(drop=True), stacked["_y"].reset_index(drop=True)
+    groups = stacked["_group"].to_numpy()
+    n_per = int(len(stacked) / 2)
+    lags = spec.hac_lags if spec.hac_lags is not None else newey_west_lags(n_per)
+    kwargs = ({"cov_type": "hac-panel", "cov_kwds": {"groups": groups, "maxlags": lags}}
+              if spec.errors == "hac" else {})
+    if spec.family == "gaussian":
+        fit = sm.OLS(y, X).fit(**kwargs)
+    elif spec.family == "poisson":
+        fit = sm.GLM(y, X, family=sm.families.Poisson(), offset=stacked["_offset"].to_numpy()).fit(
+            **(kwargs or {"scale": "X2" if spec.quasi else 1.0}))
+    else:
+        raise ITSError("controlled ITS supports family 'gaussian' or 'poisson'")
+    params, cov = fit.params, fit.cov_params()
+    inference = f"panel Newey-West HAC by series, {lags} lags" if spec.errors == "hac" else "conventional"
+    df = fit.df_resid if getattr(fit, "use_t", False) else None
+    method = "controlled ITS (pilot vs control series)"
+    common = dict(method=method, inference=inference, n_obs=len(y), n_units=2, n_treated=1,
+                  indicator=spec.indicator, alpha=spec.alpha)
+    count = spec.family != "gaussian"
+    effects = []
+    for intr in spec.interruptions:
+        for kind in ("level", "slope"):
+            for prefix, estimand in (("group:", f"difference_in_{kind}_change"), ("", f"control_{kind}_change")):
+                col = f"{prefix}{kind}:{intr.name}"
+                if col in params.index:
+                    e = Effect.from_normal(estimand, params[col], math.sqrt(cov.loc[col, col]), df=df,
+                                           term=intr.name, scale="log" if count else "indicator", **common)
+                    effects.append(e.exp() if count else e)
+    return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags},
+                     model=fit)
+
+
+def its_by_township(panel, indicator: Indicator, **options) -> dict[str, Estimates]:
+    """One ITS per pilot township at its own start (pilots start in different months).
+
+    The series is the township's indicator; ``options`` go to :func:`segmented_regression`.
+    """
+    out = {}
+    for row in panel.pilots.itertuples():
+        series = indicator_series(panel, indicator, [row.township_id])
+        out[row.township_id] = segmented_regression(series, "value", row.pilot_start,
+                                                    indicator=indicator.id, **options)
+    return out
