@@ -1,0 +1,367 @@
+"""Callaway and Sant'Anna (2021) group-time average treatment effects for staggered
+pilot starts.
+
+ATT(g, t) is the average effect in period t on the townships whose pilot started in
+period g, identified by comparing their change since a base period with the change of
+a comparison group: never-treated townships, or those not yet treated by t. Under
+parallel trends (conditional on covariates when they are given) and no anticipation,
+each ATT(g, t) is unbiased however effects vary across cohorts and over time, which
+TWFE is not. Callaway B, Sant'Anna PHC (2021), J Econometrics 225:200-230; estimators
+of each 2x2 from Sant'Anna and Zhao (2020), J Econometrics 219:101-122: unconditional,
+outcome regression (``method="reg"``) or doubly robust (``method="dr"``).
+
+Inference uses the influence functions: analytic standard errors, aggregations
+(simple, by cohort, by event time, by calendar period) with the weights' own estimation
+effect, a Wald pre-test of all pre-period ATT(g, t), and a multiplier bootstrap (Mammen
+weights) for uniform confidence bands. The code follows the R package ``did`` (2.x)
+so that its numbers can be reproduced; tests compare with ``csdid``.
+
+Requires a balanced panel (every unit observed in every period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from evaluation.fixed_effects import EstimationError
+from evaluation.results import Effect, Estimates
+
+METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust"}
+
+
+@dataclass
+class GroupTimeEffects:
+    """ATT(g, t) with their influence functions, ready to aggregate."""
+
+    table: pd.DataFrame            # group, time, base, att, se, post, n_treated, n_control
+    influence: np.ndarray          # n_units x cells, scaled as in R did (sum of squares / n^2 = var)
+    group_share: dict              # P(G = g) among all units
+    unit_group: np.ndarray         # each unit's first_treat (0 = never)
+    n_units: int
+    control_group: str
+    method: str
+    base_period: str
+    alpha: float
+    seed: int | None
+    indicator: str | None = None
+    diagnostics: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ inference
+    def _se(self, inf: np.ndarray) -> np.ndarray:
+        return np.sqrt((inf**2).sum(axis=0)) / self.n_units
+
+    def _effect(self, estimand, estimate, se, term, n_treated, extra=None) -> Effect:
+        return Effect.from_normal(
+            estimand, estimate, se, alpha=self.alpha,
+            method=f"Callaway-Sant'Anna ({METHOD_NAMES[self.method]}, {self.control_group.replace('_', '-')} "
+                   f"comparison, {self.base_period} base period)",
+            inference="analytic influence-function standard errors, clustered by unit",
+            n_obs=int(self.n_units * self.diagnostics.get("periods", 1)), n_units=self.n_units,
+            n_treated=int(n_treated), term=term, indicator=self.indicator, extra=extra or {})
+
+    def pretest(self) -> dict:
+        """Wald test that every pre-period ATT(g, t) is zero (R did's pre-test)."""
+        pre = np.flatnonzero((self.table["time"] < self.table["group"]).to_numpy()
+                             & (self.table["se"] > 1e-12).to_numpy())
+        if not len(pre):
+            return {"W": np.nan, "df": 0, "p_value": np.nan}
+        att = self.table["att"].to_numpy()[pre]
+        V = self.influence[:, pre].T @ self.influence[:, pre] / self.n_units
+        W = float(self.n_units * att @ np.linalg.solve(V, att))
+        return {"W": W, "df": len(pre), "p_value": float(stats.chi2.sf(W, len(pre)))}
+
+    def uniform_band(self, influence: np.ndarray, draws: int = 999) -> tuple[np.ndarray, float]:
+        """Multiplier-bootstrap standard errors and the uniform critical value (did's mboot)."""
+        rng = np.random.default_rng(self.seed)
+        sqrt5 = np.sqrt(5.0)
+        p = (sqrt5 + 1) / (2 * sqrt5)
+        n = self.n_units
+        out = np.empty((draws, influence.shape[1]))
+        for b in range(draws):
+            v = np.where(rng.random(n) < p, (1 - sqrt5) / 2, (1 + sqrt5) / 2)
+            out[b] = v @ influence / n
+        out *= np.sqrt(n)
+        q75, q25 = np.quantile(out, 0.75, axis=0, method="inverted_cdf"), np.quantile(out, 0.25, axis=0,
+                                                                                       method="inverted_cdf")
+        sigma = (q75 - q25) / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
+        ok = sigma > np.sqrt(np.finfo(float).eps) * 10
+        t_max = np.max(np.abs(out[:, ok] / sigma[ok]), axis=1)
+        crit = float(np.quantile(t_max, 1 - self.alpha, method="inverted_cdf"))
+        return sigma / np.sqrt(n), crit
+
+    # ------------------------------------------------------------------ outputs
+    def att_gt(self) -> Estimates:
+        """Every ATT(g, t) as effects (estimand ``att_group_time``)."""
+        effects = [self._effect("att_group_time", r.att, r.se, f"g={r.group},t={r.time}", r.n_treated,
+                                {"post": bool(r.post)}) for r in self.table.itertuples()]
+        return Estimates(effects=effects, method=effects[0].method, plot_data=self.table.copy(),
+                         diagnostics={**self.diagnostics, "pretest": self.pretest()})
+
+    def _wif(self, keepers: np.ndarray, pg_cell: np.ndarray, groups_cell: np.ndarray) -> np.ndarray:
+        """Influence of estimating the aggregation weights (did's ``wif``)."""
+        G = self.unit_group
+        ind = (G[:, None] == groups_cell[keepers][None, :]).astype(float)      # n x |keepers|
+        pgk = pg_cell[keepers]
+        s = pgk.sum()
+        if1 = (ind - pgk) / s
+        if2 = (ind - pgk).sum(axis=1, keepdims=True) @ (pgk / s**2)[None, :]
+        return if1 - if2
+
+    def _aggregate_cells(self, keepers: np.ndarray, weights: np.ndarray, with_wif: bool):
+        att = self.table["att"].to_numpy()
+        w = weights[keepers] / weights[keepers].sum()
+        estimate = float(att[keepers] @ w)
+        inf = self.influence[:, keepers] @ w
+        if with_wif:
+            groups = self.table["group"].to_numpy()
+            inf = inf + self._wif(keepers, weights, groups) @ att[keepers]
+        return estimate, inf
+
+    def aggregate(self, kind: Literal["simple", "group", "dynamic", "calendar"] = "simple", *,
+                  min_e: int | None = None, max_e: int | None = None, bootstrap: int = 0) -> Estimates:
+        """Aggregate ATT(g, t) as R did's ``aggte``.
+
+        ``simple``: post-period cells weighted by cohort size (every pilot township-period
+        counts once) -> estimand ``att``. ``group``: each cohort's average over its post
+        periods (``att_cohort``), and their size-weighted average. ``dynamic``: by event
+        time e = t - g (``att_event_time``), and the average over e >= 0. ``calendar``: by
+        period (``att_calendar``), and their average. ``bootstrap`` > 0 adds a uniform
+        band over the components (multiplier bootstrap, the study's seed).
+        """
+        tab = self.table
+        g, t = tab["group"].to_numpy(), tab["time"].to_numpy()
+        pg = np.array([self.group_share[x] for x in g])
+        e = t - g
+        max_e = np.inf if max_e is None else max_e
+        min_e = -np.inf if min_e is None else min_e
+        parts: list[tuple[str, str, float, np.ndarray, int]] = []
+        cohort_size = {k: int((self.unit_group == k).sum()) for k in self.group_share}
+        if kind == "simple":
+            keepers = np.flatnonzero((g <= t) & (e <= max_e))
+            est, inf = self._aggregate_cells(keepers, pg, True)
+            overall = ("att", "", est, inf, sum(cohort_size[x] for x in np.unique(g[keepers])))
+        elif kind == "group":
+            glist = sorted(self.group_share)
+            ests, infs = [], []
+            for gg in glist:
+                keepers = np.flatnonzero((g == gg) & (g <= t) & (e <= max_e))
+                est, inf = self._aggregate_cells(keepers, pg, False)
+                parts.append(("att_cohort", f"g={gg}", est, inf, cohort_size[gg]))
+                ests.append(est)
+                infs.append(inf)
+            pgl = np.array([self.group_share[gg] for gg in glist])
+            est = float(np.array(ests) @ (pgl / pgl.sum()))
+            inf = np.column_stack(infs) @ (pgl / pgl.sum())
+            wif = self._wif(np.arange(len(glist)), pgl, np.array(glist))
+            inf = inf + wif @ np.array(ests)
+            overall = ("att", "cohort-weighted", est, inf, sum(cohort_size.values()))
+        elif kind == "dynamic":
+            ests, infs, evals = [], [], []
+            for ee in sorted(np.unique(e)):
+                if not (min_e <= ee <= max_e):
+                    continue
+                keepers = np.flatnonzero(e == ee)
+                est, inf = self._aggregate_cells(keepers, pg, True)
+                parts.append(("att_event_time", f"e={ee}", est, inf,
+                              sum(cohort_size[x] for x in np.unique(g[keepers]))))
+                ests.append(est)
+                infs.append(inf)
+                evals.append(ee)
+            post = [i for i, ee in enumerate(evals) if ee >= 0]
+            est = float(np.mean([ests[i] for i in post]))
+            inf = np.column_stack([infs[i] for i in post]).mean(axis=1)
+            overall = ("att", "event-time average", est, inf, sum(cohort_size.values()))
+        elif kind == "calendar":
+            ests, infs = [], []
+            for tt in sorted(np.unique(t[t >= min(self.group_share)])):
+                keepers = np.flatnonzero((t == tt) & (g <= tt))
+                if not len(keepers):
+                    continue
+                est, inf = self._aggregate_cells(keepers, pg, True)
+                parts.append(("att_calendar", f"t={tt}", est, inf,
+                              sum(cohort_size[x] for x in np.unique(g[keepers]))))
+                ests.append(est)
+                infs.append(inf)
+            est = float(np.mean(ests))
+            inf = np.column_stack(infs).mean(axis=1)
+            overall = ("att", "calendar average", est, inf, sum(cohort_size.values()))
+        else:
+            raise ValueError(f"kind must be simple, group, dynamic or calendar, got {kind!r}")
+
+        all_parts = parts + [overall]
+        infl = np.column_stack([p[3] for p in all_parts])
+        se = self._se(infl)
+        effects = [self._effect(p[0], p[2], s, p[1], p[4]) for p, s in zip(all_parts, se, strict=True)]
+        diagnostics = {**self.diagnostics, "aggregation": kind}
+        plot = pd.DataFrame({"term": [p[1] for p in parts], "estimate": [p[2] for p in parts],
+                             "std_error": se[:len(parts)]})
+        if parts:
+            plot["ci_low"] = [ef.ci_low for ef in effects[:len(parts)]]
+            plot["ci_high"] = [ef.ci_high for ef in effects[:len(parts)]]
+        if bootstrap and parts:
+            boot_se, crit = self.uniform_band(infl[:, :len(parts)], bootstrap)
+            plot["band_low"] = plot["estimate"] - crit * boot_se
+            plot["band_high"] = plot["estimate"] + crit * boot_se
+            diagnostics["uniform_critical_value"] = crit
+        return Estimates(effects=effects, method=effects[0].method, plot_data=plot, diagnostics=diagnostics)
+
+
+def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+                      control_group: Literal["never_treated", "not_yet_treated"] = "never_treated",
+                      covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                      base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
+                      alpha: float = 0.05, seed: int | None = None,
+                      indicator: str | None = None) -> GroupTimeEffects:
+    """Estimate every ATT(g, t); aggregate with :meth:`GroupTimeEffects.aggregate`.
+
+    ``first_treat``: the first treated period on the ``time`` scale, 0 or missing for
+    never-treated units. Units treated in the first period have no pre-period and are
+    left out (reported in ``diagnostics``). ``covariates`` are taken at the base period
+    of each comparison; without covariates all methods coincide.
+    """
+    if control_group not in ("never_treated", "not_yet_treated"):
+        raise ValueError(f"control_group must be 'never_treated' or 'not_yet_treated', got {control_group!r}")
+    if base_period not in ("varying", "universal"):
+        raise ValueError(f"base_period must be 'varying' or 'universal', got {base_period!r}")
+    if method not in ("dr", "reg"):
+        raise ValueError(f"method must be 'dr' or 'reg', got {method!r}")
+    needed = [unit, time, outcome, first_treat, *covariates]
+    missing = [c for c in needed if c not in data.columns]
+    if missing:
+        raise EstimationError(f"columns not in the data: {missing}")
+    d = data[needed].copy()
+    if d[outcome].isna().all():
+        raise EstimationError(f"the outcome '{outcome}' is missing in every row")
+    if d[[outcome, *covariates]].isna().any().any():
+        raise EstimationError("missing outcome or covariate values: Callaway-Sant'Anna needs a complete, "
+                              "balanced panel")
+    periods = np.sort(d[time].unique())
+    if len(periods) < 2:
+        raise EstimationError(f"a single period ('{time}' takes one value)")
+    wide = d.pivot_table(index=unit, columns=time, values=outcome, aggfunc="size")
+    if wide.isna().any().any() or (wide != 1).any().any():
+        raise EstimationError("the panel is not balanced (some unit lacks a period, or has it twice)")
+    Y = d.pivot(index=unit, columns=time, values=outcome).to_numpy(float)
+    ft = d.groupby(unit, sort=True)[first_treat].first().fillna(0).to_numpy(float)
+    if d.groupby(unit)[first_treat].nunique(dropna=False).gt(1).any():
+        raise EstimationError(f"'{first_treat}' varies within a unit")
+    Xcov = ({c: d.pivot(index=unit, columns=time, values=c).to_numpy(float) for c in covariates}
+            if covariates else {})
+    always = (ft > 0) & (ft <= periods[0] + anticipation)
+    keep = ~always
+    Y, ft = Y[keep], ft[keep]
+    Xcov = {c: v[keep] for c, v in Xcov.items()}
+    n = len(ft)
+    # cohorts on the time column's own type (2004, not 2004.0)
+    glist = sorted(periods.dtype.type(x) if float(x).is_integer() else x for x in np.unique(ft) if x > 0)
+    if not glist:
+        raise EstimationError("no treated units with a pre-period")
+    if control_group == "never_treated" and not (ft == 0).any():
+        raise EstimationError("no comparison units: no unit is never treated (use control_group='not_yet_treated')")
+    pos = {p: i for i, p in enumerate(periods)}
+    rows, infs = [], []
+    for g in glist:
+        # the last period before g (anticipation shifts it earlier)
+        g_base = max(i for i, p in enumerate(periods) if p + anticipation < g)
+        t_range = range(1, len(periods)) if base_period == "varying" else range(len(periods))
+        for ti in t_range:
+            tp = periods[ti]
+            pre = tp + anticipation < g
+            b = ti - 1 if (base_period == "varying" and pre) else g_base
+            if b == ti:
+                continue
+            treat = ft == g
+            if control_group == "never_treated":
+                ctrl = ft == 0
+            else:
+                ctrl = ((ft == 0) | (ft > max(tp, periods[b]) + anticipation)) & ~treat
+            if not ctrl.any():
+                continue
+            sub = treat | ctrl
+            dy = Y[sub, ti] - Y[sub, b]
+            D = treat[sub].astype(float)
+            cov = (np.column_stack([np.ones(sub.sum())] + [Xcov[c][sub, b] for c in covariates])
+                   if covariates else None)
+            att, inf_sub = _two_by_two(dy, D, cov, method)
+            inf = np.zeros(n)
+            inf[sub] = inf_sub * n / sub.sum()
+            rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
+                         "n_treated": int(treat.sum()), "n_control": int(ctrl.sum())})
+            infs.append(inf)
+    if not rows:
+        raise EstimationError("no group-time effect could be estimated (no comparison units in any period)")
+    influence = np.column_stack(infs)
+    table = pd.DataFrame(rows)
+    table["se"] = np.sqrt((influence**2).sum(axis=0)) / n
+    share = {g: float((ft == g).mean()) for g in glist}
+    diagnostics = {"periods": len(periods), "units": n, "left_out_treated_in_first_period": int(always.sum())}
+    return GroupTimeEffects(table=table, influence=influence, group_share=share, unit_group=ft, n_units=n,
+                            control_group=control_group, method=method if covariates else "unconditional",
+                            base_period=base_period, alpha=alpha, seed=seed, indicator=indicator,
+                            diagnostics=diagnostics)
+
+
+def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str) -> tuple[float, np.ndarray]:
+    """ATT of one 2x2 panel comparison and its influence function (Sant'Anna and Zhao 2020,
+    as DRDID's ``reg_did_panel`` and ``drdid_panel`` with unit weights)."""
+    n = len(dy)
+    if X is None:
+        p1 = D.mean()
+        p0 = 1 - p1
+        mu1, mu0 = dy[D == 1].mean(), dy[D == 0].mean()
+        inf = D / p1 * (dy - mu1) - (1 - D) / p0 * (dy - mu0)
+        return float(mu1 - mu0), inf
+    ctrl = D == 0
+    XtX = X[ctrl].T @ X[ctrl]
+    if np.linalg.matrix_rank(XtX) < X.shape[1]:
+        raise EstimationError("covariates are collinear among the comparison units")
+    beta = np.linalg.solve(XtX, X[ctrl].T @ dy[ctrl])
+    out_delta = X @ beta
+    w_ols = 1 - D
+    XpX_inv = np.linalg.inv((X * w_ols[:, None]).T @ X / n)
+    asy_ols = (w_ols * (dy - out_delta))[:, None] * X @ XpX_inv
+    if method == "reg":
+        w_treat = D
+        w_cont = D
+        att_treat = w_treat * dy
+        att_cont = w_cont * out_delta
+        eta_t, eta_c = att_treat.mean() / w_treat.mean(), att_cont.mean() / w_cont.mean()
+        inf_treat = (att_treat - w_treat * eta_t) / w_treat.mean()
+        M1 = (w_cont[:, None] * X).mean(axis=0)
+        inf_cont = (att_cont - w_cont * eta_c + asy_ols @ M1) / w_cont.mean()
+        return float(eta_t - eta_c), inf_treat - inf_cont
+    # doubly robust: logit propensity score by Newton-Raphson
+    ps = _logit(X, D)
+    ps = np.minimum(ps, 1 - 1e-6)
+    w_treat = D
+    w_cont = ps * (1 - D) / (1 - ps)
+    resid = dy - out_delta
+    att_treat, att_cont = w_treat * resid, w_cont * resid
+    eta_t, eta_c = att_treat.mean() / w_treat.mean(), att_cont.mean() / w_cont.mean()
+    W = ps * (1 - ps)
+    hessian = np.linalg.inv((X * W[:, None]).T @ X) * n
+    asy_ps = ((D - ps)[:, None] * X) @ hessian
+    inf_treat = (att_treat - w_treat * eta_t - asy_ols @ (w_treat[:, None] * X).mean(axis=0)) / w_treat.mean()
+    M2 = (w_cont * (resid - eta_c))[:, None] * X
+    inf_cont = (att_cont - w_cont * eta_c + asy_ps @ M2.mean(axis=0)
+                - asy_ols @ (w_cont[:, None] * X).mean(axis=0)) / w_cont.mean()
+    return float(eta_t - eta_c), inf_treat - inf_cont
+
+
+def _logit(X: np.ndarray, D: np.ndarray, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
+    beta = np.zeros(X.shape[1])
+    for _ in range(max_iter):
+        p = 1 / (1 + np.exp(-(X @ beta)))
+        grad = X.T @ (D - p)
+        hess = (X * (p * (1 - p))[:, None]).T @ X
+        step = np.linalg.solve(hess, grad)
+        beta += step
+        if np.max(np.abs(step)) < tol:
+            break
+    return 1 / (1 + np.exp(-(X @ beta)))
