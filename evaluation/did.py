@@ -53,10 +53,10 @@ def _check(data: pd.DataFrame, unit: str, time: str, outcome: str, treatment: st
     if d[time].nunique() < 2:
         raise EstimationError(f"a single period ('{time}' takes one value): DiD needs periods before and after")
     if treatment:
-        if d[treatment].nunique() < 2:
-            raise EstimationError(f"the treatment '{treatment}' never varies (always {d[treatment].iloc[0]})")
         if not (d[treatment] == 0).any():
             raise EstimationError(f"no comparison units: '{treatment}' is never 0")
+        if d[treatment].nunique() < 2:
+            raise EstimationError(f"the treatment '{treatment}' never varies (always {d[treatment].iloc[0]})")
     return d
 
 

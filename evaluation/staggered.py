@@ -65,16 +65,33 @@ class GroupTimeEffects:
             n_obs=int(self.n_units * self.diagnostics.get("periods", 1)), n_units=self.n_units,
             n_treated=int(n_treated), term=term, indicator=self.indicator, extra=extra or {})
 
-    def pretest(self) -> dict:
-        """Wald test that every pre-period ATT(g, t) is zero (R did's pre-test)."""
-        pre = np.flatnonzero((self.table["time"] < self.table["group"]).to_numpy()
-                             & (self.table["se"] > 1e-12).to_numpy())
+    def pretest(self, max_leads: int | None = None) -> dict:
+        """Wald test that every pre-period ATT(g, t) is zero (R did's pre-test).
+
+        ``max_leads`` keeps only cells at most that many periods before the start (with
+        monthly data there are more pre-period cells than units, and their covariance
+        is then singular: the test is not computed and ``reason`` says so).
+        """
+        tab = self.table
+        pre_mask = (tab["time"] < tab["group"]).to_numpy() & (tab["se"] > 1e-12).to_numpy()
+        if max_leads is not None:
+            pre_mask &= (tab["group"] - tab["time"]).to_numpy() <= max_leads
+        pre = np.flatnonzero(pre_mask)
         if not len(pre):
-            return {"W": np.nan, "df": 0, "p_value": np.nan}
-        att = self.table["att"].to_numpy()[pre]
+            return {"W": np.nan, "df": 0, "p_value": np.nan, "reason": "no pre-period cells"}
+        n_treated = int((self.unit_group > 0).sum())
+        if len(pre) >= n_treated:
+            return {"W": np.nan, "df": len(pre), "p_value": np.nan,
+                    "reason": f"{len(pre)} pre-period cells but only {n_treated} treated units: the joint test "
+                              "is not reliable; pass a smaller max_leads or read the event-study plot"}
+        att = tab["att"].to_numpy()[pre]
         V = self.influence[:, pre].T @ self.influence[:, pre] / self.n_units
+        if np.linalg.matrix_rank(V) < len(pre):
+            return {"W": np.nan, "df": len(pre), "p_value": np.nan,
+                    "reason": f"singular covariance: {len(pre)} pre-period cells, {self.n_units} units; "
+                              "pass max_leads to test fewer"}
         W = float(self.n_units * att @ np.linalg.solve(V, att))
-        return {"W": W, "df": len(pre), "p_value": float(stats.chi2.sf(W, len(pre)))}
+        return {"W": W, "df": len(pre), "p_value": float(stats.chi2.sf(W, len(pre))), "reason": ""}
 
     def uniform_band(self, influence: np.ndarray, draws: int = 999) -> tuple[np.ndarray, float]:
         """Multiplier-bootstrap standard errors and the uniform critical value (did's mboot)."""

@@ -184,7 +184,7 @@ def test_controlled_its_and_per_township(demo):
     ids = panel.pilots.loc[panel.pilots["cohort"] == "2019-07", "township_id"].tolist()
     pilot = indicator_series(panel, ind, ids, weighting="mean").loc["2016-01":"2020-06"]
     control = indicator_series(panel, ind, "comparison", weighting="mean").loc["2016-01":"2020-06"]
-    fit = controlled_its(pilot, control, "value", "2020-07" if False else "2019-07", covid_phases=phases,
+    fit = controlled_its(pilot, control, "value", "2019-07", covid_phases=phases,
                          horizons=())
     diff_level = fit.get("difference_in_level_change")
     t = _truth_by_event_time(truth, ind.id, "2019-07")

@@ -1,0 +1,108 @@
+"""Goodman-Bacon decomposition of the two-way fixed-effects DiD estimate.
+
+With staggered starts, the TWFE coefficient is a weighted average of every 2x2 DiD
+between timing groups: each cohort against the never-treated, earlier against later
+cohorts (later ones not yet treated), and later against earlier cohorts, where the
+already-treated earlier cohort serves as the control. When effects grow over time the
+last kind is biased (the control's own effect is still changing), which is how TWFE goes
+wrong. Weights sum to one and the weighted estimates sum to the TWFE coefficient exactly
+(balanced panel, binary absorbing treatment, no covariates or weights).
+Goodman-Bacon A (2021), J Econometrics 225:254-277, Theorem 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from evaluation.fixed_effects import EstimationError
+
+COMPARISONS = {
+    "treated_vs_never": "pilot cohort vs never-treated",
+    "earlier_vs_later": "earlier cohort vs later cohort (not yet treated)",
+    "later_vs_earlier": "later cohort vs earlier cohort (already treated: the problematic comparison)",
+}
+
+
+@dataclass
+class BaconDecomposition:
+    table: pd.DataFrame   # comparison, treated, control, estimate, weight
+    twfe: float           # the TWFE coefficient the components add up to
+
+    def by_comparison(self) -> pd.DataFrame:
+        """Total weight and weighted average estimate of each kind of comparison."""
+        t = self.table.assign(weighted=self.table["estimate"] * self.table["weight"])
+        out = t.groupby("comparison").agg(weight=("weight", "sum"), weighted=("weighted", "sum"))
+        out["average_estimate"] = out["weighted"] / out["weight"]
+        out["label"] = [COMPARISONS[c] for c in out.index]
+        return out[["label", "weight", "average_estimate", "weighted"]]
+
+
+def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str) -> BaconDecomposition:
+    """Decompose TWFE of ``outcome`` on the absorbing treatment defined by ``first_treat``
+    (the first treated period on the ``time`` scale; 0 or missing for never treated)."""
+    d = data[[unit, time, outcome, first_treat]].copy()
+    if d[outcome].isna().any():
+        raise EstimationError("the decomposition needs an outcome in every row")
+    wide = d.pivot_table(index=unit, columns=time, values=outcome, aggfunc="count")
+    if wide.isna().any().any() or (wide != 1).any().any():
+        raise EstimationError("the decomposition needs a balanced panel")
+    Y = d.pivot(index=unit, columns=time, values=outcome).to_numpy(float)
+    periods = np.sort(d[time].unique())
+    ft = d.groupby(unit, sort=True)[first_treat].first().fillna(0).to_numpy(float)
+    N, T = Y.shape
+    start = {periods.dtype.type(g) if float(g).is_integer() else g: int(np.searchsorted(periods, g))
+             for g in np.unique(ft) if g > 0}
+    if any(s == 0 for s in start.values()):
+        raise EstimationError("a cohort is treated from the first period (always treated); "
+                              "leave it out before decomposing")
+    if any(g > periods[-1] for g in start):
+        raise EstimationError("a cohort starts after the last period; code it as never treated")
+    groups = sorted(start)
+    if not groups:
+        raise EstimationError("no treated units")
+    D = np.zeros((N, T))
+    for g, s in start.items():
+        D[ft == g, s:] = 1.0
+    Dt = D - D.mean(axis=1, keepdims=True) - D.mean(axis=0, keepdims=True) + D.mean()
+    Yt = Y - Y.mean(axis=1, keepdims=True) - Y.mean(axis=0, keepdims=True) + Y.mean()
+    VD = (Dt**2).mean()
+    if VD <= 0:
+        raise EstimationError("the treatment does not vary beyond the unit and period effects")
+    beta = float((Dt * Yt).sum() / (Dt**2).sum())
+
+    share = {g: float((ft == g).mean()) for g in groups}
+    dbar = {g: (T - start[g]) / T for g in groups}
+    ybar = {g: Y[ft == g] for g in groups}
+    never = ft == 0
+
+    def mean(rows, lo, hi):
+        return rows[:, lo:hi].mean()
+
+    records = []
+    if never.any():
+        nU = float(never.mean())
+        for k in groups:
+            s = start[k]
+            est = (mean(ybar[k], s, T) - mean(ybar[k], 0, s)) - (mean(Y[never], s, T) - mean(Y[never], 0, s))
+            nkU = share[k] / (share[k] + nU)
+            w = (share[k] + nU) ** 2 * nkU * (1 - nkU) * dbar[k] * (1 - dbar[k]) / VD
+            records.append(("treated_vs_never", k, "never", est, w))
+    for i, k in enumerate(groups):
+        for l in groups[i + 1:]:
+            sk, sl = start[k], start[l]
+            nkl = share[k] / (share[k] + share[l])
+            # earlier k vs later l, before l starts
+            est = (mean(ybar[k], sk, sl) - mean(ybar[k], 0, sk)) - (mean(ybar[l], sk, sl) - mean(ybar[l], 0, sk))
+            w = (((share[k] + share[l]) * (1 - dbar[l])) ** 2 * nkl * (1 - nkl)
+                 * (dbar[k] - dbar[l]) / (1 - dbar[l]) * (1 - dbar[k]) / (1 - dbar[l]) / VD)
+            records.append(("earlier_vs_later", k, l, est, w))
+            # later l vs earlier k, after k started
+            est = (mean(ybar[l], sl, T) - mean(ybar[l], sk, sl)) - (mean(ybar[k], sl, T) - mean(ybar[k], sk, sl))
+            w = (((share[k] + share[l]) * dbar[k]) ** 2 * nkl * (1 - nkl)
+                 * dbar[l] / dbar[k] * (dbar[k] - dbar[l]) / dbar[k] / VD)
+            records.append(("later_vs_earlier", l, k, est, w))
+    table = pd.DataFrame(records, columns=["comparison", "treated", "control", "estimate", "weight"])
+    return BaconDecomposition(table=table, twfe=beta)
