@@ -91,18 +91,18 @@ def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, 
             w = (share[k] + nU) ** 2 * nkU * (1 - nkU) * dbar[k] * (1 - dbar[k]) / VD
             records.append(("treated_vs_never", k, "never", est, w))
     for i, k in enumerate(groups):
-        for l in groups[i + 1:]:
-            sk, sl = start[k], start[l]
-            nkl = share[k] / (share[k] + share[l])
-            # earlier k vs later l, before l starts
-            est = (mean(ybar[k], sk, sl) - mean(ybar[k], 0, sk)) - (mean(ybar[l], sk, sl) - mean(ybar[l], 0, sk))
-            w = (((share[k] + share[l]) * (1 - dbar[l])) ** 2 * nkl * (1 - nkl)
-                 * (dbar[k] - dbar[l]) / (1 - dbar[l]) * (1 - dbar[k]) / (1 - dbar[l]) / VD)
-            records.append(("earlier_vs_later", k, l, est, w))
-            # later l vs earlier k, after k started
-            est = (mean(ybar[l], sl, T) - mean(ybar[l], sk, sl)) - (mean(ybar[k], sl, T) - mean(ybar[k], sk, sl))
-            w = (((share[k] + share[l]) * dbar[k]) ** 2 * nkl * (1 - nkl)
-                 * dbar[l] / dbar[k] * (dbar[k] - dbar[l]) / dbar[k] / VD)
-            records.append(("later_vs_earlier", l, k, est, w))
+        for late in groups[i + 1:]:
+            sk, sl = start[k], start[late]
+            nkl = share[k] / (share[k] + share[late])
+            # earlier k vs later cohort, before the later one starts
+            est = (mean(ybar[k], sk, sl) - mean(ybar[k], 0, sk)) - (mean(ybar[late], sk, sl) - mean(ybar[late], 0, sk))
+            w = (((share[k] + share[late]) * (1 - dbar[late])) ** 2 * nkl * (1 - nkl)
+                 * (dbar[k] - dbar[late]) / (1 - dbar[late]) * (1 - dbar[k]) / (1 - dbar[late]) / VD)
+            records.append(("earlier_vs_later", k, late, est, w))
+            # later cohort vs earlier k, after k started
+            est = (mean(ybar[late], sl, T) - mean(ybar[late], sk, sl)) - (mean(ybar[k], sl, T) - mean(ybar[k], sk, sl))
+            w = (((share[k] + share[late]) * dbar[k]) ** 2 * nkl * (1 - nkl)
+                 * dbar[late] / dbar[k] * (dbar[k] - dbar[late]) / dbar[k] / VD)
+            records.append(("later_vs_earlier", late, k, est, w))
     table = pd.DataFrame(records, columns=["comparison", "treated", "control", "estimate", "weight"])
     return BaconDecomposition(table=table, twfe=beta)

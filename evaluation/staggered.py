@@ -281,7 +281,6 @@ def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
         raise EstimationError("no treated units with a pre-period")
     if control_group == "never_treated" and not (ft == 0).any():
         raise EstimationError("no comparison units: no unit is never treated (use control_group='not_yet_treated')")
-    pos = {p: i for i, p in enumerate(periods)}
     rows, infs = [], []
     for g in glist:
         # the last period before g (anticipation shifts it earlier)
