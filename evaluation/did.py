@@ -173,8 +173,16 @@ def event_study(data: pd.DataFrame, outcome: str, unit: str, time: str, first_tr
         rel = rel.clip(lower=-leads, upper=lags)
     else:
         d, rel = d[~treated | rel.between(-leads, lags)], rel[~treated | rel.between(-leads, lags)]
-    event_times = [k for k in range(-leads, lags + 1) if k != reference and (rel == k).any()]
-    X = np.column_stack([(rel == k).to_numpy(float) for k in event_times])
+    rel_values = rel.to_numpy(float)
+    present = set(np.unique(rel_values[~np.isnan(rel_values)]).astype(int))
+    event_times = [k for k in range(-leads, lags + 1) if k != reference and k in present]
+    lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
+    for j, k in enumerate(event_times):
+        lookup[k + leads] = j
+    X = np.zeros((len(rel_values), len(event_times)), order="F")
+    rows = np.flatnonzero(~np.isnan(rel_values))
+    cols = lookup[rel_values[rows].astype(int) + leads]
+    X[rows[cols >= 0], cols[cols >= 0]] = 1.0
     names = [f"k={k}" for k in event_times]
     fit = fe_ols(d[outcome].to_numpy(float), X, names, [factorize(d[unit])[0], factorize(d[time])[0]],
                  factorize(d[cluster])[0], weights=d[weights].to_numpy(float) if weights else None,
@@ -233,28 +241,31 @@ def poisson_did(data: pd.DataFrame, count: str, unit: str, time: str, treatment:
 
 # ----------------------------------------------------------------------------- heterogeneity
 
-def effects_by_group(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, by: str, *,
-                     cluster: str | None = None, weights: str | None = None, adjustment: str = "fixest",
-                     alpha: float = 0.05, indicator: str | None = None) -> Estimates:
-    """One TWFE regression with the treatment split by ``by`` (the integration model, or
-    the cohort): an ATT per group, all against the same comparison townships."""
+def effects_by_group(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str,
+                     by: str | Sequence[str], *, cluster: str | None = None, weights: str | None = None,
+                     adjustment: str = "fixest", alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """TWFE with the treatment split by ``by`` (the integration model, the cohort, or
+    both: ``by=["model", "cohort"]`` fits one regression per column): an ATT per group,
+    each against the same comparison townships. Terms read ``model=托管``."""
     cluster = cluster or unit
+    columns = [by] if isinstance(by, str) else list(by)
     d = _check(data, unit, time, outcome, treatment, needed=[cluster] + ([weights] if weights else []))
-    groups = sorted(d.loc[d[treatment] != 0, by].dropna().astype(str).unique())
-    if not groups:
-        raise EstimationError(f"'{by}' is missing for every treated row")
-    labels = d[by].astype(str)
-    X = np.column_stack([(d[treatment].to_numpy(float) * (labels == g).to_numpy()) for g in groups])
-    names = [f"{by}={g}" for g in groups]
-    fit = fe_ols(d[outcome].to_numpy(float), X, names, [factorize(d[unit])[0], factorize(d[time])[0]],
-                 factorize(d[cluster])[0], weights=d[weights].to_numpy(float) if weights else None,
-                 adjustment=adjustment)
-    method = f"two-way fixed effects, ATT by {by}"
-    effects = []
-    for g, nm in zip(groups, names, strict=True):
-        n_treated = d.loc[(d[treatment] != 0) & (labels == g), unit].nunique()
-        effects.append(_effect(fit, nm, "att", term=nm, method=method, n_units=d[unit].nunique(),
-                               n_treated=n_treated, alpha=alpha, indicator=indicator))
-    return Estimates(effects=effects, method=method, model=fit)
-
-
+    effects, fits = [], {}
+    for column in columns:
+        groups = sorted(d.loc[d[treatment] != 0, column].dropna().astype(str).unique())
+        if not groups:
+            raise EstimationError(f"'{column}' is missing for every treated row")
+        labels = d[column].astype(str)
+        X = np.column_stack([(d[treatment].to_numpy(float) * (labels == g).to_numpy()) for g in groups])
+        names = [f"{column}={g}" for g in groups]
+        fit = fe_ols(d[outcome].to_numpy(float), X, names, [factorize(d[unit])[0], factorize(d[time])[0]],
+                     factorize(d[cluster])[0], weights=d[weights].to_numpy(float) if weights else None,
+                     adjustment=adjustment)
+        fits[column] = fit
+        method = f"two-way fixed effects, ATT by {column}"
+        for g, nm in zip(groups, names, strict=True):
+            n_treated = d.loc[(d[treatment] != 0) & (labels == g), unit].nunique()
+            effects.append(_effect(fit, nm, "att", term=nm, method=method, n_units=d[unit].nunique(),
+                                   n_treated=n_treated, alpha=alpha, indicator=indicator))
+    return Estimates(effects=effects, method="two-way fixed effects, ATT by " + " and by ".join(columns),
+                     model=fits)

@@ -39,37 +39,57 @@ def factorize(values) -> tuple[np.ndarray, int]:
 
 
 def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray | None = None,
-           tol: float = 1e-12, max_iter: int = 10_000) -> np.ndarray:
+           tol: float = 1e-12, max_iter: int = 10_000, copy: bool = True) -> np.ndarray:
     """Residuals of the columns of X after projecting out the fixed effects.
 
     ``fixed_effects`` are integer code arrays (0..G-1). Weighted group means when
     ``weights`` is given. Iterates until the largest change is below ``tol`` times the
-    columns' scale.
+    columns' scale. Group sums run column by column on a column-major copy
+    (``np.bincount``), to keep memory at one copy of X. ``copy=False`` works in place when X is already a float, column-major array.
     """
-    X = np.array(X, dtype=float, copy=True)
+    X = np.array(X, dtype=float, order="F", copy=copy or None)
     if X.ndim == 1:
         X = X[:, None]
     if not fixed_effects:
         return X
-    w = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=float)
-    group_weight = [np.bincount(codes, weights=w) for codes in fixed_effects]
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    sizes = [int(codes.max()) + 1 for codes in fixed_effects]
+    group_weight = [np.bincount(codes, weights=w, minlength=g) for codes, g in zip(fixed_effects, sizes, strict=True)]
+
+    def sweep(codes, g, gw) -> np.ndarray:
+        change = np.zeros(X.shape[1])
+        for j in range(X.shape[1]):
+            col = X[:, j]
+            means = np.bincount(codes, weights=col if w is None else w * col, minlength=g) / gw
+            col -= means[codes]
+            change[j] = np.abs(means).max()
+        return change
+
+    if weights is None and len(fixed_effects) == 2 and _balanced(*fixed_effects):
+        # every pair of levels once: one sweep per dimension is the exact projection
+        for args in zip(fixed_effects, sizes, group_weight, strict=True):
+            sweep(*args)
+        return X
     scale = np.maximum(np.abs(X).max(axis=0), 1.0)
     for _ in range(max_iter):
         change = np.zeros(X.shape[1])
-        for codes, gw in zip(fixed_effects, group_weight, strict=True):
-            for j in range(X.shape[1]):
-                means = np.bincount(codes, weights=w * X[:, j]) / gw
-                X[:, j] -= means[codes]
-                change[j] = max(change[j], np.abs(means).max())
+        for args in zip(fixed_effects, sizes, group_weight, strict=True):
+            change = np.maximum(change, sweep(*args))
         if len(fixed_effects) == 1 or np.all(change <= tol * scale):
             return X
     raise EstimationError(f"fixed effects did not converge in {max_iter} sweeps")
 
 
+def _balanced(a: np.ndarray, b: np.ndarray) -> bool:
+    na, nb = int(a.max()) + 1, int(b.max()) + 1
+    return len(a) == na * nb and bool((np.bincount(a * nb + b, minlength=na * nb) == 1).all())
+
+
 def nested_in(inner: np.ndarray, outer: np.ndarray) -> bool:
     """True when every level of ``inner`` lies within one level of ``outer``."""
-    frame = pd.DataFrame({"i": inner, "o": outer}).drop_duplicates()
-    return not frame["i"].duplicated().any()
+    first_outer = np.empty(int(inner.max()) + 1, dtype=outer.dtype)
+    first_outer[inner] = outer
+    return bool((first_outer[inner] == outer).all())
 
 
 def small_sample_factor(adjustment: str, *, n: int, k: int, fe_levels: list[int], fe_nested: list[bool],
@@ -135,9 +155,10 @@ class FEFit:
         return F, float(stats.f.sf(F, q, self.df_t)), q
 
 
-def _cluster_meat(scores: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    sums = np.zeros((clusters.max() + 1, scores.shape[1]))
-    np.add.at(sums, clusters, scores)
+def _cluster_meat(X: np.ndarray, u: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """sum over clusters g of s_g s_g', s_g = sum_{i in g} x_i u_i (column by column)."""
+    G = int(clusters.max()) + 1
+    sums = np.column_stack([np.bincount(clusters, weights=X[:, j] * u, minlength=G) for j in range(X.shape[1])])
     return sums.T @ sums
 
 
@@ -145,10 +166,13 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
            clusters: np.ndarray, weights: np.ndarray | None = None, adjustment: str = "fixest") -> FEFit:
     """OLS (or WLS) of y on X with absorbed fixed effects and CR1 clustered errors."""
     n = len(y)
-    Z = demean(np.column_stack([y, X]), fixed_effects, weights)
+    Z = np.empty((n, X.shape[1] + 1), order="F")
+    Z[:, 0] = y
+    Z[:, 1:] = X
+    Z = demean(Z, fixed_effects, weights, copy=False)
     y_t, X_t = Z[:, 0], Z[:, 1:]
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    XtW = X_t.T * w
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    XtW = X_t.T if w is None else (X_t * w[:, None]).T
     XtWX = XtW @ X_t
     if np.linalg.matrix_rank(XtWX) < X_t.shape[1]:
         bad = [nm for nm, v in zip(names, np.abs(X_t).max(axis=0), strict=True) if v < 1e-10]
@@ -157,7 +181,7 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
     bread = np.linalg.inv(XtWX)
     coef = bread @ (XtW @ y_t)
     resid = y_t - X_t @ coef
-    meat = _cluster_meat(X_t * (w * resid)[:, None], clusters)
+    meat = _cluster_meat(X_t, resid if w is None else w * resid, clusters)
     G = int(clusters.max() + 1)
     levels = [int(c.max() + 1) for c in fixed_effects]
     nested = [nested_in(c, clusters) for c in fixed_effects]
@@ -214,7 +238,7 @@ def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: li
     Z = demean(X, fixed_effects, mu)
     XtWX = (Z.T * mu) @ Z
     bread = np.linalg.inv(XtWX)
-    meat = _cluster_meat(Z * (y - mu)[:, None], clusters)
+    meat = _cluster_meat(Z, y - mu, clusters)
     G = int(clusters.max() + 1)
     levels = [int(c.max() + 1) for c in fixed_effects]
     nested = [nested_in(c, clusters) for c in fixed_effects]

@@ -122,13 +122,20 @@ class GroupTimeEffects:
 
     def _wif(self, keepers: np.ndarray, pg_cell: np.ndarray, groups_cell: np.ndarray) -> np.ndarray:
         """Influence of estimating the aggregation weights (did's ``wif``)."""
-        G = self.unit_group
-        ind = (G[:, None] == groups_cell[keepers][None, :]).astype(float)      # n x |keepers|
+        ind = self._cohort_indicator(groups_cell[keepers])                      # n x |keepers|
         pgk = pg_cell[keepers]
         s = pgk.sum()
         if1 = (ind - pgk) / s
         if2 = (ind - pgk).sum(axis=1, keepdims=True) @ (pgk / s**2)[None, :]
         return if1 - if2
+
+    def _cohort_indicator(self, groups: np.ndarray) -> np.ndarray:
+        """1[unit's cohort == g] for each g in ``groups`` (cached per cohort)."""
+        cache = self.__dict__.setdefault("_indicator_cache", {})
+        for g in set(groups.tolist()):
+            if g not in cache:
+                cache[g] = (self.unit_group == g).astype(float)
+        return np.column_stack([cache[g] for g in groups.tolist()])
 
     def _aggregate_cells(self, keepers: np.ndarray, weights: np.ndarray, with_wif: bool):
         att = self.table["att"].to_numpy()
@@ -261,15 +268,25 @@ def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     periods = np.sort(d[time].unique())
     if len(periods) < 2:
         raise EstimationError(f"a single period ('{time}' takes one value)")
-    wide = d.pivot_table(index=unit, columns=time, values=outcome, aggfunc="size")
-    if wide.isna().any().any() or (wide != 1).any().any():
+    # unit x period arrays; a balanced panel fills every cell exactly once
+    u_codes, units = pd.factorize(d[unit], sort=True)
+    t_codes = np.searchsorted(periods, d[time].to_numpy())
+    cells = u_codes * len(periods) + t_codes
+    if not (np.bincount(cells, minlength=len(units) * len(periods)) == 1).all():
         raise EstimationError("the panel is not balanced (some unit lacks a period, or has it twice)")
-    Y = d.pivot(index=unit, columns=time, values=outcome).to_numpy(float)
-    ft = d.groupby(unit, sort=True)[first_treat].first().fillna(0).to_numpy(float)
-    if d.groupby(unit)[first_treat].nunique(dropna=False).gt(1).any():
+
+    def to_wide(column: str) -> np.ndarray:
+        out = np.empty((len(units), len(periods)))
+        out[u_codes, t_codes] = d[column].to_numpy(float)
+        return out
+
+    Y = to_wide(outcome)
+    first = d[first_treat].fillna(0).to_numpy(float)
+    ft = np.zeros(len(units))
+    ft[u_codes] = first
+    if not np.array_equal(first, ft[u_codes]):
         raise EstimationError(f"'{first_treat}' varies within a unit")
-    Xcov = ({c: d.pivot(index=unit, columns=time, values=c).to_numpy(float) for c in covariates}
-            if covariates else {})
+    Xcov = {c: to_wide(c) for c in covariates}
     always = (ft > 0) & (ft <= periods[0] + anticipation)
     keep = ~always
     Y, ft = Y[keep], ft[keep]
@@ -281,38 +298,53 @@ def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
         raise EstimationError("no treated units with a pre-period")
     if control_group == "never_treated" and not (ft == 0).any():
         raise EstimationError("no comparison units: no unit is never treated (use control_group='not_yet_treated')")
-    rows, infs = [], []
+    rows = []
+    t_range = range(1, len(periods)) if base_period == "varying" else range(len(periods))
+    influence = np.zeros((n, len(glist) * len(periods)), order="F")  # column writes stay contiguous
+    never_idx = np.flatnonzero(ft == 0)
+    Y_never = Y[never_idx]
+    Y_by_group = {g: Y[ft == g] for g in glist}
     for g in glist:
         # the last period before g (anticipation shifts it earlier)
         g_base = max(i for i, p in enumerate(periods) if p + anticipation < g)
-        t_range = range(1, len(periods)) if base_period == "varying" else range(len(periods))
+        treat_idx = np.flatnonzero(ft == g)
         for ti in t_range:
             tp = periods[ti]
             pre = tp + anticipation < g
             b = ti - 1 if (base_period == "varying" and pre) else g_base
             if b == ti:
                 continue
-            treat = ft == g
             if control_group == "never_treated":
-                ctrl = ft == 0
+                ctrl_idx = never_idx
             else:
-                ctrl = ((ft == 0) | (ft > max(tp, periods[b]) + anticipation)) & ~treat
-            if not ctrl.any():
+                ctrl_idx = np.flatnonzero(((ft == 0) | (ft > max(tp, periods[b]) + anticipation)) & (ft != g))
+            if not len(ctrl_idx):
                 continue
-            sub = treat | ctrl
+            n_sub = len(treat_idx) + len(ctrl_idx)
+            if not covariates:  # unconditional: the two groups' mean changes, no gather of both
+                dy_t = Y_by_group[g][:, ti] - Y_by_group[g][:, b]
+                Yc = Y_never if control_group == "never_treated" else Y[ctrl_idx]
+                dy_c = Yc[:, ti] - Yc[:, b]
+                mu1, mu0 = dy_t.mean(), dy_c.mean()
+                col = len(rows)
+                influence[treat_idx, col] = (dy_t - mu1) * (n_sub / len(treat_idx)) * n / n_sub
+                influence[ctrl_idx, col] = -(dy_c - mu0) * (n_sub / len(ctrl_idx)) * n / n_sub
+                rows.append({"group": g, "time": tp, "base": periods[b], "att": float(mu1 - mu0), "post": not pre,
+                             "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
+                continue
+            sub = np.concatenate([treat_idx, ctrl_idx])
             dy = Y[sub, ti] - Y[sub, b]
-            D = treat[sub].astype(float)
-            cov = (np.column_stack([np.ones(sub.sum())] + [Xcov[c][sub, b] for c in covariates])
+            D = np.zeros(len(sub))
+            D[: len(treat_idx)] = 1.0
+            cov = (np.column_stack([np.ones(len(sub))] + [Xcov[c][sub, b] for c in covariates])
                    if covariates else None)
             att, inf_sub = _two_by_two(dy, D, cov, method)
-            inf = np.zeros(n)
-            inf[sub] = inf_sub * n / sub.sum()
+            influence[sub, len(rows)] = inf_sub * n / len(sub)
             rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
-                         "n_treated": int(treat.sum()), "n_control": int(ctrl.sum())})
-            infs.append(inf)
+                         "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
     if not rows:
         raise EstimationError("no group-time effect could be estimated (no comparison units in any period)")
-    influence = np.column_stack(infs)
+    influence = influence[:, : len(rows)]
     table = pd.DataFrame(rows)
     table["se"] = np.sqrt((influence**2).sum(axis=0)) / n
     share = {g: float((ft == g).mean()) for g in glist}

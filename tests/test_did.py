@@ -276,8 +276,9 @@ def test_effects_by_model(demo):
     est = {e.term: e for e in fit.effects}
     assert est["model=托管"].estimate > est["model=紧密型医共体分院"].estimate > est["model=对口支援"].estimate
     assert est["model=托管"].ci_low > 0 and est["model=托管"].n_treated == 3
-    by_cohort = effects_by_group(d, "value", "township_id", "time", "post", "cohort")
-    assert {e.term for e in by_cohort.effects} == {"cohort=2018-07", "cohort=2019-07", "cohort=2021-01"}
+    both = effects_by_group(d, "value", "township_id", "time", "post", ["model", "cohort"])
+    assert {e.term for e in both.effects} >= {"cohort=2018-07", "cohort=2019-07", "cohort=2021-01"}
+    assert len(both.effects) == 6 and both.get("att", "model=托管").estimate == est["model=托管"].estimate
 
 
 # ---------------------------------------------------------------- bad calls
