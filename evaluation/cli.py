@@ -1,4 +1,4 @@
-"""Command line: ``evaluation validate STUDY`` and ``evaluation demo-data``.
+"""Command line: ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
 
 Exit codes: 0 success, 2 rejected input (the message names the file, key, row or column).
 """
@@ -46,6 +46,22 @@ def _demo_data(args) -> int:
     return 0
 
 
+def _batch(args) -> int:
+    from evaluation.report import run_batch
+
+    manifest = run_batch(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
+                         resume=args.resume, fast=args.fast)
+    failed = [r for r in manifest["runs"] if r["status"] != "ok"]
+    reused = sum(r["reused"] for r in manifest["runs"])
+    print(f"{len(manifest['runs'])} runs ({reused} reused), {len(failed)} failed, {manifest['seconds']:.0f} s")
+    for r in failed:
+        print(f"FAILED {r['stem']}: {r['error'].splitlines()[0] if r['error'] else ''}", file=sys.stderr)
+    from evaluation.paths import study_output_dir
+
+    print(f"report: {study_output_dir(manifest['study']) / 'index.html'}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evaluation.demo import DemoConfig
 
@@ -56,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-panel", action="store_true",
                    help="write the validated analysis panel to outputs/<study>/panel_validated.csv")
     p.set_defaults(func=_validate)
+    b = sub.add_parser("batch", help="run every chapter for every indicator and build the HTML report")
+    b.add_argument("study", help="study YAML file")
+    b.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default 2)")
+    b.add_argument("--indicators", nargs="+", help="only these indicator ids")
+    b.add_argument("--chapters", nargs="+", help="only these chapters (data_quality trends did its robustness summary)")
+    b.add_argument("--resume", action="store_true", help="reuse runs whose inputs and parameters did not change")
+    b.add_argument("--fast", action="store_true", help="fewer bootstrap draws (quick checks; CI)")
+    b.set_defaults(func=_batch)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")
     d.add_argument("--seed", type=int, default=DemoConfig.seed)

@@ -193,9 +193,16 @@ def event_study(data: pd.DataFrame, outcome: str, unit: str, time: str, first_tr
                        alpha=alpha, indicator=indicator) for nm in names]
     pre = [nm for nm, k in zip(names, event_times, strict=True) if k < reference]
     diagnostics = {"reference": reference, "binned": bin_endpoints}
-    if pre:
+    treated_clusters = d.loc[rel.notna(), cluster].nunique()
+    if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
         diagnostics.update(pretrend_F=F, pretrend_p=p, pretrend_df=q)
+    elif pre:
+        # the leads' covariance rests on the treated clusters alone: with as many leads as
+        # treated clusters it is singular in effect and the F statistic explodes
+        diagnostics.update(pretrend_F=np.nan, pretrend_p=np.nan, pretrend_df=len(pre),
+                           pretrend_note=f"{len(pre)} leads but {treated_clusters} treated clusters: "
+                                         "the joint test is not reliable; use fewer leads")
     plot = pd.DataFrame([{"event_time": int(e.term[2:]), "estimate": e.estimate, "ci_low": e.ci_low,
                           "ci_high": e.ci_high} for e in effects]
                         + [{"event_time": reference, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}])

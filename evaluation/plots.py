@@ -1,0 +1,129 @@
+"""Figures for the chapters: readable at a glance, labelled in Chinese and English.
+
+Chinese labels use Noto Sans CJK SC, shipped inside the ``mplfonts`` package (a runtime
+dependency) and registered with matplotlib here, so no figure shows empty boxes whatever
+fonts the machine has.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import font_manager
+
+CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
+PILOT_COLOUR, COMPARISON_COLOUR, COUNTERFACTUAL_COLOUR = "#c0392b", "#2c3e50", "#7f8c8d"
+
+
+@cache
+def cjk_font_path() -> Path:
+    import mplfonts
+
+    path = Path(mplfonts.__file__).parent / "fonts" / CJK_FONT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"the CJK font {CJK_FONT_FILE} is missing from the mplfonts package ({path})")
+    return path
+
+
+def setup_style() -> str:
+    """Register the CJK font and set the house style; returns the font family name."""
+    path = cjk_font_path()
+    font_manager.fontManager.addfont(str(path))
+    family = font_manager.FontProperties(fname=str(path)).get_name()
+    sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams.update({
+        "font.family": "sans-serif",
+        "font.sans-serif": [family, "DejaVu Sans"],
+        "axes.unicode_minus": False,
+        "figure.dpi": 110,
+        "savefig.dpi": 110,
+        "figure.figsize": (9, 4.5),
+        "axes.titleweight": "normal",  # the CJK font ships one weight
+    })
+    return family
+
+
+def _label(indicator) -> str:
+    return f"{indicator.name_zh}\n{indicator.name_en}"
+
+
+def trends(series_by_group: dict[str, pd.Series], indicator, starts: list[str], target: float | None = None,
+           ax=None):
+    """Pilot and comparison series over time, pilot starts and the policy target marked."""
+    ax = ax or plt.subplots()[1]
+    colours = [PILOT_COLOUR, COMPARISON_COLOUR, "#2980b9", "#27ae60"]
+    for (name, series), colour in zip(series_by_group.items(), colours, strict=False):
+        x = series.index.to_timestamp()
+        ax.plot(x, series.to_numpy(), label=name, color=colour, lw=1.8)
+    for s in starts:
+        ax.axvline(pd.Period(s, "M").to_timestamp(), color=PILOT_COLOUR, ls=":", lw=1)
+    if starts:
+        ax.plot([], [], color=PILOT_COLOUR, ls=":", label="试点开始 / pilot start")
+    if target is not None:
+        ax.axhline(target, color="#16a085", ls="--", lw=1.2, label=f"政策目标 / target {target:g}")
+    ax.set_title(_label(indicator))
+    ax.set_ylabel(indicator.unit)
+    ax.legend(loc="best", fontsize=9)
+    return ax
+
+
+def event_study(plot_data: pd.DataFrame, indicator, title: str = "事件研究 / Event study", band: bool = False,
+                ax=None):
+    """Effects by event time with 95% intervals (and the uniform band when present)."""
+    ax = ax or plt.subplots()[1]
+    x = plot_data["event_time"] if "event_time" in plot_data else plot_data["term"].str.split("=").str[1].astype(float)
+    if band and "band_low" in plot_data:
+        ax.fill_between(x, plot_data["band_low"], plot_data["band_high"], color=PILOT_COLOUR, alpha=0.12,
+                        label="一致置信带 / uniform band")
+    ax.errorbar(x, plot_data["estimate"], yerr=[plot_data["estimate"] - plot_data["ci_low"],
+                                                plot_data["ci_high"] - plot_data["estimate"]],
+                fmt="o", ms=3.5, color=PILOT_COLOUR, ecolor="#e6b0aa", elinewidth=1.2, label="95% CI")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
+    ax.set_xlabel("相对试点开始的期数 / periods since the pilot start")
+    ax.set_ylabel(indicator.unit)
+    ax.set_title(f"{title}: {indicator.name_zh}")
+    ax.legend(loc="best", fontsize=9)
+    return ax
+
+
+def interrupted_series(plot_data: pd.DataFrame, indicator, title: str = "中断时间序列 / ITS", ax=None):
+    """Observed series, fitted line, and the counterfactual with its band."""
+    ax = ax or plt.subplots()[1]
+    x = plot_data.index.to_timestamp()
+    post = plot_data["segment"] != "pre"
+    ax.fill_between(x[post], plot_data.loc[post, "counterfactual_low"], plot_data.loc[post, "counterfactual_high"],
+                    color=COUNTERFACTUAL_COLOUR, alpha=0.2, label="反事实95%区间 / counterfactual 95% band")
+    ax.plot(x[post], plot_data.loc[post, "counterfactual"], color=COUNTERFACTUAL_COLOUR, ls="--",
+            label="反事实 / counterfactual")
+    ax.plot(x, plot_data["observed"], "o", ms=2.5, color=COMPARISON_COLOUR, label="观测值 / observed")
+    ax.plot(x, plot_data["fitted"], color=PILOT_COLOUR, lw=1.6, label="拟合值 / fitted")
+    excluded = plot_data["segment"] == "excluded"
+    if excluded.any():
+        ax.plot(x[excluded], plot_data.loc[excluded, "observed"], "x", color="#e67e22", ms=4,
+                label="未纳入拟合 / left out")
+    ax.set_title(f"{title}: {indicator.name_zh}")
+    ax.set_ylabel(indicator.unit)
+    ax.legend(loc="best", fontsize=8)
+    return ax
+
+
+def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
+    """Relative effects (percent of the counterfactual mean) with 95% intervals, one row per indicator."""
+    ax = ax or plt.subplots(figsize=(9, 0.55 * len(table) + 1.2))[1]
+    y = np.arange(len(table))[::-1]
+    colours = np.where(table["improved"], "#27ae60", np.where(table["worsened"], PILOT_COLOUR, COMPARISON_COLOUR))
+    ax.errorbar(table["relative_pct"], y, xerr=[table["relative_pct"] - table["relative_low_pct"],
+                                                table["relative_high_pct"] - table["relative_pct"]],
+                fmt="none", ecolor="#95a5a6", elinewidth=1.5)
+    ax.scatter(table["relative_pct"], y, c=colours, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, table[label_column])
+    ax.set_xlabel("相对于反事实均值的变化（%）/ change relative to the counterfactual mean (%)")
+    ax.set_title("各指标的试点效果 / Pilot effect by indicator")
+    return ax

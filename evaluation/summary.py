@@ -1,0 +1,105 @@
+"""The assessment and summary (评估总结): one scorecard over all indicators.
+
+For each indicator: the ATT by Callaway and Sant'Anna (never-treated comparison), its
+95% interval and p-value, the effect relative to the pilots' counterfactual mean, target
+attainment in pilot and non-pilot townships over the last 12 periods, and a plain-language
+verdict in Chinese and English that states how many pilot townships the evidence rests on.
+
+How much weight the evidence bears (stated in every verdict):
+* fewer than 5 pilot townships: weak (cluster-robust inference is unreliable);
+* 5 to 14: limited (few clusters; p-values may be too small);
+* 15 or more: adequate.
+A pre-trend test that rejects at 5% downgrades the verdict's confidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from evaluation.did import did_frame, event_study
+from evaluation.staggered import callaway_santanna
+
+PRETREND_LEADS = 3  # joint test of leads -3 and -2: with ~10 pilot townships more leads over-reject
+RECOMMENDED = "Callaway-Sant'Anna simple ATT, never-treated comparison, analytic clustered errors"
+
+
+def evidence_weight(n_pilots: int) -> tuple[str, str]:
+    if n_pilots < 5:
+        return ("证据很弱：试点乡镇少于5个，聚类稳健推断不可靠", "weak: fewer than 5 pilot townships, "
+                "cluster-robust inference is unreliable")
+    if n_pilots < 15:
+        return (f"证据有限：仅{n_pilots}个试点乡镇，p值可能偏小，结论需谨慎",
+                f"limited: only {n_pilots} pilot townships, p-values may be too small; read with caution")
+    return (f"证据较充分：{n_pilots}个试点乡镇", f"adequate: {n_pilots} pilot townships")
+
+
+def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05) -> dict:
+    """The scorecard row of one indicator (see the module docstring)."""
+    d = did_frame(panel, indicator)
+    att = callaway_santanna(d, "value", "township_id", "time", "first_treat", seed=seed, alpha=alpha,
+                            indicator=indicator.id).aggregate("simple").get("att")
+    treated_post = d[(d["post"] == 1)]
+    counterfactual_mean = float(treated_post["value"].mean() - att.estimate)
+    pretrend = event_study(d, "value", "township_id", "time", "first_treat", leads=PRETREND_LEADS, lags=24)
+    raw = panel.data
+    level = indicator.aggregate(raw[raw["time"] > raw["time"].max() - 12], "treated")
+    pilot_level, comparison_level = float(level.loc[1]), float(level.loc[0])
+    sign = 1 if indicator.direction == "increase" else -1
+    improved = bool(sign * att.ci_low > 0 if sign > 0 else att.ci_high < 0)
+    worsened = bool(att.ci_high < 0 if sign > 0 else att.ci_low > 0)
+    n_pilots = int(d.loc[d["treated"] == 1, "township_id"].nunique())
+    row = {
+        "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
+        "unit": indicator.unit, "direction": indicator.direction,
+        "att": att.estimate, "ci_low": att.ci_low, "ci_high": att.ci_high, "p_value": att.p_value,
+        "std_error": att.std_error, "inference": RECOMMENDED,
+        "counterfactual_mean": counterfactual_mean,
+        "relative_pct": 100 * att.estimate / counterfactual_mean,
+        "relative_low_pct": 100 * att.ci_low / counterfactual_mean,
+        "relative_high_pct": 100 * att.ci_high / counterfactual_mean,
+        "pretrend_p": pretrend.diagnostics.get("pretrend_p", np.nan),
+        "target": indicator.target.value if indicator.target else np.nan,
+        "pilot_last12": pilot_level, "comparison_last12": comparison_level,
+        "pilot_meets_target": bool(indicator.meets_target(pilot_level)) if indicator.target else None,
+        "comparison_meets_target": bool(indicator.meets_target(comparison_level)) if indicator.target else None,
+        "n_pilots": n_pilots, "n_townships": int(d["township_id"].nunique()),
+        "improved": improved, "worsened": worsened,
+    }
+    row["verdict_zh"], row["verdict_en"] = verdict(row, alpha)
+    return row
+
+
+def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
+    """Plain-language verdict in Chinese and English."""
+    weight_zh, weight_en = evidence_weight(row["n_pilots"])
+    change_zh = "提高" if row["att"] > 0 else "降低"
+    change_en = "raised" if row["att"] > 0 else "lowered"
+    if row["improved"]:
+        finding_zh, finding_en = "指标改善，且在统计学上可识别", "an improvement that the data can distinguish from no change"
+    elif row["worsened"]:
+        finding_zh, finding_en = "指标恶化，且在统计学上可识别", "a deterioration that the data can distinguish from no change"
+    else:
+        finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
+    fmt = _fmt(row)
+    zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
+          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p = {row['p_value']:.3f}），"
+          f"{finding_zh}。{weight_zh}。")
+    en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
+          f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p = {row['p_value']:.3f}): "
+          f"{finding_en}. Evidence: {weight_en}.")
+    if row["pretrend_p"] < alpha:
+        zh += f"注意：试点前趋势检验拒绝平行趋势（p = {row['pretrend_p']:.3f}），估计可能有偏。"
+        en += f" Caution: the pre-trend test rejects parallel trends (p = {row['pretrend_p']:.3f}); the estimate may be biased."
+    return zh, en
+
+
+def _fmt(row: dict) -> dict:
+    if row["unit"] == "share":
+        return {k: f"{100 * row[v]:.2f} pp" for k, v in (("att", "att"), ("lo", "ci_low"), ("hi", "ci_high"))}
+    return {k: f"{row[v]:.3g}" for k, v in (("att", "att"), ("lo", "ci_low"), ("hi", "ci_high"))}
+
+
+def scorecard(panel, indicators, seed: int | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per indicator (see :func:`indicator_row`)."""
+    return pd.DataFrame([indicator_row(panel, ind, seed=seed, alpha=alpha) for ind in indicators])
