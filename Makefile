@@ -17,21 +17,23 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name evaluation --display-name "Python (evaluation)"
 	touch $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Until the report chapters exist this validates the demo study and writes the
-# validated panel to outputs/demo/.
+# Validates the study, then runs every chapter for every indicator (full bootstrap
+# draws) and writes outputs/<study>/index.html.
 report: $(STAMP)
 	$(BIN)/evaluation validate $(STUDY) --write-panel
+	$(BIN)/evaluation batch $(STUDY) --jobs 2
 
 demo-data: $(STAMP)
 	$(BIN)/evaluation demo-data
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=.
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache

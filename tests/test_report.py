@@ -1,0 +1,156 @@
+"""The batch report: papermill runs, HTML, index, manifest, failures, resume, nbval."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from evaluation.cli import main
+from evaluation.panel import load_panel
+from evaluation.paths import DEMO_DATA, DEMO_STUDY, NOTEBOOKS, PROJECT_ROOT
+from evaluation.report import CHAPTERS
+from evaluation.study import load_study
+from evaluation.summary import scorecard
+
+INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000"]
+
+
+@pytest.fixture(scope="module")
+def demo_batch(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EVALUATION_OUTPUT_ROOT", str(out))
+    code = main(["batch", str(DEMO_STUDY), "--jobs", "2", "--fast", "--indicators", *INDICATORS])
+    mp.undo()
+    return code, out / "demo"
+
+
+def test_batch_runs_every_chapter(demo_batch):
+    code, folder = demo_batch
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert code == 0 and manifest["ok"]
+    stems = {r["stem"] for r in manifest["runs"]}
+    expected = {c.key if not c.per_indicator else f"{c.key}__{i}" for c in CHAPTERS
+                for i in (INDICATORS if c.per_indicator else [None])}
+    assert stems == expected and len(stems) == 2 + 4 * len(INDICATORS)
+    assert all(r["status"] == "ok" and r["seconds"] > 0 for r in manifest["runs"])
+    assert set(manifest["inputs_sha256"]) >= {"study", "panel", "pilots", "indicator_catalogue"}
+    assert len(manifest["inputs_sha256"]["panel"]) == 64 and manifest["packages"]["pandas"]
+    index = (folder / "index.html").read_text(encoding="utf-8")
+    for stem in stems:
+        assert f'href="{stem}.html"' in index
+        assert (folder / f"{stem}.html").stat().st_size > 10_000
+    assert "SYNTHETIC DEMO DATA" in index and "示范地区" in index
+    assert not list(folder.parent.glob(".demo-batch-*"))  # the temporary folder is gone
+
+
+def test_html_hides_code_and_embeds_images(demo_batch):
+    _, folder = demo_batch
+    page = (folder / "did__county_internal_visit_rate.html").read_text(encoding="utf-8")
+    for code in ("chapters.setup(", "chapters.did(ctx)", "matplotlib inline", "study_path ="):
+        assert code not in page, code
+    assert "data:image/png;base64," in page and '<img src="http' not in page
+    assert "SYNTHETIC DEMO DATA" in page
+
+
+def test_summary_headline_equals_library(demo_batch):
+    _, folder = demo_batch
+    nb = nbformat.read(folder / "summary.ipynb", as_version=4)
+    stored = next(o["data"]["application/vnd.evaluation.scorecard+json"] for c in nb.cells
+                  for o in c.get("outputs", []) if "application/vnd.evaluation.scorecard+json" in o.get("data", {}))
+    study = load_study(DEMO_STUDY)
+    direct = scorecard(load_panel(study), study.selected_indicators(), seed=study.inference.seed)
+    assert [r["indicator"] for r in stored] == direct["indicator"].tolist()
+    for row, (_, d) in zip(stored, direct.iterrows(), strict=True):
+        for key in ("att", "ci_low", "ci_high", "p_value"):
+            assert row[key] == pytest.approx(d[key], rel=1e-12, abs=1e-15), (row["indicator"], key)
+    index = (folder / "index.html").read_text(encoding="utf-8")
+    assert f"{direct['att'].iloc[0]:.4g}" in index
+
+
+def _broken_study(tmp_path):
+    """The demo with services_offered blanked out: that indicator cannot be estimated."""
+    data = tmp_path / "data"
+    data.mkdir()
+    panel = pd.read_csv(DEMO_DATA / "panel.csv", dtype=str)
+    panel["开展技术项目数"] = ""
+    panel.to_csv(data / "panel.csv", index=False)
+    shutil.copy(DEMO_DATA / "pilots.csv", data / "pilots.csv")
+    config = yaml.safe_load(DEMO_STUDY.read_text(encoding="utf-8"))
+    config["id"] = "broken"
+    config["data"].update(panel="data/panel.csv", pilots="data/pilots.csv", truth=None)
+    config["indicators"] = ["county_internal_visit_rate", "services_offered"]
+    path = tmp_path / "broken.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_failure_is_recorded_and_resume_reruns_only_what_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "out"))
+    study = _broken_study(tmp_path)
+    args = ["batch", str(study), "--jobs", "2", "--fast", "--chapters", "did"]
+    assert main(args) == 1
+    manifest = json.loads((tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))
+    status = {r["stem"]: r for r in manifest["runs"]}
+    assert status["did__county_internal_visit_rate"]["status"] == "ok"
+    assert status["did__services_offered"]["status"] == "failed"
+    assert "missing" in status["did__services_offered"]["error"]
+    index = (tmp_path / "out" / "broken" / "index.html").read_text(encoding="utf-8")
+    assert "failed" in index and 'href="did__county_internal_visit_rate.html"' in index
+
+    assert main([*args, "--resume"]) == 1
+    again = {r["stem"]: r for r in json.loads(
+        (tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))["runs"]}
+    assert again["did__county_internal_visit_rate"]["reused"] is True
+    assert again["did__services_offered"]["reused"] is False  # failed runs are run again
+
+    assert main(["batch", str(study), "--jobs", "2", "--chapters", "did", "--resume",
+                 "--indicators", "county_internal_visit_rate"]) == 0  # fast changed: parameters differ
+    third = json.loads((tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))["runs"]
+    assert [r["reused"] for r in third] == [False]
+
+
+def test_plain_papermill_call_works(tmp_path):
+    out = tmp_path / "trends.ipynb"
+    result = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / "02_trends.ipynb"), str(out),
+                             "-p", "indicator", "primary_care_visit_share", "--cwd", str(NOTEBOOKS)],
+                            capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    nb = nbformat.read(out, as_version=4)
+    assert "primary_care_visit_share" in "".join(c.source for c in nb.cells)
+    assert nb.metadata["kernelspec"]["name"] == "evaluation"
+
+
+def test_nbval_catches_an_edited_headline_number(tmp_path):
+    nb = nbformat.read(NOTEBOOKS / "06_summary.ipynb", as_version=4)
+    edited = False
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            text = o.get("data", {}).get("text/plain")
+            if text and "county_internal_visit_rate" in text and not edited:
+                att = f"{scorecard_first_att():.4g}"
+                assert att in text
+                o["data"]["text/plain"] = text.replace(att, "0.9999", 1)
+                edited = True
+    assert edited
+    target = NOTEBOOKS / "_edited_summary_test.ipynb"
+    nbformat.write(nb, target)
+    try:
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(target)],
+                                capture_output=True, text=True, cwd=PROJECT_ROOT)
+    finally:
+        target.unlink()
+    assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-2000:]
+
+
+def scorecard_first_att() -> float:
+    study = load_study(DEMO_STUDY)
+    ind = study.selected_indicators()[:1]
+    return float(scorecard(load_panel(study), ind, seed=study.inference.seed)["att"].iloc[0])
