@@ -215,6 +215,13 @@ SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value"
                      "n_pilots", "pretrend_p"]
 
 
+SCORECARD_HEADERS = {
+    "name_zh": "指标", "name_en": "Indicator", "att": "效果 ATT", "ci_low": "95% CI 下限", "ci_high": "95% CI 上限",
+    "p_value": "p", "relative_pct": "相对变化 %", "target": "目标 target", "pilot_last12": "试点近12月",
+    "comparison_last12": "非试点近12月", "pilot_meets_target": "试点达标", "comparison_meets_target": "非试点达标",
+    "n_pilots": "试点数", "pretrend_p": "前趋势检验 p"}
+
+
 def show_scorecard(card: pd.DataFrame) -> None:
     """Display the scorecard, with a machine-readable copy that the index page reads."""
     from IPython.display import display
@@ -223,8 +230,11 @@ def show_scorecard(card: pd.DataFrame) -> None:
                "worsened"]
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                for row in card[columns].to_dict("records")]
+    table = card.set_index("indicator")[SCORECARD_COLUMNS]
+    readable = table.rename(columns=SCORECARD_HEADERS).set_index(["指标", "Indicator"])
     display({"application/vnd.evaluation.scorecard+json": records,
-             "text/plain": card.set_index("indicator")[SCORECARD_COLUMNS].to_string(float_format=lambda v: f"{v:.4g}")},
+             "text/plain": table.to_string(float_format=lambda v: f"{v:.4g}"),
+             "text/html": readable.to_html(escape=True, float_format=lambda v: f"{v:.4g}", na_rep="—")},
             raw=True)
 
 

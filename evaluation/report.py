@@ -274,7 +274,7 @@ def _scorecard_html(records: list[dict]) -> str:
     for r in records:
         body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             f"{r['name_zh']} / {r['name_en']}", f"{r['att']:.4g}", f"{r['ci_low']:.4g} – {r['ci_high']:.4g}",
-            f"{r['p_value']:.3f}", r["n_pilots"],
+            "< 0.001" if r["p_value"] < 0.001 else f"{r['p_value']:.3f}", r["n_pilots"],
             "改善 / improved" if r["improved"] else "恶化 / worsened" if r["worsened"] else "无可靠变化 / no clear change"))
             + "</tr>")
     return f"<h2>核心结果 / Headline results</h2><table>{head}{''.join(body)}</table>"
@@ -282,6 +282,7 @@ def _scorecard_html(records: list[dict]) -> str:
 
 def index_page(study, runs: list[Run], tmp: Path) -> str:
     esc = html.escape
+    names = {i.id: f"{i.name_zh} / {i.name_en}" for i in study.selected_indicators()}
     banner = ('<div class="banner">合成演示数据，非真实乡镇 / SYNTHETIC DEMO DATA — not real townships</div>'
               if study.synthetic else "")
     chapters_html = []
@@ -291,7 +292,7 @@ def index_page(study, runs: list[Run], tmp: Path) -> str:
             continue
         items = []
         for r in mine:
-            label = esc(r.indicator or ch.title_en)
+            label = esc(names.get(r.indicator, r.indicator) if r.indicator else f"{ch.title_zh} / {ch.title_en}")
             status = "" if r.status == "ok" else f' <span class="failed">failed: {esc(r.error[:200])}</span>'
             link = f'<a href="{esc(r.stem)}.html">{label}</a>' if r.status == "ok" else label
             items.append(f"<li>{link}{status}</li>")

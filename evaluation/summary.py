@@ -82,11 +82,12 @@ def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
     else:
         finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
     fmt = _fmt(row)
+    p_text = "< 0.001" if row["p_value"] < 0.001 else f"= {row['p_value']:.3f}"
     zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
-          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p = {row['p_value']:.3f}），"
+          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_text}），"
           f"{finding_zh}。{weight_zh}。")
     en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
-          f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p = {row['p_value']:.3f}): "
+          f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
           f"{finding_en}. Evidence: {weight_en}.")
     if row["pretrend_p"] < alpha:
         zh += f"注意：试点前趋势检验拒绝平行趋势（p = {row['pretrend_p']:.3f}），估计可能有偏。"
