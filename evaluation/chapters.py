@@ -152,7 +152,7 @@ def did(ctx: Context) -> dict:
     out["twfe"] = effects_table(twfe(d, treatment="post", cluster=cluster, indicator=ind.id, **keys))
     cs = callaway_santanna(d, first_treat="first_treat", seed=seed, indicator=ind.id, **keys)
     out["cs_simple"] = effects_table(cs.aggregate("simple"))
-    out["cs_cohort"] = effects_table(cs.aggregate("group"))
+    out["cs_cohort"] = _cohort_labels(effects_table(cs.aggregate("group")), ctx)
     dynamic = cs.aggregate("dynamic", min_e=-12, max_e=24, bootstrap=ctx.bootstrap_draws)
     out["cs_dynamic_plot"] = dynamic.plot_data
     out["uniform_critical_value"] = dynamic.diagnostics.get("uniform_critical_value")
@@ -170,6 +170,15 @@ def did(ctx: Context) -> dict:
         out["poisson"] = effects_table(poisson_did(d, "numerator", "township_id", "time", "post", exposure=exposure,
                                                    cluster=cluster, indicator=ind.id))
     return out
+
+
+def _cohort_labels(table: pd.DataFrame, ctx: Context) -> pd.DataFrame:
+    """``g=31`` (time index) -> ``g=2018-07`` (the cohort's first month)."""
+    d = ctx.panel.data
+    label = dict(zip(d["time"].astype(str), d["period"].map(lambda p: str(p)), strict=False))
+    table = table.copy()
+    table["term"] = table["term"].map(lambda t: f"g={label.get(t[2:], t[2:])}" if t.startswith("g=") else t)
+    return table
 
 
 def did_figures(result: dict, ctx: Context):

@@ -154,3 +154,19 @@ def scorecard_first_att() -> float:
     study = load_study(DEMO_STUDY)
     ind = study.selected_indicators()[:1]
     return float(scorecard(load_panel(study), ind, seed=study.inference.seed)["att"].iloc[0])
+
+
+def test_data_derived_strings_are_escaped(tmp_path):
+    from evaluation.chapters import Context, header
+    from evaluation.report import Run, index_page
+    from evaluation.study import Titles
+
+    study = load_study(DEMO_STUDY)
+    hostile = study.model_copy(update={"title": Titles(zh="<script>alert(1)</script>", en="A & <b>B</b>")})
+    hostile._source = study.source
+    page = index_page(hostile, [Run("trends", "02_trends.ipynb", "county_internal_visit_rate", {}, status="failed",
+                                    error="<img src=x onerror=alert(2)>")], tmp_path)
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "A &amp; &lt;b&gt;B&lt;/b&gt;" in page and "<img src=x" not in page
+    block = header(Context(study=hostile, panel=None, indicator=None, fast=True), "章", "<i>chapter</i>")
+    assert "<script>" not in block and "&lt;i&gt;chapter&lt;/i&gt;" in block
