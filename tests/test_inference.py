@@ -94,3 +94,46 @@ def test_bad_calls():
         randomization_inference(d.assign(first_treat=0), "y", "unit", "time", "first_treat")
     with pytest.raises(EstimationError, match="no comparison"):
         randomization_inference(d.assign(first_treat=5), "y", "unit", "time", "first_treat")
+
+
+def test_cr2_with_singleton_clusters_is_hc2():
+    import statsmodels.api as sm
+
+    from evaluation.inference import cr2
+
+    rng = np.random.default_rng(4)
+    X = np.column_stack([np.ones(40), rng.normal(size=40), rng.integers(0, 2, 40)])
+    y = X @ [1.0, 0.5, -0.3] + rng.normal(size=40) * (1 + X[:, 2])
+    ours = cr2(X, y, np.arange(40), 1)
+    assert ours["std_error"] == pytest.approx(sm.OLS(y, X).fit(cov_type="HC2").bse[1], abs=1e-12)
+
+
+def test_cr2_on_a_hand_checkable_panel():
+    """Two-group, two-period DiD with 3 clusters per group (12 rows): the treated-group
+    coefficient's CR2 error by hand. With a saturated 2x2 design the hat matrix of a
+    cluster is its cell-mean projection, so A_g and the Bell-McCaffrey df follow by hand."""
+    from evaluation.inference import cr2
+
+    y = np.array([1.0, 2.0, 1.5, 2.5, 0.5, 2.0,   # control clusters a, b, c: (pre, post)
+                  1.0, 3.0, 2.0, 4.5, 1.5, 3.5])  # treated clusters d, e, f
+    group = np.repeat([0, 1], 6)
+    post = np.tile([0, 1], 6)
+    clusters = np.repeat(np.arange(6), 2)
+    X = np.column_stack([np.ones(12), group, post, group * post])
+    res = cr2(X, y, clusters, 3)
+    # by hand: each cell has 3 observations, so H is block-diagonal by cell with 1/3 entries;
+    # a cluster holds one pre and one post row of the same group, so H_gg = I/3 and
+    # A_g = (2/3)^(-1/2) I. Residuals are deviations from cell means.
+    cell_mean = pd.Series(y).groupby([group, post]).transform("mean").to_numpy()
+    u = y - cell_mean
+    bread = np.linalg.inv(X.T @ X)
+    meat = sum(np.outer(X[clusters == g].T @ (u[clusters == g] * (1.5 ** 0.5)),
+                        X[clusters == g].T @ (u[clusters == g] * (1.5 ** 0.5))) for g in range(6))
+    assert res["std_error"] == pytest.approx(np.sqrt((bread @ meat @ bread)[3, 3]), abs=1e-12)
+    assert res["estimate"] == pytest.approx((y[7::2].mean() - y[6::2].mean()) - (y[1:6:2].mean() - y[0:6:2].mean()))
+    # equivalently: the Welch standard error of the clusters' post-minus-pre changes, and
+    # Bell-McCaffrey's df is the two-sample t's 3 + 3 - 2 = 4
+    change = y[1::2] - y[0::2]
+    welch = np.sqrt(change[:3].var(ddof=1) / 3 + change[3:].var(ddof=1) / 3)
+    assert res["std_error"] == pytest.approx(welch, abs=1e-12)
+    assert res["df"] == pytest.approx(4.0, abs=1e-10)
