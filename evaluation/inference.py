@@ -239,14 +239,25 @@ def cr2(X: np.ndarray, y: np.ndarray, clusters: np.ndarray, index: int) -> dict:
 
 def twfe_cr2(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, *,
              cluster: str | None = None, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
-    """TWFE DiD with CR2 errors and Bell-McCaffrey degrees of freedom (dummy-variable
-    design: panels up to a few thousand rows), reported beside CR1 by :func:`evaluation.did.twfe`."""
+    """TWFE DiD with CR2 errors and Bell-McCaffrey degrees of freedom, reported beside CR1
+    (:func:`evaluation.did.twfe`).
+
+    Township effects are nested in the clusters (townships or counties), so they are
+    absorbed before the adjustment matrices are formed, as Pustejovsky and Tipton (2018,
+    J Bus Econ Stat 36:672-683) show is equivalent and necessary (with them as dummies
+    I - H_gg is singular); period effects stay as dummy columns. Dense algebra: panels up
+    to a few thousand rows.
+    """
     cluster = cluster or unit
     d = data.dropna(subset=[outcome])
-    units = pd.get_dummies(d[unit], drop_first=True, dtype=float).to_numpy()
+    from evaluation.fixed_effects import demean, factorize, nested_in
+
+    u_codes = factorize(d[unit])[0]
+    if not nested_in(u_codes, factorize(d[cluster])[0]):
+        raise EstimationError(f"townships ('{unit}') must be nested in the clusters ('{cluster}') for CR2")
     periods = pd.get_dummies(d[time], drop_first=True, dtype=float).to_numpy()
-    X = np.column_stack([d[treatment].to_numpy(float), np.ones(len(d)), units, periods])
-    res = cr2(X, d[outcome].to_numpy(float), d[cluster].to_numpy(), 0)
+    Z = demean(np.column_stack([d[outcome].to_numpy(float), d[treatment].to_numpy(float), periods]), [u_codes])
+    res = cr2(Z[:, 1:], Z[:, 0], d[cluster].to_numpy(), 0)
     effect = Effect.from_normal("att", res["estimate"], res["std_error"], df=res["df"], alpha=alpha,
                                 method="two-way fixed effects (unit and period)",
                                 inference=f"CR2 by {d[cluster].nunique()} clusters, Bell-McCaffrey df {res['df']:.1f}",

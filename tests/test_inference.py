@@ -137,3 +137,18 @@ def test_cr2_on_a_hand_checkable_panel():
     welch = np.sqrt(change[:3].var(ddof=1) / 3 + change[3:].var(ddof=1) / 3)
     assert res["std_error"] == pytest.approx(welch, abs=1e-12)
     assert res["df"] == pytest.approx(4.0, abs=1e-10)
+
+
+def test_twfe_cr2_absorbs_nested_township_effects():
+    """The same 2x2 panel as a TWFE with township and period effects, clustered by
+    township: CR2 is still the Welch error with 4 degrees of freedom."""
+    from evaluation.inference import twfe_cr2
+
+    y = np.array([1.0, 2.0, 1.5, 2.5, 0.5, 2.0, 1.0, 3.0, 2.0, 4.5, 1.5, 3.5])
+    d = pd.DataFrame({"unit": np.repeat(np.arange(6), 2), "time": np.tile([1, 2], 6), "y": y,
+                      "post": np.repeat([0, 1], 6) * np.tile([0, 1], 6)})
+    fit = twfe_cr2(d, "y", "unit", "time", "post").effects[0]
+    change = y[1::2] - y[0::2]
+    assert fit.estimate == pytest.approx(change[3:].mean() - change[:3].mean(), abs=1e-12)
+    assert fit.std_error == pytest.approx(np.sqrt(change[:3].var(ddof=1) / 3 + change[3:].var(ddof=1) / 3), abs=1e-12)
+    assert "df 4.0" in fit.inference
