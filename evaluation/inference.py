@@ -264,3 +264,51 @@ def twfe_cr2(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: 
                                 n_obs=len(d), n_units=d[unit].nunique(),
                                 n_treated=d.loc[d[treatment] != 0, unit].nunique(), indicator=indicator)
     return Estimates(effects=[effect], method=effect.method, diagnostics={"bell_mccaffrey_df": res["df"]})
+
+
+# ----------------------------------------------------------------------------- placebo in space
+
+def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+                     start: float | None = None, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Each non-pilot township in turn as a fake pilot (the real pilots left out), starting
+    at ``start`` (default: the earliest real start). The TWFE coefficient of each fake
+    pilot gives the distribution of "effects" that chance and township-specific trends
+    produce; the real pilots' coefficient is ranked against it (Abadie, Diamond and
+    Hainmueller 2010, for one pilot). The p-value is the share of placebo coefficients at
+    least as large in absolute value as the real one (the real one counted once).
+    Balanced panel; the same projection trick as :func:`randomization_inference`.
+    """
+    Y, units, periods = _wide(data, outcome, unit, time)
+    ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    real = ft > 0
+    if not real.any():
+        raise EstimationError("no pilot township to compare with")
+    if real.sum() == len(units) or (~real).sum() < 2:
+        raise EstimationError("placebo in space needs at least two non-pilot townships")
+    start = float(ft[real].min()) if start is None else float(start)
+    c = int(np.searchsorted(periods, start))
+    if not 0 < c < len(periods):
+        raise EstimationError(f"placebo start {start} must fall inside the panel, after its first period")
+    observed = randomization_inference(data, outcome, unit, time, first_treat, max_exact=1).effects[0].estimate
+    controls = Y[~real]
+    Yt = _two_way_demean(controls)
+    D = np.zeros(controls.shape[1])
+    D[c:] = 1.0
+    # one fake pilot j: D~'Y~ = (D - mean D)'Y~_j (the demeaned outcome sums to 0 over
+    # townships) and D~'D~ = (1 - 1/n) sum (D - mean D)^2
+    Dc = D - D.mean()
+    n = controls.shape[0]
+    denom = (1 - 1 / n) * float((Dc**2).sum())
+    placebo = (Yt @ Dc) / denom
+    p = float((1 + np.sum(np.abs(placebo) >= abs(observed))) / (1 + len(placebo)))
+    sd = float(np.std(placebo, ddof=1))
+    effect = Effect(estimand="att", estimate=float(observed), std_error=sd,
+                    ci_low=float(observed - np.quantile(placebo, 1 - alpha / 2)),
+                    ci_high=float(observed - np.quantile(placebo, alpha / 2)), p_value=p,
+                    method="two-way fixed effects DiD",
+                    inference=f"placebo in space: {len(placebo)} non-pilot townships as fake pilots from period {start:g}",
+                    n_obs=int(Y.size), n_units=len(units), n_treated=int(real.sum()), indicator=indicator,
+                    alpha=alpha)
+    table = pd.DataFrame({"township": units[~real], "placebo_estimate": placebo})
+    return Estimates(effects=[effect], method=effect.method, plot_data=table,
+                     diagnostics={"placebo_sd": sd, "placebos": len(placebo)})
