@@ -312,3 +312,86 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
     table = pd.DataFrame({"township": units[~real], "placebo_estimate": placebo})
     return Estimates(effects=[effect], method=effect.method, plot_data=table,
                      diagnostics={"placebo_sd": sd, "placebos": len(placebo)})
+
+
+# ----------------------------------------------------------------------------- wild cluster bootstrap
+
+WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
+
+
+def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int) -> tuple[np.ndarray, bool]:
+    if kind == "rademacher" and (2**G <= draws or G <= max_enumerate):
+        grid = ((np.arange(2**G)[:, None] >> np.arange(G)[None, :]) & 1) * 2.0 - 1.0
+        return grid, True
+    if kind == "rademacher":
+        return rng.choice([-1.0, 1.0], size=(draws, G)), False
+    if kind == "webb":
+        return rng.choice(WEBB, size=(draws, G)), False
+    raise ValueError(f"weights must be 'rademacher' or 'webb', got {kind!r}")
+
+
+def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, *,
+                           cluster: str | None = None, draws: int = 9999, weights: str = "rademacher",
+                           impose_null: bool = True, seed: int | None = None, max_enumerate: int = 12,
+                           alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Wild cluster bootstrap-t for the TWFE DiD coefficient (WCR11 / WCU11; Cameron,
+    Gelbach and Miller 2008; Roodman, MacKinnon, Nielsen and Webb 2019).
+
+    The restricted bootstrap (``impose_null=True``) draws y* = X b~ + u~ * v_g from the
+    model with the null (no effect) imposed, one weight per cluster: Rademacher (+-1; all
+    2^G sign vectors when G <= ``max_enumerate`` or 2^G <= ``draws``, an exact test) or
+    Webb's six-point weights (better with very few clusters). The p-value is the share of
+    bootstrap |t*| above |t| (CR1 t-statistics); the interval inverts the test over the
+    null value (restricted) with the same weights. Unit and period effects enter as dummy
+    columns (dense algebra: panels up to a few thousand rows), as pyfixest's
+    ``wildboottest`` does; its p-values are reproduced exactly.
+    """
+    cluster = cluster or unit
+    d = data.dropna(subset=[outcome])
+    X = np.column_stack([d[treatment].to_numpy(float), np.ones(len(d)),
+                         pd.get_dummies(d[unit], drop_first=True, dtype=float).to_numpy(),
+                         pd.get_dummies(d[time], drop_first=True, dtype=float).to_numpy()])
+    y = d[outcome].to_numpy(float)
+    codes, uniques = pd.factorize(d[cluster], sort=True)
+    G, (n, k) = len(uniques), X.shape
+    if G < 2:
+        raise EstimationError("the wild cluster bootstrap needs at least two clusters")
+    XtX_inv = np.linalg.inv(X.T @ X)
+    c = XtX_inv[:, 0]
+    beta = XtX_inv @ X.T @ y
+    resid = y - X @ beta
+    ssc = (n - 1) / (n - k) * G / (G - 1)
+    members = [np.flatnonzero(codes == g) for g in range(G)]
+    scores = np.column_stack([X[m].T @ resid[m] for m in members])           # k x G, unrestricted
+    se = float(np.sqrt(ssc * np.sum((c @ scores) ** 2)))
+    Q = np.vstack([c @ X[m].T @ X[m] for m in members])                       # G x k
+    Xc = X @ c
+    Xc_scores = np.column_stack([X[m].T @ Xc[m] for m in members])            # k x G: scores of X c
+    rng = np.random.default_rng(seed)
+    V, enumerated = _bootstrap_weights(G, draws, weights, rng, max_enumerate)
+
+    def t_boot(r: float) -> np.ndarray:
+        # restricted (or unrestricted) residual scores; b~ = b - c (b_j - r) / c_j
+        s = scores + Xc_scores * (beta[0] - r) / c[0] if impose_null else scores
+        Cg = c @ s                                                            # G
+        H = Q @ (XtX_inv @ s)                                                 # G x G
+        K = np.diag(Cg) - H
+        numer = V @ Cg
+        denom = ssc * np.sum((V @ K.T) ** 2, axis=1)
+        return numer / np.sqrt(denom)
+
+    def p_value(r: float) -> float:
+        return float(np.mean(np.abs((beta[0] - r) / se) < np.abs(t_boot(r))))
+
+    p0 = p_value(0.0)
+    low, high = _invert(p_value, float(beta[0]), se, alpha) if impose_null else (math.nan, math.nan)
+    label = ("restricted (null imposed)" if impose_null else "unrestricted")
+    effect = Effect(estimand="att", estimate=float(beta[0]), std_error=se, ci_low=low, ci_high=high, p_value=p0,
+                    method="two-way fixed effects (unit and period)",
+                    inference=(f"wild cluster bootstrap-t, {label}, {weights} weights, "
+                               + (f"all {len(V):,} sign vectors" if enumerated else f"{len(V):,} draws (seed {seed})")
+                               + f", {G} clusters"),
+                    n_obs=n, n_units=d[unit].nunique(), n_treated=d.loc[d[treatment] != 0, unit].nunique(),
+                    indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": float(beta[0] / se)})
+    return Estimates(effects=[effect], method=effect.method,
+                     diagnostics={"enumerated": enumerated, "draws": len(V), "clusters": G})

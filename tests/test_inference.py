@@ -180,3 +180,46 @@ def test_power_simulation_runs_and_is_calibrated():
     ri = table.set_index("method").loc["randomization"]
     assert ri["false_rejection_rate"] <= 0.10  # 4.7% exactly (9 of 190 assignments); 200 panels
     assert 0.5 < ri["mde_80"] < 4.0
+
+
+def _one_hot(d):
+    return np.column_stack([d["post"].to_numpy(float), np.ones(len(d)),
+                            pd.get_dummies(d["unit"], drop_first=True, dtype=float).to_numpy(),
+                            pd.get_dummies(d["time"], drop_first=True, dtype=float).to_numpy()])
+
+
+@pytest.mark.parametrize("impose_null", [True, False])
+def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
+    """8 clusters, all 256 Rademacher sign vectors: p-value and t equal the wildboottest
+    package's (what pyfixest's wildboottest calls) on the same one-hot design, to 1e-10."""
+    wb = pytest.importorskip("wildboottest.wildboottest")
+    from evaluation.inference import wild_cluster_bootstrap
+
+    d = _panel(np.random.default_rng(9), units=16, starts=(6, 8), effect=0.8)
+    d["county"] = d["unit"] // 2
+    ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county", impose_null=impose_null)
+    X = _one_hot(d)
+    R = np.zeros(X.shape[1])
+    R[0] = 1
+    boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["county"].to_numpy(), R=R, B=9999, seed=1)
+    boot.get_scores(bootstrap_type="11", impose_null=impose_null, adj=True, cluster_adj=True)
+    boot.get_weights(weights_type="rademacher")
+    boot.get_numer()
+    boot.get_denom()
+    boot.get_tboot()
+    boot.get_vcov()
+    boot.get_tstat()
+    boot.get_pvalue(pval_type="two-tailed")
+    assert boot.full_enumeration and ours.diagnostics["enumerated"] and ours.diagnostics["draws"] == 256
+    assert ours.effects[0].extra["t"] == pytest.approx(float(np.squeeze(boot.t_stat)), abs=1e-10)
+    assert ours.effects[0].p_value == pytest.approx(float(boot.pvalue), abs=1e-10)
+
+
+def test_wild_bootstrap_webb_is_reproducible_and_covers():
+    from evaluation.inference import wild_cluster_bootstrap
+
+    d = _panel(np.random.default_rng(10), units=24, starts=(6, 6, 8, 8), effect=1.5)
+    a = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
+    b = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
+    assert a.effects[0] == b.effects[0] and not a.diagnostics["enumerated"]
+    assert a.effects[0].ci_low < 1.5 < a.effects[0].ci_high
