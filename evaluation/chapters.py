@@ -217,6 +217,27 @@ def robustness(ctx: Context) -> pd.DataFrame:
     return effects_table(robustness_table(ctx.frame, covid_periods=covid, seed=ctx.study.inference.seed))
 
 
+def inference_comparison(ctx: Context) -> pd.DataFrame:
+    """The TWFE DiD coefficient under every inference method: which p-value to trust with
+    few pilots (randomization inference or the wild cluster bootstrap; CR1 over-rejects)."""
+    from evaluation.inference import placebo_in_space, randomization_inference, twfe_cr2, wild_cluster_bootstrap
+
+    d, inf = ctx.frame, ctx.study.inference
+    keys = dict(outcome="value", unit="township_id", time="time")
+    draws_ri = 199 if ctx.fast else inf.permutations
+    draws_wb = 999 if ctx.fast else inf.wild_bootstrap_draws
+    effects = [
+        twfe(d, treatment="post", **keys).effects[0],
+        twfe_cr2(d, treatment="post", **keys).effects[0],
+        wild_cluster_bootstrap(d, treatment="post", draws=draws_wb, weights="webb", seed=inf.seed, **keys).effects[0],
+        randomization_inference(d, first_treat="first_treat", draws=draws_ri, seed=inf.seed, **keys).effects[0],
+        placebo_in_space(d, first_treat="first_treat", **keys).effects[0],
+    ]
+    table = effects_table(effects)
+    table.insert(0, "inference", [e.inference for e in effects])
+    return table.drop(columns=["method", "estimand", "term"])
+
+
 # ----------------------------------------------------------------------------- summary
 
 SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "relative_pct", "target",
