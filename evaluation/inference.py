@@ -55,12 +55,16 @@ class _Assignments:
         self.rng = rng
 
     def count(self) -> float:
-        total = 1.0
+        """Number of distinct assignments (inf when it exceeds a float)."""
+        log_total = 0.0
         for s in np.unique(self.strata):
             labels = self.cohort[self.strata == s]
-            n = len(labels)
-            total *= math.factorial(n) / math.prod(math.factorial(int((labels == g).sum())) for g in np.unique(labels))
-        return total
+            log_total += math.lgamma(len(labels) + 1) - sum(math.lgamma(int((labels == g).sum()) + 1)
+                                                            for g in np.unique(labels))
+        if log_total >= 700:
+            return math.inf
+        value = math.exp(log_total)
+        return float(round(value)) if value < 2**52 else value  # a count: whole while floats can say so
 
     def random(self, draws: int) -> np.ndarray:
         out = np.empty((draws, len(self.cohort)), dtype=self.cohort.dtype)
