@@ -223,3 +223,26 @@ def test_wild_bootstrap_webb_is_reproducible_and_covers():
     b = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
     assert a.effects[0] == b.effects[0] and not a.diagnostics["enumerated"]
     assert a.effects[0].ci_low < 1.5 < a.effects[0].ci_high
+
+
+def test_wild_bootstrap_random_weights_agree_with_wildboottest():
+    """20 clusters, 9,999 Webb (and Rademacher) draws each: p-values within Monte Carlo error."""
+    wb = pytest.importorskip("wildboottest.wildboottest")
+    from evaluation.inference import wild_cluster_bootstrap
+
+    d = _panel(np.random.default_rng(13), units=20, starts=(6, 7, 8), effect=0.9)
+    X = _one_hot(d)
+    R = np.zeros(X.shape[1])
+    R[0] = 1
+    for kind in ("webb", "rademacher"):
+        ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights=kind, draws=9999, seed=2,
+                                      max_enumerate=0).effects[0]
+        boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["unit"].to_numpy(), R=R, B=9999, seed=3)
+        boot.get_scores(bootstrap_type="11", impose_null=True, adj=True, cluster_adj=True)
+        boot.get_weights(weights_type=kind)
+        for step in (boot.get_numer, boot.get_denom, boot.get_tboot, boot.get_vcov, boot.get_tstat):
+            step()
+        boot.get_pvalue(pval_type="two-tailed")
+        p = float(boot.pvalue)
+        assert 0.01 < p < 0.9, p  # an informative p-value for the comparison
+        assert abs(ours.p_value - p) < 4 * np.sqrt(2 * p * (1 - p) / 9999) + 1e-3, (kind, ours.p_value, p)
