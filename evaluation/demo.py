@@ -275,29 +275,22 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     pilots = pd.DataFrame(pilot_rows, columns=["township_id", "pilot_start", "model"])
 
     # ---- truth: expected indicator with and without the pilot, disturbances held fixed
-    expected_visits = mu_visits  # E[visits_total | cell disturbance]
-    with_pilot = {
-        "county_internal_visit_rate": expit(in1),
-        "out_county_referral_rate": expit(oc1),
-        "primary_care_visit_share": expit(pr1),
-        "thc_outpatient_visits_per_1000": expected_visits * expit(pr1) * expit(tv1) / population * 1000,
-        "thc_admissions_per_1000": mu_adm * expit(ta1) / population * 1000,
-        "cost_per_admission": mean_cost,
-        "services_offered": services_base * np.exp(EFFECTS["services_log"] * dose),
-        "referrals_down_per_1000": mu_down0 * np.exp(EFFECTS["referrals_down_log"] * dose) / population * 1000,
-        "admissions_thc_share": expit(ta1),
-    }
-    without = {
-        "county_internal_visit_rate": expit(in0),
-        "out_county_referral_rate": expit(oc0),
-        "primary_care_visit_share": expit(pr0),
-        "thc_outpatient_visits_per_1000": expected_visits * expit(pr0) * expit(tv0) / population * 1000,
-        "thc_admissions_per_1000": mu_adm * expit(ta0) / population * 1000,
-        "cost_per_admission": mean_cost / np.exp(EFFECTS["cost_log"] * dose),
-        "services_offered": services_base,
-        "referrals_down_per_1000": mu_down0 / population * 1000,
-        "admissions_thc_share": expit(ta0),
-    }
+    def expected(in_, oc, pr, tv, ta, d):
+        """Each indicator's expectation given the link-scale components and the pilot dose d."""
+        return {
+            "county_internal_visit_rate": expit(in_),
+            "out_county_referral_rate": expit(oc),
+            "primary_care_visit_share": expit(pr),
+            "thc_outpatient_visits_per_1000": mu_visits * expit(pr) * expit(tv) / population * 1000,
+            "thc_admissions_per_1000": mu_adm * expit(ta) / population * 1000,
+            "cost_per_admission": mean_cost / np.exp(EFFECTS["cost_log"] * dose) * np.exp(EFFECTS["cost_log"] * d),
+            "services_offered": services_base * np.exp(EFFECTS["services_log"] * d),
+            "referrals_down_per_1000": mu_down0 * np.exp(EFFECTS["referrals_down_log"] * d) / population * 1000,
+            "admissions_thc_share": expit(ta),
+        }
+
+    with_pilot = expected(in1, oc1, pr1, tv1, ta1, dose)
+    without = expected(in0, oc0, pr0, tv0, ta0, np.zeros_like(dose))
     missing = set(load_catalogue().ids) ^ set(with_pilot)
     if missing:
         raise RuntimeError(f"demo truth does not cover indicators {sorted(missing)}")
