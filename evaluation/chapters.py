@@ -240,14 +240,14 @@ def inference_comparison(ctx: Context) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- summary
 
-SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "relative_pct", "target",
+SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "ri_p_value", "relative_pct", "target",
                      "pilot_last12", "comparison_last12", "pilot_meets_target", "comparison_meets_target",
                      "n_pilots", "pretrend_p"]
 
 
 SCORECARD_HEADERS = {
     "name_zh": "指标", "name_en": "Indicator", "att": "效果 ATT", "ci_low": "95% CI 下限", "ci_high": "95% CI 上限",
-    "p_value": "p", "relative_pct": "相对变化 %", "target": "目标 target", "pilot_last12": "试点近12月",
+    "p_value": "p (解析 analytic)", "ri_p_value": "p (随机化 RI)", "relative_pct": "相对变化 %", "target": "目标 target", "pilot_last12": "试点近12月",
     "comparison_last12": "非试点近12月", "pilot_meets_target": "试点达标", "comparison_meets_target": "非试点达标",
     "n_pilots": "试点数", "pretrend_p": "前趋势检验 p"}
 
@@ -256,8 +256,8 @@ def show_scorecard(card: pd.DataFrame) -> None:
     """Display the scorecard, with a machine-readable copy that the index page reads."""
     from IPython.display import display
 
-    columns = ["indicator", "name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "n_pilots", "improved",
-               "worsened"]
+    columns = ["indicator", "name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "ri_p_value", "p_recommended",
+               "recommended_test", "n_pilots", "improved", "worsened", "mixed"]
     records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
                for row in card[columns].to_dict("records")]
     table = card.set_index("indicator")[SCORECARD_COLUMNS]

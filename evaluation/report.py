@@ -268,14 +268,16 @@ def _headline_rows(tmp: Path) -> str:
 
 
 def _scorecard_html(records: list[dict]) -> str:
-    head = ("<tr><th>指标 / Indicator</th><th>效果 / Effect</th><th>95% CI</th><th>p</th>"
+    head = ("<tr><th>指标 / Indicator</th><th>效果 / Effect</th><th>95% CI</th><th>p (推荐 recommended)</th>"
             "<th>试点乡镇 / Pilots</th><th>结论 / Verdict</th></tr>")
     body = []
     for r in records:
         body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             f"{r['name_zh']} / {r['name_en']}", f"{r['att']:.4g}", f"{r['ci_low']:.4g} – {r['ci_high']:.4g}",
-            "< 0.001" if r["p_value"] < 0.001 else f"{r['p_value']:.3f}", r["n_pilots"],
-            "改善 / improved" if r["improved"] else "恶化 / worsened" if r["worsened"] else "无可靠变化 / no clear change"))
+            ("< 0.001" if r["p_recommended"] < 0.001 else f"{r['p_recommended']:.3f}") + f" ({r['recommended_test']})",
+            r["n_pilots"],
+            "改善 / improved" if r["improved"] else "恶化 / worsened" if r["worsened"]
+            else "证据不一致 / mixed" if r.get("mixed") else "无可靠变化 / no clear change"))
             + "</tr>")
     return f"<h2>核心结果 / Headline results</h2><table>{head}{''.join(body)}</table>"
 

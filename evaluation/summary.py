@@ -1,7 +1,9 @@
 """The assessment and summary (评估总结): one scorecard over all indicators.
 
 For each indicator: the ATT by Callaway and Sant'Anna (never-treated comparison), its
-95% interval and p-value, the effect relative to the pilots' counterfactual mean, target
+95% interval and p-value, the randomization-inference p-value of the TWFE coefficient
+(the recommended test with fewer than 15 pilot townships: it keeps its size where
+clustered errors do not, docs/power.md), the effect relative to the pilots' counterfactual mean, target
 attainment in pilot and non-pilot townships over the last 12 periods, and a plain-language
 verdict in Chinese and English that states how many pilot townships the evidence rests on.
 
@@ -18,10 +20,16 @@ import numpy as np
 import pandas as pd
 
 from evaluation.did import did_frame, event_study
+from evaluation.inference import randomization_inference
 from evaluation.staggered import callaway_santanna
 
 PRETREND_LEADS = 3  # joint test of leads -3 and -2: with ~10 pilot townships more leads over-reject
 RECOMMENDED = "Callaway-Sant'Anna simple ATT, never-treated comparison, analytic clustered errors"
+FEW_PILOTS = 15  # below this the randomization-inference p-value decides
+
+
+def recommended_test(n_pilots: int) -> str:
+    return "randomization inference" if n_pilots < FEW_PILOTS else "analytic (clustered)"
 
 
 def evidence_weight(n_pilots: int) -> tuple[str, str]:
@@ -29,31 +37,38 @@ def evidence_weight(n_pilots: int) -> tuple[str, str]:
         return ("证据很弱：试点乡镇少于5个，聚类稳健推断不可靠", "weak: fewer than 5 pilot townships, "
                 "cluster-robust inference is unreliable")
     if n_pilots < 15:
-        return (f"证据有限：仅{n_pilots}个试点乡镇，p值可能偏小，结论需谨慎",
-                f"limited: only {n_pilots} pilot townships, p-values may be too small; read with caution")
+        return (f"证据有限：仅{n_pilots}个试点乡镇，p值采用随机化推断（试点少时仍然有效），置信区间需谨慎解读",
+                f"limited: only {n_pilots} pilot townships; the p-value is from randomization inference, which stays "
+                "valid with few pilots, but read the interval with caution")
     return (f"证据较充分：{n_pilots}个试点乡镇", f"adequate: {n_pilots} pilot townships")
 
 
-def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05) -> dict:
+def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05, ri_draws: int = 999) -> dict:
     """The scorecard row of one indicator (see the module docstring)."""
     d = did_frame(panel, indicator)
     att = callaway_santanna(d, "value", "township_id", "time", "first_treat", seed=seed, alpha=alpha,
                             indicator=indicator.id).aggregate("simple").get("att")
+    ri = randomization_inference(d, "value", "township_id", "time", "first_treat", draws=ri_draws, seed=seed,
+                                 alpha=alpha).effects[0]
     treated_post = d[(d["post"] == 1)]
     counterfactual_mean = float(treated_post["value"].mean() - att.estimate)
     pretrend = event_study(d, "value", "township_id", "time", "first_treat", leads=PRETREND_LEADS, lags=24)
     raw = panel.data
     level = indicator.aggregate(raw[raw["time"] > raw["time"].max() - 12], "treated")
     pilot_level, comparison_level = float(level.loc[1]), float(level.loc[0])
-    sign = 1 if indicator.direction == "increase" else -1
-    improved = bool(sign * att.ci_low > 0 if sign > 0 else att.ci_high < 0)
-    worsened = bool(att.ci_high < 0 if sign > 0 else att.ci_low > 0)
     n_pilots = int(d.loc[d["treated"] == 1, "township_id"].nunique())
+    p_recommended = ri.p_value if n_pilots < FEW_PILOTS else att.p_value
+    test_rejects, interval_excludes = p_recommended <= alpha, bool(att.ci_low > 0 or att.ci_high < 0)
+    significant = test_rejects and interval_excludes
+    mixed = test_rejects != interval_excludes
+    better = att.estimate > 0 if indicator.direction == "increase" else att.estimate < 0
+    improved, worsened = bool(significant and better), bool(significant and not better)
     row = {
         "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
         "unit": indicator.unit, "direction": indicator.direction,
         "att": att.estimate, "ci_low": att.ci_low, "ci_high": att.ci_high, "p_value": att.p_value,
         "std_error": att.std_error, "inference": RECOMMENDED,
+        "ri_p_value": ri.p_value, "p_recommended": p_recommended, "recommended_test": recommended_test(n_pilots),
         "counterfactual_mean": counterfactual_mean,
         "relative_pct": 100 * att.estimate / counterfactual_mean,
         "relative_low_pct": 100 * att.ci_low / counterfactual_mean,
@@ -64,7 +79,7 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
         "pilot_meets_target": bool(indicator.meets_target(pilot_level)) if indicator.target else None,
         "comparison_meets_target": bool(indicator.meets_target(comparison_level)) if indicator.target else None,
         "n_pilots": n_pilots, "n_townships": int(d["township_id"].nunique()),
-        "improved": improved, "worsened": worsened,
+        "improved": improved, "worsened": worsened, "mixed": bool(mixed),
     }
     row["verdict_zh"], row["verdict_en"] = verdict(row, alpha)
     return row
@@ -79,12 +94,18 @@ def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
         finding_zh, finding_en = "指标改善，且在统计学上可识别", "an improvement that the data can distinguish from no change"
     elif row["worsened"]:
         finding_zh, finding_en = "指标恶化，且在统计学上可识别", "a deterioration that the data can distinguish from no change"
+    elif row["mixed"]:
+        finding_zh = "证据不一致：检验与置信区间的结论不同，不能确认有变化"
+        finding_en = "mixed evidence: the test and the interval disagree, so a change is not established"
     else:
         finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
     fmt = _fmt(row)
-    p_text = "< 0.001" if row["p_value"] < 0.001 else f"= {row['p_value']:.3f}"
+    p = row["p_recommended"]
+    p_text = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + f", {row['recommended_test']}"
+    p_zh = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + ("，随机化推断" if row["recommended_test"].startswith("random")
+                                                        else "，聚类稳健解析推断")
     zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
-          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_text}），"
+          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_zh}），"
           f"{finding_zh}。{weight_zh}。")
     en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
           f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
@@ -101,6 +122,6 @@ def _fmt(row: dict) -> dict:
     return {k: f"{row[v]:.3g}" for k, v in (("att", "att"), ("lo", "ci_low"), ("hi", "ci_high"))}
 
 
-def scorecard(panel, indicators, seed: int | None = None, alpha: float = 0.05) -> pd.DataFrame:
+def scorecard(panel, indicators, seed: int | None = None, alpha: float = 0.05, ri_draws: int = 999) -> pd.DataFrame:
     """One row per indicator (see :func:`indicator_row`)."""
-    return pd.DataFrame([indicator_row(panel, ind, seed=seed, alpha=alpha) for ind in indicators])
+    return pd.DataFrame([indicator_row(panel, ind, seed=seed, alpha=alpha, ri_draws=ri_draws) for ind in indicators])

@@ -69,7 +69,7 @@ def test_summary_headline_equals_library(demo_batch):
     direct = scorecard(load_panel(study), study.selected_indicators(), seed=study.inference.seed)
     assert [r["indicator"] for r in stored] == direct["indicator"].tolist()
     for row, (_, d) in zip(stored, direct.iterrows(), strict=True):
-        for key in ("att", "ci_low", "ci_high", "p_value"):
+        for key in ("att", "ci_low", "ci_high", "p_value", "ri_p_value", "p_recommended"):
             assert row[key] == pytest.approx(d[key], rel=1e-12, abs=1e-15), (row["indicator"], key)
     index = (folder / "index.html").read_text(encoding="utf-8")
     assert f"{direct['att'].iloc[0]:.4g}" in index
