@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from evaluation.fixed_effects import EstimationError
+from evaluation.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
 
 COMPARISONS = {
     "treated_vs_never": "pilot cohort vs never-treated",
@@ -46,12 +46,8 @@ def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, 
     d = data[[unit, time, outcome, first_treat]].copy()
     if d[outcome].isna().any():
         raise EstimationError("the decomposition needs an outcome in every row")
-    wide = d.pivot_table(index=unit, columns=time, values=outcome, aggfunc="count")
-    if wide.isna().any().any() or (wide != 1).any().any():
-        raise EstimationError("the decomposition needs a balanced panel")
-    Y = d.pivot(index=unit, columns=time, values=outcome).to_numpy(float)
-    periods = np.sort(d[time].unique())
-    ft = d.groupby(unit, sort=True)[first_treat].first().fillna(0).to_numpy(float)
+    Y, units, periods = balanced_wide(d, outcome, unit, time)
+    ft = d.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
     N, T = Y.shape
     start = {periods.dtype.type(g) if float(g).is_integer() else g: int(np.searchsorted(periods, g))
              for g in np.unique(ft) if g > 0}
@@ -66,8 +62,7 @@ def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, 
     D = np.zeros((N, T))
     for g, s in start.items():
         D[ft == g, s:] = 1.0
-    Dt = D - D.mean(axis=1, keepdims=True) - D.mean(axis=0, keepdims=True) + D.mean()
-    Yt = Y - Y.mean(axis=1, keepdims=True) - Y.mean(axis=0, keepdims=True) + Y.mean()
+    Dt, Yt = two_way_demean_balanced(D), two_way_demean_balanced(Y)
     VD = (Dt**2).mean()
     if VD <= 0:
         raise EstimationError("the treatment does not vary beyond the unit and period effects")

@@ -162,6 +162,36 @@ def _cluster_meat(X: np.ndarray, u: np.ndarray, clusters: np.ndarray) -> np.ndar
     return sums.T @ sums
 
 
+def _clustered_vcov(bread: np.ndarray, X: np.ndarray, u: np.ndarray, clusters: np.ndarray,
+                    fixed_effects: list[np.ndarray], adjustment: str) -> tuple[np.ndarray, int, int]:
+    """CR1 variance bread * meat * bread with the named small-sample factor; also G and K."""
+    G = int(clusters.max() + 1)
+    levels = [int(c.max() + 1) for c in fixed_effects]
+    nested = [nested_in(c, clusters) for c in fixed_effects]
+    factor, df_k = small_sample_factor(adjustment, n=len(u), k=X.shape[1], fe_levels=levels, fe_nested=nested,
+                                       n_clusters=G)
+    return factor * bread @ _cluster_meat(X, u, clusters) @ bread, G, df_k
+
+
+def balanced_wide(data: pd.DataFrame, column: str, unit: str, time: str):
+    """A column as a (unit x period) array, with the sorted units and periods; the panel
+    must hold every unit in every period exactly once."""
+    units = np.sort(data[unit].unique())
+    periods = np.sort(data[time].unique())
+    u = np.searchsorted(units, data[unit].to_numpy())
+    t = np.searchsorted(periods, data[time].to_numpy())
+    if not (np.bincount(u * len(periods) + t, minlength=len(units) * len(periods)) == 1).all():
+        raise EstimationError("the panel is not balanced (some unit lacks a period, or has it twice)")
+    out = np.empty((len(units), len(periods)))
+    out[u, t] = data[column].to_numpy(float)
+    return out, units, periods
+
+
+def two_way_demean_balanced(Y: np.ndarray) -> np.ndarray:
+    """Y minus unit and period means plus the grand mean (exact on a balanced panel)."""
+    return Y - Y.mean(axis=1, keepdims=True) - Y.mean(axis=0, keepdims=True) + Y.mean()
+
+
 def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[np.ndarray],
            clusters: np.ndarray, weights: np.ndarray | None = None, adjustment: str = "fixest") -> FEFit:
     """OLS (or WLS) of y on X with absorbed fixed effects and CR1 clustered errors."""
@@ -181,13 +211,8 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
     bread = np.linalg.inv(XtWX)
     coef = bread @ (XtW @ y_t)
     resid = y_t - X_t @ coef
-    meat = _cluster_meat(X_t, resid if w is None else w * resid, clusters)
-    G = int(clusters.max() + 1)
-    levels = [int(c.max() + 1) for c in fixed_effects]
-    nested = [nested_in(c, clusters) for c in fixed_effects]
-    factor, df_k = small_sample_factor(adjustment, n=n, k=X.shape[1], fe_levels=levels, fe_nested=nested,
-                                       n_clusters=G)
-    vcov = factor * bread @ meat @ bread
+    vcov, G, df_k = _clustered_vcov(bread, X_t, resid if w is None else w * resid, clusters, fixed_effects,
+                                    adjustment)
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
@@ -238,12 +263,7 @@ def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: li
     Z = demean(X, fixed_effects, mu)
     XtWX = (Z.T * mu) @ Z
     bread = np.linalg.inv(XtWX)
-    meat = _cluster_meat(Z, y - mu, clusters)
-    G = int(clusters.max() + 1)
-    levels = [int(c.max() + 1) for c in fixed_effects]
-    nested = [nested_in(c, clusters) for c in fixed_effects]
-    factor, df_k = small_sample_factor(adjustment, n=len(y), k=X.shape[1], fe_levels=levels,
-                                       fe_nested=nested, n_clusters=G)
-    return FEFit(names=list(names), coef=coef, vcov=factor * bread @ meat @ bread, n_obs=len(y), n_clusters=G,
+    vcov, G, df_k = _clustered_vcov(bread, Z, y - mu, clusters, fixed_effects, adjustment)
+    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=len(y), n_clusters=G,
                  df_k=df_k, adjustment=adjustment, family="poisson", resid=y - mu, fitted=mu,
                  dropped={"all_zero_groups_rows": n_dropped})

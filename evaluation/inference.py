@@ -26,24 +26,8 @@ from itertools import combinations, permutations
 import numpy as np
 import pandas as pd
 
-from evaluation.fixed_effects import EstimationError
+from evaluation.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
 from evaluation.results import Effect, Estimates
-
-
-def _wide(data: pd.DataFrame, column: str, unit: str, time: str):
-    units = np.sort(data[unit].unique())
-    periods = np.sort(data[time].unique())
-    u = np.searchsorted(units, data[unit].to_numpy())
-    t = np.searchsorted(periods, data[time].to_numpy())
-    if not (np.bincount(u * len(periods) + t, minlength=len(units) * len(periods)) == 1).all():
-        raise EstimationError("randomization inference needs a balanced panel (every township in every period)")
-    out = np.empty((len(units), len(periods)))
-    out[u, t] = data[column].to_numpy(float)
-    return out, units, periods
-
-
-def _two_way_demean(Y: np.ndarray) -> np.ndarray:
-    return Y - Y.mean(axis=1, keepdims=True) - Y.mean(axis=0, keepdims=True) + Y.mean()
 
 
 class _Assignments:
@@ -112,7 +96,7 @@ def randomization_inference(data: pd.DataFrame, outcome: str, unit: str, time: s
     The reported standard error is the standard deviation of the permutation
     distribution.
     """
-    Y, units, periods = _wide(data, outcome, unit, time)
+    Y, units, periods = balanced_wide(data, outcome, unit, time)
     ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
     cohort_index = np.array([np.searchsorted(periods, g) if g > 0 else -1 for g in ft])  # column of the start
     if (cohort_index < 0).all():
@@ -123,7 +107,7 @@ def randomization_inference(data: pd.DataFrame, outcome: str, unit: str, time: s
     if strata:
         strata_values = pd.factorize(data.groupby(unit)[strata].first().reindex(units))[0]
     T = len(periods)
-    Yt = _two_way_demean(Y)
+    Yt = two_way_demean_balanced(Y)
     # S[i, c] = sum over t >= c of the demeaned outcome of unit i (c = T: nothing)
     S = np.zeros((len(units), T + 1))
     S[:, :T] = np.cumsum(Yt[:, ::-1], axis=1)[:, ::-1]
@@ -131,7 +115,7 @@ def randomization_inference(data: pd.DataFrame, outcome: str, unit: str, time: s
     for i, c in enumerate(cohort_index):
         if c >= 0:
             D[i, c:] = 1.0
-    Dt = _two_way_demean(D)
+    Dt = two_way_demean_balanced(D)
     denom = float((Dt**2).sum())
     if denom <= 0:
         raise EstimationError("the treatment does not vary beyond the township and period effects")
@@ -282,7 +266,7 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
     least as large in absolute value as the real one (the real one counted once).
     Balanced panel; the same projection trick as :func:`randomization_inference`.
     """
-    Y, units, periods = _wide(data, outcome, unit, time)
+    Y, units, periods = balanced_wide(data, outcome, unit, time)
     ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
     real = ft > 0
     if not real.any():
@@ -295,7 +279,7 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
         raise EstimationError(f"placebo start {start} must fall inside the panel, after its first period")
     observed = randomization_inference(data, outcome, unit, time, first_treat, max_exact=1).effects[0].estimate
     controls = Y[~real]
-    Yt = _two_way_demean(controls)
+    Yt = two_way_demean_balanced(controls)
     D = np.zeros(controls.shape[1])
     D[c:] = 1.0
     # one fake pilot j: D~'Y~ = (D - mean D)'Y~_j (the demeaned outcome sums to 0 over

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from evaluation.did import twfe
-from evaluation.inference import _two_way_demean, _wide, randomization_inference
+from evaluation.fixed_effects import balanced_wide, two_way_demean_balanced
+from evaluation.inference import randomization_inference
 
 METHODS = ("CR1", "randomization")
 
@@ -23,8 +24,8 @@ def estimate_noise(data: pd.DataFrame, outcome: str, unit: str, time: str, first
     """Residual SD and AR(1) coefficient of the outcome before any pilot started."""
     first = data.loc[data[first_treat] > 0, first_treat].min()
     pre = data[data[time] < first]
-    Y, _, _ = _wide(pre, outcome, unit, time)
-    e = _two_way_demean(Y)
+    Y, _, _ = balanced_wide(pre, outcome, unit, time)
+    e = two_way_demean_balanced(Y)
     rho = float(np.sum(e[:, 1:] * e[:, :-1]) / np.sum(e[:, :-1] ** 2))
     sigma = float(e.std(ddof=1) * np.sqrt(Y.size / (Y.size - Y.shape[0] - Y.shape[1] + 1)))
     return {"sigma": sigma, "rho": rho, "pre_periods": Y.shape[1], "townships": Y.shape[0]}
