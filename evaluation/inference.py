@@ -305,17 +305,28 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
 # ----------------------------------------------------------------------------- wild cluster bootstrap
 
 WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
+_CHUNK_ELEMENTS = 2**22  # draws x clusters held at once (32 MiB per array)
 
 
-def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int) -> tuple[np.ndarray, bool]:
+def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int):
+    """(number of weight vectors, whether all sign vectors, chunk generator of draws x G weights)."""
+    chunk = max(1, _CHUNK_ELEMENTS // G)
     if kind == "rademacher" and (2**G <= draws or G <= max_enumerate):
-        grid = ((np.arange(2**G)[:, None] >> np.arange(G)[None, :]) & 1) * 2.0 - 1.0
-        return grid, True
-    if kind == "rademacher":
-        return rng.choice([-1.0, 1.0], size=(draws, G)), False
-    if kind == "webb":
-        return rng.choice(WEBB, size=(draws, G)), False
-    raise ValueError(f"weights must be 'rademacher' or 'webb', got {kind!r}")
+        total = 2**G
+
+        def enumerate_chunks():
+            for start in range(0, total, chunk):
+                rows = np.arange(start, min(total, start + chunk))
+                yield ((rows[:, None] >> np.arange(G)[None, :]) & 1) * 2.0 - 1.0
+        return total, True, enumerate_chunks()
+    if kind not in ("rademacher", "webb"):
+        raise ValueError(f"weights must be 'rademacher' or 'webb', got {kind!r}")
+
+    def random_chunks():
+        for start in range(0, draws, chunk):
+            size = (min(draws, start + chunk) - start, G)
+            yield rng.integers(0, 2, size=size) * 2.0 - 1.0 if kind == "rademacher" else rng.choice(WEBB, size=size)
+    return draws, False, random_chunks()
 
 
 def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, *,
@@ -326,60 +337,132 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
     Gelbach and Miller 2008; Roodman, MacKinnon, Nielsen and Webb 2019).
 
     The restricted bootstrap (``impose_null=True``) draws y* = X b~ + u~ * v_g from the
-    model with the null (no effect) imposed, one weight per cluster: Rademacher (+-1; all
-    2^G sign vectors when G <= ``max_enumerate`` or 2^G <= ``draws``, an exact test) or
-    Webb's six-point weights (better with very few clusters). The p-value is the share of
-    bootstrap |t*| above |t| (CR1 t-statistics); the interval inverts the test over the
-    null value (restricted) with the same weights. Unit and period effects enter as dummy
-    columns (dense algebra: panels up to a few thousand rows), as pyfixest's
-    ``wildboottest`` does; its p-values are reproduced exactly.
+    model with the null imposed, one weight per cluster: Rademacher (+-1; all 2^G sign
+    vectors when G <= ``max_enumerate`` or 2^G <= ``draws``, an exact test) or Webb's
+    six-point weights (better with very few clusters). The p-value is the share of
+    bootstrap |t*| at least |t| (CR1 t-statistics, small-sample factor of the dummy-variable
+    design, as the ``wildboottest`` package uses); the interval inverts the test over the
+    null value. The unrestricted bootstrap (``impose_null=False``) centres t* on the
+    estimate and gives the symmetric percentile-t interval.
+
+    Computation (Roodman et al. 2019, sec. 5; MacKinnon 2023, Econometrics 11:28): the
+    township effects are nested in the clusters, so they are swept out by within-township
+    demeaning, which commutes with multiplying residuals by cluster weights; the period
+    effects stay as exact (T-1)-column terms. Every bootstrap quantity is then a product of
+    the weights with G x T cluster-by-period sums, so a draw costs O(G T) and no G x G
+    or n x (units) matrix is formed; the t* statistics are linear (numerator) and quadratic
+    (variance) in the null value, so inverting the test for the interval reuses the draws.
+    Works on unbalanced panels. Requires the townships to be nested in the clusters.
     """
+    from evaluation.fixed_effects import factorize, nested_in
+
     cluster = cluster or unit
-    d = data.dropna(subset=[outcome])
-    X = np.column_stack([d[treatment].to_numpy(float), np.ones(len(d)),
-                         pd.get_dummies(d[unit], drop_first=True, dtype=float).to_numpy(),
-                         pd.get_dummies(d[time], drop_first=True, dtype=float).to_numpy()])
-    y = d[outcome].to_numpy(float)
-    codes, uniques = pd.factorize(d[cluster], sort=True)
-    G, (n, k) = len(uniques), X.shape
+    d = data.dropna(subset=[outcome, treatment])
+    if d.empty:
+        raise EstimationError(f"no rows with both '{outcome}' and '{treatment}'")
+    u_codes, N = factorize(d[unit])
+    t_codes, T = factorize(d[time])
+    g_codes, uniques = pd.factorize(d[cluster], sort=True)
+    G, n = len(uniques), len(d)
     if G < 2:
         raise EstimationError("the wild cluster bootstrap needs at least two clusters")
-    XtX_inv = np.linalg.inv(X.T @ X)
-    c = XtX_inv[:, 0]
-    beta = XtX_inv @ X.T @ y
-    resid = y - X @ beta
-    ssc = (n - 1) / (n - k) * G / (G - 1)
-    members = [np.flatnonzero(codes == g) for g in range(G)]
-    scores = np.column_stack([X[m].T @ resid[m] for m in members])           # k x G, unrestricted
-    se = float(np.sqrt(ssc * np.sum((c @ scores) ** 2)))
-    Q = np.vstack([c @ X[m].T @ X[m] for m in members])                       # G x k
-    Xc = X @ c
-    Xc_scores = np.column_stack([X[m].T @ Xc[m] for m in members])            # k x G: scores of X c
-    rng = np.random.default_rng(seed)
-    V, enumerated = _bootstrap_weights(G, draws, weights, rng, max_enumerate)
+    if not nested_in(u_codes, g_codes):
+        raise EstimationError(f"townships ('{unit}') must be nested in the clusters ('{cluster}'): "
+                              "cluster by township or by a level above it (e.g. county)")
+    if T < 2:
+        raise EstimationError("the panel needs at least two periods")
+    y = d[outcome].to_numpy(float)
+    D = d[treatment].to_numpy(float)
+    n_i = np.bincount(u_codes, minlength=N).astype(float)
 
-    def t_boot(r: float) -> np.ndarray:
-        # restricted (or unrestricted) residual scores; b~ = b - c (b_j - r) / c_j
-        s = scores + Xc_scores * (beta[0] - r) / c[0] if impose_null else scores
-        Cg = c @ s                                                            # G
-        H = Q @ (XtX_inv @ s)                                                 # G x G
-        K = np.diag(Cg) - H
-        numer = V @ Cg
-        denom = ssc * np.sum((V @ K.T) ** 2, axis=1)
-        return numer / np.sqrt(denom)
+    def within(v: np.ndarray) -> np.ndarray:  # demean within township
+        return v - (np.bincount(u_codes, v, minlength=N) / n_i)[u_codes]
+
+    def by_period(v: np.ndarray) -> np.ndarray:  # X_t' v for the T period dummies
+        return np.bincount(t_codes, v, minlength=T)
+
+    # Z = within-township [D, period dummies 1..T-1]; Z'Z exactly, without forming Z
+    Dw, yw = within(D), within(y)
+    presence = np.zeros((N, T))
+    np.add.at(presence, (u_codes, t_codes), 1.0)
+    ZtZt = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
+    ZtD = by_period(Dw)
+    ZZ = np.empty((T, T))
+    ZZ[0, 0], ZZ[0, 1:], ZZ[1:, 0], ZZ[1:, 1:] = Dw @ Dw, ZtD[1:], ZtD[1:], ZtZt[1:, 1:]
+    if np.linalg.matrix_rank(ZZ) < T:
+        raise EstimationError("the treatment does not vary beyond the township and period effects")
+    ZZ_inv = np.linalg.inv(ZZ)
+    c = ZZ_inv[:, 0]
+    period_inv = np.linalg.inv(ZtZt[1:, 1:])
+
+    def period_fit(gamma: np.ndarray) -> np.ndarray:  # within-township sum of the period terms
+        return within(np.concatenate([[0.0], gamma])[t_codes])
+
+    def resid_on_periods(v: np.ndarray) -> np.ndarray:
+        return v - period_fit(period_inv @ by_period(v)[1:])
+
+    beta_full = ZZ_inv @ np.concatenate([[Dw @ yw], by_period(yw)[1:]])
+    beta = float(beta_full[0])
+    u_hat = yw - beta * Dw - period_fit(beta_full[1:])
+    cell = g_codes * T + t_codes
+
+    def scores(u: np.ndarray) -> np.ndarray:  # T x G: Z_g' u_g (u is within-township)
+        grid = np.bincount(cell, u, minlength=G * T).reshape(G, T)
+        return np.vstack([np.bincount(g_codes, D * u, minlength=G), grid[:, 1:].T])
+
+    Zc = c[0] * Dw + period_fit(c[1:])
+    Q = scores(Zc).T                                                          # G x T: c' Z_g' Z_g
+    k_dummies = N + T                                                         # D, constant, N-1, T-1
+    ssc = (n - 1) / (n - k_dummies) * G / (G - 1)
+    S_hat = scores(u_hat)
+    se = float(np.sqrt(ssc * np.sum((c @ S_hat) ** 2)))
+    if not se > 0:
+        raise EstimationError("the cluster-robust standard error is zero")
+    # residual scores as S0 - r S1 (restricted: u~(r) = u0 - r u1) or fixed (unrestricted)
+    if impose_null:
+        S0, S1 = scores(resid_on_periods(yw)), scores(resid_on_periods(Dw))
+    else:
+        S0, S1 = S_hat, np.zeros_like(S_hat)
+    C0, C1 = c @ S0, c @ S1
+    rng = np.random.default_rng(seed)
+    n_weights, enumerated, chunks = _bootstrap_weights(G, draws, weights, rng, max_enumerate)
+    num0, num1, A, B, C = (np.empty(n_weights) for _ in range(5))
+    start = 0
+    for V in chunks:
+        stop = start + len(V)
+        proj = (V @ np.vstack([S0, S1]).T)                                   # b x 2T: S v
+        s0 = V * C0 - (proj[:, :T] @ ZZ_inv) @ Q.T                          # c' Z_g' u*_g
+        s1 = V * C1 - (proj[:, T:] @ ZZ_inv) @ Q.T
+        num0[start:stop], num1[start:stop] = V @ C0, V @ C1
+        A[start:stop] = np.einsum("ij,ij->i", s0, s0)
+        B[start:stop] = np.einsum("ij,ij->i", s0, s1)
+        C[start:stop] = np.einsum("ij,ij->i", s1, s1)
+        start = stop
+
+    def t_star(r: float) -> np.ndarray:
+        var = ssc * np.maximum(A - 2 * r * B + r * r * C, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (num0 - r * num1) / np.sqrt(var)
 
     def p_value(r: float) -> float:
-        return float(np.mean(np.abs((beta[0] - r) / se) < np.abs(t_boot(r))))
+        # ties count as "at least as extreme" (the all-ones draw reproduces t exactly)
+        t_r = abs(beta - r) / se
+        return float(np.mean(np.abs(t_star(r if impose_null else 0.0)) >= t_r * (1 - 1e-10)))
 
     p0 = p_value(0.0)
-    low, high = _invert(p_value, float(beta[0]), se, alpha) if impose_null else (math.nan, math.nan)
-    label = ("restricted (null imposed)" if impose_null else "unrestricted")
-    effect = Effect(estimand="att", estimate=float(beta[0]), std_error=se, ci_low=low, ci_high=high, p_value=p0,
+    if impose_null:
+        low, high = _invert(p_value, beta, se, alpha)
+    else:
+        q = float(np.quantile(np.abs(t_star(0.0)), 1 - alpha))
+        low, high = beta - q * se, beta + q * se
+    label = "restricted (null imposed)" if impose_null else "unrestricted, percentile-t interval"
+    effect = Effect(estimand="att", estimate=beta, std_error=se, ci_low=low, ci_high=high, p_value=p0,
                     method="two-way fixed effects (unit and period)",
                     inference=(f"wild cluster bootstrap-t, {label}, {weights} weights, "
-                               + (f"all {len(V):,} sign vectors" if enumerated else f"{len(V):,} draws (seed {seed})")
+                               + (f"all {n_weights:,} sign vectors" if enumerated
+                                  else f"{n_weights:,} draws (seed {seed})")
                                + f", {G} clusters"),
-                    n_obs=n, n_units=d[unit].nunique(), n_treated=d.loc[d[treatment] != 0, unit].nunique(),
-                    indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": float(beta[0] / se)})
-    return Estimates(effects=[effect], method=effect.method,
-                     diagnostics={"enumerated": enumerated, "draws": len(V), "clusters": G})
+                    n_obs=n, n_units=N, n_treated=d.loc[D != 0, unit].nunique(),
+                    indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": beta / se})
+    return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
+                     diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G})

@@ -211,8 +211,62 @@ def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
     boot.get_tstat()
     boot.get_pvalue(pval_type="two-tailed")
     assert boot.full_enumeration and ours.diagnostics["enumerated"] and ours.diagnostics["draws"] == 256
+    t = float(np.squeeze(boot.t_stat))
+    assert ours.effects[0].extra["t"] == pytest.approx(t, abs=1e-10)
+    # every one of the 256 bootstrap t* equals the package's (same set of sign vectors)
+    np.testing.assert_allclose(np.sort(ours.plot_data["t_star"]), np.sort(np.squeeze(boot.t_boot)), atol=1e-10)
+    # the package counts |t*| > |t| strictly; the +-1 vectors reproduce t exactly, so float
+    # noise decides those two ties there. We count ties as at least as extreme.
+    ties = np.isclose(np.abs(np.squeeze(boot.t_boot)), abs(t), rtol=1e-10, atol=0)
+    assert ties.sum() == (2 if impose_null else 0)
+    expected = np.mean((np.abs(np.squeeze(boot.t_boot)) > abs(t)) | ties)
+    assert ours.effects[0].p_value == pytest.approx(expected, abs=1e-10)
+    assert abs(ours.effects[0].p_value - float(boot.pvalue)) <= 2 / 256 + 1e-12
+
+
+def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
+    """Rows missing at random (unbalanced panel), clusters = counties: the within-township
+    computation gives the same t and all 1,024 t* as the wildboottest package on the full
+    one-hot design, to 1e-10; the restricted interval's ends have p = alpha."""
+    wb = pytest.importorskip("wildboottest.wildboottest")
+    from evaluation.inference import wild_cluster_bootstrap
+
+    rng = np.random.default_rng(21)
+    d = _panel(rng, units=30, starts=(5, 7, 9), effect=0.6)
+    d["county"] = d["unit"] // 3
+    d = d.drop(index=rng.choice(d.index, size=40, replace=False)).reset_index(drop=True)
+    ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county")
+    X = _one_hot(d)
+    R = np.zeros(X.shape[1])
+    R[0] = 1
+    boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["county"].to_numpy(), R=R, B=9999, seed=1)
+    boot.get_scores(bootstrap_type="11", impose_null=True, adj=True, cluster_adj=True)
+    boot.get_weights(weights_type="rademacher")
+    for step in (boot.get_numer, boot.get_denom, boot.get_tboot, boot.get_vcov, boot.get_tstat):
+        step()
+    assert ours.diagnostics["draws"] == 1024
     assert ours.effects[0].extra["t"] == pytest.approx(float(np.squeeze(boot.t_stat)), abs=1e-10)
-    assert ours.effects[0].p_value == pytest.approx(float(boot.pvalue), abs=1e-10)
+    np.testing.assert_allclose(np.sort(ours.plot_data["t_star"]), np.sort(np.squeeze(boot.t_boot)), atol=1e-10)
+    fit = twfe(d, "y", "unit", "time", "post", cluster="county", adjustment="dummies").effects[0]
+    assert ours.effects[0].estimate == pytest.approx(fit.estimate, abs=1e-10)
+    assert ours.effects[0].std_error == pytest.approx(fit.std_error, rel=1e-10)
+    e = ours.effects[0]
+    assert e.ci_low < e.estimate < e.ci_high
+    # the interval's ends are where the p-value crosses alpha: refit with the shifted outcome
+    for edge in (e.ci_low, e.ci_high):
+        inside = wild_cluster_bootstrap(d.assign(y=d["y"] - (edge + np.sign(e.estimate - edge) * 1e-6) * d["post"]),
+                                        "y", "unit", "time", "post", cluster="county").effects[0].p_value
+        outside = wild_cluster_bootstrap(d.assign(y=d["y"] - (edge - np.sign(e.estimate - edge) * 1e-6) * d["post"]),
+                                         "y", "unit", "time", "post", cluster="county").effects[0].p_value
+        assert outside <= 0.05 < inside
+
+
+def test_wild_bootstrap_rejects_non_nested_clusters():
+    from evaluation.inference import wild_cluster_bootstrap
+
+    d = _panel(np.random.default_rng(2), units=8, starts=(6,), effect=0.5)
+    with pytest.raises(EstimationError, match="nested in the clusters"):
+        wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="time")
 
 
 def test_wild_bootstrap_webb_is_reproducible_and_covers():
