@@ -300,3 +300,32 @@ def test_wild_bootstrap_random_weights_agree_with_wildboottest():
         p = float(boot.pvalue)
         assert 0.01 < p < 0.9, p  # an informative p-value for the comparison
         assert abs(ours.p_value - p) < 4 * np.sqrt(2 * p * (1 - p) / 9999) + 1e-3, (kind, ours.p_value, p)
+
+
+def test_randomization_inference_agrees_with_pyfixest_ritest():
+    """pyfixest's ``ritest`` draws each unit's treatment independently (Bernoulli 1/2, with
+    replacement from the observed values) and holds it constant within a cluster, so on
+    a panel it cannot re-assign a pilot's post-start indicator (held constant within a
+    township it is absorbed by the township effect: a singular design). On a balanced
+    single-cohort panel the TWFE coefficient equals the difference in mean pre/post
+    change, so we give ritest that one-row-per-township regression with half the
+    townships piloting (where Bernoulli and fixed-size assignment nearly coincide): the
+    coefficients are equal and the p-values agree within Monte Carlo error."""
+    pf = pytest.importorskip("pyfixest")
+    rng = np.random.default_rng(5)
+    N, T, start = 200, 8, 4
+    units, times = np.repeat(np.arange(N), T), np.tile(np.arange(T), N)
+    treated = np.zeros(N, bool)
+    treated[rng.choice(N, N // 2, replace=False)] = True
+    y = rng.normal(size=N)[units] + 0.1 * times + rng.normal(size=N * T) + 0.12 * (treated[units] & (times >= start))
+    d = pd.DataFrame({"unit": units, "time": times, "y": y, "first_treat": np.where(treated[units], start, 0)})
+    ours = randomization_inference(d, "y", "unit", "time", "first_treat", draws=9999, seed=1).effects[0]
+    wide = d.assign(period=np.where(d["time"] >= start, "post", "pre")).pivot_table(index="unit", columns="period",
+                                                                                    values="y")
+    cs = pd.DataFrame({"dy": wide["post"] - wide["pre"], "treated": treated.astype(float)})
+    fit = pf.feols("dy ~ treated", cs)
+    assert float(fit.coef()["treated"]) == pytest.approx(ours.estimate, abs=1e-12)
+    peer = fit.ritest(resampvar="treated", reps=9999, rng=np.random.default_rng(2), choose_algorithm="fast")
+    p = float(peer["Pr(>|t|)"])
+    assert 0.05 < p < 0.5, p  # an informative p-value (0.135)
+    assert abs(ours.p_value - p) < 4 * np.sqrt(2 * p * (1 - p) / 9999), (ours.p_value, p)
