@@ -1,0 +1,483 @@
+"""Designs for one pilot township, or pilots chosen for being different: synthetic control
+and synthetic difference-in-differences.
+
+Synthetic control (Abadie, Diamond and Hainmueller 2010, JASA 105:493-505; Abadie 2021,
+J Econ Lit 59:391-425): the pilot's counterfactual is a weighted average of non-pilot
+townships (donors), weights non-negative and summing to one, chosen so that the
+synthetic township reproduces the pilot's pre-period outcomes (or, with predictors, a
+set of pre-period characteristics weighted by the nested predictor-weight optimisation).
+The effect at each post period is the gap between the pilot and its synthetic twin.
+Assumption: the pilot's untreated path is the same weighted combination of the donors'
+after the start as before it (a factor model the donors span); it fails when the pilot
+lies outside the donors' convex hull, which a poor pre-period fit shows. Inference is by
+placebo in space: every donor in turn is the fake pilot, and the pilot's post/pre
+RMSPE ratio is ranked among theirs.
+
+Synthetic difference-in-differences (Arkhangelsky, Athey, Hirshberg, Imbens and Wager
+2021, AER 111:4088-4118): unit weights that make the donors' pre-period path parallel
+to the pilots' (with an intercept and a ridge penalty zeta = (N1 T1)^(1/4) sigma), time
+weights that make the pre-periods resemble the post-period on average for the donors,
+and a weighted DiD with those weights. Assumption: parallel trends holds after
+re-weighting (weaker than SC's exact fit, weaker than DiD's unweighted parallel trends).
+The weights are solved as the authors' ``synthdid`` package does (Frank-Wolfe with its
+stopping rule and sparsification), so its numbers are reproduced.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize, nnls
+
+from evaluation.fixed_effects import EstimationError, balanced_wide
+from evaluation.results import Effect, Estimates
+
+
+class PoorPreFitWarning(UserWarning):
+    """The pilot lies outside what the donors can reproduce: the counterfactual extrapolates."""
+
+
+# ----------------------------------------------------------------------------- weights
+
+def simplex_least_squares(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """argmin ||A w - b|| over w >= 0, sum w = 1 (the synthetic-control weights).
+
+    Solved as non-negative least squares with the adding-up constraint as a heavily
+    weighted extra row (Lawson-Hanson active set; exact up to 1e-10 of the constraint).
+    """
+    A = np.asarray(A, float)
+    b = np.asarray(b, float)
+    scale = max(1.0, float(np.abs(A).max()), float(np.abs(b).max()))
+    big = 1e5 * scale
+    w, _ = nnls(np.vstack([A, np.full((1, A.shape[1]), big)]), np.concatenate([b, [big]]), maxiter=50 * A.shape[1])
+    total = w.sum()
+    if not total > 0:
+        raise EstimationError("synthetic-control weights could not be found")
+    return w / total
+
+
+def frank_wolfe_weights(A: np.ndarray, b: np.ndarray, zeta: float, *, intercept: bool, start: np.ndarray | None = None,
+                        min_decrease: float, max_iter: int) -> np.ndarray:
+    """Simplex weights minimising zeta^2 |x|^2 + |A x - b|^2 / rows(A) (columns of A and b
+    centred first when ``intercept``), by Frank-Wolfe with exact line search; stops when
+    an iteration lowers the objective by less than ``min_decrease``^2 (``synthdid``'s
+    ``sc.weight.fw``, Arkhangelsky et al. 2021, Algorithm 1)."""
+    A = np.asarray(A, float)
+    b = np.asarray(b, float)
+    if intercept:
+        A = A - A.mean(axis=0)
+        b = b - b.mean()
+    rows, cols = A.shape
+    x = np.full(cols, 1.0 / cols) if start is None else np.asarray(start, float).copy()
+    eta = rows * zeta**2
+    # the Gram form: each step updates G x and three scalars in O(cols)
+    G, Ab, bb = A.T @ A, A.T @ b, float(b @ b)
+    Gx = G @ x
+    xx, xGx, xAb = float(x @ x), float(x @ Gx), float(x @ Ab)
+    zeta2, threshold = zeta**2, min_decrease**2
+    previous = math.inf
+    for t in range(max_iter):
+        i = int(np.argmin(Gx - Ab + eta * x))
+        xi, Gxi, Gii = float(x[i]), float(Gx[i]), float(G[i, i])
+        # direction e_i - x: error change d = A_i - A x
+        d_dot_r = (Gxi - Ab[i]) - (xGx - xAb)
+        d_dot_d = Gii - 2 * Gxi + xGx
+        x_dot_dx, dx_dot_dx = xi - xx, xx - 2 * xi + 1.0
+        if dx_dot_dx > 0:
+            step = -(d_dot_r + eta * x_dot_dx) / (d_dot_d + eta * dx_dot_dx)
+            step = min(1.0, max(0.0, step))
+            if step > 0:
+                keep = 1.0 - step
+                xx = keep * keep * xx + 2 * step * keep * xi + step * step
+                xGx = keep * keep * xGx + 2 * step * keep * Gxi + step * step * Gii
+                xAb = keep * xAb + step * Ab[i]
+                x *= keep
+                x[i] += step
+                Gx *= keep
+                Gx += step * G[:, i]
+        value = zeta2 * xx + (xGx - 2 * xAb + bb) / rows
+        if t >= 1 and previous - value <= threshold:
+            break
+        previous = value
+    return x
+
+
+def _sparsify(v: np.ndarray) -> np.ndarray:
+    v = np.where(v <= v.max() / 4, 0.0, v)
+    return v / v.sum()
+
+
+def synthdid_weights(Y: np.ndarray, n_control: int, n_pre: int, kind: str = "sdid") -> tuple[np.ndarray, np.ndarray]:
+    """Unit weights (controls) and time weights (pre-periods) of ``kind``: "sdid"
+    (synthetic DiD), "sc" (synthetic control: no intercept, no time weights) or "did"
+    (uniform). ``Y``: units x periods, the ``n_control`` controls first, the
+    ``n_pre`` pre-periods first (``synthdid``'s conventions and defaults)."""
+    N, T = Y.shape
+    N0, T0 = n_control, n_pre
+    N1, T1 = N - N0, T - T0
+    if kind == "did":
+        return np.full(N0, 1.0 / N0), np.full(T0, 1.0 / T0)
+    noise = float(np.std(np.diff(Y[:N0, :T0], axis=1), ddof=1)) if T0 > 1 else 1.0
+    min_decrease, max_iter = 1e-5 * noise, 10_000
+    collapsed = np.empty((N0 + 1, T0 + 1))
+    collapsed[:N0, :T0] = Y[:N0, :T0]
+    collapsed[:N0, T0] = Y[:N0, T0:].mean(axis=1)
+    collapsed[N0, :T0] = Y[N0:, :T0].mean(axis=0)
+    collapsed[N0, T0] = Y[N0:, T0:].mean()
+
+    def solve(A, b, zeta, intercept):
+        first = frank_wolfe_weights(A, b, zeta, intercept=intercept, min_decrease=min_decrease, max_iter=100)
+        return frank_wolfe_weights(A, b, zeta, intercept=intercept, start=_sparsify(first),
+                                   min_decrease=min_decrease, max_iter=max_iter)
+
+    if kind == "sc":
+        omega = solve(collapsed[:N0, :T0].T, collapsed[N0, :T0], 1e-6 * noise, False)
+        return omega, np.zeros(T0)
+    if kind != "sdid":
+        raise ValueError(f"kind must be 'sdid', 'sc' or 'did', got {kind!r}")
+    lam = solve(collapsed[:N0, :T0], collapsed[:N0, T0], 1e-6 * noise, True)
+    zeta_omega = (N1 * T1) ** 0.25 * noise
+    omega = solve(collapsed[:N0, :T0].T, collapsed[N0, :T0], zeta_omega, True)
+    return omega, lam
+
+
+def synthdid_estimate(Y: np.ndarray, n_control: int, n_pre: int, kind: str = "sdid") -> dict:
+    """The weighted DiD of ``kind`` on a units x periods matrix (controls first,
+    pre-periods first): (mean treated - omega'controls) over the post-periods minus the
+    same with the time weights over the pre-periods. ``kind="sc"`` is the synthetic
+    control in synthdid's form (the mean post-period gap); "did" is the plain DiD."""
+    Y = np.asarray(Y, float)
+    N0, T0 = n_control, n_pre
+    omega, lam = synthdid_weights(Y, N0, T0, kind)
+    treated, controls = Y[N0:].mean(axis=0), omega @ Y[:N0]
+    gap = treated - controls
+    tau = gap[T0:].mean() - lam @ gap[:T0]
+    return {"estimate": float(tau), "omega": omega, "lambda": lam, "gap": gap, "treated": treated,
+            "synthetic": controls}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _wide(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str):
+    d = data.dropna(subset=[outcome])
+    try:
+        Y, units, periods = balanced_wide(d, outcome, unit, time)
+    except EstimationError as exc:
+        raise EstimationError(f"'{outcome}': {exc}; synthetic control needs every township in every period "
+                              "(drop or impute the gaps first)") from None
+    ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    return Y, units, periods, ft
+
+
+def _pre_post(periods: np.ndarray, start: float, min_pre: int) -> int:
+    T0 = int(np.searchsorted(periods, start))
+    if T0 < min_pre:
+        raise EstimationError(f"only {T0} pre-period(s) before the start {start:g}; at least {min_pre} are needed "
+                              "to fit the weights")
+    if T0 >= len(periods):
+        raise EstimationError(f"the start {start:g} is after the last period: no post-period")
+    return T0
+
+
+def _check_fit(y1_pre: np.ndarray, donors_pre: np.ndarray, synthetic_pre: np.ndarray, label: str) -> dict:
+    """Convex-hull and pre-fit diagnostics; a warning when the pilot lies outside the hull."""
+    above = np.mean(y1_pre > donors_pre.max(axis=0))
+    below = np.mean(y1_pre < donors_pre.min(axis=0))
+    rmspe = float(np.sqrt(np.mean((y1_pre - synthetic_pre) ** 2)))
+    spread = float(np.std(y1_pre, ddof=1)) if len(y1_pre) > 1 else math.nan
+    outside = max(above, below)
+    poor = outside > 0.5 or (np.isfinite(spread) and spread > 0 and rmspe > spread)
+    if poor:
+        warnings.warn(f"{label}: the pilot lies outside the donors' range in {outside:.0%} of pre-periods and the "
+                      f"pre-period RMSPE is {rmspe:.3g} (the pilot's own pre-period SD is {spread:.3g}); the "
+                      "synthetic control extrapolates and its effect should not be reported on its own",
+                      PoorPreFitWarning, stacklevel=3)
+    return {"pre_rmspe": rmspe, "share_pre_outside_hull": float(outside), "poor_pre_fit": bool(poor)}
+
+
+# ----------------------------------------------------------------------------- synthetic control
+
+def _predictor_weights(X1: np.ndarray, X0: np.ndarray, y1_pre: np.ndarray, Y0_pre: np.ndarray) -> tuple:
+    """Nested optimisation (Abadie, Diamond and Hainmueller 2010): predictor weights V
+    (diagonal, summing to one) minimising the pre-period outcome MSPE of the synthetic
+    control whose donor weights minimise the V-weighted predictor distance. Predictors
+    are standardised by their SD across units; V is searched by Nelder-Mead on a softmax
+    scale from equal weights and from inverse-variance weights."""
+    sd = np.concatenate([X1[:, None], X0], axis=1).std(axis=1, ddof=1)
+    sd[sd == 0] = 1.0
+    Z1, Z0 = X1 / sd, X0 / sd[:, None]
+    k = len(X1)
+
+    def weights_for(theta):
+        v = np.exp(theta - theta.max())
+        v /= v.sum()
+        r = np.sqrt(v)
+        return simplex_least_squares(Z0 * r[:, None], Z1 * r), v
+
+    def loss(theta):
+        w, _ = weights_for(theta)
+        return float(np.mean((y1_pre - w @ Y0_pre) ** 2))
+
+    best = None
+    for start in (np.zeros(k), -np.log(np.maximum(Z0.var(axis=1), 1e-12))):
+        if k == 1:
+            res_x, res_fun = start, loss(start)
+        else:
+            res = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 400 * k, "xatol": 1e-6,
+                                                                        "fatol": 1e-10})
+            res_x, res_fun = res.x, res.fun
+        if best is None or res_fun < best[1]:
+            best = (res_x, res_fun)
+    w, v = weights_for(best[0])
+    return w, v
+
+
+def _sc_fit(y1: np.ndarray, Y0: np.ndarray, T0: int, X1=None, X0=None) -> np.ndarray:
+    if X1 is None:
+        return simplex_least_squares(Y0[:, :T0].T, y1[:T0])
+    return _predictor_weights(X1, X0, y1[:T0], Y0[:, :T0])[0]
+
+
+def _gap_stats(gap: np.ndarray, T0: int) -> tuple[float, float, float]:
+    pre = float(np.sqrt(np.mean(gap[:T0] ** 2)))
+    post = float(np.sqrt(np.mean(gap[T0:] ** 2)))
+    return float(gap[T0:].mean()), pre, post
+
+
+def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+                      pilot=None, predictors: list[str] | None = None, donors: list | None = None,
+                      placebo: bool = True, max_pre_rmspe_ratio: float | None = None, alpha: float = 0.05,
+                      min_pre_periods: int = 5, indicator: str | None = None) -> Estimates:
+    """Synthetic control for one pilot township (Abadie, Diamond and Hainmueller 2010).
+
+    ``pilot``: the township (default: the only one with a ``first_treat``). Donors: the
+    townships never treated (other pilots are left out), or ``donors``. Without
+    ``predictors`` the weights fit the pilot's pre-period outcomes directly; with them
+    (column names, averaged over the pre-period per township, plus the pre-period mean
+    outcome) the predictor weights are chosen by the nested optimisation.
+
+    Returns the ATT (mean post-period gap) with placebo-in-space inference: every donor
+    as the fake pilot (fitted from the other donors); the p-value is the pilot's rank of
+    the post/pre RMSPE ratio, (1 + #placebos with a ratio at least as large) / (1 +
+    #placebos); the interval is the ATT minus the placebo ATTs' quantiles and the
+    "standard error" their SD. ``max_pre_rmspe_ratio`` drops placebos whose pre-period
+    RMSPE exceeds that multiple of the pilot's (ADH 2010 use 5) from the interval.
+    ``plot_data``: the pilot, its synthetic twin and the gap by period;
+    ``diagnostics["weights"]`` the donor weights, ``diagnostics["placebo_gaps"]`` the
+    placebo gap paths (long), and the pre-fit checks.
+    """
+    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    pilots = units[ft > 0]
+    if pilot is None:
+        if len(pilots) != 1:
+            raise EstimationError(f"{len(pilots)} pilot townships: name one with pilot=, or use "
+                                  "synthetic_control_by_pilot() for each")
+        pilot = pilots[0]
+    where = np.flatnonzero(units == pilot)
+    if len(where) == 0:
+        raise EstimationError(f"pilot township {pilot!r} is not in the panel")
+    p = int(where[0])
+    if not ft[p] > 0:
+        raise EstimationError(f"township {pilot!r} has no start ('{first_treat}' is empty or 0)")
+    donor_mask = (ft == 0) if donors is None else np.isin(units, list(donors))
+    donor_mask[p] = False
+    if donor_mask.sum() < 2:
+        raise EstimationError(f"{int(donor_mask.sum())} donor township(s): synthetic control needs at least two "
+                              "never-treated townships")
+    T0 = _pre_post(periods, ft[p], min_pre_periods)
+    Y0, donor_ids = Y[donor_mask], units[donor_mask]
+    X = None
+    if predictors:
+        d = data.dropna(subset=[outcome])
+        pre = d[d[time] < ft[p]]
+        table = pre.groupby(unit)[list(predictors)].mean().reindex(units)
+        if table.isna().any().any():
+            bad = table.columns[table.isna().any()].tolist()
+            raise EstimationError(f"predictor(s) {bad} missing for some township over the pre-period")
+        X = np.column_stack([table.to_numpy(float), Y[:, :T0].mean(axis=1)]).T  # k x units
+    label = f"synthetic control of {pilot} ({outcome})"
+    w = _sc_fit(Y[p], Y0, T0, None if X is None else X[:, p], None if X is None else X[:, donor_mask])
+    synthetic = w @ Y0
+    gap = Y[p] - synthetic
+    att, pre_rmspe, post_rmspe = _gap_stats(gap, T0)
+    fit = _check_fit(Y[p, :T0], Y0[:, :T0], synthetic[:T0], label)
+    ratio = post_rmspe / pre_rmspe if pre_rmspe > 0 else math.inf
+    placebo_rows, placebo_att, placebo_ratio, placebo_pre = [], [], [], []
+    if placebo:
+        for j in range(len(donor_ids)):
+            others = np.arange(len(donor_ids)) != j
+            wj = _sc_fit(Y0[j], Y0[others], T0, None if X is None else X[:, donor_mask][:, j],
+                         None if X is None else X[:, donor_mask][:, others])
+            gj = Y0[j] - wj @ Y0[others]
+            a, pre_j, post_j = _gap_stats(gj, T0)
+            placebo_att.append(a)
+            placebo_pre.append(pre_j)
+            placebo_ratio.append(post_j / pre_j if pre_j > 0 else math.inf)
+            placebo_rows.append(pd.DataFrame({"township": donor_ids[j], "period": periods, "gap": gj}))
+    placebo_att, placebo_ratio, placebo_pre = map(np.asarray, (placebo_att, placebo_ratio, placebo_pre))
+    if placebo and len(placebo_att):
+        p_value = float((1 + np.sum(placebo_ratio >= ratio)) / (1 + len(placebo_ratio)))
+        keep = np.ones(len(placebo_att), bool)
+        if max_pre_rmspe_ratio is not None:
+            keep = placebo_pre <= max_pre_rmspe_ratio * pre_rmspe
+        band = placebo_att[keep]
+        if len(band) < 2:
+            raise EstimationError(f"only {len(band)} placebo(s) fit well enough for the interval; "
+                                  "raise max_pre_rmspe_ratio")
+        sd = float(np.std(band, ddof=1))
+        low, high = att - np.quantile(band, 1 - alpha / 2), att - np.quantile(band, alpha / 2)
+        inference = (f"placebo in space: {len(placebo_att)} donors as fake pilots; p from the post/pre RMSPE "
+                     f"ratio rank; interval from {len(band)} placebo ATTs")
+    else:
+        p_value = sd = low = high = math.nan
+        inference = "no inference (placebo=False)"
+    effect = Effect(estimand="att", estimate=att, std_error=sd, ci_low=float(low), ci_high=float(high),
+                    p_value=p_value, method=("synthetic control" + (" with predictors" if X is not None else "")),
+                    inference=inference, n_obs=int(Y[p].size + Y0.size), n_units=len(donor_ids) + 1, n_treated=1,
+                    term=str(pilot), indicator=indicator, alpha=alpha,
+                    extra={"pre_rmspe": pre_rmspe, "post_rmspe": post_rmspe, "rmspe_ratio": ratio})
+    weights = (pd.DataFrame({"township": donor_ids, "weight": w}).sort_values("weight", ascending=False)
+               .reset_index(drop=True))
+    plot = pd.DataFrame({"period": periods, "pilot": Y[p], "synthetic": synthetic, "gap": gap,
+                         "post": np.arange(len(periods)) >= T0})
+    diagnostics = {"pilot": pilot, "pre_periods": T0, "donors": len(donor_ids), **fit, "post_rmspe": post_rmspe,
+                   "rmspe_ratio": ratio, "weights": weights,
+                   "placebo_gaps": pd.concat(placebo_rows, ignore_index=True) if placebo_rows else pd.DataFrame(),
+                   "placebos": pd.DataFrame({"township": donor_ids, "att": placebo_att, "pre_rmspe": placebo_pre,
+                                             "rmspe_ratio": placebo_ratio}) if placebo else pd.DataFrame()}
+    if X is not None:
+        v = _predictor_weights(X[:, p], X[:, donor_mask], Y[p, :T0], Y0[:, :T0])[1]
+        diagnostics["predictor_weights"] = pd.DataFrame({"predictor": list(predictors) + [f"{outcome} (pre mean)"],
+                                                         "weight": v})
+    return Estimates(effects=[effect], method=effect.method, plot_data=plot, diagnostics=diagnostics)
+
+
+def synthetic_control_by_pilot(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str,
+                               **kwargs) -> Estimates:
+    """:func:`synthetic_control` for each pilot township in turn (donors: never treated),
+    one ``att_township`` effect per pilot, so a report can name which township moved."""
+    pilots = data.loc[data[first_treat].fillna(0) > 0, unit].unique()
+    if len(pilots) == 0:
+        raise EstimationError("no pilot township (no row has a first_treat)")
+    effects, fits = [], {}
+    for pilot in sorted(pilots):
+        fit = synthetic_control(data, outcome, unit, time, first_treat, pilot=pilot, **kwargs)
+        e = fit.effects[0]
+        effects.append(Effect(**{**e.__dict__, "estimand": "att_township"}))
+        fits[pilot] = fit
+    return Estimates(effects=effects, method="synthetic control, each pilot township",
+                     plot_data=pd.concat([f.plot_data.assign(township=k) for k, f in fits.items()], ignore_index=True),
+                     diagnostics={"pilots": len(fits)}, model=fits)
+
+
+# ----------------------------------------------------------------------------- synthetic DiD
+
+def _cohort_blocks(Y: np.ndarray, ft: np.ndarray, periods: np.ndarray, min_pre: int):
+    controls = np.flatnonzero(ft == 0)
+    if len(controls) < 2:
+        raise EstimationError(f"{len(controls)} never-treated township(s): synthetic DiD needs at least two")
+    blocks = []
+    for g in np.unique(ft[ft > 0]):
+        treated = np.flatnonzero(ft == g)
+        T0 = _pre_post(periods, g, min_pre)
+        blocks.append((g, treated, T0))
+    return controls, blocks
+
+
+def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+                  se: str = "placebo", replications: int = 200, seed: int | None = None, alpha: float = 0.05,
+                  min_pre_periods: int = 2, indicator: str | None = None) -> Estimates:
+    """Synthetic difference-in-differences (Arkhangelsky et al. 2021).
+
+    Each cohort (pilots sharing a start period) is compared with the never-treated
+    townships over all its periods; the overall ATT averages the cohorts' estimates
+    weighted by their treated township-periods (N1 x T1), as in Clarke, Pailanir, Athey
+    and Imbens (2023, Stata Journal, ``sdid``). Standard errors: ``"placebo"`` (the
+    paper's Algorithm 4, for few pilots: never-treated townships drawn at random as fake
+    cohorts of the same sizes, weights re-fitted; needs more never-treated than pilots),
+    ``"jackknife"`` (Algorithm 3, leaving out one township at a time with the weights
+    fixed; needs two or more pilots per cohort), or ``"none"``. The interval is normal.
+    """
+    if se not in ("placebo", "jackknife", "none"):
+        raise ValueError(f"se must be 'placebo', 'jackknife' or 'none', got {se!r}")
+    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
+    T = len(periods)
+
+    def estimate(ctrl: np.ndarray, cohorts: list, fixed: dict | None = None) -> tuple[float, list]:
+        out = []
+        for g, treated, T0 in cohorts:
+            M = Y[np.concatenate([ctrl, treated])]
+            if fixed is None:
+                res = synthdid_estimate(M, len(ctrl), T0)
+            else:
+                omega = fixed[g]["omega"] / fixed[g]["omega"].sum()
+                gap = M[len(ctrl):].mean(axis=0) - omega @ M[:len(ctrl)]
+                res = {"estimate": float(gap[T0:].mean() - fixed[g]["lambda"] @ gap[:T0])}
+            out.append((g, len(treated) * (T - T0), res))
+        weight = np.array([w for _, w, _ in out], float)
+        return float(weight @ np.array([r["estimate"] for *_, r in out]) / weight.sum()), out
+
+    tau, parts = estimate(controls, blocks)
+    n_treated = sum(len(t) for _, t, _ in blocks)
+    rng = np.random.default_rng(seed)
+    draws = np.array([])
+    if se == "placebo":
+        if len(controls) <= n_treated:
+            raise EstimationError(f"placebo standard errors need more never-treated townships ({len(controls)}) "
+                                  f"than pilots ({n_treated}); use se='jackknife' or 'none'")
+        draws = []
+        for _ in range(replications):
+            perm = rng.permutation(controls)
+            fake, start, rest = [], 0, None
+            for g, treated, T0 in blocks:
+                fake.append((g, perm[start:start + len(treated)], T0))
+                start += len(treated)
+            rest = perm[start:]
+            draws.append(estimate(rest, fake)[0])
+        draws = np.asarray(draws)
+        std_error = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
+        inference = f"placebo standard error, {replications} replications (seed {seed})"
+    elif se == "jackknife":
+        if any(len(t) < 2 for _, t, _ in blocks):
+            raise EstimationError("jackknife standard errors need at least two pilots in every cohort; "
+                                  "use se='placebo'")
+        fixed = {g: {"omega": r["omega"], "lambda": r["lambda"]} for g, _, r in parts}
+        values = []
+        for drop in np.concatenate([controls, *[t for _, t, _ in blocks]]):
+            ctrl_keep = controls != drop
+            cohorts = [(g, t[t != drop], T0) for g, t, T0 in blocks]
+            fixed_j = {g: {"omega": fixed[g]["omega"][ctrl_keep], "lambda": fixed[g]["lambda"]} for g in fixed}
+            values.append(estimate(controls[ctrl_keep], cohorts, fixed_j)[0])
+        values = np.asarray(values)
+        n = len(values)
+        std_error = float(np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
+        draws = values
+        inference = f"jackknife standard error ({n} townships left out in turn, weights fixed)"
+    else:
+        std_error = math.nan
+        inference = "no standard error (se='none')"
+    method = "synthetic difference-in-differences"
+    common = dict(method=method, inference=inference, indicator=indicator, alpha=alpha)
+    effects = [Effect.from_normal("att", tau, std_error, n_obs=int(Y[np.concatenate([controls, *[t for _, t, _ in blocks]])].size),
+                                  n_units=len(controls) + n_treated, n_treated=n_treated, **common)
+               if np.isfinite(std_error) else
+               Effect(estimand="att", estimate=tau, std_error=math.nan, ci_low=math.nan, ci_high=math.nan,
+                      p_value=math.nan, n_obs=int(Y.size), n_units=len(controls) + n_treated, n_treated=n_treated,
+                      **common)]
+    rows, weight_rows = [], []
+    for (g, treated, T0), (_, w, res) in zip(blocks, parts):
+        effects.append(Effect(estimand="att_cohort", estimate=res["estimate"], std_error=math.nan, ci_low=math.nan,
+                              ci_high=math.nan, p_value=math.nan, term=f"g={g:g}", n_obs=int((len(controls) + len(treated)) * T),
+                              n_units=len(controls) + len(treated), n_treated=len(treated), **common))
+        rows.append(pd.DataFrame({"cohort": g, "period": periods, "pilots": res["treated"],
+                                  "synthetic": res["synthetic"], "post": np.arange(T) >= T0,
+                                  "time_weight": np.concatenate([res["lambda"], np.full(T - T0, np.nan)])}))
+        weight_rows.append(pd.DataFrame({"cohort": g, "township": units[controls], "weight": res["omega"]}))
+    return Estimates(effects=effects, method=method, plot_data=pd.concat(rows, ignore_index=True),
+                     diagnostics={"cohorts": len(blocks), "never_treated": len(controls),
+                                  "unit_weights": pd.concat(weight_rows, ignore_index=True),
+                                  "cohort_weights": {g: w for g, w, _ in parts}, "se_draws": draws})
