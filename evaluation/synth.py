@@ -437,9 +437,10 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
                 fake.append((g, perm[start:start + len(treated)], T0))
                 start += len(treated)
             rest = perm[start:]
-            draws.append(estimate(rest, fake)[0])
+            total, cohort_parts = estimate(rest, fake)
+            draws.append([total] + [r["estimate"] for *_, r in cohort_parts])
         draws = np.asarray(draws)
-        std_error = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
+        std_errors = np.sqrt((replications - 1) / replications) * np.std(draws, axis=0, ddof=1)
         inference = f"placebo standard error, {replications} replications (seed {seed})"
     elif se == "jackknife":
         if any(len(t) < 2 for _, t, _ in blocks):
@@ -451,28 +452,33 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
             ctrl_keep = controls != drop
             cohorts = [(g, t[t != drop], T0) for g, t, T0 in blocks]
             fixed_j = {g: {"omega": fixed[g]["omega"][ctrl_keep], "lambda": fixed[g]["lambda"]} for g in fixed}
-            values.append(estimate(controls[ctrl_keep], cohorts, fixed_j)[0])
+            total, cohort_parts = estimate(controls[ctrl_keep], cohorts, fixed_j)
+            values.append([total] + [r["estimate"] for *_, r in cohort_parts])
         values = np.asarray(values)
         n = len(values)
-        std_error = float(np.sqrt((n - 1) / n * np.sum((values - values.mean()) ** 2)))
+        std_errors = np.sqrt((n - 1) / n * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
         draws = values
         inference = f"jackknife standard error ({n} townships left out in turn, weights fixed)"
     else:
-        std_error = math.nan
+        std_errors = np.full(1 + len(blocks), math.nan)
         inference = "no standard error (se='none')"
     method = "synthetic difference-in-differences"
-    common = dict(method=method, inference=inference, indicator=indicator, alpha=alpha)
-    effects = [Effect.from_normal("att", tau, std_error, n_obs=int(Y[np.concatenate([controls, *[t for _, t, _ in blocks]])].size),
-                                  n_units=len(controls) + n_treated, n_treated=n_treated, **common)
-               if np.isfinite(std_error) else
-               Effect(estimand="att", estimate=tau, std_error=math.nan, ci_low=math.nan, ci_high=math.nan,
-                      p_value=math.nan, n_obs=int(Y.size), n_units=len(controls) + n_treated, n_treated=n_treated,
-                      **common)]
+
+    def effect(estimand: str, value: float, std_error: float, **counts) -> Effect:
+        if np.isfinite(std_error) and std_error > 0:
+            return Effect.from_normal(estimand, value, std_error, method=method, inference=inference,
+                                      indicator=indicator, alpha=alpha, **counts)
+        return Effect(estimand=estimand, estimate=value, std_error=math.nan, ci_low=math.nan, ci_high=math.nan,
+                      p_value=math.nan, method=method, inference=inference, indicator=indicator, alpha=alpha,
+                      **counts)
+
+    effects = [effect("att", tau, float(std_errors[0]), n_obs=int((len(controls) + n_treated) * T),
+                      n_units=len(controls) + n_treated, n_treated=n_treated)]
     rows, weight_rows = [], []
-    for (g, treated, T0), (_, w, res) in zip(blocks, parts):
-        effects.append(Effect(estimand="att_cohort", estimate=res["estimate"], std_error=math.nan, ci_low=math.nan,
-                              ci_high=math.nan, p_value=math.nan, term=f"g={g:g}", n_obs=int((len(controls) + len(treated)) * T),
-                              n_units=len(controls) + len(treated), n_treated=len(treated), **common))
+    for k, ((g, treated, T0), (_, _, res)) in enumerate(zip(blocks, parts, strict=True)):
+        effects.append(effect("att_cohort", res["estimate"], float(std_errors[1 + k]), term=f"g={g:g}",
+                              n_obs=int((len(controls) + len(treated)) * T), n_units=len(controls) + len(treated),
+                              n_treated=len(treated)))
         rows.append(pd.DataFrame({"cohort": g, "period": periods, "pilots": res["treated"],
                                   "synthetic": res["synthetic"], "post": np.arange(T) >= T0,
                                   "time_weight": np.concatenate([res["lambda"], np.full(T - T0, np.nan)])}))

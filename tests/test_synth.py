@@ -15,8 +15,14 @@ from evaluation.fixed_effects import EstimationError
 from evaluation.panel import load_panel
 from evaluation.paths import DEMO_STUDY
 from evaluation.study import load_study
-from evaluation.synth import (PoorPreFitWarning, simplex_least_squares, synthdid_estimate, synthetic_control,
-                              synthetic_control_by_pilot, synthetic_did)
+from evaluation.synth import (
+    PoorPreFitWarning,
+    simplex_least_squares,
+    synthdid_estimate,
+    synthetic_control,
+    synthetic_control_by_pilot,
+    synthetic_did,
+)
 
 PROP99 = Path(__file__).parent / "data" / "california_prop99.csv"
 
