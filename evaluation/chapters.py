@@ -26,7 +26,7 @@ from evaluation.results import tidy
 from evaluation.robustness import robustness_table
 from evaluation.staggered import callaway_santanna
 from evaluation.study import Study, load_study
-from evaluation.summary import scorecard
+from evaluation.summary import _sdid_se, scorecard
 
 TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
 
@@ -236,6 +236,37 @@ def inference_comparison(ctx: Context) -> pd.DataFrame:
     table = effects_table(effects)
     table.insert(0, "inference", [e.inference for e in effects])
     return table.drop(columns=["method", "estimand", "term"])
+
+
+def synthetic_designs(ctx: Context) -> dict:
+    """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
+    township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
+    from evaluation.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
+
+    d, inf = ctx.frame, ctx.study.inference
+    keys = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
+    sdid = synthetic_did(d, **keys, se=_sdid_se(d), replications=50 if ctx.fast else 200, seed=inf.seed,
+                         alpha=inf.alpha, indicator=ctx.indicator.id)
+    labels = d.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
+    sdid_table = effects_table(sdid)
+    sdid_table["term"] = [f"cohort {labels[float(t[2:])]}" if t else "" for t in sdid_table["term"]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoorPreFitWarning)
+        sc = synthetic_control_by_pilot(d, **keys, alpha=inf.alpha, indicator=ctx.indicator.id)
+    names = d.drop_duplicates("township_id").set_index("township_id")["township_name"]
+    per_pilot = pd.DataFrame([{
+        "township_id": pilot, "township_name": names[pilot], "att": fit.effects[0].estimate,
+        "ci_low": fit.effects[0].ci_low, "ci_high": fit.effects[0].ci_high, "rank_p": fit.effects[0].p_value,
+        "pre_rmspe": fit.diagnostics["pre_rmspe"], "rmspe_ratio": fit.diagnostics["rmspe_ratio"],
+        "poor_pre_fit": fit.diagnostics["poor_pre_fit"]} for pilot, fit in sc.model.items()])
+    return {"sdid": sdid_table, "per_pilot": per_pilot,
+            "fits": {f"{k} {names[k]}": v for k, v in sc.model.items()},
+            "warnings": [str(w.message) for w in caught if issubclass(w.category, PoorPreFitWarning)]}
+
+
+def synthetic_control_figure(res: dict, ctx: Context):
+    """Each pilot's gap to its synthetic twin over the placebo gaps (see :func:`synthetic_designs`)."""
+    return plots.synthetic_control_gaps(res["fits"], ctx.indicator)
 
 
 # ----------------------------------------------------------------------------- summary

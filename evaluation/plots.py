@@ -127,3 +127,29 @@ def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
     ax.set_xlabel("相对于反事实均值的变化（%）/ change relative to the counterfactual mean (%)")
     ax.set_title("各指标的试点效果 / Pilot effect by indicator")
     return ax
+
+
+def synthetic_control_gaps(fits: dict, indicator, names: dict | None = None, columns: int = 5):
+    """One small panel per pilot township: its gap to its synthetic twin (red) over the
+    donors' placebo gaps (grey), the start marked (Abadie et al. 2010, fig. 4)."""
+    n = len(fits)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, min(columns, n), figsize=(2.6 * min(columns, n), 2.3 * rows + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    for ax, (pilot, fit) in zip(axes.ravel(), fits.items(), strict=False):
+        gaps = fit.diagnostics["placebo_gaps"]
+        for _, g in gaps.groupby("township"):
+            ax.plot(g["period"], g["gap"], color="#bdc3c7", lw=0.5)
+        ax.plot(fit.plot_data["period"], fit.plot_data["gap"], color=PILOT_COLOUR, lw=1.6)
+        start = fit.plot_data.loc[fit.plot_data["post"], "period"].min()
+        ax.axvline(start, color="black", lw=0.8, ls="--")
+        ax.axhline(0, color="black", lw=0.6)
+        label = (names or {}).get(pilot, pilot)
+        ax.set_title(f"{label}\np = {fit.effects[0].p_value:.2f}", fontsize=9)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"合成控制差距（红：试点；灰：安慰剂）/ Synthetic-control gap (red: pilot; grey: placebos)\n"
+                 f"{indicator.name_zh} / {indicator.name_en}", fontsize=10)
+    fig.supxlabel("时期 / period index", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -11,7 +11,10 @@ How much weight the evidence bears (stated in every verdict):
 * fewer than 5 pilot townships: weak (cluster-robust inference is unreliable);
 * 5 to 14: limited (few clusters; p-values may be too small);
 * 15 or more: adequate.
-A pre-trend test that rejects at 5% downgrades the verdict's confidence.
+A pre-trend test that rejects at 5% downgrades the verdict's confidence. Synthetic
+DiD (Arkhangelsky et al. 2021, which re-weights townships and periods so that parallel
+trends is more plausible) is computed beside the headline; the verdict says whether it
+reaches the same conclusion, and cautions when it does not.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pandas as pd
 from evaluation.did import did_frame, event_study
 from evaluation.inference import randomization_inference
 from evaluation.staggered import callaway_santanna
+from evaluation.synth import synthetic_did
 
 PRETREND_LEADS = 3  # joint test of leads -3 and -2: with ~10 pilot townships more leads over-reject
 RECOMMENDED = "Callaway-Sant'Anna simple ATT, never-treated comparison, analytic clustered errors"
@@ -63,6 +67,10 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
     mixed = test_rejects != interval_excludes
     better = att.estimate > 0 if indicator.direction == "increase" else att.estimate < 0
     improved, worsened = bool(significant and better), bool(significant and not better)
+    sdid = synthetic_did(d, "value", "township_id", "time", "first_treat", se=_sdid_se(d), seed=seed,
+                         alpha=alpha, replications=100).get("att")
+    sdid_sign = 0 if sdid.ci_low <= 0 <= sdid.ci_high else int(np.sign(sdid.estimate))
+    headline_sign = int(np.sign(att.estimate)) if significant else 0
     row = {
         "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
         "unit": indicator.unit, "direction": indicator.direction,
@@ -80,6 +88,8 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
         "comparison_meets_target": bool(indicator.meets_target(comparison_level)) if indicator.target else None,
         "n_pilots": n_pilots, "n_townships": int(d["township_id"].nunique()),
         "improved": improved, "worsened": worsened, "mixed": bool(mixed),
+        "sdid_att": sdid.estimate, "sdid_ci_low": sdid.ci_low, "sdid_ci_high": sdid.ci_high,
+        "sdid_inference": sdid.inference, "sdid_agrees": bool(sdid_sign == headline_sign),
     }
     row["verdict_zh"], row["verdict_en"] = verdict(row, alpha)
     return row
@@ -110,16 +120,32 @@ def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
     en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
           f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
           f"{finding_en}. Evidence: {weight_en}.")
+    sd = _fmt(row, ("sdid_att", "sdid_ci_low", "sdid_ci_high"))
+    if row["sdid_agrees"]:
+        zh += f"合成双重差分结论一致（{sd['att']}，95%置信区间 {sd['lo']} 至 {sd['hi']}）。"
+        en += f" Synthetic DiD agrees ({sd['att']}, 95% CI {sd['lo']} to {sd['hi']})."
+    else:
+        zh += (f"注意：合成双重差分结论不同（{sd['att']}，95%置信区间 {sd['lo']} 至 {sd['hi']}），"
+               "结论对平行趋势假设敏感。")
+        en += (f" Caution: synthetic DiD differs ({sd['att']}, 95% CI {sd['lo']} to {sd['hi']}); the conclusion "
+               "depends on the parallel-trends assumption.")
     if row["pretrend_p"] < alpha:
         zh += f"注意：试点前趋势检验拒绝平行趋势（p = {row['pretrend_p']:.3f}），估计可能有偏。"
         en += f" Caution: the pre-trend test rejects parallel trends (p = {row['pretrend_p']:.3f}); the estimate may be biased."
     return zh, en
 
 
-def _fmt(row: dict) -> dict:
+def _fmt(row: dict, columns: tuple[str, str, str] = ("att", "ci_low", "ci_high")) -> dict:
+    pairs = list(zip(("att", "lo", "hi"), columns, strict=True))
     if row["unit"] == "share":
-        return {k: f"{100 * row[v]:.2f} pp" for k, v in (("att", "att"), ("lo", "ci_low"), ("hi", "ci_high"))}
-    return {k: f"{row[v]:.3g}" for k, v in (("att", "att"), ("lo", "ci_low"), ("hi", "ci_high"))}
+        return {k: f"{100 * row[v]:.2f} pp" for k, v in pairs}
+    return {k: f"{row[v]:.3g}" for k, v in pairs}
+
+
+def _sdid_se(d: pd.DataFrame) -> str:
+    """Jackknife (weights fixed: cheap) when every cohort has two or more pilots, else placebo."""
+    sizes = d.loc[d["first_treat"] > 0].groupby("first_treat")["township_id"].nunique()
+    return "jackknife" if len(sizes) and sizes.min() >= 2 else "placebo"
 
 
 def scorecard(panel, indicators, seed: int | None = None, alpha: float = 0.05, ri_draws: int = 999) -> pd.DataFrame:
