@@ -109,7 +109,8 @@ class Estimates:
         """Method and diagnostics as a caption, the effects as a table (for notebooks)."""
         table = self.tidy()
         diag = "; ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in self.diagnostics.items() if not isinstance(v, (dict, list, pd.DataFrame)))
+                         for k, v in self.diagnostics.items()
+                         if not isinstance(v, (dict, list, tuple, pd.DataFrame, np.ndarray)))
         table.attrs["caption"] = f"{self.method}" + (f" — {diag}" if diag else "")
         return table
 

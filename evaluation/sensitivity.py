@@ -256,16 +256,64 @@ def _dual_bounds(eta: float, y, gamma, sigma, W) -> tuple[float, float]:
     return (edge(eta, min(-100.0, eta - 20 * sd_b), False), edge(eta, max(100.0, eta + 20 * sd_b), True))
 
 
-def _lf_critical_value(X, sigma, kappa: float, rng, sims: int = 1000) -> float:
+def _dual_vertices(X, sd, limit: int = 50_000) -> np.ndarray | None:
+    """Vertices of {lambda >= 0, sd' lambda = 1, X' lambda = 0}, the dual of the eta LP
+    (columns), or None when there are too many candidate supports to enumerate."""
+    from itertools import combinations
+
+    m, k1 = X.shape[0], X.shape[1] + 1
+    if sum(math.comb(m, j) for j in range(1, min(k1, m) + 1)) > limit:
+        return None
+    W = np.column_stack([sd, X]).T                                    # (k+1) x m
+    rhs = np.zeros(k1)
+    rhs[0] = 1.0
+    found = []
+    for j in range(1, min(k1, m) + 1):
+        for support in combinations(range(m), j):
+            Ws = W[:, support]
+            if np.linalg.matrix_rank(Ws) < j:
+                continue
+            lam = np.linalg.lstsq(Ws, rhs, rcond=None)[0]
+            if np.all(lam > 1e-12) and np.allclose(Ws @ lam, rhs, atol=1e-10):
+                v = np.zeros(m)
+                v[list(support)] = lam
+                found.append(v)
+    return np.array(found).T if found else None
+
+
+def _lf_critical_value(X, sigma, kappa: float, rng, vertices: np.ndarray | None, sims: int = 1000) -> float:
+    """1 - kappa quantile of eta(xi) = min_delta max_i (xi_i - X_i delta) / sd_i over
+    xi ~ N(0, sigma): the least-favourable critical value of the hybrid test. By LP
+    duality eta(xi) is the largest v' xi over the dual polytope's vertices v; when they
+    are few they are enumerated once (exact, and far faster than 1,000 LPs)."""
     sd = np.sqrt(np.diag(sigma))
     draws = rng.multivariate_normal(np.zeros(len(sd)), sigma, size=sims)
-    etas = [e for e in (_eta_lp(xi, X, sd)[0] for xi in draws) if np.isfinite(e)]
-    if not etas:
+    if vertices is not None:
+        etas = (draws @ vertices).max(axis=1)
+    else:
+        etas = np.array([_eta_lp(xi, X, sd)[0] for xi in draws])
+        etas = etas[np.isfinite(etas)]
+    if not len(etas):
         raise EstimationError("the least-favourable critical value could not be simulated")
     return float(np.quantile(etas, 1 - kappa))
 
 
-def _conditional_test(y, X, sigma, alpha: float, kappa: float, lf_cv: float) -> bool:
+def _vertex_bounds(y, gamma, sigma, vertices: np.ndarray) -> tuple[float, float]:
+    """The same truncation points in closed form from the enumerated dual vertices v:
+    gamma stays optimal while v' y <= gamma' y for every v, with y = s + b c, c = gamma' y."""
+    sg = float(gamma @ sigma @ gamma)
+    b = sigma @ gamma / sg
+    s = y - b * float(gamma @ y)
+    slope = 1.0 - vertices.T @ b
+    level = vertices.T @ s
+    up, down = slope > 1e-10, slope < -1e-10
+    lo = float(np.max(level[up] / slope[up])) if up.any() else -math.inf
+    hi = float(np.min(level[down] / slope[down])) if down.any() else math.inf
+    return lo, hi
+
+
+def _conditional_test(y, X, sigma, alpha: float, kappa: float, lf_cv: float,
+                      vertices: np.ndarray | None = None) -> bool:
     """The hybrid conditional / least-favourable test of ARP; True when it rejects."""
     sd = np.sqrt(np.diag(sigma))
     eta, lam = _eta_lp(y, X, sd)
@@ -284,7 +332,8 @@ def _conditional_test(y, X, sigma, alpha: float, kappa: float, lf_cv: float) -> 
         sg = float(lam @ sigma @ lam)
         if sg <= np.finfo(float).eps:
             return eta > 0
-        lo, hi = _dual_bounds(eta, y, lam, sigma, W)
+        lo, hi = (_vertex_bounds(y, lam, sigma, vertices) if vertices is not None
+                  else _dual_bounds(eta, y, lam, sigma, W))
         sd_b = math.sqrt(sg)
         stat, zlo, zup = eta / sd_b, lo / sd_b, min(hi, lf_cv) / sd_b
     else:
@@ -367,10 +416,11 @@ def rm_confidence_set(beta, sigma, n_pre: int, n_post: int, Mbar: float, *, l_po
             y0 = (A @ beta)[rows]
             sig_y = (A @ sigma @ A.T)[np.ix_(rows, rows)]
             X = AG[rows, 1:]
-            lf_cv = _lf_critical_value(X, sig_y, kappa, np.random.default_rng(seed))
+            vertices = _dual_vertices(X, np.sqrt(np.diag(sig_y)))
+            lf_cv = _lf_critical_value(X, sig_y, kappa, np.random.default_rng(seed), vertices)
 
-            def accepted(i, y0=y0, a1=AG[rows, 0], X=X, sig_y=sig_y, lf_cv=lf_cv):
-                return not _conditional_test(y0 - grid[i] * a1, X, sig_y, alpha, kappa, lf_cv)
+            def accepted(i, y0=y0, a1=AG[rows, 0], X=X, sig_y=sig_y, lf_cv=lf_cv, vertices=vertices):
+                return not _conditional_test(y0 - grid[i] * a1, X, sig_y, alpha, kappa, lf_cv, vertices)
 
             lo_idx, hi_idx = _accepted_interval(accepted, grid_points)
             if lo_idx is not None:
@@ -416,3 +466,138 @@ def _accepted_interval(accepted, n: int):
     else:
         lo = n - 1
     return first, lo
+
+
+# ----------------------------------------------------------------------------- on an event study
+
+BOUNDS = {"relative_magnitude": "Mbar", "smoothness": "M"}
+
+
+def event_study_coefficients(fit: Estimates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(event times, coefficients, covariance) of an event study: the TWFE one of
+    :func:`evaluation.did.event_study` or Callaway-Sant'Anna's event-time aggregation
+    (``aggregate("dynamic")``; use ``base_period="universal"`` so that the pre-period
+    estimates are, like the event study's, relative to the period before the start).
+    The reference period (estimate 0) is left out."""
+    effects = [e for e in fit.effects if e.estimand == "att_event_time"]
+    if not effects:
+        raise EstimationError("no event-time effects: pass an event study or aggregate('dynamic')")
+    times = np.array([int(e.term.split("=")[1]) for e in effects])
+    beta = np.array([e.estimate for e in effects])
+    if fit.model is not None and hasattr(fit.model, "vcov"):
+        idx = [fit.model.index(e.term) for e in effects]
+        V = fit.model.vcov[np.ix_(idx, idx)]
+    elif "vcov" in fit.diagnostics:
+        V = np.asarray(fit.diagnostics["vcov"])[:len(effects), :len(effects)]
+    else:
+        raise EstimationError("this fit carries no covariance matrix of its event-time effects")
+    keep = ~((beta == 0) & (np.diag(V) == 0))
+    order = np.argsort(times[keep])
+    return times[keep][order], beta[keep][order], V[np.ix_(keep, keep)][np.ix_(order, order)]
+
+
+def smoothness_upper_bound(beta, sigma, n_pre: int, alpha: float = 0.05) -> float:
+    """Largest pre-period change in slope plus its one-sided 1 - alpha margin: a data-based
+    upper end for M (HonestDiD's ``DeltaSD_upperBound_Mpre``). The pre-period coefficients
+    are completed with the reference period's 0."""
+    if n_pre < 2:
+        raise EstimationError("a slope change needs at least two pre-period coefficients")
+    pre = np.concatenate([np.asarray(beta, float)[:n_pre], [0.0]])
+    Vp = np.zeros((n_pre + 1, n_pre + 1))
+    Vp[:n_pre, :n_pre] = np.asarray(sigma, float)[:n_pre, :n_pre]
+    A = np.zeros((n_pre - 1, n_pre + 1))
+    for r in range(n_pre - 1):
+        A[r, r:r + 3] = [1.0, -2.0, 1.0]
+    margin = stats.norm.ppf(1 - alpha) * np.sqrt(np.diag(A @ Vp @ A.T))
+    return float(np.max(np.abs(A @ pre) + margin))
+
+
+def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", values=None, l_post=None,
+                       max_pre: int | None = None, max_post: int | None = None, alpha: float = 0.05,
+                       seed: int = 0, breakdown: bool = True, indicator: str | None = None) -> Estimates:
+    """Confidence sets for theta = l_post' tau (default: the effect at event time 0) from
+    an event study, over a grid of ``values`` of Mbar (relative magnitudes; default 0.5,
+    1, 1.5, 2) or M (smoothness; default 5 values from 0 to the upper confidence bound of
+    the largest pre-period slope change, :func:`smoothness_upper_bound`), with
+    the conventional interval first and the breakdown value (the largest bound at which
+    the set still excludes 0, found by bisection to 1%) in ``diagnostics``.
+
+    ``max_pre`` / ``max_post`` keep the last pre-periods and the first post-periods
+    (event times -max_pre-1 .. max_post), which keeps the C-LF computation small on
+    monthly event studies.
+    """
+    if bound not in BOUNDS:
+        raise ValueError(f"bound must be one of {list(BOUNDS)}, got {bound!r}")
+    times, beta, V = event_study_coefficients(fit)
+    pre, post = times < 0, times >= 0
+    if max_pre is not None:
+        pre &= times >= -max_pre - 1
+    if max_post is not None:
+        post &= times <= max_post
+    sel = pre | post
+    times, beta, V = times[sel], beta[sel], V[np.ix_(sel, sel)]
+    n_pre, n_post = int((times < 0).sum()), int((times >= 0).sum())
+    if n_pre < 1 or n_post < 1:
+        raise EstimationError(f"{n_pre} pre-period and {n_post} post-period coefficients: both are needed")
+    gaps = np.diff(times[times < 0]).tolist() + np.diff(times[times >= 0]).tolist()
+    if any(g != 1 for g in gaps):
+        raise EstimationError(f"event times must be consecutive, got {times.tolist()}")
+    l_post = _post_weights(l_post, n_post)
+    theta, sd = float(l_post @ beta[n_pre:]), math.sqrt(float(l_post @ V[n_pre:, n_pre:] @ l_post))
+    name = BOUNDS[bound]
+    if values is None:
+        if bound == "relative_magnitude":
+            values = [0.5, 1.0, 1.5, 2.0]
+        else:
+            values = np.linspace(0.0, smoothness_upper_bound(beta, V, n_pre, alpha), 5).tolist()
+
+    def interval(v: float) -> tuple[float, float]:
+        if bound == "relative_magnitude":
+            r = rm_confidence_set(beta, V, n_pre, n_post, v, l_post=l_post, alpha=alpha, seed=seed)
+        else:
+            r = flci_smoothness(beta, V, n_pre, n_post, v, l_post=l_post, alpha=alpha)
+        return r["ci_low"], r["ci_high"]
+
+    original = Effect.from_normal("att_event_time", theta, sd, alpha=alpha, method="event study",
+                                  inference="conventional (parallel trends exact)", term="original",
+                                  n_obs=0, indicator=indicator)
+    method = ("honest DiD, relative magnitudes (C-LF)" if bound == "relative_magnitude"
+              else "honest DiD, smoothness (FLCI)")
+    effects, rows = [original], [{"bound": 0.0, "ci_low": original.ci_low, "ci_high": original.ci_high,
+                                  "label": "original"}]
+    for v in values:
+        lo, hi = interval(float(v))
+        effects.append(Effect(estimand="att_event_time", estimate=theta, std_error=sd, ci_low=lo, ci_high=hi,
+                              p_value=math.nan, method=method, inference=f"{name} = {v:.4g}", n_obs=0,
+                              term=f"{name}={v:.4g}", indicator=indicator, alpha=alpha))
+        rows.append({"bound": float(v), "ci_low": lo, "ci_high": hi, "label": f"{name}={v:.4g}"})
+    diagnostics = {"bound": name, "pre_periods": n_pre, "post_periods": n_post, "l_post": l_post.tolist()}
+    if breakdown:
+        diagnostics["breakdown"] = _breakdown(interval, theta, sd, bound)
+    return Estimates(effects=effects, method=method, plot_data=pd.DataFrame(rows), diagnostics=diagnostics)
+
+
+def _breakdown(interval, theta: float, sd: float, bound: str) -> float:
+    """Largest bound at which the confidence set excludes 0 (0 if even the exact-parallel-
+    trends set does not; inf if none up to 2^10 times the first trial does)."""
+    def excludes(v):
+        lo, hi = interval(v)
+        return bool(np.isfinite(lo) and (lo > 0 or hi < 0))
+
+    if not excludes(0.0):
+        return 0.0
+    high = 1.0 if bound == "relative_magnitude" else max(sd, 1e-12)
+    for _ in range(10):
+        if not excludes(high):
+            break
+        high *= 2
+    else:
+        return math.inf
+    low = 0.0
+    while high - low > 0.01 * high:
+        mid = (low + high) / 2
+        if excludes(mid):
+            low = mid
+        else:
+            high = mid
+    return low

@@ -222,7 +222,9 @@ class GroupTimeEffects:
         infl = np.column_stack([p[3] for p in all_parts])
         se = self._se(infl)
         effects = [self._effect(p[0], p[2], s, p[1], p[4]) for p, s in zip(all_parts, se, strict=True)]
-        diagnostics = {**self.diagnostics, "aggregation": kind}
+        diagnostics = {**self.diagnostics, "aggregation": kind, "base_period": self.base_period,
+                       # covariance of the parts (cohorts, event times, periods) for sensitivity analysis
+                       "vcov": infl[:, :len(parts)].T @ infl[:, :len(parts)] / self.n_units**2}
         plot = pd.DataFrame({"term": [p[1] for p in parts], "estimate": [p[2] for p in parts],
                              "std_error": se[:len(parts)]})
         if parts:
