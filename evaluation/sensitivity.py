@@ -337,9 +337,9 @@ def _conditional_test(y, X, sigma, alpha: float, kappa: float, lf_cv: float,
         sd_b = math.sqrt(sg)
         stat, zlo, zup = eta / sd_b, lo / sd_b, min(hi, lf_cv) / sd_b
     else:
-        I = np.eye(len(y))
+        eye = np.eye(len(y))
         Wb, Wbc = np.column_stack([sd[binding], Xb]), np.column_stack([sd[~binding], X[~binding]])
-        Sb, Sbc = I[binding], I[~binding]
+        Sb, Sbc = eye[binding], eye[~binding]
         Wb_inv = np.linalg.inv(Wb)
         gamma_b = Wbc @ Wb_inv @ Sb - Sbc
         v_b = Sb.T @ Wb_inv.T[:, 0]
