@@ -269,6 +269,36 @@ def synthetic_control_figure(res: dict, ctx: Context):
     return plots.synthetic_control_gaps(res["fits"], ctx.indicator)
 
 
+def parallel_trends_sensitivity(ctx: Context) -> dict:
+    """Honest confidence sets (Rambachan and Roth 2023) from the Callaway-Sant'Anna event
+    times (universal base period): relative magnitudes for the average effect of the first
+    3 months after the start (3 pre-periods before the reference month), and smoothness
+    bounds for the average of the first 12 months (12 pre-periods, to fit the trend)."""
+    from evaluation.sensitivity import honest_sensitivity
+
+    d, alpha = ctx.frame, ctx.study.inference.alpha
+    dyn = callaway_santanna(d, "value", "township_id", "time", "first_treat", base_period="universal",
+                            alpha=alpha).aggregate("dynamic", min_e=-13, max_e=11)
+    rm = honest_sensitivity(dyn, bound="relative_magnitude", max_pre=3, max_post=2, l_post=np.full(3, 1 / 3),
+                            values=[0.5, 1.0, 2.0], alpha=alpha, seed=ctx.study.inference.seed or 0,
+                            indicator=ctx.indicator.id)
+    sd = honest_sensitivity(dyn, bound="smoothness", max_pre=11, max_post=11, l_post=np.full(12, 1 / 12),
+                            values="around_breakdown", alpha=alpha, indicator=ctx.indicator.id)
+    table = pd.concat([
+        rm.tidy().assign(theta="前3个月平均效果 / mean effect, months 0-2"),
+        sd.tidy().assign(theta="前12个月平均效果 / mean effect, months 0-11")], ignore_index=True)
+    table = table[["theta", "term", "estimate", "ci_low", "ci_high", "method"]]
+    breakdown = pd.Series({"relative magnitudes: Mbar": rm.diagnostics["breakdown"],
+                           "smoothness: M": sd.diagnostics["breakdown"]}, name="breakdown")
+    return {"table": table, "breakdown": breakdown, "fits": (rm, sd)}
+
+
+def sensitivity_figure(res: dict, ctx: Context):
+    rm, sd = res["fits"]
+    return plots.sensitivity([rm, sd], ctx.indicator, ["相对幅度 relative magnitudes, 0-2月",
+                                                       "平滑度 smoothness, 0-11月"])
+
+
 # ----------------------------------------------------------------------------- summary
 
 SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "ri_p_value", "relative_pct", "target",

@@ -153,3 +153,24 @@ def synthetic_control_gaps(fits: dict, indicator, names: dict | None = None, col
     fig.supxlabel("时期 / period index", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def sensitivity(fits: list, indicator, titles: list[str]):
+    """Honest confidence sets against the bound (Rambachan and Roth 2023, fig. 5): the
+    conventional interval first, then one interval per bound value; 0 marked."""
+    fig, axes = plt.subplots(1, len(fits), figsize=(4.6 * len(fits), 3.8), squeeze=False)
+    for ax, fit, title in zip(axes.ravel(), fits, titles, strict=True):
+        table = fit.plot_data
+        x = np.arange(len(table))
+        colours = [COMPARISON_COLOUR] + [PILOT_COLOUR] * (len(table) - 1)
+        for xi, (_, row), colour in zip(x, table.iterrows(), colours, strict=True):
+            ax.plot([xi, xi], [row["ci_low"], row["ci_high"]], color=colour, lw=3, solid_capstyle="butt")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, ["原估计\noriginal"] + [lab.replace("=", "\n") for lab in table["label"][1:]], fontsize=8)
+        bd = fit.diagnostics.get("breakdown")
+        ax.set_title(title + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
+        ax.set_ylabel(indicator.unit)
+    fig.suptitle(f"平行趋势敏感性 / Parallel-trends sensitivity: {indicator.name_zh} / {indicator.name_en}",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig

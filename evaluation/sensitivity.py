@@ -518,7 +518,8 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
     """Confidence sets for theta = l_post' tau (default: the effect at event time 0) from
     an event study, over a grid of ``values`` of Mbar (relative magnitudes; default 0.5,
     1, 1.5, 2) or M (smoothness; default 5 values from 0 to the upper confidence bound of
-    the largest pre-period slope change, :func:`smoothness_upper_bound`), with
+    the largest pre-period slope change, :func:`smoothness_upper_bound`), or
+    ``"around_breakdown"`` (0 and 0.5, 1 and 2 times the breakdown value), with
     the conventional interval first and the breakdown value (the largest bound at which
     the set still excludes 0, found by bisection to 1%) in ``diagnostics``.
 
@@ -544,19 +545,26 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
         raise EstimationError(f"event times must be consecutive, got {times.tolist()}")
     l_post = _post_weights(l_post, n_post)
     theta, sd = float(l_post @ beta[n_pre:]), math.sqrt(float(l_post @ V[n_pre:, n_pre:] @ l_post))
-    name = BOUNDS[bound]
-    if values is None:
-        if bound == "relative_magnitude":
-            values = [0.5, 1.0, 1.5, 2.0]
-        else:
-            values = np.linspace(0.0, smoothness_upper_bound(beta, V, n_pre, alpha), 5).tolist()
-
     def interval(v: float) -> tuple[float, float]:
         if bound == "relative_magnitude":
             r = rm_confidence_set(beta, V, n_pre, n_post, v, l_post=l_post, alpha=alpha, seed=seed)
         else:
             r = flci_smoothness(beta, V, n_pre, n_post, v, l_post=l_post, alpha=alpha)
         return r["ci_low"], r["ci_high"]
+
+    name = BOUNDS[bound]
+    breakdown_value = None
+    if isinstance(values, str):
+        if values != "around_breakdown":
+            raise ValueError(f"values must be numbers or 'around_breakdown', got {values!r}")
+        breakdown_value = _breakdown(lambda v: interval(v), theta, sd, bound)
+        scale = breakdown_value if np.isfinite(breakdown_value) and breakdown_value > 0 else None
+        values = [0.0] + ([0.5 * scale, scale, 2 * scale] if scale else [])
+    elif values is None:
+        if bound == "relative_magnitude":
+            values = [0.5, 1.0, 1.5, 2.0]
+        else:
+            values = np.linspace(0.0, smoothness_upper_bound(beta, V, n_pre, alpha), 5).tolist()
 
     original = Effect.from_normal("att_event_time", theta, sd, alpha=alpha, method="event study",
                                   inference="conventional (parallel trends exact)", term="original",
@@ -567,13 +575,16 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
                                   "label": "original"}]
     for v in values:
         lo, hi = interval(float(v))
-        effects.append(Effect(estimand="att_event_time", estimate=theta, std_error=sd, ci_low=lo, ci_high=hi,
+        # the FLCI is centred on its own (trend-adjusted) affine estimator
+        centre = (lo + hi) / 2 if bound == "smoothness" else theta
+        effects.append(Effect(estimand="att_event_time", estimate=centre, std_error=sd, ci_low=lo, ci_high=hi,
                               p_value=math.nan, method=method, inference=f"{name} = {v:.4g}", n_obs=0,
                               term=f"{name}={v:.4g}", indicator=indicator, alpha=alpha))
         rows.append({"bound": float(v), "ci_low": lo, "ci_high": hi, "label": f"{name}={v:.4g}"})
     diagnostics = {"bound": name, "pre_periods": n_pre, "post_periods": n_post, "l_post": l_post.tolist()}
     if breakdown:
-        diagnostics["breakdown"] = _breakdown(interval, theta, sd, bound)
+        diagnostics["breakdown"] = (breakdown_value if breakdown_value is not None
+                                    else _breakdown(interval, theta, sd, bound))
     return Estimates(effects=effects, method=method, plot_data=pd.DataFrame(rows), diagnostics=diagnostics)
 
 
