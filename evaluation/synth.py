@@ -487,3 +487,37 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
                      diagnostics={"cohorts": len(blocks), "never_treated": len(controls),
                                   "unit_weights": pd.concat(weight_rows, ignore_index=True),
                                   "cohort_weights": {g: w for g, w, _ in parts}, "se_draws": draws})
+
+
+def synthetic_did_by_pilot(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+                           replications: int = 200, seed: int | None = None, alpha: float = 0.05,
+                           min_pre_periods: int = 2, indicator: str | None = None) -> Estimates:
+    """Synthetic DiD for each pilot township alone against the never-treated townships,
+    one ``att_township`` effect per pilot. Standard errors by the placebo method
+    (Arkhangelsky et al. 2021, Algorithm 4, with one treated unit): never-treated
+    townships drawn as fake pilots with the same start; the draws depend only on the
+    start period, so they are computed once per cohort and shared by its pilots."""
+    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
+    if len(controls) < 3:
+        raise EstimationError("placebo standard errors for one pilot need at least three never-treated townships")
+    rng = np.random.default_rng(seed)
+    effects, rows = [], []
+    for g, treated, T0 in blocks:
+        draws = []
+        for _ in range(replications):
+            fake = rng.choice(len(controls), size=1, replace=False)[0]
+            rest = np.delete(controls, fake)
+            draws.append(synthdid_estimate(Y[np.concatenate([rest, [controls[fake]]])], len(rest), T0)["estimate"])
+        std_error = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
+        for i in treated:
+            res = synthdid_estimate(Y[np.concatenate([controls, [i]])], len(controls), T0)
+            effects.append(Effect.from_normal(
+                "att_township", res["estimate"], std_error, alpha=alpha, method="synthetic difference-in-differences",
+                inference=f"placebo standard error for one pilot starting at {g:g}, {replications} draws (seed {seed})",
+                n_obs=int((len(controls) + 1) * len(periods)), n_units=len(controls) + 1, n_treated=1,
+                term=str(units[i]), indicator=indicator))
+            rows.append(pd.DataFrame({"township": units[i], "period": periods, "pilot": res["treated"],
+                                      "synthetic": res["synthetic"], "post": np.arange(len(periods)) >= T0}))
+    return Estimates(effects=effects, method="synthetic difference-in-differences, each pilot township",
+                     plot_data=pd.concat(rows, ignore_index=True), diagnostics={"pilots": len(effects)})
