@@ -86,3 +86,16 @@ def study_files(tmp_path, monkeypatch) -> StudyFiles:
     files = make_study(tmp_path / "study")
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(files.outputs))
     return files
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The demo study's panel, its indicators by id, and the truth file."""
+    from evaluation.panel import load_panel
+    from evaluation.paths import DEMO_STUDY
+    from evaluation.study import load_study
+
+    study = load_study(DEMO_STUDY)
+    panel = load_panel(study)
+    indicators = {i.id: i for i in study.selected_indicators()}
+    return panel, indicators, pd.read_csv(study.truth_path)

@@ -16,20 +16,9 @@ from scipy import stats
 from evaluation.bacon import bacon_decomposition
 from evaluation.did import did_2x2, did_frame, effects_by_group, event_study, poisson_did, twfe
 from evaluation.fixed_effects import EstimationError
-from evaluation.panel import load_panel
-from evaluation.paths import DEMO_STUDY
 from evaluation.staggered import callaway_santanna
-from evaluation.study import load_study
 
 pf = pytest.importorskip("pyfixest")
-
-
-@pytest.fixture(scope="module")
-def demo():
-    study = load_study(DEMO_STUDY)
-    panel = load_panel(study)
-    indicators = {i.id: i for i in study.selected_indicators()}
-    return panel, indicators, pd.read_csv(study.truth_path)
 
 
 @pytest.fixture(scope="module")

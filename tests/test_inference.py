@@ -188,28 +188,31 @@ def _one_hot(d):
                             pd.get_dummies(d["time"], drop_first=True, dtype=float).to_numpy()])
 
 
+def _wildboottest(d, cluster: str, *, impose_null: bool = True, weights: str = "rademacher", seed: int = 1):
+    """The wildboottest package's WCR11/WCU11 on the one-hot design (what pyfixest calls)."""
+    wb = pytest.importorskip("wildboottest.wildboottest")
+    X = _one_hot(d)
+    R = np.zeros(X.shape[1])
+    R[0] = 1
+    boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d[cluster].to_numpy(), R=R, B=9999, seed=seed)
+    boot.get_scores(bootstrap_type="11", impose_null=impose_null, adj=True, cluster_adj=True)
+    boot.get_weights(weights_type=weights)
+    for step in (boot.get_numer, boot.get_denom, boot.get_tboot, boot.get_vcov, boot.get_tstat):
+        step()
+    boot.get_pvalue(pval_type="two-tailed")
+    return boot
+
+
 @pytest.mark.parametrize("impose_null", [True, False])
 def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
     """8 clusters, all 256 Rademacher sign vectors: p-value and t equal the wildboottest
     package's (what pyfixest's wildboottest calls) on the same one-hot design, to 1e-10."""
-    wb = pytest.importorskip("wildboottest.wildboottest")
     from evaluation.inference import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(9), units=16, starts=(6, 8), effect=0.8)
     d["county"] = d["unit"] // 2
     ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county", impose_null=impose_null)
-    X = _one_hot(d)
-    R = np.zeros(X.shape[1])
-    R[0] = 1
-    boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["county"].to_numpy(), R=R, B=9999, seed=1)
-    boot.get_scores(bootstrap_type="11", impose_null=impose_null, adj=True, cluster_adj=True)
-    boot.get_weights(weights_type="rademacher")
-    boot.get_numer()
-    boot.get_denom()
-    boot.get_tboot()
-    boot.get_vcov()
-    boot.get_tstat()
-    boot.get_pvalue(pval_type="two-tailed")
+    boot = _wildboottest(d, "county", impose_null=impose_null)
     assert boot.full_enumeration and ours.diagnostics["enumerated"] and ours.diagnostics["draws"] == 256
     t = float(np.squeeze(boot.t_stat))
     assert ours.effects[0].extra["t"] == pytest.approx(t, abs=1e-10)
@@ -228,7 +231,6 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     """Rows missing at random (unbalanced panel), clusters = counties: the within-township
     computation gives the same t and all 1,024 t* as the wildboottest package on the full
     one-hot design, to 1e-10; the restricted interval's ends have p = alpha."""
-    wb = pytest.importorskip("wildboottest.wildboottest")
     from evaluation.inference import wild_cluster_bootstrap
 
     rng = np.random.default_rng(21)
@@ -236,14 +238,7 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     d["county"] = d["unit"] // 3
     d = d.drop(index=rng.choice(d.index, size=40, replace=False)).reset_index(drop=True)
     ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county")
-    X = _one_hot(d)
-    R = np.zeros(X.shape[1])
-    R[0] = 1
-    boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["county"].to_numpy(), R=R, B=9999, seed=1)
-    boot.get_scores(bootstrap_type="11", impose_null=True, adj=True, cluster_adj=True)
-    boot.get_weights(weights_type="rademacher")
-    for step in (boot.get_numer, boot.get_denom, boot.get_tboot, boot.get_vcov, boot.get_tstat):
-        step()
+    boot = _wildboottest(d, "county")
     assert ours.diagnostics["draws"] == 1024
     assert ours.effects[0].extra["t"] == pytest.approx(float(np.squeeze(boot.t_stat)), abs=1e-10)
     np.testing.assert_allclose(np.sort(ours.plot_data["t_star"]), np.sort(np.squeeze(boot.t_boot)), atol=1e-10)
@@ -281,23 +276,13 @@ def test_wild_bootstrap_webb_is_reproducible_and_covers():
 
 def test_wild_bootstrap_random_weights_agree_with_wildboottest():
     """20 clusters, 9,999 Webb (and Rademacher) draws each: p-values within Monte Carlo error."""
-    wb = pytest.importorskip("wildboottest.wildboottest")
     from evaluation.inference import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(13), units=20, starts=(6, 7, 8), effect=0.9)
-    X = _one_hot(d)
-    R = np.zeros(X.shape[1])
-    R[0] = 1
     for kind in ("webb", "rademacher"):
         ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights=kind, draws=9999, seed=2,
                                       max_enumerate=0).effects[0]
-        boot = wb.WildboottestCL(X=X, Y=d["y"].to_numpy(), cluster=d["unit"].to_numpy(), R=R, B=9999, seed=3)
-        boot.get_scores(bootstrap_type="11", impose_null=True, adj=True, cluster_adj=True)
-        boot.get_weights(weights_type=kind)
-        for step in (boot.get_numer, boot.get_denom, boot.get_tboot, boot.get_vcov, boot.get_tstat):
-            step()
-        boot.get_pvalue(pval_type="two-tailed")
-        p = float(boot.pvalue)
+        p = float(_wildboottest(d, "unit", weights=kind, seed=3).pvalue)
         assert 0.01 < p < 0.9, p  # an informative p-value for the comparison
         assert abs(ours.p_value - p) < 4 * np.sqrt(2 * p * (1 - p) / 9999) + 1e-3, (kind, ours.p_value, p)
 

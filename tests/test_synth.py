@@ -12,9 +12,6 @@ import pytest
 
 from evaluation.did import did_frame, twfe
 from evaluation.fixed_effects import EstimationError
-from evaluation.panel import load_panel
-from evaluation.paths import DEMO_STUDY
-from evaluation.study import load_study
 from evaluation.synth import (
     PoorPreFitWarning,
     simplex_least_squares,
@@ -35,14 +32,6 @@ def prop99():
     long["first_treat"] = np.where(long["state"] == "California", 1989, 0)
     long["post"] = ((long["state"] == "California") & (long["Year"] >= 1989)).astype(int)
     return wide, long
-
-
-@pytest.fixture(scope="module")
-def demo():
-    study = load_study(DEMO_STUDY)
-    panel = load_panel(study)
-    indicators = {i.id: i for i in study.selected_indicators()}
-    return panel, indicators, pd.read_csv(study.truth_path)
 
 
 # ---------------------------------------------------------------- published numbers
