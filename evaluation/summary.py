@@ -14,7 +14,10 @@ How much weight the evidence bears (stated in every verdict):
 A pre-trend test that rejects at 5% downgrades the verdict's confidence. Synthetic
 DiD (Arkhangelsky et al. 2021, which re-weights townships and periods so that parallel
 trends is more plausible) is computed beside the headline; the verdict says whether it
-reaches the same conclusion, and cautions when it does not.
+reaches the same conclusion, and cautions when it does not. It also says whether the
+first year's average effect stays clear of zero when a linear difference in pre-period
+trends is allowed to continue (Rambachan and Roth 2023, smoothness bound M = 0, from
+the Callaway-Sant'Anna event times over the 12 months before the start).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pandas as pd
 
 from evaluation.did import did_frame, event_study
 from evaluation.inference import randomization_inference
+from evaluation.sensitivity import honest_sensitivity
 from evaluation.staggered import callaway_santanna
 from evaluation.synth import synthetic_did
 
@@ -71,6 +75,7 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
                          alpha=alpha, replications=100).get("att")
     sdid_sign = 0 if sdid.ci_low <= 0 <= sdid.ci_high else int(np.sign(sdid.estimate))
     headline_sign = int(np.sign(att.estimate)) if significant else 0
+    trend = linear_trend_interval(d, alpha)
     row = {
         "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
         "unit": indicator.unit, "direction": indicator.direction,
@@ -90,6 +95,8 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
         "improved": improved, "worsened": worsened, "mixed": bool(mixed),
         "sdid_att": sdid.estimate, "sdid_ci_low": sdid.ci_low, "sdid_ci_high": sdid.ci_high,
         "sdid_inference": sdid.inference, "sdid_agrees": bool(sdid_sign == headline_sign),
+        "trend_ci_low": trend.ci_low, "trend_ci_high": trend.ci_high,
+        "survives_linear_trend": bool(trend.ci_low > 0 or trend.ci_high < 0),
     }
     row["verdict_zh"], row["verdict_en"] = verdict(row, alpha)
     return row
@@ -110,15 +117,16 @@ def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
     else:
         finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
     fmt = _fmt(row)
+    size = _fmt({**row, "att": abs(row["att"])})["att"]  # "lowered it by 1.7 pp", not "by -1.7 pp"
     p = row["p_recommended"]
     p_text = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + f", {row['recommended_test']}"
     p_zh = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + ("，随机化推断" if row["recommended_test"].startswith("random")
                                                         else "，聚类稳健解析推断")
     zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
-          f"该指标{change_zh}了{fmt['att']}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_zh}），"
+          f"该指标{change_zh}了{size}（95%置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_zh}），"
           f"{finding_zh}。{weight_zh}。")
     en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
-          f"{change_en} it by {fmt['att']} (95% CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
+          f"{change_en} it by {size} (95% CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
           f"{finding_en}. Evidence: {weight_en}.")
     sd = _fmt(row, ("sdid_att", "sdid_ci_low", "sdid_ci_high"))
     if row["sdid_agrees"]:
@@ -129,6 +137,16 @@ def verdict(row: dict, alpha: float = 0.05) -> tuple[str, str]:
                "结论对平行趋势假设敏感。")
         en += (f" Caution: synthetic DiD differs ({sd['att']}, 95% CI {sd['lo']} to {sd['hi']}); the conclusion "
                "depends on the parallel-trends assumption.")
+    tr = _fmt(row, ("att", "trend_ci_low", "trend_ci_high"))
+    if row["improved"] or row["worsened"]:
+        if row["survives_linear_trend"]:
+            zh += f"即使试点前的趋势差异按直线延续，试点后首年平均效果的置信区间（{tr['lo']} 至 {tr['hi']}）仍不含0。"
+            en += (f" Even if the pre-period difference in trends continued in a straight line, the first year's "
+                   f"average effect stays clear of zero ({tr['lo']} to {tr['hi']}).")
+        else:
+            zh += f"但若试点前的趋势差异按直线延续，首年平均效果的置信区间（{tr['lo']} 至 {tr['hi']}）包含0。"
+            en += (f" But if the pre-period difference in trends continued in a straight line, the first year's "
+                   f"average effect could be zero ({tr['lo']} to {tr['hi']}).")
     if row["pretrend_p"] < alpha:
         zh += f"注意：试点前趋势检验拒绝平行趋势（p = {row['pretrend_p']:.3f}），估计可能有偏。"
         en += f" Caution: the pre-trend test rejects parallel trends (p = {row['pretrend_p']:.3f}); the estimate may be biased."
@@ -140,6 +158,17 @@ def _fmt(row: dict, columns: tuple[str, str, str] = ("att", "ci_low", "ci_high")
     if row["unit"] == "share":
         return {k: f"{100 * row[v]:.2f} pp" for k, v in pairs}
     return {k: f"{row[v]:.3g}" for k, v in pairs}
+
+
+def linear_trend_interval(d: pd.DataFrame, alpha: float = 0.05):
+    """Fixed-length interval for the average effect over months 0-11 under a linear
+    extrapolation of the pre-period trend difference (Delta^SD(0)), from Callaway and
+    Sant'Anna's event times with a universal base period and 12 pre-period months."""
+    dyn = callaway_santanna(d, "value", "township_id", "time", "first_treat", base_period="universal",
+                            alpha=alpha).aggregate("dynamic", min_e=-13, max_e=11)
+    fit = honest_sensitivity(dyn, bound="smoothness", values=[0.0], max_pre=11, max_post=11,
+                             l_post=np.full(12, 1 / 12), alpha=alpha, breakdown=False)
+    return fit.effects[1]
 
 
 def _sdid_se(d: pd.DataFrame) -> str:
