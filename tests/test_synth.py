@@ -123,10 +123,13 @@ def test_demo_synthetic_control_each_pilot_covers_truth(demo):
     85.5, binomial SD 2.1); the test asks for at least 80 and no |z| above 3 (z: error
     over the placebo SD; observed range -2.4 to 2.2)."""
     panel, indicators, truth = demo
-    covered, total = 0, 0
+    covered, total, flagged = 0, 0, []
     for ind in indicators:
         d = did_frame(panel, indicators[ind])
-        fit = synthetic_control_by_pilot(d, "value", "township_id", "time", "first_treat")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PoorPreFitWarning)
+            fit = synthetic_control_by_pilot(d, "value", "township_id", "time", "first_treat")
+        flagged += [str(w.message) for w in caught]
         t = truth[(truth["indicator"] == ind) & (truth["estimand"] == "att_township")]
         t = t.assign(group=t["group"].astype(str)).set_index("group")["att"]
         assert len(fit.effects) == 10
@@ -135,6 +138,8 @@ def test_demo_synthetic_control_each_pilot_covers_truth(demo):
             total += 1
             assert abs(e.estimate - t[e.term]) < 3 * e.std_error, (ind, e.term, e.estimate, t[e.term])
     assert total == 90 and covered >= 80, covered
+    # one pilot's count of services offered lies outside its donors' range (flagged, not hidden)
+    assert len(flagged) == 1 and "361122108" in flagged[0], flagged
 
 
 def test_demo_synthetic_did_covers_truth(demo):
