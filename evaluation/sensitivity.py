@@ -139,8 +139,11 @@ def flci_smoothness(beta, sigma, n_pre: int, n_post: int, M: float, *, l_post=No
     h_lo, w_lo = prob.min_variance()
     h_hi = prob.min_bias_sd()
 
+    warm = [w_lo]
+
     def half_length(h):
-        bias, w = prob.min_bias(h, w_lo)
+        bias, w = prob.min_bias(h, warm[0])
+        warm[0] = w  # neighbouring h have neighbouring solutions
         return h * _folded_normal_quantile(1 - alpha, M * bias / h), w
 
     if M == 0 or h_hi <= h_lo * (1 + 1e-9):
@@ -151,7 +154,7 @@ def flci_smoothness(beta, sigma, n_pre: int, n_post: int, M: float, *, l_post=No
         a, b = h_lo, h_hi
         c, d = b - (b - a) / golden, a + (b - a) / golden
         fc, fd = half_length(c)[0], half_length(d)[0]
-        tol = min((b - a) / 100, abs(b) * 1e-6)
+        tol = (b - a) * 1e-3  # the half-length is flat at its minimum
         while abs(b - a) > tol:
             if fc < fd:
                 b, d, fd = d, c, fc
@@ -519,7 +522,7 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
     an event study, over a grid of ``values`` of Mbar (relative magnitudes; default 0.5,
     1, 1.5, 2) or M (smoothness; default 5 values from 0 to the upper confidence bound of
     the largest pre-period slope change, :func:`smoothness_upper_bound`), or
-    ``"around_breakdown"`` (0 and 0.5, 1 and 2 times the breakdown value), with
+    ``"around_breakdown"`` (0, and 0.5 and 2 times the breakdown value to 2 digits), with
     the conventional interval first and the breakdown value (the largest bound at which
     the set still excludes 0, found by bisection to 1%) in ``diagnostics``.
 
@@ -558,8 +561,10 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
         if values != "around_breakdown":
             raise ValueError(f"values must be numbers or 'around_breakdown', got {values!r}")
         breakdown_value = _breakdown(lambda v: interval(v), theta, sd, bound)
-        scale = breakdown_value if np.isfinite(breakdown_value) and breakdown_value > 0 else None
-        values = [0.0] + ([0.5 * scale, scale, 2 * scale] if scale else [])
+        # 2 significant digits, and not the breakdown itself, where the set's end sits on 0
+        # and its printed digits are noise
+        scale = float(f"{breakdown_value:.2g}") if np.isfinite(breakdown_value) and breakdown_value > 0 else None
+        values = [0.0] + ([0.5 * scale, 2 * scale] if scale else [])
     elif values is None:
         if bound == "relative_magnitude":
             values = [0.5, 1.0, 1.5, 2.0]
