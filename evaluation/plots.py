@@ -174,3 +174,27 @@ def sensitivity(fits: list, indicator, titles: list[str]):
                  fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def synthetic_control(fit, indicator=None, title: str | None = None):
+    """One pilot township against its synthetic twin (left) and its gap over every
+    placebo's gap (right), from :func:`evaluation.synth.synthetic_control`."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    data = fit.plot_data
+    start = data.loc[data["post"], "period"].min()
+    left.plot(data["period"], data["pilot"], color=PILOT_COLOUR, lw=1.6, label="试点乡镇 pilot")
+    left.plot(data["period"], data["synthetic"], color=COMPARISON_COLOUR, lw=1.4, ls="--",
+              label="合成对照 synthetic")
+    for _, g in fit.diagnostics["placebo_gaps"].groupby("township"):
+        right.plot(g["period"], g["gap"], color="#bdc3c7", lw=0.5)
+    right.plot(data["period"], data["gap"], color=PILOT_COLOUR, lw=1.6)
+    for ax in (left, right):
+        ax.axvline(start, color="black", lw=0.8, ls="--")
+    right.axhline(0, color="black", lw=0.6)
+    left.legend(loc="best", fontsize=8)
+    name = f"{indicator.name_zh} / {indicator.name_en}" if indicator is not None else ""
+    left.set_title(title or f"{fit.diagnostics['pilot']} {name}", fontsize=9)
+    e = fit.effects[0]
+    right.set_title(f"差距与安慰剂 gap and placebos: ATT {e.estimate:.3g}, p = {e.p_value:.3f}", fontsize=9)
+    fig.tight_layout()
+    return fig

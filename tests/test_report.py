@@ -170,3 +170,19 @@ def test_data_derived_strings_are_escaped(tmp_path):
     assert "A &amp; &lt;b&gt;B&lt;/b&gt;" in page and "<img src=x" not in page
     block = header(Context(study=hostile, panel=None, indicator=None, fast=True), "章", "<i>chapter</i>")
     assert "<script>" not in block and "&lt;i&gt;chapter&lt;/i&gt;" in block
+
+
+def test_parallel_chapters_use_one_blas_thread_each(monkeypatch):
+    from evaluation.report import THREAD_VARIABLES, _single_threaded_numerics
+
+    for v in THREAD_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")  # the user's choice stays
+    import os
+
+    with _single_threaded_numerics(2):
+        assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+        assert os.environ["MKL_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "4"
+    with _single_threaded_numerics(1):
+        assert "OMP_NUM_THREADS" not in os.environ

@@ -221,3 +221,18 @@ def test_demo_synthetic_did_each_pilot(demo):
     alone = d[(d["first_treat"] == 0) | (d["township_id"].astype(str) == one.term)]
     ref = synthetic_did(alone, "value", "township_id", "time", "first_treat", se="none").get("att")
     assert one.estimate == pytest.approx(ref.estimate, abs=1e-12)
+
+
+def test_synthetic_control_plot_draws_pilot_twin_and_every_placebo(prop99):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from evaluation import plots
+
+    _, long = prop99
+    fit = synthetic_control(long, "packs", "state", "Year", "first_treat")
+    fig = plots.synthetic_control(fit)
+    left, right = fig.axes
+    assert len(left.lines) == 2 + 1                  # pilot, synthetic, start line
+    assert len(right.lines) == 38 + 1 + 1 + 1        # placebos, pilot gap, start line, zero line
+    np.testing.assert_allclose(right.lines[38].get_ydata(), fit.plot_data["gap"])
