@@ -229,6 +229,7 @@ def test_synthetic_control_plot_draws_pilot_twin_and_every_placebo(prop99):
     matplotlib.use("Agg")
     from evaluation import plots
 
+    plots.setup_style()  # the CJK font, else the Chinese labels warn of missing glyphs
     _, long = prop99
     fit = synthetic_control(long, "packs", "state", "Year", "first_treat")
     fig = plots.synthetic_control(fit)
