@@ -26,7 +26,7 @@ from evaluation.results import tidy
 from evaluation.robustness import robustness_table
 from evaluation.staggered import callaway_santanna
 from evaluation.study import Study, load_study
-from evaluation.summary import _sdid_se, scorecard
+from evaluation.summary import scorecard, sdid_standard_error
 
 TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
 
@@ -245,7 +245,7 @@ def synthetic_designs(ctx: Context) -> dict:
 
     d, inf = ctx.frame, ctx.study.inference
     keys = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
-    sdid = synthetic_did(d, **keys, se=_sdid_se(d), replications=50 if ctx.fast else 200, seed=inf.seed,
+    sdid = synthetic_did(d, **keys, se=sdid_standard_error(d), replications=50 if ctx.fast else 200, seed=inf.seed,
                          alpha=inf.alpha, indicator=ctx.indicator.id)
     labels = d.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
     sdid_table = effects_table(sdid)

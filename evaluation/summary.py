@@ -71,7 +71,7 @@ def indicator_row(panel, indicator, seed: int | None = None, alpha: float = 0.05
     mixed = test_rejects != interval_excludes
     better = att.estimate > 0 if indicator.direction == "increase" else att.estimate < 0
     improved, worsened = bool(significant and better), bool(significant and not better)
-    sdid = synthetic_did(d, "value", "township_id", "time", "first_treat", se=_sdid_se(d), seed=seed,
+    sdid = synthetic_did(d, "value", "township_id", "time", "first_treat", se=sdid_standard_error(d), seed=seed,
                          alpha=alpha, replications=100).get("att")
     sdid_sign = 0 if sdid.ci_low <= 0 <= sdid.ci_high else int(np.sign(sdid.estimate))
     headline_sign = int(np.sign(att.estimate)) if significant else 0
@@ -171,7 +171,7 @@ def linear_trend_interval(d: pd.DataFrame, alpha: float = 0.05):
     return fit.effects[1]
 
 
-def _sdid_se(d: pd.DataFrame) -> str:
+def sdid_standard_error(d: pd.DataFrame) -> str:
     """Jackknife (weights fixed: cheap) when every cohort has two or more pilots, else placebo."""
     sizes = d.loc[d["first_treat"] > 0].groupby("first_treat")["township_id"].nunique()
     return "jackknife" if len(sizes) and sizes.min() >= 2 else "placebo"

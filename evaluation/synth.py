@@ -235,10 +235,11 @@ def _predictor_weights(X1: np.ndarray, X0: np.ndarray, y1_pre: np.ndarray, Y0_pr
     return w, v
 
 
-def _sc_fit(y1: np.ndarray, Y0: np.ndarray, T0: int, X1=None, X0=None) -> np.ndarray:
+def _sc_fit(y1: np.ndarray, Y0: np.ndarray, T0: int, X1=None, X0=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Donor weights, and the predictor weights when there are predictors."""
     if X1 is None:
-        return simplex_least_squares(Y0[:, :T0].T, y1[:T0])
-    return _predictor_weights(X1, X0, y1[:T0], Y0[:, :T0])[0]
+        return simplex_least_squares(Y0[:, :T0].T, y1[:T0]), None
+    return _predictor_weights(X1, X0, y1[:T0], Y0[:, :T0])
 
 
 def _gap_stats(gap: np.ndarray, T0: int) -> tuple[float, float, float]:
@@ -299,7 +300,8 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
             raise EstimationError(f"predictor(s) {bad} missing for some township over the pre-period")
         X = np.column_stack([table.to_numpy(float), Y[:, :T0].mean(axis=1)]).T  # k x units
     label = f"synthetic control of {pilot} ({outcome})"
-    w = _sc_fit(Y[p], Y0, T0, None if X is None else X[:, p], None if X is None else X[:, donor_mask])
+    X0 = None if X is None else X[:, donor_mask]
+    w, v = _sc_fit(Y[p], Y0, T0, None if X is None else X[:, p], X0)
     synthetic = w @ Y0
     gap = Y[p] - synthetic
     att, pre_rmspe, post_rmspe = _gap_stats(gap, T0)
@@ -309,8 +311,8 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     if placebo:
         for j in range(len(donor_ids)):
             others = np.arange(len(donor_ids)) != j
-            wj = _sc_fit(Y0[j], Y0[others], T0, None if X is None else X[:, donor_mask][:, j],
-                         None if X is None else X[:, donor_mask][:, others])
+            wj, _ = _sc_fit(Y0[j], Y0[others], T0, None if X0 is None else X0[:, j],
+                            None if X0 is None else X0[:, others])
             gj = Y0[j] - wj @ Y0[others]
             a, pre_j, post_j = _gap_stats(gj, T0)
             placebo_att.append(a)
@@ -348,8 +350,7 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
                    "placebo_gaps": pd.concat(placebo_rows, ignore_index=True) if placebo_rows else pd.DataFrame(),
                    "placebos": pd.DataFrame({"township": donor_ids, "att": placebo_att, "pre_rmspe": placebo_pre,
                                              "rmspe_ratio": placebo_ratio}) if placebo else pd.DataFrame()}
-    if X is not None:
-        v = _predictor_weights(X[:, p], X[:, donor_mask], Y[p, :T0], Y0[:, :T0])[1]
+    if v is not None:
         diagnostics["predictor_weights"] = pd.DataFrame({"predictor": list(predictors) + [f"{outcome} (pre mean)"],
                                                          "weight": v})
     return Estimates(effects=[effect], method=effect.method, plot_data=plot, diagnostics=diagnostics)
