@@ -58,8 +58,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import pyfixest as pf
 
-    from evaluation.did import event_study, twfe
-    from evaluation.staggered import callaway_santanna
+    from evaluation.estimators.did import event_study, twfe
+    from evaluation.estimators.staggered import callaway_santanna
 
     d = make_panel(args.townships, args.months)
     # compile pyfixest's numba kernels before timing anything

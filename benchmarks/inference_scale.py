@@ -45,7 +45,7 @@ def main() -> None:
                         help="panel size for pyfixest's wildboottest (0: skip it)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    from evaluation.inference import randomization_inference, wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import randomization_inference, wild_cluster_bootstrap
 
     d = make_panel(args.townships, args.months)
     print(f"panel: {args.townships:,} townships x {args.months} months = {len(d):,} rows")

@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--skip-peers", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    from evaluation.synth import synthetic_control
+    from evaluation.estimators.synth import synthetic_control
 
     d = make_panel(args.donors, args.months, args.start)
     print(f"panel: 1 pilot + {args.donors:,} donors x {args.months} months (start {args.start})")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.did import did_frame
-from evaluation.panel import load_panel
+from evaluation.data.frames import did_frame
+from evaluation.data.panel import load_panel
+from evaluation.inference.power import estimate_noise, size_and_power
 from evaluation.paths import DEMO_STUDY
-from evaluation.power import estimate_noise, size_and_power
-from evaluation.study import load_study
+from evaluation.study.config import load_study
 
 PILOTS = (1, 2, 4, 10, 30)
 REPS = 200

@@ -16,8 +16,8 @@ EXIT_INPUT_ERROR = 2
 
 
 def _validate(args) -> int:
-    from evaluation.panel import PanelGapWarning, load_panel, write_validated_panel
-    from evaluation.study import load_study
+    from evaluation.data.panel import PanelGapWarning, load_panel, write_validated_panel
+    from evaluation.study.config import load_study
 
     study = load_study(args.study)
     with warnings.catch_warnings():
@@ -37,7 +37,7 @@ def _validate(args) -> int:
 
 
 def _demo_data(args) -> int:
-    from evaluation.demo import DemoConfig, write_demo
+    from evaluation.data.demo import DemoConfig, write_demo
     from evaluation.paths import DEMO_DATA
 
     config = DemoConfig(seed=args.seed, spillover=args.spillover)
@@ -47,7 +47,7 @@ def _demo_data(args) -> int:
 
 
 def _batch(args) -> int:
-    from evaluation.report import run_batch
+    from evaluation.report.batch import run_batch
 
     manifest = run_batch(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
                          resume=args.resume, fast=args.fast)
@@ -63,7 +63,7 @@ def _batch(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evaluation.demo import DemoConfig
+    from evaluation.data.demo import DemoConfig
 
     parser = argparse.ArgumentParser(prog="evaluation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

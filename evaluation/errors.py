@@ -1,8 +1,15 @@
-"""Exceptions for rejected input.
+"""The package's one exception hierarchy.
 
-Every rejection names the file, the row or column, and what was expected, so that a
-researcher can open the spreadsheet and fix the cell. The command line turns these into
-exit code 2.
+``EvaluationError`` is the base of everything the package raises on purpose:
+
+* ``EvaluationInputError``: input the package refuses (study file, data file, period
+  label). Every rejection names the file, the row or column, and what was expected, so
+  that a researcher can open the spreadsheet and fix the cell. The command line turns
+  these into exit code 2.
+* ``EstimationError``: a model the data cannot identify (the message says why); the
+  command line also exits with 2, since it is the data that cannot support the design.
+
+All are ``ValueError`` subclasses, so code that caught ``ValueError`` keeps working.
 """
 
 from __future__ import annotations
@@ -10,8 +17,24 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class EvaluationInputError(ValueError):
-    """Base class: input the package refuses to evaluate."""
+class EvaluationError(ValueError):
+    """Base class of every error the package raises on purpose."""
+
+
+class EvaluationInputError(EvaluationError):
+    """Input the package refuses to evaluate."""
+
+
+class EstimationError(EvaluationError):
+    """A model the data cannot identify (the message says why)."""
+
+
+class ITSError(EstimationError):
+    """An interrupted-time-series call the data cannot support (named in the message)."""
+
+
+class PeriodParseError(EvaluationInputError):
+    """A period label that cannot be read at the study's frequency."""
 
 
 class StudyConfigError(EvaluationInputError):

@@ -28,7 +28,7 @@ DEMO_DATA = DATA_RAW / "demo"
 STUDIES = PROJECT_ROOT / "studies"
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 DEMO_STUDY = STUDIES / "demo.yml"
-INDICATOR_CATALOGUE = PACKAGE_DIR / "indicators.yml"
+INDICATOR_CATALOGUE = PACKAGE_DIR / "study" / "indicators.yml"
 
 
 def output_root() -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from evaluation.demo import PANEL_HEADERS, PILOT_HEADERS
+from evaluation.data.demo import PANEL_HEADERS, PILOT_HEADERS
 
 
 def tiny_panel() -> pd.DataFrame:
@@ -91,9 +91,9 @@ def study_files(tmp_path, monkeypatch) -> StudyFiles:
 @pytest.fixture(scope="session")
 def demo():
     """The demo study's panel, its indicators by id, and the truth file."""
-    from evaluation.panel import load_panel
+    from evaluation.data.panel import load_panel
     from evaluation.paths import DEMO_STUDY
-    from evaluation.study import load_study
+    from evaluation.study.config import load_study
 
     study = load_study(DEMO_STUDY)
     panel = load_panel(study)

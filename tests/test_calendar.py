@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.festivals import spring_festival_date, spring_festival_share
-from evaluation.periods import PeriodParseError, parse_period, period_label
+from evaluation.data.calendar import spring_festival_date, spring_festival_share
+from evaluation.study.periods import PeriodParseError, parse_period, period_label
 
 
 @pytest.mark.parametrize("text", ["2019-03", "2019-3", "2019/03", "2019.03", "201903", "2019年3月",

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from evaluation.cli import main
-from evaluation.demo import DemoConfig, generate, write_demo
-from evaluation.festivals import spring_festival_date, spring_festival_share
-from evaluation.indicators import load_catalogue
+from evaluation.data.calendar import spring_festival_date, spring_festival_share
+from evaluation.data.demo import DemoConfig, generate, write_demo
 from evaluation.paths import DEMO_DATA
+from evaluation.study.catalogue import load_catalogue
 
 
 @pytest.fixture(scope="module")

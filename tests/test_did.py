@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from evaluation.bacon import bacon_decomposition
-from evaluation.did import did_2x2, did_frame, effects_by_group, event_study, poisson_did, twfe
-from evaluation.fixed_effects import EstimationError
-from evaluation.staggered import callaway_santanna
+from evaluation.data.frames import did_frame
+from evaluation.diagnostics.bacon import bacon_decomposition
+from evaluation.estimators.did import did_2x2, effects_by_group, event_study, poisson_did, twfe
+from evaluation.estimators.fixed_effects import EstimationError
+from evaluation.estimators.staggered import callaway_santanna
 
 pf = pytest.importorskip("pyfixest")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.indicators import compute_indicators, load_catalogue, required_columns, share_pairs
+from evaluation.study.catalogue import compute_indicators, load_catalogue, required_columns, share_pairs
 
 REQUIRED = {
     "county_internal_visit_rate": ("县域内就诊率", "share", "increase", 0.90),

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.did import twfe
-from evaluation.fixed_effects import EstimationError
-from evaluation.inference import randomization_inference
+from evaluation.estimators.did import twfe
+from evaluation.estimators.fixed_effects import EstimationError
+from evaluation.inference.few_clusters import randomization_inference
 
 
 def _panel(rng, units=8, periods=10, starts=(6, 8), effect=0.0, pilot_noise=1.0):
@@ -99,7 +99,7 @@ def test_bad_calls():
 def test_cr2_with_singleton_clusters_is_hc2():
     import statsmodels.api as sm
 
-    from evaluation.inference import cr2
+    from evaluation.inference.few_clusters import cr2
 
     rng = np.random.default_rng(4)
     X = np.column_stack([np.ones(40), rng.normal(size=40), rng.integers(0, 2, 40)])
@@ -112,7 +112,7 @@ def test_cr2_on_a_hand_checkable_panel():
     """Two-group, two-period DiD with 3 clusters per group (12 rows): the treated-group
     coefficient's CR2 error by hand. With a saturated 2x2 design the hat matrix of a
     cluster is its cell-mean projection, so A_g and the Bell-McCaffrey df follow by hand."""
-    from evaluation.inference import cr2
+    from evaluation.inference.few_clusters import cr2
 
     y = np.array([1.0, 2.0, 1.5, 2.5, 0.5, 2.0,   # control clusters a, b, c: (pre, post)
                   1.0, 3.0, 2.0, 4.5, 1.5, 3.5])  # treated clusters d, e, f
@@ -142,7 +142,7 @@ def test_cr2_on_a_hand_checkable_panel():
 def test_twfe_cr2_absorbs_nested_township_effects():
     """The same 2x2 panel as a TWFE with township and period effects, clustered by
     township: CR2 is still the Welch error with 4 degrees of freedom."""
-    from evaluation.inference import twfe_cr2
+    from evaluation.inference.few_clusters import twfe_cr2
 
     y = np.array([1.0, 2.0, 1.5, 2.5, 0.5, 2.0, 1.0, 3.0, 2.0, 4.5, 1.5, 3.5])
     d = pd.DataFrame({"unit": np.repeat(np.arange(6), 2), "time": np.tile([1, 2], 6), "y": y,
@@ -155,7 +155,7 @@ def test_twfe_cr2_absorbs_nested_township_effects():
 
 
 def test_placebo_in_space_equals_refits():
-    from evaluation.inference import placebo_in_space
+    from evaluation.inference.few_clusters import placebo_in_space
 
     d = _panel(np.random.default_rng(6), units=10, starts=(6,), effect=3.0)
     fit = placebo_in_space(d, "y", "unit", "time", "first_treat")
@@ -170,7 +170,7 @@ def test_placebo_in_space_equals_refits():
 
 
 def test_power_simulation_runs_and_is_calibrated():
-    from evaluation.power import estimate_noise, simulate_panel, size_and_power
+    from evaluation.inference.power import estimate_noise, simulate_panel, size_and_power
 
     rng = np.random.default_rng(8)
     d = simulate_panel(rng, 3, 30, 24, 13, sigma=2.0, rho=0.5)
@@ -207,7 +207,7 @@ def _wildboottest(d, cluster: str, *, impose_null: bool = True, weights: str = "
 def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
     """8 clusters, all 256 Rademacher sign vectors: p-value and t equal the wildboottest
     package's (what pyfixest's wildboottest calls) on the same one-hot design, to 1e-10."""
-    from evaluation.inference import wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(9), units=16, starts=(6, 8), effect=0.8)
     d["county"] = d["unit"] // 2
@@ -231,7 +231,7 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     """Rows missing at random (unbalanced panel), clusters = counties: the within-township
     computation gives the same t and all 1,024 t* as the wildboottest package on the full
     one-hot design, to 1e-10; the restricted interval's ends have p = alpha."""
-    from evaluation.inference import wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     rng = np.random.default_rng(21)
     d = _panel(rng, units=30, starts=(5, 7, 9), effect=0.6)
@@ -257,7 +257,7 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
 
 
 def test_wild_bootstrap_rejects_non_nested_clusters():
-    from evaluation.inference import wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(2), units=8, starts=(6,), effect=0.5)
     with pytest.raises(EstimationError, match="nested in the clusters"):
@@ -265,7 +265,7 @@ def test_wild_bootstrap_rejects_non_nested_clusters():
 
 
 def test_wild_bootstrap_webb_is_reproducible_and_covers():
-    from evaluation.inference import wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(10), units=24, starts=(6, 6, 8, 8), effect=1.5)
     a = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
@@ -276,7 +276,7 @@ def test_wild_bootstrap_webb_is_reproducible_and_covers():
 
 def test_wild_bootstrap_random_weights_agree_with_wildboottest():
     """20 clusters, 9,999 Webb (and Rademacher) draws each: p-values within Monte Carlo error."""
-    from evaluation.inference import wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(13), units=20, starts=(6, 7, 8), effect=0.9)
     for kind in ("webb", "rademacher"):

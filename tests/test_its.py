@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from evaluation.festivals import spring_festival_share
-from evaluation.its import (
+from evaluation.data.calendar import spring_festival_share
+from evaluation.data.panel import load_panel
+from evaluation.estimators.its import (
     CovidOverlapWarning,
     CovidPhase,
     Interruption,
@@ -21,10 +22,9 @@ from evaluation.its import (
     newey_west_lags,
     segmented_regression,
 )
-from evaluation.panel import load_panel
 from evaluation.paths import DEMO_STUDY
 from evaluation.results import tidy
-from evaluation.study import load_study
+from evaluation.study.config import load_study
 
 # ---------------------------------------------------------------- Wooldridge traffic2
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from evaluation.cli import main
-from evaluation.demo import PANEL_HEADERS, PILOT_HEADERS
-from evaluation.panel import PanelGapWarning, load_panel, write_validated_panel
+from evaluation.data.demo import PANEL_HEADERS, PILOT_HEADERS
+from evaluation.data.panel import PanelGapWarning, load_panel, write_validated_panel
 from evaluation.paths import DEMO_STUDY
-from evaluation.study import load_study
+from evaluation.study.config import load_study
 from tests.conftest import tiny_panel, tiny_pilots
 
 

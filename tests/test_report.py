@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from evaluation.cli import main
-from evaluation.panel import load_panel
+from evaluation.data.panel import load_panel
 from evaluation.paths import DEMO_DATA, DEMO_STUDY, NOTEBOOKS, PROJECT_ROOT
-from evaluation.report import CHAPTERS
-from evaluation.study import load_study
-from evaluation.summary import scorecard
+from evaluation.report.batch import CHAPTERS
+from evaluation.report.scorecard import scorecard
+from evaluation.study.config import load_study
 
 INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000"]
 
@@ -157,9 +157,9 @@ def scorecard_first_att() -> float:
 
 
 def test_data_derived_strings_are_escaped(tmp_path):
-    from evaluation.chapters import Context, header
-    from evaluation.report import Run, index_page
-    from evaluation.study import Titles
+    from evaluation.report.batch import Run, index_page
+    from evaluation.report.chapters import Context, header
+    from evaluation.study.config import Titles
 
     study = load_study(DEMO_STUDY)
     hostile = study.model_copy(update={"title": Titles(zh="<script>alert(1)</script>", en="A & <b>B</b>")})
@@ -173,7 +173,7 @@ def test_data_derived_strings_are_escaped(tmp_path):
 
 
 def test_parallel_chapters_use_one_blas_thread_each(monkeypatch):
-    from evaluation.report import THREAD_VARIABLES, _single_threaded_numerics
+    from evaluation.report.batch import THREAD_VARIABLES, _single_threaded_numerics
 
     for v in THREAD_VARIABLES:
         monkeypatch.delenv(v, raising=False)

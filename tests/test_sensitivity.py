@@ -6,13 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.did import did_frame, event_study
-from evaluation.fixed_effects import EstimationError
-from evaluation.panel import load_panel
+from evaluation.data.frames import did_frame
+from evaluation.data.panel import load_panel
+from evaluation.diagnostics.sensitivity import (
+    flci_smoothness,
+    honest_sensitivity,
+    rm_confidence_set,
+    smoothness_upper_bound,
+)
+from evaluation.estimators.did import event_study
+from evaluation.estimators.fixed_effects import EstimationError
+from evaluation.estimators.staggered import callaway_santanna
 from evaluation.paths import DEMO_STUDY
-from evaluation.sensitivity import flci_smoothness, honest_sensitivity, rm_confidence_set, smoothness_upper_bound
-from evaluation.staggered import callaway_santanna
-from evaluation.study import load_study
+from evaluation.study.config import load_study
 
 # HonestDiD README (R), Medicaid expansion: relative magnitudes (C-LF) and smoothness (FLCI)
 PUBLISHED_RM = {0.5: (0.0240, 0.0672), 1.0: (0.0170, 0.0720), 1.5: (0.0082, 0.0797), 2.0: (-0.0009, 0.0881)}

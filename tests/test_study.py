@@ -7,7 +7,7 @@ import pytest
 from evaluation.cli import main
 from evaluation.errors import StudyConfigError
 from evaluation.paths import DEMO_STUDY
-from evaluation.study import load_study
+from evaluation.study.config import load_study
 
 
 def test_demo_study_loads_with_resolved_paths():

@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.did import did_frame, twfe
-from evaluation.fixed_effects import EstimationError
-from evaluation.synth import (
+from evaluation.data.frames import did_frame
+from evaluation.estimators.did import twfe
+from evaluation.estimators.fixed_effects import EstimationError
+from evaluation.estimators.synth import (
     PoorPreFitWarning,
     simplex_least_squares,
     synthdid_estimate,
@@ -227,7 +228,7 @@ def test_synthetic_control_plot_draws_pilot_twin_and_every_placebo(prop99):
     import matplotlib
 
     matplotlib.use("Agg")
-    from evaluation import plots
+    from evaluation.report import plots
 
     plots.setup_style()  # the CJK font, else the Chinese labels warn of missing glyphs
     _, long = prop99

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
-from evaluation.fixed_effects import EstimationError, balanced_wide
+from evaluation.estimators.fixed_effects import EstimationError, balanced_wide
 from evaluation.results import Effect, Estimates
 
 

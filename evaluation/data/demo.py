@@ -6,7 +6,7 @@ monthly 2016-01 to 2023-12, with:
 * resident populations of about 8,000 to 80,000 that drift slowly;
 * township effects and county-specific trends on every indicator;
 * calendar-month seasonality and a Spring Festival dip placed by the lunar calendar (the
-  share of the festival window in each month, :mod:`evaluation.festivals`);
+  share of the festival window in each month, :mod:`evaluation.data.calendar`);
 * a COVID-19 disruption in early 2020 and in the winter of 2022-23;
 * three staggered pilot cohorts of 10 townships under three integration models
   (托管 trusteeship, 紧密型医共体分院 branch campus, 对口支援 paired support) whose effects build
@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
-from evaluation.festivals import spring_festival_share
-from evaluation.fileio import write_text_atomic
-from evaluation.indicators import load_catalogue
+from evaluation.data.calendar import spring_festival_share
+from evaluation.data.fileio import write_text_atomic
 from evaluation.paths import DEMO_DATA
-from evaluation.periods import period_label
+from evaluation.study.catalogue import load_catalogue
+from evaluation.study.periods import period_label
 
 # Headers of the exported panel, as a county statistical report would have them. The demo
 # study maps them onto the data contract (studies/demo.yml, data.columns).

@@ -13,7 +13,7 @@ without the pilot, the pre-period trend and seasonal pattern would have continue
 J Clin Pharm Ther 27:299-309).
 
 Options follow that tutorial: calendar-month or Fourier seasonality; a Spring Festival
-regressor (the share of the festival window in each month, :mod:`evaluation.festivals`);
+regressor (the share of the festival window in each month, :mod:`evaluation.data.calendar`);
 COVID-19 phase indicators or exclusion; Newey-West (HAC) errors by default with the lag
 rule floor(4 (n/100)^(2/9)) (Newey and West 1994), regression with ARIMA errors
 (statsmodels SARIMAX) or conventional errors; Poisson (quasi-Poisson) and negative
@@ -41,18 +41,15 @@ from scipy import stats
 from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.stats.stattools import durbin_watson
 
-from evaluation.festivals import spring_festival_share
-from evaluation.indicators import Indicator
-from evaluation.periods import FREQUENCIES, parse_period, period_label
+from evaluation.data.calendar import spring_festival_share
+from evaluation.errors import ITSError
 from evaluation.results import Effect, Estimates
+from evaluation.study.catalogue import Indicator
+from evaluation.study.periods import FREQUENCIES, parse_period, period_label
 
 MIN_PRE_PERIODS = 8
 Family = Literal["gaussian", "poisson", "negbin"]
 Errors = Literal["hac", "conventional", "arima"]
-
-
-class ITSError(ValueError):
-    """An ITS call the data cannot support (named in the message)."""
 
 
 class CovidOverlapWarning(UserWarning):

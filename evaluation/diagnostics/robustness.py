@@ -2,7 +2,7 @@
 a placebo start inside the pre-period, leaving one pilot township out at a time,
 excluding the COVID-19 months, and not-yet-treated instead of never-treated comparisons.
 
-All use Callaway and Sant'Anna's simple ATT (:mod:`evaluation.staggered`), the package's
+All use Callaway and Sant'Anna's simple ATT (:mod:`evaluation.estimators.staggered`), the package's
 recommended estimator under staggered starts. Inference comparisons for few pilots
 (wild cluster bootstrap, randomization inference) belong to the inference module.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from evaluation.estimators.staggered import callaway_santanna
 from evaluation.results import Effect, Estimates
-from evaluation.staggered import callaway_santanna
 
 KEYS = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
 

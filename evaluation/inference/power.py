@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.did import twfe
-from evaluation.fixed_effects import balanced_wide, two_way_demean_balanced
-from evaluation.inference import randomization_inference
+from evaluation.estimators.did import twfe
+from evaluation.estimators.fixed_effects import balanced_wide, two_way_demean_balanced
+from evaluation.inference.few_clusters import randomization_inference
 
 METHODS = ("CR1", "randomization")
 

@@ -16,9 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from evaluation.errors import StudyConfigError
-from evaluation.indicators import Indicator, load_catalogue
 from evaluation.paths import study_output_dir
-from evaluation.periods import FREQUENCIES, PeriodParseError, parse_period
+from evaluation.study.catalogue import Indicator, load_catalogue
+from evaluation.study.periods import FREQUENCIES, PeriodParseError, parse_period
 
 PANEL_KEY_COLUMNS = ("county", "township_id", "township_name", "period", "population")
 PILOT_COLUMNS = ("township_id", "pilot_start", "model")

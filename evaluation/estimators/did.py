@@ -2,15 +2,15 @@
 Poisson DiD for counts, and effects by integration model or cohort.
 
 Every estimator takes a long DataFrame and the names of its unit, time, outcome and
-treatment columns, so it runs on the study panel (:func:`did_frame`) and on public data
+treatment columns, so it runs on the study panel (:func:`evaluation.data.frames.did_frame`) and on public data
 alike, and returns :class:`evaluation.results.Estimates`.
 
 Identifying assumption throughout: parallel trends (without the pilot, pilot and
 comparison townships would have changed alike) and no anticipation. With staggered
 adoption and effects that grow or differ by cohort, TWFE averages comparisons that use
 already-treated units as controls and can be biased (Goodman-Bacon 2021, J Econometrics
-225:254-277; :mod:`evaluation.bacon`); Callaway and Sant'Anna's estimator
-(:mod:`evaluation.staggered`) avoids them.
+225:254-277; :mod:`evaluation.diagnostics.bacon`); Callaway and Sant'Anna's estimator
+(:mod:`evaluation.estimators.staggered`) avoids them.
 """
 
 from __future__ import annotations
@@ -21,25 +21,11 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from evaluation.fixed_effects import EstimationError, FEFit, factorize, fe_ols, fe_poisson
-from evaluation.indicators import Indicator
+from evaluation.estimators.fixed_effects import EstimationError, FEFit, factorize, fe_ols, fe_poisson
 from evaluation.results import Effect, Estimates
 
 INFERENCE_2X2 = {"conventional": "conventional OLS", "robust": "heteroskedasticity-robust (HC1)",
                  "cluster": "cluster-robust (CR1)"}
-
-
-def did_frame(panel, indicator: Indicator) -> pd.DataFrame:
-    """The study panel as a long frame for the estimators: keys, treatment columns,
-    ``value`` (the indicator), ``numerator``, ``denominator`` and ``population``."""
-    d = panel.data
-    cols = ["county", "township_id", "township_name", "period", "time", "treated", "post", "first_treat",
-            "cohort", "event_time", "model", "population"]
-    out = d[cols].copy()
-    out["value"] = indicator.values(d)
-    out["numerator"] = d[indicator.numerator].astype(float)
-    out["denominator"] = d[indicator.denominator].astype(float) if indicator.denominator else np.nan
-    return out.reset_index(drop=True)
 
 
 def _check(data: pd.DataFrame, unit: str, time: str, outcome: str, treatment: str | None,
@@ -121,9 +107,9 @@ def twfe(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str,
 
     ``b`` is the ATT when effects are the same for every pilot and period; with staggered
     starts and growing effects it is a weighted average that can even take the wrong sign
-    (see :mod:`evaluation.bacon`). Errors are clustered by ``cluster`` (default the unit;
+    (see :mod:`evaluation.diagnostics.bacon`). Errors are clustered by ``cluster`` (default the unit;
     pass the county column to cluster by county) with the named small-sample adjustment
-    (:mod:`evaluation.fixed_effects`; default fixest's). ``weights`` (e.g. population)
+    (:mod:`evaluation.estimators.fixed_effects`; default fixest's). ``weights`` (e.g. population)
     gives weighted least squares.
     """
     cluster = cluster or unit

@@ -13,16 +13,14 @@ import re
 
 import pandas as pd
 
+from evaluation.errors import PeriodParseError  # noqa: F401 (re-exported)
+
 FREQUENCIES = {"month": "M", "quarter": "Q", "year": "Y"}
 
 _MONTH = re.compile(r"^(\d{4})\s*(?:[-/.]\s*|年\s*)?(\d{1,2})\s*月?$")
 _QUARTER = re.compile(r"^(\d{4})\s*(?:[-/ ]?\s*[Qq]\s*([1-4])|年\s*第?\s*([1-4一二三四])\s*季度?)$")
 _YEAR = re.compile(r"^(\d{4})\s*年?$")
 _CN_DIGITS = {"一": "1", "二": "2", "三": "3", "四": "4"}
-
-
-class PeriodParseError(ValueError):
-    """A value that is not a period of the expected frequency."""
 
 
 def expected_format(frequency: str) -> str:

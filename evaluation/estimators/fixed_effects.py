@@ -24,11 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from evaluation.errors import EstimationError
+
 ADJUSTMENTS = ("fixest", "dummies", "linearmodels", "none")
-
-
-class EstimationError(ValueError):
-    """A model the data cannot identify (the message says why)."""
 
 
 def factorize(values) -> tuple[np.ndarray, int]:

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from evaluation.paths import NOTEBOOKS, PROJECT_ROOT, study_output_dir
-from evaluation.study import load_study
+from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, study_output_dir
+from evaluation.study.config import load_study
 
 KERNEL_NAME = "evaluation"
 
@@ -110,13 +110,13 @@ def _input_hashes(study_path: Path) -> dict[str, str]:
     if study.truth_path:
         files["truth"] = study.truth_path
     out = {name: sha256(p) for name, p in files.items()}
-    out["indicator_catalogue"] = sha256(PROJECT_ROOT / "evaluation" / "indicators.yml")
+    out["indicator_catalogue"] = sha256(INDICATOR_CATALOGUE)
     return out
 
 
 def _code_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted((PROJECT_ROOT / "evaluation").glob("*.py")):
+    for p in sorted((PROJECT_ROOT / "evaluation").rglob("*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()
 
@@ -187,7 +187,7 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
     """Run the batch; returns the manifest (``manifest["ok"]`` is False when a run failed)."""
     from tqdm import tqdm
 
-    from evaluation.chapters import resolve_study_path
+    from evaluation.report.chapters import resolve_study_path
 
     study_path = resolve_study_path(study_path)
     study = load_study(study_path)

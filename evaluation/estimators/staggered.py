@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.fixed_effects import EstimationError
+from evaluation.estimators.fixed_effects import EstimationError
 from evaluation.results import Effect, Estimates
 
 METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust"}

@@ -26,7 +26,7 @@ from itertools import combinations, permutations
 import numpy as np
 import pandas as pd
 
-from evaluation.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
+from evaluation.estimators.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
 from evaluation.results import Effect, Estimates
 
 
@@ -238,7 +238,7 @@ def twfe_cr2(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: 
     """
     cluster = cluster or unit
     d = data.dropna(subset=[outcome])
-    from evaluation.fixed_effects import demean, factorize, nested_in
+    from evaluation.estimators.fixed_effects import demean, factorize, nested_in
 
     u_codes = factorize(d[unit])[0]
     if not nested_in(u_codes, factorize(d[cluster])[0]):
@@ -354,7 +354,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
     (variance) in the null value, so inverting the test for the interval reuses the draws.
     Works on unbalanced panels. Requires the townships to be nested in the clusters.
     """
-    from evaluation.fixed_effects import factorize, nested_in
+    from evaluation.estimators.fixed_effects import factorize, nested_in
 
     cluster = cluster or unit
     d = data.dropna(subset=[outcome, treatment])

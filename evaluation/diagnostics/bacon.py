@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from evaluation.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
+from evaluation.estimators.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
 
 COMPARISONS = {
     "treated_vs_never": "pilot cohort vs never-treated",

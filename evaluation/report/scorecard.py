@@ -25,11 +25,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.did import did_frame, event_study
-from evaluation.inference import randomization_inference
-from evaluation.sensitivity import honest_sensitivity
-from evaluation.staggered import callaway_santanna
-from evaluation.synth import synthetic_did
+from evaluation.data.frames import did_frame
+from evaluation.diagnostics.sensitivity import honest_sensitivity
+from evaluation.estimators.did import event_study
+from evaluation.estimators.staggered import callaway_santanna
+from evaluation.estimators.synth import synthetic_did
+from evaluation.inference.few_clusters import randomization_inference
 
 PRETREND_LEADS = 3  # joint test of leads -3 and -2: with ~10 pilot townships more leads over-reject
 RECOMMENDED = "Callaway-Sant'Anna simple ATT, never-treated comparison, analytic clustered errors"

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from evaluation.fixed_effects import EstimationError
+from evaluation.estimators.fixed_effects import EstimationError
 from evaluation.results import Effect, Estimates
 
 

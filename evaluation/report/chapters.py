@@ -15,18 +15,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation import plots
-from evaluation.bacon import bacon_decomposition
-from evaluation.did import did_frame, effects_by_group, event_study, poisson_did, twfe
-from evaluation.indicators import Indicator
-from evaluation.its import CovidPhase, controlled_its, indicator_series, its_by_township, segmented_regression
-from evaluation.panel import Panel, PanelGapWarning, load_panel
+from evaluation.data.frames import did_frame
+from evaluation.data.panel import Panel, PanelGapWarning, load_panel
+from evaluation.diagnostics.bacon import bacon_decomposition
+from evaluation.diagnostics.robustness import robustness_table
+from evaluation.estimators.did import effects_by_group, event_study, poisson_did, twfe
+from evaluation.estimators.its import (
+    CovidPhase,
+    controlled_its,
+    indicator_series,
+    its_by_township,
+    segmented_regression,
+)
+from evaluation.estimators.staggered import callaway_santanna
 from evaluation.paths import PROJECT_ROOT
+from evaluation.report import plots
+from evaluation.report.scorecard import scorecard, sdid_standard_error
 from evaluation.results import tidy
-from evaluation.robustness import robustness_table
-from evaluation.staggered import callaway_santanna
-from evaluation.study import Study, load_study
-from evaluation.summary import scorecard, sdid_standard_error
+from evaluation.study.catalogue import Indicator
+from evaluation.study.config import Study, load_study
 
 TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
 
@@ -220,7 +227,12 @@ def robustness(ctx: Context) -> pd.DataFrame:
 def inference_comparison(ctx: Context) -> pd.DataFrame:
     """The TWFE DiD coefficient under every inference method: which p-value to trust with
     few pilots (randomization inference or the wild cluster bootstrap; CR1 over-rejects)."""
-    from evaluation.inference import placebo_in_space, randomization_inference, twfe_cr2, wild_cluster_bootstrap
+    from evaluation.inference.few_clusters import (
+        placebo_in_space,
+        randomization_inference,
+        twfe_cr2,
+        wild_cluster_bootstrap,
+    )
 
     d, inf = ctx.frame, ctx.study.inference
     keys = dict(outcome="value", unit="township_id", time="time")
@@ -241,7 +253,7 @@ def inference_comparison(ctx: Context) -> pd.DataFrame:
 def synthetic_designs(ctx: Context) -> dict:
     """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
     township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
-    from evaluation.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
+    from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
 
     d, inf = ctx.frame, ctx.study.inference
     keys = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
@@ -274,7 +286,7 @@ def parallel_trends_sensitivity(ctx: Context) -> dict:
     times (universal base period): relative magnitudes for the average effect of the first
     3 months after the start (3 pre-periods before the reference month), and smoothness
     bounds for the average of the first 12 months (12 pre-periods, to fit the trend)."""
-    from evaluation.sensitivity import honest_sensitivity
+    from evaluation.diagnostics.sensitivity import honest_sensitivity
 
     d, alpha = ctx.frame, ctx.study.inference.alpha
     dyn = callaway_santanna(d, "value", "township_id", "time", "first_treat", base_period="universal",

@@ -28,11 +28,11 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from evaluation.data.fileio import atomic_path, read_table
 from evaluation.errors import DataValidationError
-from evaluation.fileio import atomic_path, read_table
-from evaluation.indicators import Indicator, required_columns, share_pairs
-from evaluation.periods import FREQUENCIES, PeriodParseError, expected_format, parse_period, period_label
-from evaluation.study import PANEL_KEY_COLUMNS, PILOT_COLUMNS, Study
+from evaluation.study.catalogue import Indicator, required_columns, share_pairs
+from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, Study
+from evaluation.study.periods import FREQUENCIES, PeriodParseError, expected_format, parse_period, period_label
 
 # Every numeric column the data contract knows (counts, and the cost total in yuan).
 MEASURE_COLUMNS = (

@@ -1,0 +1,3 @@
+"""Diagnostics of a design: the Goodman-Bacon decomposition of TWFE, robustness checks
+(placebo in time, leave one out, excluded periods, comparison groups) and parallel-trends
+sensitivity (Rambachan and Roth)."""
