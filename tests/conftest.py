@@ -76,7 +76,7 @@ def make_study(root: Path, panel: pd.DataFrame | None = None, pilots: pd.DataFra
                  "pilot_columns": {v: k for k, v in PILOT_HEADERS.items()}},
         "frequency": "month",
         "window": {"start": "2019-01", "end": "2019-12"},
-        "inference": {"seed": 1},
+        "analysis": {"seed": 1},
     })
     return files
 

@@ -15,7 +15,7 @@ def test_demo_study_loads_with_resolved_paths():
     assert study.id == "demo" and study.synthetic
     assert study.panel_path.is_file() and study.panel_path.parent.name == "demo"
     assert study.data.columns["乡镇编码"] == "township_id"
-    assert study.inference.seed == 20261123
+    assert study.analysis.seed == 20261123
     assert [str(p) for p in study.window_periods] == ["2016-01", "2023-12"]
     assert len(study.selected_indicators()) == 9
     covid = study.covid_periods()
@@ -36,8 +36,8 @@ def _edit(config, dotted, value):
 @pytest.mark.parametrize("dotted, value, key, fragment", [
     ("data.pannel", "x.csv", "data.pannel", "unknown key"),
     ("colour", "blue", "colour", "unknown key"),
-    ("inference.seed", "abc", "inference.seed", "integer"),
-    ("inference.seed", KeyError, "inference.seed", "required key is missing"),
+    ("analysis.seed", "abc", "analysis.seed", "integer"),
+    ("analysis.seed", KeyError, "analysis.seed", "required key is missing"),
     ("frequency", "weekly", "frequency", "'month', 'quarter' or 'year'"),
     ("synthetic", "perhaps", "synthetic", "boolean"),
     ("data.panel", "data/nowhere.csv", "data.panel", "file not found"),
@@ -47,7 +47,14 @@ def _edit(config, dotted, value):
     ("window.start", "2019-13", "window.start", "YYYY-MM"),
     ("window", {"start": "2019-12", "end": "2019-01"}, "window", "start is after end"),
     ("covid.handling", "pretend", "covid.handling", "'phases', 'exclude' or 'ignore'"),
-    ("inference.alpha", 1.5, "inference.alpha", "less than 1"),
+    ("analysis.alpha", 1.5, "analysis.alpha", "less than 1"),
+    ("analysis.cluster", "village", "analysis.cluster", "'township' or 'county'"),
+    ("analysis.draws.randomization", 10, "analysis.draws.randomization", "greater than or equal to 99"),
+    ("analysis.placebo_shift", "1 fortnight", "analysis.placebo_shift", "such as '1 year'"),
+    ("analysis.event_window", ["1 year", "2 years"], "analysis.event_window", "negative first"),
+    ("analysis.its.phase_in", "half a year", "analysis.its.phase_in", "such as '1 year'"),
+    ("analysis.pretend", 1, "analysis.pretend", "unknown key"),
+    ("inference", {"seed": 1}, "inference", "set in 'analysis:'"),
     ("id", "my study", "id", "pattern"),
     ("data.pilot_columns", {"乡镇编码": "township_id", "开始": "start_month"}, "data.pilot_columns",
      "unknown pilot-table column"),
@@ -100,3 +107,25 @@ def test_target_override(study_files):
     assert chosen["primary_care_visit_share"].target is None
     # a target for an indicator that had none takes the improving direction
     assert chosen["out_county_referral_rate"].target.comparison == "<="
+
+
+def test_plan_lengths_follow_the_frequency():
+    from evaluation.study.plan import AnalysisPlan, DurationError, periods
+
+    assert [periods("1 year", f) for f in ("month", "quarter", "year")] == [12, 4, 1]
+    assert periods("6 months", "quarter") == 2 and periods(-3, "month") == -3 and periods("2 periods", "year") == 2
+    with pytest.raises(DurationError, match="not a whole number of years"):
+        periods("6 months", "year")
+    monthly, quarterly = AnalysisPlan(seed=1).resolve("month"), AnalysisPlan(seed=1).resolve("quarter")
+    assert monthly.event_window == (-12, 24) and quarterly.event_window == (-4, 8)
+    assert (monthly.placebo_shift, quarterly.placebo_shift) == (12, 4)  # one year either way
+    assert (monthly.its_phase_in, quarterly.its_phase_in, monthly.target_window) == (12, 4, 12)
+    assert AnalysisPlan(seed=1).resolve("month", fast=True).draws_randomization == 199
+
+
+def test_demo_plan_writes_out_the_defaults():
+    """The demo study's analysis block is the documented defaults (so they reproduce the demo report)."""
+    from evaluation.study.plan import AnalysisPlan
+
+    study = load_study(DEMO_STUDY)
+    assert study.analysis == AnalysisPlan(seed=study.analysis.seed)

@@ -64,11 +64,11 @@ def comparison_groups(frame: pd.DataFrame, **options) -> Estimates:
     return Estimates(effects=effects, method="comparison group (Callaway-Sant'Anna)")
 
 
-def robustness_table(frame: pd.DataFrame, covid_periods=(), **options) -> list[Effect]:
-    """Every check above in one list (for the robustness chapter and the summary)."""
+def robustness_table(frame: pd.DataFrame, covid_periods=(), shift: int = 12, **options) -> list[Effect]:
+    """Every check above in one list (for the robustness chapter); ``shift`` periods for the placebo start."""
     out = list(comparison_groups(frame, **options).effects)
     if len(covid_periods):
         out.append(exclude_periods(frame, covid_periods, **options))
-    out.append(placebo_in_time(frame, **options))
+    out.append(placebo_in_time(frame, shift=shift, **options))
     out.extend(leave_one_out(frame, **options).effects)
     return out

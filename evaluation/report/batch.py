@@ -1,5 +1,9 @@
 """Batch runs of the chapters with papermill, HTML export, index page and manifest.
 
+Each chapter run writes its results to the batch's results store (``results/``, see
+:mod:`evaluation.report.store`); the summary chapter runs after the others and reads
+them, and the index page's headline table is the summary's stored scorecard.
+
 ``evaluation batch STUDY`` runs every chapter for every indicator (the per-study
 chapters once) in parallel worker processes, writes executed notebooks and
 self-contained HTML (images embedded, code hidden) to a temporary folder beside
@@ -29,28 +33,13 @@ from importlib import metadata
 from pathlib import Path
 
 from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, study_output_dir
+from evaluation.report.chapters import CHAPTERS, resolve_study_path
+from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
 from evaluation.study.config import load_study
 
 KERNEL_NAME = "evaluation"
 
 
-@dataclass(frozen=True)
-class Chapter:
-    key: str
-    notebook: str
-    title_zh: str
-    title_en: str
-    per_indicator: bool
-
-
-CHAPTERS = (
-    Chapter("data_quality", "01_data_quality.ipynb", "数据质量", "Data quality", False),
-    Chapter("trends", "02_trends.ipynb", "趋势", "Trends", True),
-    Chapter("did", "03_did.ipynb", "双重差分", "Difference-in-differences", True),
-    Chapter("its", "04_its.ipynb", "中断时间序列", "Interrupted time series", True),
-    Chapter("robustness", "05_robustness.ipynb", "稳健性检验", "Robustness", True),
-    Chapter("summary", "06_summary.ipynb", "评估总结", "Assessment and summary", False),
-)
 PACKAGES = ("evaluation", "pandas", "numpy", "scipy", "statsmodels", "linearmodels", "matplotlib", "seaborn",
             "papermill", "nbconvert", "pandera", "lunardate")
 
@@ -80,7 +69,8 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False) -> list[Run]:
+def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False,
+         results_dir: str | None = None) -> list[Run]:
     study = load_study(study_path)
     all_ids = [i.id for i in study.selected_indicators()]
     chosen = list(indicators or all_ids)
@@ -98,13 +88,16 @@ def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False) -
             continue
         for ind in (chosen if ch.per_indicator else [None]):
             params = {"study_path": str(study_path), "fast": fast}
+            if results_dir is not None:
+                params["results_dir"] = results_dir
             if ind is not None:
                 params["indicator"] = ind
             runs.append(Run(ch.key, ch.notebook, ind, params))
     return runs
 
 
-def _input_hashes(study_path: Path) -> dict[str, str]:
+def input_hashes(study_path: Path) -> dict[str, str]:
+    """SHA-256 of every input: the study file, the data files, the indicator catalogue."""
     study = load_study(study_path)
     files = {"study": study_path, "panel": study.panel_path, "pilots": study.pilots_path}
     if study.truth_path:
@@ -114,15 +107,9 @@ def _input_hashes(study_path: Path) -> dict[str, str]:
     return out
 
 
-def _code_hash() -> str:
-    h = hashlib.sha256()
-    for p in sorted((PROJECT_ROOT / "evaluation").rglob("*.py")):
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def _run_key(run: Run, inputs: dict, code: str) -> str:
-    payload = json.dumps({"parameters": run.parameters, "inputs": inputs, "code": code,
+    parameters = {k: v for k, v in run.parameters.items() if k != "results_dir"}  # a new folder each batch
+    payload = json.dumps({"parameters": parameters, "inputs": inputs, "code": code,
                           "notebook": sha256(NOTEBOOKS / run.notebook)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -187,17 +174,15 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
     """Run the batch; returns the manifest (``manifest["ok"]`` is False when a run failed)."""
     from tqdm import tqdm
 
-    from evaluation.report.chapters import resolve_study_path
-
     study_path = resolve_study_path(study_path)
     study = load_study(study_path)
-    runs = plan(study_path, indicators, chapters, fast)
-    inputs, code = _input_hashes(study_path), _code_hash()
-    for r in runs:
-        r.key = _run_key(r, inputs, code)
     final = study_output_dir(study.id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-", dir=final.parent))
+    runs = plan(study_path, indicators, chapters, fast, results_dir=str(tmp / "results"))
+    inputs, code = input_hashes(study_path), code_hash()
+    for r in runs:
+        r.key = _run_key(r, inputs, code)
     previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])} if resume else {}
     started = time.perf_counter()
     try:
@@ -208,18 +193,22 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
                     and (final / f"{r.stem}.html").is_file() and (final / f"{r.stem}.ipynb").is_file()):
                 for suffix in (".ipynb", ".html"):
                     shutil.copy2(final / f"{r.stem}{suffix}", tmp / f"{r.stem}{suffix}")
+                _copy_results(final / "results", tmp / "results", r.indicator)
                 r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
             else:
                 todo.append(r)
+        # the summary reads the other chapters' stored results, so it runs after them
+        waves = [[r for r in todo if r.chapter != "summary"], [r for r in todo if r.chapter == "summary"]]
+        bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
         with _single_threaded_numerics(jobs), ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(execute, r, str(tmp)): r for r in todo}
-            bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
-            for fut in as_completed(futures):
-                r = futures[fut]
-                r.status, r.seconds, r.error = fut.result()
-                bar.update(1)
-                bar.set_postfix_str(f"{r.stem} {r.status}")
-            bar.close()
+            for wave in waves:
+                futures = {pool.submit(execute, r, str(tmp)): r for r in wave}
+                for fut in as_completed(futures):
+                    r = futures[fut]
+                    r.status, r.seconds, r.error = fut.result()
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.stem} {r.status}")
+        bar.close()
         manifest = _manifest(study, study_path, runs, inputs, time.perf_counter() - started, fast)
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
         (tmp / "index.html").write_text(index_page(study, runs, tmp), encoding="utf-8")
@@ -228,6 +217,13 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _copy_results(source: Path, target: Path, indicator: str | None) -> None:
+    """A reused run's stored results come along with its pages."""
+    folder = source / (indicator or STUDY_LEVEL)
+    if folder.is_dir():
+        shutil.copytree(folder, target / folder.name, dirs_exist_ok=True)
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -273,19 +269,11 @@ def _manifest(study, study_path: Path, runs: list[Run], inputs: dict, seconds: f
 
 
 def _headline_rows(tmp: Path) -> str:
-    """The summary chapter's scorecard, read from its executed notebook's stored table."""
-    path = tmp / "summary.ipynb"
-    if not path.is_file():
+    """The summary chapter's scorecard, read from the results store."""
+    result = ResultsStore(tmp / "results").read("summary.scorecard", None)
+    if result is None:
         return ""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            data = out.get("data", {})
-            if "application/vnd.evaluation.scorecard+json" in data:
-                return _scorecard_html(data["application/vnd.evaluation.scorecard+json"])
-    return ""
+    return _scorecard_html(result.tables["scorecard"].to_dict("records"))
 
 
 def _scorecard_html(records: list[dict]) -> str:

@@ -1,15 +1,22 @@
-"""What each report chapter shows, computed here so that the notebooks stay thin.
+"""What each report chapter shows: the notebooks' one facade.
 
-A chapter notebook calls :func:`setup` with its parameters, then one function per
-section; each returns tables (DataFrames) and figures. No estimation happens in the
-notebooks themselves.
+A chapter notebook opens with :func:`open_chapter` (study, panel, analysis plan, figure
+style, title block) and then calls one function per section; each returns tables and
+figures, and :meth:`Context.show` / :meth:`Context.note` display them. No estimation and
+no display logic live in the notebooks.
+
+Every estimated section is a named result of the results store
+(:mod:`evaluation.report.store`): :meth:`Context.result` reads it when the store holds one
+made with the same analysis plan, inputs and code, and otherwise computes it once with
+the section's builder below and writes it. The summary chapter asks for the same named
+results, so its numbers are the chapters' numbers.
 """
 
 from __future__ import annotations
 
 import html
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +26,7 @@ from evaluation.data.frames import did_frame
 from evaluation.data.panel import Panel, PanelGapWarning, load_panel
 from evaluation.diagnostics.bacon import bacon_decomposition
 from evaluation.diagnostics.robustness import robustness_table
+from evaluation.diagnostics.sensitivity import honest_sensitivity
 from evaluation.estimators.did import effects_by_group, event_study, poisson_did, twfe
 from evaluation.estimators.its import (
     CovidPhase,
@@ -28,35 +36,130 @@ from evaluation.estimators.its import (
     segmented_regression,
 )
 from evaluation.estimators.staggered import callaway_santanna
+from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
+from evaluation.inference.few_clusters import (
+    placebo_in_space,
+    randomization_inference,
+    twfe_cr2,
+    wild_cluster_bootstrap,
+)
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
-from evaluation.report.scorecard import scorecard, sdid_standard_error
-from evaluation.results import tidy
+from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
 from evaluation.study.catalogue import Indicator
 from evaluation.study.config import Study, load_study
+from evaluation.study.plan import Settings
 
 TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
 
 
+@dataclass(frozen=True)
+class Chapter:
+    key: str
+    notebook: str
+    title_zh: str
+    title_en: str
+    per_indicator: bool
+
+
+CHAPTERS = (
+    Chapter("data_quality", "01_data_quality.ipynb", "数据质量", "Data quality", False),
+    Chapter("trends", "02_trends.ipynb", "趋势", "Trends", True),
+    Chapter("did", "03_did.ipynb", "双重差分", "Difference-in-differences", True),
+    Chapter("its", "04_its.ipynb", "中断时间序列", "Interrupted time series", True),
+    Chapter("robustness", "05_robustness.ipynb", "稳健性检验", "Robustness", True),
+    Chapter("summary", "06_summary.ipynb", "评估总结", "Assessment and summary", False),
+)
+CHAPTER_BY_KEY = {c.key: c for c in CHAPTERS}
+
+
 @dataclass
 class Context:
+    """One chapter run: the study, its resolved analysis plan, the panel, the indicator
+    (per-indicator chapters) and the results store."""
+
     study: Study
+    settings: Settings
     panel: Panel
     indicator: Indicator | None
-    fast: bool
+    store: ResultsStore
+    inputs: dict = field(default_factory=dict)
+    code: str = ""
+
+    @property
+    def fast(self) -> bool:
+        return self.settings.fast
 
     @property
     def frame(self) -> pd.DataFrame:
         return did_frame(self.panel, self.indicator)
 
     @property
-    def bootstrap_draws(self) -> int:
-        return 199 if self.fast else self.study.inference.wild_bootstrap_draws // 10
-
-    @property
     def covid_phases(self) -> list[CovidPhase]:
         return [CovidPhase(p.name, p.start, p.end) for p in self.study.covid.phases] \
             if self.study.covid.handling == "phases" else []
+
+    def for_indicator(self, indicator: Indicator) -> Context:
+        return Context(self.study, self.settings, self.panel, indicator, self.store, self.inputs, self.code)
+
+    def key(self, section: str) -> str:
+        return result_key(section, self.indicator.id if self.indicator else None, self.settings.as_dict(),
+                          self.inputs, self.code)
+
+    def result(self, section: str) -> Result:
+        """The named result: from the store when current, else computed once and stored."""
+        indicator = self.indicator.id if self.indicator else None
+        key = self.key(section)
+        stored = self.store.read(section, indicator, key)
+        if stored is not None:
+            return stored
+        result = SECTIONS[section](self)
+        result.key, result.settings = key, self.settings.as_dict()
+        self.store.write(result)
+        return self.store.read(section, indicator, key)
+
+    # ------------------------------------------------------------------ display: the one route
+    def show(self, *items) -> None:
+        """Display tables, figures and notes (text is escaped and shown as a note)."""
+        import matplotlib.pyplot as plt
+        from IPython.display import HTML, display
+
+        for item in items:
+            if isinstance(item, str):
+                display(HTML(f"<p>{html.escape(item)}</p>"))
+            elif hasattr(item, "savefig"):
+                display(item)
+                plt.close(item)
+            else:
+                display(item)
+
+    def note(self, key: str) -> None:
+        """A chapter's prose, with the settings it quotes rendered from the analysis plan."""
+        from IPython.display import HTML, display
+
+        *heading, zh, en = NOTES[key]
+        values = self.note_values()
+        title = f"<h2>{html.escape(heading[0])}</h2>" if heading else ""
+        display(HTML(f"{title}<p>{html.escape(zh.format(**values))}</p><p>{html.escape(en.format(**values))}</p>"))
+
+    def note_values(self) -> dict:
+        s = self.settings
+        out = {"alpha_pct": f"{100 * (1 - s.alpha):g}%", "few_pilots": s.few_pilots, "outlier_z": f"{s.outlier_z:g}",
+               "rm_values": ", ".join(f"{v:g}" for v in s.rm_values), "leads": s.pretrend_leads - 1,
+               "first_event": s.event_window[0], "last_event": s.event_window[1],
+               "draws_randomization": s.draws_randomization, "draws_wild_bootstrap": s.draws_wild_bootstrap,
+               "weights": s.wild_bootstrap_weights, "comparison_zh": COMPARISON_ZH[s.comparison],
+               "comparison_en": s.comparison.replace("_", "-")}
+        for name, count in (("phase_in", s.its_phase_in), ("placebo", s.placebo_shift),
+                            ("target_window", s.target_window), ("rm_post", s.rm_post_periods),
+                            ("rm_pre", s.rm_pre_periods), ("sd_post", s.sd_post_periods),
+                            ("sd_pre", s.sd_pre_periods)):
+            out[f"{name}_zh"], out[f"{name}_en"] = s.text(count)
+        out["unit_zh"], out["unit_en"] = s.text(1)[0].lstrip("1"), s.frequency
+        return out
+
+
+COMPARISON_ZH = {"never_treated": "从未试点乡镇", "not_yet_treated": "尚未试点乡镇"}
 
 
 def resolve_study_path(path: str | Path) -> Path:
@@ -67,10 +170,15 @@ def resolve_study_path(path: str | Path) -> Path:
     return (PROJECT_ROOT / p).resolve()
 
 
-def setup(study_path: str | Path, indicator: str | None = None, fast: bool = False) -> Context:
-    """Load the study and its panel, set the figure style; the indicator for per-indicator chapters."""
+def setup(study_path: str | Path, indicator: str | None = None, fast: bool = False,
+          results_dir: str | Path | None = None) -> Context:
+    """Load the study, its panel and resolved plan, and the store (default
+    ``outputs/<study>/results``); the indicator for per-indicator chapters."""
+    from evaluation.report.batch import input_hashes
+
     plots.setup_style()
-    study = load_study(resolve_study_path(study_path))
+    path = resolve_study_path(study_path)
+    study = load_study(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PanelGapWarning)  # the data-quality chapter lists gaps
         panel = load_panel(study)
@@ -83,7 +191,20 @@ def setup(study_path: str | Path, indicator: str | None = None, fast: bool = Fal
     pd.set_option("display.float_format", lambda v: f"{v:.4g}")
     pd.set_option("display.max_columns", 20)
     pd.set_option("display.width", 160)
-    return Context(study=study, panel=panel, indicator=chosen, fast=fast)
+    store = ResultsStore(Path(results_dir) if results_dir else study.output_dir / "results")
+    return Context(study=study, settings=study.settings(fast), panel=panel, indicator=chosen, store=store,
+                   inputs=input_hashes(path), code=code_hash())
+
+
+def open_chapter(chapter: str, study_path: str | Path, indicator: str | None = None, fast: bool = False,
+                 results_dir: str | Path | None = None) -> Context:
+    """The one call that opens a chapter: :func:`setup`, then the title block."""
+    from IPython.display import HTML, display
+
+    ch = CHAPTER_BY_KEY[chapter]
+    ctx = setup(study_path, indicator if ch.per_indicator else None, fast=fast, results_dir=results_dir)
+    display(HTML(header(ctx, ch.title_zh, ch.title_en)))
+    return ctx
 
 
 def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
@@ -103,21 +224,33 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
     return "\n".join(parts)
 
 
-def effects_table(effects) -> pd.DataFrame:
-    table = tidy(effects)
-    return table[[c for c in TABLE_COLUMNS if c in table.columns]].reset_index(drop=True)
+def effects_table(effects: pd.DataFrame, columns=TABLE_COLUMNS) -> pd.DataFrame:
+    """The columns of a tidy effects table that a chapter shows."""
+    return effects[[c for c in columns if c in effects.columns]].reset_index(drop=True)
+
+
+def _section(result: Result, name: str) -> pd.DataFrame:
+    return result.effects[result.effects["section"] == name].drop(columns="section").reset_index(drop=True)
+
+
+def _sections(**parts) -> pd.DataFrame:
+    """Several groups of effects in one tidy table, told apart by a ``section`` column."""
+    from evaluation.results import tidy
+
+    frames = [tidy(list(effects)).assign(section=name) for name, effects in parts.items()]
+    return pd.concat(frames, ignore_index=True)
 
 
 # ----------------------------------------------------------------------------- data quality
 
-def data_quality(ctx: Context) -> dict:
+def build_data_quality(ctx: Context) -> Result:
     """Coverage, missing cells, gaps and outlying values of every indicator."""
-    p = ctx.panel
-    summary = pd.Series({k: v for k, v in p.summary().items()
-                         if k in ("counties", "townships", "pilot_townships", "comparison_townships",
-                                  "first_period", "last_period", "periods", "rows")}, name="value").to_frame()
+    p, z = ctx.panel, ctx.settings.outlier_z
+    summary = pd.DataFrame([{"item": k, "value": str(v)} for k, v in p.summary().items()
+                            if k in ("counties", "townships", "pilot_townships", "comparison_townships",
+                                     "first_period", "last_period", "periods", "rows")])
     pilots = p.pilots.groupby(["cohort", "model"]).size().rename("townships").reset_index()
-    missing = p.missing_cells().rename("missing_cells").to_frame()
+    missing = p.missing_cells().rename("missing_cells").rename_axis("column").reset_index()
     missing["share"] = missing["missing_cells"] / len(p.data)
     outliers = []
     for ind in ctx.study.selected_indicators():
@@ -126,56 +259,123 @@ def data_quality(ctx: Context) -> dict:
         mad = (v - med).abs().groupby(p.data["township_id"]).transform("median")
         robust_z = (v - med) / (1.4826 * mad.replace(0, np.nan))
         outliers.append({"indicator": ind.id, "name_zh": ind.name_zh, "cells": int(v.notna().sum()),
-                         "outlying_cells_|z|>5": int((robust_z.abs() > 5).sum()),
+                         "outlying_cells": int((robust_z.abs() > z).sum()),
                          "min": float(v.min()), "median": float(v.median()), "max": float(v.max())})
     gaps = p.gaps if len(p.gaps) else pd.DataFrame({"township_id": [], "missing_periods": []})
-    return {"summary": summary, "pilots": pilots, "missing": missing, "gaps": gaps,
-            "outliers": pd.DataFrame(outliers)}
+    return make_result("data_quality", None, tables={
+        "summary": summary, "pilots": pilots, "missing": missing, "gaps": gaps, "outliers": pd.DataFrame(outliers)})
+
+
+def data_quality(ctx: Context) -> dict:
+    tables = ctx.result("data_quality").tables
+    out = dict(tables)
+    out["summary"] = tables["summary"].set_index("item")
+    out["missing"] = tables["missing"].set_index("column")
+    out["outliers"] = tables["outliers"].rename(columns={"outlying_cells": f"outlying_cells_|z|>{ctx.settings.outlier_z:g}"})
+    return out
 
 
 # ----------------------------------------------------------------------------- trends
 
+def build_trends(ctx: Context) -> Result:
+    """The indicator of pilot and non-pilot townships by period (pooled), before and after
+    the first pilot start, and over the plan's target window (the last periods)."""
+    ind, d, w = ctx.indicator, ctx.panel.data, ctx.settings.target_window
+    series = pd.DataFrame({
+        "period": [str(p) for p in indicator_series(ctx.panel, ind, "pilots").index],
+        "pilot": indicator_series(ctx.panel, ind, "pilots")["value"].to_numpy(),
+        "comparison": indicator_series(ctx.panel, ind, "comparison")["value"].to_numpy()})
+    first_start = d.loc[d["treated"] == 1, "first_treat"].min()
+    period = np.where(d["time"] < first_start, "before the first pilot", "after the first pilot start")
+    before_after = ind.aggregate(d.assign(period_group=period, group=np.where(d["treated"] == 1, "pilot", "non-pilot")),
+                                 ["group", "period_group"]).unstack().reset_index()
+    recent = ind.aggregate(d[d["time"] > d["time"].max() - w], "treated")
+    pilot_level, comparison_level = float(recent.loc[1]), float(recent.loc[0])
+    values = {"pilot_recent": pilot_level, "comparison_recent": comparison_level, "target_window": w,
+              "target": ind.target.value if ind.target else None,
+              "pilot_meets_target": bool(ind.meets_target(pilot_level)) if ind.target else None,
+              "comparison_meets_target": bool(ind.meets_target(comparison_level)) if ind.target else None}
+    return make_result("trends", ind.id, tables={"series": series, "before_after": before_after}, values=values)
+
+
 def trends(ctx: Context):
-    ind = ctx.indicator
-    series = {"试点乡镇 / pilot townships": indicator_series(ctx.panel, ind, "pilots")["value"],
-              "非试点乡镇 / non-pilot townships": indicator_series(ctx.panel, ind, "comparison")["value"]}
+    res = ctx.result("trends")
+    ind, s = ctx.indicator, res.tables["series"]
+    index = pd.PeriodIndex(s["period"], freq=ctx.panel.periods.freq)
+    series = {"试点乡镇 / pilot townships": pd.Series(s["pilot"].to_numpy(), index=index),
+              "非试点乡镇 / non-pilot townships": pd.Series(s["comparison"].to_numpy(), index=index)}
     starts = sorted(ctx.panel.pilots["cohort"].unique())
-    fig_ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None)
-    d = ctx.panel.data
-    period = np.where(d["time"] < d.loc[d["treated"] == 1, "first_treat"].min(), "before the first pilot",
-                      "after the first pilot start")
-    table = ind.aggregate(d.assign(period_group=period, group=np.where(d["treated"] == 1, "pilot", "non-pilot")),
-                          ["group", "period_group"]).unstack()
-    return fig_ax, table
+    ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None)
+    return ax.figure, res.tables["before_after"].set_index("group")
 
 
 # ----------------------------------------------------------------------------- DiD
 
-def did(ctx: Context) -> dict:
-    d, ind, seed = ctx.frame, ctx.indicator, ctx.study.inference.seed
-    cluster = "county" if ctx.study.inference.cluster == "county" else "township_id"
+def build_callaway_santanna(ctx: Context) -> Result:
+    """Callaway-Sant'Anna against the plan's comparison group: the simple ATT (the
+    headline), by cohort, and by event time over the plan's event window with a uniform band."""
+    d, ind, s = ctx.frame, ctx.indicator, ctx.settings
     keys = dict(outcome="value", unit="township_id", time="time")
-    out = {}
-    out["twfe"] = effects_table(twfe(d, treatment="post", cluster=cluster, indicator=ind.id, **keys))
-    cs = callaway_santanna(d, first_treat="first_treat", seed=seed, indicator=ind.id, **keys)
-    out["cs_simple"] = effects_table(cs.aggregate("simple"))
-    out["cs_cohort"] = _cohort_labels(effects_table(cs.aggregate("group")), ctx)
-    dynamic = cs.aggregate("dynamic", min_e=-12, max_e=24, bootstrap=ctx.bootstrap_draws)
-    out["cs_dynamic_plot"] = dynamic.plot_data
-    out["uniform_critical_value"] = dynamic.diagnostics.get("uniform_critical_value")
-    es = event_study(d, first_treat="first_treat", leads=3, lags=24, cluster=cluster, indicator=ind.id, **keys)
-    out["event_study"] = es
-    out["pretrend"] = pd.Series({"leads tested": es.diagnostics.get("pretrend_df"),
-                                 "F": es.diagnostics.get("pretrend_F"), "p-value": es.diagnostics.get("pretrend_p")})
-    dec = bacon_decomposition(d, first_treat="first_treat", **keys)
-    out["bacon"] = dec.by_comparison()
-    out["bacon_twfe"] = dec.twfe
-    out["by_model_and_cohort"] = effects_table(effects_by_group(d, treatment="post", by=["model", "cohort"],
-                                                                cluster=cluster, indicator=ind.id, **keys))
+    cs = callaway_santanna(d, first_treat="first_treat", control_group=s.comparison, seed=s.seed, alpha=s.alpha,
+                           indicator=ind.id, **keys)
+    simple = cs.aggregate("simple")
+    dynamic = cs.aggregate("dynamic", min_e=s.event_window[0], max_e=s.event_window[1], bootstrap=s.draws_uniform_band)
+    att = simple.get("att")
+    treated_post_mean = float(d.loc[d["post"] == 1, "value"].mean())
+    return make_result("did.callaway_santanna", ind.id,
+                       _sections(simple=simple, cohort=cs.aggregate("group"), dynamic=dynamic),
+                       tables={"dynamic_plot": dynamic.plot_data},
+                       values={"uniform_critical_value": dynamic.diagnostics.get("uniform_critical_value"),
+                               "treated_post_mean": treated_post_mean,
+                               "counterfactual_mean": treated_post_mean - att.estimate,
+                               "n_townships": int(d["township_id"].nunique())})
+
+
+def build_event_study(ctx: Context) -> Result:
+    """TWFE event study (leads and lags binned at the ends) with its pre-trend Wald test."""
+    d, ind, s = ctx.frame, ctx.indicator, ctx.settings
+    es = event_study(d, outcome="value", unit="township_id", time="time", first_treat="first_treat",
+                     leads=s.pretrend_leads, lags=s.event_window[1], cluster=s.cluster, alpha=s.alpha,
+                     indicator=ind.id)
+    return make_result("did.event_study", ind.id, es, tables={"plot": es.plot_data},
+                       values={"pretrend_df": es.diagnostics.get("pretrend_df"),
+                               "pretrend_F": es.diagnostics.get("pretrend_F"),
+                               "pretrend_p": es.diagnostics.get("pretrend_p")})
+
+
+def build_twfe(ctx: Context) -> Result:
+    """TWFE, its Goodman-Bacon decomposition, effects by subgroup and (counts) Poisson DiD."""
+    d, ind, s = ctx.frame, ctx.indicator, ctx.settings
+    keys = dict(outcome="value", unit="township_id", time="time")
+    parts = {"twfe": twfe(d, treatment="post", cluster=s.cluster, alpha=s.alpha, indicator=ind.id, **keys)}
+    if s.subgroups:
+        parts["subgroups"] = effects_by_group(d, treatment="post", by=list(s.subgroups), cluster=s.cluster,
+                                              alpha=s.alpha, indicator=ind.id, **keys)
     if ind.model_family in ("poisson_offset", "poisson", "binomial"):
         exposure = {"poisson_offset": "population", "binomial": "denominator", "poisson": None}[ind.model_family]
-        out["poisson"] = effects_table(poisson_did(d, "numerator", "township_id", "time", "post", exposure=exposure,
-                                                   cluster=cluster, indicator=ind.id))
+        parts["poisson"] = poisson_did(d, "numerator", "township_id", "time", "post", exposure=exposure,
+                                       cluster=s.cluster, alpha=s.alpha, indicator=ind.id)
+    dec = bacon_decomposition(d, first_treat="first_treat", **keys)
+    return make_result("did.twfe", ind.id, _sections(**parts), tables={"bacon": dec.by_comparison().reset_index()},
+                       values={"bacon_twfe": dec.twfe})
+
+
+def did(ctx: Context) -> dict:
+    cs, es, tw = ctx.result("did.callaway_santanna"), ctx.result("did.event_study"), ctx.result("did.twfe")
+    v = es.values
+    out = {"cs_simple": effects_table(_section(cs, "simple")),
+           "cs_cohort": _cohort_labels(effects_table(_section(cs, "cohort")), ctx),
+           "cs_dynamic_plot": cs.tables["dynamic_plot"],
+           "uniform_critical_value": cs.values["uniform_critical_value"],
+           "event_study_plot": es.tables["plot"],
+           "pretrend": pd.Series({"leads tested": v["pretrend_df"], "F": v["pretrend_F"], "p-value": v["pretrend_p"]}),
+           "twfe": effects_table(_section(tw, "twfe")),
+           "bacon": tw.tables["bacon"].set_index(tw.tables["bacon"].columns[0]),
+           "bacon_twfe": tw.values["bacon_twfe"]}
+    if (tw.effects["section"] == "subgroups").any():
+        out["by_model_and_cohort"] = effects_table(_section(tw, "subgroups"))
+    if (tw.effects["section"] == "poisson").any():
+        out["poisson"] = effects_table(_section(tw, "poisson"))
     return out
 
 
@@ -191,159 +391,335 @@ def _cohort_labels(table: pd.DataFrame, ctx: Context) -> pd.DataFrame:
 def did_figures(result: dict, ctx: Context):
     ax1 = plots.event_study(result["cs_dynamic_plot"], ctx.indicator,
                             title="Callaway-Sant'Anna 事件研究 / event study", band=True)
-    ax2 = plots.event_study(result["event_study"].plot_data, ctx.indicator, title="TWFE 事件研究 / event study")
-    return ax1, ax2
+    ax2 = plots.event_study(result["event_study_plot"], ctx.indicator, title="TWFE 事件研究 / event study")
+    return ax1.figure, ax2.figure
 
 
 # ----------------------------------------------------------------------------- ITS
 
-def its(ctx: Context) -> dict:
-    """Segmented regression of the earliest cohort's series (12-month phase-in left out),
+def build_its(ctx: Context) -> Result:
+    """Segmented regression of the earliest cohort's series (the plan's phase-in left out),
     controlled ITS against the non-pilot townships, and one ITS per pilot township."""
-    ind = ctx.indicator
+    ind, s = ctx.indicator, ctx.settings
     first_cohort = sorted(ctx.panel.pilots["cohort"].unique())[0]
     ids = ctx.panel.pilots.loc[ctx.panel.pilots["cohort"] == first_cohort, "township_id"].tolist()
-    series = indicator_series(ctx.panel, ind, ids, weighting="mean")
-    options = dict(covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling, indicator=ind.id)
-    fit = segmented_regression(series, "value", first_cohort, transition=12, errors="arima", **options)
-    control = indicator_series(ctx.panel, ind, "comparison", weighting="mean")
+    series = indicator_series(ctx.panel, ind, ids, weighting=s.its_series)
+    options = dict(covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling, indicator=ind.id,
+                   frequency=ctx.study.frequency, alpha=s.alpha)
+    fit = segmented_regression(series, "value", first_cohort, transition=s.its_phase_in, errors=s.its_errors,
+                               horizons=s.its_horizons, **options)
+    control = indicator_series(ctx.panel, ind, "comparison", weighting=s.its_series)
     cits = controlled_its(series, control, "value", first_cohort, horizons=(), **options)
-    by_town = its_by_township(ctx.panel, ind, transition=12, errors="conventional", horizons=(12,),
-                              covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling)
-    per_township = effects_table([e for f in by_town.values() for e in f.effects if e.estimand == "level_change"])
-    per_township.insert(0, "township_id", list(by_town))
-    return {"cohort": first_cohort, "fit": fit, "table": effects_table(fit), "diagnostics": pd.Series(
-        {k: v for k, v in fit.diagnostics.items() if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p")}),
-        "controlled": effects_table(cits), "per_township": per_township}
+    by_town = its_by_township(ctx.panel, ind, transition=s.its_phase_in, errors=s.its_township_errors,
+                              horizons=s.its_township_horizons, covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling,
+                              frequency=ctx.study.frequency, alpha=s.alpha)
+    per_township = [e for f in by_town.values() for e in f.effects if e.estimand == "level_change"]
+    plot = fit.plot_data.copy()
+    plot.insert(0, "period", plot.index.astype(str))
+    diagnostics = {k: v for k, v in fit.diagnostics.items()
+                   if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p")}
+    return make_result("its", ind.id, _sections(fit=fit, controlled=cits, per_township=per_township),
+                       tables={"plot": plot.reset_index(drop=True),
+                               "per_township_ids": pd.DataFrame({"township_id": list(by_town)})},
+                       values={"cohort": str(first_cohort), "diagnostics": diagnostics})
+
+
+def its(ctx: Context) -> dict:
+    res = ctx.result("its")
+    per_township = effects_table(_section(res, "per_township"))
+    per_township.insert(0, "township_id", res.tables["per_township_ids"]["township_id"].astype(str).to_numpy())
+    plot = res.tables["plot"].copy()
+    plot.index = pd.PeriodIndex(plot.pop("period"), freq=ctx.panel.periods.freq)
+    figure = plots.interrupted_series(plot, ctx.indicator).figure
+    return {"cohort": res.values["cohort"], "figure": figure, "table": effects_table(_section(res, "fit")),
+            "diagnostics": pd.Series(res.values["diagnostics"]),
+            "controlled": effects_table(_section(res, "controlled")), "per_township": per_township}
 
 
 # ----------------------------------------------------------------------------- robustness
 
-def robustness(ctx: Context) -> pd.DataFrame:
-    covid = ctx.study.covid_periods()
-    return effects_table(robustness_table(ctx.frame, covid_periods=covid, seed=ctx.study.inference.seed))
+def build_robustness_checks(ctx: Context) -> Result:
+    """Comparison groups, COVID-19 months dropped, the placebo start, leave one pilot out."""
+    s = ctx.settings
+    effects = robustness_table(ctx.frame, covid_periods=ctx.study.covid_periods(), shift=s.placebo_shift,
+                               seed=s.seed, alpha=s.alpha)
+    return make_result("robustness.checks", ctx.indicator.id, effects)
 
 
-def inference_comparison(ctx: Context) -> pd.DataFrame:
-    """The TWFE DiD coefficient under every inference method: which p-value to trust with
-    few pilots (randomization inference or the wild cluster bootstrap; CR1 over-rejects)."""
-    from evaluation.inference.few_clusters import (
-        placebo_in_space,
-        randomization_inference,
-        twfe_cr2,
-        wild_cluster_bootstrap,
-    )
+def build_randomization(ctx: Context) -> Result:
+    """Randomization inference of the TWFE coefficient (permuting pilot histories): the
+    recommended test with few pilots, shown in the robustness chapter and the summary."""
+    s = ctx.settings
+    ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
+                                 first_treat="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
+                                 indicator=ctx.indicator.id)
+    return make_result("robustness.randomization", ctx.indicator.id, ri)
 
-    d, inf = ctx.frame, ctx.study.inference
-    keys = dict(outcome="value", unit="township_id", time="time")
-    draws_ri = 199 if ctx.fast else inf.permutations
-    draws_wb = 999 if ctx.fast else inf.wild_bootstrap_draws
+
+def build_inference(ctx: Context) -> Result:
+    """The TWFE DiD coefficient under the other inference methods (clustered CR1 and CR2,
+    wild cluster bootstrap, placebo in space)."""
+    d, s = ctx.frame, ctx.settings
+    keys = dict(outcome="value", unit="township_id", time="time", alpha=s.alpha, indicator=ctx.indicator.id)
     effects = [
-        twfe(d, treatment="post", **keys).effects[0],
-        twfe_cr2(d, treatment="post", **keys).effects[0],
-        wild_cluster_bootstrap(d, treatment="post", draws=draws_wb, weights="webb", seed=inf.seed, **keys).effects[0],
-        randomization_inference(d, first_treat="first_treat", draws=draws_ri, seed=inf.seed, **keys).effects[0],
+        twfe(d, treatment="post", cluster=s.cluster, **keys).effects[0],
+        twfe_cr2(d, treatment="post", cluster=s.cluster, **keys).effects[0],
+        wild_cluster_bootstrap(d, treatment="post", cluster=s.cluster, draws=s.draws_wild_bootstrap,
+                               weights=s.wild_bootstrap_weights, seed=s.seed, **keys).effects[0],
         placebo_in_space(d, first_treat="first_treat", **keys).effects[0],
     ]
-    table = effects_table(effects)
-    table.insert(0, "inference", [e.inference for e in effects])
-    return table.drop(columns=["method", "estimand", "term"])
+    return make_result("robustness.inference", ctx.indicator.id, effects)
 
 
-def synthetic_designs(ctx: Context) -> dict:
-    """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
-    township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
-    from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
+def sdid_standard_error(d: pd.DataFrame, choice: str = "auto") -> str:
+    """``auto``: jackknife (weights fixed: cheap) when every cohort has two or more pilots, else placebo."""
+    if choice != "auto":
+        return choice
+    sizes = d.loc[d["first_treat"] > 0].groupby("first_treat")["township_id"].nunique()
+    return "jackknife" if len(sizes) and sizes.min() >= 2 else "placebo"
 
-    d, inf = ctx.frame, ctx.study.inference
+
+def build_synthetic_did(ctx: Context) -> Result:
+    """Synthetic DiD (Arkhangelsky et al. 2021), overall and by cohort."""
+    d, s = ctx.frame, ctx.settings
+    sdid = synthetic_did(d, outcome="value", unit="township_id", time="time", first_treat="first_treat",
+                         se=sdid_standard_error(d, s.synthetic_did_inference), replications=s.draws_synthetic_did,
+                         seed=s.seed, alpha=s.alpha, indicator=ctx.indicator.id)
+    return make_result("robustness.synthetic_did", ctx.indicator.id, sdid)
+
+
+def build_synthetic_control(ctx: Context) -> Result:
+    """A synthetic control for each pilot township with its placebo-in-space rank."""
+    d, s = ctx.frame, ctx.settings
     keys = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
-    sdid = synthetic_did(d, **keys, se=sdid_standard_error(d), replications=50 if ctx.fast else 200, seed=inf.seed,
-                         alpha=inf.alpha, indicator=ctx.indicator.id)
-    labels = d.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
-    sdid_table = effects_table(sdid)
-    sdid_table["term"] = [f"cohort {labels[float(t[2:])]}" if t else "" for t in sdid_table["term"]]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorPreFitWarning)
-        sc = synthetic_control_by_pilot(d, **keys, alpha=inf.alpha, indicator=ctx.indicator.id)
+        sc = synthetic_control_by_pilot(d, **keys, alpha=s.alpha, indicator=ctx.indicator.id)
     names = d.drop_duplicates("township_id").set_index("township_id")["township_name"]
     per_pilot = pd.DataFrame([{
         "township_id": pilot, "township_name": names[pilot], "att": fit.effects[0].estimate,
         "ci_low": fit.effects[0].ci_low, "ci_high": fit.effects[0].ci_high, "rank_p": fit.effects[0].p_value,
         "pre_rmspe": fit.diagnostics["pre_rmspe"], "rmspe_ratio": fit.diagnostics["rmspe_ratio"],
         "poor_pre_fit": fit.diagnostics["poor_pre_fit"]} for pilot, fit in sc.model.items()])
-    return {"sdid": sdid_table, "per_pilot": per_pilot,
-            "fits": {f"{k} {names[k]}": v for k, v in sc.model.items()},
-            "warnings": [str(w.message) for w in caught if issubclass(w.category, PoorPreFitWarning)]}
+    gaps = []
+    for pilot, fit in sc.model.items():
+        start = fit.plot_data.loc[fit.plot_data["post"], "period"].min()
+        gaps.append(fit.plot_data[["period", "gap"]].assign(pilot=pilot, township=pilot, placebo=False, start=start))
+        gaps.append(fit.diagnostics["placebo_gaps"][["township", "period", "gap"]].assign(
+            pilot=pilot, placebo=True, start=start))
+    return make_result("robustness.synthetic_control", ctx.indicator.id, sc, tables={
+        "per_pilot": per_pilot, "gaps": pd.concat(gaps, ignore_index=True)},
+        values={"warnings": [str(w.message) for w in caught if issubclass(w.category, PoorPreFitWarning)]})
+
+
+def _sensitivity_input(ctx: Context):
+    """Callaway-Sant'Anna event times with a universal base period, long enough for both bounds."""
+    s = ctx.settings
+    first = -max(s.rm_pre_periods + 1, s.sd_pre_periods) - 1
+    last = max(s.rm_post_periods, s.sd_post_periods) - 1
+    return callaway_santanna(ctx.frame, "value", "township_id", "time", "first_treat", control_group=s.comparison,
+                             base_period="universal", alpha=s.alpha).aggregate("dynamic", min_e=first, max_e=last)
+
+
+def build_smoothness(ctx: Context) -> Result:
+    """Honest confidence sets under smoothness bounds (Rambachan and Roth 2023) for the mean
+    effect of the first post periods; M = 0 continues the pre-period's linear trend."""
+    s = ctx.settings
+    values = s.sd_values if isinstance(s.sd_values, str) else sorted({0.0, *s.sd_values})
+    fit = honest_sensitivity(_sensitivity_input(ctx), bound="smoothness", max_pre=s.sd_pre_periods - 1,
+                             max_post=s.sd_post_periods - 1, l_post=np.full(s.sd_post_periods, 1 / s.sd_post_periods),
+                             values=values, alpha=s.alpha, indicator=ctx.indicator.id)
+    return make_result("robustness.smoothness", ctx.indicator.id, fit, tables={"plot": fit.plot_data},
+                       values={"breakdown": fit.diagnostics["breakdown"]})
+
+
+def build_relative_magnitude(ctx: Context) -> Result:
+    """Honest confidence sets under relative-magnitude bounds for the mean effect of the
+    first post periods."""
+    s = ctx.settings
+    fit = honest_sensitivity(_sensitivity_input(ctx), bound="relative_magnitude", max_pre=s.rm_pre_periods,
+                             max_post=s.rm_post_periods - 1, l_post=np.full(s.rm_post_periods, 1 / s.rm_post_periods),
+                             values=list(s.rm_values), alpha=s.alpha, seed=s.seed, indicator=ctx.indicator.id)
+    return make_result("robustness.relative_magnitude", ctx.indicator.id, fit, tables={"plot": fit.plot_data},
+                       values={"breakdown": fit.diagnostics["breakdown"]})
+
+
+def robustness(ctx: Context) -> pd.DataFrame:
+    return effects_table(ctx.result("robustness.checks").effects)
+
+
+def inference_comparison(ctx: Context) -> pd.DataFrame:
+    """The TWFE DiD coefficient under every inference method: which p-value to trust with
+    few pilots (randomization inference or the wild cluster bootstrap; CR1 over-rejects)."""
+    rows = pd.concat([ctx.result("robustness.inference").effects.iloc[:3],
+                      ctx.result("robustness.randomization").effects,
+                      ctx.result("robustness.inference").effects.iloc[3:]], ignore_index=True)
+    table = effects_table(rows, ["inference", *TABLE_COLUMNS])
+    return table.drop(columns=["method", "estimand", "term"])
+
+
+def synthetic_designs(ctx: Context) -> dict:
+    """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
+    township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
+    sdid, sc = ctx.result("robustness.synthetic_did"), ctx.result("robustness.synthetic_control")
+    labels = ctx.frame.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
+    sdid_table = effects_table(sdid.effects)
+    sdid_table["term"] = [f"cohort {labels[float(t[2:])]}" if isinstance(t, str) and t else ""
+                          for t in sdid_table["term"].fillna("")]
+    per_pilot = sc.tables["per_pilot"].copy()
+    per_pilot["township_id"] = per_pilot["township_id"].astype(str)
+    return {"sdid": sdid_table, "per_pilot": per_pilot, "gaps": sc.tables["gaps"], "warnings": sc.values["warnings"]}
 
 
 def synthetic_control_figure(res: dict, ctx: Context):
     """Each pilot's gap to its synthetic twin over the placebo gaps (see :func:`synthetic_designs`)."""
-    return plots.synthetic_control_gaps(res["fits"], ctx.indicator)
+    names = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["township_name"], strict=True))
+    p = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["rank_p"], strict=True))
+    return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p)
 
 
 def parallel_trends_sensitivity(ctx: Context) -> dict:
-    """Honest confidence sets (Rambachan and Roth 2023) from the Callaway-Sant'Anna event
-    times (universal base period): relative magnitudes for the average effect of the first
-    3 months after the start (3 pre-periods before the reference month), and smoothness
-    bounds for the average of the first 12 months (12 pre-periods, to fit the trend)."""
-    from evaluation.diagnostics.sensitivity import honest_sensitivity
-
-    d, alpha = ctx.frame, ctx.study.inference.alpha
-    dyn = callaway_santanna(d, "value", "township_id", "time", "first_treat", base_period="universal",
-                            alpha=alpha).aggregate("dynamic", min_e=-13, max_e=11)
-    rm = honest_sensitivity(dyn, bound="relative_magnitude", max_pre=3, max_post=2, l_post=np.full(3, 1 / 3),
-                            values=[0.5, 1.0, 2.0], alpha=alpha, seed=ctx.study.inference.seed or 0,
-                            indicator=ctx.indicator.id)
-    sd = honest_sensitivity(dyn, bound="smoothness", max_pre=11, max_post=11, l_post=np.full(12, 1 / 12),
-                            values="around_breakdown", alpha=alpha, indicator=ctx.indicator.id)
+    """Relative magnitudes and smoothness bounds (Rambachan and Roth 2023), breakdown values."""
+    rm, sd = ctx.result("robustness.relative_magnitude"), ctx.result("robustness.smoothness")
+    v = ctx.note_values()
     table = pd.concat([
-        rm.tidy().assign(theta="前3个月平均效果 / mean effect, months 0-2"),
-        sd.tidy().assign(theta="前12个月平均效果 / mean effect, months 0-11")], ignore_index=True)
+        rm.effects.assign(theta=f"前{v['rm_post_zh']}平均效果 / mean effect, first {v['rm_post_en']}"),
+        sd.effects.assign(theta=f"前{v['sd_post_zh']}平均效果 / mean effect, first {v['sd_post_en']}")],
+        ignore_index=True)
     table = table[["theta", "term", "estimate", "ci_low", "ci_high", "method"]]
-    breakdown = pd.Series({"relative magnitudes: Mbar": rm.diagnostics["breakdown"],
-                           "smoothness: M": sd.diagnostics["breakdown"]}, name="breakdown")
-    return {"table": table, "breakdown": breakdown, "fits": (rm, sd)}
+    breakdown = pd.Series({"relative magnitudes: Mbar": rm.values["breakdown"],
+                           "smoothness: M": sd.values["breakdown"]}, name="breakdown")
+    return {"table": table, "breakdown": breakdown, "results": (rm, sd)}
 
 
 def sensitivity_figure(res: dict, ctx: Context):
-    rm, sd = res["fits"]
-    return plots.sensitivity([rm, sd], ctx.indicator, ["相对幅度 relative magnitudes, 0-2月",
-                                                       "平滑度 smoothness, 0-11月"])
+    rm, sd = res["results"]
+    v = ctx.note_values()
+    return plots.sensitivity([(rm.tables["plot"], rm.values["breakdown"]), (sd.tables["plot"], sd.values["breakdown"])],
+                             ctx.indicator, [f"相对幅度 relative magnitudes, {v['rm_post_en']}",
+                                             f"平滑度 smoothness, {v['sd_post_en']}"])
 
 
 # ----------------------------------------------------------------------------- summary
 
-SCORECARD_COLUMNS = ["name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "ri_p_value", "relative_pct", "target",
-                     "pilot_last12", "comparison_last12", "pilot_meets_target", "comparison_meets_target",
-                     "n_pilots", "pretrend_p"]
-
-
-SCORECARD_HEADERS = {
-    "name_zh": "指标", "name_en": "Indicator", "att": "效果 ATT", "ci_low": "95% CI 下限", "ci_high": "95% CI 上限",
-    "p_value": "p (解析 analytic)", "ri_p_value": "p (随机化 RI)", "relative_pct": "相对变化 %", "target": "目标 target", "pilot_last12": "试点近12月",
-    "comparison_last12": "非试点近12月", "pilot_meets_target": "试点达标", "comparison_meets_target": "非试点达标",
-    "n_pilots": "试点数", "pretrend_p": "前趋势检验 p"}
-
-
-def show_scorecard(card: pd.DataFrame) -> None:
-    """Display the scorecard, with a machine-readable copy that the index page reads."""
-    from IPython.display import display
-
-    columns = ["indicator", "name_zh", "name_en", "att", "ci_low", "ci_high", "p_value", "ri_p_value", "p_recommended",
-               "recommended_test", "n_pilots", "improved", "worsened", "mixed"]
-    records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-               for row in card[columns].to_dict("records")]
-    table = card.set_index("indicator")[SCORECARD_COLUMNS]
-    readable = table.rename(columns=SCORECARD_HEADERS).set_index(["指标", "Indicator"])
-    display({"application/vnd.evaluation.scorecard+json": records,
-             "text/plain": table.to_string(float_format=lambda v: f"{v:.4g}"),
-             "text/html": readable.to_html(escape=True, float_format=lambda v: f"{v:.4g}", na_rep="—")},
-            raw=True)
-
-
 def summary(ctx: Context) -> dict:
-    card = scorecard(ctx.panel, ctx.study.selected_indicators(), seed=ctx.study.inference.seed,
-                     alpha=ctx.study.inference.alpha)
+    """The scorecard over every indicator, read from the chapters' stored results."""
+    from evaluation.report.scorecard import SCORECARD_HEADERS, SCORECARD_SECTIONS, scorecard
+
+    results = {ind.id: {section: ctx.for_indicator(ind).result(section) for section in SCORECARD_SECTIONS}
+               for ind in ctx.study.selected_indicators()}
+    card = scorecard(ctx.study.selected_indicators(), results, ctx.settings)
     card["label"] = card["name_zh"] + " / " + card["name_en"]
-    return {"scorecard": card, "table": card.set_index("indicator")[SCORECARD_COLUMNS],
-            "verdicts": card[["indicator", "verdict_zh", "verdict_en"]]}
+    result = make_result("summary.scorecard", None, tables={"scorecard": card})
+    result.key, result.settings = ctx.key("summary.scorecard"), ctx.settings.as_dict()
+    ctx.store.write(result)
+    table = card.set_index("indicator")[list(SCORECARD_HEADERS)]
+    recent_zh, recent_en = ctx.settings.text(ctx.settings.target_window)
+    headers = {**SCORECARD_HEADERS, "pilot_recent": f"试点近{recent_zh}", "comparison_recent": f"非试点近{recent_zh}"}
+    readable = table.rename(columns=headers).set_index(["指标", "Indicator"])
+    return {"scorecard": card, "table": readable, "verdicts": card[["indicator", "verdict_zh", "verdict_en"]],
+            "recent": (recent_zh, recent_en)}
+
+
+def forest_figure(res: dict):
+    """Relative effects with their intervals, one row per indicator."""
+    return plots.forest(res["scorecard"]).figure
+
+
+def verdict_notes(res: dict):
+    """The verdicts as one HTML list (every string escaped)."""
+    from IPython.display import HTML
+
+    items = "".join(f"<li>{html.escape(r.verdict_zh)}<br>{html.escape(r.verdict_en)}</li>"
+                    for r in res["verdicts"].itertuples())
+    return HTML(f"<h2>结论 / Verdicts</h2><ul>{items}</ul>")
+
+
+# ----------------------------------------------------------------------------- registry and prose
+
+SECTIONS = {
+    "data_quality": build_data_quality,
+    "trends": build_trends,
+    "did.callaway_santanna": build_callaway_santanna,
+    "did.event_study": build_event_study,
+    "did.twfe": build_twfe,
+    "its": build_its,
+    "robustness.checks": build_robustness_checks,
+    "robustness.randomization": build_randomization,
+    "robustness.inference": build_inference,
+    "robustness.synthetic_did": build_synthetic_did,
+    "robustness.synthetic_control": build_synthetic_control,
+    "robustness.smoothness": build_smoothness,
+    "robustness.relative_magnitude": build_relative_magnitude,
+}
+
+NOTES = {
+    "data_quality": (
+        "面板的覆盖范围、试点构成、缺失单元格、缺期和异常值。异常值按乡镇内稳健z值（|z| > {outlier_z}）计数，仅供核查，不做删除。",
+        "Coverage of the panel, the pilots, missing cells, missing periods and outlying values (robust z-score "
+        "within the township above {outlier_z}: counted for checking, never removed)."),
+    "trends": (
+        "试点乡镇与非试点乡镇的指标走势（合并计算），虚线为各批试点开始时间，绿色虚线为政策目标。",
+        "The indicator in pilot and non-pilot townships (pooled), with the pilot starts (dotted) and the policy "
+        "target (dashed)."),
+    "did": (
+        "推荐估计：Callaway–Sant'Anna 组别-时间效果（以{comparison_zh}为对照），适用于分批试点且效果随时间变化的情形。",
+        "Recommended estimate: Callaway and Sant'Anna group-time effects against {comparison_en} townships, valid "
+        "when pilots start at different times and effects grow."),
+    "event_study": (
+        "事件研究（事件时间 {first_event} 至 {last_event}）：试点开始前的系数应接近0（平行趋势），之后的系数显示效果如何随时间累积。"
+        "阴影为一致置信带。前趋势检验为TWFE事件研究中 {leads} 个前导期系数的联合检验。",
+        "Event study (event times {first_event} to {last_event}): coefficients before the start should be near 0 "
+        "(parallel trends); after it they show how the effect builds up. The shaded area is the uniform band. The "
+        "pre-trend test is the joint test of the TWFE event study's {leads} leads."),
+    "twfe": (
+        "双向固定效应（TWFE）及其 Goodman-Bacon 分解：当“已试点乡镇作对照”的比较权重较大且效果随时间增长时，TWFE 会偏低。",
+        "Two-way fixed effects and its Goodman-Bacon decomposition: when comparisons that use already-treated "
+        "townships as controls carry weight and effects grow, TWFE is biased down."),
+    "its": (
+        "最早一批试点乡镇的指标序列，分段回归：季节、春节、新冠阶段，试点后{phase_in_zh}过渡期不纳入拟合。",
+        "The earliest cohort's series, segmented regression with seasonality, the Spring Festival and COVID-19 "
+        "phases; the {phase_in_en} phase-in after the start is left out of the fit."),
+    "robustness": (
+        "对照组选择（从未试点 vs 尚未试点）、剔除新冠时期、安慰剂时间（提前{placebo_zh}的假开始，应为0）、逐个剔除试点乡镇。",
+        "Comparison group (never vs not-yet treated), COVID-19 periods dropped, a placebo start {placebo_en} early "
+        "(should be 0), leaving one pilot out."),
+    "inference": (
+        "少量试点下的推断 / Inference with few pilots",
+        "同一双向固定效应估计在不同推断方法下的p值与置信区间（随机化推断 {draws_randomization} 次置换，野聚类自助法 "
+        "{draws_wild_bootstrap} 次，{weights} 权重）。试点乡镇少于{few_pilots}个时，聚类稳健（CR1）p值偏小，应以随机化推断或野聚类自助法为准。",
+        "The same TWFE estimate under each inference method (randomization inference with {draws_randomization} "
+        "permutations, wild cluster bootstrap with {draws_wild_bootstrap} {weights} draws). With fewer than "
+        "{few_pilots} pilot townships clustered (CR1) p-values are too small: trust randomization inference or the "
+        "wild cluster bootstrap (docs/power.md shows the simulated size)."),
+    "synthetic": (
+        "合成控制与合成双重差分 / Synthetic control and synthetic DiD",
+        "当试点乡镇很少或因基础薄弱而被选为试点时，平行趋势假设最值得怀疑。合成双重差分（Arkhangelsky 等，2021）给非试点乡镇和试点前各期加权，"
+        "使加权后的对照组在试点前与试点乡镇平行；合成控制（Abadie 等，2010）为每个试点乡镇构造一个由非试点乡镇加权而成的“合成乡镇”，"
+        "逐个说明哪个乡镇发生了变化。p 值为该乡镇在所有安慰剂（每个非试点乡镇轮流作为假试点）中的试点后/试点前均方根预测误差比排名。",
+        "When pilots are few, or were chosen because they were weak, parallel trends is the weakest link. Synthetic "
+        "DiD (Arkhangelsky et al. 2021) weights the non-pilot townships and the pre-periods so that the weighted "
+        "comparison runs parallel to the pilots before the start. The synthetic control (Abadie et al. 2010) builds, "
+        "for each pilot township, a weighted twin from the non-pilot townships, so the report can name which township "
+        "moved; its p-value is the township's rank of the post/pre RMSPE ratio among the placebos (each non-pilot "
+        "township in turn as a fake pilot). A township flagged poor_pre_fit lies outside what the donors can "
+        "reproduce: do not report its effect on its own."),
+    "sensitivity": (
+        "平行趋势敏感性 / Parallel-trends sensitivity",
+        "若平行趋势并不完全成立，结论还能站得住吗？按 Rambachan 和 Roth（2023），“相对幅度”假设试点后偏离趋势的每期变化不超过"
+        "试点前最大变化的 Mbar 倍（Mbar = {rm_values}；目标为前{rm_post_zh}平均效果）；“平滑度”假设趋势斜率每期变化不超过 M"
+        "（M = 0 即按试点前线性趋势外推；目标为前{sd_post_zh}平均效果，用试点前{sd_pre_zh}）。临界值是置信区间仍不含0的最大 Mbar 或 M。",
+        "Would the conclusion survive if parallel trends held only approximately? Following Rambachan and Roth "
+        "(2023), relative magnitudes let the post-start bias change each period by up to Mbar times the largest "
+        "pre-period change (Mbar = {rm_values}; target: the mean effect of the first {rm_post_en}); smoothness lets "
+        "the slope of the bias change by up to M per period (M = 0: the pre-period's linear trend continues; "
+        "target: the mean effect of the first {sd_post_en}, from {sd_pre_en} before the start). The breakdown value "
+        "is the largest Mbar or M at which the confidence set still excludes zero."),
+    "summary": (
+        "每个指标一行：效果（Callaway–Sant'Anna，试点 vs {comparison_zh}）、{alpha_pct}置信区间、p值、相对反事实的变化、"
+        "最近{target_window_zh}试点与非试点乡镇的目标达成情况。试点乡镇少于{few_pilots}个时以随机化推断的p值为准。",
+        "One row per indicator: the effect (Callaway and Sant'Anna, pilots vs {comparison_en} townships), "
+        "{alpha_pct} interval, p-value, change relative to the counterfactual, and target attainment of pilot and "
+        "non-pilot townships over the last {target_window_en}. With fewer than {few_pilots} pilot townships the "
+        "randomization-inference p-value decides."),
+}

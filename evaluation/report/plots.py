@@ -129,23 +129,28 @@ def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
     return ax
 
 
-def synthetic_control_gaps(fits: dict, indicator, names: dict | None = None, columns: int = 5):
+def synthetic_control_gaps(gaps: pd.DataFrame, indicator, names: dict | None = None, p_values: dict | None = None,
+                           columns: int = 5):
     """One small panel per pilot township: its gap to its synthetic twin (red) over the
-    donors' placebo gaps (grey), the start marked (Abadie et al. 2010, fig. 4)."""
-    n = len(fits)
+    donors' placebo gaps (grey), the start marked (Abadie et al. 2010, fig. 4). ``gaps``
+    has columns pilot, township, period, gap, placebo, start (one row per period)."""
+    pilots = list(dict.fromkeys(gaps["pilot"].astype(str)))
+    gaps = gaps.assign(pilot=gaps["pilot"].astype(str), township=gaps["township"].astype(str))
+    n = len(pilots)
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, min(columns, n), figsize=(2.6 * min(columns, n), 2.3 * rows + 0.6),
                              sharex=True, sharey=True, squeeze=False)
-    for ax, (pilot, fit) in zip(axes.ravel(), fits.items(), strict=False):
-        gaps = fit.diagnostics["placebo_gaps"]
-        for _, g in gaps.groupby("township"):
+    for ax, pilot in zip(axes.ravel(), pilots, strict=False):
+        mine = gaps[gaps["pilot"] == pilot]
+        for _, g in mine[mine["placebo"]].groupby("township"):
             ax.plot(g["period"], g["gap"], color="#bdc3c7", lw=0.5)
-        ax.plot(fit.plot_data["period"], fit.plot_data["gap"], color=PILOT_COLOUR, lw=1.6)
-        start = fit.plot_data.loc[fit.plot_data["post"], "period"].min()
-        ax.axvline(start, color="black", lw=0.8, ls="--")
+        own = mine[~mine["placebo"]]
+        ax.plot(own["period"], own["gap"], color=PILOT_COLOUR, lw=1.6)
+        ax.axvline(own["start"].iloc[0], color="black", lw=0.8, ls="--")
         ax.axhline(0, color="black", lw=0.6)
         label = (names or {}).get(pilot, pilot)
-        ax.set_title(f"{label}\np = {fit.effects[0].p_value:.2f}", fontsize=9)
+        p = (p_values or {}).get(pilot)
+        ax.set_title(f"{label}" + (f"\np = {p:.2f}" if p is not None else ""), fontsize=9)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     fig.suptitle(f"合成控制差距（红：试点；灰：安慰剂）/ Synthetic-control gap (red: pilot; grey: placebos)\n"
@@ -155,19 +160,18 @@ def synthetic_control_gaps(fits: dict, indicator, names: dict | None = None, col
     return fig
 
 
-def sensitivity(fits: list, indicator, titles: list[str]):
+def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titles: list[str]):
     """Honest confidence sets against the bound (Rambachan and Roth 2023, fig. 5): the
-    conventional interval first, then one interval per bound value; 0 marked."""
-    fig, axes = plt.subplots(1, len(fits), figsize=(4.6 * len(fits), 3.8), squeeze=False)
-    for ax, fit, title in zip(axes.ravel(), fits, titles, strict=True):
-        table = fit.plot_data
+    conventional interval first, then one interval per bound value; 0 marked. Each panel
+    is (plot data of :func:`evaluation.diagnostics.sensitivity.honest_sensitivity`, breakdown value)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (table, bd), title in zip(axes.ravel(), panels, titles, strict=True):
         x = np.arange(len(table))
         colours = [COMPARISON_COLOUR] + [PILOT_COLOUR] * (len(table) - 1)
         for xi, (_, row), colour in zip(x, table.iterrows(), colours, strict=True):
             ax.plot([xi, xi], [row["ci_low"], row["ci_high"]], color=colour, lw=3, solid_capstyle="butt")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, ["原估计\noriginal"] + [lab.replace("=", "\n") for lab in table["label"][1:]], fontsize=8)
-        bd = fit.diagnostics.get("breakdown")
         ax.set_title(title + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
         ax.set_ylabel(indicator.unit)
     fig.suptitle(f"平行趋势敏感性 / Parallel-trends sensitivity: {indicator.name_zh} / {indicator.name_en}",

@@ -2,8 +2,9 @@
 
 A study names its data files (paths relative to the study file), maps the user's column
 headers (Chinese included) onto the data contract, and fixes the frequency, window,
-indicators, COVID-19 handling, inference settings with the random seed, and the report's
-titles. Unknown keys, wrong types and missing files are rejected with the key's name.
+indicators, COVID-19 handling, the report's titles and the analysis plan (``analysis:``,
+:mod:`evaluation.study.plan`: every choice the chapters make, with the random seed).
+Unknown keys, wrong types and missing files are rejected with the key's name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from evaluation.errors import StudyConfigError
 from evaluation.paths import study_output_dir
 from evaluation.study.catalogue import Indicator, load_catalogue
 from evaluation.study.periods import FREQUENCIES, PeriodParseError, parse_period
+from evaluation.study.plan import AnalysisPlan, DurationError, Settings
 
 PANEL_KEY_COLUMNS = ("county", "township_id", "township_name", "period", "population")
 PILOT_COLUMNS = ("township_id", "pilot_start", "model")
@@ -69,18 +71,6 @@ class Covid(_Strict):
     phases: list[CovidPhase] = Field(default_factory=list)
 
 
-class Inference(_Strict):
-    cluster: Literal["township", "county"] = "township"
-    seed: int
-    alpha: float = Field(0.05, gt=0, lt=1)
-    wild_bootstrap_draws: int = Field(9999, ge=99)
-    permutations: int = Field(999, ge=99)
-
-
-class Report(_Strict):
-    language: Literal["zh", "en", "both"] = "both"
-
-
 class StudyConfig(_Strict):
     """The study file's schema, key by key."""
 
@@ -93,8 +83,7 @@ class StudyConfig(_Strict):
     indicators: list[str] | None = None
     targets: dict[str, float | None] = Field(default_factory=dict)
     covid: Covid = Covid()
-    inference: Inference
-    report: Report = Report()
+    analysis: AnalysisPlan
 
 
 class Study(StudyConfig):
@@ -132,6 +121,10 @@ class Study(StudyConfig):
         return (parse_period(w.start, self.frequency) if w.start else None,
                 parse_period(w.end, self.frequency) if w.end else None)
 
+    def settings(self, fast: bool = False) -> Settings:
+        """The analysis plan in periods of the study's frequency (full or fast draws)."""
+        return self.analysis.resolve(self.frequency, fast=fast)
+
     def selected_indicators(self) -> list[Indicator]:
         """The study's indicators with its target overrides applied."""
         return load_catalogue().select(self.indicators, self.targets)
@@ -161,6 +154,10 @@ def load_study(path: Path | str) -> Study:
         raise StudyConfigError(path, "(file)", f"not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise StudyConfigError(path, "(top level)", "expected a mapping of keys to values")
+    for old in ("inference", "report"):
+        if old in raw:
+            raise StudyConfigError(path, old, f"the '{old}:' block is gone: cluster, seed, alpha and draws are "
+                                   "set in 'analysis:' (see the README, 'The analysis plan')")
     try:
         study = Study(**raw)
     except ValidationError as exc:
@@ -215,6 +212,11 @@ def _check_semantics(study: Study, path: Path) -> None:
             parsed[key] = parse_period(value, study.frequency)
         except PeriodParseError as exc:
             raise StudyConfigError(path, key, str(exc)) from None
+    try:
+        study.settings()
+    except DurationError as exc:
+        key, _, problem = str(exc).partition(": ")
+        raise StudyConfigError(path, key, problem) from None
     if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
         raise StudyConfigError(path, "window", "start is after end")
     for i, _ in enumerate(study.covid.phases):
