@@ -13,10 +13,9 @@ import pytest
 import yaml
 
 from evaluation.cli import main
-from evaluation.data.panel import load_panel
 from evaluation.paths import DEMO_DATA, DEMO_STUDY, NOTEBOOKS, PROJECT_ROOT
-from evaluation.report.batch import CHAPTERS
-from evaluation.report.scorecard import scorecard
+from evaluation.report.chapters import CHAPTERS
+from evaluation.report.store import ResultsStore
 from evaluation.study.config import load_study
 
 INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000"]
@@ -54,25 +53,27 @@ def test_batch_runs_every_chapter(demo_batch):
 def test_html_hides_code_and_embeds_images(demo_batch):
     _, folder = demo_batch
     page = (folder / "did__county_internal_visit_rate.html").read_text(encoding="utf-8")
-    for code in ("chapters.setup(", "chapters.did(ctx)", "matplotlib inline", "study_path ="):
+    for code in ("chapters.open_chapter(", "chapters.did(ctx)", "matplotlib inline", "study_path ="):
         assert code not in page, code
     assert "data:image/png;base64," in page and '<img src="http' not in page
     assert "SYNTHETIC DEMO DATA" in page
 
 
-def test_summary_headline_equals_library(demo_batch):
+def test_summary_and_index_read_the_store(demo_batch):
+    """The batch's results store holds every chapter's results; the scorecard row of each
+    indicator equals the DiD chapter's stored headline, and the index shows it."""
     _, folder = demo_batch
-    nb = nbformat.read(folder / "summary.ipynb", as_version=4)
-    stored = next(o["data"]["application/vnd.evaluation.scorecard+json"] for c in nb.cells
-                  for o in c.get("outputs", []) if "application/vnd.evaluation.scorecard+json" in o.get("data", {}))
-    study = load_study(DEMO_STUDY)
-    direct = scorecard(load_panel(study), study.selected_indicators(), seed=study.inference.seed)
-    assert [r["indicator"] for r in stored] == direct["indicator"].tolist()
-    for row, (_, d) in zip(stored, direct.iterrows(), strict=True):
-        for key in ("att", "ci_low", "ci_high", "p_value", "ri_p_value", "p_recommended"):
-            assert row[key] == pytest.approx(d[key], rel=1e-12, abs=1e-15), (row["indicator"], key)
+    store = ResultsStore(folder / "results")
+    card = store.read("summary.scorecard", None).tables["scorecard"].set_index("indicator")
+    assert card.index.tolist() == [i.id for i in load_study(DEMO_STUDY).selected_indicators()]
+    for ind in INDICATORS:
+        headline = store.read("did.callaway_santanna", ind).effect("att", section="simple")
+        for key, column in (("att", "estimate"), ("ci_low", "ci_low"), ("ci_high", "ci_high"), ("p_value", "p_value")):
+            assert card.loc[ind, key] == headline[column], (ind, key)
+        ri = store.read("robustness.randomization", ind).effects.iloc[0]
+        assert card.loc[ind, "ri_p_value"] == ri["p_value"]
     index = (folder / "index.html").read_text(encoding="utf-8")
-    assert f"{direct['att'].iloc[0]:.4g}" in index
+    assert f"{card['att'].iloc[0]:.4g}" in index
 
 
 def _broken_study(tmp_path):
@@ -134,8 +135,8 @@ def test_nbval_catches_an_edited_headline_number(tmp_path):
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             text = o.get("data", {}).get("text/plain")
-            if text and "county_internal_visit_rate" in text and not edited:
-                att = f"{scorecard_first_att():.4g}"
+            if text and "县域内就诊率" in text and not edited:
+                att = f"{scorecard_first_att(tmp_path):.4g}"
                 assert att in text
                 o["data"]["text/plain"] = text.replace(att, "0.9999", 1)
                 edited = True
@@ -150,10 +151,13 @@ def test_nbval_catches_an_edited_headline_number(tmp_path):
     assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-2000:]
 
 
-def scorecard_first_att() -> float:
-    study = load_study(DEMO_STUDY)
-    ind = study.selected_indicators()[:1]
-    return float(scorecard(load_panel(study), ind, seed=study.inference.seed)["att"].iloc[0])
+def scorecard_first_att(tmp_path) -> float:
+    """The DiD chapter's headline ATT of the first indicator (what the summary shows)."""
+    from evaluation.report import chapters
+
+    ind = load_study(DEMO_STUDY).selected_indicators()[0].id
+    ctx = chapters.setup(DEMO_STUDY, ind, fast=True, results_dir=tmp_path / "results")
+    return float(chapters.did(ctx)["cs_simple"]["estimate"].iloc[0])
 
 
 def test_data_derived_strings_are_escaped(tmp_path):
@@ -168,7 +172,8 @@ def test_data_derived_strings_are_escaped(tmp_path):
                                     error="<img src=x onerror=alert(2)>")], tmp_path)
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "A &amp; &lt;b&gt;B&lt;/b&gt;" in page and "<img src=x" not in page
-    block = header(Context(study=hostile, panel=None, indicator=None, fast=True), "章", "<i>chapter</i>")
+    block = header(Context(study=hostile, settings=study.settings(), panel=None, indicator=None, store=None),
+                   "章", "<i>chapter</i>")
     assert "<script>" not in block and "&lt;i&gt;chapter&lt;/i&gt;" in block
 
 

@@ -1,0 +1,154 @@
+"""The analysis plan reaches every chapter, each result is computed once, and the summary
+shows the chapters' own numbers (read from the results store, never re-estimated)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from evaluation.paths import DEMO_STUDY
+from evaluation.report import chapters
+from evaluation.report.store import ResultsStore, make_result
+from evaluation.results import Effect
+
+INDICATORS = ["county_internal_visit_rate", "thc_admissions_per_1000"]
+
+
+def _study(tmp_path, name: str, **analysis) -> str:
+    """The demo study with two indicators and the given analysis keys (dotted paths)."""
+    config = yaml.safe_load(DEMO_STUDY.read_text(encoding="utf-8"))
+    config["id"] = name
+    config["indicators"] = INDICATORS
+    for key in ("panel", "pilots", "truth"):
+        config["data"][key] = str((DEMO_STUDY.parent / config["data"][key]).resolve())
+    for dotted, value in analysis.items():
+        node = config["analysis"]
+        *path, last = dotted.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    path = tmp_path / f"{name}.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return str(path)
+
+
+def _context(tmp_path, name="plan", indicator=INDICATORS[0], **analysis):
+    study = _study(tmp_path, name, **analysis)
+    return chapters.setup(study, indicator, fast=True, results_dir=tmp_path / f"results-{name}")
+
+
+# ----------------------------------------------------------------------------- the store
+
+def test_store_round_trip_is_exact_and_stale_results_are_not_read(tmp_path):
+    store = ResultsStore(tmp_path)
+    effect = Effect.from_normal("att", 1 / 3, 0.1234567890123, method="m", inference="i", n_obs=10, indicator="x")
+    result = make_result("did.test", "x", [effect], tables={"plot": pd.DataFrame({"a": [np.pi]})},
+                         values={"p": np.float64(0.25), "missing": float("nan")})
+    result.key = "k1"
+    store.write(result)
+    back = store.read("did.test", "x", "k1")
+    assert back.effects["estimate"].iloc[0] == 1 / 3 and back.effects["std_error"].iloc[0] == 0.1234567890123
+    assert back.tables["plot"]["a"].iloc[0] == np.pi and back.values == {"p": 0.25, "missing": None}
+    assert store.read("did.test", "x", "another key") is None  # made with other settings
+    assert not list(tmp_path.glob("x/.*"))  # no temporary folder left behind
+
+
+def test_each_section_is_computed_once(tmp_path, monkeypatch):
+    ctx = _context(tmp_path)
+    calls = []
+    real = chapters.SECTIONS["trends"]
+    monkeypatch.setitem(chapters.SECTIONS, "trends", lambda c: calls.append(1) or real(c))
+    first = ctx.result("trends")
+    second = ctx.result("trends")
+    assert len(calls) == 1 and first.values == second.values
+
+
+# ----------------------------------------------------------------------------- summary = chapters
+
+def _forbid_estimation(monkeypatch):
+    """Make every estimator the sections call raise: whatever runs now only reads the store."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the summary re-estimated")
+
+    for name in ("callaway_santanna", "event_study", "twfe", "randomization_inference", "synthetic_did",
+                 "honest_sensitivity", "effects_by_group", "bacon_decomposition"):
+        monkeypatch.setattr(chapters, name, refuse)
+
+
+@pytest.mark.parametrize("cluster", ["township", "county"])
+def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster):
+    study = _study(tmp_path, f"equal_{cluster}", cluster=cluster)
+    results = tmp_path / "results"
+    shown = {}
+    for ind in INDICATORS:
+        did_ctx = chapters.setup(study, ind, fast=True, results_dir=results)
+        did = chapters.did(did_ctx)  # what the DiD page shows
+        inference = chapters.inference_comparison(did_ctx)  # what the robustness page shows
+        sdid = chapters.synthetic_designs(did_ctx)["sdid"]
+        sensitivity = chapters.parallel_trends_sensitivity(did_ctx)["table"]
+        shown[ind] = (did, inference, sdid, sensitivity)
+        assert did_ctx.settings.cluster == ("county" if cluster == "county" else "township_id")
+    _forbid_estimation(monkeypatch)
+    summary_ctx = chapters.setup(study, None, fast=True, results_dir=results)
+    card = chapters.summary(summary_ctx)["scorecard"].set_index("indicator")
+    for ind, (did, inference, sdid, sensitivity) in shown.items():
+        row = card.loc[ind]
+        headline = did["cs_simple"].iloc[0]
+        for column in ("estimate", "ci_low", "ci_high", "p_value"):
+            assert row[{"estimate": "att"}.get(column, column)] == headline[column], (ind, column)
+        assert row["pretrend_p"] == did["pretrend"]["p-value"]
+        ri = inference[inference["inference"].str.startswith("randomization")].iloc[0]
+        assert row["ri_p_value"] == ri["p_value"]
+        assert (row["sdid_att"], row["sdid_ci_low"], row["sdid_ci_high"]) == tuple(sdid.iloc[0][["estimate", "ci_low",
+                                                                                                   "ci_high"]])
+        m0 = sensitivity[sensitivity["term"] == "M=0"].iloc[0]
+        assert (row["trend_ci_low"], row["trend_ci_high"]) == (m0["ci_low"], m0["ci_high"])
+        assert row["n_pilots"] == headline["n_treated"]
+    # the verdict quotes the chapter's numbers
+    assert card.iloc[0]["verdict_en"].count("CI") >= 2
+
+
+def test_cluster_reaches_the_pretrend_test(tmp_path):
+    township = chapters.did(_context(tmp_path, "twn"))
+    county = chapters.did(_context(tmp_path, "cty", cluster="county"))
+    assert township["pretrend"]["p-value"] != county["pretrend"]["p-value"]
+    assert township["twfe"]["std_error"].iloc[0] != county["twfe"]["std_error"].iloc[0]
+    assert township["twfe"]["estimate"].iloc[0] == pytest.approx(county["twfe"]["estimate"].iloc[0], abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- each key changes the page
+
+def test_event_window_changes_the_event_study(tmp_path):
+    default = chapters.did(_context(tmp_path, "ew_default"))
+    short = chapters.did(_context(tmp_path, "ew_short", event_window=[-6, 12]))
+    assert len(default["cs_dynamic_plot"]) == 37 and len(short["cs_dynamic_plot"]) == 19  # event times -12..24, -6..12
+    assert default["event_study_plot"]["event_time"].max() == 24 and short["event_study_plot"]["event_time"].max() == 12
+
+
+def test_placebo_shift_changes_the_placebo_row(tmp_path):
+    def placebo(ctx):
+        table = chapters.robustness(ctx)
+        return table[table["estimand"] == "placebo_att"].iloc[0]
+
+    year, half = placebo(_context(tmp_path, "pl_year")), placebo(_context(tmp_path, "pl_half", placebo_shift="6 months"))
+    assert "12 periods" in year["term"] and "6 periods" in half["term"]
+    assert year["estimate"] != half["estimate"]
+
+
+def test_draws_change_the_resampling_results(tmp_path):
+    few = chapters.inference_comparison(_context(tmp_path, "dr_few"))
+    more = chapters.inference_comparison(_context(tmp_path, "dr_more", fast_draws__randomization=399,
+                                                  fast_draws__wild_bootstrap=1999))
+    ri = [t[t["inference"].str.startswith("randomization")].iloc[0] for t in (few, more)]
+    assert "200 assignments" in ri[0]["inference"] and "400 assignments" in ri[1]["inference"]
+    assert ri[0]["p_value"] != ri[1]["p_value"]
+
+
+def test_notes_quote_the_plan(tmp_path):
+    ctx = _context(tmp_path, "notes", placebo_shift="6 months", its__phase_in=3)
+    values = ctx.note_values()
+    assert values["placebo_en"] == "6 months" and values["phase_in_zh"] == "3个月"
+    for key, (*_, zh, en) in chapters.NOTES.items():
+        assert zh.format(**values) and en.format(**values), key
