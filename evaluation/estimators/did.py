@@ -36,7 +36,7 @@ INFERENCE_2X2 = {"conventional": "conventional OLS", "robust": "heteroskedastici
 TREATED = "D"  # the name of the derived treatment in the fitted model
 
 
-def treatment_indicator(data: pd.DataFrame, time: str, cohort: str) -> pd.Series:
+def treatment_indicator(data: pd.DataFrame, *, time: str, cohort: str) -> pd.Series:
     """D_it = 1 when unit i has a cohort (first treated period > 0) and t >= cohort."""
     c = data[cohort].fillna(0).astype(float)
     return ((c > 0) & (data[time].astype(float) >= c)).astype(float)
@@ -56,7 +56,7 @@ def _check(data: pd.DataFrame, unit: str, time: str, outcome: str, cohort: str |
     if d[time].nunique() < 2:
         raise EstimationError(f"a single period ('{time}' takes one value): DiD needs periods before and after")
     if cohort:
-        d = d.assign(**{TREATED: treatment_indicator(d, time, cohort)})
+        d = d.assign(**{TREATED: treatment_indicator(d, time=time, cohort=cohort)})
         if not (d[TREATED] == 0).any():
             raise EstimationError(f"no comparison units: every row is treated (by '{cohort}')")
         if d[TREATED].nunique() < 2:

@@ -294,7 +294,7 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
         cluster=cluster, supports_cluster=True)
     cluster = cluster or unit
     d = data.dropna(subset=[outcome])
-    treatment = treatment_indicator(d, time, cohort)
+    treatment = treatment_indicator(d, time=time, cohort=cohort)
     u_codes = factorize(d[unit])[0]
     if not nested_in(u_codes, factorize(d[cluster])[0]):
         raise EstimationError(f"townships ('{unit}') must be nested in the clusters ('{cluster}') for CR2")
@@ -440,7 +440,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     if T < 2:
         raise EstimationError("the panel needs at least two periods")
     y = d[outcome].to_numpy(float)
-    D = treatment_indicator(d, time, cohort).to_numpy(float)
+    D = treatment_indicator(d, time=time, cohort=cohort).to_numpy(float)
     n_i = np.bincount(u_codes, minlength=N).astype(float)
 
     def within(v: np.ndarray) -> np.ndarray:  # demean within township
