@@ -67,9 +67,20 @@ class GroupTimeEffects(Estimates):
                                 {"post": bool(r.post)}, cohort=_number(r.group), calendar_time=_number(r.time),
                                 event_time=_event_time(r.time - r.group))
                    for r in table.itertuples()]
-        vcov = (vcov_frame(influence.T @ influence / n_units**2, effects) if len(effects) <= 2000 else None)
         super().__init__(effects=effects, method=self._method_name(), plot_data=table.copy(),
-                         diagnostics=diagnostics, kind="callaway_santanna_att_gt", vcov=vcov)
+                         diagnostics=diagnostics, kind="callaway_santanna_att_gt", vcov=None)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the ATT(g, t) from the influence functions (computed when first
+        asked for: cells^2 x units operations)."""
+        if self._vcov is None:
+            self._vcov = vcov_frame(self.influence.T @ self.influence / self.n_units**2, self.effects)
+        return self._vcov
+
+    @vcov.setter
+    def vcov(self, value) -> None:
+        self._vcov = value
 
     def _method_name(self) -> str:
         return (f"Callaway-Sant'Anna ({METHOD_NAMES[self.estimation]}, {self.control_group.replace('_', '-')} "
