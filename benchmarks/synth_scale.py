@@ -82,7 +82,8 @@ def main() -> None:
         return
     k = args.peer_donors or args.donors
     small = d if k == args.donors else d[d["unit"] <= k]
-    ours_k, t_ours_k = timed(lambda: synthetic_control(small, outcome="y", unit="unit", time="time", cohort="first_treat"))
+    ours_k, t_ours_k = timed(lambda: synthetic_control(small, outcome="y", unit="unit", time="time",
+                                                       cohort="first_treat"))
     gaps, t_peer = timed(lambda: peer(d, args.start, k))
     mine = ours_k.diagnostics["placebos"].set_index("township")["att"]
     theirs = gaps.rename(index=lambda s: int(str(s)[1:])).reindex(mine.index)

@@ -117,7 +117,8 @@ def _labels(effects: list[Effect]) -> list[str]:
     """One distinct label per effect (term or estimand; the scale or position added to repeats)."""
     labels = [e.label for e in effects]
     if len(set(labels)) < len(labels):
-        labels = [f"{lab} [{e.scale}]" if labels.count(lab) > 1 else lab for lab, e in zip(labels, effects, strict=True)]
+        labels = [f"{lab} [{e.scale}]" if labels.count(lab) > 1 else lab for lab, e in zip(labels, effects,
+                                                                                           strict=True)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab} #{i}" for i, lab in enumerate(labels)]
     return labels

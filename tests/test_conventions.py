@@ -152,7 +152,8 @@ def test_utility_signature(name):
 def test_engines_take_no_retired_names():
     for name, func in FUNCTIONS:
         params = inspect.signature(func).parameters
-        assert not ({"first_treat", "treatment", "replications", "reps", "ri_draws", "se", "errors"} & set(params)), name
+        assert not ({"first_treat", "treatment", "replications", "reps", "ri_draws", "se",
+                     "errors"} & set(params)), name
         assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), name
 
 

@@ -72,12 +72,14 @@ def test_organ_donations_adjustments_equal_their_software(organ):
     p = organ.set_index(["State", "Quarter_Num"])
     lm = PanelOLS(p["Rate"], p[["treated"]], entity_effects=True, time_effects=True).fit(
         cov_type="clustered", cluster_entity=True)
-    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort", adjustment="linearmodels").effects[0]
+    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort",
+                adjustment="linearmodels").effects[0]
     assert ours.estimate == pytest.approx(lm.params["treated"], abs=1e-10)
     assert ours.std_error == pytest.approx(lm.std_errors["treated"], abs=1e-10)
     dummies = smf.ols("Rate ~ treated + C(State) + C(Quarter_Num)", organ).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(organ["State"])[0]})
-    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort", adjustment="dummies").effects[0]
+    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort",
+                adjustment="dummies").effects[0]
     assert ours.std_error == pytest.approx(dummies.bse["treated"], abs=1e-10)
 
 
@@ -170,7 +172,8 @@ def test_callaway_santanna_matches_csdid_on_demo(demo, control_group):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["primary_care_visit_share"])
     d["unit"] = pd.factorize(d["township_id"])[0] + 1
-    ours = callaway_santanna(d, outcome="value", unit="unit", time="time", cohort="first_treat", control_group=control_group)
+    ours = callaway_santanna(d, outcome="value", unit="unit", time="time", cohort="first_treat",
+                             control_group=control_group)
     peer = _csdid(d, control_group.replace("_", ""))
     res = peer.results
     peer_tab = pd.DataFrame({"group": res["group"], "time": res["year"], "att": res["att"], "se": res["se"]})
@@ -196,7 +199,8 @@ def test_callaway_santanna_with_covariates_matches_csdid(mpdta):
     from csdid.att_gt import ATTgt
 
     for method, est in (("dr", "dr"), ("reg", "reg")):
-        ours = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat", covariates=["lpop"],
+        ours = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+                                 covariates=["lpop"],
                                  method=method)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -208,7 +212,8 @@ def test_callaway_santanna_with_covariates_matches_csdid(mpdta):
 
 def test_universal_base_period(mpdta):
     varying = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
-    universal = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat", base_period="universal")
+    universal = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+                                  base_period="universal")
     post_v = varying.table[varying.table["post"]].reset_index(drop=True)
     post_u = universal.table[universal.table["post"]].reset_index(drop=True)
     np.testing.assert_allclose(post_v["att"], post_u["att"], atol=1e-12)  # post cells share the base g-1
@@ -237,7 +242,8 @@ def test_demo_att_recovers_truth_for_every_indicator(demo):
     true_att = truth[truth["estimand"] == "att"].set_index("indicator")["att"]
     for ind_id, ind in indicators.items():
         d = did_frame(panel, ind)
-        att = callaway_santanna(d, outcome="value", unit="township_id", time="time", cohort="first_treat").aggregate("simple").get("att")
+        att = callaway_santanna(d, outcome="value", unit="township_id", time="time",
+                                cohort="first_treat").aggregate("simple").get("att")
         assert att.covers(true_att[ind_id]), (ind_id, att.estimate, true_att[ind_id])
         if true_att[ind_id] == 0:
             assert att.covers(0.0)
@@ -257,7 +263,8 @@ def test_decomposition_adds_up_and_shows_the_bias(demo, mpdta):
     assert by.loc["later_vs_earlier", "average_estimate"] < 0.5 * by.loc["treated_vs_never", "average_estimate"]
     mp = mpdta.assign(D=((mpdta["first.treat"] > 0) & (mpdta["year"] >= mpdta["first.treat"])).astype(int))
     dec = bacon_decomposition(mp, outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
-    assert dec.twfe == pytest.approx(twfe(mp, outcome="lemp", unit="countyreal", time="year", cohort="first.treat").effects[0].estimate, abs=1e-12)
+    assert dec.twfe == pytest.approx(twfe(mp, outcome="lemp", unit="countyreal", time="year",
+                                          cohort="first.treat").effects[0].estimate, abs=1e-12)
     assert dec.twfe == pytest.approx(-0.0365, abs=5e-5)
 
 
@@ -294,10 +301,12 @@ def test_bad_calls(demo):
     with pytest.raises(EstimationError, match="no comparison units"):
         event_study(pilots, outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="not balanced"):
-        callaway_santanna(d.drop(index=d.index[5]), outcome="value", unit="township_id", time="time", cohort="first_treat")
+        callaway_santanna(d.drop(index=d.index[5]), outcome="value", unit="township_id", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="single period"):
         callaway_santanna(d[d["time"] == 3], outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="missing in every row"):
-        poisson_did(d.assign(numerator=np.nan), outcome="numerator", unit="township_id", time="time", cohort="first_treat")
+        poisson_did(d.assign(numerator=np.nan), outcome="numerator", unit="township_id", time="time",
+                    cohort="first_treat")
     with pytest.raises(EstimationError, match="never varies"):
         did_2x2(d.assign(g=1), outcome="value", time="post", cohort="g")

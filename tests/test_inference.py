@@ -53,8 +53,10 @@ def test_within_strata_and_determinism():
     d = _panel(np.random.default_rng(1), units=12)
     within = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", strata="county")
     assert within.diagnostics["possible_assignments"] == 6 * 6  # one pilot in each county of 6
-    a = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5, max_exact=10)
-    b = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5, max_exact=10)
+    a = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5,
+                                max_exact=10)
+    b = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5,
+                                max_exact=10)
     assert not a.diagnostics["exact"] and a.effects[0] == b.effects[0]
     np.testing.assert_array_equal(a.plot_data.to_numpy(), b.plot_data.to_numpy())
 
@@ -65,7 +67,8 @@ def test_interval_inverts_the_test():
     e = ri.effects[0]
     assert e.ci_low < 2.0 < e.ci_high and e.p_value < 0.05
     shifted = d.assign(y=d["y"] - e.ci_high * d["post"])  # at the upper bound the null is just not rejected
-    p_edge = randomization_inference(shifted, outcome="y", unit="unit", time="time", cohort="first_treat", draws=1999, seed=1).effects[0]
+    p_edge = randomization_inference(shifted, outcome="y", unit="unit", time="time", cohort="first_treat", draws=1999,
+                                     seed=1).effects[0]
     assert p_edge.p_value == pytest.approx(0.05, abs=0.01)
 
 
@@ -79,7 +82,8 @@ def test_size_with_two_pilots():
     reps = 500
     for _ in range(reps):
         d = _panel(rng, units=20, periods=12, starts=(7, 7))
-        reject_ri += randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].p_value <= 0.05
+        reject_ri += randomization_inference(d, outcome="y", unit="unit", time="time",
+                                             cohort="first_treat").effects[0].p_value <= 0.05
         reject_cr1 += twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].p_value <= 0.05
     print(f"rejection at 5% with 2 pilots: randomization inference {reject_ri / reps:.3f}, CR1 {reject_cr1 / reps:.3f}")
     assert 0.03 <= reject_ri / reps <= 0.07
@@ -167,7 +171,8 @@ def test_placebo_in_space_equals_refits():
         refits.append(twfe(e, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].estimate)
     np.testing.assert_allclose(fit.plot_data["placebo_estimate"], refits, atol=1e-10)
     assert fit.effects[0].p_value == pytest.approx(1 / 10)  # the real pilot beats all 9 placebos
-    assert fit.effects[0].estimate == pytest.approx(twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].estimate)
+    assert fit.effects[0].estimate == pytest.approx(twfe(d, outcome="y", unit="unit", time="time",
+                                                         cohort="first_treat").effects[0].estimate)
 
 
 def test_power_simulation_runs_and_is_calibrated():
@@ -212,7 +217,8 @@ def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
 
     d = _panel(np.random.default_rng(9), units=16, starts=(6, 8), effect=0.8)
     d["county"] = d["unit"] // 2
-    ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county", impose_null=impose_null)
+    ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county",
+                                  impose_null=impose_null)
     boot = _wildboottest(d, "county", impose_null=impose_null)
     assert boot.full_enumeration and ours.diagnostics["enumerated"] and ours.diagnostics["draws"] == 256
     t = float(np.squeeze(boot.t_stat))
@@ -243,7 +249,8 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     assert ours.diagnostics["draws"] == 1024
     assert ours.effects[0].extra["t"] == pytest.approx(float(np.squeeze(boot.t_stat)), abs=1e-10)
     np.testing.assert_allclose(np.sort(ours.plot_data["t_star"]), np.sort(np.squeeze(boot.t_boot)), atol=1e-10)
-    fit = twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county", adjustment="dummies").effects[0]
+    fit = twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county",
+               adjustment="dummies").effects[0]
     assert ours.effects[0].estimate == pytest.approx(fit.estimate, abs=1e-10)
     assert ours.effects[0].std_error == pytest.approx(fit.std_error, rel=1e-10)
     e = ours.effects[0]
@@ -269,8 +276,10 @@ def test_wild_bootstrap_webb_is_reproducible_and_covers():
     from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(10), units=24, starts=(6, 6, 8, 8), effect=1.5)
-    a = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb", draws=999, seed=4)
-    b = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb", draws=999, seed=4)
+    a = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb",
+                               draws=999, seed=4)
+    b = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb",
+                               draws=999, seed=4)
     assert a.effects[0] == b.effects[0] and not a.diagnostics["enumerated"]
     assert a.effects[0].ci_low < 1.5 < a.effects[0].ci_high
 
@@ -281,7 +290,8 @@ def test_wild_bootstrap_random_weights_agree_with_wildboottest():
 
     d = _panel(np.random.default_rng(13), units=20, starts=(6, 7, 8), effect=0.9)
     for kind in ("webb", "rademacher"):
-        ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type=kind, draws=9999, seed=2,
+        ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat",
+                                      weights_type=kind, draws=9999, seed=2,
                                       max_enumerate=0).effects[0]
         p = float(_wildboottest(d, "unit", weights=kind, seed=3).pvalue)
         assert 0.01 < p < 0.9, p  # an informative p-value for the comparison
@@ -305,7 +315,8 @@ def test_randomization_inference_agrees_with_pyfixest_ritest():
     treated[rng.choice(N, N // 2, replace=False)] = True
     y = rng.normal(size=N)[units] + 0.1 * times + rng.normal(size=N * T) + 0.12 * (treated[units] & (times >= start))
     d = pd.DataFrame({"unit": units, "time": times, "y": y, "first_treat": np.where(treated[units], start, 0)})
-    ours = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=9999, seed=1).effects[0]
+    ours = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=9999,
+                                   seed=1).effects[0]
     wide = d.assign(period=np.where(d["time"] >= start, "post", "pre")).pivot_table(index="unit", columns="period",
                                                                                     values="y")
     cs = pd.DataFrame({"dy": wide["post"] - wide["pre"], "treated": treated.astype(float)})

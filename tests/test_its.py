@@ -76,7 +76,8 @@ def test_traffic2_hac_matches_statsmodels(traffic2):
 
 
 def test_traffic2_arima_errors_match_statsmodels(traffic2):
-    fit = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="arima", arima_order=(1, 0, 0), **TRAFFIC_OPTIONS)
+    fit = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="arima", arima_order=(1, 0, 0),
+                               **TRAFFIC_OPTIONS)
     direct = sm.tsa.SARIMAX(traffic2["prcfat"], exog=_direct_design(traffic2), order=(1, 0, 0),
                             trend="n").fit(disp=False, method="bfgs", maxiter=1000)
     assert fit.diagnostics["converged"]
@@ -90,7 +91,8 @@ def test_fourier_with_all_harmonics_equals_month_dummies(traffic2):
     a = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="conventional", **TRAFFIC_OPTIONS)
     b = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="conventional", seasonality="fourier",
                              harmonics=6, **TRAFFIC_OPTIONS)
-    assert b.get("level_change", "spdlaw").estimate == pytest.approx(a.get("level_change", "spdlaw").estimate, abs=1e-10)
+    assert b.get("level_change", "spdlaw").estimate == pytest.approx(a.get("level_change", "spdlaw").estimate,
+                                                                     abs=1e-10)
     assert "cos6" in b.diagnostics["regressors"] and "sin6" not in b.diagnostics["regressors"]
 
 
@@ -124,7 +126,8 @@ def test_demo_cohort_series_recovers_truth(demo, cohort, indicator):
     panel, truth, phases, indicators = demo
     ids = panel.pilots.loc[panel.pilots["cohort"] == cohort, "township_id"].tolist()
     series = indicator_series(panel, indicators[indicator], ids, weighting="mean")
-    fit = segmented_regression(series, outcome="value", start=cohort, transition=12, covid_phases=phases, inference="arima",
+    fit = segmented_regression(series, outcome="value", start=cohort, transition=12, covid_phases=phases,
+                               inference="arima",
                                indicator=indicator)
     t = _truth_by_event_time(truth, indicator, cohort)
     plateau = t.loc[12:]
@@ -229,7 +232,8 @@ def test_hac_covers_under_ar1_errors_where_ols_does_not():
         y = 10 + 0.02 * np.arange(n) + 1.0 * (np.arange(n) >= n // 2) + e
         series = pd.DataFrame({"y": y}, index=idx)
         for kind in hits:
-            fit = segmented_regression(series, outcome="y", start=Interruption(str(idx[n // 2]), slope=False), seasonality=None,
+            fit = segmented_regression(series, outcome="y", start=Interruption(str(idx[n // 2]), slope=False),
+                                       seasonality=None,
                                        spring_festival=False, inference=kind, horizons=())
             hits[kind] += fit.get("level_change").covers(1.0)
     rates = {k: v / reps for k, v in hits.items()}
@@ -257,7 +261,8 @@ def test_bad_calls(simple):
     with pytest.raises(ITSError, match="gaps.*2019-03"):
         segmented_regression(simple.drop(pd.Period("2019-03", "M")), outcome="y", start="2019-06", **base)
     with pytest.raises(ITSError, match="gaps.*2019-04"):
-        segmented_regression(simple.assign(y=simple["y"].where(simple.index != pd.Period("2019-04", "M"))), outcome="y", start="2019-06", **base)
+        segmented_regression(simple.assign(y=simple["y"].where(simple.index != pd.Period("2019-04", "M"))),
+                             outcome="y", start="2019-06", **base)
     bad_pop = simple.assign(population=simple["population"].where(simple.index != pd.Period("2018-05", "M"), 0.0))
     with pytest.raises(ITSError, match="offset 'population' must be positive.*2018-05"):
         segmented_regression(bad_pop, outcome="y", start="2019-06", family="poisson", offset="population", **base)
@@ -270,10 +275,12 @@ def test_bad_calls(simple):
 def test_pre_period_ending_in_covid_warns(simple):
     phases = [CovidPhase("wave", "2019-04", "2019-05")]
     with pytest.warns(CovidOverlapWarning, match="2019-05"):
-        segmented_regression(simple, outcome="y", start="2019-06", covid_phases=phases, spring_festival=False, horizons=())
+        segmented_regression(simple, outcome="y", start="2019-06", covid_phases=phases, spring_festival=False,
+                             horizons=())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        segmented_regression(simple, outcome="y", start="2019-09", covid_phases=phases, spring_festival=False, horizons=())
+        segmented_regression(simple, outcome="y", start="2019-09", covid_phases=phases, spring_festival=False,
+                             horizons=())
 
 
 def test_two_interruptions_and_plot_data(simple):
@@ -303,6 +310,7 @@ def test_negative_binomial_on_overdispersed_counts():
     nb = segmented_regression(series, outcome="y", start="2020-01", **options)
     assert nb.get("level_change").covers(1.5) and nb.get("slope_change").covers(1.0)
     assert nb.model.params["alpha"] == pytest.approx(0.1, abs=0.06)
-    quasi = segmented_regression(series, outcome="y", start="2020-01", **{**options, "family": "poisson", "inference": "conventional"})
+    quasi = segmented_regression(series, outcome="y", start="2020-01", **{**options, "family": "poisson",
+                                                                          "inference": "conventional"})
     assert quasi.diagnostics["pearson_dispersion"] > 5
     assert quasi.get("level_change").covers(1.5)

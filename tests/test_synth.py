@@ -56,7 +56,8 @@ def test_prop99_synthetic_did_long_format_and_placebo_se(prop99):
     """The long-format entry point gives the same -15.6; the placebo standard error (200
     replications) is near the paper's 8.4 (its Monte Carlo SD is about 0.4)."""
     _, long = prop99
-    fit = synthetic_did(long, outcome="packs", unit="state", time="Year", cohort="first_treat", inference="placebo", draws=200,
+    fit = synthetic_did(long, outcome="packs", unit="state", time="Year", cohort="first_treat", inference="placebo",
+                        draws=200,
                         seed=1)
     e = fit.get("att")
     assert round(e.estimate, 1) == -15.6
@@ -110,7 +111,8 @@ def test_synthetic_control_with_predictors(prop99):
     """The nested predictor-weight version: V on the simplex, a valid synthetic control."""
     _, long = prop99
     long = long.assign(lagged=long.groupby("state")["packs"].shift(1).fillna(long["packs"]))
-    fit = synthetic_control(long, outcome="packs", unit="state", time="Year", cohort="first_treat", predictors=["lagged"], placebo=False)
+    fit = synthetic_control(long, outcome="packs", unit="state", time="Year", cohort="first_treat",
+                            predictors=["lagged"], placebo=False)
     v = fit.diagnostics["predictor_weights"]["weight"]
     assert v.sum() == pytest.approx(1.0) and (v >= 0).all()
     assert -40 < fit.effects[0].estimate < -5
@@ -162,10 +164,13 @@ def test_synthetic_did_jackknife_and_reproducible(demo):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["county_internal_visit_rate"])
     d = d[d["first_treat"].isin([0, 31])]  # one cohort of 4 pilots
-    jk = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", inference="jackknife").get("att")
+    jk = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                       inference="jackknife").get("att")
     assert 0 < jk.std_error < 0.05 and "jackknife" in jk.inference
-    a = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20, seed=5).get("att")
-    b = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20, seed=5).get("att")
+    a = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                      seed=5).get("att")
+    b = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                      seed=5).get("att")
     assert a == b
 
 
@@ -189,22 +194,26 @@ def test_pilot_outside_the_donors_hull_warns():
 def test_bad_calls_give_clear_errors():
     d = _toy(np.random.default_rng(2))
     with pytest.raises(EstimationError, match="pre-period"):
-        synthetic_control(d.assign(first_treat=np.where(d["unit"] == 0, 3, 0)), outcome="y", unit="unit", time="time", cohort="first_treat")
+        synthetic_control(d.assign(first_treat=np.where(d["unit"] == 0, 3, 0)), outcome="y", unit="unit", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="donor"):
         synthetic_control(d[d["unit"] <= 1], outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="name one with pilot="):
-        synthetic_control(d.assign(first_treat=np.where(d["unit"] <= 1, 11, 0)), outcome="y", unit="unit", time="time", cohort="first_treat")
+        synthetic_control(d.assign(first_treat=np.where(d["unit"] <= 1, 11, 0)), outcome="y", unit="unit", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="not in the panel"):
         synthetic_control(d, outcome="y", unit="unit", time="time", cohort="first_treat", pilot=99)
     with pytest.raises(EstimationError, match="every township in every period"):
         synthetic_control(d.drop(index=[5]), outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="never-treated"):
-        synthetic_did(d.assign(first_treat=np.where(d["unit"] <= 10, 11, 0)), outcome="y", unit="unit", time="time", cohort="first_treat")
+        synthetic_did(d.assign(first_treat=np.where(d["unit"] <= 10, 11, 0)), outcome="y", unit="unit", time="time",
+                      cohort="first_treat")
     with pytest.raises(EstimationError, match="jackknife standard errors need at least two pilots"):
         synthetic_did(d, outcome="y", unit="unit", time="time", cohort="first_treat", inference="jackknife")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        synthetic_control(d, outcome="y", unit="unit", time="time", cohort="first_treat")  # a well-fitting pilot: no warning
+        synthetic_control(d, outcome="y", unit="unit", time="time",
+                          cohort="first_treat")  # a well-fitting pilot: no warning
 
 
 def test_demo_synthetic_did_each_pilot(demo):
@@ -214,14 +223,16 @@ def test_demo_synthetic_did_each_pilot(demo):
     panel, indicators, truth = demo
     ind = "county_internal_visit_rate"
     d = did_frame(panel, indicators[ind])
-    fit = synthetic_did_by_pilot(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20, seed=3)
+    fit = synthetic_did_by_pilot(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                                 seed=3)
     t = truth[(truth["indicator"] == ind) & (truth["estimand"] == "att_township")]
     t = t.assign(group=t["group"].astype(str)).set_index("group")["att"]
     assert len(fit.effects) == 10
     assert sum(e.ci_low <= t[e.unit] <= e.ci_high for e in fit.effects) >= 8
     one = fit.effects[0]
     alone = d[(d["first_treat"] == 0) | (d["township_id"].astype(str) == one.unit)]
-    ref = synthetic_did(alone, outcome="value", unit="township_id", time="time", cohort="first_treat", inference="none").get("att")
+    ref = synthetic_did(alone, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                        inference="none").get("att")
     assert one.estimate == pytest.approx(ref.estimate, abs=1e-12)
 
 

@@ -219,7 +219,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     method = "event study (two-way fixed effects)"
     n_units, n_treated = d[unit].nunique(), d.loc[rel.notna(), unit].nunique()
     effects = [_effect(fit, nm, "att_event_time", term=nm, method=method, n_units=n_units, n_treated=n_treated,
-                       alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times, strict=True)]
+                       alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times,
+                                                                                        strict=True)]
     pre = [nm for nm, k in zip(names, event_times, strict=True) if k < reference]
     diagnostics = {"reference": reference, "binned": bin_endpoints, "event_window": (first, last)}
     treated_clusters = d.loc[rel.notna(), cluster].nunique()
