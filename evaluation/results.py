@@ -143,9 +143,9 @@ class Estimates:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     kind: str = ""
-    vcov: pd.DataFrame | None = None
+    vcov: pd.DataFrame | None = field(default=None, repr=False, compare=False)
     wald: bool = True
-    spec: dict[str, Any] | None = field(default=None, repr=False)
+    spec: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __iter__(self):
         return iter(self.effects)
