@@ -69,7 +69,7 @@ def main() -> None:
     print(f"panel: {args.townships:,} townships x {args.months} months = {len(d):,} rows")
     rows = []
 
-    ours, t_ours = timed(lambda: twfe(d, "y", "unit", "time", "post"))
+    ours, t_ours = timed(lambda: twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat"))
     peer, t_pf = timed(lambda: pf.feols("y ~ post | unit + time", d, vcov={"CRV1": "unit"}))
     assert abs(ours.effects[0].estimate - peer.coef()["post"]) < 1e-8
     rows.append(("TWFE, clustered", "pyfixest feols", t_ours, t_pf))
@@ -82,13 +82,16 @@ def main() -> None:
         assert abs(ours.effects[0].estimate - lm.params["post"]) < 1e-8
         rows.append(("TWFE, clustered", "linearmodels PanelOLS", t_ours, t_lm))
 
-    ours, t_ours = timed(lambda: event_study(d, "y", "unit", "time", "first_treat", leads=6, lags=12))
+    ours, t_ours = timed(lambda: event_study(d, outcome="y", unit="unit", time="time", cohort="first_treat",
+                                             event_window=(-6, 12)))
     peer, t_pf = timed(lambda: pf.feols("y ~ i(rel, ref=-1) | unit + time", d, vcov={"CRV1": "unit"}))
     assert np.allclose([e.estimate for e in ours.effects], peer.coef().to_numpy(), atol=1e-8)
     rows.append(("event study (18 terms)", "pyfixest feols", t_ours, t_pf))
 
-    (cs, t_ours) = timed(lambda: callaway_santanna(d, "y", "unit", "time", "first_treat").aggregate("dynamic"))
-    _, peak = peak_memory(lambda: callaway_santanna(d, "y", "unit", "time", "first_treat").aggregate("dynamic"))
+    (cs, t_ours) = timed(lambda: callaway_santanna(d, outcome="y", unit="unit", time="time",
+                                                   cohort="first_treat").aggregate("dynamic"))
+    _, peak = peak_memory(lambda: callaway_santanna(d, outcome="y", unit="unit", time="time",
+                                                    cohort="first_treat").aggregate("dynamic"))
     if "csdid" not in args.skip:
         from csdid.att_gt import ATTgt
 

@@ -50,7 +50,8 @@ def main() -> None:
     d = make_panel(args.townships, args.months)
     print(f"panel: {args.townships:,} townships x {args.months} months = {len(d):,} rows")
     rows = []
-    _, t_ri = timed(lambda: randomization_inference(d, "y", "unit", "time", "first_treat", draws=args.ri_draws, seed=1))
+    _, t_ri = timed(lambda: randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat",
+                                                    draws=args.ri_draws, seed=1))
     t_peer = float("nan")
     if not args.skip_peers:
         import numpy as np
@@ -65,7 +66,8 @@ def main() -> None:
                  t_ri, t_peer))
     if not args.skip_wild:
         def ours_wild(panel):
-            return wild_cluster_bootstrap(panel, "y", "unit", "time", "post", draws=args.wb_draws, seed=1,
+            return wild_cluster_bootstrap(panel, outcome="y", unit="unit", time="time", cohort="first_treat",
+                                          draws=args.wb_draws, seed=1,
                                           max_enumerate=0)
         _, t_wb = timed(lambda: ours_wild(d))
         rows.append((f"wild cluster bootstrap, {args.wb_draws} draws, {len(d):,} rows", "(none can run)", t_wb,

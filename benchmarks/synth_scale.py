@@ -75,14 +75,15 @@ def main() -> None:
 
     d = make_panel(args.donors, args.months, args.start)
     print(f"panel: 1 pilot + {args.donors:,} donors x {args.months} months (start {args.start})")
-    ours, t_ours = timed(lambda: synthetic_control(d, "y", "unit", "time", "first_treat"))
+    ours, t_ours = timed(lambda: synthetic_control(d, outcome="y", unit="unit", time="time", cohort="first_treat"))
     e = ours.effects[0]
     print(f"ours: ATT {e.estimate:.3f} (true 2.0), rank p {e.p_value:.4f}, {args.donors} placebos in {t_ours:.2f} s")
     if args.skip_peers:
         return
     k = args.peer_donors or args.donors
     small = d if k == args.donors else d[d["unit"] <= k]
-    ours_k, t_ours_k = timed(lambda: synthetic_control(small, "y", "unit", "time", "first_treat"))
+    ours_k, t_ours_k = timed(lambda: synthetic_control(small, outcome="y", unit="unit", time="time",
+                                                       cohort="first_treat"))
     gaps, t_peer = timed(lambda: peer(d, args.start, k))
     mine = ours_k.diagnostics["placebos"].set_index("township")["att"]
     theirs = gaps.rename(index=lambda s: int(str(s)[1:])).reindex(mine.index)

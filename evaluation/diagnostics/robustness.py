@@ -2,73 +2,136 @@
 a placebo start inside the pre-period, leaving one pilot township out at a time,
 excluding the COVID-19 months, and not-yet-treated instead of never-treated comparisons.
 
-All use Callaway and Sant'Anna's simple ATT (:mod:`evaluation.estimators.staggered`), the package's
-recommended estimator under staggered starts. Inference comparisons for few pilots
-(wild cluster bootstrap, randomization inference) belong to the inference module.
+All use Callaway and Sant'Anna's simple ATT (:mod:`evaluation.estimators.staggered`), the
+package's recommended estimator under staggered starts, with its assumptions (parallel
+trends, no anticipation); each check asks whether the estimate survives a change of
+the data or comparison that should not matter under them. The column keywords default
+to the names of :func:`evaluation.data.frames.did_frame`; the estimator options are
+those of :func:`evaluation.estimators.staggered.callaway_santanna`. Inference
+comparisons for few pilots (wild cluster bootstrap, randomization inference) belong to
+the inference module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 
+from evaluation.errors import EstimationError
 from evaluation.estimators.staggered import callaway_santanna
 from evaluation.results import Effect, Estimates
 
-KEYS = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
+ControlGroup = Literal["never_treated", "not_yet_treated"]
 
 
-def _att(frame: pd.DataFrame, **options) -> Effect:
-    return callaway_santanna(frame, KEYS["outcome"], KEYS["unit"], KEYS["time"], KEYS["first_treat"],
-                             **options).aggregate("simple").get("att")
+def _att(frame: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str, control_group: ControlGroup,
+         covariates: Sequence[str], method: Literal["dr", "reg"], base_period: Literal["varying", "universal"],
+         anticipation: int, alpha: float, indicator: str | None) -> Effect:
+    return callaway_santanna(frame, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                             control_group=control_group, covariates=covariates, method=method,
+                             base_period=base_period, anticipation=anticipation, alpha=alpha,
+                             indicator=indicator).aggregate("simple").get("att")
 
 
-def _relabel(effect: Effect, estimand: str, term: str) -> Effect:
-    return Effect(**{**effect.__dict__, "estimand": estimand, "term": term})
+def _relabel(effect: Effect, estimand: str, term: str, **fields) -> Effect:
+    return replace(effect, estimand=estimand, term=term, **fields)
 
 
-def placebo_in_time(frame: pd.DataFrame, shift: int = 12, **options) -> Effect:
-    """Pretend every pilot started ``shift`` periods earlier and use only the periods
-    before the real starts: under parallel trends and no anticipation the placebo ATT is 0."""
-    d = frame[(frame["first_treat"] == 0) | (frame["time"] < frame["first_treat"])]
-    last_pre = d.loc[d["first_treat"] > 0, "time"].max()
-    d = d[d["time"] <= last_pre]
+def placebo_in_time(data: pd.DataFrame, *, shift: int = 12, outcome: str = "value", unit: str = "township_id",
+                    time: str = "time", cohort: str = "first_treat", control_group: ControlGroup = "never_treated",
+                    covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                    base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
+                    alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Pretend every pilot started ``shift`` periods before the earliest real start and
+    use only the periods before the real starts: under parallel trends and no
+    anticipation the placebo ATT (estimand ``placebo_att``; its start in ``cohort``) is 0."""
+    options = dict(outcome=outcome, unit=unit, time=time, cohort=cohort, control_group=control_group,
+                   covariates=covariates, method=method, base_period=base_period, anticipation=anticipation,
+                   alpha=alpha, indicator=indicator)
+    d = data[(data[cohort] == 0) | (data[time] < data[cohort])]
+    last_pre = d.loc[d[cohort] > 0, time].max()
+    d = d[d[time] <= last_pre]
     # keep the panel balanced: periods every unit still has
-    d = d[d["time"] < frame.loc[frame["first_treat"] > 0, "first_treat"].min()]
-    fake = frame.loc[frame["first_treat"] > 0, "first_treat"].min() - shift
-    d = d.assign(first_treat=np.where(d["first_treat"] > 0, fake, 0))
-    if fake <= d["time"].min():
-        raise ValueError(f"a placebo start {shift} periods earlier leaves no pre-period")
-    return _relabel(_att(d, **options), "placebo_att", f"start {shift} periods early")
+    first_start = data.loc[data[cohort] > 0, cohort].min()
+    d = d[d[time] < first_start]
+    fake = first_start - shift
+    d = d.assign(**{cohort: np.where(d[cohort] > 0, fake, 0)})
+    if fake <= d[time].min():
+        raise EstimationError(f"a placebo start {shift} periods earlier leaves no pre-period")
+    effect = _relabel(_att(d, **options), "placebo_att", f"start {shift} periods early", cohort=float(fake))
+    return Estimates(effects=[effect], method="placebo start in the pre-period (Callaway-Sant'Anna)",
+                     kind="placebo_in_time", diagnostics={"shift": shift})
 
 
-def leave_one_out(frame: pd.DataFrame, **options) -> Estimates:
-    """The ATT with each pilot township left out in turn."""
-    pilots = sorted(frame.loc[frame["first_treat"] > 0, "township_id"].unique())
-    effects = [_relabel(_att(frame[frame["township_id"] != p], **options), "att_leave_one_out", f"without {p}")
+def leave_one_out(data: pd.DataFrame, *, outcome: str = "value", unit: str = "township_id", time: str = "time",
+                  cohort: str = "first_treat", control_group: ControlGroup = "never_treated",
+                  covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                  base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
+                  alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """The ATT with each pilot township left out in turn (estimand ``att_leave_one_out``,
+    the township left out in ``unit``)."""
+    options = dict(outcome=outcome, unit=unit, time=time, cohort=cohort, control_group=control_group,
+                   covariates=covariates, method=method, base_period=base_period, anticipation=anticipation,
+                   alpha=alpha, indicator=indicator)
+    pilots = sorted(data.loc[data[cohort] > 0, unit].unique())
+    effects = [_relabel(_att(data[data[unit] != p], **options), "att_leave_one_out", f"without {p}", unit=str(p))
                for p in pilots]
-    return Estimates(effects=effects, method="leave one pilot out (Callaway-Sant'Anna)")
+    return Estimates(effects=effects, method="leave one pilot out (Callaway-Sant'Anna)", kind="leave_one_out")
 
 
-def exclude_periods(frame: pd.DataFrame, periods, **options) -> Effect:
-    """The ATT with the given periods (e.g. the COVID-19 months) dropped for every township."""
-    labels = frame["period"].astype(str)
+def exclude_periods(data: pd.DataFrame, *, periods: Sequence, period_column: str = "period", outcome: str = "value",
+                    unit: str = "township_id", time: str = "time", cohort: str = "first_treat",
+                    control_group: ControlGroup = "never_treated", covariates: Sequence[str] = (),
+                    method: Literal["dr", "reg"] = "dr", base_period: Literal["varying", "universal"] = "varying",
+                    anticipation: int = 0, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """The ATT with the given ``periods`` (labels of ``period_column``, e.g. the COVID-19
+    months) dropped for every township (estimand ``att_excluding_periods``)."""
+    options = dict(outcome=outcome, unit=unit, time=time, cohort=cohort, control_group=control_group,
+                   covariates=covariates, method=method, base_period=base_period, anticipation=anticipation,
+                   alpha=alpha, indicator=indicator)
+    labels = data[period_column].astype(str)
     keep = ~labels.isin([str(p) for p in periods])
-    return _relabel(_att(frame[keep], **options), "att_excluding_periods", f"{(~keep).sum() // frame['township_id'].nunique()} periods dropped")
+    dropped = int((~keep).sum() // data[unit].nunique())
+    effect = _relabel(_att(data[keep], **options), "att_excluding_periods", f"{dropped} periods dropped")
+    return Estimates(effects=[effect], method="periods excluded (Callaway-Sant'Anna)", kind="exclude_periods",
+                     diagnostics={"periods_dropped": dropped})
 
 
-def comparison_groups(frame: pd.DataFrame, **options) -> Estimates:
-    """Never-treated against not-yet-treated comparisons."""
-    effects = [_relabel(_att(frame, control_group=c, **options), "att", c.replace("_", "-"))
+def comparison_groups(data: pd.DataFrame, *, outcome: str = "value", unit: str = "township_id", time: str = "time",
+                      cohort: str = "first_treat", covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                      base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
+                      alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Never-treated against not-yet-treated comparisons (estimand ``att``, the comparison
+    in ``term``)."""
+    effects = [_relabel(_att(data, outcome=outcome, unit=unit, time=time, cohort=cohort, control_group=c,
+                             covariates=covariates, method=method, base_period=base_period,
+                             anticipation=anticipation, alpha=alpha, indicator=indicator),
+                        "att", c.replace("_", "-"))
                for c in ("never_treated", "not_yet_treated")]
-    return Estimates(effects=effects, method="comparison group (Callaway-Sant'Anna)")
+    return Estimates(effects=effects, method="comparison group (Callaway-Sant'Anna)", kind="comparison_groups")
 
 
-def robustness_table(frame: pd.DataFrame, covid_periods=(), shift: int = 12, **options) -> list[Effect]:
-    """Every check above in one list (for the robustness chapter); ``shift`` periods for the placebo start."""
-    out = list(comparison_groups(frame, **options).effects)
+def robustness_table(data: pd.DataFrame, *, covid_periods: Sequence = (), shift: int = 12,
+                     period_column: str = "period", outcome: str = "value", unit: str = "township_id",
+                     time: str = "time", cohort: str = "first_treat", control_group: ControlGroup = "never_treated",
+                     covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                     base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
+                     alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Every check above in one :class:`Estimates` (kind ``robustness``), in this order:
+    the two comparison groups, the excluded ``covid_periods`` (when given), the placebo
+    start ``shift`` periods early, and each pilot left out. ``control_group`` applies to
+    all but the comparison-group check."""
+    columns = dict(outcome=outcome, unit=unit, time=time, cohort=cohort)
+    rest = dict(covariates=covariates, method=method, base_period=base_period, anticipation=anticipation,
+                alpha=alpha, indicator=indicator)
+    out = list(comparison_groups(data, **columns, **rest).effects)
     if len(covid_periods):
-        out.append(exclude_periods(frame, covid_periods, **options))
-    out.append(placebo_in_time(frame, shift=shift, **options))
-    out.extend(leave_one_out(frame, **options).effects)
-    return out
+        out += exclude_periods(data, periods=covid_periods, period_column=period_column, **columns,
+                               control_group=control_group, **rest).effects
+    out += placebo_in_time(data, shift=shift, **columns, control_group=control_group, **rest).effects
+    out += leave_one_out(data, **columns, control_group=control_group, **rest).effects
+    return Estimates(effects=out, method="robustness checks (Callaway-Sant'Anna)", kind="robustness")

@@ -25,12 +25,14 @@ value (seeded), so their ends move by about 1e-4 with the seed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from evaluation.estimators.fixed_effects import EstimationError
+from evaluation.errors import EstimationError
 from evaluation.results import Effect, Estimates
 
 
@@ -482,18 +484,15 @@ def event_study_coefficients(fit: Estimates) -> tuple[np.ndarray, np.ndarray, np
     (``aggregate("dynamic")``; use ``base_period="universal"`` so that the pre-period
     estimates are, like the event study's, relative to the period before the start).
     The reference period (estimate 0) is left out."""
-    effects = [e for e in fit.effects if e.estimand == "att_event_time"]
-    if not effects:
+    idx = [i for i, e in enumerate(fit.effects) if e.estimand == "att_event_time" and e.event_time is not None]
+    if not idx:
         raise EstimationError("no event-time effects: pass an event study or aggregate('dynamic')")
-    times = np.array([int(e.term.split("=")[1]) for e in effects])
+    effects = [fit.effects[i] for i in idx]
+    times = np.array([e.event_time for e in effects])
     beta = np.array([e.estimate for e in effects])
-    if fit.model is not None and hasattr(fit.model, "vcov"):
-        idx = [fit.model.index(e.term) for e in effects]
-        V = fit.model.vcov[np.ix_(idx, idx)]
-    elif "vcov" in fit.diagnostics:
-        V = np.asarray(fit.diagnostics["vcov"])[:len(effects), :len(effects)]
-    else:
+    if fit.vcov is None:
         raise EstimationError("this fit carries no covariance matrix of its event-time effects")
+    V = fit.vcov.to_numpy()[np.ix_(idx, idx)]
     keep = ~((beta == 0) & (np.diag(V) == 0))
     order = np.argsort(times[keep])
     return times[keep][order], beta[keep][order], V[np.ix_(keep, keep)][np.ix_(order, order)]
@@ -515,9 +514,11 @@ def smoothness_upper_bound(beta, sigma, n_pre: int, alpha: float = 0.05) -> floa
     return float(np.max(np.abs(A @ pre) + margin))
 
 
-def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", values=None, l_post=None,
-                       max_pre: int | None = None, max_post: int | None = None, alpha: float = 0.05,
-                       seed: int = 0, breakdown: bool = True, indicator: str | None = None) -> Estimates:
+def honest_sensitivity(fit: Estimates, *, bound: Literal["relative_magnitude", "smoothness"] = "relative_magnitude",
+                       values: Sequence[float] | Literal["around_breakdown"] | None = None,
+                       l_post: Sequence[float] | None = None, event_window: tuple[int | None, int | None] | None = None,
+                       alpha: float = 0.05, seed: int = 0, breakdown: bool = True,
+                       indicator: str | None = None) -> Estimates:
     """Confidence sets for theta = l_post' tau (default: the effect at event time 0) from
     an event study, over a grid of ``values`` of Mbar (relative magnitudes; default 0.5,
     1, 1.5, 2) or M (smoothness; default 5 values from 0 to the upper confidence bound of
@@ -526,18 +527,25 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
     the conventional interval first and the breakdown value (the largest bound at which
     the set still excludes 0, found by bisection to 1%) in ``diagnostics``.
 
-    ``max_pre`` / ``max_post`` keep the last pre-periods and the first post-periods
-    (event times -max_pre-1 .. max_post), which keeps the C-LF computation small on
-    monthly event studies.
+    ``fit``: an event study (:func:`evaluation.estimators.did.event_study`) or a
+    Callaway-Sant'Anna ``aggregate("dynamic")``. ``event_window=(first, last)`` keeps the
+    coefficients with first <= event time <= last (either may be None), which keeps the
+    C-LF computation small on monthly event studies; the reference period -1 has no
+    coefficient, so ``(-4, 2)`` keeps the pre-period coefficients -4, -3, -2 and the
+    post-period ones 0, 1, 2 (the old ``max_pre=3, max_post=2``). Assumption: the
+    post-period violation of parallel trends is bounded by ``Mbar`` times the largest
+    pre-period one (relative magnitudes) or its slope changes by at most M per period
+    (smoothness); Rambachan and Roth (2023, Rev Econ Stud 90:2555-2591).
     """
     if bound not in BOUNDS:
-        raise ValueError(f"bound must be one of {list(BOUNDS)}, got {bound!r}")
+        raise EstimationError(f"bound must be one of {list(BOUNDS)}, got {bound!r}")
     times, beta, V = event_study_coefficients(fit)
     pre, post = times < 0, times >= 0
-    if max_pre is not None:
-        pre &= times >= -max_pre - 1
-    if max_post is not None:
-        post &= times <= max_post
+    first, last = (None, None) if event_window is None else event_window
+    if first is not None:
+        pre &= times >= first
+    if last is not None:
+        post &= times <= last
     sel = pre | post
     times, beta, V = times[sel], beta[sel], V[np.ix_(sel, sel)]
     n_pre, n_post = int((times < 0).sum()), int((times >= 0).sum())
@@ -559,7 +567,7 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
     breakdown_value = None
     if isinstance(values, str):
         if values != "around_breakdown":
-            raise ValueError(f"values must be numbers or 'around_breakdown', got {values!r}")
+            raise EstimationError(f"values must be numbers or 'around_breakdown', got {values!r}")
         breakdown_value = _breakdown(lambda v: interval(v), theta, sd, bound)
         # 2 significant digits, and not the breakdown itself, where the set's end sits on 0
         # and its printed digits are noise
@@ -573,7 +581,7 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
 
     original = Effect.from_normal("att_event_time", theta, sd, alpha=alpha, method="event study",
                                   inference="conventional (parallel trends exact)", term="original",
-                                  n_obs=0, indicator=indicator)
+                                  n_obs=0, indicator=indicator, extra={"bound": None})
     method = ("honest DiD, relative magnitudes (C-LF)" if bound == "relative_magnitude"
               else "honest DiD, smoothness (FLCI)")
     effects, rows = [original], [{"bound": 0.0, "ci_low": original.ci_low, "ci_high": original.ci_high,
@@ -584,13 +592,15 @@ def honest_sensitivity(fit: Estimates, *, bound: str = "relative_magnitude", val
         centre = (lo + hi) / 2 if bound == "smoothness" else theta
         effects.append(Effect(estimand="att_event_time", estimate=centre, std_error=sd, ci_low=lo, ci_high=hi,
                               p_value=math.nan, method=method, inference=f"{name} = {v:.4g}", n_obs=0,
-                              term=f"{name}={v:.4g}", indicator=indicator, alpha=alpha))
+                              term=f"{name}={v:.4g}", indicator=indicator, alpha=alpha,
+                              extra={"bound": float(v)}))
         rows.append({"bound": float(v), "ci_low": lo, "ci_high": hi, "label": f"{name}={v:.4g}"})
     diagnostics = {"bound": name, "pre_periods": n_pre, "post_periods": n_post, "l_post": l_post.tolist()}
     if breakdown:
         diagnostics["breakdown"] = (breakdown_value if breakdown_value is not None
                                     else _breakdown(interval, theta, sd, bound))
-    return Estimates(effects=effects, method=method, plot_data=pd.DataFrame(rows), diagnostics=diagnostics)
+    return Estimates(effects=effects, method=method, plot_data=pd.DataFrame(rows), diagnostics=diagnostics,
+                     kind="honest_sensitivity", wald=False)
 
 
 def _breakdown(interval, theta: float, sd: float, bound: str) -> float:

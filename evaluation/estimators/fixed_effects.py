@@ -94,7 +94,7 @@ def small_sample_factor(adjustment: str, *, n: int, k: int, fe_levels: list[int]
                         n_clusters: int) -> tuple[float, int]:
     """The multiplier of the CR0 variance, and K (the parameters counted)."""
     if adjustment not in ADJUSTMENTS:
-        raise ValueError(f"adjustment must be one of {ADJUSTMENTS}, got {adjustment!r}")
+        raise EstimationError(f"adjustment must be one of {ADJUSTMENTS}, got {adjustment!r}")
     if adjustment == "none":
         return 1.0, k
     n_fe = len(fe_levels)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -42,18 +42,14 @@ from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.stats.stattools import durbin_watson
 
 from evaluation.data.calendar import spring_festival_share
-from evaluation.errors import ITSError
-from evaluation.results import Effect, Estimates
+from evaluation.errors import CovidOverlapWarning, ITSError
+from evaluation.results import Effect, Estimates, vcov_frame
 from evaluation.study.catalogue import Indicator
 from evaluation.study.periods import FREQUENCIES, parse_period, period_label
 
 MIN_PRE_PERIODS = 8
 Family = Literal["gaussian", "poisson", "negbin"]
-Errors = Literal["hac", "conventional", "arima"]
-
-
-class CovidOverlapWarning(UserWarning):
-    """The pre-period ends inside a COVID-19 phase: the counterfactual trend is suspect."""
+Inference = Literal["hac", "conventional", "arima"]
 
 
 @dataclass(frozen=True)
@@ -74,8 +70,9 @@ class CovidPhase:
 
 
 @dataclass
-class ITSSpec:
-    """Everything that defines an ITS model besides the data."""
+class _ITSSpec:
+    """Everything that defines an ITS model besides the data (internal: the public
+    functions list these options as keywords)."""
 
     outcome: str
     interruptions: list[Interruption]
@@ -90,7 +87,7 @@ class ITSSpec:
     family: Family = "gaussian"
     offset: str | None = None
     per: float = 1.0
-    errors: Errors = "hac"
+    inference: Inference = "hac"
     hac_lags: int | None = None
     arima_order: tuple[int, int, int] = (1, 0, 0)
     quasi: bool = True
@@ -161,7 +158,7 @@ def _as_period_index(series: pd.DataFrame, frequency: str) -> pd.DataFrame:
     return out.sort_index()
 
 
-def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: ITSSpec, starts: list[pd.Period],
+def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: _ITSSpec, starts: list[pd.Period],
             effective_last: pd.Period) -> pd.DataFrame:
     """Regressors for every period of ``index`` (factual values)."""
     t0 = index[0]
@@ -224,28 +221,57 @@ def _interruptions(arg) -> list[Interruption]:
     return [i if isinstance(i, Interruption) else Interruption(start=i) for i in items]
 
 
-def segmented_regression(series: pd.DataFrame, outcome: str, interruptions, **options) -> Estimates:
-    """Fit an ITS segmented regression to one series; see the module docstring.
+def segmented_regression(data: pd.DataFrame, *, outcome: str, start, frequency: str = "month",
+                         transition: int = 0, seasonality: Literal["month", "fourier"] | None = "month",
+                         harmonics: int = 2, spring_festival: bool = True,
+                         covid: Literal["phases", "exclude", "ignore"] = "phases",
+                         covid_phases: Sequence[CovidPhase] = (), covariates: Sequence[str] = (),
+                         family: Family = "gaussian", offset: str | None = None, per: float = 1.0,
+                         inference: Inference = "hac", hac_lags: int | None = None,
+                         arima_order: tuple[int, int, int] = (1, 0, 0), quasi: bool = True,
+                         horizons: Sequence[int] = (12, 24), alpha: float = 0.05,
+                         indicator: str | None = None) -> Estimates:
+    """Fit an ITS segmented regression to one series; the module docstring gives the model
+    and its assumption (the pre-period trend and seasonality would have continued).
 
-    ``series``: a frame with a PeriodIndex (or a ``period`` column), the outcome column,
-    and for count families the ``offset`` column (population). ``interruptions``: a start
-    period or a list of :class:`Interruption`. ``options``: the fields of :class:`ITSSpec`.
+    ``data``: the series, a frame with a PeriodIndex (or a ``period`` column), the
+    ``outcome`` column, and for count families the ``offset`` column (population).
+    ``start``: the first period of the pilot (a label such as "2019-07" or a Period), an
+    :class:`Interruption` (name, level and/or slope change), or a list of either in time
+    order. Options:
 
-    Returns level and slope changes per interruption (rate ratios for count families),
-    effects at the horizons (absolute and relative), the counterfactual for the plot in
-    ``plot_data``, and Durbin-Watson and Ljung-Box diagnostics of the residuals.
+    * ``frequency``: "month", "quarter" or "year" of the series.
+    * ``transition``: periods after the last start left out as a phase-in window.
+    * ``seasonality``: "month" (dummies), "fourier" (``harmonics`` pairs) or None.
+    * ``spring_festival``: the festival-share regressor (monthly series).
+    * ``covid``: "phases" (indicators for ``covid_phases``), "exclude" (drop them) or "ignore".
+    * ``covariates``: further columns of the series as regressors.
+    * ``family``: "gaussian", "poisson" or "negbin"; ``offset``: log-offset column for
+      counts; ``per``: rates per this many (e.g. 1000) in horizon effects and the plot.
+    * ``inference``: "hac" (Newey-West, ``hac_lags`` or the rule of thumb),
+      "conventional" (quasi-Poisson when ``quasi``) or "arima" (``arima_order`` errors).
+    * ``horizons``: periods after the last start at which to report the effect.
+
+    Returns level and slope changes per interruption (rate ratios for count families,
+    the interruption's name in ``term``), effects at the horizons (absolute and
+    relative, h in ``horizon``), the counterfactual for the plot in ``plot_data``, and
+    Durbin-Watson and Ljung-Box diagnostics of the residuals.
     """
-    interruptions = _interruptions(interruptions)
-    spec = ITSSpec(outcome=outcome, interruptions=interruptions, **options)
-    return _fit(series, spec)
+    spec = _ITSSpec(outcome=outcome, interruptions=_interruptions(start), frequency=frequency,
+                    transition=transition, seasonality=seasonality, harmonics=harmonics,
+                    spring_festival=spring_festival, covid=covid, covid_phases=list(covid_phases),
+                    covariates=list(covariates), family=family, offset=offset, per=per, inference=inference,
+                    hac_lags=hac_lags, arima_order=tuple(arima_order), quasi=quasi, horizons=tuple(horizons),
+                    alpha=alpha, indicator=indicator)
+    return _fit(data, spec)
 
 
-def _prepare(series: pd.DataFrame, spec: ITSSpec):
+def _prepare(series: pd.DataFrame, spec: _ITSSpec):
     if spec.family not in ("gaussian", "poisson", "negbin"):
         raise ITSError(f"family must be 'gaussian', 'poisson' or 'negbin', got {spec.family!r}")
-    if spec.errors not in ("hac", "conventional", "arima"):
-        raise ITSError(f"errors must be 'hac', 'conventional' or 'arima', got {spec.errors!r}")
-    if spec.errors == "arima" and spec.family != "gaussian":
+    if spec.inference not in ("hac", "conventional", "arima"):
+        raise ITSError(f"inference must be 'hac', 'conventional' or 'arima', got {spec.inference!r}")
+    if spec.inference == "arima" and spec.family != "gaussian":
         raise ITSError("ARIMA errors need family='gaussian'")
     data = _as_period_index(series, spec.frequency)
     if spec.outcome not in data.columns:
@@ -305,7 +331,7 @@ def _prepare(series: pd.DataFrame, spec: ITSSpec):
     return data, y, starts, effective_last, keep
 
 
-def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
+def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
     data, y, starts, effective_last, keep = _prepare(series, spec)
     X = _design(data.index, data, spec, starts, effective_last)
     X = X.loc[:, (X.loc[keep.to_numpy()] != 0).any() | (X.columns == "const")]  # drop all-zero columns
@@ -318,10 +344,10 @@ def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
                        "or a covariate that repeats another term")
     off_f = offset[keep.to_numpy()] if offset is not None else None
 
-    if spec.family == "gaussian" and spec.errors != "arima":
+    if spec.family == "gaussian" and spec.inference != "arima":
         model = sm.OLS(yf, Xf)
         fit = (model.fit(cov_type="HAC", cov_kwds={"maxlags": lags, "use_correction": True}, use_t=True)
-               if spec.errors == "hac" else model.fit())
+               if spec.inference == "hac" else model.fit())
         params, cov = fit.params, fit.cov_params()
         resid = fit.resid
         method = "ITS segmented regression (OLS)"
@@ -332,22 +358,22 @@ def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
         fit = model.fit(disp=False, method="bfgs", maxiter=1000)
         if not fit.mle_retvals.get("converged", True):
             warnings.warn("ARIMA-error model: maximum likelihood did not converge; check "
-                          "diagnostics['converged'] and consider errors='hac'", RuntimeWarning, stacklevel=3)
+                          "diagnostics['converged'] and consider inference='hac'", RuntimeWarning, stacklevel=3)
         params, cov = fit.params[X.columns], fit.cov_params().loc[X.columns, X.columns]
         resid = fit.resid[keep.to_numpy()]
         method = f"ITS segmented regression with ARIMA{spec.arima_order} errors"
     elif spec.family == "poisson":
         model = sm.GLM(yf, Xf, family=sm.families.Poisson(), offset=off_f)
-        if spec.errors == "hac":
+        if spec.inference == "hac":
             fit = model.fit(cov_type="HAC", cov_kwds={"maxlags": lags})
         else:
             fit = model.fit(scale="X2" if spec.quasi else 1.0)
         params, cov = fit.params, fit.cov_params()
         resid = fit.resid_pearson
-        method = "ITS Poisson regression" + (" (quasi-Poisson)" if spec.quasi and spec.errors != "hac" else "")
+        method = "ITS Poisson regression" + (" (quasi-Poisson)" if spec.quasi and spec.inference != "hac" else "")
     else:
         model = sm.NegativeBinomial(yf, Xf, offset=off_f, loglike_method="nb2")
-        kwargs = {"cov_type": "HAC", "cov_kwds": {"maxlags": lags}} if spec.errors == "hac" else {}
+        kwargs = {"cov_type": "HAC", "cov_kwds": {"maxlags": lags}} if spec.inference == "hac" else {}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fit = model.fit(disp=0, method="lbfgs", maxiter=2000, **kwargs)
@@ -364,13 +390,14 @@ def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(np.diag(cov)))):
         raise ITSError("the model could not be estimated (collinear regressors or too little data)")
     inference = {"hac": f"Newey-West HAC, {lags} lags", "conventional": "conventional",
-                 "arima": f"ARIMA{spec.arima_order} errors (maximum likelihood)"}[spec.errors]
-    if spec.family == "poisson" and spec.errors == "conventional" and spec.quasi:
+                 "arima": f"ARIMA{spec.arima_order} errors (maximum likelihood)"}[spec.inference]
+    if spec.family == "poisson" and spec.inference == "conventional" and spec.quasi:
         inference = "quasi-Poisson (Pearson dispersion)"
     df = fit.df_resid if getattr(fit, "use_t", False) else None
     common = dict(method=method, inference=inference, n_obs=n_fit, indicator=spec.indicator, alpha=spec.alpha)
 
     effects: list[Effect] = []
+    grads: list[np.ndarray] = []
     count = spec.family != "gaussian"
     for intr in spec.interruptions:
         for kind in ("level", "slope"):
@@ -380,14 +407,19 @@ def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
             e = Effect.from_normal(f"{kind}_change", params[col], math.sqrt(cov.loc[col, col]), df=df,
                                    term=intr.name, scale="log" if count else "indicator", **common)
             effects.append(e.exp() if count else e)
+            g = (params.index == col).astype(float)
+            grads.append(g * math.exp(params[col]) if count else g)
 
-    horizon_effects, skipped = _horizon_effects(X, data, params, cov, spec, starts[-1], effective_last,
-                                                offset, df, common)
+    horizon_effects, horizon_grads, skipped = _horizon_effects(X, data, params, cov, spec, starts[-1],
+                                                               effective_last, offset, df, common)
     effects += horizon_effects
+    grads += horizon_grads
+    G = np.array(grads).reshape(len(grads), len(params))
+    vcov = vcov_frame(G @ cov.loc[params.index, params.index].to_numpy() @ G.T, effects)
     plot = _plot_data(X, data, y, keep, params, cov, spec, offset)
     diagnostics = {
         "n_obs": n_fit, "pre_periods": int(((data.index < starts[0]) & keep.to_numpy()).sum()),
-        "hac_lags": lags if spec.errors == "hac" else None,
+        "hac_lags": lags if spec.inference == "hac" else None,
         "durbin_watson": float(durbin_watson(np.asarray(resid))),
         "ljung_box_p": float(acorr_ljungbox(np.asarray(resid), lags=[min(12, max(1, n_fit // 5))])
                              ["lb_pvalue"].iloc[0]),
@@ -398,11 +430,12 @@ def _fit(series: pd.DataFrame, spec: ITSSpec) -> Estimates:
     if spec.family == "poisson":
         mu = np.exp(Xf.to_numpy() @ params.to_numpy() + (off_f if off_f is not None else 0))
         diagnostics["pearson_dispersion"] = float(((yf - mu) ** 2 / mu).sum() / (n_fit - len(params)))
-    return Estimates(effects=effects, method=method, plot_data=plot, diagnostics=diagnostics, model=fit)
+    return Estimates(effects=effects, method=method, plot_data=plot, diagnostics=diagnostics, model=fit,
+                     kind="segmented_regression", vcov=vcov)
 
 
 def _horizon_effects(X, data, params, cov, spec, last_start, effective_last, offset, df, common):
-    out, skipped = [], []
+    out, grads, skipped = [], [], []
     V = cov.loc[params.index, params.index].to_numpy()
     X0 = _counterfactual(X)
     for h in spec.horizons:
@@ -431,9 +464,10 @@ def _horizon_effects(X, data, params, cov, spec, last_start, effective_last, off
         for estimand, value, grad, scale_name in (("effect_at_horizon", absolute, g_abs, "indicator"),
                                                   ("relative_effect_at_horizon", relative, g_rel, "relative")):
             se = math.sqrt(float(grad @ V @ grad))
-            out.append(Effect.from_normal(estimand, value, se, df=df, term=f"h={h}", scale=scale_name,
+            out.append(Effect.from_normal(estimand, value, se, df=df, term=f"h={h}", scale=scale_name, horizon=int(h),
                                           extra={"period": period_label(p)}, **common))
-    return out, skipped
+            grads.append(np.asarray(grad, float))
+    return out, grads, skipped
 
 
 def _plot_data(X, data, y, keep, params, cov, spec, offset) -> pd.DataFrame:
@@ -467,8 +501,14 @@ def _plot_data(X, data, y, keep, params, cov, spec, offset) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- designs
 
-def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, interruptions, **options) -> Estimates:
-    """Comparative ITS: the pilot series against a control series in one model.
+def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, start, frequency: str = "month",
+                   seasonality: Literal["month", "fourier"] | None = "month", harmonics: int = 2,
+                   spring_festival: bool = True, covid: Literal["phases", "exclude", "ignore"] = "phases",
+                   covid_phases: Sequence[CovidPhase] = (), covariates: Sequence[str] = (),
+                   family: Literal["gaussian", "poisson"] = "gaussian", offset: str | None = None,
+                   inference: Literal["hac", "conventional"] = "hac", hac_lags: int | None = None,
+                   quasi: bool = True, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Comparative ITS: the pilot series (``data``) against a ``control`` series in one model.
 
     Both series share seasonality, Spring Festival and COVID-19 terms; the pilot series
     gets its own intercept, trend and interruption terms on top of the control's. The
@@ -476,12 +516,20 @@ def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, int
     control), under the assumption that the control series shows what the pilot series
     would have done without the pilot beyond their pre-period difference in level and
     trend (Lopez Bernal, Cummins and Gasparrini 2018, Int J Epidemiol 47:2082-2093).
-    Errors: panel Newey-West (HAC by series) by default, or conventional.
+    ``start`` and the options are those of :func:`segmented_regression` (no transition
+    window, horizons or ARIMA errors here). ``inference``: panel Newey-West (HAC by
+    series, ``hac_lags`` or the rule of thumb) by default, or "conventional".
+    Effects: ``difference_in_level_change``, ``difference_in_slope_change`` and the
+    control's own ``control_level_change`` / ``control_slope_change`` per interruption.
     """
-    interruptions = _interruptions(interruptions)
-    spec = ITSSpec(outcome=outcome, interruptions=interruptions, **options)
-    if spec.errors == "arima":
-        raise ITSError("controlled ITS supports errors='hac' or 'conventional'")
+    pilot = data
+    spec = _ITSSpec(outcome=outcome, interruptions=_interruptions(start), frequency=frequency,
+                    seasonality=seasonality, harmonics=harmonics, spring_festival=spring_festival, covid=covid,
+                    covid_phases=list(covid_phases), covariates=list(covariates), family=family, offset=offset,
+                    inference=inference, hac_lags=hac_lags, quasi=quasi, horizons=(), alpha=alpha,
+                    indicator=indicator)
+    if spec.inference == "arima":
+        raise ITSError("controlled ITS supports inference='hac' or 'conventional'")
     if spec.transition:
         raise ITSError("controlled ITS does not take a transition window; start the interruption after it")
     parts = []
@@ -506,7 +554,7 @@ def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, int
     n_per = int(len(stacked) / 2)
     lags = spec.hac_lags if spec.hac_lags is not None else newey_west_lags(n_per)
     kwargs = ({"cov_type": "hac-panel", "cov_kwds": {"groups": groups, "maxlags": lags}}
-              if spec.errors == "hac" else {})
+              if spec.inference == "hac" else {})
     if spec.family == "gaussian":
         fit = sm.OLS(y, X).fit(**kwargs)
     elif spec.family == "poisson":
@@ -515,13 +563,13 @@ def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, int
     else:
         raise ITSError("controlled ITS supports family 'gaussian' or 'poisson'")
     params, cov = fit.params, fit.cov_params()
-    inference = f"panel Newey-West HAC by series, {lags} lags" if spec.errors == "hac" else "conventional"
+    inference = f"panel Newey-West HAC by series, {lags} lags" if spec.inference == "hac" else "conventional"
     df = fit.df_resid if getattr(fit, "use_t", False) else None
     method = "controlled ITS (pilot vs control series)"
     common = dict(method=method, inference=inference, n_obs=len(y), n_units=2, n_treated=1,
                   indicator=spec.indicator, alpha=spec.alpha)
     count = spec.family != "gaussian"
-    effects = []
+    effects, grads = [], []
     for intr in spec.interruptions:
         for kind in ("level", "slope"):
             for prefix, estimand in (("group:", f"difference_in_{kind}_change"), ("", f"control_{kind}_change")):
@@ -530,18 +578,41 @@ def controlled_its(pilot: pd.DataFrame, control: pd.DataFrame, outcome: str, int
                     e = Effect.from_normal(estimand, params[col], math.sqrt(cov.loc[col, col]), df=df,
                                            term=intr.name, scale="log" if count else "indicator", **common)
                     effects.append(e.exp() if count else e)
+                    g = (params.index == col).astype(float)
+                    grads.append(g * math.exp(params[col]) if count else g)
+    G = np.array(grads).reshape(len(grads), len(params))
     return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags},
-                     model=fit)
+                     model=fit, kind="controlled_its", vcov=vcov_frame(G @ np.asarray(cov) @ G.T, effects))
 
 
-def its_by_township(panel, indicator: Indicator, **options) -> dict[str, Estimates]:
-    """One ITS per pilot township at its own start (pilots start in different months).
+def its_by_township(data, *, indicator: Indicator, frequency: str = "month", transition: int = 0,
+                    seasonality: Literal["month", "fourier"] | None = "month", harmonics: int = 2,
+                    spring_festival: bool = True, covid: Literal["phases", "exclude", "ignore"] = "phases",
+                    covid_phases: Sequence[CovidPhase] = (), family: Family = "gaussian",
+                    offset: str | None = None, per: float = 1.0, inference: Inference = "hac",
+                    hac_lags: int | None = None, arima_order: tuple[int, int, int] = (1, 0, 0),
+                    quasi: bool = True, horizons: Sequence[int] = (12, 24), alpha: float = 0.05) -> Estimates:
+    """One ITS (:func:`segmented_regression`, same assumption) per pilot township at its own
+    start (pilots start in different months).
 
-    The series is the township's indicator; ``options`` go to :func:`segmented_regression`.
+    ``data``: the study panel (:class:`evaluation.data.panel.Panel`); ``indicator``: the
+    catalogue :class:`~evaluation.study.catalogue.Indicator` whose township series is
+    fitted (its id is carried into the effects). The options are those of
+    :func:`segmented_regression`. Returns one :class:`Estimates` (kind
+    ``its_by_township``) with every township's effects, the township in each effect's
+    ``unit``; ``model`` maps township id -> that township's fit.
     """
-    out = {}
-    for row in panel.pilots.itertuples():
-        series = indicator_series(panel, indicator, [row.township_id])
-        out[row.township_id] = segmented_regression(series, "value", row.pilot_start,
-                                                    indicator=indicator.id, **options)
-    return out
+    out, effects = {}, []
+    for row in data.pilots.itertuples():
+        series = indicator_series(data, indicator, [row.township_id])
+        fit = segmented_regression(series, outcome="value", start=row.pilot_start, frequency=frequency,
+                                   transition=transition, seasonality=seasonality, harmonics=harmonics,
+                                   spring_festival=spring_festival, covid=covid, covid_phases=covid_phases,
+                                   family=family, offset=offset, per=per, inference=inference, hac_lags=hac_lags,
+                                   arima_order=arima_order, quasi=quasi, horizons=horizons, alpha=alpha,
+                                   indicator=indicator.id)
+        out[row.township_id] = fit
+        effects += [replace(e, unit=str(row.township_id)) for e in fit.effects]
+    method = "ITS segmented regression, each pilot township at its own start"
+    return Estimates(effects=effects, method=method, model=out, kind="its_by_township",
+                     diagnostics={"townships": len(out)})

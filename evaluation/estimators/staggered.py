@@ -22,48 +22,81 @@ Requires a balanced panel (every unit observed in every period).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.estimators.fixed_effects import EstimationError
-from evaluation.results import Effect, Estimates
+from evaluation.errors import EstimationError
+from evaluation.results import Effect, Estimates, vcov_frame
 
 METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust"}
 
 
-@dataclass
-class GroupTimeEffects:
-    """ATT(g, t) with their influence functions, ready to aggregate."""
+def _number(x) -> float:
+    return float(x)
 
-    table: pd.DataFrame            # group, time, base, att, se, post, n_treated, n_control
-    influence: np.ndarray          # n_units x cells, scaled as in R did (sum of squares / n^2 = var)
-    group_share: dict              # P(G = g) among all units
-    unit_group: np.ndarray         # each unit's first_treat (0 = never)
-    n_units: int
-    control_group: str
-    method: str
-    base_period: str
-    alpha: float
-    seed: int | None
-    indicator: str | None = None
-    diagnostics: dict = field(default_factory=dict)
+
+def _event_time(e) -> int | None:
+    return int(round(float(e))) if float(e).is_integer() else None
+
+
+class GroupTimeEffects(Estimates):
+    """ATT(g, t) with their influence functions, ready to aggregate: an :class:`Estimates`
+    whose effects are the ATT(g, t) (estimand ``att_group_time``, with ``cohort`` g,
+    ``calendar_time`` t and ``event_time`` t - g), plus :meth:`aggregate` and :meth:`pretest`."""
+
+    def __init__(self, *, table: pd.DataFrame, influence: np.ndarray, group_share: dict, unit_group: np.ndarray,
+                 n_units: int, control_group: str, estimation: str, base_period: str, alpha: float,
+                 seed: int | None, indicator: str | None = None, diagnostics: dict | None = None):
+        self.table = table                 # group, time, base, att, se, post, n_treated, n_control
+        self.influence = influence         # n_units x cells, scaled as in R did (sum of squares / n^2 = var)
+        self.group_share = group_share     # P(G = g) among all units
+        self.unit_group = unit_group       # each unit's cohort (0 = never)
+        self.n_units = n_units
+        self.control_group = control_group
+        self.estimation = estimation       # unconditional | reg | dr
+        self.base_period = base_period
+        self.alpha = alpha
+        self.seed = seed
+        self.indicator = indicator
+        diagnostics = dict(diagnostics or {})
+        self.diagnostics = diagnostics
+        effects = [self._effect("att_group_time", r.att, r.se, f"g={r.group},t={r.time}", r.n_treated,
+                                {"post": bool(r.post)}, cohort=_number(r.group), calendar_time=_number(r.time),
+                                event_time=_event_time(r.time - r.group))
+                   for r in table.itertuples()]
+        super().__init__(effects=effects, method=self._method_name(), plot_data=table.copy(),
+                         diagnostics=diagnostics, kind="callaway_santanna_att_gt", vcov=None)
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance of the ATT(g, t) from the influence functions (computed when first
+        asked for: cells^2 x units operations)."""
+        if self._vcov is None:
+            self._vcov = vcov_frame(self.influence.T @ self.influence / self.n_units**2, self.effects)
+        return self._vcov
+
+    @vcov.setter
+    def vcov(self, value) -> None:
+        self._vcov = value
+
+    def _method_name(self) -> str:
+        return (f"Callaway-Sant'Anna ({METHOD_NAMES[self.estimation]}, {self.control_group.replace('_', '-')} "
+                f"comparison, {self.base_period} base period)")
 
     # ------------------------------------------------------------------ inference
     def _se(self, inf: np.ndarray) -> np.ndarray:
         return np.sqrt((inf**2).sum(axis=0)) / self.n_units
 
-    def _effect(self, estimand, estimate, se, term, n_treated, extra=None) -> Effect:
+    def _effect(self, estimand, estimate, se, term, n_treated, extra=None, **fields) -> Effect:
         return Effect.from_normal(
-            estimand, estimate, se, alpha=self.alpha,
-            method=f"Callaway-Sant'Anna ({METHOD_NAMES[self.method]}, {self.control_group.replace('_', '-')} "
-                   f"comparison, {self.base_period} base period)",
+            estimand, estimate, se, alpha=self.alpha, method=self._method_name(),
             inference="analytic influence-function standard errors, clustered by unit",
             n_obs=int(self.n_units * self.diagnostics.get("periods", 1)), n_units=self.n_units,
-            n_treated=int(n_treated), term=term, indicator=self.indicator, extra=extra or {})
+            n_treated=int(n_treated), term=term, indicator=self.indicator, extra=extra or {}, **fields)
+
 
     def pretest(self, max_leads: int | None = None) -> dict:
         """Wald test that every pre-period ATT(g, t) is zero (R did's pre-test).
@@ -114,11 +147,10 @@ class GroupTimeEffects:
 
     # ------------------------------------------------------------------ outputs
     def att_gt(self) -> Estimates:
-        """Every ATT(g, t) as effects (estimand ``att_group_time``)."""
-        effects = [self._effect("att_group_time", r.att, r.se, f"g={r.group},t={r.time}", r.n_treated,
-                                {"post": bool(r.post)}) for r in self.table.itertuples()]
-        return Estimates(effects=effects, method=effects[0].method, plot_data=self.table.copy(),
-                         diagnostics={**self.diagnostics, "pretest": self.pretest()})
+        """Every ATT(g, t) as a plain :class:`Estimates` (the same effects), with the
+        pre-test in ``diagnostics``."""
+        return Estimates(effects=list(self.effects), method=self.method, plot_data=self.table.copy(),
+                         diagnostics={**self.diagnostics, "pretest": self.pretest()}, kind=self.kind, vcov=self.vcov)
 
     def _wif(self, keepers: np.ndarray, pg_cell: np.ndarray, groups_cell: np.ndarray) -> np.ndarray:
         """Influence of estimating the aggregation weights (did's ``wif``)."""
@@ -148,16 +180,22 @@ class GroupTimeEffects:
         return estimate, inf
 
     def aggregate(self, kind: Literal["simple", "group", "dynamic", "calendar"] = "simple", *,
-                  min_e: int | None = None, max_e: int | None = None, bootstrap: int = 0) -> Estimates:
+                  event_window: tuple[int | None, int | None] | None = None, draws: int = 0) -> Estimates:
         """Aggregate ATT(g, t) as R did's ``aggte``.
 
         ``simple``: post-period cells weighted by cohort size (every pilot township-period
         counts once) -> estimand ``att``. ``group``: each cohort's average over its post
-        periods (``att_cohort``), and their size-weighted average. ``dynamic``: by event
-        time e = t - g (``att_event_time``), and the average over e >= 0. ``calendar``: by
-        period (``att_calendar``), and their average. ``bootstrap`` > 0 adds a uniform
-        band over the components (multiplier bootstrap, the study's seed).
+        periods (``att_cohort``, the cohort in the effect's ``cohort``), and their
+        size-weighted average. ``dynamic``: by event time e = t - g (``att_event_time``,
+        e in ``event_time``), and the average over e >= 0. ``calendar``: by period
+        (``att_calendar``, t in ``calendar_time``), and their average.
+        ``event_window=(first, last)`` keeps event times first <= e <= last (R did's
+        ``min_e``, ``max_e``; either may be None); ``simple`` and ``group`` use only its
+        last. ``draws`` > 0 adds a uniform band over the components (multiplier bootstrap
+        with that many draws, the fit's seed). ``kind`` of the result:
+        ``callaway_santanna_<kind>``.
         """
+        min_e, max_e = (None, None) if event_window is None else event_window
         tab = self.table
         g, t = tab["group"].to_numpy(), tab["time"].to_numpy()
         pg = np.array([self.group_share[x] for x in g])
@@ -169,14 +207,14 @@ class GroupTimeEffects:
         if kind == "simple":
             keepers = np.flatnonzero((g <= t) & (e <= max_e))
             est, inf = self._aggregate_cells(keepers, pg, True)
-            overall = ("att", "", est, inf, sum(cohort_size[x] for x in np.unique(g[keepers])))
+            overall = ("att", "", est, inf, sum(cohort_size[x] for x in np.unique(g[keepers])), {})
         elif kind == "group":
             glist = sorted(self.group_share)
             ests, infs = [], []
             for gg in glist:
                 keepers = np.flatnonzero((g == gg) & (g <= t) & (e <= max_e))
                 est, inf = self._aggregate_cells(keepers, pg, False)
-                parts.append(("att_cohort", f"g={gg}", est, inf, cohort_size[gg]))
+                parts.append(("att_cohort", f"g={gg}", est, inf, cohort_size[gg], {"cohort": _number(gg)}))
                 ests.append(est)
                 infs.append(inf)
             pgl = np.array([self.group_share[gg] for gg in glist])
@@ -184,7 +222,7 @@ class GroupTimeEffects:
             inf = np.column_stack(infs) @ (pgl / pgl.sum())
             wif = self._wif(np.arange(len(glist)), pgl, np.array(glist))
             inf = inf + wif @ np.array(ests)
-            overall = ("att", "cohort-weighted", est, inf, sum(cohort_size.values()))
+            overall = ("att", "cohort-weighted", est, inf, sum(cohort_size.values()), {})
         elif kind == "dynamic":
             ests, infs, evals = [], [], []
             for ee in sorted(np.unique(e)):
@@ -193,14 +231,14 @@ class GroupTimeEffects:
                 keepers = np.flatnonzero(e == ee)
                 est, inf = self._aggregate_cells(keepers, pg, True)
                 parts.append(("att_event_time", f"e={ee}", est, inf,
-                              sum(cohort_size[x] for x in np.unique(g[keepers]))))
+                              sum(cohort_size[x] for x in np.unique(g[keepers])), {"event_time": _event_time(ee)}))
                 ests.append(est)
                 infs.append(inf)
                 evals.append(ee)
             post = [i for i, ee in enumerate(evals) if ee >= 0]
             est = float(np.mean([ests[i] for i in post]))
             inf = np.column_stack([infs[i] for i in post]).mean(axis=1)
-            overall = ("att", "event-time average", est, inf, sum(cohort_size.values()))
+            overall = ("att", "event-time average", est, inf, sum(cohort_size.values()), {})
         elif kind == "calendar":
             ests, infs = [], []
             for tt in sorted(np.unique(t[t >= min(self.group_share)])):
@@ -209,55 +247,60 @@ class GroupTimeEffects:
                     continue
                 est, inf = self._aggregate_cells(keepers, pg, True)
                 parts.append(("att_calendar", f"t={tt}", est, inf,
-                              sum(cohort_size[x] for x in np.unique(g[keepers]))))
+                              sum(cohort_size[x] for x in np.unique(g[keepers])), {"calendar_time": _number(tt)}))
                 ests.append(est)
                 infs.append(inf)
             est = float(np.mean(ests))
             inf = np.column_stack(infs).mean(axis=1)
-            overall = ("att", "calendar average", est, inf, sum(cohort_size.values()))
+            overall = ("att", "calendar average", est, inf, sum(cohort_size.values()), {})
         else:
-            raise ValueError(f"kind must be simple, group, dynamic or calendar, got {kind!r}")
+            raise EstimationError(f"kind must be simple, group, dynamic or calendar, got {kind!r}")
 
         all_parts = parts + [overall]
         infl = np.column_stack([p[3] for p in all_parts])
         se = self._se(infl)
-        effects = [self._effect(p[0], p[2], s, p[1], p[4]) for p, s in zip(all_parts, se, strict=True)]
+        effects = [self._effect(p[0], p[2], s, p[1], p[4], **p[5]) for p, s in zip(all_parts, se, strict=True)]
         diagnostics = {**self.diagnostics, "aggregation": kind, "base_period": self.base_period,
                        # covariance of the parts (cohorts, event times, periods) for sensitivity analysis
                        "vcov": infl[:, :len(parts)].T @ infl[:, :len(parts)] / self.n_units**2}
         plot = pd.DataFrame({"term": [p[1] for p in parts], "estimate": [p[2] for p in parts],
                              "std_error": se[:len(parts)]})
+        for key in ("cohort", "event_time", "calendar_time"):
+            if parts and key in parts[0][5]:
+                plot[key] = [p[5][key] for p in parts]
         if parts:
             plot["ci_low"] = [ef.ci_low for ef in effects[:len(parts)]]
             plot["ci_high"] = [ef.ci_high for ef in effects[:len(parts)]]
-        if bootstrap and parts:
-            boot_se, crit = self.uniform_band(infl[:, :len(parts)], bootstrap)
+        if draws and parts:
+            boot_se, crit = self.uniform_band(infl[:, :len(parts)], draws)
             plot["band_low"] = plot["estimate"] - crit * boot_se
             plot["band_high"] = plot["estimate"] + crit * boot_se
             diagnostics["uniform_critical_value"] = crit
-        return Estimates(effects=effects, method=effects[0].method, plot_data=plot, diagnostics=diagnostics)
+        return Estimates(effects=effects, method=effects[0].method, plot_data=plot, diagnostics=diagnostics,
+                         kind=f"callaway_santanna_{kind}", vcov=vcov_frame(infl.T @ infl / self.n_units**2, effects))
 
 
-def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                       control_group: Literal["never_treated", "not_yet_treated"] = "never_treated",
                       covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
                       base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
                       alpha: float = 0.05, seed: int | None = None,
                       indicator: str | None = None) -> GroupTimeEffects:
-    """Estimate every ATT(g, t); aggregate with :meth:`GroupTimeEffects.aggregate`.
+    """Estimate every ATT(g, t) (Callaway and Sant'Anna 2021; the module docstring gives
+    the assumptions); aggregate with :meth:`GroupTimeEffects.aggregate`.
 
-    ``first_treat``: the first treated period on the ``time`` scale, 0 or missing for
+    ``cohort``: the first treated period on the ``time`` scale, 0 or missing for
     never-treated units. Units treated in the first period have no pre-period and are
     left out (reported in ``diagnostics``). ``covariates`` are taken at the base period
     of each comparison; without covariates all methods coincide.
     """
     if control_group not in ("never_treated", "not_yet_treated"):
-        raise ValueError(f"control_group must be 'never_treated' or 'not_yet_treated', got {control_group!r}")
+        raise EstimationError(f"control_group must be 'never_treated' or 'not_yet_treated', got {control_group!r}")
     if base_period not in ("varying", "universal"):
-        raise ValueError(f"base_period must be 'varying' or 'universal', got {base_period!r}")
+        raise EstimationError(f"base_period must be 'varying' or 'universal', got {base_period!r}")
     if method not in ("dr", "reg"):
-        raise ValueError(f"method must be 'dr' or 'reg', got {method!r}")
-    needed = [unit, time, outcome, first_treat, *covariates]
+        raise EstimationError(f"method must be 'dr' or 'reg', got {method!r}")
+    needed = [unit, time, outcome, cohort, *covariates]
     missing = [c for c in needed if c not in data.columns]
     if missing:
         raise EstimationError(f"columns not in the data: {missing}")
@@ -283,11 +326,11 @@ def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
         return out
 
     Y = to_wide(outcome)
-    first = d[first_treat].fillna(0).to_numpy(float)
+    first = d[cohort].fillna(0).to_numpy(float)
     ft = np.zeros(len(units))
     ft[u_codes] = first
     if not np.array_equal(first, ft[u_codes]):
-        raise EstimationError(f"'{first_treat}' varies within a unit")
+        raise EstimationError(f"'{cohort}' varies within a unit")
     Xcov = {c: to_wide(c) for c in covariates}
     always = (ft > 0) & (ft <= periods[0] + anticipation)
     keep = ~always
@@ -352,7 +395,7 @@ def callaway_santanna(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     share = {g: float((ft == g).mean()) for g in glist}
     diagnostics = {"periods": len(periods), "units": n, "left_out_treated_in_first_period": int(always.sum())}
     return GroupTimeEffects(table=table, influence=influence, group_share=share, unit_group=ft, n_units=n,
-                            control_group=control_group, method=method if covariates else "unconditional",
+                            control_group=control_group, estimation=method if covariates else "unconditional",
                             base_period=base_period, alpha=alpha, seed=seed, indicator=indicator,
                             diagnostics=diagnostics)
 

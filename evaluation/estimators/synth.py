@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
-from evaluation.estimators.fixed_effects import EstimationError, balanced_wide
-from evaluation.results import Effect, Estimates
-
-
-class PoorPreFitWarning(UserWarning):
-    """The pilot lies outside what the donors can reproduce: the counterfactual extrapolates."""
-
+from evaluation.errors import EstimationError, PoorPreFitWarning
+from evaluation.estimators.fixed_effects import balanced_wide
+from evaluation.results import Effect, Estimates, vcov_frame
 
 # ----------------------------------------------------------------------------- weights
 
@@ -137,7 +134,7 @@ def synthdid_weights(Y: np.ndarray, n_control: int, n_pre: int, kind: str = "sdi
         omega = solve(collapsed[:N0, :T0].T, collapsed[N0, :T0], 1e-6 * noise, False)
         return omega, np.zeros(T0)
     if kind != "sdid":
-        raise ValueError(f"kind must be 'sdid', 'sc' or 'did', got {kind!r}")
+        raise EstimationError(f"kind must be 'sdid', 'sc' or 'did', got {kind!r}")
     lam = solve(collapsed[:N0, :T0], collapsed[:N0, T0], 1e-6 * noise, True)
     zeta_omega = (N1 * T1) ** 0.25 * noise
     omega = solve(collapsed[:N0, :T0].T, collapsed[N0, :T0], zeta_omega, True)
@@ -161,14 +158,14 @@ def synthdid_estimate(Y: np.ndarray, n_control: int, n_pre: int, kind: str = "sd
 
 # ----------------------------------------------------------------------------- inputs
 
-def _wide(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str):
+def _wide(data: pd.DataFrame, outcome: str, unit: str, time: str, cohort: str):
     d = data.dropna(subset=[outcome])
     try:
         Y, units, periods = balanced_wide(d, outcome, unit, time)
     except EstimationError as exc:
         raise EstimationError(f"'{outcome}': {exc}; synthetic control needs every township in every period "
                               "(drop or impute the gaps first)") from None
-    ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     return Y, units, periods, ft
 
 
@@ -248,13 +245,14 @@ def _gap_stats(gap: np.ndarray, T0: int) -> tuple[float, float, float]:
     return float(gap[T0:].mean()), pre, post
 
 
-def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
+def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                       pilot=None, predictors: list[str] | None = None, donors: list | None = None,
                       placebo: bool = True, max_pre_rmspe_ratio: float | None = None, alpha: float = 0.05,
                       min_pre_periods: int = 5, indicator: str | None = None) -> Estimates:
     """Synthetic control for one pilot township (Abadie, Diamond and Hainmueller 2010).
 
-    ``pilot``: the township (default: the only one with a ``first_treat``). Donors: the
+    ``cohort``: the first treated period on the ``time`` scale (0 or missing: never).
+    ``pilot``: the township (default: the only one with a cohort). Donors: the
     townships never treated (other pilots are left out), or ``donors``. Without
     ``predictors`` the weights fit the pilot's pre-period outcomes directly; with them
     (column names, averaged over the pre-period per township, plus the pre-period mean
@@ -270,7 +268,7 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     ``diagnostics["weights"]`` the donor weights, ``diagnostics["placebo_gaps"]`` the
     placebo gap paths (long), and the pre-fit checks.
     """
-    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
     pilots = units[ft > 0]
     if pilot is None:
         if len(pilots) != 1:
@@ -282,7 +280,7 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
         raise EstimationError(f"pilot township {pilot!r} is not in the panel")
     p = int(where[0])
     if not ft[p] > 0:
-        raise EstimationError(f"township {pilot!r} has no start ('{first_treat}' is empty or 0)")
+        raise EstimationError(f"township {pilot!r} has no start ('{cohort}' is empty or 0)")
     donor_mask = (ft == 0) if donors is None else np.isin(units, list(donors))
     donor_mask[p] = False
     if donor_mask.sum() < 2:
@@ -339,7 +337,7 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     effect = Effect(estimand="att", estimate=att, std_error=sd, ci_low=float(low), ci_high=float(high),
                     p_value=p_value, method=("synthetic control" + (" with predictors" if X is not None else "")),
                     inference=inference, n_obs=int(Y[p].size + Y0.size), n_units=len(donor_ids) + 1, n_treated=1,
-                    term=str(pilot), indicator=indicator, alpha=alpha,
+                    term=str(pilot), indicator=indicator, alpha=alpha, unit=str(pilot), cohort=float(ft[p]),
                     extra={"pre_rmspe": pre_rmspe, "post_rmspe": post_rmspe, "rmspe_ratio": ratio})
     weights = (pd.DataFrame({"township": donor_ids, "weight": w}).sort_values("weight", ascending=False)
                .reset_index(drop=True))
@@ -353,25 +351,34 @@ def synthetic_control(data: pd.DataFrame, outcome: str, unit: str, time: str, fi
     if v is not None:
         diagnostics["predictor_weights"] = pd.DataFrame({"predictor": list(predictors) + [f"{outcome} (pre mean)"],
                                                          "weight": v})
-    return Estimates(effects=[effect], method=effect.method, plot_data=plot, diagnostics=diagnostics)
+    return Estimates(effects=[effect], method=effect.method, plot_data=plot, diagnostics=diagnostics,
+                     kind="synthetic_control", wald=False)
 
 
-def synthetic_control_by_pilot(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str,
-                               **kwargs) -> Estimates:
-    """:func:`synthetic_control` for each pilot township in turn (donors: never treated),
-    one ``att_township`` effect per pilot, so a report can name which township moved."""
-    pilots = data.loc[data[first_treat].fillna(0) > 0, unit].unique()
+def synthetic_control_by_pilot(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                               predictors: list[str] | None = None, donors: list | None = None,
+                               placebo: bool = True, max_pre_rmspe_ratio: float | None = None,
+                               alpha: float = 0.05, min_pre_periods: int = 5,
+                               indicator: str | None = None) -> Estimates:
+    """:func:`synthetic_control` for each pilot township in turn (donors: never treated,
+    or ``donors``; the other options as there), one ``att_township`` effect per pilot with
+    the township in ``unit`` and its start in ``cohort``, so a report can name which
+    township moved. Same assumption and inference as :func:`synthetic_control`."""
+    pilots = data.loc[data[cohort].fillna(0) > 0, unit].unique()
     if len(pilots) == 0:
-        raise EstimationError("no pilot township (no row has a first_treat)")
+        raise EstimationError(f"no pilot township (no row has a '{cohort}')")
     effects, fits = [], {}
     for pilot in sorted(pilots):
-        fit = synthetic_control(data, outcome, unit, time, first_treat, pilot=pilot, **kwargs)
+        fit = synthetic_control(data, outcome=outcome, unit=unit, time=time, cohort=cohort, pilot=pilot,
+                                predictors=predictors, donors=donors, placebo=placebo,
+                                max_pre_rmspe_ratio=max_pre_rmspe_ratio, alpha=alpha,
+                                min_pre_periods=min_pre_periods, indicator=indicator)
         e = fit.effects[0]
         effects.append(Effect(**{**e.__dict__, "estimand": "att_township"}))
         fits[pilot] = fit
     return Estimates(effects=effects, method="synthetic control, each pilot township",
                      plot_data=pd.concat([f.plot_data.assign(township=k) for k, f in fits.items()], ignore_index=True),
-                     diagnostics={"pilots": len(fits)}, model=fits)
+                     diagnostics={"pilots": len(fits)}, model=fits, kind="synthetic_control_by_pilot", wald=False)
 
 
 # ----------------------------------------------------------------------------- synthetic DiD
@@ -388,23 +395,26 @@ def _cohort_blocks(Y: np.ndarray, ft: np.ndarray, periods: np.ndarray, min_pre: 
     return controls, blocks
 
 
-def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
-                  se: str = "placebo", replications: int = 200, seed: int | None = None, alpha: float = 0.05,
-                  min_pre_periods: int = 2, indicator: str | None = None) -> Estimates:
+def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                  inference: Literal["placebo", "jackknife", "none"] = "placebo", draws: int = 200,
+                  seed: int | None = None, alpha: float = 0.05, min_pre_periods: int = 2,
+                  indicator: str | None = None) -> Estimates:
     """Synthetic difference-in-differences (Arkhangelsky et al. 2021).
 
-    Each cohort (pilots sharing a start period) is compared with the never-treated
-    townships over all its periods; the overall ATT averages the cohorts' estimates
+    Each cohort (pilots sharing a start period ``cohort``; 0 or missing: never treated)
+    is compared with the never-treated townships over all its periods; the overall ATT averages the cohorts' estimates
     weighted by their treated township-periods (N1 x T1), as in Clarke, Pailanir, Athey
-    and Imbens (2023, Stata Journal, ``sdid``). Standard errors: ``"placebo"`` (the
-    paper's Algorithm 4, for few pilots: never-treated townships drawn at random as fake
-    cohorts of the same sizes, weights re-fitted; needs more never-treated than pilots),
-    ``"jackknife"`` (Algorithm 3, leaving out one township at a time with the weights
-    fixed; needs two or more pilots per cohort), or ``"none"``. The interval is normal.
+    and Imbens (2023, Stata Journal, ``sdid``). ``inference``: ``"placebo"`` (the
+    paper's Algorithm 4, for few pilots: ``draws`` times, never-treated townships drawn at
+    random as fake cohorts of the same sizes, weights re-fitted; needs more never-treated
+    than pilots), ``"jackknife"`` (Algorithm 3, leaving out one township at a time with the
+    weights fixed; needs two or more pilots per cohort), or ``"none"``. The interval is
+    normal. Effects: the overall ``att``, then one ``att_cohort`` per cohort (``cohort``).
     """
-    if se not in ("placebo", "jackknife", "none"):
-        raise ValueError(f"se must be 'placebo', 'jackknife' or 'none', got {se!r}")
-    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    if inference not in ("placebo", "jackknife", "none"):
+        raise EstimationError(f"inference must be 'placebo', 'jackknife' or 'none', got {inference!r}")
+    se, replications = inference, draws
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
     controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
     T = len(periods)
 
@@ -429,7 +439,7 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
     if se == "placebo":
         if len(controls) <= n_treated:
             raise EstimationError(f"placebo standard errors need more never-treated townships ({len(controls)}) "
-                                  f"than pilots ({n_treated}); use se='jackknife' or 'none'")
+                                  f"than pilots ({n_treated}); use inference='jackknife' or 'none'")
         draws = []
         for _ in range(replications):
             perm = rng.permutation(controls)
@@ -442,11 +452,13 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
             draws.append([total] + [r["estimate"] for *_, r in cohort_parts])
         draws = np.asarray(draws)
         std_errors = np.sqrt((replications - 1) / replications) * np.std(draws, axis=0, ddof=1)
-        inference = f"placebo standard error, {replications} replications (seed {seed})"
+        centred = draws - draws.mean(axis=0)
+        cov = centred.T @ centred / replications  # (B-1)/B times the sample covariance, as the SEs
+        label = f"placebo standard error, {replications} draws (seed {seed})"
     elif se == "jackknife":
         if any(len(t) < 2 for _, t, _ in blocks):
             raise EstimationError("jackknife standard errors need at least two pilots in every cohort; "
-                                  "use se='placebo'")
+                                  "use inference='placebo'")
         fixed = {g: {"omega": r["omega"], "lambda": r["lambda"]} for g, _, r in parts}
         values = []
         for drop in np.concatenate([controls, *[t for _, t, _ in blocks]]):
@@ -458,19 +470,22 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
         values = np.asarray(values)
         n = len(values)
         std_errors = np.sqrt((n - 1) / n * np.sum((values - values.mean(axis=0)) ** 2, axis=0))
+        centred = values - values.mean(axis=0)
+        cov = (n - 1) / n * centred.T @ centred
         draws = values
-        inference = f"jackknife standard error ({n} townships left out in turn, weights fixed)"
+        label = f"jackknife standard error ({n} townships left out in turn, weights fixed)"
     else:
         std_errors = np.full(1 + len(blocks), math.nan)
-        inference = "no standard error (se='none')"
+        cov = None
+        label = "no standard error (inference='none')"
     method = "synthetic difference-in-differences"
 
     def effect(estimand: str, value: float, std_error: float, **counts) -> Effect:
         if np.isfinite(std_error) and std_error > 0:
-            return Effect.from_normal(estimand, value, std_error, method=method, inference=inference,
+            return Effect.from_normal(estimand, value, std_error, method=method, inference=label,
                                       indicator=indicator, alpha=alpha, **counts)
         return Effect(estimand=estimand, estimate=value, std_error=math.nan, ci_low=math.nan, ci_high=math.nan,
-                      p_value=math.nan, method=method, inference=inference, indicator=indicator, alpha=alpha,
+                      p_value=math.nan, method=method, inference=label, indicator=indicator, alpha=alpha,
                       **counts)
 
     effects = [effect("att", tau, float(std_errors[0]), n_obs=int((len(controls) + n_treated) * T),
@@ -478,6 +493,7 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
     rows, weight_rows = [], []
     for k, ((g, treated, T0), (_, _, res)) in enumerate(zip(blocks, parts, strict=True)):
         effects.append(effect("att_cohort", res["estimate"], float(std_errors[1 + k]), term=f"g={g:g}",
+                              cohort=float(g),
                               n_obs=int((len(controls) + len(treated)) * T), n_units=len(controls) + len(treated),
                               n_treated=len(treated)))
         rows.append(pd.DataFrame({"cohort": g, "period": periods, "pilots": res["treated"],
@@ -485,40 +501,45 @@ def synthetic_did(data: pd.DataFrame, outcome: str, unit: str, time: str, first_
                                   "time_weight": np.concatenate([res["lambda"], np.full(T - T0, np.nan)])}))
         weight_rows.append(pd.DataFrame({"cohort": g, "township": units[controls], "weight": res["omega"]}))
     return Estimates(effects=effects, method=method, plot_data=pd.concat(rows, ignore_index=True),
+                     kind="synthetic_did", vcov=None if cov is None else vcov_frame(cov, effects),
                      diagnostics={"cohorts": len(blocks), "never_treated": len(controls),
                                   "unit_weights": pd.concat(weight_rows, ignore_index=True),
                                   "cohort_weights": {g: w for g, w, _ in parts}, "se_draws": draws})
 
 
-def synthetic_did_by_pilot(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
-                           replications: int = 200, seed: int | None = None, alpha: float = 0.05,
+def synthetic_did_by_pilot(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                           draws: int = 200, seed: int | None = None, alpha: float = 0.05,
                            min_pre_periods: int = 2, indicator: str | None = None) -> Estimates:
-    """Synthetic DiD for each pilot township alone against the never-treated townships,
-    one ``att_township`` effect per pilot. Standard errors by the placebo method
+    """Synthetic DiD (Arkhangelsky et al. 2021; assumption as :func:`synthetic_did`) for
+    each pilot township alone against the never-treated townships, one ``att_township``
+    effect per pilot (township in ``unit``, start in ``cohort``); ``draws`` placebo draws
+    per cohort. Standard errors by the placebo method
     (Arkhangelsky et al. 2021, Algorithm 4, with one treated unit): never-treated
     townships drawn as fake pilots with the same start; the draws depend only on the
     start period, so they are computed once per cohort and shared by its pilots."""
-    Y, units, periods, ft = _wide(data, outcome, unit, time, first_treat)
+    replications = draws
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
     controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
     if len(controls) < 3:
         raise EstimationError("placebo standard errors for one pilot need at least three never-treated townships")
     rng = np.random.default_rng(seed)
     effects, rows = [], []
     for g, treated, T0 in blocks:
-        draws = []
+        values = []
         for _ in range(replications):
             fake = rng.choice(len(controls), size=1, replace=False)[0]
             rest = np.delete(controls, fake)
-            draws.append(synthdid_estimate(Y[np.concatenate([rest, [controls[fake]]])], len(rest), T0)["estimate"])
-        std_error = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
+            values.append(synthdid_estimate(Y[np.concatenate([rest, [controls[fake]]])], len(rest), T0)["estimate"])
+        std_error = float(np.sqrt((replications - 1) / replications) * np.std(values, ddof=1))
         for i in treated:
             res = synthdid_estimate(Y[np.concatenate([controls, [i]])], len(controls), T0)
             effects.append(Effect.from_normal(
                 "att_township", res["estimate"], std_error, alpha=alpha, method="synthetic difference-in-differences",
                 inference=f"placebo standard error for one pilot starting at {g:g}, {replications} draws (seed {seed})",
                 n_obs=int((len(controls) + 1) * len(periods)), n_units=len(controls) + 1, n_treated=1,
-                term=str(units[i]), indicator=indicator))
+                term=str(units[i]), indicator=indicator, unit=str(units[i]), cohort=float(g)))
             rows.append(pd.DataFrame({"township": units[i], "period": periods, "pilot": res["treated"],
                                       "synthetic": res["synthetic"], "post": np.arange(len(periods)) >= T0}))
     return Estimates(effects=effects, method="synthetic difference-in-differences, each pilot township",
-                     plot_data=pd.concat(rows, ignore_index=True), diagnostics={"pilots": len(effects)})
+                     plot_data=pd.concat(rows, ignore_index=True), diagnostics={"pilots": len(effects)},
+                     kind="synthetic_did_by_pilot")

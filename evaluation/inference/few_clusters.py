@@ -22,12 +22,53 @@ from __future__ import annotations
 
 import math
 from itertools import combinations, permutations
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from evaluation.estimators.fixed_effects import EstimationError, balanced_wide, two_way_demean_balanced
-from evaluation.results import Effect, Estimates
+from evaluation.errors import EstimationError
+from evaluation.estimators.did import treatment_indicator
+from evaluation.estimators.fixed_effects import (
+    balanced_wide,
+    demean,
+    factorize,
+    nested_in,
+    two_way_demean_balanced,
+)
+from evaluation.results import Effect, Estimates, vcov_frame
+
+
+def _resolve(data, function: str, *, outcome, unit, time, cohort, indicator, cluster=None,
+             supports_cluster: bool = False):
+    """The data and column names: as given, or from a TWFE fit's stored call (keywords
+    given here override the fit's). A fit with weights or covariates is refused: the
+    inference below is for the unweighted TWFE coefficient without covariates, and would
+    otherwise test another estimate than the one reported."""
+    if isinstance(data, Estimates):
+        spec = data.spec
+        if not spec or spec.get("estimator") != "twfe":
+            raise EstimationError(f"{function}() takes a DataFrame or a twfe() fit, got a {data.kind or 'fit'} "
+                                  "without a stored twfe specification")
+        if spec.get("weights") or spec.get("covariates"):
+            raise EstimationError(f"{function}() tests the unweighted TWFE coefficient without covariates; this fit "
+                                  f"has weights={spec.get('weights')!r}, covariates={list(spec.get('covariates', ()))}")
+        outcome, unit, time = outcome or spec["outcome"], unit or spec["unit"], time or spec["time"]
+        cohort = cohort or spec["cohort"]
+        indicator = indicator if indicator is not None else spec.get("indicator")
+        if supports_cluster:
+            cluster = cluster or spec.get("cluster")
+        data = spec["data"]
+    missing = [name for name, v in (("outcome", outcome), ("unit", unit), ("time", time), ("cohort", cohort))
+               if v is None]
+    if missing:
+        raise EstimationError(f"{function}() needs {', '.join(missing)} (or a twfe() fit as first argument)")
+    if not isinstance(data, pd.DataFrame):
+        raise EstimationError(f"{function}() takes a DataFrame or a twfe() fit, got {type(data).__name__}")
+    absent = [c for c in (outcome, unit, time, cohort, *([cluster] if cluster else [])) if c not in data.columns]
+    if absent:
+        raise EstimationError(f"columns not in the data: {absent}")
+    return data, outcome, unit, time, cohort, indicator, cluster
 
 
 class _Assignments:
@@ -84,25 +125,34 @@ class _Assignments:
         return out
 
 
-def randomization_inference(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
-                            draws: int = 999, seed: int | None = None, strata: str | None = None,
-                            alpha: float = 0.05, max_exact: int = 5000, indicator: str | None = None) -> Estimates:
-    """Fisher randomization test and interval for the TWFE DiD coefficient.
+def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit: str | None = None,
+                            time: str | None = None, cohort: str | None = None, draws: int = 999,
+                            seed: int | None = None, strata: str | None = None, alpha: float = 0.05,
+                            max_exact: int = 5000, indicator: str | None = None) -> Estimates:
+    """Fisher randomization test and interval for the TWFE DiD coefficient (the module
+    docstring gives the references and the assumption: exchangeable townships under the
+    sharp null).
 
-    ``first_treat``: the first treated period on the ``time`` scale (0 or missing: never).
+    ``data``: the long frame with the column keywords, or a :func:`evaluation.estimators.did.twfe`
+    fit (unweighted, no covariates), whose data and columns are reused so that the
+    coefficient tested is the one reported. ``cohort``: the first treated period on the
+    ``time`` scale (0 or missing: never).
     ``strata``: a column (e.g. the county) within which pilot status is permuted. When
     the number of distinct assignments is at most ``max_exact`` all of them are used
     (exact p-value); otherwise ``draws`` random ones plus the observed assignment.
     The reported standard error is the standard deviation of the permutation
     distribution.
     """
+    data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "randomization_inference", outcome=outcome,
+                                                                unit=unit, time=time, cohort=cohort,
+                                                                indicator=indicator)
     Y, units, periods = balanced_wide(data, outcome, unit, time)
-    ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     cohort_index = np.array([np.searchsorted(periods, g) if g > 0 else -1 for g in ft])  # column of the start
     if (cohort_index < 0).all():
         raise EstimationError("no treated units")
     if (cohort_index >= 0).all():
-        raise EstimationError("no comparison units: every unit has a first_treat")
+        raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
     strata_values = None
     if strata:
         strata_values = pd.factorize(data.groupby(unit)[strata].first().reindex(units))[0]
@@ -147,7 +197,7 @@ def randomization_inference(data: pd.DataFrame, outcome: str, unit: str, time: s
                                + ("" if exact else f" (seed {seed})")),
                     n_obs=int(Y.size), n_units=len(units), n_treated=n_treated, indicator=indicator, alpha=alpha,
                     extra={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
-    return Estimates(effects=[effect], method=effect.method,
+    return Estimates(effects=[effect], method=effect.method, kind="randomization_inference", wald=False,
                      plot_data=pd.DataFrame({"permuted_estimate": beta}),
                      diagnostics={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
 
@@ -225,10 +275,13 @@ def cr2(X: np.ndarray, y: np.ndarray, clusters: np.ndarray, index: int) -> dict:
             "vcov": vcov, "coef": beta}
 
 
-def twfe_cr2(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, *,
-             cluster: str | None = None, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
-    """TWFE DiD with CR2 errors and Bell-McCaffrey degrees of freedom, reported beside CR1
-    (:func:`evaluation.did.twfe`).
+def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit: str | None = None,
+             time: str | None = None, cohort: str | None = None, cluster: str | None = None, alpha: float = 0.05,
+             indicator: str | None = None) -> Estimates:
+    """TWFE DiD (D_it = 1 from the unit's ``cohort`` on) with CR2 errors and Bell-McCaffrey
+    degrees of freedom, reported beside CR1 (:func:`evaluation.estimators.did.twfe`; ``data``
+    may be that fit, whose data, columns and cluster are reused). The t-test is valid with
+    few clusters under parallel trends (Bell and McCaffrey 2002; Imbens and Kolesar 2016).
 
     Township effects are nested in the clusters (townships or counties), so they are
     absorbed before the adjustment matrices are formed, as Pustejovsky and Tipton (2018,
@@ -236,28 +289,32 @@ def twfe_cr2(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: 
     I - H_gg is singular); period effects stay as dummy columns. Dense algebra: panels up
     to a few thousand rows.
     """
+    data, outcome, unit, time, cohort, indicator, cluster = _resolve(
+        data, "twfe_cr2", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
+        cluster=cluster, supports_cluster=True)
     cluster = cluster or unit
     d = data.dropna(subset=[outcome])
-    from evaluation.estimators.fixed_effects import demean, factorize, nested_in
-
+    treatment = treatment_indicator(d, time=time, cohort=cohort)
     u_codes = factorize(d[unit])[0]
     if not nested_in(u_codes, factorize(d[cluster])[0]):
         raise EstimationError(f"townships ('{unit}') must be nested in the clusters ('{cluster}') for CR2")
     periods = pd.get_dummies(d[time], drop_first=True, dtype=float).to_numpy()
-    Z = demean(np.column_stack([d[outcome].to_numpy(float), d[treatment].to_numpy(float), periods]), [u_codes])
+    Z = demean(np.column_stack([d[outcome].to_numpy(float), treatment.to_numpy(float), periods]), [u_codes])
     res = cr2(Z[:, 1:], Z[:, 0], d[cluster].to_numpy(), 0)
     effect = Effect.from_normal("att", res["estimate"], res["std_error"], df=res["df"], alpha=alpha,
                                 method="two-way fixed effects (unit and period)",
                                 inference=f"CR2 by {d[cluster].nunique()} clusters, Bell-McCaffrey df {res['df']:.1f}",
                                 n_obs=len(d), n_units=d[unit].nunique(),
-                                n_treated=d.loc[d[treatment] != 0, unit].nunique(), indicator=indicator)
-    return Estimates(effects=[effect], method=effect.method, diagnostics={"bell_mccaffrey_df": res["df"]})
+                                n_treated=d.loc[treatment != 0, unit].nunique(), indicator=indicator)
+    return Estimates(effects=[effect], method=effect.method, diagnostics={"bell_mccaffrey_df": res["df"]},
+                     kind="twfe_cr2", vcov=vcov_frame([[res["std_error"] ** 2]], [effect]))
 
 
 # ----------------------------------------------------------------------------- placebo in space
 
-def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str, *,
-                     start: float | None = None, alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit: str | None = None,
+                     time: str | None = None, cohort: str | None = None, start: float | None = None,
+                     alpha: float = 0.05, indicator: str | None = None) -> Estimates:
     """Each non-pilot township in turn as a fake pilot (the real pilots left out), starting
     at ``start`` (default: the earliest real start). The TWFE coefficient of each fake
     pilot gives the distribution of "effects" that chance and township-specific trends
@@ -265,9 +322,14 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
     Hainmueller 2010, for one pilot). The p-value is the share of placebo coefficients at
     least as large in absolute value as the real one (the real one counted once).
     Balanced panel; the same projection trick as :func:`randomization_inference`.
+    ``data`` may be a :func:`evaluation.estimators.did.twfe` fit (unweighted, no
+    covariates), whose data and columns are reused.
     """
+    data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "placebo_in_space", outcome=outcome,
+                                                                unit=unit, time=time, cohort=cohort,
+                                                                indicator=indicator)
     Y, units, periods = balanced_wide(data, outcome, unit, time)
-    ft = data.groupby(unit)[first_treat].first().reindex(units).fillna(0).to_numpy(float)
+    ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     real = ft > 0
     if not real.any():
         raise EstimationError("no pilot township to compare with")
@@ -277,7 +339,8 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
     c = int(np.searchsorted(periods, start))
     if not 0 < c < len(periods):
         raise EstimationError(f"placebo start {start} must fall inside the panel, after its first period")
-    observed = randomization_inference(data, outcome, unit, time, first_treat, max_exact=1).effects[0].estimate
+    observed = randomization_inference(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                                       max_exact=1).effects[0].estimate
     controls = Y[~real]
     Yt = two_way_demean_balanced(controls)
     D = np.zeros(controls.shape[1])
@@ -298,7 +361,7 @@ def placebo_in_space(data: pd.DataFrame, outcome: str, unit: str, time: str, fir
                     n_obs=int(Y.size), n_units=len(units), n_treated=int(real.sum()), indicator=indicator,
                     alpha=alpha)
     table = pd.DataFrame({"township": units[~real], "placebo_estimate": placebo})
-    return Estimates(effects=[effect], method=effect.method, plot_data=table,
+    return Estimates(effects=[effect], method=effect.method, plot_data=table, kind="placebo_in_space", wald=False,
                      diagnostics={"placebo_sd": sd, "placebos": len(placebo)})
 
 
@@ -320,7 +383,7 @@ def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int):
                 yield ((rows[:, None] >> np.arange(G)[None, :]) & 1) * 2.0 - 1.0
         return total, True, enumerate_chunks()
     if kind not in ("rademacher", "webb"):
-        raise ValueError(f"weights must be 'rademacher' or 'webb', got {kind!r}")
+        raise EstimationError(f"weights_type must be 'rademacher' or 'webb', got {kind!r}")
 
     def random_chunks():
         for start in range(0, draws, chunk):
@@ -329,17 +392,21 @@ def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int):
     return draws, False, random_chunks()
 
 
-def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: str, treatment: str, *,
-                           cluster: str | None = None, draws: int = 9999, weights: str = "rademacher",
+def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit: str | None = None,
+                           time: str | None = None, cohort: str | None = None, cluster: str | None = None,
+                           draws: int = 9999, weights_type: Literal["rademacher", "webb"] = "rademacher",
                            impose_null: bool = True, seed: int | None = None, max_enumerate: int = 12,
                            alpha: float = 0.05, indicator: str | None = None) -> Estimates:
     """Wild cluster bootstrap-t for the TWFE DiD coefficient (WCR11 / WCU11; Cameron,
-    Gelbach and Miller 2008; Roodman, MacKinnon, Nielsen and Webb 2019).
+    Gelbach and Miller 2008; Roodman, MacKinnon, Nielsen and Webb 2019), D_it = 1 from the
+    unit's ``cohort`` on. ``data`` may be a :func:`evaluation.estimators.did.twfe` fit
+    (unweighted, no covariates), whose data, columns and cluster are reused. Valid with
+    few clusters under parallel trends (the test is of the coefficient, not of a model).
 
     The restricted bootstrap (``impose_null=True``) draws y* = X b~ + u~ * v_g from the
     model with the null imposed, one weight per cluster: Rademacher (+-1; all 2^G sign
     vectors when G <= ``max_enumerate`` or 2^G <= ``draws``, an exact test) or Webb's
-    six-point weights (better with very few clusters). The p-value is the share of
+    six-point weights (``weights_type="webb"``, better with very few clusters). The p-value is the share of
     bootstrap |t*| at least |t| (CR1 t-statistics, small-sample factor of the dummy-variable
     design, as the ``wildboottest`` package uses); the interval inverts the test over the
     null value. The unrestricted bootstrap (``impose_null=False``) centres t* on the
@@ -354,12 +421,13 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
     (variance) in the null value, so inverting the test for the interval reuses the draws.
     Works on unbalanced panels. Requires the townships to be nested in the clusters.
     """
-    from evaluation.estimators.fixed_effects import factorize, nested_in
-
+    data, outcome, unit, time, cohort, indicator, cluster = _resolve(
+        data, "wild_cluster_bootstrap", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
+        cluster=cluster, supports_cluster=True)
     cluster = cluster or unit
-    d = data.dropna(subset=[outcome, treatment])
+    d = data.dropna(subset=[outcome])
     if d.empty:
-        raise EstimationError(f"no rows with both '{outcome}' and '{treatment}'")
+        raise EstimationError(f"no rows with '{outcome}'")
     u_codes, N = factorize(d[unit])
     t_codes, T = factorize(d[time])
     g_codes, uniques = pd.factorize(d[cluster], sort=True)
@@ -372,7 +440,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
     if T < 2:
         raise EstimationError("the panel needs at least two periods")
     y = d[outcome].to_numpy(float)
-    D = d[treatment].to_numpy(float)
+    D = treatment_indicator(d, time=time, cohort=cohort).to_numpy(float)
     n_i = np.bincount(u_codes, minlength=N).astype(float)
 
     def within(v: np.ndarray) -> np.ndarray:  # demean within township
@@ -425,7 +493,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
         S0, S1 = S_hat, np.zeros_like(S_hat)
     C0, C1 = c @ S0, c @ S1
     rng = np.random.default_rng(seed)
-    n_weights, enumerated, chunks = _bootstrap_weights(G, draws, weights, rng, max_enumerate)
+    n_weights, enumerated, chunks = _bootstrap_weights(G, draws, weights_type, rng, max_enumerate)
     num0, num1, A, B, C = (np.empty(n_weights) for _ in range(5))
     start = 0
     for V in chunks:
@@ -458,11 +526,12 @@ def wild_cluster_bootstrap(data: pd.DataFrame, outcome: str, unit: str, time: st
     label = "restricted (null imposed)" if impose_null else "unrestricted, percentile-t interval"
     effect = Effect(estimand="att", estimate=beta, std_error=se, ci_low=low, ci_high=high, p_value=p0,
                     method="two-way fixed effects (unit and period)",
-                    inference=(f"wild cluster bootstrap-t, {label}, {weights} weights, "
+                    inference=(f"wild cluster bootstrap-t, {label}, {weights_type} weights, "
                                + (f"all {n_weights:,} sign vectors" if enumerated
                                   else f"{n_weights:,} draws (seed {seed})")
                                + f", {G} clusters"),
                     n_obs=n, n_units=N, n_treated=d.loc[D != 0, unit].nunique(),
                     indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": beta / se})
     return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
+                     kind="wild_cluster_bootstrap", wald=False,
                      diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G})

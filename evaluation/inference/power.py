@@ -20,9 +20,12 @@ from evaluation.inference.few_clusters import randomization_inference
 METHODS = ("CR1", "randomization")
 
 
-def estimate_noise(data: pd.DataFrame, outcome: str, unit: str, time: str, first_treat: str) -> dict:
-    """Residual SD and AR(1) coefficient of the outcome before any pilot started."""
-    first = data.loc[data[first_treat] > 0, first_treat].min()
+def estimate_noise(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str) -> dict:
+    """Residual SD and AR(1) coefficient of the outcome (after township and period
+    effects) before any pilot started (``cohort``: first treated period, 0 never). A
+    simulation input, not an estimate of an effect: returns a dict (sigma, rho,
+    pre_periods, townships)."""
+    first = data.loc[data[cohort] > 0, cohort].min()
     pre = data[data[time] < first]
     Y, _, _ = balanced_wide(pre, outcome, unit, time)
     e = two_way_demean_balanced(Y)
@@ -49,30 +52,33 @@ def simulate_panel(rng, n_pilots: int, n_comparison: int, periods: int, start: i
                          "first_treat": np.repeat(ft, periods), "post": post.ravel().astype(int), "y": y.ravel()})
 
 
-def _rejects(d: pd.DataFrame, alpha: float, seed: int, ri_draws: int) -> dict:
-    cr1 = twfe(d, "y", "unit", "time", "post").effects[0].p_value <= alpha
-    ri = randomization_inference(d, "y", "unit", "time", "first_treat", draws=ri_draws, seed=seed,
-                                 max_exact=2000).effects[0].p_value <= alpha
+def _rejects(d: pd.DataFrame, alpha: float, seed: int, draws: int) -> dict:
+    fit = twfe(d, outcome="y", unit="unit", time="time", cohort="first_treat")
+    cr1 = fit.effects[0].p_value <= alpha
+    ri = randomization_inference(fit, draws=draws, seed=seed, max_exact=2000).effects[0].p_value <= alpha
     return {"CR1": cr1, "randomization": ri}
 
 
 def size_and_power(n_pilots: int, n_comparison: int, periods: int, start: int, sigma: float, rho: float, *,
-                   reps: int = 200, grid: tuple[float, ...] = (0.5, 1, 1.5, 2, 3, 4, 6), alpha: float = 0.05,
-                   seed: int = 1, ri_draws: int = 199) -> pd.DataFrame:
-    """False-rejection rate (no effect) and 80%-power MDE of each method, in outcome units.
+                   panels: int = 200, grid: tuple[float, ...] = (0.5, 1, 1.5, 2, 3, 4, 6), alpha: float = 0.05,
+                   seed: int = 1, draws: int = 199) -> pd.DataFrame:
+    """False-rejection rate (no effect) and 80%-power MDE of each method, in outcome units,
+    from ``panels`` simulated panels per effect size (:func:`simulate_panel`);
+    ``draws``: randomization-inference draws per panel.
 
-    ``grid`` is in units of sigma. Returns one row per method.
+    ``grid`` is in units of sigma. Returns one row per method (a simulation table, not
+    an :class:`evaluation.results.Estimates`: its rows are rates, not effects).
     """
     rng = np.random.default_rng(seed)
     rates = {m: [] for m in METHODS}
     for k, mult in enumerate((0.0, *grid)):
         hits = {m: 0 for m in METHODS}
-        for r in range(reps):
+        for r in range(panels):
             d = simulate_panel(rng, n_pilots, n_comparison, periods, start, sigma, rho, effect=mult * sigma)
-            for m, rej in _rejects(d, alpha, seed + 1000 * k + r, ri_draws).items():
+            for m, rej in _rejects(d, alpha, seed + 1000 * k + r, draws).items():
                 hits[m] += rej
         for m in METHODS:
-            rates[m].append(hits[m] / reps)
+            rates[m].append(hits[m] / panels)
     rows = []
     effects = np.array((0.0, *grid)) * sigma
     for m in METHODS:
@@ -85,5 +91,5 @@ def size_and_power(n_pilots: int, n_comparison: int, periods: int, start: int, s
         else:
             mde = np.nan
         rows.append({"method": m, "pilots": n_pilots, "comparison": n_comparison, "periods": periods,
-                     "false_rejection_rate": power[0], "mde_80": float(mde), "reps": reps})
+                     "false_rejection_rate": power[0], "mde_80": float(mde), "panels": panels})
     return pd.DataFrame(rows)

@@ -315,11 +315,10 @@ def build_callaway_santanna(ctx: Context) -> Result:
     """Callaway-Sant'Anna against the plan's comparison group: the simple ATT (the
     headline), by cohort, and by event time over the plan's event window with a uniform band."""
     d, ind, s = ctx.frame, ctx.indicator, ctx.settings
-    keys = dict(outcome="value", unit="township_id", time="time")
-    cs = callaway_santanna(d, first_treat="first_treat", control_group=s.comparison, seed=s.seed, alpha=s.alpha,
-                           indicator=ind.id, **keys)
+    keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
+    cs = callaway_santanna(d, control_group=s.comparison, seed=s.seed, alpha=s.alpha, indicator=ind.id, **keys)
     simple = cs.aggregate("simple")
-    dynamic = cs.aggregate("dynamic", min_e=s.event_window[0], max_e=s.event_window[1], bootstrap=s.draws_uniform_band)
+    dynamic = cs.aggregate("dynamic", event_window=s.event_window, draws=s.draws_uniform_band)
     att = simple.get("att")
     treated_post_mean = float(d.loc[d["post"] == 1, "value"].mean())
     return make_result("did.callaway_santanna", ind.id,
@@ -334,8 +333,8 @@ def build_callaway_santanna(ctx: Context) -> Result:
 def build_event_study(ctx: Context) -> Result:
     """TWFE event study (leads and lags binned at the ends) with its pre-trend Wald test."""
     d, ind, s = ctx.frame, ctx.indicator, ctx.settings
-    es = event_study(d, outcome="value", unit="township_id", time="time", first_treat="first_treat",
-                     leads=s.pretrend_leads, lags=s.event_window[1], cluster=s.cluster, alpha=s.alpha,
+    es = event_study(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                     event_window=(-s.pretrend_leads, s.event_window[1]), cluster=s.cluster, alpha=s.alpha,
                      indicator=ind.id)
     return make_result("did.event_study", ind.id, es, tables={"plot": es.plot_data},
                        values={"pretrend_df": es.diagnostics.get("pretrend_df"),
@@ -346,16 +345,16 @@ def build_event_study(ctx: Context) -> Result:
 def build_twfe(ctx: Context) -> Result:
     """TWFE, its Goodman-Bacon decomposition, effects by subgroup and (counts) Poisson DiD."""
     d, ind, s = ctx.frame, ctx.indicator, ctx.settings
-    keys = dict(outcome="value", unit="township_id", time="time")
-    parts = {"twfe": twfe(d, treatment="post", cluster=s.cluster, alpha=s.alpha, indicator=ind.id, **keys)}
+    keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
+    parts = {"twfe": twfe(d, cluster=s.cluster, alpha=s.alpha, indicator=ind.id, **keys)}
     if s.subgroups:
-        parts["subgroups"] = effects_by_group(d, treatment="post", by=list(s.subgroups), cluster=s.cluster,
+        parts["subgroups"] = effects_by_group(d, by=list(s.subgroups), cluster=s.cluster,
                                               alpha=s.alpha, indicator=ind.id, **keys)
     if ind.model_family in ("poisson_offset", "poisson", "binomial"):
         exposure = {"poisson_offset": "population", "binomial": "denominator", "poisson": None}[ind.model_family]
-        parts["poisson"] = poisson_did(d, "numerator", "township_id", "time", "post", exposure=exposure,
+        parts["poisson"] = poisson_did(d, **{**keys, "outcome": "numerator"}, exposure=exposure,
                                        cluster=s.cluster, alpha=s.alpha, indicator=ind.id)
-    dec = bacon_decomposition(d, first_treat="first_treat", **keys)
+    dec = bacon_decomposition(d, **keys)
     return make_result("did.twfe", ind.id, _sections(**parts), tables={"bacon": dec.by_comparison().reset_index()},
                        values={"bacon_twfe": dec.twfe})
 
@@ -364,7 +363,7 @@ def did(ctx: Context) -> dict:
     cs, es, tw = ctx.result("did.callaway_santanna"), ctx.result("did.event_study"), ctx.result("did.twfe")
     v = es.values
     out = {"cs_simple": effects_table(_section(cs, "simple")),
-           "cs_cohort": _cohort_labels(effects_table(_section(cs, "cohort")), ctx),
+           "cs_cohort": _cohort_labels(effects_table(_section(cs, "cohort"), [*TABLE_COLUMNS, "cohort"]), ctx),
            "cs_dynamic_plot": cs.tables["dynamic_plot"],
            "uniform_critical_value": cs.values["uniform_critical_value"],
            "event_study_plot": es.tables["plot"],
@@ -380,12 +379,14 @@ def did(ctx: Context) -> dict:
 
 
 def _cohort_labels(table: pd.DataFrame, ctx: Context) -> pd.DataFrame:
-    """``g=31`` (time index) -> ``g=2018-07`` (the cohort's first month)."""
+    """Each cohort effect labelled by the cohort's first period (``g=2018-07``), from the
+    effects' structured ``cohort`` field (the first treated period on the time scale)."""
     d = ctx.panel.data
-    label = dict(zip(d["time"].astype(str), d["period"].map(lambda p: str(p)), strict=False))
+    label = dict(zip(d["time"].astype(float), d["period"].map(str), strict=False))
     table = table.copy()
-    table["term"] = table["term"].map(lambda t: f"g={label.get(t[2:], t[2:])}" if t.startswith("g=") else t)
-    return table
+    table["term"] = [f"g={label.get(float(c), c)}" if pd.notna(c) else t for c, t in zip(table["cohort"], table["term"],
+                                                                                          strict=True)]
+    return table.drop(columns="cohort")
 
 
 def did_figures(result: dict, ctx: Context):
@@ -406,21 +407,21 @@ def build_its(ctx: Context) -> Result:
     series = indicator_series(ctx.panel, ind, ids, weighting=s.its_series)
     options = dict(covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling, indicator=ind.id,
                    frequency=ctx.study.frequency, alpha=s.alpha)
-    fit = segmented_regression(series, "value", first_cohort, transition=s.its_phase_in, errors=s.its_errors,
-                               horizons=s.its_horizons, **options)
+    fit = segmented_regression(series, outcome="value", start=first_cohort, transition=s.its_phase_in,
+                               inference=s.its_errors, horizons=s.its_horizons, **options)
     control = indicator_series(ctx.panel, ind, "comparison", weighting=s.its_series)
-    cits = controlled_its(series, control, "value", first_cohort, horizons=(), **options)
-    by_town = its_by_township(ctx.panel, ind, transition=s.its_phase_in, errors=s.its_township_errors,
+    cits = controlled_its(series, control=control, outcome="value", start=first_cohort, **options)
+    by_town = its_by_township(ctx.panel, indicator=ind, transition=s.its_phase_in, inference=s.its_township_errors,
                               horizons=s.its_township_horizons, covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling,
                               frequency=ctx.study.frequency, alpha=s.alpha)
-    per_township = [e for f in by_town.values() for e in f.effects if e.estimand == "level_change"]
+    per_township = [e for e in by_town.effects if e.estimand == "level_change"]
     plot = fit.plot_data.copy()
     plot.insert(0, "period", plot.index.astype(str))
     diagnostics = {k: v for k, v in fit.diagnostics.items()
                    if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p")}
     return make_result("its", ind.id, _sections(fit=fit, controlled=cits, per_township=per_township),
                        tables={"plot": plot.reset_index(drop=True),
-                               "per_township_ids": pd.DataFrame({"township_id": list(by_town)})},
+                               "per_township_ids": pd.DataFrame({"township_id": [e.unit for e in per_township]})},
                        values={"cohort": str(first_cohort), "diagnostics": diagnostics})
 
 
@@ -442,7 +443,7 @@ def build_robustness_checks(ctx: Context) -> Result:
     """Comparison groups, COVID-19 months dropped, the placebo start, leave one pilot out."""
     s = ctx.settings
     effects = robustness_table(ctx.frame, covid_periods=ctx.study.covid_periods(), shift=s.placebo_shift,
-                               seed=s.seed, alpha=s.alpha)
+                               alpha=s.alpha)
     return make_result("robustness.checks", ctx.indicator.id, effects)
 
 
@@ -451,7 +452,7 @@ def build_randomization(ctx: Context) -> Result:
     recommended test with few pilots, shown in the robustness chapter and the summary."""
     s = ctx.settings
     ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
-                                 first_treat="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
+                                 cohort="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
                                  indicator=ctx.indicator.id)
     return make_result("robustness.randomization", ctx.indicator.id, ri)
 
@@ -460,13 +461,14 @@ def build_inference(ctx: Context) -> Result:
     """The TWFE DiD coefficient under the other inference methods (clustered CR1 and CR2,
     wild cluster bootstrap, placebo in space)."""
     d, s = ctx.frame, ctx.settings
-    keys = dict(outcome="value", unit="township_id", time="time", alpha=s.alpha, indicator=ctx.indicator.id)
-    effects = [
-        twfe(d, treatment="post", cluster=s.cluster, **keys).effects[0],
-        twfe_cr2(d, treatment="post", cluster=s.cluster, **keys).effects[0],
-        wild_cluster_bootstrap(d, treatment="post", cluster=s.cluster, draws=s.draws_wild_bootstrap,
-                               weights=s.wild_bootstrap_weights, seed=s.seed, **keys).effects[0],
-        placebo_in_space(d, first_treat="first_treat", **keys).effects[0],
+    fit = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat", cluster=s.cluster,
+               alpha=s.alpha, indicator=ctx.indicator.id)
+    effects = [  # every method tests the one TWFE fit
+        fit.effects[0],
+        twfe_cr2(fit).effects[0],
+        wild_cluster_bootstrap(fit, draws=s.draws_wild_bootstrap, weights_type=s.wild_bootstrap_weights,
+                               seed=s.seed).effects[0],
+        placebo_in_space(fit).effects[0],
     ]
     return make_result("robustness.inference", ctx.indicator.id, effects)
 
@@ -482,8 +484,8 @@ def sdid_standard_error(d: pd.DataFrame, choice: str = "auto") -> str:
 def build_synthetic_did(ctx: Context) -> Result:
     """Synthetic DiD (Arkhangelsky et al. 2021), overall and by cohort."""
     d, s = ctx.frame, ctx.settings
-    sdid = synthetic_did(d, outcome="value", unit="township_id", time="time", first_treat="first_treat",
-                         se=sdid_standard_error(d, s.synthetic_did_inference), replications=s.draws_synthetic_did,
+    sdid = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                         inference=sdid_standard_error(d, s.synthetic_did_inference), draws=s.draws_synthetic_did,
                          seed=s.seed, alpha=s.alpha, indicator=ctx.indicator.id)
     return make_result("robustness.synthetic_did", ctx.indicator.id, sdid)
 
@@ -491,7 +493,7 @@ def build_synthetic_did(ctx: Context) -> Result:
 def build_synthetic_control(ctx: Context) -> Result:
     """A synthetic control for each pilot township with its placebo-in-space rank."""
     d, s = ctx.frame, ctx.settings
-    keys = dict(outcome="value", unit="township_id", time="time", first_treat="first_treat")
+    keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorPreFitWarning)
         sc = synthetic_control_by_pilot(d, **keys, alpha=s.alpha, indicator=ctx.indicator.id)
@@ -517,8 +519,9 @@ def _sensitivity_input(ctx: Context):
     s = ctx.settings
     first = -max(s.rm_pre_periods + 1, s.sd_pre_periods) - 1
     last = max(s.rm_post_periods, s.sd_post_periods) - 1
-    return callaway_santanna(ctx.frame, "value", "township_id", "time", "first_treat", control_group=s.comparison,
-                             base_period="universal", alpha=s.alpha).aggregate("dynamic", min_e=first, max_e=last)
+    return callaway_santanna(ctx.frame, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                             control_group=s.comparison, base_period="universal",
+                             alpha=s.alpha).aggregate("dynamic", event_window=(first, last))
 
 
 def build_smoothness(ctx: Context) -> Result:
@@ -526,8 +529,8 @@ def build_smoothness(ctx: Context) -> Result:
     effect of the first post periods; M = 0 continues the pre-period's linear trend."""
     s = ctx.settings
     values = s.sd_values if isinstance(s.sd_values, str) else sorted({0.0, *s.sd_values})
-    fit = honest_sensitivity(_sensitivity_input(ctx), bound="smoothness", max_pre=s.sd_pre_periods - 1,
-                             max_post=s.sd_post_periods - 1, l_post=np.full(s.sd_post_periods, 1 / s.sd_post_periods),
+    fit = honest_sensitivity(_sensitivity_input(ctx), bound="smoothness",
+                             event_window=(-s.sd_pre_periods, s.sd_post_periods - 1), l_post=np.full(s.sd_post_periods, 1 / s.sd_post_periods),
                              values=values, alpha=s.alpha, indicator=ctx.indicator.id)
     return make_result("robustness.smoothness", ctx.indicator.id, fit, tables={"plot": fit.plot_data},
                        values={"breakdown": fit.diagnostics["breakdown"]})
@@ -537,8 +540,8 @@ def build_relative_magnitude(ctx: Context) -> Result:
     """Honest confidence sets under relative-magnitude bounds for the mean effect of the
     first post periods."""
     s = ctx.settings
-    fit = honest_sensitivity(_sensitivity_input(ctx), bound="relative_magnitude", max_pre=s.rm_pre_periods,
-                             max_post=s.rm_post_periods - 1, l_post=np.full(s.rm_post_periods, 1 / s.rm_post_periods),
+    fit = honest_sensitivity(_sensitivity_input(ctx), bound="relative_magnitude",
+                             event_window=(-s.rm_pre_periods - 1, s.rm_post_periods - 1), l_post=np.full(s.rm_post_periods, 1 / s.rm_post_periods),
                              values=list(s.rm_values), alpha=s.alpha, seed=s.seed, indicator=ctx.indicator.id)
     return make_result("robustness.relative_magnitude", ctx.indicator.id, fit, tables={"plot": fit.plot_data},
                        values={"breakdown": fit.diagnostics["breakdown"]})
@@ -564,8 +567,7 @@ def synthetic_designs(ctx: Context) -> dict:
     sdid, sc = ctx.result("robustness.synthetic_did"), ctx.result("robustness.synthetic_control")
     labels = ctx.frame.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
     sdid_table = effects_table(sdid.effects)
-    sdid_table["term"] = [f"cohort {labels[float(t[2:])]}" if isinstance(t, str) and t else ""
-                          for t in sdid_table["term"].fillna("")]
+    sdid_table["term"] = [f"cohort {labels[float(c)]}" if pd.notna(c) else "" for c in sdid.effects["cohort"]]
     per_pilot = sc.tables["per_pilot"].copy()
     per_pilot["township_id"] = per_pilot["township_id"].astype(str)
     return {"sdid": sdid_table, "per_pilot": per_pilot, "gaps": sc.tables["gaps"], "warnings": sc.values["warnings"]}

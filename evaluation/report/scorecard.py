@@ -106,7 +106,7 @@ def indicator_row(indicator, results: dict, settings: Settings) -> dict:
 
 def _overall(effects: pd.DataFrame) -> pd.Series:
     """The overall synthetic-DiD ATT (the row that is not a cohort's)."""
-    rows = effects[(effects["estimand"] == "att") & (effects["term"].fillna("") == "")]
+    rows = effects[(effects["estimand"] == "att") & effects["cohort"].isna()]
     if len(rows) != 1:
         raise KeyError(f"expected one overall synthetic-DiD ATT, found {len(rows)}")
     return rows.iloc[0]
