@@ -316,5 +316,7 @@ def effects_by_group(data: pd.DataFrame, *, outcome: str, unit: str, time: str, 
             effects.append(_effect(fit, nm, "att", term=nm, method=method, n_units=d[unit].nunique(),
                                    n_treated=n_treated, alpha=alpha, indicator=indicator,
                                    extra={"by": column, "group": g}))
+    # one regression per column: their effects' covariance is known within a regression only
+    vcov = vcov_frame(fits[columns[0]].vcov, effects) if len(columns) == 1 else None
     return Estimates(effects=effects, method="two-way fixed effects, ATT by " + " and by ".join(columns),
-                     model=fits, kind="effects_by_group")
+                     model=fits, kind="effects_by_group", vcov=vcov)
