@@ -33,7 +33,7 @@ def test_environment_yml_mirrors_pyproject():
 
 
 def test_lint_clean():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "evaluation", "tests"],
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "evaluation", "tests", "notebooks"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
