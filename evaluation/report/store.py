@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.paths import PACKAGE_DIR
-from evaluation.results import Effect, Estimates, tidy
+from evaluation.results import tidy
 
 STUDY_LEVEL = "_study"
 
@@ -157,5 +157,3 @@ class ResultsStore:
             out.append(self.read(meta.parent.name, None if indicator == STUDY_LEVEL else indicator))
         return out
 
-
-__all__ = ["Effect", "Estimates", "Result", "ResultsStore", "make_result", "result_key", "code_hash"]
