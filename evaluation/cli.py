@@ -28,12 +28,31 @@ def _validate(args) -> int:
         print("data:      SYNTHETIC demo data (not real townships)")
     print(panel.describe())
     print("indicators: " + ", ".join(i.id for i in study.selected_indicators()))
+    print(_coverage(panel, study))
     if args.write_panel:
         target = study.output_dir / "panel_validated.csv"
         write_validated_panel(panel, target)
         print(f"wrote {target}")
     print("valid")
     return 0
+
+
+def _coverage(panel, study) -> str:
+    """Per indicator, the townships that methods needing a complete panel leave out."""
+    from evaluation.data.frames import NEEDS_COMPLETE_PANEL
+
+    lines = []
+    for ind in study.selected_indicators():
+        incomplete = panel.incomplete(ind)
+        if len(incomplete):
+            lines.append(f"  {ind.id}: " + ", ".join(
+                f"{r.township_id} ({r.missing_periods} missing period(s), {r.empty_cells} empty cell(s))"
+                for r in incomplete.itertuples()))
+    if not lines:
+        return "complete panel: every method uses every township"
+    return ("incomplete townships (every method uses their observed values, except "
+            f"{', '.join(sorted(NEEDS_COMPLETE_PANEL))}, which leave them out; nothing is imputed):\n"
+            + "\n".join(lines))
 
 
 def _demo_data(args) -> int:

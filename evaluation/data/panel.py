@@ -19,6 +19,7 @@ Nothing is written here; :func:`write_validated_panel` writes atomically on requ
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class Panel:
     pilots_path: Path
     indicators: list[Indicator] = field(default_factory=list)
     gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["township_id", "township_name", "reason", "pilot"]))
 
     @property
     def periods(self) -> pd.PeriodIndex:
@@ -96,7 +99,14 @@ class Panel:
             "pilots_by_cohort_and_model": by_cohort_model.to_dict("records"),
             "missing_cells": {k: int(v) for k, v in self.missing_cells().items() if v},
             "gaps": self.gaps.to_dict("records"),
+            "excluded": self.excluded.to_dict("records"),
         }
+
+    def incomplete(self, indicator: Indicator) -> pd.DataFrame:
+        """Townships a method that needs a complete panel leaves out for ``indicator``:
+        those lacking a period or with an empty cell in a column the indicator reads."""
+        columns = [c for c in required_columns([indicator]) if c in MEASURE_COLUMNS]
+        return incomplete_townships(self.data, columns, self.frequency)
 
     def describe(self) -> str:
         """The summary as text for the command line."""
@@ -119,6 +129,10 @@ class Panel:
             lines += [f"  {g['township_id']} {g['township_name']}: {g['missing_periods']}" for g in s["gaps"]]
         else:
             lines.append("gaps: none")
+        if s["excluded"]:
+            lines.append(f"left out of the analysis: {len(s['excluded'])} township(s):")
+            lines += [f"  {e['township_id']} {e['township_name']}{' (pilot)' if e['pilot'] else ''}: {e['reason']}"
+                      for e in s["excluded"]]
         return "\n".join(lines)
 
 
@@ -131,6 +145,7 @@ def load_panel(study: Study) -> Panel:
         columns=study.data.columns, pilot_columns=study.data.pilot_columns,
         frequency=study.frequency, window=(start, end), encoding=study.data.encoding,
         panel_sheet=study.data.panel_sheet, pilot_sheet=study.data.pilot_sheet,
+        exclude=study.townships.exclude, gap_policy=study.townships.gaps,
     )
 
 
@@ -146,8 +161,16 @@ def load_panel_files(
     encoding: str = "auto",
     panel_sheet: str | int | None = None,
     pilot_sheet: str | int | None = None,
+    exclude: Sequence[str] = (),
+    gap_policy: str = "analyse",
 ) -> Panel:
-    """Load and validate a panel and its pilot table given explicitly (no study file)."""
+    """Load and validate a panel and its pilot table given explicitly (no study file).
+
+    ``exclude`` leaves townships out by id or name; ``gap_policy`` says what happens to
+    townships with missing periods or empty cells in the columns the indicators read
+    (``analyse`` keeps them, ``drop`` leaves them out, ``fail`` rejects the data); see
+    :class:`evaluation.study.config.Townships`.
+    """
     panel_path, pilots_path = Path(panel_path), Path(pilots_path)
     with _naming_headers(columns):
         data = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet)
@@ -161,6 +184,31 @@ def load_panel_files(
                                   column="period", expected=f"periods between {start} and {end}")
     with _naming_headers(pilot_columns):
         pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet)
+    data, excluded = _exclude_townships(data, exclude, panel_path)
+    value_columns = [c for c in required_columns(indicators) if c in MEASURE_COLUMNS]
+    incomplete = incomplete_townships(data, value_columns, frequency)
+    if len(incomplete) and gap_policy == "fail":
+        raise DataValidationError(
+            panel_path, f"{len(incomplete)} township(s) have missing periods or empty cells "
+            "(the study's townships.gaps is 'fail')", column="township_id",
+            details=[f"{r.township_id} ({r.township_name}): {_incomplete_text(r)}" for r in incomplete.itertuples()],
+            expected="every township in every period with a value in every column the indicators read, "
+                     "or townships.gaps: analyse (the default) or drop")
+    if len(incomplete) and gap_policy == "drop":
+        data = data[~data["township_id"].isin(incomplete["township_id"])]
+        excluded = pd.concat([excluded, incomplete.assign(
+            reason=[f"townships.gaps: drop ({_incomplete_text(r)})" for r in incomplete.itertuples()])[
+            ["township_id", "township_name", "reason"]]], ignore_index=True)
+    excluded["pilot"] = excluded["township_id"].isin(pilots["township_id"])
+    pilots = pilots[pilots["township_id"].isin(data["township_id"])].reset_index(drop=True)
+    if pilots.empty:
+        raise DataValidationError(panel_path, "every pilot township was left out (townships.exclude or "
+                                  "townships.gaps: drop)", column="township_id",
+                                  expected="at least one pilot township in the analysis")
+    if set(data["township_id"]) <= set(pilots["township_id"]):
+        raise DataValidationError(panel_path, "no comparison townships left after townships.exclude or "
+                                  "townships.gaps: drop", column="township_id",
+                                  expected="at least one township that never joined the pilot")
     data = _derive_treatment(data, pilots, frequency)
     gaps = _find_gaps(data, frequency)
     if not gaps.empty:
@@ -169,7 +217,7 @@ def load_panel_files(
         warnings.warn(f"{panel_path}: {len(gaps)} township(s) lack periods (not filled): {listing}",
                       PanelGapWarning, stacklevel=2)
     return Panel(data=data, pilots=pilots, frequency=frequency, panel_path=panel_path,
-                 pilots_path=pilots_path, indicators=list(indicators), gaps=gaps)
+                 pilots_path=pilots_path, indicators=list(indicators), gaps=gaps, excluded=excluded)
 
 
 def write_validated_panel(panel: Panel, target: Path | str) -> Path:
@@ -408,3 +456,51 @@ def _find_gaps(data: pd.DataFrame, frequency: str) -> pd.DataFrame:
             rows.append({"township_id": tid, "township_name": name,
                          "missing_periods": ", ".join(period_label(p) for p in missing)})
     return pd.DataFrame(rows, columns=["township_id", "township_name", "missing_periods"])
+
+
+def _exclude_townships(data: pd.DataFrame, exclude: Sequence[str], path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out the townships the study lists by id or name (``townships.exclude``)."""
+    wanted = [str(x).strip() for x in exclude]
+    by_id, by_name = set(data["township_id"]), set(data["township_name"])
+    unknown = [x for x in wanted if x not in by_id and x not in by_name]
+    if unknown:
+        raise DataValidationError(
+            path, f"townships.exclude lists {unknown[0]!r}, which is neither a township id nor a name in the panel",
+            column="township_id", details=[f"not found: {x!r}" for x in unknown],
+            expected="ids or names as the panel writes them (inside the study window)")
+    out = data["township_id"].isin(wanted) | data["township_name"].isin(wanted)
+    excluded = (data.loc[out, ["township_id", "township_name"]].drop_duplicates("township_id")
+                .assign(reason="townships.exclude").reset_index(drop=True))
+    return data[~out], excluded
+
+
+def incomplete_townships(data: pd.DataFrame, columns: Sequence[str], frequency: str) -> pd.DataFrame:
+    """Townships lacking a period of the panel's range, or with an empty cell in ``columns``.
+
+    One row per incomplete township: ``township_id``, ``township_name``,
+    ``missing_periods`` (count), ``missing_labels`` (the first few periods),
+    ``empty_cells`` (count over ``columns``) and ``empty_columns``.
+    """
+    full = pd.period_range(data["period"].min(), data["period"].max(), freq=FREQUENCIES[frequency])
+    cols = [c for c in columns if c in data.columns]
+    rows = []
+    for (tid, name), group in data.groupby(["township_id", "township_name"], sort=True):
+        missing = full.difference(pd.PeriodIndex(group["period"]))
+        empty = group[cols].isna().sum() if cols else pd.Series(dtype=int)
+        if len(missing) or empty.sum():
+            rows.append({"township_id": tid, "township_name": name, "missing_periods": len(missing),
+                         "missing_labels": ", ".join(period_label(p) for p in missing[:6])
+                         + (" ..." if len(missing) > 6 else ""),
+                         "empty_cells": int(empty.sum()),
+                         "empty_columns": ", ".join(c for c in cols if empty.get(c, 0))})
+    return pd.DataFrame(rows, columns=["township_id", "township_name", "missing_periods", "missing_labels",
+                                       "empty_cells", "empty_columns"])
+
+
+def _incomplete_text(row) -> str:
+    parts = []
+    if row.missing_periods:
+        parts.append(f"{row.missing_periods} missing period(s) {row.missing_labels}")
+    if row.empty_cells:
+        parts.append(f"{row.empty_cells} empty cell(s) in {row.empty_columns}")
+    return "; ".join(parts)

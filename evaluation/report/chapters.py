@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.data.frames import did_frame
+from evaluation.data.frames import NEEDS_COMPLETE_PANEL, complete_townships, did_frame
 from evaluation.data.panel import Panel, PanelGapWarning, load_panel
 from evaluation.diagnostics.bacon import bacon_decomposition
 from evaluation.diagnostics.robustness import robustness_table
@@ -93,6 +93,17 @@ class Context:
     @property
     def frame(self) -> pd.DataFrame:
         return did_frame(self.panel, self.indicator)
+
+    def frame_for(self, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The indicator's frame for ``method`` and the townships it leaves out (a table
+        with the method's name; empty when none). Methods in :data:`NEEDS_COMPLETE_PANEL`
+        take only the townships observed, with a value, in every period; the others take
+        every observation."""
+        frame = self.frame
+        if method not in NEEDS_COMPLETE_PANEL:
+            return frame, complete_townships(frame.iloc[:0])[1].assign(method=method)
+        frame, dropped = complete_townships(frame)
+        return frame, dropped.assign(method=method)
 
     @property
     def covid_phases(self) -> list[CovidPhase]:
@@ -221,6 +232,43 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
         ind = ctx.indicator
         parts.append(f"<p>指标 / Indicator: <b>{html.escape(ind.name_zh)}</b> ({html.escape(ind.name_en)}; "
                      f"{html.escape(ind.unit)})</p>")
+    parts.append(coverage_note(ctx))
+    return "\n".join(p for p in parts if p)
+
+
+METHOD_ZH = {"Goodman-Bacon": "Goodman-Bacon 分解", "synthetic control": "合成控制", "synthetic DiD": "合成双重差分",
+             "randomization inference": "随机化推断", "placebo in space": "空间安慰剂检验"}
+
+
+def coverage_note(ctx: Context) -> str:
+    """What the panel lacks and who leaves out what: townships left out of the study
+    (``townships.exclude``, ``townships.gaps: drop``) and, for the chapter's indicator,
+    townships with missing periods or empty cells, which the methods that need a complete
+    panel leave out. Empty when the panel is complete."""
+    esc, parts = html.escape, []
+    excluded = ctx.panel.excluded
+    if len(excluded):
+        items = "".join(f"<li>{esc(str(r.township_id))} {esc(str(r.township_name))}"
+                        f"{'（试点 / pilot）' if r.pilot else ''}: {esc(str(r.reason))}</li>" for r in excluded.itertuples())
+        parts.append(f"<p>未纳入分析的乡镇 / Townships left out of the study: {len(excluded)}</p><ul>{items}</ul>")
+    if ctx.indicator is not None:
+        incomplete = ctx.panel.incomplete(ctx.indicator)
+        if len(incomplete):
+            methods = [m for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL]
+            balanced_zh, balanced_en = "、".join(METHOD_ZH[m] for m in methods), ", ".join(methods)
+            items = "".join(
+                f"<li>{esc(str(r.township_id))} {esc(str(r.township_name))}: "
+                + "; ".join(x for x in (f"缺 {r.missing_periods} 期 / {r.missing_periods} missing period(s) "
+                                         f"({esc(r.missing_labels)})" if r.missing_periods else "",
+                                         f"{r.empty_cells} 个空值 / empty cell(s) in {esc(r.empty_columns)}"
+                                         if r.empty_cells else "") if x) + "</li>" for r in incomplete.itertuples())
+            parts.append(
+                f"<p><b>数据不完整 / Incomplete data</b>：{len(incomplete)} 个乡镇缺期或有空值。双向固定效应、事件研究、"
+                f"Callaway–Sant'Anna（非平衡面板估计）和中断时间序列使用所有观测到的数据；{balanced_zh}需要完整面板，"
+                f"不纳入这些乡镇。数据未做任何插补。<br>{len(incomplete)} township(s) lack periods or values. Two-way fixed "
+                f"effects, the event studies, Callaway and Sant'Anna (unbalanced-panel estimator) and the interrupted "
+                f"time series use every observed value; {balanced_en} need a complete panel and leave these "
+                f"townships out. Nothing was imputed.</p><ul>{items}</ul>")
     return "\n".join(parts)
 
 
@@ -263,7 +311,8 @@ def build_data_quality(ctx: Context) -> Result:
                          "min": float(v.min()), "median": float(v.median()), "max": float(v.max())})
     gaps = p.gaps if len(p.gaps) else pd.DataFrame({"township_id": [], "missing_periods": []})
     return make_result("data_quality", None, tables={
-        "summary": summary, "pilots": pilots, "missing": missing, "gaps": gaps, "outliers": pd.DataFrame(outliers)})
+        "summary": summary, "pilots": pilots, "missing": missing, "gaps": gaps, "outliers": pd.DataFrame(outliers),
+        "excluded": p.excluded})
 
 
 def data_quality(ctx: Context) -> dict:
@@ -354,8 +403,10 @@ def build_twfe(ctx: Context) -> Result:
         exposure = {"poisson_offset": "population", "binomial": "denominator", "poisson": None}[ind.model_family]
         parts["poisson"] = poisson_did(d, **{**keys, "outcome": "numerator"}, exposure=exposure,
                                        cluster=s.cluster, alpha=s.alpha, indicator=ind.id)
-    dec = bacon_decomposition(d, **keys)
-    return make_result("did.twfe", ind.id, _sections(**parts), tables={"bacon": dec.by_comparison().reset_index()},
+    balanced, dropped = ctx.frame_for("Goodman-Bacon")
+    dec = bacon_decomposition(balanced, **keys)
+    return make_result("did.twfe", ind.id, _sections(**parts), tables={"bacon": dec.by_comparison().reset_index(),
+                                                                     "dropped": dropped},
                        values={"bacon_twfe": dec.twfe})
 
 
@@ -451,26 +502,38 @@ def build_randomization(ctx: Context) -> Result:
     """Randomization inference of the TWFE coefficient (permuting pilot histories): the
     recommended test with few pilots, shown in the robustness chapter and the summary."""
     s = ctx.settings
-    ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
+    d, dropped = ctx.frame_for("randomization inference")
+    ri = randomization_inference(d, outcome="value", unit="township_id", time="time",
                                  cohort="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
                                  indicator=ctx.indicator.id)
-    return make_result("robustness.randomization", ctx.indicator.id, ri)
+    return make_result("robustness.randomization", ctx.indicator.id, ri, tables={"dropped": dropped})
 
 
 def build_inference(ctx: Context) -> Result:
     """The TWFE DiD coefficient under the other inference methods (clustered CR1 and CR2,
     wild cluster bootstrap, placebo in space)."""
     d, s = ctx.frame, ctx.settings
+    dropped = ctx.frame_for("placebo in space")[1]
     fit = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat", cluster=s.cluster,
                alpha=s.alpha, indicator=ctx.indicator.id)
-    effects = [  # every method tests the one TWFE fit
+    effects = [  # every method tests the one TWFE fit (placebo in space: its complete townships)
         fit.effects[0],
         twfe_cr2(fit).effects[0],
         wild_cluster_bootstrap(fit, draws=s.draws_wild_bootstrap, weights_type=s.wild_bootstrap_weights,
                                seed=s.seed).effects[0],
-        placebo_in_space(fit).effects[0],
+        _placebo_in_space(ctx, fit, dropped),
     ]
-    return make_result("robustness.inference", ctx.indicator.id, effects)
+    return make_result("robustness.inference", ctx.indicator.id, effects, tables={"dropped": dropped})
+
+
+def _placebo_in_space(ctx: Context, fit, dropped: pd.DataFrame):
+    """Placebo in space on the full fit, or on the complete townships' own fit when it needs them."""
+    if dropped.empty:
+        return placebo_in_space(fit).effects[0]
+    s = ctx.settings
+    refit = twfe(ctx.frame_for("placebo in space")[0], outcome="value", unit="township_id", time="time",
+                 cohort="first_treat", cluster=s.cluster, alpha=s.alpha, indicator=ctx.indicator.id)
+    return placebo_in_space(refit).effects[0]
 
 
 def sdid_standard_error(d: pd.DataFrame, choice: str = "auto") -> str:
@@ -483,16 +546,18 @@ def sdid_standard_error(d: pd.DataFrame, choice: str = "auto") -> str:
 
 def build_synthetic_did(ctx: Context) -> Result:
     """Synthetic DiD (Arkhangelsky et al. 2021), overall and by cohort."""
-    d, s = ctx.frame, ctx.settings
+    s = ctx.settings
+    d, dropped = ctx.frame_for("synthetic DiD")
     sdid = synthetic_did(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
                          inference=sdid_standard_error(d, s.synthetic_did_inference), draws=s.draws_synthetic_did,
                          seed=s.seed, alpha=s.alpha, indicator=ctx.indicator.id)
-    return make_result("robustness.synthetic_did", ctx.indicator.id, sdid)
+    return make_result("robustness.synthetic_did", ctx.indicator.id, sdid, tables={"dropped": dropped})
 
 
 def build_synthetic_control(ctx: Context) -> Result:
     """A synthetic control for each pilot township with its placebo-in-space rank."""
-    d, s = ctx.frame, ctx.settings
+    s = ctx.settings
+    d, dropped = ctx.frame_for("synthetic control")
     keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorPreFitWarning)
@@ -510,7 +575,7 @@ def build_synthetic_control(ctx: Context) -> Result:
         gaps.append(fit.diagnostics["placebo_gaps"][["township", "period", "gap"]].assign(
             pilot=pilot, placebo=True, start=start))
     return make_result("robustness.synthetic_control", ctx.indicator.id, sc, tables={
-        "per_pilot": per_pilot, "gaps": pd.concat(gaps, ignore_index=True)},
+        "per_pilot": per_pilot, "gaps": pd.concat(gaps, ignore_index=True), "dropped": dropped},
         values={"warnings": [str(w.message) for w in caught if issubclass(w.category, PoorPreFitWarning)]})
 
 

@@ -71,6 +71,29 @@ class Covid(_Strict):
     phases: list[CovidPhase] = Field(default_factory=list)
 
 
+def _ids_text(value):
+    """Township ids written as YAML numbers (``361121101``) are ids, not numbers."""
+    if isinstance(value, list):
+        return [v if isinstance(v, str) else str(v) for v in value]
+    return value
+
+
+class Townships(_Strict):
+    """Which townships enter the analysis, and what happens to incomplete ones.
+
+    ``gaps``: ``analyse`` (default) keeps every township; each method uses every
+    observation it validly can, and methods that need a complete panel (synthetic control,
+    synthetic DiD, Goodman-Bacon) leave out the incomplete townships and say so.
+    ``drop`` leaves every township with a missing period or an empty cell (in a column
+    the study's indicators read) out of the whole study, listed in ``validate`` and the
+    data-quality chapter. ``fail`` rejects such data, naming the townships.
+    """
+
+    exclude: list[str] = Field(default_factory=list)
+    gaps: Literal["analyse", "drop", "fail"] = "analyse"
+    _ids = field_validator("exclude", mode="before")(_ids_text)
+
+
 class StudyConfig(_Strict):
     """The study file's schema, key by key."""
 
@@ -83,6 +106,7 @@ class StudyConfig(_Strict):
     indicators: list[str] | None = None
     targets: dict[str, float | None] = Field(default_factory=dict)
     covid: Covid = Covid()
+    townships: Townships = Townships()
     analysis: AnalysisPlan
 
 
