@@ -47,6 +47,10 @@ class StudyConfigError(EvaluationInputError):
         super().__init__(f"{self.path}: key '{key}': {problem}")
 
 
+class UsageError(EvaluationInputError):
+    """A command-line request the package cannot serve (unknown indicator or chapter)."""
+
+
 class DataValidationError(EvaluationInputError):
     """A data file breaks the data contract.
 

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
+from evaluation.errors import UsageError
 from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, study_output_dir
 from evaluation.report.chapters import CHAPTERS, resolve_study_path
 from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
@@ -76,12 +77,13 @@ def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False,
     chosen = list(indicators or all_ids)
     unknown = [i for i in chosen if i not in all_ids]
     if unknown:
-        raise ValueError(f"indicators not in the study: {unknown}; it has {all_ids}")
+        raise UsageError(f"--indicators: {', '.join(unknown)} not among the study's indicators; "
+                         f"choose from {', '.join(all_ids)}")
     keys = [c.key for c in CHAPTERS]
     wanted = list(chapters or keys)
     bad = [c for c in wanted if c not in keys]
     if bad:
-        raise ValueError(f"unknown chapters {bad}; chapters are {keys}")
+        raise UsageError(f"--chapters: unknown chapter(s) {', '.join(bad)}; choose from {', '.join(keys)}")
     runs = []
     for ch in CHAPTERS:
         if ch.key not in wanted:
@@ -176,10 +178,13 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
 
     study_path = resolve_study_path(study_path)
     study = load_study(study_path)
+    runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
+    _validate_data(study)  # invalid data stop the batch before anything is written
     final = study_output_dir(study.id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-", dir=final.parent))
-    runs = plan(study_path, indicators, chapters, fast, results_dir=str(tmp / "results"))
+    for r in runs:
+        r.parameters["results_dir"] = str(tmp / "results")
     inputs, code = input_hashes(study_path), code_hash()
     for r in runs:
         r.key = _run_key(r, inputs, code)
@@ -217,6 +222,19 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _validate_data(study) -> None:
+    """Load the study's panel once, as ``evaluation validate`` does: a
+    :class:`~evaluation.errors.DataValidationError` stops the batch (exit 2), the
+    previous report untouched."""
+    import warnings
+
+    from evaluation.data.panel import PanelGapWarning, load_panel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PanelGapWarning)  # gaps are analysed, and listed in the chapters
+        load_panel(study)
 
 
 def _copy_results(source: Path, target: Path, indicator: str | None) -> None:
