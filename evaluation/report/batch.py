@@ -299,6 +299,10 @@ def _scorecard_html(records: list[dict]) -> str:
             "<th>试点乡镇 / Pilots</th><th>结论 / Verdict</th></tr>")
     body = []
     for r in records:
+        if not r.get("estimated", True):
+            body.append(f"<tr><td>{html.escape(r['name_zh'])} / {html.escape(r['name_en'])}</td>"
+                        f"<td colspan=\"5\">未能估计 / could not be estimated: {html.escape(str(r['failure']))}</td></tr>")
+            continue
         body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
             f"{r['name_zh']} / {r['name_en']}", f"{r['att']:.4g}", f"{r['ci_low']:.4g} – {r['ci_high']:.4g}",
             ("< 0.001" if r["p_recommended"] < 0.001 else f"{r['p_recommended']:.3f}") + f" ({r['recommended_test']})",

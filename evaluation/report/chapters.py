@@ -43,6 +43,7 @@ from evaluation.inference.few_clusters import (
     twfe_cr2,
     wild_cluster_bootstrap,
 )
+from evaluation.errors import EvaluationError
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
@@ -673,9 +674,13 @@ def summary(ctx: Context) -> dict:
     """The scorecard over every indicator, read from the chapters' stored results."""
     from evaluation.report.scorecard import SCORECARD_HEADERS, SCORECARD_SECTIONS, scorecard
 
-    results = {ind.id: {section: ctx.for_indicator(ind).result(section) for section in SCORECARD_SECTIONS}
-               for ind in ctx.study.selected_indicators()}
-    card = scorecard(ctx.study.selected_indicators(), results, ctx.settings)
+    results, failures = {}, {}
+    for ind in ctx.study.selected_indicators():
+        try:
+            results[ind.id] = {section: ctx.for_indicator(ind).result(section) for section in SCORECARD_SECTIONS}
+        except EvaluationError as exc:  # the other indicators' rows still build
+            failures[ind.id] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    card = scorecard(ctx.study.selected_indicators(), results, ctx.settings, failures)
     card["label"] = card["name_zh"] + " / " + card["name_en"]
     result = make_result("summary.scorecard", None, tables={"scorecard": card})
     result.key, result.settings = ctx.key("summary.scorecard"), ctx.settings.as_dict()

@@ -114,7 +114,9 @@ def interrupted_series(plot_data: pd.DataFrame, indicator, title: str = "中断�
 
 
 def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
-    """Relative effects (percent of the counterfactual mean) with 95% intervals, one row per indicator."""
+    """Relative effects (percent of the counterfactual mean) with 95% intervals, one row per
+    indicator that could be estimated."""
+    table = table[table["relative_pct"].notna()] if "relative_pct" in table else table
     ax = ax or plt.subplots(figsize=(9, 0.55 * len(table) + 1.2))[1]
     y = np.arange(len(table))[::-1]
     colours = np.where(table["improved"], "#27ae60", np.where(table["worsened"], PILOT_COLOUR, COMPARISON_COLOUR))

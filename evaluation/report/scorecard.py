@@ -173,6 +173,23 @@ def _fmt(row: dict, columns: tuple[str, str, str] = ("att", "ci_low", "ci_high")
     return {k: f"{row[v]:.3g}" for k, v in pairs}
 
 
-def scorecard(indicators, results: dict, settings: Settings) -> pd.DataFrame:
-    """One row per indicator from the stored results (``results[indicator_id][section]``)."""
-    return pd.DataFrame([indicator_row(ind, results[ind.id], settings) for ind in indicators])
+def failed_row(indicator, reason: str) -> dict:
+    """The scorecard row of an indicator whose results could not be estimated: every
+    number missing, the reason in the verdict (the other indicators' rows are unaffected)."""
+    row = {"indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
+           "unit": indicator.unit, "direction": indicator.direction, "improved": False, "worsened": False,
+           "mixed": False, "sdid_agrees": False, "survives_linear_trend": False, "estimated": False,
+           "failure": reason}
+    row["verdict_zh"] = f"{indicator.name_zh}：未能估计（{reason}）。"
+    row["verdict_en"] = f"{indicator.name_en}: could not be estimated ({reason})."
+    return row
+
+
+def scorecard(indicators, results: dict, settings: Settings, failures: dict | None = None) -> pd.DataFrame:
+    """One row per indicator from the stored results (``results[indicator_id][section]``);
+    an indicator in ``failures`` (id -> reason) gets :func:`failed_row`."""
+    failures = failures or {}
+    rows = [failed_row(ind, failures[ind.id]) if ind.id in failures
+            else {**indicator_row(ind, results[ind.id], settings), "estimated": True, "failure": ""}
+            for ind in indicators]
+    return pd.DataFrame(rows)
