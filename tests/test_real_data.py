@@ -182,3 +182,46 @@ def test_batch_on_quarterly_and_annual_exports(tmp_path, monkeypatch, frequency)
     _batch_ok(built)
     row = _headline(built)
     assert row["ci_low"] <= _true_att(truth) <= row["ci_high"], (row["ci_low"], row["ci_high"])
+
+
+# ----------------------------------------------------------------------------- what the data cannot support
+
+def test_a_method_the_data_cannot_support_is_stated_not_fatal(tmp_path):
+    """Annual data with two pre-years: the ITS (8 pre-period points needed) and the
+    synthetic control (5) cannot be fitted. The results store keeps the reason, the
+    chapter shows it, and the other sections are estimated."""
+    from evaluation.report import chapters
+
+    panel, pilots, _ = small_demo()
+    built = write_study(tmp_path / "year", *to_frequency(panel, pilots, "year"), frequency="year")
+    ctx = chapters.setup(built.study, INDICATOR, fast=True, results_dir=tmp_path / "results")
+    its = ctx.result("its")
+    assert "pre-period" in its.not_estimable and its.effects.empty
+    assert chapters.its(ctx)["figure"].startswith("未能估计 / not estimated — its: ITSError")
+    stored = chapters.ResultsStore(tmp_path / "results").read("its", INDICATOR, ctx.key("its"))
+    assert stored.not_estimable == its.not_estimable  # read back from result.json
+    assert "EstimationError" in ctx.result("robustness.synthetic_control").not_estimable
+    assert ctx.result("did.callaway_santanna").not_estimable is None
+
+
+def test_summary_keeps_the_other_indicators_when_one_fails(tmp_path, monkeypatch):
+    from evaluation.errors import EstimationError
+    from evaluation.report import chapters
+
+    panel, pilots, _ = small_demo()
+    built = write_study(tmp_path / "two", *to_frequency(panel, pilots, "year"), frequency="year",
+                        indicators=(INDICATOR, "cost_per_admission"))
+    real = chapters.SECTIONS["did.callaway_santanna"]
+
+    def failing(ctx):
+        if ctx.indicator.id == "cost_per_admission":
+            raise EstimationError("no comparison cohort left")
+        return real(ctx)
+
+    monkeypatch.setitem(chapters.SECTIONS, "did.callaway_santanna", failing)
+    ctx = chapters.setup(built.study, None, fast=True, results_dir=tmp_path / "results")
+    card = chapters.summary(ctx)["scorecard"].set_index("indicator")
+    assert bool(card.loc[INDICATOR, "estimated"]) and not bool(card.loc["cost_per_admission", "estimated"])
+    assert "no comparison cohort left" in card.loc["cost_per_admission", "verdict_en"]
+    assert card.loc[INDICATOR, "ci_low"] < card.loc[INDICATOR, "att"] < card.loc[INDICATOR, "ci_high"]
+    assert chapters.forest_figure({"scorecard": card.reset_index()}) is not None

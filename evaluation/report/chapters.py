@@ -27,6 +27,7 @@ from evaluation.data.panel import Panel, PanelGapWarning, load_panel
 from evaluation.diagnostics.bacon import bacon_decomposition
 from evaluation.diagnostics.robustness import robustness_table
 from evaluation.diagnostics.sensitivity import honest_sensitivity
+from evaluation.errors import EstimationError, EvaluationError
 from evaluation.estimators.did import effects_by_group, event_study, poisson_did, twfe
 from evaluation.estimators.its import (
     CovidPhase,
@@ -43,7 +44,6 @@ from evaluation.inference.few_clusters import (
     twfe_cr2,
     wild_cluster_bootstrap,
 )
-from evaluation.errors import EvaluationError
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
@@ -125,19 +125,27 @@ class Context:
         stored = self.store.read(section, indicator, key)
         if stored is not None:
             return stored
-        result = SECTIONS[section](self)
+        try:
+            result = SECTIONS[section](self)
+        except EstimationError as exc:  # the data cannot support this method: say why on the page
+            result = make_result(section, indicator, values={"not_estimable": not_estimable_text(exc)})
         result.key, result.settings = key, self.settings.as_dict()
         self.store.write(result)
         return self.store.read(section, indicator, key)
 
     # ------------------------------------------------------------------ display: the one route
     def show(self, *items) -> None:
-        """Display tables, figures and notes (text is escaped and shown as a note)."""
+        """Display tables, figures and notes (text is escaped and shown as a note; a tuple
+        is shown item by item; ``None`` and empty text show nothing)."""
         import matplotlib.pyplot as plt
         from IPython.display import HTML, display
 
         for item in items:
-            if isinstance(item, str):
+            if item is None or (isinstance(item, str) and not item):
+                continue
+            if isinstance(item, tuple):
+                self.show(*item)
+            elif isinstance(item, str):
                 display(HTML(f"<p>{html.escape(item)}</p>"))
             elif hasattr(item, "savefig"):
                 display(item)
@@ -169,6 +177,19 @@ class Context:
             out[f"{name}_zh"], out[f"{name}_en"] = s.text(count)
         out["unit_zh"], out["unit_en"] = s.text(1)[0].lstrip("1"), s.frequency
         return out
+
+
+def not_estimable_text(exc: Exception) -> str:
+    """The reason a method could not be estimated, as stored and shown."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:400]}"
+
+
+def not_estimated(*results: Result) -> str | None:
+    """A note for the page when one of ``results`` could not be estimated, else ``None``."""
+    reasons = [f"{r.section}: {r.not_estimable}" for r in results if r.not_estimable]
+    if not reasons:
+        return None
+    return "未能估计 / not estimated — " + "; ".join(reasons)
 
 
 COMPARISON_ZH = {"never_treated": "从未试点乡镇", "not_yet_treated": "尚未试点乡镇"}
@@ -412,17 +433,30 @@ def build_twfe(ctx: Context) -> Result:
 
 
 def did(ctx: Context) -> dict:
+    """The DiD chapter's tables; a part the data could not support is its reason (text)."""
     cs, es, tw = ctx.result("did.callaway_santanna"), ctx.result("did.event_study"), ctx.result("did.twfe")
-    v = es.values
-    out = {"cs_simple": effects_table(_section(cs, "simple")),
-           "cs_cohort": _cohort_labels(effects_table(_section(cs, "cohort"), [*TABLE_COLUMNS, "cohort"]), ctx),
-           "cs_dynamic_plot": cs.tables["dynamic_plot"],
-           "uniform_critical_value": cs.values["uniform_critical_value"],
-           "event_study_plot": es.tables["plot"],
-           "pretrend": pd.Series({"leads tested": v["pretrend_df"], "F": v["pretrend_F"], "p-value": v["pretrend_p"]}),
-           "twfe": effects_table(_section(tw, "twfe")),
-           "bacon": tw.tables["bacon"].set_index(tw.tables["bacon"].columns[0]),
-           "bacon_twfe": tw.values["bacon_twfe"]}
+    out = {}
+    if cs.not_estimable:
+        reason = not_estimated(cs)
+        out.update(cs_simple=reason, cs_cohort="", cs_dynamic_plot=None, uniform_critical_value=None)
+    else:
+        out.update(cs_simple=effects_table(_section(cs, "simple")),
+                   cs_cohort=_cohort_labels(effects_table(_section(cs, "cohort"), [*TABLE_COLUMNS, "cohort"]), ctx),
+                   cs_dynamic_plot=cs.tables["dynamic_plot"],
+                   uniform_critical_value=cs.values["uniform_critical_value"])
+    if es.not_estimable:
+        out.update(event_study_plot=None, pretrend=not_estimated(es))
+    else:
+        v = es.values
+        out.update(event_study_plot=es.tables["plot"],
+                   pretrend=pd.Series({"leads tested": v["pretrend_df"], "F": v["pretrend_F"],
+                                       "p-value": v["pretrend_p"]}))
+    if tw.not_estimable:
+        out.update(twfe=not_estimated(tw), bacon="", bacon_twfe=None)
+        return out
+    out.update(twfe=effects_table(_section(tw, "twfe")),
+               bacon=tw.tables["bacon"].set_index(tw.tables["bacon"].columns[0]),
+               bacon_twfe=tw.values["bacon_twfe"])
     if (tw.effects["section"] == "subgroups").any():
         out["by_model_and_cohort"] = effects_table(_section(tw, "subgroups"))
     if (tw.effects["section"] == "poisson").any():
@@ -441,11 +475,16 @@ def _cohort_labels(table: pd.DataFrame, ctx: Context) -> pd.DataFrame:
     return table.drop(columns="cohort")
 
 
-def did_figures(result: dict, ctx: Context):
-    ax1 = plots.event_study(result["cs_dynamic_plot"], ctx.indicator,
-                            title="Callaway-Sant'Anna 事件研究 / event study", band=True)
-    ax2 = plots.event_study(result["event_study_plot"], ctx.indicator, title="TWFE 事件研究 / event study")
-    return ax1.figure, ax2.figure
+def did_figures(result: dict, ctx: Context) -> tuple:
+    """The two event-study figures (an empty tuple entry for one that was not estimated)."""
+    figures = []
+    if result["cs_dynamic_plot"] is not None:
+        figures.append(plots.event_study(result["cs_dynamic_plot"], ctx.indicator,
+                                         title="Callaway-Sant'Anna 事件研究 / event study", band=True).figure)
+    if result["event_study_plot"] is not None:
+        figures.append(plots.event_study(result["event_study_plot"], ctx.indicator,
+                                         title="TWFE 事件研究 / event study").figure)
+    return tuple(figures)
 
 
 # ----------------------------------------------------------------------------- ITS
@@ -479,6 +518,9 @@ def build_its(ctx: Context) -> Result:
 
 def its(ctx: Context) -> dict:
     res = ctx.result("its")
+    if res.not_estimable:
+        reason = not_estimated(res)
+        return {"cohort": "", "figure": reason, "table": "", "diagnostics": "", "controlled": "", "per_township": ""}
     per_township = effects_table(_section(res, "per_township"))
     per_township.insert(0, "township_id", res.tables["per_township_ids"]["township_id"].astype(str).to_numpy())
     plot = res.tables["plot"].copy()
@@ -613,27 +655,34 @@ def build_relative_magnitude(ctx: Context) -> Result:
                        values={"breakdown": fit.diagnostics["breakdown"]})
 
 
-def robustness(ctx: Context) -> pd.DataFrame:
-    return effects_table(ctx.result("robustness.checks").effects)
+def robustness(ctx: Context) -> pd.DataFrame | str:
+    res = ctx.result("robustness.checks")
+    return not_estimated(res) or effects_table(res.effects)
 
 
-def inference_comparison(ctx: Context) -> pd.DataFrame:
+def inference_comparison(ctx: Context) -> pd.DataFrame | str:
     """The TWFE DiD coefficient under every inference method: which p-value to trust with
     few pilots (randomization inference or the wild cluster bootstrap; CR1 over-rejects)."""
-    rows = pd.concat([ctx.result("robustness.inference").effects.iloc[:3],
-                      ctx.result("robustness.randomization").effects,
-                      ctx.result("robustness.inference").effects.iloc[3:]], ignore_index=True)
-    table = effects_table(rows, ["inference", *TABLE_COLUMNS])
-    return table.drop(columns=["method", "estimand", "term"])
+    inference, ri = ctx.result("robustness.inference"), ctx.result("robustness.randomization")
+    if inference.not_estimable:
+        return not_estimated(inference, ri)
+    rows = pd.concat([inference.effects.iloc[:3], ri.effects, inference.effects.iloc[3:]], ignore_index=True)
+    table = effects_table(rows, ["inference", *TABLE_COLUMNS]).drop(columns=["method", "estimand", "term"])
+    return table if not ri.not_estimable else (table, not_estimated(ri))
 
 
 def synthetic_designs(ctx: Context) -> dict:
     """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
     township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
     sdid, sc = ctx.result("robustness.synthetic_did"), ctx.result("robustness.synthetic_control")
-    labels = ctx.frame.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
-    sdid_table = effects_table(sdid.effects)
-    sdid_table["term"] = [f"cohort {labels[float(c)]}" if pd.notna(c) else "" for c in sdid.effects["cohort"]]
+    if sdid.not_estimable:
+        sdid_table = not_estimated(sdid)
+    else:
+        labels = ctx.frame.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
+        sdid_table = effects_table(sdid.effects)
+        sdid_table["term"] = [f"cohort {labels[float(c)]}" if pd.notna(c) else "" for c in sdid.effects["cohort"]]
+    if sc.not_estimable:
+        return {"sdid": sdid_table, "per_pilot": not_estimated(sc), "gaps": None, "warnings": []}
     per_pilot = sc.tables["per_pilot"].copy()
     per_pilot["township_id"] = per_pilot["township_id"].astype(str)
     return {"sdid": sdid_table, "per_pilot": per_pilot, "gaps": sc.tables["gaps"], "warnings": sc.values["warnings"]}
@@ -641,6 +690,8 @@ def synthetic_designs(ctx: Context) -> dict:
 
 def synthetic_control_figure(res: dict, ctx: Context):
     """Each pilot's gap to its synthetic twin over the placebo gaps (see :func:`synthetic_designs`)."""
+    if res["gaps"] is None:
+        return ""
     names = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["township_name"], strict=True))
     p = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["rank_p"], strict=True))
     return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p)
@@ -650,22 +701,26 @@ def parallel_trends_sensitivity(ctx: Context) -> dict:
     """Relative magnitudes and smoothness bounds (Rambachan and Roth 2023), breakdown values."""
     rm, sd = ctx.result("robustness.relative_magnitude"), ctx.result("robustness.smoothness")
     v = ctx.note_values()
-    table = pd.concat([
-        rm.effects.assign(theta=f"前{v['rm_post_zh']}平均效果 / mean effect, first {v['rm_post_en']}"),
-        sd.effects.assign(theta=f"前{v['sd_post_zh']}平均效果 / mean effect, first {v['sd_post_en']}")],
-        ignore_index=True)
+    parts = [(rm, f"前{v['rm_post_zh']}平均效果 / mean effect, first {v['rm_post_en']}", "relative magnitudes: Mbar"),
+             (sd, f"前{v['sd_post_zh']}平均效果 / mean effect, first {v['sd_post_en']}", "smoothness: M")]
+    estimated = [(r, theta, name) for r, theta, name in parts if not r.not_estimable]
+    missing = not_estimated(rm, sd)
+    if not estimated:
+        return {"table": missing, "breakdown": "", "results": (rm, sd)}
+    table = pd.concat([r.effects.assign(theta=theta) for r, theta, _ in estimated], ignore_index=True)
     table = table[["theta", "term", "estimate", "ci_low", "ci_high", "method"]]
-    breakdown = pd.Series({"relative magnitudes: Mbar": rm.values["breakdown"],
-                           "smoothness: M": sd.values["breakdown"]}, name="breakdown")
-    return {"table": table, "breakdown": breakdown, "results": (rm, sd)}
+    breakdown = pd.Series({name: r.values["breakdown"] for r, _, name in estimated}, name="breakdown")
+    return {"table": table if missing is None else (table, missing), "breakdown": breakdown, "results": (rm, sd)}
 
 
 def sensitivity_figure(res: dict, ctx: Context):
-    rm, sd = res["results"]
     v = ctx.note_values()
-    return plots.sensitivity([(rm.tables["plot"], rm.values["breakdown"]), (sd.tables["plot"], sd.values["breakdown"])],
-                             ctx.indicator, [f"相对幅度 relative magnitudes, {v['rm_post_en']}",
-                                             f"平滑度 smoothness, {v['sd_post_en']}"])
+    titles = [f"相对幅度 relative magnitudes, {v['rm_post_en']}", f"平滑度 smoothness, {v['sd_post_en']}"]
+    shown = [((r.tables["plot"], r.values["breakdown"]), title)
+             for r, title in zip(res["results"], titles, strict=True) if not r.not_estimable]
+    if not shown:
+        return ""
+    return plots.sensitivity([pair for pair, _ in shown], ctx.indicator, [title for _, title in shown])
 
 
 # ----------------------------------------------------------------------------- summary
@@ -679,7 +734,11 @@ def summary(ctx: Context) -> dict:
         try:
             results[ind.id] = {section: ctx.for_indicator(ind).result(section) for section in SCORECARD_SECTIONS}
         except EvaluationError as exc:  # the other indicators' rows still build
-            failures[ind.id] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            failures[ind.id] = not_estimable_text(exc)
+            continue
+        headline = [results[ind.id][s] for s in ("trends", "did.callaway_santanna") if results[ind.id][s].not_estimable]
+        if headline:
+            failures[ind.id] = "; ".join(f"{r.section}: {r.not_estimable}" for r in headline)
     card = scorecard(ctx.study.selected_indicators(), results, ctx.settings, failures)
     card["label"] = card["name_zh"] + " / " + card["name_en"]
     result = make_result("summary.scorecard", None, tables={"scorecard": card})

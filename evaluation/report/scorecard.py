@@ -62,12 +62,17 @@ def indicator_row(indicator, results: dict, settings: Settings) -> dict:
     alpha = settings.alpha
     cs, trends = results["did.callaway_santanna"], results["trends"]
     att = cs.effect("att", section="simple")
-    ri = results["robustness.randomization"].effects.iloc[0]
-    sdid = _overall(results["robustness.synthetic_did"].effects)
-    trend = results["robustness.smoothness"].effects.iloc[1]  # M = 0: the first bound value
+    nan = pd.Series({"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
+                     "inference": "not estimated"})
+    estimated = {name: not r.not_estimable for name, r in results.items()}
+    ri = results["robustness.randomization"].effects.iloc[0] if estimated["robustness.randomization"] else nan
+    sdid = _overall(results["robustness.synthetic_did"].effects) if estimated["robustness.synthetic_did"] else nan
+    # M = 0: the first bound value
+    trend = results["robustness.smoothness"].effects.iloc[1] if estimated["robustness.smoothness"] else nan
     counterfactual_mean = cs.values["counterfactual_mean"]
     n_pilots, n_townships = int(att["n_treated"]), int(cs.values["n_townships"])
-    p_recommended = float(ri["p_value"]) if n_pilots < settings.few_pilots else float(att["p_value"])
+    use_ri = n_pilots < settings.few_pilots and estimated["robustness.randomization"]
+    p_recommended = float(ri["p_value"]) if use_ri else float(att["p_value"])
     test_rejects, interval_excludes = p_recommended <= alpha, bool(att["ci_low"] > 0 or att["ci_high"] < 0)
     significant = test_rejects and interval_excludes
     mixed = test_rejects != interval_excludes
@@ -83,12 +88,14 @@ def indicator_row(indicator, results: dict, settings: Settings) -> dict:
         "p_value": float(att["p_value"]), "std_error": float(att["std_error"]),
         "inference": f"{RECOMMENDED} ({att['inference']})",
         "ri_p_value": float(ri["p_value"]), "ri_inference": ri["inference"], "p_recommended": p_recommended,
-        "recommended_test": recommended_test(n_pilots, settings),
+        "recommended_test": recommended_test(n_pilots, settings) if use_ri or n_pilots >= settings.few_pilots
+        else "analytic (clustered; randomization inference not estimable)",
         "counterfactual_mean": counterfactual_mean,
         "relative_pct": 100 * att["estimate"] / counterfactual_mean,
         "relative_low_pct": 100 * att["ci_low"] / counterfactual_mean,
         "relative_high_pct": 100 * att["ci_high"] / counterfactual_mean,
-        "pretrend_p": results["did.event_study"].values.get("pretrend_p") or np.nan,
+        "pretrend_p": (results["did.event_study"].values.get("pretrend_p") or np.nan) if estimated["did.event_study"]
+        else np.nan,
         "target": t["target"] if t["target"] is not None else np.nan,
         "pilot_recent": t["pilot_recent"], "comparison_recent": t["comparison_recent"],
         "pilot_meets_target": t["pilot_meets_target"], "comparison_meets_target": t["comparison_meets_target"],
@@ -96,9 +103,10 @@ def indicator_row(indicator, results: dict, settings: Settings) -> dict:
         "improved": improved, "worsened": worsened, "mixed": bool(mixed),
         "sdid_att": float(sdid["estimate"]), "sdid_ci_low": float(sdid["ci_low"]),
         "sdid_ci_high": float(sdid["ci_high"]), "sdid_inference": sdid["inference"],
-        "sdid_agrees": bool(sdid_sign == headline_sign),
+        "sdid_agrees": bool(sdid_sign == headline_sign) if estimated["robustness.synthetic_did"] else None,
         "trend_ci_low": float(trend["ci_low"]), "trend_ci_high": float(trend["ci_high"]),
-        "survives_linear_trend": bool(trend["ci_low"] > 0 or trend["ci_high"] < 0),
+        "survives_linear_trend": bool(trend["ci_low"] > 0 or trend["ci_high"] < 0)
+        if estimated["robustness.smoothness"] else None,
     }
     row["verdict_zh"], row["verdict_en"] = verdict(row, settings)
     return row
@@ -135,6 +143,8 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
     p_text = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + f", {row['recommended_test']}"
     p_zh = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + ("，随机化推断" if row["recommended_test"].startswith("random")
                                                         else "，聚类稳健解析推断")
+    if "not estimable" in row["recommended_test"]:
+        p_zh += "（随机化推断未能估计）"
     zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
           f"该指标{change_zh}了{size}（{level}置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_zh}），"
           f"{finding_zh}。{weight_zh}。")
@@ -142,7 +152,10 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
           f"{change_en} it by {size} ({level} CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
           f"{finding_en}. Evidence: {weight_en}.")
     sd = _fmt(row, ("sdid_att", "sdid_ci_low", "sdid_ci_high"))
-    if row["sdid_agrees"]:
+    if row["sdid_agrees"] is None:
+        zh += "合成双重差分未能估计（见稳健性检验章节）。"
+        en += " Synthetic DiD could not be estimated (see the robustness chapter)."
+    elif row["sdid_agrees"]:
         zh += f"合成双重差分结论一致（{sd['att']}，{level}置信区间 {sd['lo']} 至 {sd['hi']}）。"
         en += f" Synthetic DiD agrees ({sd['att']}, {level} CI {sd['lo']} to {sd['hi']})."
     else:
@@ -151,7 +164,7 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
         en += (f" Caution: synthetic DiD differs ({sd['att']}, {level} CI {sd['lo']} to {sd['hi']}); the conclusion "
                "depends on the parallel-trends assumption.")
     tr = _fmt(row, ("att", "trend_ci_low", "trend_ci_high"))
-    if row["improved"] or row["worsened"]:
+    if (row["improved"] or row["worsened"]) and row["survives_linear_trend"] is not None:
         if row["survives_linear_trend"]:
             zh += f"即使试点前的趋势差异按直线延续，试点后前{post_zh}平均效果的置信区间（{tr['lo']} 至 {tr['hi']}）仍不含0。"
             en += (f" Even if the pre-period difference in trends continued in a straight line, the first {post_en}' "

@@ -49,6 +49,11 @@ class Result:
     settings: dict = field(default_factory=dict)
     key: str = ""
 
+    @property
+    def not_estimable(self) -> str | None:
+        """Why the data could not support this section's method (``None`` when estimated)."""
+        return self.values.get("not_estimable")
+
     def effect(self, estimand: str, **fields) -> pd.Series:
         """The one effect row with this estimand (and these column values)."""
         rows = self.effects[self.effects["estimand"] == estimand]
