@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 
+import pandas as pd
 import pytest
 import yaml
 from study_builders import small_demo, to_frequency, with_gaps, write_study
@@ -225,3 +226,22 @@ def test_summary_keeps_the_other_indicators_when_one_fails(tmp_path, monkeypatch
     assert "no comparison cohort left" in card.loc["cost_per_admission", "verdict_en"]
     assert card.loc[INDICATOR, "ci_low"] < card.loc[INDICATOR, "att"] < card.loc[INDICATOR, "ci_high"]
     assert chapters.forest_figure({"scorecard": card.reset_index()}) is not None
+
+
+def test_an_indicator_empty_in_every_row_is_stated_on_its_pages(tmp_path):
+    from evaluation.report import chapters
+
+    panel, pilots, _ = small_demo()
+    panel["services_offered"] = ""
+    built = write_study(tmp_path / "empty", *to_frequency(panel.assign(services_offered=0.0), pilots, "year"),
+                        frequency="year", indicators=(INDICATOR, "services_offered"))
+    frame = pd.read_csv(built.root / "panel.csv", dtype=str)
+    frame["开展技术项目数"] = ""
+    frame.to_csv(built.root / "panel.csv", index=False)
+    ctx = chapters.setup(built.study, "services_offered", fast=True, results_dir=tmp_path / "results")
+    did = chapters.did(ctx)
+    assert did["cs_simple"].startswith("未能估计 / not estimated — did.callaway_santanna")
+    assert "24 township(s) lack periods or values" in chapters.coverage_note(ctx)
+    card = chapters.summary(chapters.setup(built.study, None, fast=True, results_dir=tmp_path / "results"))
+    rows = card["scorecard"].set_index("indicator")
+    assert not rows.loc["services_offered", "estimated"] and rows.loc[INDICATOR, "estimated"]

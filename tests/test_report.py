@@ -76,8 +76,18 @@ def test_summary_and_index_read_the_store(demo_batch):
     assert f"{card['att'].iloc[0]:.4g}" in index
 
 
-def _broken_study(tmp_path):
-    """The demo with services_offered blanked out: that indicator cannot be estimated."""
+def _broken_study(tmp_path, monkeypatch):
+    """The demo with services_offered blanked out (its chapters say it cannot be
+    estimated), and a DiD notebook that fails for that indicator (an injected fault: the
+    batch's workers are forked, so they see the patched notebook folder)."""
+    import evaluation.report.batch as batch
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, notebooks)
+    nb = nbformat.read(notebooks / "03_did.ipynb", as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell('assert indicator != "services_offered", "injected failure"'))
+    nbformat.write(nb, notebooks / "03_did.ipynb")
+    monkeypatch.setattr(batch, "NOTEBOOKS", notebooks)
     data = tmp_path / "data"
     data.mkdir()
     panel = pd.read_csv(DEMO_DATA / "panel.csv", dtype=str)
@@ -95,14 +105,14 @@ def _broken_study(tmp_path):
 
 def test_failure_is_recorded_and_resume_reruns_only_what_changed(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "out"))
-    study = _broken_study(tmp_path)
+    study = _broken_study(tmp_path, monkeypatch)
     args = ["batch", str(study), "--jobs", "2", "--fast", "--chapters", "did"]
     assert main(args) == 1
     manifest = json.loads((tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))
     status = {r["stem"]: r for r in manifest["runs"]}
     assert status["did__county_internal_visit_rate"]["status"] == "ok"
     assert status["did__services_offered"]["status"] == "failed"
-    assert "missing" in status["did__services_offered"]["error"]
+    assert "injected failure" in status["did__services_offered"]["error"]
     index = (tmp_path / "out" / "broken" / "index.html").read_text(encoding="utf-8")
     assert "failed" in index and 'href="did__county_internal_visit_rate.html"' in index
 
