@@ -268,6 +268,8 @@ def coverage_note(ctx: Context) -> str:
     townships with missing periods or empty cells, which the methods that need a complete
     panel leave out. Empty when the panel is complete."""
     esc, parts = html.escape, []
+    if ctx.panel is None:
+        return ""
     excluded = ctx.panel.excluded
     if len(excluded):
         items = "".join(f"<li>{esc(str(r.township_id))} {esc(str(r.township_name))}"
