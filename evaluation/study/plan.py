@@ -7,6 +7,11 @@ calendar units (``"1 year"``, ``"6 months"``, ``"2 quarters"``), so that one pla
 the same on monthly, quarterly and annual data. :meth:`AnalysisPlan.resolve` turns the
 plan into :class:`Settings`: plain integers in periods of the study's frequency, which is
 what the chapters use and what the results store records beside every result.
+
+``analysis.frequency`` (``quarter`` or ``year``; default: the study's ``frequency``) runs
+the whole analysis on a coarser frequency than the data's: the validated panel is
+aggregated (:mod:`evaluation.data.aggregate`) and the plan's lengths resolve against the
+analysis frequency (``1 year`` = 4 quarters), not the file's.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class AnalysisPlan(_Strict):
     """The ``analysis:`` block of a study file (see the README, "The analysis plan")."""
 
     seed: int = Field(ge=0)
+    frequency: Literal["month", "quarter", "year"] | None = None  # analyse at this (coarser) frequency
     alpha: float = Field(0.05, gt=0, lt=1)
     cluster: Literal["township", "county"] = "township"
     comparison: Literal["never_treated", "not_yet_treated"] = "never_treated"
@@ -182,7 +188,7 @@ class Settings:
     """The analysis plan resolved for one study and run: lengths in periods of the study's
     frequency, the draws of this run (full or fast), the cluster as a column name."""
 
-    frequency: str
+    frequency: str  # the analysis frequency (the data's, or analysis.frequency)
     fast: bool
     seed: int
     alpha: float
