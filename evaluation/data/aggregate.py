@@ -70,6 +70,8 @@ def aggregate_panel(panel: panel_module.Panel, frequency: str) -> panel_module.P
                                   column="period", expected=f"all {parts} periods of a {frequency} for some township")
     data = out[["county", "township_id", "township_name", "period", "population", *counts]].copy()
     data["period"] = pd.PeriodIndex(data["period"], freq=freq)
+    for col in ("county", "township_id", "township_name"):  # text columns as the loader makes them
+        data[col] = data[col].astype(object)
 
     pilots = panel.pilots[["township_id", "pilot_start", "model"]].copy()
     pilots["pilot_start"] = pd.PeriodIndex(pilots["pilot_start"]).asfreq(freq)

@@ -34,6 +34,9 @@ months, quarters or years whatever the series' frequency: its term is the share 
 period's days inside the phase (:func:`evaluation.study.periods.span_share`: 1 in a month
 of the phase, 30/91 in a quarter that holds one of its months), and
 ``covid="exclude"`` leaves out every period that shares at least one day with a phase.
+A phase term the fitted periods cannot tell apart from the other terms (on annual data a
+phase that lies only in the few post-start years repeats the level and slope terms) is left
+out and named in ``diagnostics["covid_left_out"]``.
 
 Missing periods. A series may lack periods or outcome values (townships with gaps). The
 series is reindexed to every period from its first to its last, so ``t`` keeps the true
@@ -255,6 +258,22 @@ def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: _ITSSpec, starts:
     return X, notes
 
 
+def _drop_unidentified_covid(X: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
+    """Leave out COVID-19 phase terms that the fitted ``rows`` cannot tell apart from the
+    other terms. On annual (or short quarterly) series a phase that falls only after the
+    start, in as many periods as there are post-period terms, repeats the level and slope
+    terms; its share is then carried by the pilot terms, and the fit says which phases it
+    left out (``diagnostics["covid_left_out"]``). Other collinearity is still an error."""
+    dropped = []
+    covid = [c for c in X.columns if c.startswith("covid:")]
+    for c in covid:
+        others = [k for k in X.columns if k != c and k not in dropped and
+                  (not k.startswith("covid:") or covid.index(k) < covid.index(c))]
+        if _spanned(X.loc[rows, c].to_numpy(), X.loc[rows, others].to_numpy(), tolerance=1e-8):
+            dropped.append(c)
+    return X.drop(columns=dropped), [c.removeprefix("covid:") for c in dropped]
+
+
 def _spanned(column: np.ndarray, Z: np.ndarray, tolerance: float = 0.02) -> bool:
     """Whether ``column`` is (nearly) a linear combination of the columns of ``Z``: its
     least-squares residual on them is below ``tolerance`` of its largest value."""
@@ -399,6 +418,9 @@ def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
     data, y, starts, effective_last, keep = _prepare(series, spec)
     X, notes = _design(data.index, data, spec, starts, effective_last)
     X = X.loc[:, (X.loc[keep.to_numpy()] != 0).any() | (X.columns == "const")]  # drop all-zero columns
+    X, unidentified = _drop_unidentified_covid(X, keep.to_numpy())
+    if unidentified:
+        notes["covid_left_out"] = unidentified
     missing = [period_label(p) for p in y.index[y.isna()]]
     offset = np.log(data[spec.offset].astype(float)) if spec.offset else None
     n_fit = int(keep.sum())
@@ -618,6 +640,8 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
         raise ITSError("pilot and control series must cover the same periods")
     Xcols = [c for c in stacked.columns if not c.startswith("_")]
     Xcols = [c for c in Xcols if (stacked[c] != 0).any() or c == "const"]
+    kept, unidentified = _drop_unidentified_covid(stacked[Xcols], np.ones(len(stacked), bool))
+    Xcols = list(kept.columns)
     X, y = stacked[Xcols].reset_index(drop=True), stacked["_y"].reset_index(drop=True)
     groups = stacked["_group"].to_numpy()
     n_per = int(len(stacked) / 2)
@@ -650,7 +674,8 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
                     g = (params.index == col).astype(float)
                     grads.append(g * math.exp(params[col]) if count else g)
     G = np.array(grads).reshape(len(grads), len(params))
-    return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags},
+    return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags,
+                                                                   "covid_left_out": unidentified},
                      model=fit, kind="controlled_its", vcov=vcov_frame(G @ np.asarray(cov) @ G.T, effects))
 
 

@@ -103,7 +103,7 @@ class RelativeMagnitudePlan(_Strict):
 
 
 class SmoothnessPlan(_Strict):
-    pre_periods: Duration = "1 year"        # pre periods, the reference period included
+    pre_periods: Duration = "1 year"        # pre periods, the reference period included; at least 2 are used
     post_periods: Duration = "1 year"       # the target: the mean effect of the first post periods
     values: list[float] | Literal["around_breakdown"] = "around_breakdown"  # M grid (0 is always included)
 
@@ -175,7 +175,8 @@ class AnalysisPlan(_Strict):
             rm_pre_periods=self.sensitivity.relative_magnitude.pre_periods,
             rm_post_periods=self.sensitivity.relative_magnitude.post_periods,
             rm_values=tuple(self.sensitivity.relative_magnitude.values),
-            sd_pre_periods=p("sensitivity.smoothness.pre_periods", sm.pre_periods),
+            # at least 2 periods (the reference period and one coefficient): "1 year" is 2 years on annual data
+            sd_pre_periods=max(2, p("sensitivity.smoothness.pre_periods", sm.pre_periods)),
             sd_post_periods=p("sensitivity.smoothness.post_periods", sm.post_periods),
             sd_values=sm.values if isinstance(sm.values, str) else tuple(sm.values),
             draws_randomization=draws.randomization, draws_wild_bootstrap=draws.wild_bootstrap,
