@@ -420,6 +420,8 @@ def build_its(ctx: Context) -> Result:
     diagnostics = {k: v for k, v in fit.diagnostics.items()
                    if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p", "seasonality", "spring_festival")}
     diagnostics["missing_periods"] = ", ".join(fit.diagnostics["missing_periods"]) or "none"
+    if fit.diagnostics.get("covid_left_out"):
+        diagnostics["covid_left_out"] = ", ".join(fit.diagnostics["covid_left_out"])
     return make_result("its", ind.id, _sections(fit=fit, controlled=cits, per_township=per_township),
                        tables={"plot": plot.reset_index(drop=True),
                                "per_township_ids": pd.DataFrame({"township_id": [e.unit for e in per_township]})},

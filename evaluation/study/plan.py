@@ -11,7 +11,10 @@ what the chapters use and what the results store records beside every result.
 ``analysis.frequency`` (``quarter`` or ``year``; default: the study's ``frequency``) runs
 the whole analysis on a coarser frequency than the data's: the validated panel is
 aggregated (:mod:`evaluation.data.aggregate`) and the plan's lengths resolve against the
-analysis frequency (``1 year`` = 4 quarters), not the file's.
+analysis frequency (``1 year`` = 4 quarters), not the file's. One floor applies at
+coarse frequencies: the smoothness bound uses at least 2 pre periods (the reference period
+and one coefficient), so its default ``1 year`` is 2 years on annual data; the resolved
+:class:`Settings`, stored beside every result and quoted by the chapters, show the value used.
 """
 
 from __future__ import annotations
