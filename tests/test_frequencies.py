@@ -21,7 +21,7 @@ import yaml
 from evaluation.data.aggregate import aggregate_panel
 from evaluation.data.calendar import festival_day_share
 from evaluation.data.demo import PANEL_HEADERS, PILOT_HEADERS, DemoConfig, generate
-from evaluation.data.panel import load_panel
+from evaluation.data.panel import PanelGapWarning, load_panel
 from evaluation.errors import StudyConfigError
 from evaluation.estimators.its import CovidPhase, indicator_series, segmented_regression
 from evaluation.paths import DEMO_STUDY
@@ -209,9 +209,9 @@ def test_aggregation_by_hand(study_files):
     study_files.write_config(config)
     study = load_study(study_files.study)
     assert study.settings().frequency == "quarter" and study.settings().placebo_shift == 4
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(PanelGapWarning) as record:  # the monthly gap (2019-05), then the quarter it empties
         p = load_panel(study)
+    assert any(re.search(r"1 township\(s\) lack quarters .*T02 \(二号乡\): 2019Q2", str(w.message)) for w in record)
     d = p.data.set_index(["township_id", p.data["period"].astype(str)])
     assert p.frequency == "quarter" and len(d) == 15  # 4 x 4 quarters, T02's 2019Q2 missing
     # T01, 2019Q1: visits_total 1000 + 10 m for m = 1..3

@@ -32,6 +32,8 @@ re-derived by :mod:`evaluation.data.panel`'s own derivation.
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
 from evaluation.data import panel as panel_module
@@ -101,6 +103,10 @@ def aggregate_panel(panel: panel_module.Panel, frequency: str) -> panel_module.P
     pilots["cohort"] = pilots["pilot_start"].map(period_label)
     derived = panel_module._derive_treatment(data.reset_index(drop=True), pilots, frequency)
     gaps = panel_module._find_gaps(derived, frequency)
+    if not gaps.empty:
+        listing = "; ".join(f"{g.township_id} ({g.township_name}): {g.missing_periods}" for g in gaps.head(5).itertuples())
+        warnings.warn(f"{panel.panel_path}: {len(gaps)} township(s) lack {frequency}s (a {frequency} with a missing "
+                      f"{panel.frequency} is missing, not filled): {listing}", panel_module.PanelGapWarning, stacklevel=3)
     return panel_module.Panel(data=derived, pilots=pilots.reset_index(drop=True), frequency=frequency,
                               panel_path=panel.panel_path, pilots_path=panel.pilots_path,
                               indicators=list(panel.indicators), gaps=gaps)
