@@ -372,3 +372,28 @@ def test_indicator_series_uses_observed_townships(demo_quarters):
     assert row["townships"] == 2
     assert row["value"] == pytest.approx(others["visits_in_county"].sum() / others["visits_total"].sum(), rel=1e-12)
     assert row["population"] == pytest.approx(others["population"].sum(), rel=1e-12)
+
+
+def test_poisson_its_with_a_missing_quarter(demo_quarters):
+    """Counts with a log-population offset: a dropped quarter is left out, and the rate
+    ratio equals a statsmodels 0.14 quasi-Poisson GLM on the observed rows (to 1e-8)."""
+    import statsmodels.api as sm
+
+    panel, _, phases, indicators = demo_quarters
+    pilot = panel.pilots.iloc[0]
+    series = indicator_series(panel, indicators["referrals_down_per_1000"], [pilot.township_id])
+    holed = series.drop(pd.Period("2021Q2", "Q"))
+    options = dict(outcome="numerator", start=pilot.cohort, frequency="quarter", family="poisson",
+                   offset="population", inference="conventional", transition=4, covid_phases=phases, per=1000,
+                   horizons=(4, 11))
+    fit = segmented_regression(holed, **options)
+    assert fit.diagnostics["missing_periods"] == ["2021Q2"] and fit.diagnostics["n_obs"] == 32 - 1 - 4
+    # horizon 11 quarters after 2018Q3 is the missing 2021Q2: no population to scale the rate by
+    assert fit.diagnostics["horizons_beyond_series"] == [11]
+    full = segmented_regression(series, **options)
+    used = full.plot_data["used_in_fit"].to_numpy()
+    keep = full.plot_data.index[used] != pd.Period("2021Q2", "Q")
+    direct = sm.GLM(series["numerator"][used].to_numpy()[keep], full.model.model.exog[keep],
+                    family=sm.families.Poisson(), offset=full.model.model.offset[keep]).fit(scale="X2")
+    assert np.log(fit.get("level_change").estimate) == pytest.approx(direct.params[2], abs=1e-8)
+    assert fit.get("level_change").std_error / fit.get("level_change").estimate == pytest.approx(direct.bse[2], rel=1e-6)

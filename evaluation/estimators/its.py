@@ -421,7 +421,10 @@ def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
     X, unidentified = _drop_unidentified_covid(X, keep.to_numpy())
     if unidentified:
         notes["covid_left_out"] = unidentified
-    missing = [period_label(p) for p in y.index[y.isna()]]
+    needed = [c for c in ([spec.offset] if spec.offset and spec.family != "gaussian" else []) + spec.covariates
+              if c in data.columns]
+    absent = y.isna() | data[needed].isna().any(axis=1)  # as in _prepare: outcome, offset or covariate missing
+    missing = [period_label(p) for p in y.index[absent.to_numpy()]]
     offset = np.log(data[spec.offset].astype(float)) if spec.offset else None
     n_fit = int(keep.sum())
     lags = spec.hac_lags if spec.hac_lags is not None else newey_west_lags(n_fit)

@@ -686,7 +686,7 @@ NOTES = {
         "Two-way fixed effects and its Goodman-Bacon decomposition: when comparisons that use already-treated "
         "townships as controls carry weight and effects grow, TWFE is biased down."),
     "its": (
-        "最早一批试点乡镇的指标序列（以{unit_zh}为期），分段回归：年内季节项（年度数据无）、"
+        "最早一批试点乡镇的指标序列（每{unit_zh}一个值），分段回归：年内季节项（年度数据无）、"
         "春节（各期落在春节窗口内的天数占比；季度数据中春节总在第一季度，由第一季度项吸收；年度数据不设）、"
         "新冠阶段（各期落在该阶段内的天数占比），试点后{phase_in_zh}过渡期和缺失的期不纳入拟合。",
         "The earliest cohort's series by {unit_en}, segmented regression with seasonal terms within the year (none "
