@@ -1,2 +1,3 @@
 """The data layer: reading users' files, periods and the calendar, the validated panel,
-the analysis frames the estimators take, and the synthetic demo prefecture."""
+its aggregation to a coarser analysis frequency, the analysis frames the estimators take,
+and the synthetic demo prefecture."""

@@ -139,7 +139,7 @@ class Panel:
 def load_panel(study: Study) -> Panel:
     """Load and validate the study's panel and pilot table."""
     start, end = study.window_periods
-    return load_panel_files(
+    panel = load_panel_files(
         study.panel_path, study.pilots_path,
         indicators=study.selected_indicators(),
         columns=study.data.columns, pilot_columns=study.data.pilot_columns,
@@ -147,6 +147,9 @@ def load_panel(study: Study) -> Panel:
         panel_sheet=study.data.panel_sheet, pilot_sheet=study.data.pilot_sheet,
         exclude=study.townships.exclude, gap_policy=study.townships.gaps,
     )
+    from evaluation.data.aggregate import aggregate_panel  # aggregate imports this module
+
+    return aggregate_panel(panel, study.analysis_frequency)  # analysis.frequency: a coarser panel
 
 
 def load_panel_files(

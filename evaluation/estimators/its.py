@@ -13,13 +13,40 @@ without the pilot, the pre-period trend and seasonal pattern would have continue
 J Clin Pharm Ther 27:299-309).
 
 Options follow that tutorial: calendar-month or Fourier seasonality; a Spring Festival
-regressor (the share of the festival window in each month, :mod:`evaluation.data.calendar`);
-COVID-19 phase indicators or exclusion; Newey-West (HAC) errors by default with the lag
+regressor; COVID-19 phase terms or exclusion; Newey-West (HAC) errors by default with the lag
 rule floor(4 (n/100)^(2/9)) (Newey and West 1994), regression with ARIMA errors
 (statsmodels SARIMAX) or conventional errors; Poisson (quasi-Poisson) and negative
 binomial models with a log-population offset for counts, reported as rate ratios.
 A transition (phase-in) window after the last interruption can be left out: the level
 change is then the jump at the end of the window.
+
+Frequencies. ``t`` counts periods of the series' frequency (month, quarter or year), and so
+do the transition window and the horizons. Seasonality is by calendar month on monthly
+series, by quarter on quarterly series and absent on annual series (one period a year).
+The Spring Festival term is the share of each period's days inside the festival window
+(:func:`evaluation.data.calendar.festival_day_share`, one definition for months and
+quarters). On quarterly data the window always lies inside the first quarter, so with
+quarterly seasonality the term is (up to leap years) the first-quarter dummy over six: it
+is then left out, the first-quarter term absorbs the festival, and
+``diagnostics["spring_festival"]`` says so; without seasonality it is kept. Annual series
+get no festival term (every year holds one festival). A COVID-19 phase may be written in
+months, quarters or years whatever the series' frequency: its term is the share of each
+period's days inside the phase (:func:`evaluation.study.periods.span_share`: 1 in a month
+of the phase, 30/91 in a quarter that holds one of its months), and
+``covid="exclude"`` leaves out every period that shares at least one day with a phase.
+A phase term the fitted periods cannot tell apart from the other terms (on annual data a
+phase that lies only in the few post-start years repeats the level and slope terms) is left
+out and named in ``diagnostics["covid_left_out"]``.
+
+Missing periods. A series may lack periods or outcome values (townships with gaps). The
+series is reindexed to every period from its first to its last, so ``t`` keeps the true
+spacing; OLS, GLM and negative binomial fits (Newey-West, conventional) drop the missing
+periods, and so do the Durbin-Watson and Ljung-Box diagnostics (computed on the periods
+fitted, in order: with gaps they are approximate, as Newey-West's lags then span the gap);
+ARIMA errors keep them in the state-space model as missing values, which the Kalman filter
+skips (Durbin and Koopman 2012, Time Series Analysis by State Space Methods, 4.10).
+``diagnostics["missing_periods"]`` lists them. A period also counts as missing when its
+offset (counts) or a covariate is missing.
 
 Horizon effects compare the fitted series with its counterfactual (all interruption
 terms set to zero) ``h`` periods after the last interruption's start, in absolute and
@@ -41,11 +68,11 @@ from scipy import stats
 from statsmodels.stats.diagnostic import acorr_ljungbox
 from statsmodels.stats.stattools import durbin_watson
 
-from evaluation.data.calendar import spring_festival_share
+from evaluation.data.calendar import festival_day_share
 from evaluation.errors import CovidOverlapWarning, ITSError
 from evaluation.results import Effect, Estimates, vcov_frame
 from evaluation.study.catalogue import Indicator
-from evaluation.study.periods import FREQUENCIES, parse_period, period_label
+from evaluation.study.periods import FREQUENCIES, parse_period, period_label, span_share
 
 MIN_PRE_PERIODS = 8
 Family = Literal["gaussian", "poisson", "negbin"]
@@ -64,6 +91,10 @@ class Interruption:
 
 @dataclass(frozen=True)
 class CovidPhase:
+    """A COVID-19 phase from the first day of ``start`` to the last day of ``end``; labels
+    may be months, quarters or years whatever the series' frequency (``2020-01``,
+    ``2020Q1``, ``2020``)."""
+
     name: str
     start: str | pd.Period
     end: str | pd.Period
@@ -112,6 +143,13 @@ def indicator_series(panel, indicator: Indicator, townships: Sequence[str] | str
     population); ``"mean"`` the unweighted mean of the townships' indicators. Columns:
     ``value`` (the indicator), ``numerator``, ``denominator`` and ``population`` (sums),
     ``townships`` (how many contributed).
+
+    Each period's value, sums and count come from the townships *observed* in that period:
+    a township-period counts only when the indicator's numerator and denominator (and the
+    population) are present, so the numerator and the population sums always describe the
+    same townships. With gaps the group's composition may therefore change from period to
+    period (``townships`` says how many contributed); a period where no selected township
+    is observed is absent from the series (the ITS treats it as missing).
     """
     data = panel.data
     if isinstance(townships, str):
@@ -127,6 +165,10 @@ def indicator_series(panel, indicator: Indicator, townships: Sequence[str] | str
         data = data[data["township_id"].isin(list(townships))]
     if data.empty:
         raise ITSError("no townships selected")
+    observed = data[list(indicator.columns) + ["population"]].notna().all(axis=1)
+    data = data[observed]
+    if data.empty:
+        raise ITSError(f"the selected townships have no observed values of '{indicator.id}'")
     grouped = data.groupby("period", sort=True)
     out = pd.DataFrame(index=pd.PeriodIndex(sorted(data["period"].unique()), name="period"))
     if weighting == "pooled":
@@ -159,8 +201,9 @@ def _as_period_index(series: pd.DataFrame, frequency: str) -> pd.DataFrame:
 
 
 def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: _ITSSpec, starts: list[pd.Period],
-            effective_last: pd.Period) -> pd.DataFrame:
-    """Regressors for every period of ``index`` (factual values)."""
+            effective_last: pd.Period) -> tuple[pd.DataFrame, dict]:
+    """Regressors for every period of ``index`` (factual values), and notes on terms left out."""
+    notes: dict = {}
     t0 = index[0]
     t = np.array([(p - t0).n for p in index], dtype=float)
     X = pd.DataFrame({"const": 1.0, "trend": t}, index=index)
@@ -173,36 +216,70 @@ def _design(index: pd.PeriodIndex, series: pd.DataFrame, spec: _ITSSpec, starts:
         if intr.slope:
             X[f"slope:{intr.name}"] = (t - ts) * on
     per_year = {"month": 12, "quarter": 4, "year": 1}[spec.frequency]
+    seasonal: list[str] = []
+    if spec.seasonality and per_year == 1:
+        notes["seasonality"] = "none: an annual series has one period a year"
     if spec.seasonality and per_year > 1:
         pos = np.array([(p.month - 1) if spec.frequency == "month" else (p.quarter - 1) for p in index])
         if spec.seasonality == "month":
             label = "month" if spec.frequency == "month" else "quarter"
             for m in range(1, per_year):
                 X[f"{label}_{m + 1}"] = (pos == m).astype(float)
+                seasonal.append(f"{label}_{m + 1}")
         elif spec.seasonality == "fourier":
             if not 1 <= spec.harmonics <= per_year // 2:
                 raise ITSError(f"harmonics must be between 1 and {per_year // 2}, got {spec.harmonics}")
             for k in range(1, spec.harmonics + 1):
                 if 2 * k != per_year:  # the sine of the Nyquist harmonic is zero at every period
                     X[f"sin{k}"] = np.sin(2 * np.pi * k * pos / per_year)
+                    seasonal.append(f"sin{k}")
                 X[f"cos{k}"] = np.cos(2 * np.pi * k * pos / per_year)
+                seasonal.append(f"cos{k}")
         else:
             raise ITSError(f"seasonality must be 'month', 'fourier' or None, got {spec.seasonality!r}")
-    if spec.spring_festival:
-        if spec.frequency != "month":
-            raise ITSError("the Spring Festival regressor needs a monthly series")
-        X["spring_festival"] = spring_festival_share(index)
+    if spec.spring_festival and spec.frequency == "year":
+        notes["spring_festival"] = "not used: every year holds one festival (the intercept absorbs it)"
+    elif spec.spring_festival:
+        share = festival_day_share(index)
+        if seasonal and _spanned(share, X[["const", *seasonal]].to_numpy()):
+            notes["spring_festival"] = ("left out: the festival window lies inside the same season every year "
+                                        f"(the first {spec.frequency}), whose seasonal term absorbs it")
+        else:
+            X["spring_festival"] = share
     if spec.covid == "phases":
         for phase in spec.covid_phases:
-            a, b = parse_period(phase.start, spec.frequency), parse_period(phase.end, spec.frequency)
-            inside = np.array([(a <= p <= b) for p in index], dtype=float)
+            inside = span_share(index, phase.start, phase.end)
             if inside.any():
                 X[f"covid:{phase.name}"] = inside
     for cov in spec.covariates:
         if cov not in series.columns:
             raise ITSError(f"covariate '{cov}' is not a column of the series")
         X[cov] = series[cov].reindex(index).astype(float)
-    return X
+    return X, notes
+
+
+def _drop_unidentified_covid(X: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, list[str]]:
+    """Leave out COVID-19 phase terms that the fitted ``rows`` cannot tell apart from the
+    other terms. On annual (or short quarterly) series a phase that falls only after the
+    start, in as many periods as there are post-period terms, repeats the level and slope
+    terms; its share is then carried by the pilot terms, and the fit says which phases it
+    left out (``diagnostics["covid_left_out"]``). Other collinearity is still an error."""
+    dropped = []
+    covid = [c for c in X.columns if c.startswith("covid:")]
+    for c in covid:
+        others = [k for k in X.columns if k != c and k not in dropped and
+                  (not k.startswith("covid:") or covid.index(k) < covid.index(c))]
+        if _spanned(X.loc[rows, c].to_numpy(), X.loc[rows, others].to_numpy(), tolerance=1e-8):
+            dropped.append(c)
+    return X.drop(columns=dropped), [c.removeprefix("covid:") for c in dropped]
+
+
+def _spanned(column: np.ndarray, Z: np.ndarray, tolerance: float = 0.02) -> bool:
+    """Whether ``column`` is (nearly) a linear combination of the columns of ``Z``: its
+    least-squares residual on them is below ``tolerance`` of its largest value."""
+    coef, *_ = np.linalg.lstsq(Z, column, rcond=None)
+    scale = np.abs(column).max()
+    return bool(scale == 0 or np.abs(column - Z @ coef).max() < tolerance * scale)
 
 
 def _counterfactual(X: pd.DataFrame) -> pd.DataFrame:
@@ -240,11 +317,14 @@ def segmented_regression(data: pd.DataFrame, *, outcome: str, start, frequency: 
     :class:`Interruption` (name, level and/or slope change), or a list of either in time
     order. Options:
 
-    * ``frequency``: "month", "quarter" or "year" of the series.
+    * ``frequency``: "month", "quarter" or "year" of the series; lengths below are periods of it.
     * ``transition``: periods after the last start left out as a phase-in window.
-    * ``seasonality``: "month" (dummies), "fourier" (``harmonics`` pairs) or None.
-    * ``spring_festival``: the festival-share regressor (monthly series).
-    * ``covid``: "phases" (indicators for ``covid_phases``), "exclude" (drop them) or "ignore".
+    * ``seasonality``: "month" (one dummy per calendar month, or per quarter on quarterly
+      series), "fourier" (``harmonics`` pairs) or None; annual series have none.
+    * ``spring_festival``: the festival regressor, the share of each period's days in the
+      festival window (months and quarters; see the module docstring for quarters and years).
+    * ``covid``: "phases" (for each of ``covid_phases``, the share of each period's days in
+      the phase), "exclude" (drop the periods that overlap a phase) or "ignore".
     * ``covariates``: further columns of the series as regressors.
     * ``family``: "gaussian", "poisson" or "negbin"; ``offset``: log-offset column for
       counts; ``per``: rates per this many (e.g. 1000) in horizon effects and the plot.
@@ -255,7 +335,8 @@ def segmented_regression(data: pd.DataFrame, *, outcome: str, start, frequency: 
     Returns level and slope changes per interruption (rate ratios for count families,
     the interruption's name in ``term``), effects at the horizons (absolute and
     relative, h in ``horizon``), the counterfactual for the plot in ``plot_data``, and
-    Durbin-Watson and Ljung-Box diagnostics of the residuals.
+    Durbin-Watson and Ljung-Box diagnostics of the residuals. Missing periods and values
+    are allowed (module docstring): the fit uses the periods observed.
     """
     spec = _ITSSpec(outcome=outcome, interruptions=_interruptions(start), frequency=frequency,
                     transition=transition, seasonality=seasonality, harmonics=harmonics,
@@ -278,21 +359,23 @@ def _prepare(series: pd.DataFrame, spec: _ITSSpec):
         raise ITSError(f"outcome '{spec.outcome}' is not a column of the series")
     if data.index.has_duplicates:
         raise ITSError(f"the series has duplicate periods: {sorted(set(data.index[data.index.duplicated()].astype(str)))}")
-    full = pd.period_range(data.index[0], data.index[-1], freq=data.index.freq)
-    missing = full.difference(data.index)
+    if data.empty:
+        raise ITSError("the series is empty")
+    # every period from the first to the last: t keeps the true spacing, gaps become NaN
+    data = data.reindex(pd.period_range(data.index[0], data.index[-1], freq=data.index.freq, name="period"))
     y = data[spec.outcome].astype(float)
-    missing = missing.union(y.index[y.isna()])
-    if len(missing):
-        raise ITSError(f"the series has gaps (missing periods or outcome values): "
-                       f"{', '.join(period_label(p) for p in missing[:12])}"
-                       + (f" and {len(missing) - 12} more" if len(missing) > 12 else ""))
+    observed = y.notna()
+    for col in ([spec.offset] if spec.offset and spec.family != "gaussian" else []) + list(spec.covariates):
+        if col in data.columns:
+            observed &= data[col].notna()
     if spec.family != "gaussian":
-        if (y < 0).any() or not np.allclose(y, np.round(y)):
+        yo = y[observed]
+        if (yo < 0).any() or not np.allclose(yo, np.round(yo)):
             raise ITSError(f"a {spec.family} model needs whole, non-negative counts in '{spec.outcome}'")
         if spec.offset is not None:
             if spec.offset not in data.columns:
                 raise ITSError(f"offset column '{spec.offset}' is not in the series")
-            bad = data.index[~(data[spec.offset].astype(float) > 0)]
+            bad = data.index[observed.to_numpy() & ~(data[spec.offset].astype(float) > 0).to_numpy()]
             if len(bad):
                 raise ITSError(f"offset '{spec.offset}' must be positive; it is not in "
                                f"{', '.join(period_label(p) for p in bad[:12])}")
@@ -311,19 +394,19 @@ def _prepare(series: pd.DataFrame, spec: _ITSSpec):
     if effective_last > data.index[-1]:
         raise ITSError("the transition window runs past the end of the series")
 
-    keep = pd.Series(True, index=data.index)
+    keep = observed.copy()
     transition = (data.index >= starts[-1]) & (data.index < effective_last)
     keep[transition] = False
     covid_periods = set()
     for phase in spec.covid_phases:
-        a, b = parse_period(phase.start, spec.frequency), parse_period(phase.end, spec.frequency)
-        covid_periods |= {p for p in data.index if a <= p <= b}
+        covid_periods |= set(data.index[span_share(data.index, phase.start, phase.end) > 0])
     if spec.covid == "exclude":
         keep[[p in covid_periods for p in data.index]] = False
     pre = data.index[(data.index < starts[0]) & keep.to_numpy()]
     if len(pre) < MIN_PRE_PERIODS:
-        raise ITSError(f"only {len(pre)} pre-period points before {period_label(starts[0])}; "
-                       f"at least {MIN_PRE_PERIODS} are needed")
+        raise ITSError(f"only {len(pre)} pre-period points before {period_label(starts[0])}"
+                       + (f" ({int((~observed[data.index < starts[0]]).sum())} missing)" if not observed.all() else "")
+                       + f"; at least {MIN_PRE_PERIODS} are needed")
     last_pre = starts[0] - 1
     if spec.covid != "ignore" and last_pre in covid_periods:
         warnings.warn(f"the pre-period ends in {period_label(last_pre)}, inside a COVID-19 phase; "
@@ -333,8 +416,15 @@ def _prepare(series: pd.DataFrame, spec: _ITSSpec):
 
 def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
     data, y, starts, effective_last, keep = _prepare(series, spec)
-    X = _design(data.index, data, spec, starts, effective_last)
+    X, notes = _design(data.index, data, spec, starts, effective_last)
     X = X.loc[:, (X.loc[keep.to_numpy()] != 0).any() | (X.columns == "const")]  # drop all-zero columns
+    X, unidentified = _drop_unidentified_covid(X, keep.to_numpy())
+    if unidentified:
+        notes["covid_left_out"] = unidentified
+    needed = [c for c in ([spec.offset] if spec.offset and spec.family != "gaussian" else []) + spec.covariates
+              if c in data.columns]
+    absent = y.isna() | data[needed].isna().any(axis=1)  # as in _prepare: outcome, offset or covariate missing
+    missing = [period_label(p) for p in y.index[absent.to_numpy()]]
     offset = np.log(data[spec.offset].astype(float)) if spec.offset else None
     n_fit = int(keep.sum())
     lags = spec.hac_lags if spec.hac_lags is not None else newey_west_lags(n_fit)
@@ -352,9 +442,10 @@ def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
         resid = fit.resid
         method = "ITS segmented regression (OLS)"
     elif spec.family == "gaussian":
-        # excluded periods stay in the state-space model as missing values
+        # excluded and missing periods stay in the state-space model as missing values (the
+        # Kalman filter skips them), so a missing covariate there does not enter the likelihood
         endog = y.where(keep)
-        model = sm.tsa.SARIMAX(endog, exog=X, order=spec.arima_order, trend="n")
+        model = sm.tsa.SARIMAX(endog, exog=X.fillna(0.0), order=spec.arima_order, trend="n")
         fit = model.fit(disp=False, method="bfgs", maxiter=1000)
         if not fit.mle_retvals.get("converged", True):
             warnings.warn("ARIMA-error model: maximum likelihood did not converge; check "
@@ -424,7 +515,9 @@ def _fit(series: pd.DataFrame, spec: _ITSSpec) -> Estimates:
         "ljung_box_p": float(acorr_ljungbox(np.asarray(resid), lags=[min(12, max(1, n_fit // 5))])
                              ["lb_pvalue"].iloc[0]),
         "horizons_beyond_series": skipped,
+        "missing_periods": missing,
         "regressors": list(X.columns),
+        **notes,
         "converged": bool((getattr(fit, "mle_retvals", None) or {}).get("converged", True)),
     }
     if spec.family == "poisson":
@@ -440,8 +533,8 @@ def _horizon_effects(X, data, params, cov, spec, last_start, effective_last, off
     X0 = _counterfactual(X)
     for h in spec.horizons:
         p = last_start + h
-        if p not in X.index or p < effective_last:
-            skipped.append(h)
+        if p not in X.index or p < effective_last or (offset is not None and not np.isfinite(offset.loc[p])):
+            skipped.append(h)  # beyond the series, inside the phase-in, or no population to scale by
             continue
         x1 = X.loc[p, params.index].to_numpy()
         x0 = X0.loc[p, params.index].to_numpy()
@@ -517,7 +610,8 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
     would have done without the pilot beyond their pre-period difference in level and
     trend (Lopez Bernal, Cummins and Gasparrini 2018, Int J Epidemiol 47:2082-2093).
     ``start`` and the options are those of :func:`segmented_regression` (no transition
-    window, horizons or ARIMA errors here). ``inference``: panel Newey-West (HAC by
+    window, horizons or ARIMA errors here); periods missing from either series are left
+    out of the fit. ``inference``: panel Newey-West (HAC by
     series, ``hac_lags`` or the rule of thumb) by default, or "conventional".
     Effects: ``difference_in_level_change``, ``difference_in_slope_change`` and the
     control's own ``control_level_change`` / ``control_slope_change`` per interruption.
@@ -535,7 +629,7 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
     parts = []
     for g, frame in ((0, control), (1, pilot)):
         data, y, starts, effective_last, keep = _prepare(frame, spec)
-        X = _design(data.index, data, spec, starts, effective_last)
+        X, _ = _design(data.index, data, spec, starts, effective_last)
         for c in [c for c in X.columns if c.startswith(("level:", "slope:"))] + ["const", "trend"]:
             X[f"group:{c}"] = X[c] * g
         X["_y"] = y
@@ -549,6 +643,8 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
         raise ITSError("pilot and control series must cover the same periods")
     Xcols = [c for c in stacked.columns if not c.startswith("_")]
     Xcols = [c for c in Xcols if (stacked[c] != 0).any() or c == "const"]
+    kept, unidentified = _drop_unidentified_covid(stacked[Xcols], np.ones(len(stacked), bool))
+    Xcols = list(kept.columns)
     X, y = stacked[Xcols].reset_index(drop=True), stacked["_y"].reset_index(drop=True)
     groups = stacked["_group"].to_numpy()
     n_per = int(len(stacked) / 2)
@@ -581,7 +677,8 @@ def controlled_its(data: pd.DataFrame, *, control: pd.DataFrame, outcome: str, s
                     g = (params.index == col).astype(float)
                     grads.append(g * math.exp(params[col]) if count else g)
     G = np.array(grads).reshape(len(grads), len(params))
-    return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags},
+    return Estimates(effects=effects, method=method, diagnostics={"n_obs": len(y), "hac_lags": lags,
+                                                                   "covid_left_out": unidentified},
                      model=fit, kind="controlled_its", vcov=vcov_frame(G @ np.asarray(cov) @ G.T, effects))
 
 
@@ -593,7 +690,8 @@ def its_by_township(data, *, indicator: Indicator, frequency: str = "month", tra
                     hac_lags: int | None = None, arima_order: tuple[int, int, int] = (1, 0, 0),
                     quasi: bool = True, horizons: Sequence[int] = (12, 24), alpha: float = 0.05) -> Estimates:
     """One ITS (:func:`segmented_regression`, same assumption) per pilot township at its own
-    start (pilots start in different months).
+    start (pilots start in different periods); lengths are periods of ``frequency``, and a
+    township's missing periods are left out of its fit.
 
     ``data``: the study panel (:class:`evaluation.data.panel.Panel`); ``indicator``: the
     catalogue :class:`~evaluation.study.catalogue.Indicator` whose township series is

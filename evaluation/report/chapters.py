@@ -253,7 +253,7 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
     if ctx.indicator is not None:
         ind = ctx.indicator
         parts.append(f"<p>指标 / Indicator: <b>{html.escape(ind.name_zh)}</b> ({html.escape(ind.name_en)}; "
-                     f"{html.escape(ind.unit)})</p>")
+                     f"{html.escape(ind.unit_for(ctx.settings.frequency))})</p>")
     parts.append(coverage_note(ctx))
     return "\n".join(p for p in parts if p)
 
@@ -499,19 +499,22 @@ def build_its(ctx: Context) -> Result:
     ids = ctx.panel.pilots.loc[ctx.panel.pilots["cohort"] == first_cohort, "township_id"].tolist()
     series = indicator_series(ctx.panel, ind, ids, weighting=s.its_series)
     options = dict(covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling, indicator=ind.id,
-                   frequency=ctx.study.frequency, alpha=s.alpha)
+                   frequency=ctx.panel.frequency, alpha=s.alpha)  # the analysis frequency
     fit = segmented_regression(series, outcome="value", start=first_cohort, transition=s.its_phase_in,
                                inference=s.its_errors, horizons=s.its_horizons, **options)
     control = indicator_series(ctx.panel, ind, "comparison", weighting=s.its_series)
     cits = controlled_its(series, control=control, outcome="value", start=first_cohort, **options)
     by_town = its_by_township(ctx.panel, indicator=ind, transition=s.its_phase_in, inference=s.its_township_errors,
                               horizons=s.its_township_horizons, covid_phases=ctx.covid_phases, covid=ctx.study.covid.handling,
-                              frequency=ctx.study.frequency, alpha=s.alpha)
+                              frequency=ctx.panel.frequency, alpha=s.alpha)
     per_township = [e for e in by_town.effects if e.estimand == "level_change"]
     plot = fit.plot_data.copy()
     plot.insert(0, "period", plot.index.astype(str))
     diagnostics = {k: v for k, v in fit.diagnostics.items()
-                   if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p")}
+                   if k in ("n_obs", "pre_periods", "durbin_watson", "ljung_box_p", "seasonality", "spring_festival")}
+    diagnostics["missing_periods"] = ", ".join(fit.diagnostics["missing_periods"]) or "none"
+    if fit.diagnostics.get("covid_left_out"):
+        diagnostics["covid_left_out"] = ", ".join(fit.diagnostics["covid_left_out"])
     return make_result("its", ind.id, _sections(fit=fit, controlled=cits, per_township=per_township),
                        tables={"plot": plot.reset_index(drop=True),
                                "per_township_ids": pd.DataFrame({"township_id": [e.unit for e in per_township]})},
@@ -528,7 +531,11 @@ def its(ctx: Context) -> dict:
     plot = res.tables["plot"].copy()
     plot.index = pd.PeriodIndex(plot.pop("period"), freq=ctx.panel.periods.freq)
     figure = plots.interrupted_series(plot, ctx.indicator).figure
-    return {"cohort": res.values["cohort"], "figure": figure, "table": effects_table(_section(res, "fit")),
+    table = effects_table(_section(res, "fit"))
+    horizons = res.effects.loc[res.effects["section"] == "fit", "horizon"].reset_index(drop=True)
+    table["term"] = [" / ".join(ctx.settings.text(int(h))) if pd.notna(h) else t  # h=4 -> 4个季度 / 4 quarters
+                     for h, t in zip(horizons, table["term"], strict=True)]
+    return {"cohort": res.values["cohort"], "figure": figure, "table": table,
             "diagnostics": pd.Series(res.values["diagnostics"]),
             "controlled": effects_table(_section(res, "controlled")), "per_township": per_township}
 
@@ -810,9 +817,14 @@ NOTES = {
         "Two-way fixed effects and its Goodman-Bacon decomposition: when comparisons that use already-treated "
         "townships as controls carry weight and effects grow, TWFE is biased down."),
     "its": (
-        "最早一批试点乡镇的指标序列，分段回归：季节、春节、新冠阶段，试点后{phase_in_zh}过渡期不纳入拟合。",
-        "The earliest cohort's series, segmented regression with seasonality, the Spring Festival and COVID-19 "
-        "phases; the {phase_in_en} phase-in after the start is left out of the fit."),
+        "最早一批试点乡镇的指标序列（每{unit_zh}一个值），分段回归：年内季节项（年度数据无）、"
+        "春节（各期落在春节窗口内的天数占比；季度数据中春节总在第一季度，由第一季度项吸收；年度数据不设）、"
+        "新冠阶段（各期落在该阶段内的天数占比），试点后{phase_in_zh}过渡期和缺失的期不纳入拟合。",
+        "The earliest cohort's series by {unit_en}, segmented regression with seasonal terms within the year (none "
+        "on annual data), the Spring Festival (the share of each period's days in the festival window; on quarterly "
+        "data the festival always falls in the first quarter, whose term absorbs it; none on annual data) and "
+        "COVID-19 phases (the share of each period's days in the phase); the {phase_in_en} phase-in after the start "
+        "and missing periods are left out of the fit."),
     "robustness": (
         "对照组选择（从未试点 vs 尚未试点）、剔除新冠时期、安慰剂时间（提前{placebo_zh}的假开始，应为0）、逐个剔除试点乡镇。",
         "Comparison group (never vs not-yet treated), COVID-19 periods dropped, a placebo start {placebo_en} early "

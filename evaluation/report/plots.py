@@ -16,6 +16,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
 
+from evaluation.study.periods import parse_any_period
+
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
 PILOT_COLOUR, COMPARISON_COLOUR, COUNTERFACTUAL_COLOUR = "#c0392b", "#2c3e50", "#7f8c8d"
 
@@ -52,6 +54,20 @@ def _label(indicator) -> str:
     return f"{indicator.name_zh}\n{indicator.name_en}"
 
 
+def _unit(indicator) -> str:
+    """The axis label of the indicator's unit: a rate names its period (``per 1,000
+    residents per quarter``) when the indicator carries the analysis frequency."""
+    return getattr(indicator, "unit_label", indicator.unit)
+
+
+_PERIOD_WORDS = {"month": ("月", "months"), "quarter": ("季度", "quarters"), "year": ("年", "years")}
+
+
+def _periods_since_start(indicator) -> str:
+    zh, en = _PERIOD_WORDS.get(getattr(indicator, "frequency", None) or "", ("期", "periods"))
+    return f"相对试点开始的{zh}数 / {en} since the pilot start"
+
+
 def trends(series_by_group: dict[str, pd.Series], indicator, starts: list[str], target: float | None = None,
            ax=None):
     """Pilot and comparison series over time, pilot starts and the policy target marked."""
@@ -61,13 +77,13 @@ def trends(series_by_group: dict[str, pd.Series], indicator, starts: list[str], 
         x = series.index.to_timestamp()
         ax.plot(x, series.to_numpy(), label=name, color=colour, lw=1.8)
     for s in starts:
-        ax.axvline(pd.Period(s, "M").to_timestamp(), color=PILOT_COLOUR, ls=":", lw=1)
+        ax.axvline(parse_any_period(s).to_timestamp(), color=PILOT_COLOUR, ls=":", lw=1)  # 2019-07 or 2019Q3
     if starts:
         ax.plot([], [], color=PILOT_COLOUR, ls=":", label="试点开始 / pilot start")
     if target is not None:
         ax.axhline(target, color="#16a085", ls="--", lw=1.2, label=f"政策目标 / target {target:g}")
     ax.set_title(_label(indicator))
-    ax.set_ylabel(indicator.unit)
+    ax.set_ylabel(_unit(indicator))
     ax.legend(loc="best", fontsize=9)
     return ax
 
@@ -85,8 +101,8 @@ def event_study(plot_data: pd.DataFrame, indicator, title: str = "事件研究 /
                 fmt="o", ms=3.5, color=PILOT_COLOUR, ecolor="#e6b0aa", elinewidth=1.2, label="95% CI")
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
-    ax.set_xlabel("相对试点开始的期数 / periods since the pilot start")
-    ax.set_ylabel(indicator.unit)
+    ax.set_xlabel(_periods_since_start(indicator))
+    ax.set_ylabel(_unit(indicator))
     ax.set_title(f"{title}: {indicator.name_zh}")
     ax.legend(loc="best", fontsize=9)
     return ax
@@ -108,7 +124,7 @@ def interrupted_series(plot_data: pd.DataFrame, indicator, title: str = "中断�
         ax.plot(x[excluded], plot_data.loc[excluded, "observed"], "x", color="#e67e22", ms=4,
                 label="未纳入拟合 / left out")
     ax.set_title(f"{title}: {indicator.name_zh}")
-    ax.set_ylabel(indicator.unit)
+    ax.set_ylabel(_unit(indicator))
     ax.legend(loc="best", fontsize=8)
     return ax
 
@@ -175,7 +191,7 @@ def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titl
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, ["原估计\noriginal"] + [lab.replace("=", "\n") for lab in table["label"][1:]], fontsize=8)
         ax.set_title(title + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
-        ax.set_ylabel(indicator.unit)
+        ax.set_ylabel(_unit(indicator))
     fig.suptitle(f"平行趋势敏感性 / Parallel-trends sensitivity: {indicator.name_zh} / {indicator.name_en}",
                  fontsize=10)
     fig.tight_layout()

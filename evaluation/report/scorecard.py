@@ -83,7 +83,8 @@ def indicator_row(indicator, results: dict, settings: Settings) -> dict:
     t = trends.values
     row = {
         "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
-        "unit": indicator.unit, "direction": indicator.direction,
+        "unit": indicator.unit, "unit_label": indicator.unit_for(settings.frequency),  # rates name their period
+        "direction": indicator.direction,
         "att": float(att["estimate"]), "ci_low": float(att["ci_low"]), "ci_high": float(att["ci_high"]),
         "p_value": float(att["p_value"]), "std_error": float(att["std_error"]),
         "inference": f"{RECOMMENDED} ({att['inference']})",

@@ -4,6 +4,14 @@ Each indicator is defined once: its numerator and denominator columns of the dat
 contract, its kind, the direction that counts as improvement, an optional policy target
 with its source, and the default model family of the estimators. A study may override
 targets (they differ by province) but not definitions.
+
+Rates per 1,000 residents are counts *per period* of the data: a quarterly panel's rate is
+about three times a monthly panel's. They are labelled with their period, never
+annualised (the numbers stay those of the data and of any target written on that scale):
+:meth:`Indicator.unit_for` turns the catalogue's ``per 1,000 residents per period`` into
+``每千常住人口每季度 / per 1,000 residents per quarter``; a study's indicators carry their
+analysis frequency (:meth:`Indicator.at_frequency`) so that every chapter, figure and the
+scorecard show :attr:`Indicator.unit_label`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from evaluation.paths import INDICATOR_CATALOGUE
 
 Kind = Literal["share", "rate", "mean", "count"]
+PER_PERIOD = "per period"
+_PERIOD_ZH = {"month": "月", "quarter": "季度", "year": "年"}
+_PER_ZH = {1000: "千", 10_000: "万", 100_000: "十万"}
 ModelFamily = Literal["binomial", "poisson_offset", "loglinear", "poisson"]
 
 class Target(BaseModel):
@@ -44,6 +55,7 @@ class Indicator(BaseModel):
     direction: Literal["increase", "decrease"]
     target: Target | None = None
     model_family: ModelFamily
+    frequency: Literal["month", "quarter", "year"] | None = None  # of the analysis: set by at_frequency
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -63,6 +75,27 @@ class Indicator(BaseModel):
     @property
     def label(self) -> str:
         return f"{self.name_zh} / {self.name_en}"
+
+    def unit_for(self, frequency: str | None) -> str:
+        """The unit as a reader sees it at ``frequency``: a per-period rate names its period
+        (``每千常住人口每季度 / per 1,000 residents per quarter``); other units are unchanged.
+        Rates are labelled, not annualised (module docstring)."""
+        if PER_PERIOD not in self.unit or frequency is None:
+            return self.unit
+        en = self.unit.replace(PER_PERIOD, f"per {frequency}")
+        if self.kind == "rate":
+            per = _PER_ZH.get(int(self.per), f"{self.per:g}")
+            return f"每{per}常住人口每{_PERIOD_ZH[frequency]} / {en}"
+        return en
+
+    @property
+    def unit_label(self) -> str:
+        """:meth:`unit_for` at the indicator's analysis frequency (see :meth:`at_frequency`)."""
+        return self.unit_for(self.frequency)
+
+    def at_frequency(self, frequency: str) -> Indicator:
+        """This indicator on data of ``frequency`` (what :attr:`unit_label` shows)."""
+        return self.model_copy(update={"frequency": frequency})
 
     def values(self, data: pd.DataFrame) -> pd.Series:
         """Indicator value of each row (township-period). Undefined (0/0) cells are NaN."""

@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from evaluation.errors import StudyConfigError
 from evaluation.paths import study_output_dir
 from evaluation.study.catalogue import Indicator, load_catalogue
-from evaluation.study.periods import FREQUENCIES, PeriodParseError, parse_period
+from evaluation.study.periods import (
+    FREQUENCIES,
+    PeriodParseError,
+    is_coarser,
+    overlapping_periods,
+    parse_any_period,
+    parse_period,
+    span_days,
+)
 from evaluation.study.plan import AnalysisPlan, DurationError, Settings
 
 PANEL_KEY_COLUMNS = ("county", "township_id", "township_name", "period", "population")
@@ -60,6 +68,17 @@ class Window(_Strict):
 
 
 class CovidPhase(_Strict):
+    """One COVID-19 phase, from the first day of ``start`` to the last day of ``end``.
+
+    The labels may be months (``2020-01``), quarters (``2020Q1``) or years (``2020``)
+    whatever the study's frequency, so one set of phases, written in months, serves
+    monthly, quarterly and annual data. On coarser data a phase covers every period it
+    overlaps, partly or wholly: ``covid.handling: exclude`` drops all of them, and the ITS
+    phase term is the share of each period's days inside the phase (1 in a month of the
+    phase, 30/91 in a quarter holding one of its months) rather than a 0/1 dummy, so a
+    quarter that is mostly normal is mostly treated as normal.
+    """
+
     name: str
     start: str
     end: str
@@ -67,6 +86,9 @@ class CovidPhase(_Strict):
 
 
 class Covid(_Strict):
+    """``handling``: ``phases`` (terms in the models), ``exclude`` (drop the periods that
+    overlap a phase) or ``ignore``; ``phases``: :class:`CovidPhase` in time order."""
+
     handling: Literal["phases", "exclude", "ignore"] = "phases"
     phases: list[CovidPhase] = Field(default_factory=list)
 
@@ -145,22 +167,29 @@ class Study(StudyConfig):
         return (parse_period(w.start, self.frequency) if w.start else None,
                 parse_period(w.end, self.frequency) if w.end else None)
 
+    @property
+    def analysis_frequency(self) -> str:
+        """The frequency the analysis runs at: ``analysis.frequency``, else the data's."""
+        return self.analysis.frequency or self.frequency
+
     def settings(self, fast: bool = False) -> Settings:
-        """The analysis plan in periods of the study's frequency (full or fast draws)."""
-        return self.analysis.resolve(self.frequency, fast=fast)
+        """The analysis plan in periods of the analysis frequency (full or fast draws)."""
+        return self.analysis.resolve(self.analysis_frequency, fast=fast)
 
     def selected_indicators(self) -> list[Indicator]:
-        """The study's indicators with its target overrides applied."""
-        return load_catalogue().select(self.indicators, self.targets)
+        """The study's indicators with its target overrides applied, at the analysis
+        frequency (their unit labels name its period)."""
+        return [i.at_frequency(self.analysis_frequency)
+                for i in load_catalogue().select(self.indicators, self.targets)]
 
-    def covid_periods(self) -> pd.PeriodIndex:
-        """Every period inside a COVID-19 phase of the study."""
-        out = []
+    def covid_periods(self, frequency: str | None = None) -> pd.PeriodIndex:
+        """Every period of ``frequency`` (default: the analysis frequency) that overlaps a
+        COVID-19 phase of the study, partly or wholly."""
+        frequency = frequency or self.analysis_frequency
+        out = set()
         for phase in self.covid.phases:
-            start = parse_period(phase.start, self.frequency)
-            end = parse_period(phase.end, self.frequency)
-            out.extend(pd.period_range(start, end, freq=start.freq))
-        return pd.PeriodIndex(sorted(set(out)), freq=FREQUENCIES[self.frequency])
+            out |= set(overlapping_periods(phase.start, phase.end, frequency))
+        return pd.PeriodIndex(sorted(out), freq=FREQUENCIES[frequency])
 
 
 def _key_of(loc) -> str:
@@ -225,9 +254,6 @@ def _check_semantics(study: Study, path: Path) -> None:
             raise StudyConfigError(path, f"targets.{ind}",
                                    f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
     periods = {"window.start": study.window.start, "window.end": study.window.end}
-    for i, phase in enumerate(study.covid.phases):
-        periods[f"covid.phases.{i}.start"] = phase.start
-        periods[f"covid.phases.{i}.end"] = phase.end
     parsed = {}
     for key, value in periods.items():
         if value is None:
@@ -236,6 +262,19 @@ def _check_semantics(study: Study, path: Path) -> None:
             parsed[key] = parse_period(value, study.frequency)
         except PeriodParseError as exc:
             raise StudyConfigError(path, key, str(exc)) from None
+    for i, phase in enumerate(study.covid.phases):
+        for end in ("start", "end"):
+            try:
+                parse_any_period(getattr(phase, end), study.frequency)
+            except PeriodParseError as exc:
+                raise StudyConfigError(path, f"covid.phases.{i}.{end}", str(exc)) from None
+        first, last = span_days(phase.start, phase.end, study.frequency)
+        if first > last:
+            raise StudyConfigError(path, f"covid.phases.{i}", "start is after end")
+    if study.analysis.frequency and is_coarser(study.frequency, study.analysis.frequency):
+        raise StudyConfigError(path, "analysis.frequency",
+                               f"'{study.analysis.frequency}' is finer than the data's frequency "
+                               f"'{study.frequency}': data can be aggregated, not split")
     try:
         study.settings()
     except DurationError as exc:
@@ -243,6 +282,3 @@ def _check_semantics(study: Study, path: Path) -> None:
         raise StudyConfigError(path, key, problem) from None
     if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
         raise StudyConfigError(path, "window", "start is after end")
-    for i, _ in enumerate(study.covid.phases):
-        if parsed[f"covid.phases.{i}.start"] > parsed[f"covid.phases.{i}.end"]:
-            raise StudyConfigError(path, f"covid.phases.{i}", "start is after end")

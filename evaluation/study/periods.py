@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import numpy as np
 import pandas as pd
 
 from evaluation.errors import PeriodParseError  # noqa: F401 (re-exported)
@@ -69,3 +70,71 @@ def period_label(period: pd.Period) -> str:
     if period.freqstr.startswith("Q"):
         return f"{period.year:04d}Q{period.quarter}"
     return f"{period.year:04d}"
+
+
+# ----------------------------------------------------------------------------- spans across frequencies
+
+FREQUENCY_ORDER = ("month", "quarter", "year")  # finest first
+
+
+def frequency_of(period: pd.Period) -> str:
+    """``"month"``, ``"quarter"`` or ``"year"`` of a period."""
+    code = period.freqstr[0]
+    return {"M": "month", "Q": "quarter", "Y": "year", "A": "year"}[code]
+
+
+def is_coarser(frequency: str, than: str) -> bool:
+    """Whether ``frequency`` has longer periods than ``than`` (year > quarter > month)."""
+    return FREQUENCY_ORDER.index(frequency) > FREQUENCY_ORDER.index(than)
+
+
+def parse_any_period(value: object, prefer: str = "month") -> pd.Period:
+    """A period label at whichever frequency it is written in: ``2020-01`` is a month,
+    ``2020Q1`` a quarter, ``2020`` a year (the spellings of :func:`parse_period`). The
+    ``prefer`` frequency is tried first (it decides an Excel date cell or a ``Period``,
+    which carry no label); raise :class:`PeriodParseError` naming the three formats."""
+    if isinstance(value, pd.Period):
+        return value
+    order = [prefer] + [f for f in FREQUENCY_ORDER if f != prefer]
+    for frequency in order:
+        try:
+            return parse_period(value, frequency)
+        except PeriodParseError:
+            continue
+    raise PeriodParseError(f"{str(value).strip()!r} is not a month (2020-01), a quarter (2020Q1) or a year (2020)")
+
+
+def span_days(start: object, end: object, prefer: str = "month") -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The days from the first day of ``start`` to the last day of ``end`` (labels at any
+    frequency, :func:`parse_any_period`), as two normalised timestamps (both included)."""
+    a, b = parse_any_period(start, prefer), parse_any_period(end, prefer)
+    return a.start_time.normalize(), b.end_time.normalize()
+
+
+def span_share(index, start: object, end: object) -> np.ndarray:
+    """Share (0..1) of each period's days that fall between the first day of ``start`` and
+    the last day of ``end``. ``index``: periods of one frequency (month, quarter, year);
+    ``start``/``end``: labels at any frequency. A phase written in months, ``2020-01`` to
+    ``2020-04``, is 1 in each of its months; on quarterly data 1 in 2020Q1 and 30/91 in
+    2020Q2; on annual data 121/366 in 2020."""
+    first, last = span_days(start, end, _frequency_of_index(index))
+    out = np.zeros(len(index))
+    for i, p in enumerate(index):
+        a, b = p.start_time.normalize(), p.end_time.normalize()
+        lo, hi = max(a, first), min(b, last)
+        if lo <= hi:
+            out[i] = ((hi - lo).days + 1) / ((b - a).days + 1)
+    return out
+
+
+def overlapping_periods(start: object, end: object, frequency: str) -> pd.PeriodIndex:
+    """Every period of ``frequency`` that shares at least one day with the span from
+    ``start`` to ``end`` (labels at any frequency)."""
+    first, last = span_days(start, end, frequency)
+    freq = FREQUENCIES[frequency]
+    return pd.period_range(pd.Period(first, freq=freq), pd.Period(last, freq=freq), freq=freq)
+
+
+def _frequency_of_index(index) -> str:
+    index = pd.PeriodIndex(index)
+    return frequency_of(index[0]) if len(index) else "month"

@@ -7,6 +7,14 @@ calendar units (``"1 year"``, ``"6 months"``, ``"2 quarters"``), so that one pla
 the same on monthly, quarterly and annual data. :meth:`AnalysisPlan.resolve` turns the
 plan into :class:`Settings`: plain integers in periods of the study's frequency, which is
 what the chapters use and what the results store records beside every result.
+
+``analysis.frequency`` (``quarter`` or ``year``; default: the study's ``frequency``) runs
+the whole analysis on a coarser frequency than the data's: the validated panel is
+aggregated (:mod:`evaluation.data.aggregate`) and the plan's lengths resolve against the
+analysis frequency (``1 year`` = 4 quarters), not the file's. One floor applies at
+coarse frequencies: the smoothness bound uses at least 2 pre periods (the reference period
+and one coefficient), so its default ``1 year`` is 2 years on annual data; the resolved
+:class:`Settings`, stored beside every result and quoted by the chapters, show the value used.
 """
 
 from __future__ import annotations
@@ -98,7 +106,7 @@ class RelativeMagnitudePlan(_Strict):
 
 
 class SmoothnessPlan(_Strict):
-    pre_periods: Duration = "1 year"        # pre periods, the reference period included
+    pre_periods: Duration = "1 year"        # pre periods, the reference period included; at least 2 are used
     post_periods: Duration = "1 year"       # the target: the mean effect of the first post periods
     values: list[float] | Literal["around_breakdown"] = "around_breakdown"  # M grid (0 is always included)
 
@@ -112,6 +120,7 @@ class AnalysisPlan(_Strict):
     """The ``analysis:`` block of a study file (see the README, "The analysis plan")."""
 
     seed: int = Field(ge=0)
+    frequency: Literal["month", "quarter", "year"] | None = None  # analyse at this (coarser) frequency
     alpha: float = Field(0.05, gt=0, lt=1)
     cluster: Literal["township", "county"] = "township"
     comparison: Literal["never_treated", "not_yet_treated"] = "never_treated"
@@ -169,7 +178,8 @@ class AnalysisPlan(_Strict):
             rm_pre_periods=self.sensitivity.relative_magnitude.pre_periods,
             rm_post_periods=self.sensitivity.relative_magnitude.post_periods,
             rm_values=tuple(self.sensitivity.relative_magnitude.values),
-            sd_pre_periods=p("sensitivity.smoothness.pre_periods", sm.pre_periods),
+            # at least 2 periods (the reference period and one coefficient): "1 year" is 2 years on annual data
+            sd_pre_periods=max(2, p("sensitivity.smoothness.pre_periods", sm.pre_periods)),
             sd_post_periods=p("sensitivity.smoothness.post_periods", sm.post_periods),
             sd_values=sm.values if isinstance(sm.values, str) else tuple(sm.values),
             draws_randomization=draws.randomization, draws_wild_bootstrap=draws.wild_bootstrap,
@@ -182,7 +192,7 @@ class Settings:
     """The analysis plan resolved for one study and run: lengths in periods of the study's
     frequency, the draws of this run (full or fast), the cluster as a column name."""
 
-    frequency: str
+    frequency: str  # the analysis frequency (the data's, or analysis.frequency)
     fast: bool
     seed: int
     alpha: float
