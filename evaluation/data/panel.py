@@ -131,6 +131,7 @@ def load_panel(study: Study) -> Panel:
         columns=study.data.columns, pilot_columns=study.data.pilot_columns,
         frequency=study.frequency, window=(start, end), encoding=study.data.encoding,
         panel_sheet=study.data.panel_sheet, pilot_sheet=study.data.pilot_sheet,
+        header_row=study.data.header_row, pilot_header_row=study.data.pilot_header_row,
     )
 
 
@@ -146,11 +147,18 @@ def load_panel_files(
     encoding: str = "auto",
     panel_sheet: str | int | None = None,
     pilot_sheet: str | int | None = None,
+    header_row: int | None = None,
+    pilot_header_row: int | None = None,
 ) -> Panel:
-    """Load and validate a panel and its pilot table given explicitly (no study file)."""
+    """Load and validate a panel and its pilot table given explicitly (no study file).
+
+    Sheets are named or numbered from 1; header rows are 1-based spreadsheet rows, found
+    automatically when None (:func:`evaluation.data.fileio.locate_header`).
+    """
     panel_path, pilots_path = Path(panel_path), Path(pilots_path)
     with _naming_headers(columns):
-        data = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet)
+        data = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet,
+                           header_row=header_row)
     start, end = window
     if start is not None:
         data = data[data["period"] >= start]
@@ -160,7 +168,8 @@ def load_panel_files(
         raise DataValidationError(panel_path, "no rows inside the study window",
                                   column="period", expected=f"periods between {start} and {end}")
     with _naming_headers(pilot_columns):
-        pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet)
+        pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet,
+                              header_row=pilot_header_row)
     data = _derive_treatment(data, pilots, frequency)
     gaps = _find_gaps(data, frequency)
     if not gaps.empty:
@@ -194,9 +203,9 @@ def _naming_headers(mapping: dict[str, str] | None):
 
 
 def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indicator],
-                frequency: str, encoding: str, sheet) -> pd.DataFrame:
+                frequency: str, encoding: str, sheet, *, header_row: int | None = None) -> pd.DataFrame:
     needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators)
-    raw = read_table(panel_path, encoding=encoding, sheet=sheet)
+    raw = read_table(panel_path, encoding=encoding, sheet=sheet, header_row=header_row)
     data = _map_columns(raw, columns, needed, panel_path)
     optional = [c for c in MEASURE_COLUMNS if c in data.columns and c not in needed]
     data = data[needed + optional]
@@ -344,8 +353,8 @@ def _check_not_above(data: pd.DataFrame, num: str, den: str, path: Path) -> None
 
 
 def _load_pilots(path: Path, mapping: dict[str, str], panel: pd.DataFrame, frequency: str,
-                 encoding: str, sheet) -> pd.DataFrame:
-    raw = read_table(path, encoding=encoding, sheet=sheet)
+                 encoding: str, sheet, *, header_row: int | None = None) -> pd.DataFrame:
+    raw = read_table(path, encoding=encoding, sheet=sheet, header_row=header_row)
     pilots = _map_columns(raw, mapping, list(PILOT_COLUMNS), path)[list(PILOT_COLUMNS)]
     pilots["township_id"] = _text(pilots["township_id"])
     pilots["model"] = _text(pilots["model"])

@@ -21,6 +21,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from evaluation.paths import INDICATOR_CATALOGUE
 
 Kind = Literal["share", "rate", "mean", "count"]
+
+# Units an export may state for a column (in a unit row, a header such as 住院总费用（万元）,
+# or the study's data.units), with the factor that brings a value to the data contract's
+# unit (yuan, persons, visits, items) and the kind of quantity each measures.
+UNIT_FACTORS: dict[str, float] = {
+    "元": 1.0, "千元": 1e3, "万元": 1e4, "百万元": 1e6, "亿元": 1e8,
+    "人": 1.0, "人次": 1.0, "例": 1.0, "户": 1.0, "千人": 1e3, "万人": 1e4, "千人次": 1e3, "万人次": 1e4,
+    "个": 1.0, "项": 1.0, "次": 1.0, "张": 1.0, "床": 1.0,
+}
+MONEY_UNITS = frozenset({"元", "千元", "万元", "百万元", "亿元"})
+# Contract columns measured in money (every other measure and the population count people,
+# visits or items).
+MONEY_COLUMNS = frozenset({"inpatient_cost_total"})
+
+
+def unit_fits(unit: str, column: str) -> bool:
+    """Whether ``unit`` can measure the contract column ``column`` (money for money)."""
+    return (unit in MONEY_UNITS) == (column in MONEY_COLUMNS)
 ModelFamily = Literal["binomial", "poisson_offset", "loglinear", "poisson"]
 
 class Target(BaseModel):

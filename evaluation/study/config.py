@@ -10,7 +10,7 @@ Unknown keys, wrong types and missing files are rejected with the key's name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 import yaml
@@ -43,12 +43,22 @@ class Titles(_Strict):
 
 
 class DataFiles(_Strict):
+    """Where the data files are and how to read them (README, "Data contract").
+
+    ``panel_sheet`` / ``pilot_sheet``: a sheet name, or its 1-based number (1 = the first
+    sheet); the first sheet when omitted. ``header_row`` / ``pilot_header_row``: the
+    1-based row of the column headers (the upper row of a two-level header); found
+    automatically when omitted (title rows skipped, a unit row recognised).
+    """
+
     panel: str
     pilots: str
     truth: str | None = None
-    encoding: Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"] = "auto"
-    panel_sheet: str | int | None = None
-    pilot_sheet: str | int | None = None
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030", "big5"] = "auto"
+    panel_sheet: str | Annotated[int, Field(ge=1)] | None = None
+    pilot_sheet: str | Annotated[int, Field(ge=1)] | None = None
+    header_row: Annotated[int, Field(ge=1)] | None = None
+    pilot_header_row: Annotated[int, Field(ge=1)] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     pilot_columns: dict[str, str] = Field(default_factory=dict)
 
