@@ -47,6 +47,18 @@ class StudyConfigError(EvaluationInputError):
         super().__init__(f"{self.path}: key '{key}': {problem}")
 
 
+class OutputExistsError(EvaluationInputError, FileExistsError):
+    """A file the command would write exists already (``--force`` overwrites it)."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
 class DataValidationError(EvaluationInputError):
     """A data file breaks the data contract.
 

@@ -1,0 +1,273 @@
+"""`evaluation init PANEL PILOTS`: a study file proposed from the user's own headers.
+
+The demo prefecture (data_raw/demo) is rewritten with other headers than studies/demo.yml
+maps (synonyms, a similar spelling, a header that contains a synonym), other period
+formats, as CSV in GBK and as .xlsx, quarterly; the study file init writes must load and
+validate without edits. Files are built in tmp_path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+import yaml
+
+from evaluation.cli import main
+from evaluation.data.init_study import (
+    DEFAULT_COVID_PHASES,
+    detect_periods,
+    load_synonyms,
+    map_headers,
+    normalise_header,
+)
+from evaluation.data.panel import MEASURE_COLUMNS, load_panel
+from evaluation.paths import DEMO_DATA, DEMO_STUDY
+from evaluation.study.catalogue import load_catalogue
+from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, load_study
+
+# Headers of another office: none is the header studies/demo.yml maps.
+RENAMED = {
+    "县区": "区县",
+    "乡镇编码": "机构编码",
+    "乡镇名称": "卫生院名称",
+    "月份": "统计月份",
+    "常住人口": "户籍人口",
+    "总诊疗人次": "门急诊人次",
+    "县域内就诊人次": "县域内诊疗人次",
+    "基层诊疗人次": "基层医疗机构诊疗人次",      # similar to 基层医疗卫生机构诊疗人次
+    "住院人次": "出院人次",
+    "县外转诊人次": "转县外人次",
+    "卫生院门急诊人次": "乡镇卫生院诊疗人次",
+    "卫生院住院人次": "乡镇卫生院住院人次",
+    "住院总费用（元）": "住院费用（元）",
+    "开展技术项目数": "开展项目数",
+    "下转人次": "本月下转人次",                  # contains 下转人次
+}
+PILOT_RENAMED = {"乡镇编码": "机构编码", "试点开始月份": "试点开始时间", "整合模式": "模式"}
+EXPECTED = {RENAMED[zh]: col for zh, col in load_study(DEMO_STUDY).data.columns.items()}
+EXPECTED_PILOTS = {"机构编码": "township_id", "试点开始时间": "pilot_start", "模式": "model"}
+
+
+@pytest.fixture(autouse=True)
+def _outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
+
+
+@pytest.fixture(scope="module")
+def demo_subset():
+    """The demo's 10 pilot townships and 14 comparison townships, 2016-01..2023-12 (2,304 rows)."""
+    panel = pd.read_csv(DEMO_DATA / "panel.csv", dtype=str, keep_default_na=False)
+    pilots = pd.read_csv(DEMO_DATA / "pilots.csv", dtype=str, keep_default_na=False)
+    others = [t for t in panel["乡镇编码"].unique() if t not in set(pilots["乡镇编码"])][:14]
+    keep = set(pilots["乡镇编码"]) | set(others)
+    return panel[panel["乡镇编码"].isin(keep)].reset_index(drop=True), pilots
+
+
+def _chinese_month(label: str) -> str:
+    year, month = label.split("-")
+    return f"{year}年{int(month)}月"
+
+
+def _renamed(demo_subset, *, excel_dates: bool):
+    panel, pilots = (f.copy() for f in demo_subset)
+    if excel_dates:
+        panel["月份"] = [dt.datetime(int(p[:4]), int(p[5:]), 1) for p in panel["月份"]]
+        for col in panel.columns[4:]:
+            panel[col] = pd.to_numeric(panel[col])
+    else:
+        panel["月份"] = panel["月份"].map(_chinese_month)
+    pilots["试点开始月份"] = pilots["试点开始月份"].map(_chinese_month)
+    names = panel.drop_duplicates("乡镇编码").set_index("乡镇编码")["乡镇名称"]
+    pilots.insert(1, "乡镇名称", pilots["乡镇编码"].map(names))  # not a pilot-table column
+    return panel.rename(columns=RENAMED), pilots.rename(columns=PILOT_RENAMED)
+
+
+def _init(tmp_path, panel, pilots, *extra):
+    out = tmp_path / "studies" / "mine.yml"
+    code = main(["init", str(panel), str(pilots), "--out", str(out), *extra])
+    return code, out
+
+
+def _validated(out):
+    study = load_study(out)
+    return study, load_panel(study)
+
+
+@pytest.mark.parametrize("kind", ["csv-gbk", "xlsx"])
+def test_init_maps_other_headers_and_the_study_validates(tmp_path, demo_subset, kind, capsys):
+    panel, pilots = _renamed(demo_subset, excel_dates=kind == "xlsx")
+    data = tmp_path / "data"
+    data.mkdir()
+    if kind == "csv-gbk":
+        panel_path, pilots_path = data / "县区月报.csv", data / "试点名单.csv"
+        panel.to_csv(panel_path, index=False, encoding="gbk")
+        pilots.to_csv(pilots_path, index=False, encoding="gbk")
+    else:
+        panel_path, pilots_path = data / "县区月报.xlsx", data / "试点名单.xlsx"
+        panel.to_excel(panel_path, index=False, sheet_name="月报")
+        pilots.to_excel(pilots_path, index=False)
+    code, out = _init(tmp_path, panel_path, pilots_path)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert printed.out.rstrip().endswith("valid")
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    # every contract column the file has is mapped, onto the right header
+    assert raw["data"]["columns"] == EXPECTED
+    assert raw["data"]["pilot_columns"] == EXPECTED_PILOTS
+    assert raw["data"]["panel"] == f"../data/{panel_path.name}"  # relative to the study file
+    assert raw["id"] == "mine" and raw["frequency"] == "month"
+    assert raw["window"] == {"start": "2016-01", "end": "2023-12"}
+    assert raw["indicators"] == load_catalogue().ids
+    assert raw["covid"]["phases"] == [{"name": n, "start": s, "end": e} for n, s, e in DEFAULT_COVID_PHASES]
+    assert raw["analysis"] == {"seed": int(dt.date.today().strftime("%Y%m%d"))}
+    text = out.read_text(encoding="utf-8")
+    assert "CHECK" in text and "基层医疗卫生机构诊疗人次" in text  # the similar match is flagged
+    assert "not needed in the pilot table (the panel's township_name)" in text
+    study, validated = _validated(out)
+    assert validated.frequency == "month" and validated.n_townships == 24
+    assert len(validated.data) == 24 * 96 and len(validated.pilots) == 10
+    original = demo_subset[0]
+    for zh, col in [("总诊疗人次", "visits_total"), ("住院总费用（元）", "inpatient_cost_total"),
+                    ("下转人次", "referrals_down")]:
+        assert validated.data[col].sum() == pytest.approx(pd.to_numeric(original[zh]).sum(), rel=1e-12)
+
+
+def test_quarterly_file_is_detected_as_quarters(tmp_path, demo_subset, capsys):
+    panel, pilots = (f.copy() for f in demo_subset)
+    month = pd.PeriodIndex(panel["月份"], freq="M")
+    panel["季度"] = [f"{p.year}年第{p.quarter}季度" for p in month]
+    counts = list(panel.columns[5:15])
+    panel[counts + ["常住人口"]] = panel[counts + ["常住人口"]].apply(pd.to_numeric)
+    quarterly = (panel.groupby(["县区", "乡镇编码", "乡镇名称", "季度"], sort=False)
+                 .agg({"常住人口": "first", **{c: "sum" for c in counts}}).reset_index())
+    pilots["试点开始月份"] = [f"{p.year}Q{p.quarter}" for p in pd.PeriodIndex(pilots["试点开始月份"], freq="M")]
+    quarterly.to_csv(tmp_path / "q.csv", index=False)
+    pilots.rename(columns={"试点开始月份": "开始季度"}).to_csv(tmp_path / "p.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "q.csv", tmp_path / "p.csv", "--id", "quarters")
+    assert code == 0, capsys.readouterr().err
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert raw["frequency"] == "quarter" and raw["id"] == "quarters"
+    assert raw["window"] == {"start": "2016Q1", "end": "2023Q4"}
+    assert [(p["start"], p["end"]) for p in raw["covid"]["phases"]] == [("2020Q1", "2020Q2"), ("2022Q4", "2023Q1")]
+    assert "YYYY年第n季度" in out.read_text(encoding="utf-8")
+    _, validated = _validated(out)
+    assert len(validated.periods) == 32 and len(validated.data) == 24 * 32
+
+
+def test_unmappable_file_lists_what_is_missing_and_validation_exits_2(tmp_path, demo_subset, capsys):
+    panel, pilots = (f.copy() for f in demo_subset)
+    panel = panel.drop(columns=["常住人口", "基层诊疗人次"]).rename(columns={"县外转诊人次": "备注一"})
+    panel.insert(3, "备注", "")
+    panel.to_csv(tmp_path / "p.csv", index=False)
+    pilots.to_csv(tmp_path / "s.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "p.csv", tmp_path / "s.csv", "--lang", "en")
+    printed = capsys.readouterr()
+    assert code == 2
+    assert "missing column 'population'" in printed.err and "the study file is kept" in printed.err
+    text = out.read_text(encoding="utf-8")
+    head = text.split("\nid:")[0]  # the comment block at the top of the file
+    assert "contract columns not found" in head
+    for column in ("population", "visits_primary", "referrals_out_county"):
+        assert f"#     {column}: no header matches" in head
+    assert "#     population: no header matches (e.g. 常住人口、户籍人口、年末常住人口); required" in head
+    assert "备注: no synonym matches" in head and "备注一: no synonym matches" in head
+    raw = yaml.safe_load(text)
+    assert "population" not in raw["data"]["columns"].values()
+    # only the indicators whose columns are mapped are listed; the others are named with what they lack
+    assert raw["indicators"] == ["county_internal_visit_rate", "cost_per_admission", "services_offered",
+                                 "admissions_thc_share"]
+    assert "#   primary_care_visit_share: needs visits_primary" in text
+    assert "#   thc_outpatient_visits_per_1000: needs population" in text
+    assert "/" not in printed.out.splitlines()[0] and "已写入" not in printed.out  # --lang en
+
+
+def test_refuses_to_overwrite_unless_forced(tmp_path, capsys):
+    out = tmp_path / "studies" / "mine.yml"
+    out.parent.mkdir()
+    out.write_text("# mine\n", encoding="utf-8")
+    panel, pilots = DEMO_DATA / "panel.csv", DEMO_DATA / "pilots.csv"
+    assert main(["init", str(panel), str(pilots), "--out", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "# mine\n"
+    assert main(["init", str(panel), str(pilots), "--out", str(out), "--force", "--lang", "zh"]) == 0
+    printed = capsys.readouterr().out
+    assert "已写入" in printed and "wrote" not in printed
+    study = load_study(out)
+    assert study.data.columns == load_study(DEMO_STUDY).data.columns
+    assert study.panel_path == panel.resolve()
+
+
+def test_bad_id_is_refused(tmp_path, capsys):
+    out = tmp_path / "s.yml"
+    assert main(["init", str(DEMO_DATA / "panel.csv"), str(DEMO_DATA / "pilots.csv"), "--out", str(out),
+                 "--id", "my study"]) == 2
+    assert "key 'id'" in capsys.readouterr().err and not out.exists()
+
+
+# ----------------------------------------------------------------------------- the parts
+
+def test_synonyms_cover_every_contract_column_and_demo_covid_phases_match():
+    syn = load_synonyms()
+    assert set(syn.panel) == set(PANEL_KEY_COLUMNS + MEASURE_COLUMNS)
+    assert set(syn.pilots) == set(PILOT_COLUMNS)
+    demo = load_study(DEMO_STUDY)
+    assert [(p.name, p.start, p.end) for p in demo.covid.phases] == list(DEFAULT_COVID_PHASES)
+    # the demo's own headers are exact synonyms of the columns demo.yml maps them onto
+    mapping = map_headers(list(demo.data.columns), syn.panel, syn.opposites)
+    assert mapping.columns == demo.data.columns and {m.method for m in mapping.matches} == {"exact"}
+
+
+def test_normalise_header():
+    assert normalise_header("住院总费用 （万元）") == ("住院总费用", ["万元"])
+    assert normalise_header("县(市、区)") == ("县", ["市、区"])
+    assert normalise_header("Township_ID ") == ("townshipid", [])
+    assert normalise_header("门急诊\n人次【人次】") == ("门急诊人次", ["人次"])
+
+
+def test_matching_rules():
+    syn = load_synonyms()
+    # the earlier synonym wins; the other header is reported, not mapped
+    m = map_headers(["常住人口", "户籍人口"], syn.panel, syn.opposites)
+    assert m.columns == {"常住人口": "population"}
+    assert [(a.headers, a.columns, a.winner) for a in m.ambiguous] == [(("户籍人口",), ("population",), "常住人口")]
+    # two headers equally good for one column: neither is mapped
+    m = map_headers(["住院费用（元）", "住院费用(万元)"], syn.panel, syn.opposites)
+    assert m.columns == {} and m.ambiguous[0].columns == ("inpatient_cost_total",)
+    assert len(m.ambiguous[0].headers) == 2
+    # containment: the longest synonym wins (卫生院住院人次, not 住院人次)
+    m = map_headers(["全镇乡镇卫生院住院人次", "全年门急诊人次合计"], syn.panel, syn.opposites)
+    assert m.columns == {"全镇乡镇卫生院住院人次": "thc_admissions", "全年门急诊人次合计": "visits_total"}
+    assert {x.method for x in m.matches} == {"contains"}
+    # similar spelling, but not across opposite characters
+    m = map_headers(["县外转诊人次数目", "县内转诊人次", "上转人次"], syn.panel, syn.opposites)
+    assert m.columns == {"县外转诊人次数目": "referrals_out_county"}
+    assert m.unmapped == ["县内转诊人次", "上转人次"]
+    m = map_headers(["乡镇编码", "试点启动时间", "一体化模式"], syn.pilots, syn.opposites)
+    assert m.columns == {"乡镇编码": "township_id", "试点启动时间": "pilot_start", "一体化模式": "model"}
+
+
+@pytest.mark.parametrize("values, frequency, first, last, fmt", [
+    (["2019-01", "2019-12"], "month", "2019-01", "2019-12", "YYYY-MM"),
+    (["2019/1", "2019/11"], "month", "2019-01", "2019-11", "YYYY/M"),
+    (["2019年1月", "2020年3月", ""], "month", "2019-01", "2020-03", "YYYY年M月"),
+    ([201901, 202012], "month", "2019-01", "2020-12", "YYYYMM"),
+    ([dt.datetime(2019, 1, 1), dt.datetime(2019, 2, 1)], "month", "2019-01", "2019-02", "Excel date"),
+    (["2019Q1", "2020Q4"], "quarter", "2019Q1", "2020Q4", "YYYYQn"),
+    (["2019年第1季度", "2019年第3季度"], "quarter", "2019Q1", "2019Q3", "YYYY年第n季度"),
+    ([dt.datetime(2019, 3, 31), dt.datetime(2019, 6, 30)], "quarter", "2019Q1", "2019Q2", "Excel date"),
+    ([2019, 2023], "year", "2019", "2023", "YYYY"),
+    (["2019年", "2021年"], "year", "2019", "2021", "YYYY年"),
+    ([dt.datetime(2019, 12, 31), dt.datetime(2020, 12, 31)], "year", "2019", "2020", "Excel date"),
+])
+def test_period_detection(values, frequency, first, last, fmt):
+    found = detect_periods(values)
+    assert (found.frequency, str(found.first), str(found.last), found.formats) == (frequency, first, last, (fmt,))
+    assert found.unparsed == ()
+
+
+def test_period_detection_reports_what_it_cannot_read():
+    found = detect_periods(["2019-01", "2019-02", "合计"])
+    assert found.frequency == "month" and found.unparsed == ("合计",)
+    assert detect_periods(["甲", "乙"]).frequency is None
