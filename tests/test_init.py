@@ -271,3 +271,45 @@ def test_period_detection_reports_what_it_cannot_read():
     found = detect_periods(["2019-01", "2019-02", "合计"])
     assert found.frequency == "month" and found.unparsed == ("合计",)
     assert detect_periods(["甲", "乙"]).frequency is None
+
+
+def test_workbook_with_a_title_row_a_unit_row_and_a_cover_sheet(tmp_path, demo_subset, capsys):
+    """The panel sits on the second sheet under a title row and a note, with units under the
+    headers (cost in 万元): init finds the sheet and the header row and writes both."""
+    from openpyxl import Workbook
+
+    panel, pilots = (f.copy() for f in demo_subset)
+    panel = panel[panel["月份"] < "2020-01"]
+    pilots = pilots[pilots["试点开始月份"] < "2020-01"]  # the 2021 cohort starts after the file ends
+    headers = [RENAMED[h] for h in panel.columns]
+    units = ["", "", "", "", "人", *["人次"] * 7, "万元", "项", "人次"]
+    wb = Workbook()
+    cover = wb.active
+    cover.title = "填表说明"
+    cover["A1"] = "本表由各乡镇卫生院按月填报，县卫健委汇总。"
+    sheet = wb.create_sheet("月报")
+    sheet["A1"] = "2016—2019年乡镇卫生院运行情况月报表"
+    sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=len(headers))
+    sheet["A2"] = "填报单位：某市卫生健康委员会"
+    sheet.append(headers)
+    sheet.append(units)
+    for row in panel.itertuples(index=False):
+        values = list(row)
+        numbers = [float(v) for v in values[4:]]
+        numbers[8] = numbers[8] / 10_000  # 住院费用 in 万元
+        sheet.append([*values[:4], *numbers])
+    wb.save(tmp_path / "月报.xlsx")
+    pilots.rename(columns=PILOT_RENAMED).to_csv(tmp_path / "pilots.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "月报.xlsx", tmp_path / "pilots.csv")
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "工作表 月报 / sheet 月报" in printed.out and "表头第 3 行 / header row 3" in printed.out
+    assert "单位行第 4 行 / unit row 4" in printed.out
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert raw["data"]["panel_sheet"] == "月报" and raw["data"]["header_row"] == 3
+    assert "pilot_sheet" not in raw["data"] and "pilot_header_row" not in raw["data"]
+    assert raw["data"]["columns"] == EXPECTED
+    assert raw["window"] == {"start": "2016-01", "end": "2019-12"}
+    assert "the file gives 万元, the contract wants yuan (x 10000)" in out.read_text(encoding="utf-8")
+    _, validated = _validated(out)
+    assert len(validated.data) == 24 * 48

@@ -577,16 +577,23 @@ def _location_lines(prefix: str, prop: TableProposal) -> list[str]:
     return out
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal or editor (CJK characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
 def _mapping_lines(prop: TableProposal, lang: str) -> list[str]:
     out = []
-    width = max((len(_scalar(h)) for h in prop.mapping.columns), default=0)
-    for m in sorted(prop.mapping.matches, key=lambda m: prop.mapping.headers.index(m.header)):
-        notes = [n for n in (_method_note(m, lang), _unit_note(prop, m, lang)) if n]
-        line = f"    {_scalar(m.header)}: {m.column}"
-        if notes:
-            line = line.ljust(6 + width + 24) + "  # " + "; ".join(notes)
-        out.append(line)
+    rows = [(f"    {_scalar(m.header)}: {m.column}",
+             [n for n in (_method_note(m, lang), _unit_note(prop, m, lang)) if n]) for m in _in_file_order(prop)]
+    width = max((_width(line) for line, notes in rows if notes), default=0)
+    for line, notes in rows:
+        out.append(line + " " * (width - _width(line)) + "  # " + "; ".join(notes) if notes else line)
     return out
+
+
+def _in_file_order(prop: TableProposal) -> list[Match]:
+    return sorted(prop.mapping.matches, key=lambda m: prop.mapping.headers.index(m.header))
 
 
 def render_study(p: StudyProposal, *, lang: str = "both") -> str:
@@ -692,7 +699,7 @@ def summary(p: StudyProposal, *, lang: str = "both") -> str:
         if info.unit_row:
             where.append(t(f"单位行第 {info.unit_row} 行", f"unit row {info.unit_row}"))
         out.append(t(label_zh, label_en) + ": " + ", ".join(where))
-        for m in prop.mapping.matches:
+        for m in _in_file_order(prop):
             how = {"exact": t("同义词", "synonym"), "contains": t("包含", "contains"),
                    "similar": t(f"相近 {m.score:.2f}", f"similar {m.score:.2f}")}[m.method]
             out.append(f"  {_oneline(m.header)} -> {m.column}  [{how}]")
