@@ -403,7 +403,9 @@ def _text(v) -> str:
 
 def _is_text(v) -> bool:
     """Text as a header holds (a date cell counts: a period header of a wide table)."""
-    return isinstance(v, (dt.date, pd.Timestamp)) or (isinstance(v, str) and not _NUMBER.match(v.strip()))
+    if isinstance(v, (dt.date, pd.Timestamp)):
+        return True
+    return isinstance(v, str) and v.strip() != "" and not _NUMBER.match(v.strip())
 
 
 def _merge_at(grid: _Grid, row: int, col: int):
@@ -519,15 +521,13 @@ def _header(grid: _Grid, header_row: int | None) -> HeaderInfo:
     parents = _two_level_parents(grid, h, width)
     names, aliases = [], {}
     for c in range(1, width + 1):
-        own = _text(grid.cell(h, c))
-        if parents and c in parents:
-            child = _text(grid.cell(h + 1, c))
-            m = _merge_at(grid, h + 1, c)
-            if m and m[0] <= h:  # merged down from the parent row
-                child = ""
-            names.append((parents[c], child))
-        else:
-            names.append((own, ""))
+        parent = parents.get(c, "") if parents else ""
+        parent = parent or _text(grid.cell(h, c))
+        child = _text(grid.cell(h + 1, c)) if parents else ""
+        m = _merge_at(grid, h + 1, c)
+        if m and m[0] <= h:  # merged down from the parent row: one name
+            child = ""
+        names.append((parent, child))
     children = [child or parent for parent, child in names]
     columns = []
     for (parent, child), alone in zip(names, children, strict=True):
@@ -551,6 +551,11 @@ def _header(grid: _Grid, header_row: int | None) -> HeaderInfo:
         if unit_row is not None:
             u = _UNIT_CELL.match(_text(grid.cell(unit_row, c)))
             if u:
+                if m and UNIT_FACTORS[m.group("unit")] != UNIT_FACTORS[u.group("unit")]:
+                    raise DataValidationError(
+                        grid.path, f"the header '{name}' says {m.group('unit')} but the unit row (row {unit_row})"
+                        f" says {u.group('unit')}{_where(grid)}", rows=[unit_row], column=name,
+                        expected="one unit for the column")
                 units[name] = u.group("unit")
     return HeaderInfo(sheet=grid.sheet, header_row=h, unit_row=unit_row, columns=columns, units=units,
                       levels=levels, first_data_row=(unit_row or last) + 1, aliases=aliases, title=titles)

@@ -47,6 +47,27 @@ class Target(BaseModel):
     comparison: Literal[">=", "<="]
     source: str
 
+class Plausible(BaseModel):
+    """The range inside which a township's typical value must lie (indicator scale).
+
+    Rates are per ``per`` residents **per month**; for quarterly or annual data the bounds
+    are multiplied by the months of a period (:meth:`Indicator.plausible_range`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"plausible min {self.min} above max {self.max}")
+        return self
+
+
+MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
+
+
 class Indicator(BaseModel):
     """One policy indicator. ``value = numerator / denominator * per`` (``per`` = 1 but for rates)."""
 
@@ -62,6 +83,7 @@ class Indicator(BaseModel):
     direction: Literal["increase", "decrease"]
     target: Target | None = None
     model_family: ModelFamily
+    plausible: Plausible | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -77,6 +99,13 @@ class Indicator(BaseModel):
     def columns(self) -> tuple[str, ...]:
         """Contract columns this indicator needs."""
         return tuple(c for c in (self.numerator, self.denominator) if c is not None)
+
+    def plausible_range(self, frequency: str = "month") -> tuple[float, float] | None:
+        """(min, max) of a plausible township value at ``frequency`` (rates scale with the months)."""
+        if self.plausible is None:
+            return None
+        k = MONTHS_PER_PERIOD[frequency] if self.kind == "rate" else 1
+        return self.plausible.min * k, self.plausible.max * k
 
     @property
     def label(self) -> str:
