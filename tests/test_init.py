@@ -313,3 +313,20 @@ def test_workbook_with_a_title_row_a_unit_row_and_a_cover_sheet(tmp_path, demo_s
     assert "the file gives 万元, the contract wants yuan (x 10000)" in out.read_text(encoding="utf-8")
     _, validated = _validated(out)
     assert len(validated.data) == 24 * 48
+
+
+def test_one_workbook_with_the_pilots_first_and_the_panel_second(tmp_path, demo_subset, capsys):
+    """The same workbook for both tables: each is read from the sheet whose headers map best."""
+    panel, pilots = demo_subset
+    panel = panel[panel["月份"] < "2018-01"]
+    pilots = pilots[pilots["试点开始月份"] == "2018-07"].assign(试点开始月份="2017-07")  # inside 2016-2017
+    book = tmp_path / "数据.xlsx"
+    with pd.ExcelWriter(book) as writer:
+        pilots.to_excel(writer, sheet_name="试点名单", index=False)
+        panel.to_excel(writer, sheet_name="月度面板", index=False)
+    code, out = _init(tmp_path, book, book, "--lang", "en")
+    assert code == 0, capsys.readouterr().err
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert raw["data"]["panel_sheet"] == "月度面板" and "pilot_sheet" not in raw["data"]
+    assert raw["data"]["pilot_columns"] == {"乡镇编码": "township_id", "试点开始月份": "pilot_start", "整合模式": "model"}
+    assert len(_validated(out)[1].data) == 24 * 24

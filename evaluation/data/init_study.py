@@ -354,25 +354,37 @@ class StudyProposal:
     created: dt.date
 
 
-def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: Synonyms):
-    """Read a table at its header; in a workbook, from the sheet whose headers map best
-    (the first such sheet on a tie)."""
+def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: Synonyms, required):
+    """Read a table at its header. In a workbook whose first sheet lacks some of the
+    ``required`` columns (or holds no table), the sheet whose headers map best is read
+    (the earlier on a tie)."""
     sheets = sheet_names(path)
-    sheet = None
-    if len(sheets) > 1:
-        best = -1
-        for name in sheets:
+    first = sheets[0] if sheets else None
+    try:
+        table = read_table(path, encoding=encoding, sheet=first)
+    except DataValidationError:
+        if len(sheets) < 2:
+            raise
+        table, found = None, -1
+    else:
+        mapping = map_headers(list(table.columns), synonyms, syn.opposites)
+        found = len(mapping.matches)
+    if len(sheets) > 1 and (table is None or not set(required) <= mapping.mapped):
+        best_sheet = first
+        for name in sheets[1:]:
             try:
                 info = locate_header(path, encoding=encoding, sheet=name)
-            except DataValidationError:  # an empty or unreadable sheet: not the table
+            except DataValidationError:  # an empty sheet, or one with no table: not this one
                 continue
-            found = len(map_headers(info.columns, synonyms, syn.opposites).matches)
-            if found > best:
-                best, sheet = found, name
-    table = read_table(path, encoding=encoding, sheet=sheet)
-    info = table.attrs["header"]
-    mapping = map_headers(list(table.columns), synonyms, syn.opposites)
-    return table, TableProposal(path, info, sheets[0] if sheets else None, mapping)
+            score = len(map_headers(info.columns, synonyms, syn.opposites).matches)
+            if score > found:
+                found, best_sheet = score, name
+        if best_sheet != first:
+            table = read_table(path, encoding=encoding, sheet=best_sheet)
+            mapping = map_headers(list(table.columns), synonyms, syn.opposites)
+        elif table is None:  # no sheet holds a table: the first sheet's error
+            read_table(path, encoding=encoding, sheet=first)
+    return table, TableProposal(path, table.attrs["header"], first, mapping)
 
 
 def _slug(text: str) -> str:
@@ -413,8 +425,8 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
     """
     panel, pilots, out = Path(panel), Path(pilots), Path(out)
     syn = load_synonyms()
-    table, panel_prop = _read(panel, encoding, syn.panel, syn)
-    pilot_table, pilot_prop = _read(pilots, encoding, syn.pilots, syn)
+    table, panel_prop = _read(panel, encoding, syn.panel, syn, PANEL_KEY_COLUMNS)
+    pilot_table, pilot_prop = _read(pilots, encoding, syn.pilots, syn, PILOT_COLUMNS)
     leftovers = pilot_prop.mapping.unmapped
     if leftovers:
         also = map_headers(leftovers, {c: w for c, w in syn.panel.items() if c not in PILOT_COLUMNS}, syn.opposites)
