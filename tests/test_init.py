@@ -282,6 +282,7 @@ def test_workbook_with_a_title_row_a_unit_row_and_a_cover_sheet(tmp_path, demo_s
     panel = panel[panel["月份"] < "2020-01"]
     pilots = pilots[pilots["试点开始月份"] < "2020-01"]  # the 2021 cohort starts after the file ends
     headers = [RENAMED[h] for h in panel.columns]
+    headers[12] = "住院总费用"  # its unit is in the unit row
     units = ["", "", "", "", "人", *["人次"] * 7, "万元", "项", "人次"]
     wb = Workbook()
     cover = wb.active
@@ -308,11 +309,29 @@ def test_workbook_with_a_title_row_a_unit_row_and_a_cover_sheet(tmp_path, demo_s
     raw = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert raw["data"]["panel_sheet"] == "月报" and raw["data"]["header_row"] == 3
     assert "pilot_sheet" not in raw["data"] and "pilot_header_row" not in raw["data"]
-    assert raw["data"]["columns"] == EXPECTED
+    expected = {("住院总费用" if h == "住院费用（元）" else h): c for h, c in EXPECTED.items()}
+    assert raw["data"]["columns"] == expected
     assert raw["window"] == {"start": "2016-01", "end": "2019-12"}
-    assert "the file gives 万元, the contract wants yuan (x 10000)" in out.read_text(encoding="utf-8")
+    assert "in 万元: scaled to yuan when read (x 10000)" in out.read_text(encoding="utf-8")
     _, validated = _validated(out)
     assert len(validated.data) == 24 * 48
+    # the loader scales 万元 back to yuan: the demo's own totals (2 decimals in the demo file)
+    cost = pd.to_numeric(panel["住院总费用（元）"])
+    assert validated.data["inpatient_cost_total"].sum() == pytest.approx(cost.sum(), rel=1e-12)
+    assert validated.units["inpatient_cost_total"] == "万元"
+
+
+def test_a_workbook_with_no_table_names_each_sheet(tmp_path, capsys):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.title = "封面"
+    wb.create_sheet("空表")
+    wb.save(tmp_path / "空.xlsx")
+    code, out = _init(tmp_path, tmp_path / "空.xlsx", DEMO_DATA / "pilots.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert "no sheet holds a table: sheet '封面'" in err and "sheet '空表'" in err
 
 
 def test_one_workbook_with_the_pilots_first_and_the_panel_second(tmp_path, demo_subset, capsys):

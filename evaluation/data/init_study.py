@@ -357,15 +357,16 @@ class StudyProposal:
 def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: Synonyms, required):
     """Read a table at its header. In a workbook whose first sheet lacks some of the
     ``required`` columns (or holds no table), the sheet whose headers map best is read
-    (the earlier on a tie)."""
+    (the earlier on a tie); when no sheet holds a table, every sheet's problem is named."""
     sheets = sheet_names(path)
     first = sheets[0] if sheets else None
+    problems = {}
     try:
         table = read_table(path, encoding=encoding, sheet=first)
-    except DataValidationError:
+    except DataValidationError as exc:
         if len(sheets) < 2:
             raise
-        table, found = None, -1
+        table, found, problems[first] = None, -1, exc.problem
     else:
         mapping = map_headers(list(table.columns), synonyms, syn.opposites)
         found = len(mapping.matches)
@@ -374,16 +375,18 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
         for name in sheets[1:]:
             try:
                 info = locate_header(path, encoding=encoding, sheet=name)
-            except DataValidationError:  # an empty sheet, or one with no table: not this one
+            except DataValidationError as exc:  # an empty sheet, or one with no table: not this one
+                problems[name] = exc.problem
                 continue
             score = len(map_headers(info.columns, synonyms, syn.opposites).matches)
             if score > found:
                 found, best_sheet = score, name
+        if table is None and found < 0:
+            raise DataValidationError(path, "no sheet holds a table: " + "; ".join(
+                f"sheet '{name}': {problem}" for name, problem in problems.items()))
         if best_sheet != first:
             table = read_table(path, encoding=encoding, sheet=best_sheet)
             mapping = map_headers(list(table.columns), synonyms, syn.opposites)
-        elif table is None:  # no sheet holds a table: the first sheet's error
-            read_table(path, encoding=encoding, sheet=first)
     return table, TableProposal(path, table.attrs["header"], first, mapping)
 
 
@@ -496,19 +499,20 @@ def _method_note(m: Match, lang: str) -> str | None:
 
 
 def _unit_note(proposal: TableProposal, m: Match, lang: str) -> str | None:
-    """A unit the file states (unit row or header) that is not the contract's."""
+    """A unit the file states (unit row or header) other than the contract's: the loader
+    scales it (万元 -> yuan); one that cannot measure the column is to be checked."""
     unit = (proposal.header.units or {}).get(m.header)
     if unit is None or m.column not in MEASURE_COLUMNS + ("population",):
         return None
-    contract = "元" if m.column in MONEY_COLUMNS else "人/人次/项"
-    contract_en = "yuan" if m.column in MONEY_COLUMNS else "persons, visits or items"
     if not unit_fits(unit, m.column):
-        return _text(f"CHECK：单位 {unit} 不能度量 {m.column}（应为 {contract}）",
-                     f"CHECK: unit {unit} cannot measure {m.column} (expected {contract_en})", lang)
+        kind_zh, kind_en = ("金额", "money") if m.column in MONEY_COLUMNS else ("人数、人次或项数", "persons, visits or items")
+        return _text(f"CHECK：单位 {unit} 不能度量 {m.column}（应为{kind_zh}）",
+                     f"CHECK: unit {unit} cannot measure {m.column} (expected {kind_en})", lang)
     factor = UNIT_FACTORS[unit]
     if factor != 1:
-        return _text(f"CHECK：单位为 {unit}，数据契约要求 {contract}（乘以 {factor:g}）",
-                     f"CHECK: the file gives {unit}, the contract wants {contract_en} (x {factor:g})", lang)
+        base_zh, base_en = ("元", "yuan") if m.column in MONEY_COLUMNS else ("人/人次", "persons or visits")
+        return _text(f"单位 {unit}：读取时换算为{base_zh}（×{factor:g}）",
+                     f"in {unit}: scaled to {base_en} when read (x {factor:g})", lang)
     return None
 
 
