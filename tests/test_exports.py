@@ -293,7 +293,7 @@ def test_single_implausible_cost_is_warned_with_its_row(study_files):
     panel.loc[6, "inpatient_cost_total"] = panel.loc[6, "inpatient_cost_total"] / 10_000  # spreadsheet row 8
     study_files.write_panel(panel)
     with pytest.warns(ImplausibleValueWarning, match=r"1 cell\(s\) of cost_per_admission outside the plausible "
-                                                     r"50 to 200000 yuan: row 8 \(T01 2019-07\): 0.5"):
+                                                     r"range 50 to 200,000 yuan: row 8 \(T01 2019-07\): 0.5"):
         loaded = _load(study_files)
     assert len(loaded.notes) == 1 and "row 8" in loaded.notes[0]
 

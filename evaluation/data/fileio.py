@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import math
 import os
@@ -47,6 +48,7 @@ import unicodedata
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -236,6 +238,18 @@ def _kind(path: Path) -> str:
     raise DataValidationError(path, f"unsupported file type '{path.suffix}'", expected="a .csv or .xlsx file")
 
 
+def _cached_workbook(path: Path):
+    """The workbook's values, loaded once per content (finding the header of each sheet,
+    or the likeliest sheet for an error message, reads the same file several times)."""
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    return _workbook_by_content(str(path.resolve()), digest)
+
+
+@lru_cache(maxsize=2)
+def _workbook_by_content(path: str, digest: str):
+    return _open_workbook(Path(path), data_only=True)
+
+
 def _open_workbook(path: Path, *, data_only: bool, read_only: bool = False):
     import openpyxl
 
@@ -261,7 +275,7 @@ def _read_grid(path: Path, encoding: str, sheet) -> _Grid:
         if not any(any(v.strip() for v in rec) for rec in records):
             raise DataValidationError(path, "the file is empty", expected="a header row and data rows")
         return _Grid(path, None, [list(rec) for rec in records], widths=[len(rec) for rec in records])
-    wb = _open_workbook(path, data_only=True)
+    wb = _cached_workbook(path)
     ws = wb[_sheet_title(path, wb.sheetnames, sheet)]
     rows = [list(r) for r in ws.iter_rows(values_only=True)]
     while rows and all(_blank(v) for v in rows[-1]):
@@ -606,27 +620,50 @@ def _check_csv_width(grid: _Grid, info: HeaderInfo, row: int) -> None:
 
 def _check_formulas(grid: _Grid, info: HeaderInfo, frame: pd.DataFrame) -> None:
     """Formula cells with no stored value read as empty: refuse them, naming the cells."""
-    empty = [(r, c) for c in frame.columns for r in frame.index[frame[c].eq("")]]
+    empty = {(r, info.columns.index(c) + 1): c for c in frame.columns for r in frame.index[frame[c].eq("")]}
     if not empty:
         return
     from openpyxl.utils import get_column_letter
 
-    col_index = {name: info.columns.index(name) + 1 for name in frame.columns}
-    wb = _open_workbook(grid.path, data_only=False)
-    ws = wb[grid.sheet]
-    formulas = []
-    for r, name in empty:
-        cell = ws.cell(row=r, column=col_index[name])
-        if cell.data_type == "f" or (isinstance(cell.value, str) and cell.value.startswith("=")):
-            formulas.append((r, name, f"{get_column_letter(col_index[name])}{r}"))
+    formulas = sorted((rc, empty[rc]) for rc in _formulas_without_value(grid) if rc in empty)
     if formulas:
-        rows = sorted({r for r, _, _ in formulas})
+        rows = sorted({r for (r, _), _ in formulas})
         raise DataValidationError(
             grid.path, f"{len(formulas)} formula cell(s){_where(grid)} have no stored value (the workbook was "
             "written by a program that does not calculate formulas)", column=formulas[0][1], rows=rows,
-            details=[f"cell {ref} (column '{name}')" for _, name, ref in formulas],
+            details=[f"cell {get_column_letter(c)}{r} (column '{name}')" for (r, c), name in formulas],
             expected="values in every cell: open the workbook in Excel or WPS and save it (formulas are then "
                      "calculated), or paste the cells as values")
+
+
+def _formulas_without_value(grid: _Grid) -> set[tuple[int, int]]:
+    """(row, column) of the sheet's formula cells that carry no cached value.
+
+    Read from the sheet's XML (a ``<c>`` with an ``<f>`` and no ``<v>``), which is much
+    faster than loading the workbook a second time with its formulas.
+    """
+    import xml.etree.ElementTree as ET
+
+    from openpyxl.utils.cell import coordinate_to_tuple
+
+    wb = _open_workbook(grid.path, data_only=False, read_only=True)
+    try:
+        sheet_xml = wb[grid.sheet]._worksheet_path
+    finally:
+        wb.close()
+    found = set()
+    with zipfile.ZipFile(grid.path) as archive:
+        xml = archive.read(sheet_xml)
+    if not re.search(rb"<(?:\w+:)?f[ >/]", xml):  # no formula at all: the common case
+        return found
+    for _, el in ET.iterparse(io.BytesIO(xml)):
+        if el.tag.endswith("}c"):
+            formula = next((ch for ch in el if ch.tag.endswith("}f")), None)
+            value = next((ch for ch in el if ch.tag.endswith("}v")), None)
+            if formula is not None and (value is None or value.text is None) and el.get("r"):
+                found.add(coordinate_to_tuple(el.get("r")))
+            el.clear()
+    return found
 
 
 # ----------------------------------------------------------------------------- writing

@@ -489,7 +489,7 @@ def _sheet_hint(path: Path, info: HeaderInfo | None, mapping: dict[str, str], en
     if info is None or info.sheet is None:
         return ""
     names = sheet_names(path)
-    wanted = set(mapping) | set(needed or [])
+    wanted = set(mapping) | {c for c in needed or [] if c not in mapping.values()}
 
     def score(hdr: HeaderInfo) -> int:
         return len(wanted & (set(hdr.columns) | set(hdr.aliases)))
@@ -533,19 +533,13 @@ def _total_rows(data: pd.DataFrame, path: Path, mode: str, where: _Where) -> tup
             expected="one row per township: delete the total rows (合计, 小计, 全县 ...), or set "
                      "data.total_rows: drop")
     dropped = pd.DataFrame({
-        "row": [where.rows([r])[0] if where.origin is None else min(where.rows([r])) for r in rows],
+        "row": [min(where.rows([r])) for r in rows],  # a wide table: the township's first row
         "county": data.loc[rows, "county"].tolist(),
         "township_id": data.loc[rows, "township_id"].tolist(),
         "township_name": data.loc[rows, "township_name"].tolist(),
         "reason": [f"total row ({why[r]})" for r in rows],
-    }).drop_duplicates(subset=["row"]) if where.origin is not None else pd.DataFrame({
-        "row": rows,
-        "county": data.loc[rows, "county"].tolist(),
-        "township_id": data.loc[rows, "township_id"].tolist(),
-        "township_name": data.loc[rows, "township_name"].tolist(),
-        "reason": [f"total row ({why[r]})" for r in rows],
-    })
-    return data.drop(index=rows), dropped.reset_index(drop=True)
+    }).drop_duplicates(subset=["row"], ignore_index=True)
+    return data.drop(index=rows), dropped
 
 
 def _apply_units(data: pd.DataFrame, info: HeaderInfo | None, mapping: dict[str, str],
@@ -637,7 +631,7 @@ def _check_plausible(data: pd.DataFrame, indicators: list[Indicator], frequency:
             typical = float(bad.median())
             raise DataValidationError(
                 path, f"implausible {ind.name_en} ({ind.id}) in {len(bad)} of {len(medians)} township(s): "
-                f"median {typical:.4g} {ind.unit}, outside the plausible {low:g} to {high:g}"
+                f"median {typical:.4g}, outside the plausible range {low:,g} to {high:,g} {ind.unit}"
                 + _unit_hint(ind, typical, low, high, mapping),
                 column=ind.numerator,
                 details=[f"township {t} ({names[t]}): median {m:.4g}" for t, m in bad.items()],
@@ -647,7 +641,7 @@ def _check_plausible(data: pd.DataFrame, indicators: list[Indicator], frequency:
         if len(out):
             cells = [f"{where.label(r, ind.numerator)} ({data.at[r, 'township_id']} "
                      f"{period_label(data.at[r, 'period'])}): {v:.4g}" for r, v in out.head(5).items()]
-            note = (f"{path}: {len(out)} cell(s) of {ind.id} outside the plausible {low:g} to {high:g} "
+            note = (f"{path}: {len(out)} cell(s) of {ind.id} outside the plausible range {low:,g} to {high:,g} "
                     f"{ind.unit}: " + "; ".join(cells) + (" ..." if len(out) > 5 else ""))
             warnings.warn(note, ImplausibleValueWarning, stacklevel=4)
             notes.append(note)
