@@ -20,12 +20,20 @@ def _validate(args) -> int:
 
 
 def _validate_study(path, *, write_panel: bool = False) -> int:
-    from evaluation.data.panel import PanelGapWarning, load_panel, write_validated_panel
+    from evaluation.data.panel import (
+        DroppedRowsWarning,
+        ImplausibleValueWarning,
+        PanelGapWarning,
+        PopulationJumpWarning,
+        load_panel,
+        write_validated_panel,
+    )
     from evaluation.study.config import load_study
 
     study = load_study(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PanelGapWarning)  # listed in the summary below
+    with warnings.catch_warnings():  # each is listed in the summary below
+        for listed in (PanelGapWarning, DroppedRowsWarning, ImplausibleValueWarning, PopulationJumpWarning):
+            warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     print(f"study:     {study.id} — {study.title.zh} / {study.title.en}")
     if study.synthetic:

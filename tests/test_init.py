@@ -22,7 +22,7 @@ from evaluation.data.init_study import (
     map_headers,
     normalise_header,
 )
-from evaluation.data.panel import MEASURE_COLUMNS, load_panel
+from evaluation.data.panel import MEASURE_COLUMNS, DroppedRowsWarning, load_panel
 from evaluation.paths import DEMO_DATA, DEMO_STUDY
 from evaluation.study.catalogue import load_catalogue
 from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, load_study
@@ -349,3 +349,28 @@ def test_one_workbook_with_the_pilots_first_and_the_panel_second(tmp_path, demo_
     assert raw["data"]["panel_sheet"] == "月度面板" and "pilot_sheet" not in raw["data"]
     assert raw["data"]["pilot_columns"] == {"乡镇编码": "township_id", "试点开始月份": "pilot_start", "整合模式": "model"}
     assert len(_validated(out)[1].data) == 24 * 24
+
+
+def test_county_total_rows_are_found_and_dropped(tmp_path, demo_subset, capsys):
+    panel, pilots = (f.copy() for f in demo_subset)
+    panel = panel[panel["月份"] < "2019-01"]
+    counts = list(panel.columns[4:])
+    numbers = panel[counts].apply(pd.to_numeric)
+    totals = numbers.groupby([panel["县区"], panel["月份"]]).sum().reset_index()
+    totals = totals[totals["月份"] == "2016-01"].assign(乡镇编码="", 乡镇名称="全县合计")
+    with_totals = pd.concat([panel, totals[panel.columns]], ignore_index=True)
+    with_totals.to_csv(tmp_path / "p.csv", index=False)
+    pilots[pilots["试点开始月份"] < "2019-01"].to_csv(tmp_path / "s.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "p.csv", tmp_path / "s.csv", "--lang", "en")
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    n = len(totals)
+    assert n == panel["县区"].nunique() >= 2
+    assert f"county total rows: {n}, dropped when read" in printed.out
+    rows = ", ".join(str(len(panel) + 2 + k) for k in range(n))  # the header is row 1
+    line = next(x for x in out.read_text(encoding="utf-8").splitlines() if "total_rows" in x)
+    assert line.startswith("  total_rows: drop ") and f"# CHECK: {n} county total row(s) (rows {rows})" in line
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert raw["data"]["total_rows"] == "drop" and raw["window"] == {"start": "2016-01", "end": "2018-12"}
+    with pytest.warns(DroppedRowsWarning, match=f"dropped {n} county total row"):
+        assert len(_validated(out)[1].data) == 24 * 36

@@ -38,7 +38,7 @@ import pandas as pd
 import yaml
 
 from evaluation.data.fileio import HeaderInfo, locate_header, read_table, sheet_names, write_text_atomic
-from evaluation.data.panel import MEASURE_COLUMNS
+from evaluation.data.panel import MEASURE_COLUMNS, TOTAL_ROW_PATTERN
 from evaluation.errors import DataValidationError, OutputExistsError, StudyConfigError
 from evaluation.paths import SYNONYMS
 from evaluation.study.catalogue import MONEY_COLUMNS, UNIT_FACTORS, load_catalogue, unit_fits
@@ -346,6 +346,7 @@ class StudyProposal:
     panel: TableProposal
     pilots: TableProposal
     periods: PeriodFormat
+    total_rows: list[int]                # spreadsheet rows of county totals (合计, 全县 ...)
     pilot_periods_unparsed: tuple[str, ...]
     indicators: list[str]
     unavailable: dict[str, list[str]]    # indicator -> contract columns it lacks
@@ -388,6 +389,17 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
             table = read_table(path, encoding=encoding, sheet=best_sheet)
             mapping = map_headers(list(table.columns), synonyms, syn.opposites)
     return table, TableProposal(path, table.attrs["header"], first, mapping)
+
+
+def _total_rows(table: pd.DataFrame, mapping: HeaderMapping) -> list[int]:
+    """Rows whose county, id or name cell reads as a county total (the loader's own rule,
+    :data:`evaluation.data.panel.TOTAL_ROW_PATTERN`)."""
+    headers = [h for h, c in mapping.columns.items() if c in ("county", "township_id", "township_name")]
+    if not headers:
+        return []
+    hit = pd.concat([table[h].astype(str).str.replace(r"\s+", "", regex=True)
+                     .str.contains(TOTAL_ROW_PATTERN, case=False, regex=True) for h in headers], axis=1).any(axis=1)
+    return [int(r) for r in table.index[hit]]
 
 
 def _slug(text: str) -> str:
@@ -434,8 +446,10 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
     if leftovers:
         also = map_headers(leftovers, {c: w for c, w in syn.panel.items() if c not in PILOT_COLUMNS}, syn.opposites)
         pilot_prop.extra = also.columns
+    totals = _total_rows(table, panel_prop.mapping)
     period_header = next((h for h, c in panel_prop.mapping.columns.items() if c == "period"), None)
-    periods = detect_periods(table[period_header]) if period_header else PeriodFormat(None)
+    periods = (detect_periods(table.loc[~table.index.isin(totals), period_header]) if period_header
+               else PeriodFormat(None))
     unparsed: tuple[str, ...] = ()
     start_header = next((h for h, c in pilot_prop.mapping.columns.items() if c == "pilot_start"), None)
     if periods.frequency and start_header:
@@ -457,7 +471,7 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
     today = dt.date.today()
     return StudyProposal(
         out=out, study_id=_study_id(study_id, out, panel), panel=panel_prop, pilots=pilot_prop,
-        periods=periods, pilot_periods_unparsed=unparsed, indicators=indicators, unavailable=unavailable,
+        periods=periods, total_rows=totals, pilot_periods_unparsed=unparsed, indicators=indicators, unavailable=unavailable,
         covid_phases=_covid_phases(periods.frequency, periods.first, periods.last),
         seed=int(today.strftime("%Y%m%d")) if seed is None else seed, created=today)
 
@@ -641,6 +655,12 @@ def render_study(p: StudyProposal, *, lang: str = "both") -> str:
         "  encoding: auto          # auto tries UTF-8 (with or without BOM), then GBK",
     ]
     lines += _location_lines("panel", p.panel) + _location_lines("pilot", p.pilots)
+    if p.total_rows:
+        rows = ", ".join(str(r) for r in p.total_rows[:8]) + (" ..." if len(p.total_rows) > 8 else "")
+        lines.append("  total_rows: drop".ljust(26) + "# " + _text(
+            f"CHECK：{len(p.total_rows)} 行县合计（第 {rows} 行）读取时删除；改为 reject 则报错",
+            f"CHECK: {len(p.total_rows)} county total row(s) (rows {rows}) dropped when read; reject refuses them",
+            lang))
     lines.append("  # Your headers -> the data contract's names (see README, \"Data contract\").")
     for key, prop in (("columns", p.panel), ("pilot_columns", p.pilots)):
         mapped = _mapping_lines(prop, lang)
@@ -719,6 +739,9 @@ def summary(p: StudyProposal, *, lang: str = "both") -> str:
             how = {"exact": t("同义词", "synonym"), "contains": t("包含", "contains"),
                    "similar": t(f"相近 {m.score:.2f}", f"similar {m.score:.2f}")}[m.method]
             out.append(f"  {_oneline(m.header)} -> {m.column}  [{how}]")
+    if p.total_rows:
+        out.append(t(f"县合计行：{len(p.total_rows)} 行，读取时删除（total_rows: drop）",
+                     f"county total rows: {len(p.total_rows)}, dropped when read (total_rows: drop)"))
     f = p.periods
     if f.frequency:
         out.append(t("频率", "frequency") + f": {f.frequency} ({', '.join(f.formats)}), "
