@@ -155,9 +155,22 @@ def test_two_level_header_in_a_csv(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("乡镇,门诊,,住院\n,总诊疗人次,基层诊疗人次,住院人次\n一号镇,10,5,2\n", encoding="utf-8")
     frame = read_table(path)
-    assert list(frame.columns) == ["乡镇", "总诊疗人次", "基层诊疗人次", "住院/住院人次"] or \
-        list(frame.columns) == ["乡镇", "总诊疗人次", "基层诊疗人次", "住院人次"]
+    assert list(frame.columns) == ["乡镇", "总诊疗人次", "基层诊疗人次", "住院人次"]
+    assert frame.attrs["header"].aliases == {"门诊/总诊疗人次": "总诊疗人次", "门诊/基层诊疗人次": "基层诊疗人次",
+                                             "住院/住院人次": "住院人次"}
     assert frame.index.tolist() == [3] and frame.loc[3, "基层诊疗人次"] == "5"
+
+
+def test_column_number_row_and_footnotes_are_not_data(study_files, reference):
+    frame = tiny_panel().rename(columns=PANEL_HEADERS)
+    numbers = ["甲", "乙", "丙", "丁"] + [str(i) for i in range(1, 12)]
+    study_files.panel.write_text(
+        ",".join(frame.columns) + "\n" + ",".join(numbers) + "\n" + frame.to_csv(index=False, header=False)
+        + "注：住院总费用含医保支付部分。\n填表人：张三,,审核人：李四\n", encoding="utf-8")
+    info = read_table(study_files.panel).attrs["header"]
+    assert (info.number_row, info.first_data_row) == (2, 3)
+    assert info.footer == [(51, "注：住院总费用含医保支付部分。"), (52, "填表人：张三 审核人：李四")]
+    _same(_load(study_files).data, reference)
 
 
 # ----------------------------------------------------------------------------- sheets

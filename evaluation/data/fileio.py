@@ -70,10 +70,12 @@ os.umask(_UMASK)
 _UNITS = "|".join(sorted((re.escape(u) for u in UNIT_FACTORS), key=len, reverse=True))
 # A unit cell: 元, （元）, (万元), 单位：人次, 单位:万人 ...
 _UNIT_CELL = re.compile(rf"^[（(\[]?\s*(?:单位\s*[:：]\s*)?(?P<unit>{_UNITS})\s*[)）\]]?$")
-_NO_UNIT_CELL = re.compile(r"^[—–\-/／]+$|^[（(]?\s*(?:单位\s*[:：]\s*)?[—–\-/／]?\s*[)）]?$")
+_NO_UNIT_CELL = re.compile(r"^[—–\-/／]+$|^[（(]?\s*(?:单位\s*[:：]\s*)?[—–\-/／]?\s*[)）]?$|^(?:计量)?单位[:：]?$")
 # A header ending in a bracketed unit: 住院总费用（万元）, 常住人口(单位:人)
 _HEADER_UNIT = re.compile(rf"[（(]\s*(?:单位\s*[:：]\s*)?(?P<unit>{_UNITS})\s*[)）]\s*$")
 _NOTE_CELL = re.compile(r"^[^：:]{1,12}[：:]")  # 填报单位：…, 单位：元, 制表日期: …
+_FOOTNOTE = re.compile(r"^(?:注|说明|備註|备注|数据来源|資料來源|资料来源)")
+_COLUMN_NUMBER = re.compile(r"^(?:甲|乙|丙|丁|戊|栏次|欄次|\d{1,3})$")
 _NUMBER = re.compile(r"^[+-]?[\d,\s.]+%?$")
 
 
@@ -84,7 +86,10 @@ class HeaderInfo:
     ``header_row`` is the 1-based spreadsheet row of the header (the upper row of a
     two-level header); ``unit_row`` the row of units below it, or None. ``columns`` are
     the flattened headers in file order, ``units`` maps a column to the unit its unit row
-    or its header gives (``万元``). ``first_data_row`` is the first row read as data.
+    or its header gives (``万元``). ``number_row`` is a row of column numbers below the
+    header (``甲 乙 1 2 3 ...``, the 栏次 of statistical reports), not data; ``first_data_row``
+    the first row read as data; ``footer`` the note rows below the table (``注：…``,
+    ``填表人：…``) as ``(row, text)``, not data either.
     """
 
     sheet: str | None
@@ -96,6 +101,8 @@ class HeaderInfo:
     first_data_row: int = 2
     aliases: dict[str, str] = field(default_factory=dict)
     title: list[str] = field(default_factory=list)
+    number_row: int | None = None
+    footer: list[tuple[int, str]] = field(default_factory=list)
 
     def describe(self) -> str:
         where = f"sheet '{self.sheet}', " if self.sheet is not None else ""
@@ -161,25 +168,48 @@ def read_table(path: Path | str, *, encoding: str = "auto", sheet: str | int | N
     grid = _read_grid(path, encoding, sheet)
     info = _header(grid, header_row)
     width = len(info.columns)
-    rows, index = [], []
-    for r in range(info.first_data_row, grid.n_rows + 1):
-        values = grid.rows[r - 1]
-        if all(_blank(v) for v in values):
-            continue
-        if grid.widths is not None:
-            _check_csv_width(grid, info, r)
-        values = [("" if _blank(v) else v) for v in values[:width]]
-        rows.append(values + [""] * (width - len(values)))
-        index.append(r)
-    if not rows:
+    index = [r for r in range(info.first_data_row, grid.n_rows + 1) if not all(_blank(v) for v in grid.rows[r - 1])]
+    footer = []
+    while index and _is_footnote(grid.rows[index[-1] - 1]):
+        r = index.pop()
+        footer.insert(0, (r, " ".join(_text(v) for v in grid.rows[r - 1] if not _blank(v))))
+    if not index:
         raise DataValidationError(path, f"the table has no data rows below the header (row {info.header_row})",
                                   expected="data rows below the header")
+    rows = []
+    for r in index:
+        if grid.widths is not None:
+            _check_csv_width(grid, info, r)
+        values = [("" if _blank(v) else v) for v in grid.rows[r - 1][:width]]
+        rows.append(values + [""] * (width - len(values)))
     frame = pd.DataFrame(rows, columns=list(range(width)), index=pd.Index(index, name="row"), dtype=object)
     frame = _name_columns(frame, info, grid)
     if grid.workbook_sheets:
         _check_formulas(grid, info, frame)
-    frame.attrs["header"] = _final_info(info, list(frame.columns))
+    frame.attrs["header"] = _final_info(info, list(frame.columns), footer)
     return frame
+
+
+def _is_footnote(values: list) -> bool:
+    """A note below the table: every filled cell a ``label：`` note or a 注/说明/数据来源 line."""
+    texts = [_text(v) for v in values if not _blank(v)]
+    return bool(texts) and all(isinstance(v, str) for v in values if not _blank(v)) and (
+        all(_NOTE_CELL.match(t) for t in texts) or (len(texts) == 1 and bool(_FOOTNOTE.match(texts[0]))))
+
+
+def _is_number_row(grid: _Grid, row: int, width: int) -> bool:
+    """A row of column numbers (栏次): 甲, 乙 ... then 1, 2, 3 ... consecutively, within the header's width."""
+    if row > grid.n_rows:
+        return False
+    filled = _filled(grid, row)
+    texts = [_text(grid.cell(row, c)) for c in filled]
+    if not texts or max(filled) > width or len(filled) < width / 2:
+        return False
+    if not all(_COLUMN_NUMBER.match(t) for t in texts):
+        return False
+    numbers = [int(t) for t in texts if t.isdigit()]
+    consecutive = all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False))
+    return consecutive and (len(numbers) >= 3 or (len(numbers) >= 1 and len(numbers) < len(texts)))
 
 
 # ----------------------------------------------------------------------------- file kinds
@@ -554,7 +584,14 @@ def _header(grid: _Grid, header_row: int | None) -> HeaderInfo:
         columns.append(name)
     levels = 2 if parents else 1
     last = h + levels - 1
-    unit_row = last + 1 if _is_unit_row(grid, last + 1) else None
+    unit_row = number_row = None
+    for r in (last + 1, last + 2):  # a unit row and a row of column numbers, in either order
+        if unit_row is None and _is_unit_row(grid, r):
+            unit_row = r
+        elif number_row is None and _is_number_row(grid, r, width):
+            number_row = r
+        else:
+            break
     units = {}
     for c, name in enumerate(columns, start=1):
         if not name:
@@ -572,7 +609,8 @@ def _header(grid: _Grid, header_row: int | None) -> HeaderInfo:
                         expected="one unit for the column")
                 units[name] = u.group("unit")
     return HeaderInfo(sheet=grid.sheet, header_row=h, unit_row=unit_row, columns=columns, units=units,
-                      levels=levels, first_data_row=(unit_row or last) + 1, aliases=aliases, title=titles)
+                      levels=levels, first_data_row=max(unit_row or 0, number_row or 0, last) + 1,
+                      aliases=aliases, title=titles, number_row=number_row)
 
 
 def _name_columns(frame: pd.DataFrame, info: HeaderInfo, grid: _Grid) -> pd.DataFrame:
@@ -600,10 +638,11 @@ def _name_columns(frame: pd.DataFrame, info: HeaderInfo, grid: _Grid) -> pd.Data
     return frame
 
 
-def _final_info(info: HeaderInfo, columns: list[str]) -> HeaderInfo:
+def _final_info(info: HeaderInfo, columns: list[str], footer: list[tuple[int, str]]) -> HeaderInfo:
     return HeaderInfo(sheet=info.sheet, header_row=info.header_row, unit_row=info.unit_row, columns=columns,
                       units={k: v for k, v in info.units.items() if k in columns}, levels=info.levels,
-                      first_data_row=info.first_data_row, aliases=info.aliases, title=info.title)
+                      first_data_row=info.first_data_row, aliases=info.aliases, title=info.title,
+                      number_row=info.number_row, footer=footer)
 
 
 def _check_csv_width(grid: _Grid, info: HeaderInfo, row: int) -> None:
