@@ -374,3 +374,37 @@ def test_county_total_rows_are_found_and_dropped(tmp_path, demo_subset, capsys):
     assert raw["data"]["total_rows"] == "drop" and raw["window"] == {"start": "2016-01", "end": "2018-12"}
     with pytest.warns(DroppedRowsWarning, match=f"dropped {n} county total row"):
         assert len(_validated(out)[1].data) == 24 * 36
+
+
+def test_wide_table_is_detected_and_its_measures_mapped(tmp_path, demo_subset, capsys):
+    """One row per township and measure, one column per month (2016年1月 ...), a unit column
+    (cost in 万元): init writes layout: wide with the measure and unit columns."""
+    panel, pilots = (f.copy() for f in demo_subset)
+    panel = panel[panel["月份"] < "2019-01"]
+    measures = {h: RENAMED[h] for h in panel.columns[4:]}
+    measures["住院总费用（元）"] = "住院总费用"
+    units = {h: "人次" for h in measures} | {"常住人口": "人", "住院总费用（元）": "万元", "开展技术项目数": "项"}
+    rows = []
+    for (county, tid, name), town in panel.groupby(["县区", "乡镇编码", "乡镇名称"], sort=False):
+        for header, label in measures.items():
+            values = pd.to_numeric(town[header]) / (10_000 if units[header] == "万元" else 1)
+            rows.append({"县区": county, "乡镇编码": tid, "乡镇名称": name, "指标名称": label, "单位": units[header],
+                         **dict(zip(town["月份"].map(_chinese_month), values, strict=True))})
+    pd.DataFrame(rows).to_csv(tmp_path / "wide.csv", index=False)
+    pilots[pilots["试点开始月份"] < "2019-01"].to_csv(tmp_path / "s.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "wide.csv", tmp_path / "s.csv", "--lang", "en")
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "wide table: 36 period columns, measure column 指标名称" in printed.out
+    raw = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert raw["data"]["layout"] == "wide"
+    assert raw["data"]["wide"] == {"measure_column": "指标名称", "unit_column": "单位"}
+    expected = {"县区": "county", "乡镇编码": "township_id", "乡镇名称": "township_name"}
+    expected |= {label: EXPECTED.get(label, "inpatient_cost_total") for label in measures.values()}
+    assert raw["data"]["columns"] == expected
+    assert raw["frequency"] == "month" and raw["window"] == {"start": "2016-01", "end": "2018-12"}
+    assert raw["indicators"] == load_catalogue().ids
+    _, validated = _validated(out)
+    assert len(validated.data) == 24 * 36
+    cost = pd.to_numeric(panel["住院总费用（元）"])
+    assert validated.data["inpatient_cost_total"].sum() == pytest.approx(cost.sum(), rel=1e-9)

@@ -335,6 +335,17 @@ class TableProposal:
     first_sheet: str | None
     mapping: HeaderMapping
     extra: dict[str, str] = field(default_factory=dict)  # pilot header -> panel column it names (not needed)
+    wide: WideLayout | None = None       # a wide table: its measure (and unit) column
+    units: dict[str, str] = field(default_factory=dict)  # header or measure -> the unit the file gives
+
+
+@dataclass(frozen=True)
+class WideLayout:
+    """A wide panel: one row per township and measure, one column per period."""
+
+    measure_column: str
+    unit_column: str | None
+    period_headers: tuple[str, ...]
 
 
 @dataclass
@@ -388,7 +399,58 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
         if best_sheet != first:
             table = read_table(path, encoding=encoding, sheet=best_sheet)
             mapping = map_headers(list(table.columns), synonyms, syn.opposites)
-    return table, TableProposal(path, table.attrs["header"], first, mapping)
+    info = table.attrs["header"]
+    return table, TableProposal(path, info, first, mapping, units=dict(info.units or {}))
+
+
+def _is_period(header: str) -> bool:
+    for frequency in FREQUENCIES:
+        try:
+            parse_period(header, frequency)
+            return True
+        except PeriodParseError:
+            pass
+    return False
+
+
+def _cells(column: pd.Series) -> list[str]:
+    """The distinct non-empty cells of a column, as text, in file order."""
+    return list(dict.fromkeys(t for t in (_oneline(v) for v in column) if t))
+
+
+def _detect_wide(table: pd.DataFrame, syn: Synonyms) -> tuple[WideLayout, HeaderMapping, dict[str, str]] | None:
+    """A wide table: two or more headers are periods and one column's values name measures
+    of the contract (常住人口, 门急诊人次 ...). Returns the layout, the mapping of the id
+    headers and of the measure names, and each measure's unit from a unit column."""
+    period_headers = tuple(h for h in table.columns if _is_period(h))
+    if len(period_headers) < 2:
+        return None
+    others = [h for h in table.columns if h not in period_headers]
+    ids = ("county", "township_id", "township_name")
+    measures = {c: w for c, w in syn.panel.items() if c not in ids and c != "period"}
+    best = None
+    for h in others:
+        labels = _cells(table[h])
+        if not 2 <= len(labels) <= 200:
+            continue
+        found = map_headers(labels, measures, syn.opposites)
+        if len(found.matches) >= 2 and (best is None or len(found.matches) > len(best[1].matches)):
+            best = (h, found, labels)
+    if best is None:
+        return None
+    measure, found, labels = best
+    unit_column = next((h for h in others if h != measure and _cells(table[h])
+                        and all(u in UNIT_FACTORS for u in _cells(table[h]))), None)
+    id_headers = [h for h in others if h not in (measure, unit_column)]
+    keys = map_headers(id_headers, {c: syn.panel[c] for c in ids}, syn.opposites)
+    mapping = HeaderMapping(id_headers + labels, keys.matches + found.matches, keys.ambiguous + found.ambiguous,
+                            tuple(c for c in PANEL_KEY_COLUMNS + MEASURE_COLUMNS if c != "period"))
+    units = {}
+    if unit_column is not None:
+        for label, unit in zip(table[measure], table[unit_column], strict=True):
+            if _oneline(unit) and _oneline(label) not in units:
+                units[_oneline(label)] = _oneline(unit)
+    return WideLayout(measure, unit_column, period_headers), mapping, units
 
 
 def _total_rows(table: pd.DataFrame, mapping: HeaderMapping) -> list[int]:
@@ -446,10 +508,17 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
     if leftovers:
         also = map_headers(leftovers, {c: w for c, w in syn.panel.items() if c not in PILOT_COLUMNS}, syn.opposites)
         pilot_prop.extra = also.columns
+    wide = _detect_wide(table, syn) if "period" not in panel_prop.mapping.mapped else None
+    if wide is not None:
+        panel_prop.wide, panel_prop.mapping, panel_prop.units = wide
     totals = _total_rows(table, panel_prop.mapping)
     period_header = next((h for h, c in panel_prop.mapping.columns.items() if c == "period"), None)
-    periods = (detect_periods(table.loc[~table.index.isin(totals), period_header]) if period_header
-               else PeriodFormat(None))
+    if panel_prop.wide is not None:
+        periods = detect_periods(panel_prop.wide.period_headers)
+    elif period_header:
+        periods = detect_periods(table.loc[~table.index.isin(totals), period_header])
+    else:
+        periods = PeriodFormat(None)
     unparsed: tuple[str, ...] = ()
     start_header = next((h for h, c in pilot_prop.mapping.columns.items() if c == "pilot_start"), None)
     if periods.frequency and start_header:
@@ -515,7 +584,7 @@ def _method_note(m: Match, lang: str) -> str | None:
 def _unit_note(proposal: TableProposal, m: Match, lang: str) -> str | None:
     """A unit the file states (unit row or header) other than the contract's: the loader
     scales it (万元 -> yuan); one that cannot measure the column is to be checked."""
-    unit = (proposal.header.units or {}).get(m.header)
+    unit = proposal.units.get(m.header)
     if unit is None or m.column not in MEASURE_COLUMNS + ("population",):
         return None
     if not unit_fits(unit, m.column):
@@ -661,7 +730,16 @@ def render_study(p: StudyProposal, *, lang: str = "both") -> str:
             f"CHECK：{len(p.total_rows)} 行县合计（第 {rows} 行）读取时删除；改为 reject 则报错",
             f"CHECK: {len(p.total_rows)} county total row(s) (rows {rows}) dropped when read; reject refuses them",
             lang))
-    lines.append("  # Your headers -> the data contract's names (see README, \"Data contract\").")
+    if p.panel.wide is not None:
+        w = p.panel.wide
+        spec = f"measure_column: {_scalar(w.measure_column)}"
+        if w.unit_column is not None:
+            spec += f", unit_column: {_scalar(w.unit_column)}"
+        lines += ["  layout: wide".ljust(26) + f"# {len(w.period_headers)} columns are periods; "
+                  f"one row per township and measure", f"  wide: {{{spec}}}"]
+        lines.append("  # Your headers and measure names -> the data contract's names (README, \"Wide tables\").")
+    else:
+        lines.append("  # Your headers -> the data contract's names (see README, \"Data contract\").")
     for key, prop in (("columns", p.panel), ("pilot_columns", p.pilots)):
         mapped = _mapping_lines(prop, lang)
         lines += [f"  {key}:" + ("" if mapped else " {}")] + mapped
@@ -739,6 +817,10 @@ def summary(p: StudyProposal, *, lang: str = "both") -> str:
             how = {"exact": t("同义词", "synonym"), "contains": t("包含", "contains"),
                    "similar": t(f"相近 {m.score:.2f}", f"similar {m.score:.2f}")}[m.method]
             out.append(f"  {_oneline(m.header)} -> {m.column}  [{how}]")
+    if p.panel.wide is not None:
+        w = p.panel.wide
+        out.append(t(f"宽表：{len(w.period_headers)} 列为期间，指标列 {w.measure_column}",
+                     f"wide table: {len(w.period_headers)} period columns, measure column {w.measure_column}"))
     if p.total_rows:
         out.append(t(f"县合计行：{len(p.total_rows)} 行，读取时删除（total_rows: drop）",
                      f"county total rows: {len(p.total_rows)}, dropped when read (total_rows: drop)"))
