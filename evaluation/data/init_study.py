@@ -6,7 +6,10 @@ from the file's headers onto the data contract with the synonym dictionary shipp
 ``evaluation/data/synonyms.yml``, detects the period format and the frequency, the window
 (the data's first and last period) and the indicators the mapped columns allow, and
 writes a commented study file like ``studies/demo.yml``. What could not be mapped, and
-why, is listed in a comment block at the top of that file.
+why, is listed in a comment block at the top of that file. A wide table (periods as
+columns, a column naming the measures) is written as ``layout: wide`` with its measure
+names mapped like headers; county total rows (the loader's own rule) as
+``total_rows: drop``.
 
 Matching a header to a contract column, after normalisation (:func:`normalise_header`):
 
@@ -19,8 +22,9 @@ Matching a header to a contract column, after normalisation (:func:`normalise_he
    differ by opposite characters (内/外, 上/下 ...: 县内转诊 is not 县外转诊).
 
 No two headers are mapped onto one column; equally good candidates are left unmapped and
-reported as ambiguous. Nothing is guessed silently: every similar match and every unit
-other than the contract's is marked ``CHECK`` in the study file.
+reported as ambiguous. Nothing is guessed silently: every match by containment or
+similarity, dropped total rows and a unit that cannot measure its column are marked
+``CHECK`` in the study file (a unit such as 万元 is noted: the loader scales it).
 """
 
 from __future__ import annotations
