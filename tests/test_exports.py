@@ -491,3 +491,24 @@ def test_wide_layout_needs_its_measure_column(study_files):
     _configure(study_files, wide={"measure_column": "指标"})
     with pytest.raises(DataValidationError, match="data.wide.measure_column '指标' is not a header"):
         _load(study_files)
+
+
+def test_wide_layout_with_a_unit_column(study_files, reference):
+    panel = tiny_panel()
+    panel["inpatient_cost_total"] = panel["inpatient_cost_total"] / 10_000
+    wide = _wide(panel, label=lambda p: p)
+    wide.insert(4, "单位", wide["指标"].map(lambda m: "万元" if m.startswith("住院总费用") else "人次"))
+    wide.loc[wide["指标"] == "常住人口", "单位"] = "人"
+    wide.to_csv(study_files.root / "data" / "wide.csv", index=False)
+    _use_panel(study_files, "wide.csv", layout="wide", wide={"measure_column": "指标", "unit_column": "单位"})
+    # the measure's own name says 元, the unit column 万元: refused
+    with pytest.raises(DataValidationError, match=r"measure '住院总费用（元）' is given in 万元 by the unit column"):
+        _load(study_files)
+    wide["指标"] = wide["指标"].replace({"住院总费用（元）": "住院总费用"})
+    wide.to_csv(study_files.root / "data" / "wide.csv", index=False)
+    config = study_files.config()
+    config["data"]["columns"]["住院总费用"] = config["data"]["columns"].pop("住院总费用（元）")
+    study_files.write_config(config)
+    loaded = _load(study_files)
+    _same(loaded.data, reference)
+    assert loaded.units["inpatient_cost_total"] == "万元" and loaded.units["population"] == "人"

@@ -155,6 +155,12 @@ def locate_header(path: Path | str, *, encoding: str = "auto", sheet: str | int 
     return _header(grid, header_row)
 
 
+def unit_in_header(text: str) -> str | None:
+    """The unit a header ends with in brackets (``住院总费用（万元）`` -> ``万元``), or None."""
+    m = _HEADER_UNIT.search(text or "")
+    return m.group("unit") if m else None
+
+
 def read_table(path: Path | str, *, encoding: str = "auto", sheet: str | int | None = None,
                header_row: int | None = None) -> pd.DataFrame:
     """Read a raw table with every cell kept as text (Excel numbers stay numbers).

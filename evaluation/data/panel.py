@@ -29,7 +29,14 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from evaluation.data.fileio import HeaderInfo, atomic_path, locate_header, read_table, sheet_names
+from evaluation.data.fileio import (
+    HeaderInfo,
+    atomic_path,
+    locate_header,
+    read_table,
+    sheet_names,
+    unit_in_header,
+)
 from evaluation.errors import DataValidationError
 from evaluation.study.catalogue import (
     MONEY_COLUMNS,
@@ -270,6 +277,9 @@ def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indi
     raw = _read_raw(panel_path, encoding=encoding, sheet=sheet, header_row=header_row, mapping=columns,
                     needed=needed, sheet_key="data.panel_sheet")
     info: HeaderInfo | None = raw.attrs.get("header")
+    if info is not None:  # a header written parent/child in the study: the column's own name
+        columns = {(info.aliases.get(h, h) if h not in raw.columns else h): c for h, c in columns.items()}
+        units = {(info.aliases.get(h, h) if h not in raw.columns else h): u for h, u in (units or {}).items()}
     origin, row_units = None, {}
     if layout == "wide":
         raw, origin, row_units = _melt_wide(raw, columns, wide, frequency, panel_path)
@@ -415,6 +425,14 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
                     column=unit_col, rows=rows, expected=f"one unit per measure, one of {', '.join(UNIT_FACTORS)}")
             if found:
                 units[label] = found[0]
+    for label in dict.fromkeys(labels):  # a measure named with its unit: 住院总费用（万元）
+        named = unit_in_header(label)
+        if named and label in units and UNIT_FACTORS[units[label]] != UNIT_FACTORS[named]:
+            rows = list(raw.index[labels == label])
+            raise DataValidationError(path, f"measure '{label}' is given in {units[label]} by the unit column",
+                                      column=unit_col, rows=rows, expected=f"the unit its name says, {named}")
+        if named:
+            units[label] = named
     long_rows, origin, index = [], {}, 1
     for key, group in raw.groupby(keys, sort=False):
         by_label = dict(zip(labels[group.index], group.index, strict=True))
@@ -475,8 +493,8 @@ def _read_raw(path: Path, *, encoding: str, sheet, header_row: int | None, mappi
     try:
         return read_table(path, encoding=encoding, sheet=sheet, header_row=header_row)
     except DataValidationError as exc:
-        if exc.problem.startswith(("no header row found", "sheet '")):
-            names = sheet_names(path)
+        names = sheet_names(path) if exc.problem.startswith(("no header row found", "sheet '")) else []
+        if names:
             current = names[0] if sheet is None else names[sheet - 1] if isinstance(sheet, int) else sheet
             empty = HeaderInfo(sheet=current, header_row=0, unit_row=None, columns=[])
             exc.expected = (exc.expected or "") + _sheet_hint(path, empty, mapping, encoding, sheet_key, needed)
