@@ -158,8 +158,10 @@ def test_quarterly_file_is_detected_as_quarters(tmp_path, demo_subset, capsys):
 
 def test_unmappable_file_lists_what_is_missing_and_validation_exits_2(tmp_path, demo_subset, capsys):
     panel, pilots = (f.copy() for f in demo_subset)
-    panel = panel.drop(columns=["常住人口", "基层诊疗人次"]).rename(columns={"县外转诊人次": "备注一"})
+    panel = panel.drop(columns=["常住人口", "基层诊疗人次"]).rename(
+        columns={"县外转诊人次": "备注一", "住院总费用（元）": "住院费用（元）"})
     panel.insert(3, "备注", "")
+    panel["住院费用(万元)"] = pd.to_numeric(panel["住院费用（元）"]) / 10_000  # two candidates for one column
     panel.to_csv(tmp_path / "p.csv", index=False)
     pilots.to_csv(tmp_path / "s.csv", index=False)
     code, out = _init(tmp_path, tmp_path / "p.csv", tmp_path / "s.csv", "--lang", "en")
@@ -176,8 +178,10 @@ def test_unmappable_file_lists_what_is_missing_and_validation_exits_2(tmp_path, 
     raw = yaml.safe_load(text)
     assert "population" not in raw["data"]["columns"].values()
     # only the indicators whose columns are mapped are listed; the others are named with what they lack
-    assert raw["indicators"] == ["county_internal_visit_rate", "cost_per_admission", "services_offered",
-                                 "admissions_thc_share"]
+    assert raw["indicators"] == ["county_internal_visit_rate", "services_offered", "admissions_thc_share"]
+    assert "#   cost_per_admission: needs inpatient_cost_total" in text
+    assert ("#   p.csv: ambiguous matches\n#     '住院费用（元）', '住院费用(万元)' -> inpatient_cost_total: "
+            "equally good matches, left unmapped: choose by hand") in head
     assert "#   primary_care_visit_share: needs visits_primary" in text
     assert "#   thc_outpatient_visits_per_1000: needs population" in text
     assert "/" not in printed.out.splitlines()[0] and "已写入" not in printed.out  # --lang en
