@@ -180,6 +180,7 @@ def test_unmappable_file_lists_what_is_missing_and_validation_exits_2(tmp_path, 
     # only the indicators whose columns are mapped are listed; the others are named with what they lack
     assert raw["indicators"] == ["county_internal_visit_rate", "services_offered", "admissions_thc_share"]
     assert "#   cost_per_admission: needs inpatient_cost_total" in text
+    assert "#     inpatient_cost_total: several headers match equally (see ambiguous matches)" in head
     assert ("#   p.csv: ambiguous matches\n#     '住院费用（元）', '住院费用(万元)' -> inpatient_cost_total: "
             "equally good matches, left unmapped: choose by hand") in head
     assert "#   primary_care_visit_share: needs visits_primary" in text

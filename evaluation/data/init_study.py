@@ -616,6 +616,7 @@ def _problems(p: StudyProposal, lang: str) -> list[str]:
         name = prop.path.name
         words = syn.panel if label == "panel" else syn.pilots
         missing = [c for c in contract if c in prop.mapping.missing]
+        tied = {c for a in prop.mapping.ambiguous if a.winner is None for c in a.columns}
         if missing:
             lines.append(_text(f"{name}：未找到的数据契约列", f"{name}: contract columns not found", lang))
             for c in missing:
@@ -626,8 +627,12 @@ def _problems(p: StudyProposal, lang: str) -> list[str]:
                 else:
                     why = _text("当前指标均不需要", "no indicator needs it", lang)
                 examples = "、".join(words[c][1:4])
-                lines.append(f"  {c}: " + _text(f"没有表头匹配（如 {examples}）", f"no header matches (e.g. {examples})",
-                                                 lang) + f"; {why}")
+                if c in tied:
+                    found = _text("多个表头同样匹配（见下方歧义）", "several headers match equally (see ambiguous matches)",
+                                  lang)
+                else:
+                    found = _text(f"没有表头匹配（如 {examples}）", f"no header matches (e.g. {examples})", lang)
+                lines.append(f"  {c}: {found}; {why}")
         unmapped = prop.mapping.unmapped
         in_ambiguity = {h for a in prop.mapping.ambiguous for h in a.headers}
         plain = [h for h in unmapped if h not in in_ambiguity]
