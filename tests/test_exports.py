@@ -512,3 +512,19 @@ def test_wide_layout_with_a_unit_column(study_files, reference):
     loaded = _load(study_files)
     _same(loaded.data, reference)
     assert loaded.units["inpatient_cost_total"] == "万元" and loaded.units["population"] == "人"
+
+
+def test_nonsense_rule_in_numbers():
+    """The measurable rule: share of implausible characters among non-ASCII ones, refused above 20%."""
+    from evaluation.data.fileio import NONSENSE_SHARE, _implausible_share
+
+    frame, _ = _traditional(None)
+    text = frame.to_csv(index=False)
+    as_gbk = text.encode("big5").decode("gb18030")
+    share, bad = _implausible_share(as_gbk, "gb18030")
+    assert share > 0.4 and share > 2 * NONSENSE_SHARE  # measured 0.51 on this table
+    assert _implausible_share(text, "big5")[0] == 0.0  # the same bytes read as Big5
+    simplified = tiny_panel().rename(columns=PANEL_HEADERS).to_csv(index=False)
+    assert _implausible_share(simplified, "gb18030") == (0.0, [])
+    with_rare = simplified.replace("一号镇", "㽏湖镇")
+    assert 0 < _implausible_share(with_rare, "gb18030")[0] < 0.05  # measured 0.038: one rare character per row of one township

@@ -359,7 +359,7 @@ def _decode(path: Path, encoding: str) -> str:
         except UnicodeDecodeError as exc:
             last = exc
             continue
-        _reject_nonsense(path, text, enc)
+        _reject_nonsense(path, text, enc, not_utf8=last)
         return text
     hint = _other_encoding_hint(raw)
     raise DataValidationError(
@@ -401,13 +401,15 @@ def _implausible_share(text: str, encoding: str) -> tuple[float, list[str]]:
     return len(bad) / len(non_ascii), bad
 
 
-def _reject_nonsense(path: Path, text: str, encoding: str) -> None:
+def _reject_nonsense(path: Path, text: str, encoding: str, not_utf8: UnicodeDecodeError | None = None) -> None:
     share, bad = _implausible_share(text, encoding)
     if share > NONSENSE_SHARE and len(bad) >= NONSENSE_MIN:
         line = next((i + 1 for i, ln in enumerate(text.splitlines()) if any(c in ln for c in bad[:1])), 1)
         sample = text.splitlines()[line - 1][:40] if text.splitlines() else ""
         examples = "".join(dict.fromkeys(bad))[:12]
         hint = _other_encoding_hint(path.read_bytes(), exclude=encoding)
+        if not_utf8 is not None:
+            hint = f" (it is not UTF-8 either: byte {not_utf8.start}, {not_utf8.reason})" + hint
         raise DataValidationError(
             path, f"decoded as {encoding.upper()} the text is nonsense: {share:.0%} of its non-ASCII characters "
             f"are rare, private-use or foreign-script characters (e.g. {examples!r}; row {line} reads "
@@ -548,7 +550,9 @@ def _two_level_parents(grid: _Grid, h: int, width: int) -> dict[int, str] | None
     if not parents:
         return None
     below = [c for c in parents if _is_text(grid.cell(h + 1, c))]
-    if not below or _is_unit_row(grid, h + 1):
+    # a row of child headers holds text only: a number means row h+1 is the first data row
+    numbers = [v for v in grid.rows[h] if not _blank(v) and not _is_text(v)]
+    if not below or numbers or _is_unit_row(grid, h + 1):
         return None
     return parents
 
