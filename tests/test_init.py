@@ -387,7 +387,7 @@ def test_wide_table_is_detected_and_its_measures_mapped(tmp_path, demo_subset, c
     panel, pilots = (f.copy() for f in demo_subset)
     panel = panel[panel["月份"] < "2019-01"]
     measures = {h: RENAMED[h] for h in panel.columns[4:]}
-    measures["住院总费用（元）"] = "住院总费用"
+    measures["住院总费用（元）"] = "住院总费用（万元）"  # the unit in the name agrees with the unit column
     units = {h: "人次" for h in measures} | {"常住人口": "人", "住院总费用（元）": "万元", "开展技术项目数": "项"}
     rows = []
     for (county, tid, name), town in panel.groupby(["县区", "乡镇编码", "乡镇名称"], sort=False):
@@ -409,6 +409,7 @@ def test_wide_table_is_detected_and_its_measures_mapped(tmp_path, demo_subset, c
     assert raw["data"]["columns"] == expected
     assert raw["frequency"] == "month" and raw["window"] == {"start": "2016-01", "end": "2018-12"}
     assert raw["indicators"] == load_catalogue().ids
+    assert "in 万元: scaled to yuan when read (x 10000)" in out.read_text(encoding="utf-8")
     _, validated = _validated(out)
     assert len(validated.data) == 24 * 36
     cost = pd.to_numeric(panel["住院总费用（元）"])

@@ -41,7 +41,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from evaluation.data.fileio import HeaderInfo, locate_header, read_table, sheet_names, write_text_atomic
+from evaluation.data.fileio import (
+    HeaderInfo,
+    locate_header,
+    read_table,
+    sheet_names,
+    unit_in_header,
+    write_text_atomic,
+)
 from evaluation.data.panel import MEASURE_COLUMNS, TOTAL_ROW_PATTERN
 from evaluation.errors import DataValidationError, OutputExistsError, StudyConfigError
 from evaluation.paths import SYNONYMS
@@ -449,7 +456,7 @@ def _detect_wide(table: pd.DataFrame, syn: Synonyms) -> tuple[WideLayout, Header
     keys = map_headers(id_headers, {c: syn.panel[c] for c in ids}, syn.opposites)
     mapping = HeaderMapping(id_headers + labels, keys.matches + found.matches, keys.ambiguous + found.ambiguous,
                             tuple(c for c in PANEL_KEY_COLUMNS + MEASURE_COLUMNS if c != "period"))
-    units = {}
+    units = {label: unit for label in labels if (unit := unit_in_header(label))}  # 住院总费用（万元）
     if unit_column is not None:
         for label, unit in zip(table[measure], table[unit_column], strict=True):
             if _oneline(unit) and _oneline(label) not in units:
