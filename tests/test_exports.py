@@ -231,7 +231,7 @@ def test_county_total_rows_dropped_when_the_study_says_so(study_files, reference
     _same(loaded.data, reference)
     assert len(loaded.dropped_rows) == 25 and loaded.dropped_rows["row"].tolist() == list(range(50, 75))
     assert loaded.summary()["dropped_rows"][-1]["reason"] == "total row (county '全县')"
-    assert "dropped rows: 25" in loaded.describe()
+    assert "dropped rows: 25" in loaded.describe() and "... and 15 more" in loaded.describe()
 
 
 # ----------------------------------------------------------------------------- units and magnitudes
@@ -328,7 +328,7 @@ def test_population_jump_is_warned_with_township_and_period(study_files):
         loaded = _load(study_files)
     jumps = [str(w.message) for w in caught if issubclass(w.category, PopulationJumpWarning)]
     assert len(jumps) == 1
-    assert "row 16: township T02 (二号乡) 2019-03 population 2e+07, median 20000" in jumps[0]
+    assert "row 16: township T02 (二号乡) 2019-03 population 20,000,000, median 20,000" in jumps[0]
     assert any("population value(s)" in n for n in loaded.notes)
 
 

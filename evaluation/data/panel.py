@@ -163,7 +163,9 @@ class Panel:
                                                          for c, u in scaled.items()))
         if s["dropped_rows"]:
             lines.append(f"dropped rows: {len(s['dropped_rows'])}:")
-            lines += [f"  row {d['row']}: {d['reason']}" for d in s["dropped_rows"]]
+            lines += [f"  row {d['row']}: {d['reason']}" for d in s["dropped_rows"][:10]]
+            if len(s["dropped_rows"]) > 10:
+                lines.append(f"  ... and {len(s['dropped_rows']) - 10} more (Panel.dropped_rows)")
         for note in s["notes"]:
             lines.append(f"warning: {note}")
         return "\n".join(lines)
@@ -675,8 +677,8 @@ def _check_population_jumps(data: pd.DataFrame, path: Path, where: _Where) -> li
         return []
     rows = list(data.index[jump])
     cells = [f"{where.label(r, 'population')}: township {data.at[r, 'township_id']} ({data.at[r, 'township_name']}) "
-             f"{period_label(data.at[r, 'period'])} population {data.at[r, 'population']:g}, median "
-             f"{median[r]:g}" for r in rows[:5]]
+             f"{period_label(data.at[r, 'period'])} population {data.at[r, 'population']:,.0f}, median "
+             f"{median[r]:,.0f}" for r in rows[:5]]
     note = (f"{path}: {len(rows)} population value(s) more than {POPULATION_JUMP:g} times above or below the "
             "township's median: " + "; ".join(cells) + (" ..." if len(rows) > 5 else ""))
     warnings.warn(note, PopulationJumpWarning, stacklevel=4)
