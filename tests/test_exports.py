@@ -192,8 +192,21 @@ def test_data_on_the_second_sheet_by_name_and_number(study_files, reference):
     assert "['封面', '月报']" in message and "sheet '月报' (number 2) has" in message
     assert "Set data.panel_sheet: 月报" in message and "县外转诊人次" in message
 
+    _workbook(path, {"说明": [["序号", "说明"], ["1", "本表为月报"]], "月报": [list(frame.columns), *_rows(frame)]})
+    with pytest.raises(DataValidationError) as err:  # a first sheet with a table of other headers
+        _load(study_files)
+    message = str(err.value)
+    assert "panel.xlsx, column '" in message and "not found (in sheet '说明', headers read from row 1)" in message
+    assert "sheet '月报' (number 2) has 15 of the 15 mapped headers in row 1" in message
+
+    pilots = study_files.root / "data" / "pilots.xlsx"  # the pilot table on its second sheet, by number
+    _workbook(pilots, {"封面": [["试点名单"]], "名单": [["乡镇编码", "试点开始月份", "整合模式"],
+                                                       ["T01", "2019-07", "托管"], ["T03", "2019-09", "对口支援"]]})
+    _configure(study_files, panel_sheet=2, pilots="data/pilots.xlsx", pilot_sheet=2)
+    _same(_load(study_files).data, reference)
+
     _configure(study_files, panel_sheet=3)
-    with pytest.raises(DataValidationError, match=r"no sheet number 3.*\['封面', '月报'\]"):
+    with pytest.raises(DataValidationError, match=r"panel.xlsx: there is no sheet number 3.*\['说明', '月报'\]"):
         _load(study_files)
     _configure(study_files, panel_sheet=0)
     with pytest.raises(StudyConfigError, match="data.panel_sheet.*numbered from 1"):
