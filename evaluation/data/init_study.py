@@ -801,7 +801,7 @@ def render_study(p: StudyProposal, *, lang: str = "both") -> str:
         "# The analysis plan (README, \"The analysis plan\"). Every key but the seed has a default;",
         "# the defaults are listed below: uncomment a line to change it.",
         "analysis:",
-        f"  seed: {p.seed}".ljust(26) + "# every resampling method draws from this seed",
+        f"  seed: {p.seed}".ljust(26) + "# every resampling method draws from this seed (any whole number)",
     ]
     lines += [f"  # {line}" for line in dumped.splitlines()]
     return "\n".join(lines) + "\n"
