@@ -161,6 +161,14 @@ def test_two_level_header_in_a_csv(tmp_path):
     assert frame.index.tolist() == [3] and frame.loc[3, "基层诊疗人次"] == "5"
 
 
+def test_tab_delimited_text_export(study_files, reference):
+    text = tiny_panel().rename(columns=PANEL_HEADERS).to_csv(index=False, sep="\t")
+    path = _use_panel(study_files, "panel.txt")
+    path.write_text("某县乡镇卫生院月报表\n" + text, encoding="gbk")
+    assert locate_header(path).header_row == 2
+    _same(_load(study_files).data, reference)
+
+
 def test_column_number_row_and_footnotes_are_not_data(study_files, reference):
     frame = tiny_panel().rename(columns=PANEL_HEADERS)
     numbers = ["甲", "乙", "丙", "丁"] + [str(i) for i in range(1, 12)]
@@ -447,6 +455,13 @@ def test_truncated_workbook_and_old_xls(study_files, tmp_path):
     xls = _use_panel(study_files, "panel.xls")
     xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100)
     with pytest.raises(DataValidationError, match=r"panel.xls: an .xls file .*save it as .xlsx"):
+        _load(study_files)
+
+    docx = _use_panel(study_files, "panel.xlsx")
+    with zipfile.ZipFile(docx, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<document/>")
+    with pytest.raises(DataValidationError, match=r"panel.xlsx: named .xlsx but its content is a Word document"):
         _load(study_files)
 
     csv_zip = tmp_path / "t.csv"

@@ -259,7 +259,21 @@ def _kind(path: Path) -> str:
         if not looks.startswith("a zip archive"):
             raise DataValidationError(
                 path, f"named {suffix} but its content is {looks}, not an Excel workbook",
-                expected="a workbook saved from Excel or WPS as .xlsx (or rename a CSV file to .csv)")
+                expected="a workbook saved from Excel or WPS as .xlsx (or rename a CSV file to .csv; "
+                         "remove the password of an encrypted workbook)")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataValidationError(
+                path, f"the workbook is truncated or damaged (its zip archive cannot be read: {exc})",
+                expected="a complete .xlsx file (copy it again, or open and re-save it in Excel or WPS)") from None
+        if "xl/workbook.xml" not in names:
+            what = ("a Word document" if "word/document.xml" in names else
+                    "a PowerPoint presentation" if "ppt/presentation.xml" in names else
+                    "a zip archive without a workbook")
+            raise DataValidationError(path, f"named {suffix} but its content is {what}, not an Excel workbook",
+                                      expected="a workbook saved from Excel or WPS as .xlsx")
         return "xlsx"
     if suffix in TEXT_SUFFIXES:
         if looks.startswith(("a zip archive", "an Excel", "a web page", "an XML", "a PDF", "a binary")):
@@ -291,7 +305,7 @@ def _open_workbook(path: Path, *, data_only: bool, read_only: bool = False):
 
     try:
         return openpyxl.load_workbook(path, data_only=data_only, read_only=read_only)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, TypeError) as exc:
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, TypeError, IndexError) as exc:
         raise DataValidationError(
             path, f"the workbook cannot be opened: it is truncated or damaged ({type(exc).__name__}: {exc})",
             expected="a complete .xlsx file (copy it again, or open and re-save it in Excel or WPS)") from None
@@ -307,7 +321,7 @@ def _read_grid(path: Path, encoding: str, sheet) -> _Grid:
             raise DataValidationError(path, f"a sheet ({sheet!r}) is given for a CSV file, which has none",
                                       expected="no panel_sheet / pilot_sheet for a CSV file")
         text = _decode(path, encoding)
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
         if not any(any(v.strip() for v in rec) for rec in records):
             raise DataValidationError(path, "the file is empty", expected="a header row and data rows")
         return _Grid(path, None, [list(rec) for rec in records], widths=[len(rec) for rec in records])
@@ -321,6 +335,13 @@ def _read_grid(path: Path, encoding: str, sheet) -> _Grid:
                                   expected=f"a header row and data rows (the workbook's sheets: {wb.sheetnames})")
     merged = [(m.min_row, m.min_col, m.max_row, m.max_col) for m in ws.merged_cells.ranges]
     return _Grid(path, ws.title, rows, merged=merged, workbook_sheets=list(wb.sheetnames))
+
+
+def _delimiter(text: str) -> str:
+    """A tab when the first 20 lines hold more tabs than commas (Excel's 'Text (Tab
+    delimited)' export), else a comma."""
+    head = "\n".join(text.splitlines()[:20])
+    return "\t" if head.count("\t") > head.count(",") else ","
 
 
 def _sheet_title(path: Path, names: list[str], sheet) -> str:
