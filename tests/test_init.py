@@ -220,7 +220,7 @@ def test_synonyms_cover_every_contract_column_and_demo_covid_phases_match():
     demo = load_study(DEMO_STUDY)
     assert [(p.name, p.start, p.end) for p in demo.covid.phases] == list(DEFAULT_COVID_PHASES)
     # the demo's own headers are exact synonyms of the columns demo.yml maps them onto
-    mapping = map_headers(list(demo.data.columns), syn.panel, syn.opposites)
+    mapping = map_headers(list(demo.data.columns), syn.panel, syn.rules)
     assert mapping.columns == demo.data.columns and {m.method for m in mapping.matches} == {"exact"}
 
 
@@ -234,22 +234,25 @@ def test_normalise_header():
 def test_matching_rules():
     syn = load_synonyms()
     # the earlier synonym wins; the other header is reported, not mapped
-    m = map_headers(["常住人口", "户籍人口"], syn.panel, syn.opposites)
+    m = map_headers(["常住人口", "户籍人口"], syn.panel, syn.rules)
     assert m.columns == {"常住人口": "population"}
     assert [(a.headers, a.columns, a.winner) for a in m.ambiguous] == [(("户籍人口",), ("population",), "常住人口")]
     # two headers equally good for one column: neither is mapped
-    m = map_headers(["住院费用（元）", "住院费用(万元)"], syn.panel, syn.opposites)
+    m = map_headers(["住院费用（元）", "住院费用(万元)"], syn.panel, syn.rules)
     assert m.columns == {} and m.ambiguous[0].columns == ("inpatient_cost_total",)
     assert len(m.ambiguous[0].headers) == 2
     # containment: the longest synonym wins (卫生院住院人次, not 住院人次)
-    m = map_headers(["全镇乡镇卫生院住院人次", "全年门急诊人次合计"], syn.panel, syn.opposites)
+    m = map_headers(["全镇乡镇卫生院住院人次", "全年门急诊人次合计"], syn.panel, syn.rules)
     assert m.columns == {"全镇乡镇卫生院住院人次": "thc_admissions", "全年门急诊人次合计": "visits_total"}
     assert {x.method for x in m.matches} == {"contains"}
     # similar spelling, but not across opposite characters
-    m = map_headers(["县外转诊人次数目", "县内转诊人次", "上转人次"], syn.panel, syn.opposites)
+    m = map_headers(["县外转诊人次数目", "县内转诊人次", "上转人次"], syn.panel, syn.rules)
     assert m.columns == {"县外转诊人次数目": "referrals_out_county"}
     assert m.unmapped == ["县内转诊人次", "上转人次"]
-    m = map_headers(["乡镇编码", "试点启动时间", "一体化模式"], syn.pilots, syn.opposites)
+    # a rate, a share or a mean is not a count, even when it contains a count's synonym
+    m = map_headers(["基层诊疗人次占比", "次均住院费用", "县域内就诊率(%)", "每千人口卫生院住院人次"], syn.panel, syn.rules)
+    assert m.columns == {}
+    m = map_headers(["乡镇编码", "试点启动时间", "一体化模式"], syn.pilots, syn.rules)
     assert m.columns == {"乡镇编码": "township_id", "试点启动时间": "pilot_start", "一体化模式": "model"}
 
 

@@ -72,12 +72,21 @@ _NOISE = re.compile(r"[\s_\-:：*＊/、.·]+")
 # ----------------------------------------------------------------------------- synonyms
 
 @dataclass(frozen=True)
+class MatchRules:
+    """What keeps a containment or similarity match from being taken."""
+
+    opposites: tuple[tuple[str, str], ...] = ()   # 内/外: 县内转诊 is not 县外转诊
+    not_counts: tuple[str, ...] = ()               # 率, 占比, 均: a rate or a mean is not a count
+    count_columns: frozenset[str] = frozenset(MEASURE_COLUMNS + ("population",))
+
+
+@dataclass(frozen=True)
 class Synonyms:
     """The synonym dictionary: headers by contract column, for the panel and the pilot table."""
 
     panel: dict[str, tuple[str, ...]]
     pilots: dict[str, tuple[str, ...]]
-    opposites: tuple[tuple[str, str], ...]
+    rules: MatchRules
     path: Path
 
 
@@ -99,12 +108,12 @@ def load_synonyms(path: Path | str = SYNONYMS) -> Synonyms:
                 if not words or not all(isinstance(w, str) and w.strip() for w in words):
                     raise ValueError(f"{table}.{column}: synonyms must be non-empty text")
                 tables[table][column] = tuple(dict.fromkeys(words))
-        opposites = tuple(tuple(pair) for pair in raw["opposites"])
+        rules = MatchRules(tuple(tuple(pair) for pair in raw["opposites"]), tuple(raw["not_counts"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: malformed synonym dictionary: {exc!r}") from exc
     except ValueError as exc:
         raise ValueError(f"{path}: malformed synonym dictionary: {exc}") from exc
-    return Synonyms(tables["panel"], tables["pilots"], opposites, path)
+    return Synonyms(tables["panel"], tables["pilots"], rules, path)
 
 
 def normalise_header(header: object) -> tuple[str, list[str]]:
@@ -183,7 +192,10 @@ def _opposed(a: str, b: str, opposites) -> bool:
     return any(x in only and y in only for x, y in opposites)
 
 
-def _score(method: str, header: str, synonyms: list[tuple[int, str, str]], opposites) -> tuple[float, str] | None:
+def _score(method: str, header: str, column: str, synonyms: list[tuple[int, str, str]],
+           rules: MatchRules) -> tuple[float, str] | None:
+    if method != "exact" and column in rules.count_columns and any(w in header for w in rules.not_counts):
+        return None  # 基层诊疗人次占比 contains 基层诊疗人次 but is a share, not the count
     best = None
     for rank, word, norm in synonyms:
         if not norm:
@@ -195,14 +207,14 @@ def _score(method: str, header: str, synonyms: list[tuple[int, str, str]], oppos
             score = share if len(norm) >= 2 and norm in header and share >= CONTAINS_MIN_SHARE else None
         else:
             ratio = difflib.SequenceMatcher(None, header, norm, autojunk=False).ratio()
-            score = ratio if ratio >= SIMILAR_MIN_RATIO and not _opposed(header, norm, opposites) else None
+            score = ratio if ratio >= SIMILAR_MIN_RATIO and not _opposed(header, norm, rules.opposites) else None
         if score is not None and (best is None or score > best[0]):
             best = (score, word)
     return best
 
 
 def map_headers(headers: list[str], synonyms: dict[str, tuple[str, ...]],
-                opposites: tuple[tuple[str, str], ...] = ()) -> HeaderMapping:
+                rules: MatchRules = MatchRules()) -> HeaderMapping:
     """Propose header -> contract column: exact synonyms, then containment, then similarity.
 
     Within each step the best-scoring pairs are taken first; a header or a column is used
@@ -223,7 +235,7 @@ def map_headers(headers: list[str], synonyms: dict[str, tuple[str, ...]],
         candidates = []
         for h in free_h:
             for c in free_c:
-                best = _score(method, norm[h], words[c], opposites)
+                best = _score(method, norm[h], c, words[c], rules)
                 if best:
                     candidates.append((best[0], h, c, best[1]))
         candidates.sort(key=lambda x: (-x[0], position[x[1]], order[x[2]]))
@@ -391,7 +403,7 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
             raise
         table, found, problems[first] = None, -1, exc.problem
     else:
-        mapping = map_headers(list(table.columns), synonyms, syn.opposites)
+        mapping = map_headers(list(table.columns), synonyms, syn.rules)
         found = len(mapping.matches)
     if len(sheets) > 1 and (table is None or not set(required) <= mapping.mapped):
         best_sheet = first
@@ -401,7 +413,7 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
             except DataValidationError as exc:  # an empty sheet, or one with no table: not this one
                 problems[name] = exc.problem
                 continue
-            score = len(map_headers(info.columns, synonyms, syn.opposites).matches)
+            score = len(map_headers(info.columns, synonyms, syn.rules).matches)
             if score > found:
                 found, best_sheet = score, name
         if table is None and found < 0:
@@ -409,7 +421,7 @@ def _read(path: Path, encoding: str, synonyms: dict[str, tuple[str, ...]], syn: 
                 f"sheet '{name}': {problem}" for name, problem in problems.items()))
         if best_sheet != first:
             table = read_table(path, encoding=encoding, sheet=best_sheet)
-            mapping = map_headers(list(table.columns), synonyms, syn.opposites)
+            mapping = map_headers(list(table.columns), synonyms, syn.rules)
     info = table.attrs["header"]
     return table, TableProposal(path, info, first, mapping, units=dict(info.units or {}))
 
@@ -444,7 +456,7 @@ def _detect_wide(table: pd.DataFrame, syn: Synonyms) -> tuple[WideLayout, Header
         labels = _cells(table[h])
         if not 2 <= len(labels) <= 200:
             continue
-        found = map_headers(labels, measures, syn.opposites)
+        found = map_headers(labels, measures, syn.rules)
         if len(found.matches) >= 2 and (best is None or len(found.matches) > len(best[1].matches)):
             best = (h, found, labels)
     if best is None:
@@ -453,7 +465,7 @@ def _detect_wide(table: pd.DataFrame, syn: Synonyms) -> tuple[WideLayout, Header
     unit_column = next((h for h in others if h != measure and _cells(table[h])
                         and all(u in UNIT_FACTORS for u in _cells(table[h]))), None)
     id_headers = [h for h in others if h not in (measure, unit_column)]
-    keys = map_headers(id_headers, {c: syn.panel[c] for c in ids}, syn.opposites)
+    keys = map_headers(id_headers, {c: syn.panel[c] for c in ids}, syn.rules)
     mapping = HeaderMapping(id_headers + labels, keys.matches + found.matches, keys.ambiguous + found.ambiguous,
                             tuple(c for c in PANEL_KEY_COLUMNS + MEASURE_COLUMNS if c != "period"))
     units = {label: unit for label in labels if (unit := unit_in_header(label))}  # 住院总费用（万元）
@@ -517,7 +529,7 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
     pilot_table, pilot_prop = _read(pilots, encoding, syn.pilots, syn, PILOT_COLUMNS)
     leftovers = pilot_prop.mapping.unmapped
     if leftovers:
-        also = map_headers(leftovers, {c: w for c, w in syn.panel.items() if c not in PILOT_COLUMNS}, syn.opposites)
+        also = map_headers(leftovers, {c: w for c, w in syn.panel.items() if c not in PILOT_COLUMNS}, syn.rules)
         pilot_prop.extra = also.columns
     wide = _detect_wide(table, syn) if "period" not in panel_prop.mapping.mapped else None
     if wide is not None:
