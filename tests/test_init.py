@@ -249,6 +249,9 @@ def test_matching_rules():
     m = map_headers(["县外转诊人次数目", "县内转诊人次", "上转人次"], syn.panel, syn.rules)
     assert m.columns == {"县外转诊人次数目": "referrals_out_county"}
     assert m.unmapped == ["县内转诊人次", "上转人次"]
+    # a qualified part is not the whole: 县域内住院人次 is not admissions_total
+    m = map_headers(["县域内住院人次", "住院病人出院人次"], syn.panel, syn.rules)
+    assert m.columns == {"住院病人出院人次": "admissions_total"} and m.ambiguous == []
     # a rate, a share or a mean is not a count, even when it contains a count's synonym
     m = map_headers(["基层诊疗人次占比", "次均住院费用", "县域内就诊率(%)", "每千人口卫生院住院人次"], syn.panel, syn.rules)
     assert m.columns == {}

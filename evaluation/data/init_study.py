@@ -21,6 +21,10 @@ Matching a header to a contract column, after normalisation (:func:`normalise_he
    added or dropped, a substitution only in long headers), unless the two
    differ by opposite characters (内/外, 上/下 ...: 县内转诊 is not 县外转诊).
 
+Steps 2 and 3 skip a header that names a rate, a share or a mean (率, 占比, 均 ...) for a
+count column, and a synonym the header narrows with a qualifier the synonym lacks
+(县域内住院人次 is not 住院人次); both lists are in ``synonyms.yml``.
+
 No two headers are mapped onto one column; equally good candidates are left unmapped and
 reported as ambiguous. Nothing is guessed silently: every match by containment or
 similarity, dropped total rows and a unit that cannot measure its column are marked
@@ -77,6 +81,7 @@ class MatchRules:
 
     opposites: tuple[tuple[str, str], ...] = ()   # 内/外: 县内转诊 is not 县外转诊
     not_counts: tuple[str, ...] = ()               # 率, 占比, 均: a rate or a mean is not a count
+    qualifiers: tuple[str, ...] = ()               # 县域内, 卫生院: a part of the whole, not the whole
     count_columns: frozenset[str] = frozenset(MEASURE_COLUMNS + ("population",))
 
 
@@ -108,7 +113,8 @@ def load_synonyms(path: Path | str = SYNONYMS) -> Synonyms:
                 if not words or not all(isinstance(w, str) and w.strip() for w in words):
                     raise ValueError(f"{table}.{column}: synonyms must be non-empty text")
                 tables[table][column] = tuple(dict.fromkeys(words))
-        rules = MatchRules(tuple(tuple(pair) for pair in raw["opposites"]), tuple(raw["not_counts"]))
+        rules = MatchRules(tuple(tuple(pair) for pair in raw["opposites"]), tuple(raw["not_counts"]),
+                           tuple(raw["qualifiers"]))
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: malformed synonym dictionary: {exc!r}") from exc
     except ValueError as exc:
@@ -200,6 +206,8 @@ def _score(method: str, header: str, column: str, synonyms: list[tuple[int, str,
     for rank, word, norm in synonyms:
         if not norm:
             continue
+        if method != "exact" and any(q in header and q not in norm for q in rules.qualifiers):
+            continue  # 县域内住院人次 contains 住院人次 but counts a part of the admissions
         if method == "exact":
             score = 1.0 - rank / 1000 if header == norm else None
         elif method == "contains":
