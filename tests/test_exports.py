@@ -556,3 +556,18 @@ def test_nonsense_rule_in_numbers():
     assert _implausible_share(simplified, "gb18030") == (0.0, [])
     with_rare = simplified.replace("一号镇", "㽏湖镇")
     assert 0 < _implausible_share(with_rare, "gb18030")[0] < 0.05  # measured 0.038: one rare character per row of one township
+
+
+def test_county_cell_merged_over_its_townships(study_files, reference):
+    frame = tiny_panel().sort_values(["county", "township_id", "period"], ascending=[False, True, True])
+    frame = frame.rename(columns=PANEL_HEADERS)
+    rows = _rows(frame)
+    for r in rows[1:24]:
+        r[0] = None  # 甲县 written once, merged over rows 2-25; 乙县 over rows 26-49
+    for r in rows[25:]:
+        r[0] = None
+    path = _use_panel(study_files, "panel.xlsx")
+    _workbook(path, {"月报": [list(frame.columns), *rows]}, {"月报": ["A2:A25", "A26:A49"]})
+    loaded = _load(study_files).data
+    pd.testing.assert_frame_equal(loaded.sort_values(["county", "township_id", "period"]).reset_index(drop=True),
+                                  reference.sort_values(["county", "township_id", "period"]).reset_index(drop=True))

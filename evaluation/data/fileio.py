@@ -173,6 +173,7 @@ def read_table(path: Path | str, *, encoding: str = "auto", sheet: str | int | N
     path = _existing(path)
     grid = _read_grid(path, encoding, sheet)
     info = _header(grid, header_row)
+    _fill_merged_data(grid, info.first_data_row)
     width = len(info.columns)
     index = [r for r in range(info.first_data_row, grid.n_rows + 1) if not all(_blank(v) for v in grid.rows[r - 1])]
     footer = []
@@ -194,6 +195,19 @@ def read_table(path: Path | str, *, encoding: str = "auto", sheet: str | int | N
         _check_formulas(grid, info, frame)
     frame.attrs["header"] = _final_info(info, list(frame.columns), footer)
     return frame
+
+
+def _fill_merged_data(grid: _Grid, first_data_row: int) -> None:
+    """A cell merged over several data rows or columns (a county name spanning its
+    townships) holds its value for every row and column it covers, as a reader sees it."""
+    for r1, c1, r2, c2 in grid.merged:
+        if r1 < first_data_row:
+            continue
+        value = grid.cell(r1, c1)
+        for r in range(r1, min(r2, grid.n_rows) + 1):
+            row = grid.rows[r - 1]
+            for c in range(c1, min(c2, len(row)) + 1):
+                row[c - 1] = value
 
 
 def _is_footnote(values: list) -> bool:
