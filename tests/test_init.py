@@ -420,3 +420,18 @@ def test_wide_table_is_detected_and_its_measures_mapped(tmp_path, demo_subset, c
     assert len(validated.data) == 24 * 36
     cost = pd.to_numeric(panel["住院总费用（元）"])
     assert validated.data["inpatient_cost_total"].sum() == pytest.approx(cost.sum(), rel=1e-9)
+
+
+def test_a_period_split_over_year_and_month_columns_is_explained(tmp_path, demo_subset, capsys):
+    panel, pilots = (f.copy() for f in demo_subset)
+    panel.insert(3, "年份", panel["月份"].str[:4].astype(int))
+    panel["月份"] = panel["月份"].str[5:].astype(int)
+    panel.to_csv(tmp_path / "p.csv", index=False)
+    pilots.to_csv(tmp_path / "s.csv", index=False)
+    code, out = _init(tmp_path, tmp_path / "p.csv", tmp_path / "s.csv", "--lang", "en")
+    printed = capsys.readouterr()
+    assert code == 2 and "unparseable period" in printed.err
+    head = out.read_text(encoding="utf-8").split("\nid:")[0]
+    assert ("#   period format not detected: the period is split over two columns (年份 and 月份): combine them "
+            "into one (2019-01 or 2019Q1) and map it onto period") in head
+    assert "frequency: month          # CHECK: not detected" in out.read_text(encoding="utf-8")

@@ -484,6 +484,32 @@ def _detect_wide(table: pd.DataFrame, syn: Synonyms) -> tuple[WideLayout, Header
     return WideLayout(measure, unit_column, period_headers), mapping, units
 
 
+def _split_period(table: pd.DataFrame, mapping: HeaderMapping) -> tuple[str, str] | None:
+    """A year column (every cell a year, 2019) beside a month or quarter column (every cell
+    1-12, its header naming 月 or 季): the period split over two columns, which the data
+    contract does not read. Only headers mapped to ``period`` or left unmapped are looked at."""
+    candidates = [h for h in table.columns if mapping.columns.get(h) in (None, "period")]
+
+    def numbers(h):
+        out = set()
+        for v in _cells(table[h]):
+            if not re.fullmatch(r"\d{1,4}(?:\.0)?", v):
+                return None
+            out.add(int(float(v)))
+        return out or None
+
+    year = part = None
+    for h in candidates:
+        values = numbers(h)
+        if values is None:
+            continue
+        if year is None and all(1900 <= v <= 2100 for v in values):
+            year = h
+        elif part is None and all(1 <= v <= 12 for v in values) and re.search(r"月|季|month|quarter", h, re.I):
+            part = h
+    return (year, part) if year and part else None
+
+
 def _total_rows(table: pd.DataFrame, mapping: HeaderMapping) -> list[int]:
     """Rows whose county, id or name cell reads as a county total (the loader's own rule,
     :data:`evaluation.data.panel.TOTAL_ROW_PATTERN`)."""
@@ -550,6 +576,13 @@ def propose_study(panel: Path | str, pilots: Path | str, *, out: Path | str = "s
         periods = detect_periods(table.loc[~table.index.isin(totals), period_header])
     else:
         periods = PeriodFormat(None)
+    split = _split_period(table, panel_prop.mapping) if panel_prop.wide is None else None
+    if split is not None:
+        year, part = split
+        periods = PeriodFormat(None, note=(
+            f"期间分在两列（{year}、{part}）：请合并为一列（如 2019-01 或 2019Q1）并映射为 period",
+            f"the period is split over two columns ({year} and {part}): combine them into one "
+            "(2019-01 or 2019Q1) and map it onto period"))
     unparsed: tuple[str, ...] = ()
     start_header = next((h for h, c in pilot_prop.mapping.columns.items() if c == "pilot_start"), None)
     if periods.frequency and start_header:
