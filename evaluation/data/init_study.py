@@ -722,7 +722,7 @@ def _problems(p: StudyProposal, lang: str) -> list[str]:
     f = p.periods
     if f.frequency is None:
         lines.append(_text("未能识别期间格式", "period format not detected", lang) + ": " +
-                     (f.note[0 if lang == "zh" else 1] if f.note else _text("没有期间列", "no period column", lang)) +
+                     (_text(*f.note, lang) if f.note else _text("没有期间列", "no period column", lang)) +
                      (f" ({', '.join(f.unparsed)})" if f.unparsed else ""))
     elif f.unparsed:
         lines.append(_text(f"期间值无法按 {f.frequency} 读取", f"period values not read as {f.frequency}s", lang) +
