@@ -204,6 +204,12 @@ def test_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert study.panel_path == panel.resolve()
 
 
+def test_an_unreadable_file_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "s.yml"
+    assert main(["init", str(DEMO_DATA / "panel.csv"), str(tmp_path / "absent.csv"), "--out", str(out)]) == 2
+    assert "absent.csv: file not found" in capsys.readouterr().err and not out.exists()
+
+
 def test_bad_id_is_refused(tmp_path, capsys):
     out = tmp_path / "s.yml"
     assert main(["init", str(DEMO_DATA / "panel.csv"), str(DEMO_DATA / "pilots.csv"), "--out", str(out),
