@@ -124,6 +124,8 @@ def test_init_maps_other_headers_and_the_study_validates(tmp_path, demo_subset, 
     assert raw["analysis"] == {"seed": int(dt.date.today().strftime("%Y%m%d"))}
     text = out.read_text(encoding="utf-8")
     assert "CHECK" in text and "基层医疗卫生机构诊疗人次" in text  # the similar match is flagged
+    fmt = "Excel date" if kind == "xlsx" else "YYYY年M月"
+    assert f"frequency: month          # detected: {fmt}, 96 distinct periods" in text
     assert "not needed in the pilot table (the panel's township_name)" in text
     study, validated = _validated(out)
     assert validated.frequency == "month" and validated.n_townships == 24
