@@ -2,8 +2,11 @@
 
 The demo prefecture (data_raw/demo) is rewritten with other headers than studies/demo.yml
 maps (synonyms, a similar spelling, a header that contains a synonym), other period
-formats, as CSV in GBK and as .xlsx, quarterly; the study file init writes must load and
-validate without edits. Files are built in tmp_path.
+formats, as CSV in GBK and as .xlsx (Excel dates), quarterly, under a title row and a unit
+row on a second sheet, wide (a column per month), with county total rows; the study file
+init writes must load and validate without edits, and its totals equal the demo's. Files
+that cannot be mapped list what is missing in the study file and exit 2 at validation.
+Files are built in tmp_path.
 """
 
 from __future__ import annotations
