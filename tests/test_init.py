@@ -235,6 +235,24 @@ def test_synonyms_cover_every_contract_column_and_demo_covid_phases_match():
     assert mapping.columns == demo.data.columns and {m.method for m in mapping.matches} == {"exact"}
 
 
+@pytest.mark.parametrize("table, headers, column", [
+    ("panel", ["县区", "区县", "县(市、区)", "县（市、区）", "县名"], "county"),
+    ("panel", ["乡镇编码", "乡镇代码", "机构编码"], "township_id"),
+    ("panel", ["乡镇名称", "乡镇", "机构名称", "卫生院名称"], "township_name"),
+    ("panel", ["月份", "统计月份", "年月", "时间", "季度", "年份"], "period"),
+    ("panel", ["常住人口", "户籍人口", "年末常住人口", "服务人口"], "population"),
+    ("panel", ["门急诊人次", "总诊疗人次", "诊疗人次"], "visits_total"),
+    ("panel", ["住院总费用", "住院费用（元）", "住院总费用（万元）"], "inpatient_cost_total"),
+    ("pilots", ["试点开始时间", "开始月份", "试点时间"], "pilot_start"),
+    ("pilots", ["整合模式", "模式", "试点类型"], "model"),
+])
+def test_common_headers_are_exact_synonyms(table, headers, column):
+    syn = load_synonyms()
+    for header in headers:
+        m = map_headers([header], getattr(syn, table), syn.rules)
+        assert [(x.column, x.method) for x in m.matches] == [(column, "exact")], header
+
+
 def test_normalise_header():
     assert normalise_header("住院总费用 （万元）") == ("住院总费用", ["万元"])
     assert normalise_header("县(市、区)") == ("县", ["市、区"])
