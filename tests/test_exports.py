@@ -107,7 +107,9 @@ def test_title_row_in_a_csv_and_header_row_from_the_study(study_files, reference
     assert locate_header(study_files.panel).header_row == 3
     _same(_load(study_files).data, reference)
 
-    _configure(study_files, header_row=3)
+    pilots = study_files.pilots.read_text(encoding="utf-8")
+    study_files.pilots.write_text("试点乡镇名单,,\n" + pilots, encoding="utf-8")
+    _configure(study_files, header_row=3, pilot_header_row=2)
     _same(_load(study_files).data, reference)
     _configure(study_files, header_row=1)  # the title row named as the header
     with pytest.raises(DataValidationError) as err:
