@@ -573,3 +573,28 @@ def test_county_cell_merged_over_its_townships(study_files, reference):
     loaded = _load(study_files).data
     pd.testing.assert_frame_equal(loaded.sort_values(["county", "township_id", "period"]).reset_index(drop=True),
                                   reference.sort_values(["county", "township_id", "period"]).reset_index(drop=True))
+
+
+def test_annual_wide_workbook_with_years_as_numbers(study_files):
+    panel = tiny_panel()
+    annual = panel[panel["period"] == "2019-01"].assign(period="2019")
+    counts = [c for c in annual.columns if c not in ("county", "township_id", "township_name", "period", "population")]
+    annual[counts] = annual[counts] * 12  # a year's counts (the plausible rates scale to 12 months)
+    annual = pd.concat([annual, annual.assign(period="2020"), annual.assign(period="2021")], ignore_index=True)
+    long = annual.melt(id_vars=["county", "township_id", "township_name", "period"], var_name="指标")
+    long["指标"] = long["指标"].map(PANEL_HEADERS)
+    long["period"] = long["period"].astype(int)
+    wide = long.pivot_table(index=["county", "township_id", "township_name", "指标"], columns="period",
+                            values="value", aggfunc="first").reset_index()
+    wide.columns = ["县区", "乡镇编码", "乡镇名称", "指标", 2019, 2020, 2021]
+    path = _use_panel(study_files, "wide.xlsx", layout="wide", wide={"measure_column": "指标"})
+    _workbook(path, {"年报": [list(wide.columns), *_rows(wide)]})
+    config = study_files.config()
+    config.update(frequency="year", window={"start": "2019", "end": "2021"})
+    study_files.write_config(config)
+    study_files.write_pilots(pd.DataFrame({"township_id": ["T01"], "pilot_start": ["2020"], "model": ["托管"]}))
+    assert locate_header(path).columns[4:] == ["2019", "2020", "2021"]
+    loaded = _load(study_files).data
+    t01 = loaded[loaded["township_id"] == "T01"]
+    assert len(loaded) == 12 and t01["visits_total"].tolist() == [12_120.0] * 3  # (1000 + 10) x 12
+    assert t01["post"].tolist() == [0, 1, 1] and [str(p) for p in t01["period"]] == ["2019", "2020", "2021"]

@@ -495,6 +495,11 @@ def _is_text(v) -> bool:
     return isinstance(v, str) and v.strip() != "" and not _NUMBER.match(v.strip())
 
 
+def _is_year(v) -> bool:
+    """A year as a number (2019): the period header of an annual wide table."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 1900 <= v <= 2100
+
+
 def _merge_at(grid: _Grid, row: int, col: int):
     for m in grid.merged:
         if m[0] <= row <= m[2] and m[1] <= col <= m[3]:
@@ -547,7 +552,8 @@ def _find_header_row(grid: _Grid) -> tuple[int, list[str]]:
             titles.append(" ".join(_text(grid.cell(r, c)) for c in filled))
             continue
         texts = [grid.cell(r, c) for c in filled]
-        if len(_covered(grid, r)) >= width / 2 and sum(_is_text(v) for v in texts) >= len(texts) / 2:
+        header_like = sum(_is_text(v) or _is_year(v) for v in texts)
+        if len(_covered(grid, r)) >= width / 2 and header_like >= len(texts) / 2 and any(map(_is_text, texts)):
             return r, titles
         titles.append(" ".join(_text(v) for v in texts))
     raise DataValidationError(
