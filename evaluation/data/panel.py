@@ -1,9 +1,14 @@
 """The one loader of township panels: read, map, validate, derive the analysis panel.
 
 Reads the raw township-by-period panel and the pilot table (CSV in UTF-8, UTF-8 with BOM
-or GBK, or Excel .xlsx), renames the user's headers onto the data contract, rejects input
-that breaks the contract with a message naming the file, row or column and what was
-expected, and derives the analysis columns:
+or GBK, or Excel .xlsx; the header, title and unit rows found by
+:mod:`evaluation.data.fileio`), melts a wide table (``data.layout: wide``) into the long
+contract, renames the user's headers onto the data contract, refuses or drops county
+total rows (``data.total_rows``), converts stated units (万元 -> yuan, 万人 -> persons),
+rejects input that breaks the contract with a message naming the file, row or column and
+what was expected (a township whose median indicator value is implausible included:
+catalogue ``plausible``), warns of single implausible cells and population jumps
+(kept in ``Panel.notes``), and derives the analysis columns:
 
 ``treated``     1 for a township in the pilot table (ever treated), else 0
 ``cohort``      label of the pilot's first treated period (e.g. ``2019-07``); missing if never treated
