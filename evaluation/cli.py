@@ -1,4 +1,4 @@
-"""Command line: ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
+"""Command line: ``evaluation init PANEL PILOTS``, ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
 
 Exit codes: 0 success, 2 rejected input (the message names the file, key, row or column).
 """
@@ -16,12 +16,24 @@ EXIT_INPUT_ERROR = 2
 
 
 def _validate(args) -> int:
-    from evaluation.data.panel import PanelGapWarning, load_panel, write_validated_panel
+    return _validate_study(args.study, write_panel=args.write_panel)
+
+
+def _validate_study(path, *, write_panel: bool = False) -> int:
+    from evaluation.data.panel import (
+        DroppedRowsWarning,
+        ImplausibleValueWarning,
+        PanelGapWarning,
+        PopulationJumpWarning,
+        load_panel,
+        write_validated_panel,
+    )
     from evaluation.study.config import load_study
 
-    study = load_study(args.study)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PanelGapWarning)  # listed in the summary below
+    study = load_study(path)
+    with warnings.catch_warnings():  # each is listed in the summary below
+        for listed in (PanelGapWarning, DroppedRowsWarning, ImplausibleValueWarning, PopulationJumpWarning):
+            warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     print(f"study:     {study.id} — {study.title.zh} / {study.title.en}")
     if study.synthetic:
@@ -29,7 +41,7 @@ def _validate(args) -> int:
     print(panel.describe())
     print("indicators: " + ", ".join(i.id for i in study.selected_indicators()))
     print(_coverage(panel, study))
-    if args.write_panel:
+    if write_panel:
         target = study.output_dir / "panel_validated.csv"
         write_validated_panel(panel, target)
         print(f"wrote {target}")
@@ -53,6 +65,31 @@ def _coverage(panel, study) -> str:
     return ("incomplete townships (every method uses their observed values, except "
             f"{', '.join(sorted(NEEDS_COMPLETE_PANEL))}, which leave them out; nothing is imputed):\n"
             + "\n".join(lines))
+def _init(args) -> int:
+    from evaluation.data.init_study import propose_study, summary, write_study
+
+    out = Path(args.out)
+    if out.exists() and not args.force:  # refuse before reading anything
+        from evaluation.errors import OutputExistsError
+
+        raise OutputExistsError(out, "the study file exists; pass --force to overwrite it")
+    proposal = propose_study(args.panel, args.pilots, out=out, study_id=args.id)
+    print(summary(proposal, lang=args.lang))
+    path = write_study(proposal, force=args.force, lang=args.lang)
+    print(_say(f"已写入 {path}", f"wrote {path}", args.lang))
+    print(_say("校验：", "validation:", args.lang))
+    try:
+        return _validate_study(path)
+    except EvaluationInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(_say(f"研究文件已保留：修改后运行 evaluation validate {path}",
+                   f"the study file is kept: edit it, then run evaluation validate {path}", args.lang),
+              file=sys.stderr)
+        return EXIT_INPUT_ERROR
+
+
+def _say(zh: str, en: str, lang: str) -> str:
+    return {"zh": zh, "en": en}.get(lang, f"{zh} / {en}")
 
 
 def _demo_data(args) -> int:
@@ -86,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="evaluation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("init", help="write a study file from your panel and pilot table, then validate it")
+    i.add_argument("panel", help="the township panel (.csv in UTF-8 or GBK, or .xlsx)")
+    i.add_argument("pilots", help="the pilot table (.csv or .xlsx)")
+    i.add_argument("--out", default="study.yml", help="study file to write (default study.yml)")
+    i.add_argument("--id", help="study id, names the output folder (default: from the file names)")
+    i.add_argument("--lang", choices=["zh", "en", "both"], default="both",
+                   help="language of the messages and of the study file's notes (default both)")
+    i.add_argument("--force", action="store_true", help="overwrite an existing study file")
+    i.set_defaults(func=_init)
     p = sub.add_parser("validate", help="check a study file and its data; print a summary")
     p.add_argument("study", help="study YAML file, e.g. studies/demo.yml")
     p.add_argument("--write-panel", action="store_true",

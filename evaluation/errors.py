@@ -51,6 +51,18 @@ class UsageError(EvaluationInputError):
     """A command-line request the package cannot serve (unknown indicator or chapter)."""
 
 
+class OutputExistsError(EvaluationInputError, FileExistsError):
+    """A file the command would write exists already (``--force`` overwrites it)."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
 class DataValidationError(EvaluationInputError):
     """A data file breaks the data contract.
 

@@ -29,6 +29,7 @@ STUDIES = PROJECT_ROOT / "studies"
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 DEMO_STUDY = STUDIES / "demo.yml"
 INDICATOR_CATALOGUE = PACKAGE_DIR / "study" / "indicators.yml"
+SYNONYMS = PACKAGE_DIR / "data" / "synonyms.yml"  # headers -> data contract, for `evaluation init`
 
 
 def output_root() -> Path:

@@ -32,6 +32,7 @@ re-derived by :mod:`evaluation.data.panel`'s own derivation.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pandas as pd
@@ -107,6 +108,6 @@ def aggregate_panel(panel: panel_module.Panel, frequency: str) -> panel_module.P
         listing = "; ".join(f"{g.township_id} ({g.township_name}): {g.missing_periods}" for g in gaps.head(5).itertuples())
         warnings.warn(f"{panel.panel_path}: {len(gaps)} township(s) lack {frequency}s (a {frequency} with a missing "
                       f"{panel.frequency} is missing, not filled): {listing}", panel_module.PanelGapWarning, stacklevel=3)
-    return panel_module.Panel(data=derived, pilots=pilots.reset_index(drop=True), frequency=frequency,
-                              panel_path=panel.panel_path, pilots_path=panel.pilots_path,
-                              indicators=list(panel.indicators), gaps=gaps)
+    # what the loader left out, converted or noted stays with the coarser panel
+    return dataclasses.replace(panel, data=derived, pilots=pilots.reset_index(drop=True), frequency=frequency,
+                               indicators=list(panel.indicators), gaps=gaps)

@@ -1,9 +1,14 @@
 """The one loader of township panels: read, map, validate, derive the analysis panel.
 
 Reads the raw township-by-period panel and the pilot table (CSV in UTF-8, UTF-8 with BOM
-or GBK, or Excel .xlsx), renames the user's headers onto the data contract, rejects input
-that breaks the contract with a message naming the file, row or column and what was
-expected, and derives the analysis columns:
+or GBK, or Excel .xlsx; the header, title and unit rows found by
+:mod:`evaluation.data.fileio`), melts a wide table (``data.layout: wide``) into the long
+contract, renames the user's headers onto the data contract, refuses or drops county
+total rows (``data.total_rows``), converts stated units (万元 -> yuan, 万人 -> persons),
+rejects input that breaks the contract with a message naming the file, row or column and
+what was expected (a township whose median indicator value is implausible included:
+catalogue ``plausible``), warns of single implausible cells and population jumps
+(kept in ``Panel.notes``), and derives the analysis columns:
 
 ``treated``     1 for a township in the pilot table (ever treated), else 0
 ``cohort``      label of the pilot's first treated period (e.g. ``2019-07``); missing if never treated
@@ -18,6 +23,7 @@ Nothing is written here; :func:`write_validated_panel` writes atomically on requ
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -29,10 +35,24 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from evaluation.data.fileio import atomic_path, read_table
+from evaluation.data.fileio import (
+    HeaderInfo,
+    atomic_path,
+    locate_header,
+    read_table,
+    sheet_names,
+    unit_in_header,
+)
 from evaluation.errors import DataValidationError
-from evaluation.study.catalogue import Indicator, required_columns, share_pairs
-from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, Study
+from evaluation.study.catalogue import (
+    MONEY_COLUMNS,
+    UNIT_FACTORS,
+    Indicator,
+    required_columns,
+    share_pairs,
+    unit_fits,
+)
+from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, Study, WideLayout
 from evaluation.study.periods import FREQUENCIES, PeriodParseError, expected_format, parse_period, period_label
 
 # Every numeric column the data contract knows (counts, and the cost total in yuan).
@@ -48,6 +68,23 @@ class PanelGapWarning(UserWarning):
     """Some townships lack some periods; the gaps are listed, never filled."""
 
 
+class DroppedRowsWarning(UserWarning):
+    """Rows were dropped as the study asked (county total rows with ``data.total_rows: drop``)."""
+
+
+class ImplausibleValueWarning(UserWarning):
+    """Single cells give an indicator value outside its plausible range (catalogue ``plausible``)."""
+
+
+class PopulationJumpWarning(UserWarning):
+    """A township's population in some period is above 3 times or below a third of its median."""
+
+
+# County total rows: a county, id or name cell holding one of these is not a township.
+TOTAL_ROW_PATTERN = r"合计|小计|总计|汇总|^全(?:县|区|市|镇|乡|旗)|^(?:grand)?(?:sub)?totals?\b|^sum$"
+POPULATION_JUMP = 3.0  # a population above 3x or below 1/3 of the township's median is warned about
+
+
 @dataclass
 class Panel:
     """A validated township panel with its derived treatment columns."""
@@ -61,6 +98,9 @@ class Panel:
     gaps: pd.DataFrame = field(default_factory=pd.DataFrame)
     excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=["township_id", "township_name", "reason", "pilot"]))
+    dropped_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    units: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def periods(self) -> pd.PeriodIndex:
@@ -100,6 +140,9 @@ class Panel:
             "missing_cells": {k: int(v) for k, v in self.missing_cells().items() if v},
             "gaps": self.gaps.to_dict("records"),
             "excluded": self.excluded.to_dict("records"),
+            "dropped_rows": self.dropped_rows.to_dict("records"),
+            "units": dict(self.units),
+            "notes": list(self.notes),
         }
 
     def incomplete(self, indicator: Indicator) -> pd.DataFrame:
@@ -133,6 +176,17 @@ class Panel:
             lines.append(f"left out of the analysis: {len(s['excluded'])} township(s):")
             lines += [f"  {e['township_id']} {e['township_name']}{' (pilot)' if e['pilot'] else ''}: {e['reason']}"
                       for e in s["excluded"]]
+        scaled = {c: u for c, u in s["units"].items() if UNIT_FACTORS[u] != 1}
+        if scaled:
+            lines.append("units converted: " + ", ".join(f"{c} from {u} (x{UNIT_FACTORS[u]:,.0f})"
+                                                         for c, u in scaled.items()))
+        if s["dropped_rows"]:
+            lines.append(f"dropped rows: {len(s['dropped_rows'])}:")
+            lines += [f"  row {d['row']}: {d['reason']}" for d in s["dropped_rows"][:10]]
+            if len(s["dropped_rows"]) > 10:
+                lines.append(f"  ... and {len(s['dropped_rows']) - 10} more (Panel.dropped_rows)")
+        for note in s["notes"]:
+            lines.append(f"warning: {note}")
         return "\n".join(lines)
 
 
@@ -146,6 +200,9 @@ def load_panel(study: Study) -> Panel:
         frequency=study.frequency, window=(start, end), encoding=study.data.encoding,
         panel_sheet=study.data.panel_sheet, pilot_sheet=study.data.pilot_sheet,
         exclude=study.townships.exclude, gap_policy=study.townships.gaps,
+        header_row=study.data.header_row, pilot_header_row=study.data.pilot_header_row,
+        total_rows=study.data.total_rows, units=study.data.units, layout=study.data.layout,
+        wide=study.data.wide,
     )
     from evaluation.data.aggregate import aggregate_panel  # aggregate imports this module
 
@@ -166,8 +223,20 @@ def load_panel_files(
     pilot_sheet: str | int | None = None,
     exclude: Sequence[str] = (),
     gap_policy: str = "analyse",
+    header_row: int | None = None,
+    pilot_header_row: int | None = None,
+    total_rows: str = "reject",
+    units: dict[str, str] | None = None,
+    layout: str = "long",
+    wide: WideLayout | dict | None = None,
 ) -> Panel:
     """Load and validate a panel and its pilot table given explicitly (no study file).
+
+    Sheets are named or numbered from 1; header rows are 1-based spreadsheet rows, found
+    automatically when None (:func:`evaluation.data.fileio.locate_header`). ``total_rows``
+    is ``"reject"`` or ``"drop"`` (county total rows); ``units`` maps a header or contract
+    column to its unit (``万元``); ``layout="wide"`` with ``wide={"measure_column": ...}``
+    reads one column per period (:func:`_melt_wide`).
 
     ``exclude`` leaves townships out by id or name; ``gap_policy`` says what happens to
     townships with missing periods or empty cells in the columns the indicators read
@@ -176,7 +245,9 @@ def load_panel_files(
     """
     panel_path, pilots_path = Path(panel_path), Path(pilots_path)
     with _naming_headers(columns):
-        data = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet)
+        data, read = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet,
+                                 header_row=header_row, total_rows=total_rows, units=units or {},
+                                 layout=layout, wide=wide)
     start, end = window
     if start is not None:
         data = data[data["period"] >= start]
@@ -186,7 +257,8 @@ def load_panel_files(
         raise DataValidationError(panel_path, "no rows inside the study window",
                                   column="period", expected=f"periods between {start} and {end}")
     with _naming_headers(pilot_columns):
-        pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet)
+        pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet,
+                              header_row=pilot_header_row, sheet_key="data.pilot_sheet")
     data, excluded = _exclude_townships(data, exclude, panel_path)
     value_columns = [c for c in required_columns(indicators) if c in MEASURE_COLUMNS]
     incomplete = incomplete_townships(data, value_columns, frequency)
@@ -220,7 +292,8 @@ def load_panel_files(
         warnings.warn(f"{panel_path}: {len(gaps)} township(s) lack periods (not filled): {listing}",
                       PanelGapWarning, stacklevel=2)
     return Panel(data=data, pilots=pilots, frequency=frequency, panel_path=panel_path,
-                 pilots_path=pilots_path, indicators=list(indicators), gaps=gaps, excluded=excluded)
+                 pilots_path=pilots_path, indicators=list(indicators), gaps=gaps,
+                 dropped_rows=read.dropped_rows, units=read.units, notes=read.notes, excluded=excluded)
 
 
 def write_validated_panel(panel: Panel, target: Path | str) -> Path:
@@ -244,32 +317,210 @@ def _naming_headers(mapping: dict[str, str] | None):
         raise
 
 
+@dataclass
+class _ReadReport:
+    """What reading the panel changed or noticed besides the data."""
+
+    dropped_rows: pd.DataFrame
+    units: dict[str, str]
+    notes: list[str]
+
+
 def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indicator],
-                frequency: str, encoding: str, sheet) -> pd.DataFrame:
+                frequency: str, encoding: str, sheet, *, header_row: int | None = None,
+                total_rows: str = "reject", units: dict[str, str] | None = None, layout: str = "long",
+                wide: WideLayout | dict | None = None) -> tuple[pd.DataFrame, _ReadReport]:
     needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators)
-    raw = read_table(panel_path, encoding=encoding, sheet=sheet)
-    data = _map_columns(raw, columns, needed, panel_path)
-    optional = [c for c in MEASURE_COLUMNS if c in data.columns and c not in needed]
-    data = data[needed + optional]
-    for col in ("county", "township_id", "township_name"):
-        data[col] = _text(data[col])
-    _reject_empty(data, ["county", "township_id"], panel_path)
-    data["period"] = _parse_periods(data["period"], frequency, panel_path, "period")
-    for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]:
-        data[col] = _parse_numbers(data[col], panel_path, col)
-    _check_schema(data, panel_path)
-    for num, den in share_pairs(indicators):
-        _check_not_above(data, num, den, panel_path)
-    return data
+    raw = _read_raw(panel_path, encoding=encoding, sheet=sheet, header_row=header_row, mapping=columns,
+                    needed=needed, sheet_key="data.panel_sheet")
+    info: HeaderInfo | None = raw.attrs.get("header")
+    if info is not None:  # a header written parent/child in the study: the column's own name
+        columns = {(info.aliases.get(h, h) if h not in raw.columns else h): c for h, c in columns.items()}
+        units = {(info.aliases.get(h, h) if h not in raw.columns else h): u for h, u in (units or {}).items()}
+    origin, row_units = None, {}
+    if layout == "wide":
+        raw, origin, row_units = _melt_wide(raw, columns, wide, frequency, panel_path)
+        columns = {h: c for h, c in columns.items() if c != "period"}  # the period headers are the columns
+    elif layout != "long":
+        raise DataValidationError(panel_path, f"unknown layout {layout!r}", expected="'long' or 'wide'")
+    where = _Where(origin, columns)
+    with where.translating():
+        data = _map_columns(raw, columns, needed, panel_path, sheet=sheet, encoding=encoding,
+                            sheet_key="data.panel_sheet")
+        optional = [c for c in MEASURE_COLUMNS if c in data.columns and c not in needed]
+        data = data[needed + optional]
+        for col in ("county", "township_id", "township_name"):
+            data[col] = _text(data[col])
+        data, dropped = _total_rows(data, panel_path, total_rows, where)
+        _reject_empty(data, ["county", "township_id"], panel_path)
+        data["period"] = _parse_periods(data["period"], frequency, panel_path, "period")
+        for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]:
+            data[col] = _parse_numbers(data[col], panel_path, col)
+        applied = _apply_units(data, info if layout == "long" else None, columns, units or {}, row_units,
+                               panel_path)
+        _check_schema(data, panel_path)
+        for num, den in share_pairs(indicators):
+            _check_not_above(data, num, den, panel_path)
+        notes = _check_plausible(data, indicators, frequency, panel_path, columns, where)
+        notes += _check_population_jumps(data, panel_path, where)
+    if dropped is not None and not dropped.empty:
+        listing = "; ".join(f"row {d.row}: {d.reason}" for d in dropped.head(5).itertuples())
+        message = f"{panel_path}: dropped {len(dropped)} county total row(s) (data.total_rows: drop): {listing}"
+        warnings.warn(message, DroppedRowsWarning, stacklevel=3)
+    return data, _ReadReport(dropped_rows=dropped, units=applied, notes=notes)
 
 
-def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], path: Path) -> pd.DataFrame:
+class _Where:
+    """Spreadsheet locations of the rows being checked.
+
+    In the long layout a row of the frame is a row of the file. In the wide layout a row of
+    the frame (one township and period) comes from one cell per measure: errors raised
+    while checking are rewritten to name those cells' rows and the period column.
+    """
+
+    def __init__(self, origin: dict[int, tuple[str, dict[str, int]]] | None, mapping: dict[str, str]):
+        self.origin = origin
+        self.labels = {v: k for k, v in (mapping or {}).items()}
+
+    def rows(self, rows, column: str | None = None) -> list[int]:
+        if self.origin is None:
+            return list(rows)
+        out = set()
+        for r in rows:
+            cells = self.origin[r][1]
+            label = self.labels.get(column, column)
+            out.update([cells[label]] if label in cells else cells.values())
+        return sorted(out)
+
+    def label(self, row: int, column: str | None = None) -> str:
+        if self.origin is None:
+            return f"row {row}"
+        text, cells = self.origin[row]
+        label = self.labels.get(column, column)
+        at = [cells[label]] if label in cells else sorted(cells.values())
+        return f"{text} (row{'s' if len(at) > 1 else ''} {', '.join(map(str, at))})"
+
+    def _rewrite(self, exc: DataValidationError) -> None:
+        known = [r for r in exc.rows if r in self.origin]
+        details = []
+        for d in exc.details:
+            m = re.match(r"^row (\d+)", d)
+            if m and int(m.group(1)) in self.origin:
+                d = self.label(int(m.group(1)), exc.column) + d[m.end():]
+            details.append(d)
+        exc.details = details or [self.label(r, exc.column) for r in known]
+        exc.rows = self.rows(known, exc.column)
+
+    @contextmanager
+    def translating(self):
+        try:
+            yield
+        except DataValidationError as exc:
+            if self.origin is not None and exc.rows:
+                self._rewrite(exc)
+            raise
+
+
+def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | dict | None, frequency: str,
+               path: Path) -> tuple[pd.DataFrame, dict, dict[str, str]]:
+    """A wide table (one row per township and measure, one column per period) made long.
+
+    Columns whose header reads as a period at the study's frequency (``2019-01``,
+    ``2019年1月``, an Excel date, ``2019Q1``, ``2019``) hold the values; the column
+    ``wide.measure_column`` names each row's measure (a header of the long layout, mapped
+    through ``data.columns``: ``常住人口`` -> ``population``); every other column (county,
+    id, name, ...) identifies the township and is repeated on each of its long rows. The
+    optional ``wide.unit_column`` gives each measure's unit. Returns the long frame (with a
+    ``period`` column), where each long row came from, and the units by measure.
+    """
+    if wide is None:
+        raise DataValidationError(path, "layout is wide but no measure column is named",
+                                  expected="data.wide: {measure_column: <header>}")
+    wide = WideLayout(**wide) if isinstance(wide, dict) else wide
+    info: HeaderInfo = raw.attrs["header"]
+    resolve = {**{c: c for c in raw.columns}, **info.aliases}
+    special = {}
+    for key, header in (("measure_column", wide.measure_column), ("unit_column", wide.unit_column)):
+        if header is not None and header not in resolve:
+            raise DataValidationError(path, f"data.wide.{key} '{header}' is not a header of the file",
+                                      column=header, expected=f"one of {list(raw.columns)}")
+        special[key] = resolve.get(header)
+    measure, unit_col = special["measure_column"], special["unit_column"]
+    period_cols = []
+    for c in raw.columns:
+        try:
+            parse_period(c, frequency)
+            period_cols.append(c)
+        except PeriodParseError:
+            pass
+    if not period_cols:
+        raise DataValidationError(path, "no period columns in a wide table", column=measure,
+                                  expected=f"headers that are periods ({expected_format(frequency)}) "
+                                           f"beside the id columns; the file's headers are {list(raw.columns)}")
+    id_cols = [c for c in raw.columns if c not in period_cols and c not in (measure, unit_col)]
+    labels = _text(raw[measure])
+    empty = list(raw.index[labels == ""])
+    if empty:
+        raise DataValidationError(path, "empty measure cell", column=measure, rows=empty,
+                                  expected="the measure's name in every row (e.g. 常住人口, 总诊疗人次)")
+    ids = raw[id_cols].apply(_text) if id_cols else pd.DataFrame(index=raw.index)
+    keys = ids.apply(tuple, axis=1) if id_cols else pd.Series([()] * len(raw), index=raw.index)
+    dup = raw.index[pd.DataFrame({"k": keys, "m": labels}).duplicated(keep=False)]
+    if len(dup):
+        raise DataValidationError(path, "a measure listed twice for the same township", column=measure,
+                                  rows=list(dup), details=[f"row {r}: {labels[r]}" for r in dup],
+                                  expected="one row per township and measure")
+    units: dict[str, str] = {}
+    if unit_col is not None:
+        for label, group in _text(raw[unit_col]).groupby(labels, sort=False):
+            found = sorted(set(group) - {""})
+            bad = [u for u in found if u not in UNIT_FACTORS]
+            if bad or len(found) > 1:
+                rows = list(group.index[group.isin(bad or found[1:])])
+                raise DataValidationError(
+                    path, f"measure '{label}' has " + (f"unknown unit(s) {bad}" if bad else f"several units {found}"),
+                    column=unit_col, rows=rows, expected=f"one unit per measure, one of {', '.join(UNIT_FACTORS)}")
+            if found:
+                units[label] = found[0]
+    for label in dict.fromkeys(labels):  # a measure named with its unit: 住院总费用（万元）
+        named = unit_in_header(label)
+        if named and label in units and UNIT_FACTORS[units[label]] != UNIT_FACTORS[named]:
+            rows = list(raw.index[labels == label])
+            raise DataValidationError(path, f"measure '{label}' is given in {units[label]} by the unit column",
+                                      column=unit_col, rows=rows, expected=f"the unit its name says, {named}")
+        if named:
+            units[label] = named
+    long_rows, origin, index = [], {}, 1
+    for key, group in raw.groupby(keys, sort=False):
+        by_label = dict(zip(labels[group.index], group.index, strict=True))
+        first = group.index[0]
+        who = " ".join(str(v) for v in key) if key else f"row {first}"
+        for pc in period_cols:
+            rec = {c: raw.at[first, c] for c in id_cols}
+            rec["period"] = pc
+            for label, r in by_label.items():
+                rec[label] = raw.at[r, pc]
+            long_rows.append(rec)
+            origin[index] = (f"{who}, column '{pc}'", {label: int(r) for label, r in by_label.items()})
+            index += 1
+    frame = pd.DataFrame(long_rows, index=pd.RangeIndex(1, index, name="row"), dtype=object).fillna("")
+    frame.attrs["header"] = HeaderInfo(sheet=info.sheet, header_row=info.header_row, unit_row=None,
+                                       columns=list(frame.columns), units={}, title=info.title)
+    return frame, origin, units
+
+
+def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], path: Path, *,
+                 sheet=None, encoding: str = "auto", sheet_key: str | None = None) -> pd.DataFrame:
+    info: HeaderInfo | None = raw.attrs.get("header")
+    aliases = info.aliases if info else {}
+    mapping = {(aliases[h] if h not in raw.columns and h in aliases else h): v for h, v in mapping.items()}
     missing_headers = [h for h in mapping if h not in raw.columns]
     if missing_headers:
         h = missing_headers[0]
         raise DataValidationError(
-            path, f"header '{h}' (mapped to '{mapping[h]}' in the study file) not found",
-            column=h, expected=f"one of the file's headers {list(raw.columns)}")
+            path, f"header '{h}' (mapped to '{mapping[h]}' in the study file) not found{_in_sheet(info)}",
+            column=h, expected=f"one of the file's headers {list(raw.columns)}"
+            + _sheet_hint(path, info, mapping, encoding, sheet_key, needed))
     data = raw.rename(columns=mapping)
     clashes = [c for c in mapping.values() if list(data.columns).count(c) > 1]
     if clashes:
@@ -280,9 +531,213 @@ def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], 
         reverse = {v: k for k, v in mapping.items()}
         names = ", ".join(f"'{c}'" + (f" (header '{reverse[c]}')" if c in reverse else "") for c in missing)
         raise DataValidationError(
-            path, f"missing column {names}", column=missing[0],
-            expected="the data contract's columns, or a mapping from your headers in the study file's data.columns")
+            path, f"missing column {names}{_in_sheet(info)}", column=missing[0],
+            expected="the data contract's columns, or a mapping from your headers in the study file's data.columns"
+            + _sheet_hint(path, info, mapping, encoding, sheet_key, needed))
     return data.copy()
+
+
+def _in_sheet(info: HeaderInfo | None) -> str:
+    if info is None:
+        return ""
+    sheet = f" sheet '{info.sheet}'," if info.sheet is not None else ""
+    return f" (in{sheet} headers read from row {info.header_row})"
+
+
+def _read_raw(path: Path, *, encoding: str, sheet, header_row: int | None, mapping: dict[str, str],
+              needed: list[str], sheet_key: str) -> pd.DataFrame:
+    """read_table; a sheet without a header row gets the workbook's other sheets named."""
+    try:
+        return read_table(path, encoding=encoding, sheet=sheet, header_row=header_row)
+    except DataValidationError as exc:
+        names = sheet_names(path) if exc.problem.startswith(("no header row found", "sheet '")) else []
+        if names:
+            current = names[0] if sheet is None else names[sheet - 1] if isinstance(sheet, int) else sheet
+            empty = HeaderInfo(sheet=current, header_row=0, unit_row=None, columns=[])
+            exc.expected = (exc.expected or "") + _sheet_hint(path, empty, mapping, encoding, sheet_key, needed)
+        raise
+
+
+def _sheet_hint(path: Path, info: HeaderInfo | None, mapping: dict[str, str], encoding: str,
+                sheet_key: str | None, needed: list[str] | None = None) -> str:
+    """The workbook's sheets and the headers of the one that matches most mapped headers."""
+    if info is None or info.sheet is None:
+        return ""
+    names = sheet_names(path)
+    wanted = set(mapping) | {c for c in needed or [] if c not in mapping.values()}
+
+    def score(hdr: HeaderInfo) -> int:
+        return len(wanted & (set(hdr.columns) | set(hdr.aliases)))
+
+    best, best_info = None, None
+    for number, name in enumerate(names, start=1):
+        if name == info.sheet:
+            continue
+        try:
+            other = locate_header(path, encoding=encoding, sheet=number)
+        except DataValidationError:
+            continue
+        if best_info is None or score(other) > score(best_info):
+            best, best_info = (number, name), other
+    text = f". The workbook's sheets: {names}"
+    if best_info is not None and score(best_info) > score(info):
+        text += (f"; sheet '{best[1]}' (number {best[0]}) has {score(best_info)} of the {len(wanted)} "
+                 f"mapped headers in row {best_info.header_row}: {best_info.columns}"
+                 + (f". Set {sheet_key}: {best[1]}" if sheet_key else ""))
+    elif best_info is None and len(names) > 1:
+        text += " (no other sheet has a header row)"
+    return text
+
+
+def _total_rows(data: pd.DataFrame, path: Path, mode: str, where: _Where) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """County total rows (合计, 小计, 总计, 全县 ..., Total): refused, or dropped when the study says so."""
+    cols = [c for c in ("county", "township_id", "township_name") if c in data.columns]
+    squeezed = {c: data[c].str.replace(r"\s", "", regex=True) for c in cols}
+    hit = {c: squeezed[c].str.contains(TOTAL_ROW_PATTERN, case=False, regex=True) for c in cols}
+    is_total = pd.concat(hit, axis=1).any(axis=1)
+    empty = pd.DataFrame(columns=["row", "county", "township_id", "township_name", "reason"])
+    if not is_total.any():
+        return data, empty
+    rows = list(data.index[is_total])
+    why = {r: next(f"{c} '{data.at[r, c]}'" for c in cols if hit[c][r]) for r in rows}
+    first_col = next(c for c in cols if hit[c].any())
+    if mode != "drop":
+        raise DataValidationError(
+            path, "county total rows are not townships", column=first_col, rows=rows,
+            details=[f"row {r}: {why[r]}" for r in rows],
+            expected="one row per township: delete the total rows (合计, 小计, 全县 ...), or set "
+                     "data.total_rows: drop")
+    dropped = pd.DataFrame({
+        "row": [min(where.rows([r])) for r in rows],  # a wide table: the township's first row
+        "county": data.loc[rows, "county"].tolist(),
+        "township_id": data.loc[rows, "township_id"].tolist(),
+        "township_name": data.loc[rows, "township_name"].tolist(),
+        "reason": [f"total row ({why[r]})" for r in rows],
+    }).drop_duplicates(subset=["row"], ignore_index=True)
+    return data.drop(index=rows), dropped
+
+
+def _apply_units(data: pd.DataFrame, info: HeaderInfo | None, mapping: dict[str, str],
+                 declared: dict[str, str], row_units: dict[str, str], path: Path) -> dict[str, str]:
+    """Scale columns given in 万元, 千元, 万人 ... to the contract's yuan and persons.
+
+    The file's units (a unit row or a header such as 住院总费用（万元）, or a wide table's
+    unit column) and the study's ``data.units`` (keyed by header or contract column) are
+    applied alike; where both give a unit they must agree. Returns the unit of each
+    numeric column that has one.
+    """
+    contract = lambda h: mapping.get(h, h)  # noqa: E731
+    numeric = ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]
+    found: dict[str, tuple[str, str]] = {}
+    if info is not None:
+        source = f"the file's unit row (row {info.unit_row})" if info.unit_row else "the file's header"
+        for header, unit in info.units.items():
+            if contract(header) in numeric:
+                found[contract(header)] = (unit, f"{source}, '{header}'")
+    for label, unit in row_units.items():
+        if contract(label) in numeric:
+            found[contract(label)] = (unit, f"the file's unit column, measure '{label}'")
+    study: dict[str, str] = {}
+    for key, unit in declared.items():
+        col = contract(key)
+        if col not in numeric:
+            raise DataValidationError(
+                path, f"data.units names '{key}', which is not a numeric column read from the file", column=key,
+                expected=f"a header of a mapped count column or its contract name ({', '.join(numeric)})")
+        study[col] = unit
+    applied = {}
+    for col in numeric:
+        file_unit, source = found.get(col, (None, ""))
+        unit = study.get(col) or file_unit
+        if unit is None:
+            continue
+        if file_unit and col in study and UNIT_FACTORS[file_unit] != UNIT_FACTORS[study[col]]:
+            raise DataValidationError(
+                path, f"{source} gives the unit {file_unit} but the study's data.units says {study[col]}",
+                column=col, expected="one unit for the column: correct data.units or the file")
+        if not unit_fits(unit, col):
+            kind = "money" if col in MONEY_COLUMNS else "persons, visits or items"
+            raise DataValidationError(
+                path, f"unit {unit} ({source or 'data.units'}) cannot measure this column", column=col,
+                expected=f"a unit of {kind}")
+        factor = UNIT_FACTORS[unit]
+        if factor != 1:
+            data[col] = data[col] * factor
+        applied[col] = unit
+    return applied
+
+
+def _unit_hint(ind: Indicator, value: float, low: float, high: float, mapping: dict[str, str]) -> str:
+    reverse = {v: k for k, v in mapping.items()}
+    named = lambda c: f"'{c}'" + (f" (header '{reverse[c]}')" if c in reverse else "")  # noqa: E731
+    for factors in ((1e3, 1e4), (1e-3, 1e-4)):
+        fits = [f for f in factors if value > 0 and low <= value * f <= high]
+        if not fits:
+            continue
+        small = fits[0] > 1
+        col = ind.numerator if small else (ind.denominator or ind.numerator)
+        word = "元" if col in MONEY_COLUMNS else "人" if col == "population" else "人次"
+        units = " or ".join(("千" if f in (1e3, 1e-3) else "万") + word for f in fits)
+        times = " or ".join(f"{(f if small else 1 / f):,.0f}" for f in fits)
+        return (f"; the values look {times} times too {'small' if small else 'large'}: is {named(col)} in "
+                f"{units}? Declare it in data.units")
+    return ""
+
+
+def _check_plausible(data: pd.DataFrame, indicators: list[Indicator], frequency: str, path: Path,
+                     mapping: dict[str, str], where: _Where) -> list[str]:
+    """Indicator values against the catalogue's plausible range.
+
+    A township whose median value lies outside the range is refused (a unit mistake, such
+    as a cost in 万元 read as yuan, moves every cell); single cells outside a range that
+    the township's median respects are warned about and listed.
+    """
+    notes = []
+    for ind in indicators:
+        bounds = ind.plausible_range(frequency)
+        if bounds is None:
+            continue
+        low, high = bounds
+        values = ind.values(data)
+        medians = values.groupby(data["township_id"], sort=False).median()
+        bad = medians[(medians < low) | (medians > high)].dropna()
+        if len(bad):
+            names = data.groupby("township_id", sort=False)["township_name"].first()
+            typical = float(bad.median())
+            raise DataValidationError(
+                path, f"implausible {ind.name_en} ({ind.id}) in {len(bad)} of {len(medians)} township(s): "
+                f"median {typical:.4g}, outside the plausible range {low:,g} to {high:,g} {ind.unit}"
+                + _unit_hint(ind, typical, low, high, mapping),
+                column=ind.numerator,
+                details=[f"township {t} ({names[t]}): median {m:.4g}" for t, m in bad.items()],
+                expected=f"{ind.name_en} in {ind.unit} (catalogue 'plausible'); declare the file's units in "
+                         "data.units if they are not the contract's (yuan, persons)")
+        out = values[(values < low) | (values > high)]
+        if len(out):
+            cells = [f"{where.label(r, ind.numerator)} ({data.at[r, 'township_id']} "
+                     f"{period_label(data.at[r, 'period'])}): {v:.4g}" for r, v in out.head(5).items()]
+            note = (f"{path}: {len(out)} cell(s) of {ind.id} outside the plausible range {low:,g} to {high:,g} "
+                    f"{ind.unit}: " + "; ".join(cells) + (" ..." if len(out) > 5 else ""))
+            warnings.warn(note, ImplausibleValueWarning, stacklevel=4)
+            notes.append(note)
+    return notes
+
+
+def _check_population_jumps(data: pd.DataFrame, path: Path, where: _Where) -> list[str]:
+    """Warn of township-periods whose population is > 3x or < 1/3 of the township's median."""
+    median = data.groupby("township_id", sort=False)["population"].transform("median")
+    ratio = data["population"] / median
+    jump = (ratio > POPULATION_JUMP) | (ratio < 1 / POPULATION_JUMP)
+    if not jump.any():
+        return []
+    rows = list(data.index[jump])
+    cells = [f"{where.label(r, 'population')}: township {data.at[r, 'township_id']} ({data.at[r, 'township_name']}) "
+             f"{period_label(data.at[r, 'period'])} population {data.at[r, 'population']:,.0f}, median "
+             f"{median[r]:,.0f}" for r in rows[:5]]
+    note = (f"{path}: {len(rows)} population value(s) more than {POPULATION_JUMP:g} times above or below the "
+            "township's median: " + "; ".join(cells) + (" ..." if len(rows) > 5 else ""))
+    warnings.warn(note, PopulationJumpWarning, stacklevel=4)
+    return [note]
 
 
 def _text(col: pd.Series) -> pd.Series:
@@ -395,9 +850,12 @@ def _check_not_above(data: pd.DataFrame, num: str, den: str, path: Path) -> None
 
 
 def _load_pilots(path: Path, mapping: dict[str, str], panel: pd.DataFrame, frequency: str,
-                 encoding: str, sheet) -> pd.DataFrame:
-    raw = read_table(path, encoding=encoding, sheet=sheet)
-    pilots = _map_columns(raw, mapping, list(PILOT_COLUMNS), path)[list(PILOT_COLUMNS)]
+                 encoding: str, sheet, *, header_row: int | None = None,
+                 sheet_key: str | None = None) -> pd.DataFrame:
+    raw = _read_raw(path, encoding=encoding, sheet=sheet, header_row=header_row, mapping=mapping,
+                    needed=list(PILOT_COLUMNS), sheet_key=sheet_key)
+    pilots = _map_columns(raw, mapping, list(PILOT_COLUMNS), path, sheet=sheet, encoding=encoding,
+                          sheet_key=sheet_key)[list(PILOT_COLUMNS)]
     pilots["township_id"] = _text(pilots["township_id"])
     pilots["model"] = _text(pilots["model"])
     _reject_empty(pilots, ["township_id", "model"], path)

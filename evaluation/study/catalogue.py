@@ -32,6 +32,26 @@ Kind = Literal["share", "rate", "mean", "count"]
 PER_PERIOD = "per period"
 _PERIOD_ZH = {"month": "月", "quarter": "季度", "year": "年"}
 _PER_ZH = {1000: "千", 10_000: "万", 100_000: "十万"}
+
+# Units an export may state for a column (in a unit row, a header such as 住院总费用（万元）,
+# or the study's data.units), with the factor that brings a value to the data contract's
+# unit (yuan, persons, visits, items) and the kind of quantity each measures.
+UNIT_FACTORS: dict[str, float] = {
+    "元": 1.0, "千元": 1e3, "万元": 1e4, "百万元": 1e6, "亿元": 1e8,
+    "人": 1.0, "人次": 1.0, "例": 1.0, "户": 1.0, "千人": 1e3, "万人": 1e4, "千人次": 1e3, "万人次": 1e4,
+    "个": 1.0, "项": 1.0, "次": 1.0, "张": 1.0, "床": 1.0,
+}
+MONEY_UNITS = frozenset({"元", "千元", "万元", "百万元", "亿元"})
+# Contract columns measured in money (every other measure and the population count people,
+# visits or items).
+MONEY_COLUMNS = frozenset({"inpatient_cost_total"})
+
+
+def unit_fits(unit: str, column: str) -> bool:
+    """Whether ``unit`` can measure the contract column ``column`` (money for money)."""
+    return (unit in MONEY_UNITS) == (column in MONEY_COLUMNS)
+
+
 ModelFamily = Literal["binomial", "poisson_offset", "loglinear", "poisson"]
 
 class Target(BaseModel):
@@ -39,6 +59,27 @@ class Target(BaseModel):
     value: float
     comparison: Literal[">=", "<="]
     source: str
+
+class Plausible(BaseModel):
+    """The range inside which a township's typical value must lie (indicator scale).
+
+    Rates are per ``per`` residents **per month**; for quarterly or annual data the bounds
+    are multiplied by the months of a period (:meth:`Indicator.plausible_range`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"plausible min {self.min} above max {self.max}")
+        return self
+
+
+MONTHS_PER_PERIOD = {"month": 1, "quarter": 3, "year": 12}
+
 
 class Indicator(BaseModel):
     """One policy indicator. ``value = numerator / denominator * per`` (``per`` = 1 but for rates)."""
@@ -56,6 +97,7 @@ class Indicator(BaseModel):
     target: Target | None = None
     model_family: ModelFamily
     frequency: Literal["month", "quarter", "year"] | None = None  # of the analysis: set by at_frequency
+    plausible: Plausible | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -71,6 +113,13 @@ class Indicator(BaseModel):
     def columns(self) -> tuple[str, ...]:
         """Contract columns this indicator needs."""
         return tuple(c for c in (self.numerator, self.denominator) if c is not None)
+
+    def plausible_range(self, frequency: str = "month") -> tuple[float, float] | None:
+        """(min, max) of a plausible township value at ``frequency`` (rates scale with the months)."""
+        if self.plausible is None:
+            return None
+        k = MONTHS_PER_PERIOD[frequency] if self.kind == "rate" else 1
+        return self.plausible.min * k, self.plausible.max * k
 
     @property
     def label(self) -> str:

@@ -10,15 +10,15 @@ Unknown keys, wrong types and missing files are rejected with the key's name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from evaluation.errors import StudyConfigError
 from evaluation.paths import study_output_dir
-from evaluation.study.catalogue import Indicator, load_catalogue
+from evaluation.study.catalogue import UNIT_FACTORS, Indicator, load_catalogue
 from evaluation.study.periods import (
     FREQUENCIES,
     PeriodParseError,
@@ -50,15 +50,68 @@ class Titles(_Strict):
     en: str
 
 
+class WideLayout(_Strict):
+    """A wide panel: one row per township and measure, one column per period.
+
+    ``measure_column`` is the header of the column that names each row's measure (its
+    values are mapped onto the contract like headers, through ``data.columns``);
+    ``unit_column`` optionally the header of a column giving each row's unit.
+    """
+
+    measure_column: str
+    unit_column: str | None = None
+
+
 class DataFiles(_Strict):
+    """Where the data files are and how to read them (README, "Data contract").
+
+    ``panel_sheet`` / ``pilot_sheet``: a sheet name, or its 1-based number (1 = the first
+    sheet); the first sheet when omitted. ``header_row`` / ``pilot_header_row``: the
+    1-based row of the column headers (the upper row of a two-level header); found
+    automatically when omitted (title rows skipped, a unit row recognised).
+    ``total_rows``: ``reject`` (default) or ``drop`` county total rows (合计, 小计, 全县 ...).
+    ``units``: a header or contract column -> its unit (``万元``), scaled to yuan/persons.
+    ``layout``: ``long`` (one row per township and period) or ``wide`` (see ``wide``).
+    """
+
     panel: str
     pilots: str
     truth: str | None = None
-    encoding: Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030"] = "auto"
-    panel_sheet: str | int | None = None
-    pilot_sheet: str | int | None = None
+    encoding: Literal["auto", "utf-8", "utf-8-sig", "gbk", "gb18030", "big5"] = "auto"
+    panel_sheet: int | str | None = None
+    pilot_sheet: int | str | None = None
+    header_row: Annotated[int, Field(ge=1)] | None = None
+    pilot_header_row: Annotated[int, Field(ge=1)] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     pilot_columns: dict[str, str] = Field(default_factory=dict)
+    total_rows: Literal["reject", "drop"] = "reject"
+    units: dict[str, str] = Field(default_factory=dict)
+    layout: Literal["long", "wide"] = "long"
+    wide: WideLayout | None = None
+
+    @field_validator("panel_sheet", "pilot_sheet")
+    @classmethod
+    def _sheet_from_one(cls, sheet):
+        if isinstance(sheet, int) and sheet < 1:
+            raise ValueError(f"sheets are numbered from 1 (the first sheet), got {sheet}; or give the sheet's name")
+        return sheet
+
+    @field_validator("units")
+    @classmethod
+    def _known_units(cls, units: dict[str, str]) -> dict[str, str]:
+        for header, unit in units.items():
+            if unit not in UNIT_FACTORS:
+                raise ValueError(f"unknown unit '{unit}' for '{header}'; known units: {', '.join(UNIT_FACTORS)}")
+        return units
+
+    @model_validator(mode="after")
+    def _wide_needs_its_columns(self):
+        if self.layout == "wide" and self.wide is None:
+            raise ValueError("layout: wide needs wide: {measure_column: <the header of the column naming "
+                             "each row's measure>}")
+        if self.layout == "long" and self.wide is not None:
+            raise ValueError("wide: is given but layout is long (set layout: wide)")
+        return self
 
 
 class Window(_Strict):
