@@ -52,11 +52,10 @@ class UnbalancedPanelError(EstimationError):
         for r in rows[:5]:
             lacks = []
             if len(r.missing_periods):
-                lacks.append(f"{len(r.missing_periods)} period(s) without a row ({_listed(r.missing_periods)})")
+                lacks.append(f"no row in {len(r.missing_periods)} period(s) ({_listed(r.missing_periods)})")
             if len(r.missing_values):
-                lacks.append(f"{len(r.missing_values)} period(s) without an outcome value "
-                             f"({_listed(r.missing_values)})")
-            parts.append(f"'{r.unit}' lacks " + " and ".join(lacks))
+                lacks.append(f"no outcome value in {len(r.missing_values)} period(s) ({_listed(r.missing_values)})")
+            parts.append(f"'{r.unit}' has " + " and ".join(lacks))
         more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
         of = f" of {self.units}" if self.units else ""
         return (f"{self.method} needs a balanced panel (every unit observed, with a value, in every period), but "

@@ -467,7 +467,7 @@ def _cells_unbalanced(d, cells, u_codes, t_codes, keep, ft, periods, outcome, co
         post = rt[idx] == ti
         if not ((treated & post).any() and (treated & ~post).any() and (~treated & post).any()
                 and (~treated & ~post).any()):
-            skipped.append({"group": g, "time": tp})
+            skipped.append({"group": g.item() if hasattr(g, "item") else g, "time": tp.item() if hasattr(tp, "item") else tp})
             continue
         y = ry[idx]
         D = treated.astype(float)

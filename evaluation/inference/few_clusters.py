@@ -407,7 +407,9 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
                                 inference=f"CR2 by {d[cluster].nunique()} clusters, Bell-McCaffrey df {res['df']:.1f}",
                                 n_obs=len(d), n_units=d[unit].nunique(),
                                 n_treated=d.loc[treatment != 0, unit].nunique(), indicator=indicator)
-    return Estimates(effects=[effect], method=effect.method, diagnostics={"bell_mccaffrey_df": res["df"]},
+    return Estimates(effects=[effect], method=effect.method,
+                     diagnostics={"bell_mccaffrey_df": res["df"], "observations": len(d),
+                                  "dropped_missing_rows": int(len(data) - len(d))},
                      kind="twfe_cr2", vcov=vcov_frame([[res["std_error"] ** 2]], [effect]))
 
 
@@ -658,4 +660,5 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
                     indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": beta / se})
     return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
                      kind="wild_cluster_bootstrap", wald=False,
-                     diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G})
+                     diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G, "observations": n,
+                                  "dropped_missing_rows": int(len(data) - n)})
