@@ -16,7 +16,16 @@ effect, a Wald pre-test of all pre-period ATT(g, t), and a multiplier bootstrap 
 weights) for uniform confidence bands. The code follows the R package ``did`` (2.x)
 so that its numbers can be reproduced; tests compare with ``csdid``.
 
-Requires a balanced panel (every unit observed in every period).
+Gaps (R did's ``allow_unbalanced_panel = TRUE``, the default here): rows without an
+outcome are dropped; on a balanced panel the panel estimator runs unchanged, otherwise
+each ATT(g, t) is the 2x2 of the observations present in its two periods, as repeated
+cross-sections (Sant'Anna and Zhao 2020's estimators for them), with the influence
+functions summed by unit, so standard errors stay clustered by unit (Callaway and
+Sant'Anna 2021; R did 2.x; tests compare with csdid 0.4.3, which follows R did 2.5.1).
+Assumption added: the gaps are unrelated to the potential outcomes given the unit and
+period (missing at random), so the townships observed in a period stand for their
+cohort. With ``allow_unbalanced_panel=False`` a gap raises
+:class:`evaluation.errors.UnbalancedPanelError`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,17 @@ Speed: on a balanced panel the two-way demeaned outcome is computed once. Becaus
 permutations keep the cohorts' sizes, the period means of the treatment and the
 denominator of the coefficient do not change, so each assignment's coefficient is a sum
 over the pilots of a pre-computed (unit, cohort) table: thousands of draws cost
-milliseconds, with no refit.
+milliseconds, with no refit. On an unbalanced panel (absent rows, or rows without an
+outcome, which are dropped) the denominator changes with the assignment, but by
+Frisch-Waugh every piece of the coefficient is still a small (unit, start) table of the
+township-demeaned data and the period effects' (T-1) x (T-1) inverse, so the draws stay
+exact and cheap (:class:`_Projection`; tests compare every permuted coefficient with a
+TWFE refit). The gaps are taken as fixed (missing at random given unit and period, and
+not caused by the pilot), so the randomization distribution is over pilot assignments
+to the same observed rows.
+
+Every function here uses the rows present: randomization inference, placebo in space,
+CR2 and the wild cluster bootstrap all work on unbalanced panels.
 """
 
 from __future__ import annotations
@@ -388,7 +398,9 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
     absorbed before the adjustment matrices are formed, as Pustejovsky and Tipton (2018,
     J Bus Econ Stat 36:672-683) show is equivalent and necessary (with them as dummies
     I - H_gg is singular); period effects stay as dummy columns. Dense algebra: panels up
-    to a few thousand rows.
+    to a few thousand rows. Rows without an outcome are dropped and the rest used as an
+    unbalanced panel (``diagnostics["observations"]``, ``["dropped_missing_rows"]``;
+    missing at random given unit and period).
     """
     data, outcome, unit, time, cohort, indicator, cluster = _resolve(
         data, "twfe_cr2", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
@@ -424,7 +436,9 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
     produce; the real pilots' coefficient is ranked against it (Abadie, Diamond and
     Hainmueller 2010, for one pilot). The p-value is the share of placebo coefficients at
     least as large in absolute value as the real one (the real one counted once).
-    Balanced panel; the same projection trick as :func:`randomization_inference`.
+    The same projection tables as :func:`randomization_inference`, on balanced and
+    unbalanced panels alike (a fake pilot with no row on one side of the start has no
+    coefficient: an error names it).
     ``data`` may be a :func:`evaluation.estimators.did.twfe` fit (unweighted, no
     covariates), whose data and columns are reused.
     """
@@ -545,7 +559,9 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     the weights with G x T cluster-by-period sums, so a draw costs O(G T) and no G x G
     or n x (units) matrix is formed; the t* statistics are linear (numerator) and quadratic
     (variance) in the null value, so inverting the test for the interval reuses the draws.
-    Works on unbalanced panels. Requires the townships to be nested in the clusters.
+    Works on unbalanced panels: rows without an outcome are dropped (counted in
+    ``diagnostics``) and the rest used as they are (missing at random given unit and
+    period). Requires the townships to be nested in the clusters.
     """
     data, outcome, unit, time, cohort, indicator, cluster = _resolve(
         data, "wild_cluster_bootstrap", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
