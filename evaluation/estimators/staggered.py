@@ -219,7 +219,8 @@ class GroupTimeEffects(Estimates):
             est, inf = self._aggregate_cells(keepers, pg, True)
             overall = ("att", "", est, inf, sum(cohort_size[x] for x in np.unique(g[keepers])), {})
         elif kind == "group":
-            glist = sorted(self.group_share)
+            # cohorts with a post-period cell (on an unbalanced panel a cohort's cells can all lack data)
+            glist = [gg for gg in sorted(self.group_share) if ((g == gg) & (g <= t) & (e <= max_e)).any()]
             ests, infs = [], []
             for gg in glist:
                 keepers = np.flatnonzero((g == gg) & (g <= t) & (e <= max_e))
