@@ -29,6 +29,46 @@ class EstimationError(EvaluationError):
     """A model the data cannot identify (the message says why)."""
 
 
+class UnbalancedPanelError(EstimationError):
+    """A method that needs every unit observed, with a value, in every period was given
+    an incomplete panel.
+
+    ``method`` names the method; ``incomplete`` is a DataFrame with one row per
+    incomplete unit: ``unit``, ``missing_periods`` (periods without a row) and
+    ``missing_values`` (periods whose row has no outcome value), each a list.
+    Callers that want the method anyway drop those units first (and say so).
+    """
+
+    def __init__(self, method: str, incomplete, *, periods: int | None = None, units: int | None = None):
+        self.method = method
+        self.incomplete = incomplete
+        self.periods = periods
+        self.units = units
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        rows = list(self.incomplete.itertuples(index=False))
+        parts = []
+        for r in rows[:5]:
+            lacks = []
+            if len(r.missing_periods):
+                lacks.append(f"no row in {len(r.missing_periods)} period(s) ({_listed(r.missing_periods)})")
+            if len(r.missing_values):
+                lacks.append(f"no outcome value in {len(r.missing_values)} period(s) ({_listed(r.missing_values)})")
+            parts.append(f"'{r.unit}' has " + " and ".join(lacks))
+        more = f"; and {len(rows) - 5} more" if len(rows) > 5 else ""
+        of = f" of {self.units}" if self.units else ""
+        return (f"{self.method} needs a balanced panel (every unit observed, with a value, in every period), but "
+                f"the panel is not balanced: {len(rows)}{of} unit(s) are incomplete: " + "; ".join(parts) + more
+                + ". Drop these units first, or use a method that allows gaps.")
+
+
+def _listed(values, shown: int = 4) -> str:
+    values = list(values)
+    text = ", ".join(str(v) for v in values[:shown])
+    return text + (f", ... {values[-1]}" if len(values) > shown else "")
+
+
 class ITSError(EstimationError):
     """An interrupted-time-series call the data cannot support (named in the message)."""
 

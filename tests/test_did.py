@@ -302,7 +302,7 @@ def test_bad_calls(demo):
         event_study(pilots, outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="not balanced"):
         callaway_santanna(d.drop(index=d.index[5]), outcome="value", unit="township_id", time="time",
-                          cohort="first_treat")
+                          cohort="first_treat", allow_unbalanced_panel=False)
     with pytest.raises(EstimationError, match="single period"):
         callaway_santanna(d[d["time"] == 3], outcome="value", unit="township_id", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="missing in every row"):

@@ -92,8 +92,9 @@ def test_size_with_two_pilots():
 
 def test_bad_calls():
     d = _panel(np.random.default_rng(3))
-    with pytest.raises(EstimationError, match="balanced"):
-        randomization_inference(d.iloc[1:], outcome="y", unit="unit", time="time", cohort="first_treat")
+    with pytest.raises(EstimationError, match="balanced"):  # a gap is fine (tests/test_unbalanced.py), a duplicate not
+        randomization_inference(pd.concat([d, d.iloc[:1]]), outcome="y", unit="unit", time="time",
+                                cohort="first_treat")
     with pytest.raises(EstimationError, match="no treated"):
         randomization_inference(d.assign(first_treat=0), outcome="y", unit="unit", time="time", cohort="first_treat")
     with pytest.raises(EstimationError, match="no comparison"):

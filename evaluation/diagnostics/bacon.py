@@ -63,11 +63,14 @@ def bacon_decomposition(data: pd.DataFrame, *, outcome: str, unit: str, time: st
     """Decompose TWFE of ``outcome`` on the absorbing treatment defined by ``cohort``
     (the first treated period on the ``time`` scale; 0 or missing for never treated)
     into its 2x2 comparisons (Goodman-Bacon 2021, Theorem 1; balanced panel, no
-    covariates or weights)."""
+    covariates or weights).
+
+    Theorem 1 holds on a balanced panel only (the weights are functions of cohort
+    shares and treated-period shares that a gap breaks), so a township lacking a period
+    or an outcome value raises :class:`evaluation.errors.UnbalancedPanelError` naming
+    them (its ``incomplete`` frame); drop them first to decompose the rest."""
     d = data[[unit, time, outcome, cohort]].copy()
-    if d[outcome].isna().any():
-        raise EstimationError("the decomposition needs an outcome in every row")
-    Y, units, periods = balanced_wide(d, outcome, unit, time)
+    Y, units, periods = balanced_wide(d, outcome, unit, time, method="bacon_decomposition")
     ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     N, T = Y.shape
     start = {periods.dtype.type(g) if float(g).is_integer() else g: int(np.searchsorted(periods, g))

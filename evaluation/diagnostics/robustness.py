@@ -10,6 +10,13 @@ to the names of :func:`evaluation.data.frames.did_frame`; the estimator options 
 those of :func:`evaluation.estimators.staggered.callaway_santanna`. Inference
 comparisons for few pilots (wild cluster bootstrap, randomization inference) belong to
 the inference module.
+
+Gaps: every check runs on the rows present. Callaway and Sant'Anna's estimator drops rows
+without an outcome and, on an unbalanced panel, compares the observations present in
+each pair of periods (R did's ``allow_unbalanced_panel``; missing at random given unit
+and period). Dropping the COVID-19 months removes the same periods from every township
+and nothing else, so on a balanced panel the rest stays balanced and the panel
+estimator runs as before.
 """
 
 from __future__ import annotations
@@ -95,7 +102,7 @@ def exclude_periods(data: pd.DataFrame, *, periods: Sequence, period_column: str
                    alpha=alpha, indicator=indicator)
     labels = data[period_column].astype(str)
     keep = ~labels.isin([str(p) for p in periods])
-    dropped = int((~keep).sum() // data[unit].nunique())
+    dropped = int(labels[~keep].nunique())  # periods, not rows: a gap elsewhere does not change the count
     effect = _relabel(_att(data[keep], **options), "att_excluding_periods", f"{dropped} periods dropped")
     return Estimates(effects=[effect], method="periods excluded (Callaway-Sant'Anna)", kind="exclude_periods",
                      diagnostics={"periods_dropped": dropped})

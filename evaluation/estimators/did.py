@@ -8,6 +8,14 @@ scale, 0 or missing for never treated), so it runs on the study panel
 :class:`evaluation.results.Estimates`. Where a binary treatment is needed it is derived
 from the cohort: D_it = 1 when the unit has a cohort and t >= cohort (absorbing).
 
+Gaps: rows whose outcome (or another column the model needs) is missing are dropped and
+the rest fitted as an unbalanced panel (the fixed effects by alternating projections, the
+clustered errors on the rows used); ``n_obs`` of each effect and
+``diagnostics["observations"]`` count the rows used, ``diagnostics["dropped_missing_rows"]``
+the rows dropped. This is valid when the gaps are unrelated to the potential outcomes
+given the unit and period effects (missing at random; Wooldridge 2010, ch. 17.7.2, for
+fixed effects on unbalanced panels).
+
 Identifying assumption throughout: parallel trends (without the pilot, pilot and
 comparison townships would have changed alike) and no anticipation. With staggered
 adoption and effects that grow or differ by cohort, TWFE averages comparisons that use
@@ -162,7 +170,8 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
             "alpha": alpha, "indicator": indicator}
     return Estimates(effects=[effect], method=method, model=fit, kind="twfe",
                      vcov=vcov_frame(fit.vcov[:1, :1], [effect]), spec=spec,
-                     diagnostics={"dropped_missing_rows": int(len(data) - len(d)), "clusters": fit.n_clusters})
+                     diagnostics={"dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs,
+                                  "clusters": fit.n_clusters})
 
 
 # ----------------------------------------------------------------------------- event study
@@ -191,6 +200,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     leads, lags = -first, last
     cluster = cluster or unit
     d = _check(data, unit, time, outcome, None, needed=[cohort, cluster] + ([weights] if weights else []))
+    dropped = int(len(data) - len(d))
     ft = d[cohort].fillna(0).astype(float)
     treated = ft > 0
     if not treated.any():
@@ -222,7 +232,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                        alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times,
                                                                                         strict=True)]
     pre = [nm for nm, k in zip(names, event_times, strict=True) if k < reference]
-    diagnostics = {"reference": reference, "binned": bin_endpoints, "event_window": (first, last)}
+    diagnostics = {"reference": reference, "binned": bin_endpoints, "event_window": (first, last),
+                   "dropped_missing_rows": dropped, "observations": fit.n_obs}
     treated_clusters = d.loc[rel.notna(), cluster].nunique()
     if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
@@ -280,7 +291,8 @@ def poisson_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     grad = np.array([rate_ratio.estimate, 100 * rate_ratio.estimate, 1.0])  # delta method from the log scale
     return Estimates(effects=effects, method=method, model=fit, kind="poisson_did",
                      vcov=vcov_frame(np.outer(grad, grad) * fit.vcov[0, 0], effects),
-                     diagnostics={"dropped_all_zero_rows": fit.dropped["all_zero_groups_rows"]})
+                     diagnostics={"dropped_all_zero_rows": fit.dropped["all_zero_groups_rows"],
+                                  "dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs})
 
 
 # ----------------------------------------------------------------------------- heterogeneity
@@ -319,4 +331,5 @@ def effects_by_group(data: pd.DataFrame, *, outcome: str, unit: str, time: str, 
     # one regression per column: their effects' covariance is known within a regression only
     vcov = vcov_frame(fits[columns[0]].vcov, effects) if len(columns) == 1 else None
     return Estimates(effects=effects, method="two-way fixed effects, ATT by " + " and by ".join(columns),
-                     model=fits, kind="effects_by_group", vcov=vcov)
+                     model=fits, kind="effects_by_group", vcov=vcov,
+                     diagnostics={"dropped_missing_rows": int(len(data) - len(d)), "observations": len(d)})

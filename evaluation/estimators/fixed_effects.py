@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.errors import EstimationError
+from evaluation.errors import EstimationError, UnbalancedPanelError
 
 ADJUSTMENTS = ("fixest", "dummies", "linearmodels", "none")
 
@@ -171,14 +171,45 @@ def _clustered_vcov(bread: np.ndarray, X: np.ndarray, u: np.ndarray, clusters: n
     return factor * bread @ _cluster_meat(X, u, clusters) @ bread, G, df_k
 
 
-def balanced_wide(data: pd.DataFrame, column: str, unit: str, time: str):
+def _incomplete_units(data: pd.DataFrame, *, outcome: str, unit: str, time: str) -> pd.DataFrame:
+    """One row per unit that lacks a period (no row) or an outcome value (a row whose
+    ``outcome`` is missing), with ``missing_periods`` and ``missing_values`` as lists of
+    ``time`` values; empty when every unit has a value in every period of the data."""
+    periods = np.sort(data[time].unique())
+    records = []
+    for u, rows in data.groupby(unit, sort=True):
+        present = rows[time].to_numpy()
+        lacking = periods[~np.isin(periods, present)]
+        empty = np.sort(rows.loc[rows[outcome].isna(), time].unique())
+        if len(lacking) or len(empty):
+            records.append({"unit": u, "missing_periods": lacking.tolist(), "missing_values": empty.tolist()})
+    return pd.DataFrame(records, columns=["unit", "missing_periods", "missing_values"])
+
+
+def _require_balanced(data: pd.DataFrame, *, outcome: str, unit: str, time: str, method: str) -> None:
+    """Raise :class:`UnbalancedPanelError` naming ``method`` and the incomplete units when
+    some unit lacks a period or an outcome value."""
+    incomplete = _incomplete_units(data, outcome=outcome, unit=unit, time=time)
+    if len(incomplete):
+        raise UnbalancedPanelError(method, incomplete, periods=int(data[time].nunique()),
+                                   units=int(data[unit].nunique()))
+
+
+def balanced_wide(data: pd.DataFrame, column: str, unit: str, time: str, *, method: str | None = None):
     """A column as a (unit x period) array, with the sorted units and periods; the panel
-    must hold every unit in every period exactly once."""
+    must hold every unit in every period exactly once (and, with ``method``, a value of
+    ``column`` in each: otherwise :class:`UnbalancedPanelError` names the method and the
+    incomplete units). A unit with a period twice is an :class:`EstimationError`."""
     units = np.sort(data[unit].unique())
     periods = np.sort(data[time].unique())
     u = np.searchsorted(units, data[unit].to_numpy())
     t = np.searchsorted(periods, data[time].to_numpy())
-    if not (np.bincount(u * len(periods) + t, minlength=len(units) * len(periods)) == 1).all():
+    counts = np.bincount(u * len(periods) + t, minlength=len(units) * len(periods))
+    if (counts > 1).any():
+        raise EstimationError("the panel is not balanced (some unit has a period twice)")
+    if method is not None:
+        _require_balanced(data, outcome=column, unit=unit, time=time, method=method)
+    if not (counts == 1).all():
         raise EstimationError("the panel is not balanced (some unit lacks a period, or has it twice)")
     out = np.empty((len(units), len(periods)))
     out[u, t] = data[column].to_numpy(float)

@@ -16,7 +16,16 @@ effect, a Wald pre-test of all pre-period ATT(g, t), and a multiplier bootstrap 
 weights) for uniform confidence bands. The code follows the R package ``did`` (2.x)
 so that its numbers can be reproduced; tests compare with ``csdid``.
 
-Requires a balanced panel (every unit observed in every period).
+Gaps (R did's ``allow_unbalanced_panel = TRUE``, the default here): rows without an
+outcome are dropped; on a balanced panel the panel estimator runs unchanged, otherwise
+each ATT(g, t) is the 2x2 of the observations present in its two periods, as repeated
+cross-sections (Sant'Anna and Zhao 2020's estimators for them), with the influence
+functions summed by unit, so standard errors stay clustered by unit (Callaway and
+Sant'Anna 2021; R did 2.x; tests compare with csdid 0.4.3, which follows R did 2.5.1).
+Assumption added: the gaps are unrelated to the potential outcomes given the unit and
+period (missing at random), so the townships observed in a period stand for their
+cohort. With ``allow_unbalanced_panel=False`` a gap raises
+:class:`evaluation.errors.UnbalancedPanelError`.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from evaluation.errors import EstimationError
+from evaluation.estimators.fixed_effects import _require_balanced
 from evaluation.results import Effect, Estimates, vcov_frame
 
 METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust"}
@@ -94,7 +104,7 @@ class GroupTimeEffects(Estimates):
         return Effect.from_normal(
             estimand, estimate, se, alpha=self.alpha, method=self._method_name(),
             inference="analytic influence-function standard errors, clustered by unit",
-            n_obs=int(self.n_units * self.diagnostics.get("periods", 1)), n_units=self.n_units,
+            n_obs=int(self.diagnostics.get("observations", self.n_units * self.diagnostics.get("periods", 1))), n_units=self.n_units,
             n_treated=int(n_treated), term=term, indicator=self.indicator, extra=extra or {}, **fields)
 
 
@@ -209,7 +219,8 @@ class GroupTimeEffects(Estimates):
             est, inf = self._aggregate_cells(keepers, pg, True)
             overall = ("att", "", est, inf, sum(cohort_size[x] for x in np.unique(g[keepers])), {})
         elif kind == "group":
-            glist = sorted(self.group_share)
+            # cohorts with a post-period cell (on an unbalanced panel a cohort's cells can all lack data)
+            glist = [gg for gg in sorted(self.group_share) if ((g == gg) & (g <= t) & (e <= max_e)).any()]
             ests, infs = [], []
             for gg in glist:
                 keepers = np.flatnonzero((g == gg) & (g <= t) & (e <= max_e))
@@ -284,7 +295,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                       control_group: Literal["never_treated", "not_yet_treated"] = "never_treated",
                       covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
                       base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
-                      alpha: float = 0.05, seed: int | None = None,
+                      allow_unbalanced_panel: bool = True, alpha: float = 0.05, seed: int | None = None,
                       indicator: str | None = None) -> GroupTimeEffects:
     """Estimate every ATT(g, t) (Callaway and Sant'Anna 2021; the module docstring gives
     the assumptions); aggregate with :meth:`GroupTimeEffects.aggregate`.
@@ -293,6 +304,22 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     never-treated units. Units treated in the first period have no pre-period and are
     left out (reported in ``diagnostics``). ``covariates`` are taken at the base period
     of each comparison; without covariates all methods coincide.
+
+    Gaps: rows whose outcome (or a covariate) is missing are dropped (counted in
+    ``diagnostics["dropped_missing_rows"]``). When what is left is a balanced panel the
+    panel estimator runs. Otherwise, with ``allow_unbalanced_panel`` (the default), each
+    ATT(g, t) is the 2x2 DiD of the observations present in its two periods, treating
+    the panel as repeated cross-sections with the unit as cluster: the influence
+    functions of the rows are summed by unit (R ``did``'s ``allow_unbalanced_panel =
+    TRUE``; Callaway and Sant'Anna 2021, sec. 4 and their R package). This assumes the
+    gaps are unrelated to the potential outcomes given the unit and period (missing at
+    random, e.g. a township's export lacking three months for clerical reasons), so that
+    the units observed in a period are comparable to those that are not. Covariates
+    then enter at each row's own period (as R ``did``; Sant'Anna and Zhao 2020, sec. 3
+    for repeated cross-sections). Cells without treated or comparison observations in
+    either period are left out (``diagnostics["cells_without_data"]``). With
+    ``allow_unbalanced_panel=False`` an incomplete panel raises
+    :class:`evaluation.errors.UnbalancedPanelError` naming the incomplete units.
     """
     if control_group not in ("never_treated", "not_yet_treated"):
         raise EstimationError(f"control_group must be 'never_treated' or 'not_yet_treated', got {control_group!r}")
@@ -300,42 +327,37 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         raise EstimationError(f"base_period must be 'varying' or 'universal', got {base_period!r}")
     if method not in ("dr", "reg"):
         raise EstimationError(f"method must be 'dr' or 'reg', got {method!r}")
-    needed = [unit, time, outcome, cohort, *covariates]
+    needed = list(dict.fromkeys([unit, time, outcome, cohort, *covariates]))
     missing = [c for c in needed if c not in data.columns]
     if missing:
         raise EstimationError(f"columns not in the data: {missing}")
     d = data[needed].copy()
     if d[outcome].isna().all():
         raise EstimationError(f"the outcome '{outcome}' is missing in every row")
-    if d[[outcome, *covariates]].isna().any().any():
-        raise EstimationError("missing outcome or covariate values: Callaway-Sant'Anna needs a complete, "
-                              "balanced panel")
+    if d.duplicated([unit, time]).any():
+        raise EstimationError("the panel is not balanced (some unit has a period twice)")
+    complete = d[[outcome, *covariates]].notna().all(axis=1).to_numpy()
+    full_periods = d[time].nunique()
+    if not allow_unbalanced_panel and (not complete.all() or len(d) != d[unit].nunique() * full_periods):
+        _require_balanced(d.assign(_complete=np.where(complete, 0.0, np.nan)), outcome="_complete", unit=unit,
+                          time=time, method="callaway_santanna (allow_unbalanced_panel=False)")
+    dropped_rows = int((~complete).sum())
+    d = d[complete]
     periods = np.sort(d[time].unique())
     if len(periods) < 2:
         raise EstimationError(f"a single period ('{time}' takes one value)")
-    # unit x period arrays; a balanced panel fills every cell exactly once
     u_codes, units = pd.factorize(d[unit], sort=True)
     t_codes = np.searchsorted(periods, d[time].to_numpy())
-    cells = u_codes * len(periods) + t_codes
-    if not (np.bincount(cells, minlength=len(units) * len(periods)) == 1).all():
-        raise EstimationError("the panel is not balanced (some unit lacks a period, or has it twice)")
-
-    def to_wide(column: str) -> np.ndarray:
-        out = np.empty((len(units), len(periods)))
-        out[u_codes, t_codes] = d[column].to_numpy(float)
-        return out
-
-    Y = to_wide(outcome)
+    balanced = len(d) == len(units) * len(periods)
     first = d[cohort].fillna(0).to_numpy(float)
     ft = np.zeros(len(units))
     ft[u_codes] = first
     if not np.array_equal(first, ft[u_codes]):
         raise EstimationError(f"'{cohort}' varies within a unit")
-    Xcov = {c: to_wide(c) for c in covariates}
     always = (ft > 0) & (ft <= periods[0] + anticipation)
     keep = ~always
-    Y, ft = Y[keep], ft[keep]
-    Xcov = {c: v[keep] for c, v in Xcov.items()}
+    ft_all = ft
+    ft = ft_all[keep]
     n = len(ft)
     # cohorts on the time column's own type (2004, not 2004.0)
     glist = sorted(periods.dtype.type(x) if float(x).is_integer() else x for x in np.unique(ft) if x > 0)
@@ -343,16 +365,11 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         raise EstimationError("no treated units with a pre-period")
     if control_group == "never_treated" and not (ft == 0).any():
         raise EstimationError("no comparison units: no unit is never treated (use control_group='not_yet_treated')")
-    rows = []
     t_range = range(1, len(periods)) if base_period == "varying" else range(len(periods))
-    influence = np.zeros((n, len(glist) * len(periods)), order="F")  # column writes stay contiguous
-    never_idx = np.flatnonzero(ft == 0)
-    Y_never = Y[never_idx]
-    Y_by_group = {g: Y[ft == g] for g in glist}
+    cells = []  # (g, ti, b, pre, ctrl unit mask)
     for g in glist:
         # the last period before g (anticipation shifts it earlier)
         g_base = max(i for i, p in enumerate(periods) if p + anticipation < g)
-        treat_idx = np.flatnonzero(ft == g)
         for ti in t_range:
             tp = periods[ti]
             pre = tp + anticipation < g
@@ -360,44 +377,224 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
             if b == ti:
                 continue
             if control_group == "never_treated":
-                ctrl_idx = never_idx
+                ctrl = ft == 0
             else:
-                ctrl_idx = np.flatnonzero(((ft == 0) | (ft > max(tp, periods[b]) + anticipation)) & (ft != g))
-            if not len(ctrl_idx):
-                continue
-            n_sub = len(treat_idx) + len(ctrl_idx)
-            if not covariates:  # unconditional: the two groups' mean changes, no gather of both
-                dy_t = Y_by_group[g][:, ti] - Y_by_group[g][:, b]
-                Yc = Y_never if control_group == "never_treated" else Y[ctrl_idx]
-                dy_c = Yc[:, ti] - Yc[:, b]
-                mu1, mu0 = dy_t.mean(), dy_c.mean()
-                col = len(rows)
-                influence[treat_idx, col] = (dy_t - mu1) * (n_sub / len(treat_idx)) * n / n_sub
-                influence[ctrl_idx, col] = -(dy_c - mu0) * (n_sub / len(ctrl_idx)) * n / n_sub
-                rows.append({"group": g, "time": tp, "base": periods[b], "att": float(mu1 - mu0), "post": not pre,
-                             "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
-                continue
-            sub = np.concatenate([treat_idx, ctrl_idx])
-            dy = Y[sub, ti] - Y[sub, b]
-            D = np.zeros(len(sub))
-            D[: len(treat_idx)] = 1.0
-            cov = (np.column_stack([np.ones(len(sub))] + [Xcov[c][sub, b] for c in covariates])
-                   if covariates else None)
-            att, inf_sub = _two_by_two(dy, D, cov, method)
-            influence[sub, len(rows)] = inf_sub * n / len(sub)
-            rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
-                         "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
+                ctrl = ((ft == 0) | (ft > max(tp, periods[b]) + anticipation)) & (ft != g)
+            if ctrl.any():
+                cells.append((g, ti, b, pre, ctrl))
+    if balanced:
+        rows, influence = _cells_panel(d, cells, u_codes, t_codes, keep, ft, periods, outcome, covariates, method,
+                                       control_group)
+        skipped = []
+    else:
+        rows, influence, skipped = _cells_unbalanced(d, cells, u_codes, t_codes, keep, ft, periods, outcome,
+                                                     covariates, method)
     if not rows:
         raise EstimationError("no group-time effect could be estimated (no comparison units in any period)")
     influence = influence[:, : len(rows)]
     table = pd.DataFrame(rows)
     table["se"] = np.sqrt((influence**2).sum(axis=0)) / n
     share = {g: float((ft == g).mean()) for g in glist}
-    diagnostics = {"periods": len(periods), "units": n, "left_out_treated_in_first_period": int(always.sum())}
+    diagnostics = {"periods": len(periods), "units": n, "left_out_treated_in_first_period": int(always.sum()),
+                   "observations": int(keep[u_codes].sum()), "panel": "balanced" if balanced else "unbalanced",
+                   "dropped_missing_rows": dropped_rows}
+    if not balanced:
+        diagnostics["cells_without_data"] = skipped
     return GroupTimeEffects(table=table, influence=influence, group_share=share, unit_group=ft, n_units=n,
                             control_group=control_group, estimation=method if covariates else "unconditional",
                             base_period=base_period, alpha=alpha, seed=seed, indicator=indicator,
                             diagnostics=diagnostics)
+
+
+def _cells_panel(d, cells, u_codes, t_codes, keep, ft, periods, outcome, covariates, method, control_group):
+    """Every ATT(g, t) of a balanced panel (unit x period arrays, the panel 2x2)."""
+    n_all = keep.size
+
+    def to_wide(column: str) -> np.ndarray:
+        out = np.empty((n_all, len(periods)))
+        out[u_codes, t_codes] = d[column].to_numpy(float)
+        return out[keep]
+
+    Y = to_wide(outcome)
+    Xcov = {c: to_wide(c) for c in covariates}
+    n = len(ft)
+    rows = []
+    influence = np.zeros((n, len(cells)), order="F")  # column writes stay contiguous
+    never_idx = np.flatnonzero(ft == 0)
+    Y_never = Y[never_idx]
+    Y_by_group = {g: Y[ft == g] for g in {c[0] for c in cells}}
+    for g, ti, b, pre, ctrl in cells:
+        tp = periods[ti]
+        treat_idx = np.flatnonzero(ft == g)
+        ctrl_idx = never_idx if control_group == "never_treated" else np.flatnonzero(ctrl)
+        n_sub = len(treat_idx) + len(ctrl_idx)
+        if not covariates:  # unconditional: the two groups' mean changes, no gather of both
+            dy_t = Y_by_group[g][:, ti] - Y_by_group[g][:, b]
+            Yc = Y_never if control_group == "never_treated" else Y[ctrl_idx]
+            dy_c = Yc[:, ti] - Yc[:, b]
+            mu1, mu0 = dy_t.mean(), dy_c.mean()
+            col = len(rows)
+            influence[treat_idx, col] = (dy_t - mu1) * (n_sub / len(treat_idx)) * n / n_sub
+            influence[ctrl_idx, col] = -(dy_c - mu0) * (n_sub / len(ctrl_idx)) * n / n_sub
+            rows.append({"group": g, "time": tp, "base": periods[b], "att": float(mu1 - mu0), "post": not pre,
+                         "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
+            continue
+        sub = np.concatenate([treat_idx, ctrl_idx])
+        dy = Y[sub, ti] - Y[sub, b]
+        D = np.zeros(len(sub))
+        D[: len(treat_idx)] = 1.0
+        cov = np.column_stack([np.ones(len(sub))] + [Xcov[c][sub, b] for c in covariates])
+        att, inf_sub = _two_by_two(dy, D, cov, method)
+        influence[sub, len(rows)] = inf_sub * n / len(sub)
+        rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
+                     "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
+    return rows, influence
+
+
+def _cells_unbalanced(d, cells, u_codes, t_codes, keep, ft, periods, outcome, covariates, method):
+    """Every ATT(g, t) of an unbalanced panel, as R did with ``allow_unbalanced_panel``:
+    the 2x2 of the rows present in the two periods (repeated cross-sections; Sant'Anna
+    and Zhao 2020's estimators for them), row influence functions scaled by n / n1 (n
+    units, n1 rows in the 2x2) and summed by unit."""
+    kept_code = np.cumsum(keep) - 1                       # unit code -> position among kept units
+    in_sample = keep[u_codes]
+    ru = kept_code[u_codes[in_sample]]
+    rt = t_codes[in_sample]
+    ry = d[outcome].to_numpy(float)[in_sample]
+    RX = (np.column_stack([np.ones(len(ry))] + [d[c].to_numpy(float)[in_sample] for c in covariates])
+          if covariates else None)
+    rft = ft[ru]
+    n = len(ft)
+    rows_at = [np.flatnonzero(rt == ti) for ti in range(len(periods))]
+    rows, skipped = [], []
+    influence = np.zeros((n, len(cells)), order="F")
+    for g, ti, b, pre, ctrl in cells:
+        tp = periods[ti]
+        idx = np.concatenate([rows_at[ti], rows_at[b]])
+        treated = rft[idx] == g
+        control = ctrl[ru[idx]]
+        idx, treated = idx[treated | control], treated[treated | control]
+        post = rt[idx] == ti
+        if not ((treated & post).any() and (treated & ~post).any() and (~treated & post).any()
+                and (~treated & ~post).any()):
+            skipped.append({"group": g.item() if hasattr(g, "item") else g, "time": tp.item() if hasattr(tp, "item") else tp})
+            continue
+        y = ry[idx]
+        D = treated.astype(float)
+        P = post.astype(float)
+        n1 = len(idx)
+        att, inf_rows = _two_by_two_rc(y, D, P, None if RX is None else RX[idx], method)
+        influence[:, len(rows)] = np.bincount(ru[idx], weights=inf_rows * n / n1, minlength=n)
+        rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
+                     "n_treated": int(len(np.unique(ru[idx][treated]))),
+                     "n_control": int(len(np.unique(ru[idx][~treated])))})
+    return rows, influence, skipped
+
+
+def _two_by_two_rc(y: np.ndarray, D: np.ndarray, post: np.ndarray, X: np.ndarray | None,
+                   method: str) -> tuple[float, np.ndarray]:
+    """ATT of one 2x2 comparison from repeated cross-sections (the rows of both periods)
+    and its influence function per row, scaled so that its variance is mean(IF^2) / n1
+    (Sant'Anna and Zhao 2020; without covariates the difference of the four cell means)."""
+    if X is None:
+        inf = np.zeros(len(y))
+        att = 0.0
+        n1 = len(y)
+        for cell, sign in ((D * post, 1.0), (D * (1 - post), -1.0), ((1 - D) * post, -1.0),
+                           ((1 - D) * (1 - post), 1.0)):
+            m = cell.astype(bool)
+            mean = y[m].mean()
+            att += sign * mean
+            inf[m] = sign * (y[m] - mean) * n1 / m.sum()
+        return float(att), inf
+    return _reg_did_rc(y, D, post, X) if method == "reg" else _dr_did_rc(y, D, post, X)
+
+
+def _ols_rc(y: np.ndarray, X: np.ndarray, mask: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted values of OLS of y on X within ``mask``, and its asymptotic linear
+    representation over all rows (DRDID's ``asy.lin.rep.ols``)."""
+    n = len(y)
+    Xm = X[mask]
+    XtX = Xm.T @ Xm
+    if np.linalg.matrix_rank(XtX) < X.shape[1]:
+        raise EstimationError(f"covariates are collinear among the {label} observations of a 2x2 comparison")
+    fitted = X @ np.linalg.solve(XtX, Xm.T @ y[mask])
+    w = mask.astype(float)
+    alr = (w * (y - fitted))[:, None] * X @ np.linalg.inv((X * w[:, None]).T @ X / n)
+    return fitted, alr
+
+
+def _reg_did_rc(y, D, post, X) -> tuple[float, np.ndarray]:
+    """Outcome-regression DiD for repeated cross-sections (Heckman, Ichimura and Todd
+    1997; as R DRDID's ``reg_did_rc`` with unit weights)."""
+    out_pre, alr_pre = _ols_rc(y, X, (D == 0) & (post == 0), "comparison base-period")
+    out_post, alr_post = _ols_rc(y, X, (D == 0) & (post == 1), "comparison")
+    w_pre, w_post, w_d = D * (1 - post), D * post, D
+    eta_pre = (w_pre * y).mean() / w_pre.mean()
+    eta_post = (w_post * y).mean() / w_post.mean()
+    cont = w_d * (out_post - out_pre)
+    eta_cont = cont.mean() / w_d.mean()
+    inf_pre = (w_pre * y - w_pre * eta_pre) / w_pre.mean()
+    inf_post = (w_post * y - w_post * eta_post) / w_post.mean()
+    moment = (w_d[:, None] * X).mean(axis=0)
+    inf_cont = (cont - w_d * eta_cont + alr_post @ moment - alr_pre @ moment) / w_d.mean()
+    return float(eta_post - eta_pre - eta_cont), inf_post - inf_pre - inf_cont
+
+
+def _dr_did_rc(y, D, post, X, trim_level: float = 0.995) -> tuple[float, np.ndarray]:
+    """Locally efficient doubly robust DiD for repeated cross-sections (Sant'Anna and Zhao
+    2020, eq. 3.4 and its influence function; as R DRDID's ``drdid_rc`` with unit
+    weights: logit propensity score, comparison units with a score above ``trim_level``
+    trimmed)."""
+    n = len(y)
+    ps = np.minimum(_logit(X, D), 1 - 1e-6)
+    trim = np.where(D == 0, ps < trim_level, True).astype(float)
+    out_c_pre, alr_c_pre = _ols_rc(y, X, (D == 0) & (post == 0), "comparison base-period")
+    out_c_post, alr_c_post = _ols_rc(y, X, (D == 0) & (post == 1), "comparison")
+    out_t_pre, alr_t_pre = _ols_rc(y, X, (D == 1) & (post == 0), "treated base-period")
+    out_t_post, alr_t_post = _ols_rc(y, X, (D == 1) & (post == 1), "treated")
+    out_c = post * out_c_post + (1 - post) * out_c_pre
+    odds = ps / (1 - ps)
+    w_t_pre, w_t_post = trim * D * (1 - post), trim * D * post
+    w_c_pre, w_c_post = trim * odds * (1 - D) * (1 - post), trim * odds * (1 - D) * post
+    w_d, w_dt1, w_dt0 = trim * D, trim * D * post, trim * D * (1 - post)
+
+    def eta(w, v):
+        return w * v / w.mean()
+
+    e_t_pre, e_t_post = eta(w_t_pre, y - out_c), eta(w_t_post, y - out_c)
+    e_c_pre, e_c_post = eta(w_c_pre, y - out_c), eta(w_c_post, y - out_c)
+    e_d_post, e_dt1_post = eta(w_d, out_t_post - out_c_post), eta(w_dt1, out_t_post - out_c_post)
+    e_d_pre, e_dt0_pre = eta(w_d, out_t_pre - out_c_pre), eta(w_dt0, out_t_pre - out_c_pre)
+    a = {k: v.mean() for k, v in (("t_pre", e_t_pre), ("t_post", e_t_post), ("c_pre", e_c_pre),
+                                  ("c_post", e_c_post), ("d_post", e_d_post), ("dt1_post", e_dt1_post),
+                                  ("d_pre", e_d_pre), ("dt0_pre", e_dt0_pre))}
+    att = ((a["t_post"] - a["t_pre"]) - (a["c_post"] - a["c_pre"]) + (a["d_post"] - a["dt1_post"])
+           - (a["d_pre"] - a["dt0_pre"]))
+    W = ps * (1 - ps)
+    alr_ps = ((D - ps)[:, None] * X) @ (np.linalg.inv((X * W[:, None]).T @ X) * n)
+
+    def centred(e, w, key):
+        return e - w * a[key] / w.mean()
+
+    def mean_x(v):
+        return (v[:, None] * X).mean(axis=0)
+
+    inf_treat = (centred(e_t_post, w_t_post, "t_post") - centred(e_t_pre, w_t_pre, "t_pre")
+                 + alr_c_post @ (-mean_x(w_t_post * post) / w_t_post.mean())
+                 - alr_c_pre @ (-mean_x(w_t_pre * (1 - post)) / w_t_pre.mean()))
+    M2_pre = mean_x(w_c_pre * (y - out_c - a["c_pre"])) / w_c_pre.mean()
+    M2_post = mean_x(w_c_post * (y - out_c - a["c_post"])) / w_c_post.mean()
+    inf_cont = (centred(e_c_post, w_c_post, "c_post") - centred(e_c_pre, w_c_pre, "c_pre")
+                + alr_ps @ (M2_post - M2_pre)
+                + alr_c_post @ (-mean_x(w_c_post * post) / w_c_post.mean())
+                - alr_c_pre @ (-mean_x(w_c_pre * (1 - post)) / w_c_pre.mean()))
+    inf_eff = ((centred(e_d_post, w_d, "d_post") - centred(e_dt1_post, w_dt1, "dt1_post"))
+               - (centred(e_d_pre, w_d, "d_pre") - centred(e_dt0_pre, w_dt0, "dt0_pre")))
+    mom_post = mean_x(w_d / w_d.mean() - w_dt1 / w_dt1.mean())
+    mom_pre = mean_x(w_d / w_d.mean() - w_dt0 / w_dt0.mean())
+    inf_or = (alr_t_post - alr_c_post) @ mom_post - (alr_t_pre - alr_c_pre) @ mom_pre
+    return float(att), inf_treat - inf_cont + inf_eff + inf_or
 
 
 def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str) -> tuple[float, np.ndarray]:

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
-from evaluation.errors import EstimationError, PoorPreFitWarning
+from evaluation.errors import EstimationError, PoorPreFitWarning, UnbalancedPanelError
 from evaluation.estimators.fixed_effects import balanced_wide
 from evaluation.results import Effect, Estimates, vcov_frame
 
@@ -158,13 +158,15 @@ def synthdid_estimate(Y: np.ndarray, n_control: int, n_pre: int, kind: str = "sd
 
 # ----------------------------------------------------------------------------- inputs
 
-def _wide(data: pd.DataFrame, outcome: str, unit: str, time: str, cohort: str):
-    d = data.dropna(subset=[outcome])
+def _wide(data: pd.DataFrame, outcome: str, unit: str, time: str, cohort: str, method: str):
+    """The outcome as a complete unit x period matrix; a township lacking a period or a
+    value raises :class:`UnbalancedPanelError` naming ``method`` and the townships (the
+    weights are fitted on every pre-period of every donor: drop or impute them first)."""
     try:
-        Y, units, periods = balanced_wide(d, outcome, unit, time)
-    except EstimationError as exc:
-        raise EstimationError(f"'{outcome}': {exc}; synthetic control needs every township in every period "
-                              "(drop or impute the gaps first)") from None
+        Y, units, periods = balanced_wide(data, outcome, unit, time, method=method)
+    except UnbalancedPanelError as exc:
+        exc.args = (f"'{outcome}': {exc} (synthetic control needs every township in every period)",)
+        raise
     ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     return Y, units, periods, ft
 
@@ -268,7 +270,7 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     ``diagnostics["weights"]`` the donor weights, ``diagnostics["placebo_gaps"]`` the
     placebo gap paths (long), and the pre-fit checks.
     """
-    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort, "synthetic_control")
     pilots = units[ft > 0]
     if pilot is None:
         if len(pilots) != 1:
@@ -414,7 +416,7 @@ def synthetic_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     if inference not in ("placebo", "jackknife", "none"):
         raise EstimationError(f"inference must be 'placebo', 'jackknife' or 'none', got {inference!r}")
     se, replications = inference, draws
-    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort, "synthetic_did")
     controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
     T = len(periods)
 
@@ -518,7 +520,7 @@ def synthetic_did_by_pilot(data: pd.DataFrame, *, outcome: str, unit: str, time:
     townships drawn as fake pilots with the same start; the draws depend only on the
     start period, so they are computed once per cohort and shared by its pilots."""
     replications = draws
-    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort)
+    Y, units, periods, ft = _wide(data, outcome, unit, time, cohort, "synthetic_did_by_pilot")
     controls, blocks = _cohort_blocks(Y, ft, periods, min_pre_periods)
     if len(controls) < 3:
         raise EstimationError("placebo standard errors for one pilot need at least three never-treated townships")

@@ -15,7 +15,17 @@ Speed: on a balanced panel the two-way demeaned outcome is computed once. Becaus
 permutations keep the cohorts' sizes, the period means of the treatment and the
 denominator of the coefficient do not change, so each assignment's coefficient is a sum
 over the pilots of a pre-computed (unit, cohort) table: thousands of draws cost
-milliseconds, with no refit.
+milliseconds, with no refit. On an unbalanced panel (absent rows, or rows without an
+outcome, which are dropped) the denominator changes with the assignment, but by
+Frisch-Waugh every piece of the coefficient is still a small (unit, start) table of the
+township-demeaned data and the period effects' (T-1) x (T-1) inverse, so the draws stay
+exact and cheap (:class:`_Projection`; tests compare every permuted coefficient with a
+TWFE refit). The gaps are taken as fixed (missing at random given unit and period, and
+not caused by the pilot), so the randomization distribution is over pilot assignments
+to the same observed rows.
+
+Every function here uses the rows present: randomization inference, placebo in space,
+CR2 and the wild cluster bootstrap all work on unbalanced panels.
 """
 
 from __future__ import annotations
@@ -69,6 +79,94 @@ def _resolve(data, function: str, *, outcome, unit, time, cohort, indicator, clu
     if absent:
         raise EstimationError(f"columns not in the data: {absent}")
     return data, outcome, unit, time, cohort, indicator, cluster
+
+
+def _observed_rows(data: pd.DataFrame, outcome: str, unit: str, time: str) -> pd.DataFrame:
+    """The rows with an outcome; a unit with a period twice is refused."""
+    d = data.dropna(subset=[outcome])
+    if d.empty:
+        raise EstimationError(f"the outcome '{outcome}' is missing in every row")
+    if d.duplicated([unit, time]).any():
+        raise EstimationError("the panel is not balanced (some unit has a period twice)")
+    return d
+
+
+class _Projection:
+    """The two-way (unit and period) projection on an unbalanced panel, by Frisch-Waugh:
+    M = M_U - M_U P (P' M_U P)^-1 P' M_U, with M_U the within-unit demeaning and P the
+    period dummies but the first. For the treatment a_ic of unit i from period column c
+    on (its observed rows), every quantity of a TWFE coefficient is a small table:
+    a_ic' M y = S[i, c]; a_ic' M_U a_jd = [i = j] (n_i,max(c,d) - n_ic n_id / n_i);
+    P' M_U a_ic = v[i, c]. So the coefficient of any assignment of start columns to
+    units is a sum over its pilots, with no refit (the balanced-panel shortcut of
+    :func:`randomization_inference`, for panels with gaps)."""
+
+    def __init__(self, y: np.ndarray, u: np.ndarray, t: np.ndarray, N: int, T: int, start_cols: np.ndarray):
+        self.N, self.T = N, T
+        n_i = np.bincount(u, minlength=N).astype(float)
+        presence = np.zeros((N, T))
+        presence[u, t] = 1.0
+        PtP = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
+        if np.linalg.matrix_rank(PtP[1:, 1:]) < T - 1:
+            raise EstimationError("the period effects are not identified (a period without observations)")
+        self.W = np.linalg.inv(PtP[1:, 1:])
+
+        def within(v: np.ndarray) -> np.ndarray:
+            return v - (np.bincount(u, v, minlength=N) / n_i)[u]
+
+        ey = within(y)
+        gamma = self.W @ np.bincount(t, ey, minlength=T)[1:]
+        My = ey - within(np.concatenate([[0.0], gamma])[t])
+        wide = np.zeros((N, T))
+        wide[u, t] = My
+        self.S = np.zeros((N, T + 1))                     # column T: never treated
+        self.S[:, :T] = np.cumsum(wide[:, ::-1], axis=1)[:, ::-1]
+        self.count = np.zeros((N, T + 1))                 # rows of unit i from column c on
+        self.count[:, :T] = np.cumsum(presence[:, ::-1], axis=1)[:, ::-1]
+        self.n_i = n_i
+        self.k_of = np.full(T + 1, len(start_cols))       # start column -> slot in v (last: zeros)
+        self.v = np.zeros((N, len(start_cols) + 1, T - 1))
+        for k, c in enumerate(start_cols):
+            self.k_of[c] = k
+            on = presence.copy()
+            on[:, :c] = 0.0
+            self.v[:, k, :] = (on - presence * (self.count[:, c] / n_i)[:, None])[:, 1:]
+
+    def coefficients(self, assignments: np.ndarray, observed_cols: np.ndarray, chunk: int = 2048):
+        """TWFE coefficient of each assignment (rows: a start column per unit, T never),
+        its overlap D(perm)' M D(obs) / D(perm)' M D(perm), and the observed coefficient."""
+        T, count, n_i, W = self.T, self.count, self.n_i, self.W
+        obs_units = np.flatnonzero(observed_cols < T)
+        obs_c = observed_cols[obs_units]
+        V_obs = self.v[obs_units, self.k_of[obs_c]].sum(axis=0)
+        den_obs = float((count[obs_units, obs_c] - count[obs_units, obs_c] ** 2 / n_i[obs_units]).sum()
+                        - V_obs @ W @ V_obs)
+        if den_obs <= 1e-12 * max(1.0, float(count[:, 0].sum())):
+            raise EstimationError("the treatment does not vary beyond the township and period effects")
+        observed = float(self.S[obs_units, obs_c].sum() / den_obs)
+        beta, overlap = np.empty(len(assignments)), np.empty(len(assignments))
+        for start in range(0, len(assignments), chunk):
+            A = assignments[start:start + chunk]
+            treated = A < T
+            n_tr = int(treated[0].sum())
+            iu = np.nonzero(treated)[1].reshape(len(A), n_tr)
+            c = A[treated].reshape(len(A), n_tr)
+            V = self.v[iu, self.k_of[c]].sum(axis=1)
+            den = (count[iu, c] - count[iu, c] ** 2 / n_i[iu]).sum(axis=1) - np.einsum("bj,jk,bk->b", V, W, V)
+            co = observed_cols[iu]
+            cross = (count[iu, np.maximum(c, co)] - count[iu, c] * count[iu, co] / n_i[iu]).sum(axis=1) - V @ (W @ V_obs)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                beta[start:start + len(A)] = self.S[iu, c].sum(axis=1) / den
+                overlap[start:start + len(A)] = cross / den
+        return beta, overlap, observed
+
+    def single(self, units: np.ndarray, c: int) -> np.ndarray:
+        """The TWFE coefficient of each of ``units`` alone treated from column ``c`` on."""
+        k = self.k_of[c]
+        V = self.v[units, k]
+        den = self.count[units, c] - self.count[units, c] ** 2 / self.n_i[units] - np.einsum("bj,jk,bk->b", V,
+                                                                                              self.W, V)
+        return self.S[units, c] / den
 
 
 class _Assignments:
@@ -146,8 +244,10 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
     data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "randomization_inference", outcome=outcome,
                                                                 unit=unit, time=time, cohort=cohort,
                                                                 indicator=indicator)
-    Y, units, periods = balanced_wide(data, outcome, unit, time)
-    ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
+    d = _observed_rows(data, outcome, unit, time)
+    units, periods = np.sort(d[unit].unique()), np.sort(d[time].unique())
+    balanced = len(d) == len(units) * len(periods)
+    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     cohort_index = np.array([np.searchsorted(periods, g) if g > 0 else -1 for g in ft])  # column of the start
     if (cohort_index < 0).all():
         raise EstimationError("no treated units")
@@ -155,32 +255,41 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
         raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
     strata_values = None
     if strata:
-        strata_values = pd.factorize(data.groupby(unit)[strata].first().reindex(units))[0]
+        strata_values = pd.factorize(d.groupby(unit)[strata].first().reindex(units))[0]
     T = len(periods)
-    Yt = two_way_demean_balanced(Y)
-    # S[i, c] = sum over t >= c of the demeaned outcome of unit i (c = T: nothing)
-    S = np.zeros((len(units), T + 1))
-    S[:, :T] = np.cumsum(Yt[:, ::-1], axis=1)[:, ::-1]
-    D = np.zeros_like(Y)
-    for i, c in enumerate(cohort_index):
-        if c >= 0:
-            D[i, c:] = 1.0
-    Dt = two_way_demean_balanced(D)
-    denom = float((Dt**2).sum())
-    if denom <= 0:
-        raise EstimationError("the treatment does not vary beyond the township and period effects")
-    SD = np.zeros((len(units), T + 1))
-    SD[:, :T] = np.cumsum(Dt[:, ::-1], axis=1)[:, ::-1]
     rng = np.random.default_rng(seed)
     design = _Assignments(cohort_index, strata_values, rng)  # cohort = start column, -1 = never
     n_assign = design.count()
     exact = n_assign <= max_exact
     assignments = design.all() if exact else np.vstack([cohort_index[None, :], design.random(draws)])
     assignments = np.where(assignments < 0, T, assignments)  # column T of S holds 0: never treated
-    rows = np.arange(len(units))[None, :]
-    beta = S[rows, assignments].sum(axis=1) / denom          # beta under each assignment (tau0 = 0)
-    overlap = SD[rows, assignments].sum(axis=1) / denom      # D~(perm)'D~(obs) / denom
-    observed = float((Dt * Yt).sum() / denom)
+    if balanced:
+        Y, units, periods = balanced_wide(d, outcome, unit, time)
+        Yt = two_way_demean_balanced(Y)
+        # S[i, c] = sum over t >= c of the demeaned outcome of unit i (c = T: nothing)
+        S = np.zeros((len(units), T + 1))
+        S[:, :T] = np.cumsum(Yt[:, ::-1], axis=1)[:, ::-1]
+        D = np.zeros_like(Y)
+        for i, c in enumerate(cohort_index):
+            if c >= 0:
+                D[i, c:] = 1.0
+        Dt = two_way_demean_balanced(D)
+        denom = float((Dt**2).sum())
+        if denom <= 0:
+            raise EstimationError("the treatment does not vary beyond the township and period effects")
+        SD = np.zeros((len(units), T + 1))
+        SD[:, :T] = np.cumsum(Dt[:, ::-1], axis=1)[:, ::-1]
+        rows = np.arange(len(units))[None, :]
+        beta = S[rows, assignments].sum(axis=1) / denom          # beta under each assignment (tau0 = 0)
+        overlap = SD[rows, assignments].sum(axis=1) / denom      # D~(perm)'D~(obs) / denom
+        observed = float((Dt * Yt).sum() / denom)
+    else:
+        tables = _Projection(d[outcome].to_numpy(float), np.searchsorted(units, d[unit].to_numpy()),
+                             np.searchsorted(periods, d[time].to_numpy()), len(units), T,
+                             np.unique(cohort_index[cohort_index >= 0]))
+        observed_cols = np.where(cohort_index < 0, T, cohort_index)
+        beta, overlap, observed = tables.coefficients(assignments, observed_cols)
+    n_obs = len(d)
 
     def p_value(tau0: float) -> float:
         stat = np.abs(beta - tau0 * overlap)
@@ -195,11 +304,13 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
                     inference=(f"randomization inference, {'all ' if exact else ''}{len(assignments):,} assignments"
                                + (f" within {strata}" if strata else "")
                                + ("" if exact else f" (seed {seed})")),
-                    n_obs=int(Y.size), n_units=len(units), n_treated=n_treated, indicator=indicator, alpha=alpha,
+                    n_obs=n_obs, n_units=len(units), n_treated=n_treated, indicator=indicator, alpha=alpha,
                     extra={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
     return Estimates(effects=[effect], method=effect.method, kind="randomization_inference", wald=False,
                      plot_data=pd.DataFrame({"permuted_estimate": beta}),
-                     diagnostics={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
+                     diagnostics={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign,
+                                  "panel": "balanced" if balanced else "unbalanced",
+                                  "dropped_missing_rows": int(len(data) - n_obs)})
 
 
 def _invert(p_value, estimate: float, scale: float, alpha: float) -> tuple[float, float]:
@@ -287,7 +398,9 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
     absorbed before the adjustment matrices are formed, as Pustejovsky and Tipton (2018,
     J Bus Econ Stat 36:672-683) show is equivalent and necessary (with them as dummies
     I - H_gg is singular); period effects stay as dummy columns. Dense algebra: panels up
-    to a few thousand rows.
+    to a few thousand rows. Rows without an outcome are dropped and the rest used as an
+    unbalanced panel (``diagnostics["observations"]``, ``["dropped_missing_rows"]``;
+    missing at random given unit and period).
     """
     data, outcome, unit, time, cohort, indicator, cluster = _resolve(
         data, "twfe_cr2", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
@@ -306,7 +419,9 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
                                 inference=f"CR2 by {d[cluster].nunique()} clusters, Bell-McCaffrey df {res['df']:.1f}",
                                 n_obs=len(d), n_units=d[unit].nunique(),
                                 n_treated=d.loc[treatment != 0, unit].nunique(), indicator=indicator)
-    return Estimates(effects=[effect], method=effect.method, diagnostics={"bell_mccaffrey_df": res["df"]},
+    return Estimates(effects=[effect], method=effect.method,
+                     diagnostics={"bell_mccaffrey_df": res["df"], "observations": len(d),
+                                  "dropped_missing_rows": int(len(data) - len(d))},
                      kind="twfe_cr2", vcov=vcov_frame([[res["std_error"] ** 2]], [effect]))
 
 
@@ -321,15 +436,19 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
     produce; the real pilots' coefficient is ranked against it (Abadie, Diamond and
     Hainmueller 2010, for one pilot). The p-value is the share of placebo coefficients at
     least as large in absolute value as the real one (the real one counted once).
-    Balanced panel; the same projection trick as :func:`randomization_inference`.
+    The same projection tables as :func:`randomization_inference`, on balanced and
+    unbalanced panels alike (a fake pilot with no row on one side of the start has no
+    coefficient: an error names it).
     ``data`` may be a :func:`evaluation.estimators.did.twfe` fit (unweighted, no
     covariates), whose data and columns are reused.
     """
     data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "placebo_in_space", outcome=outcome,
                                                                 unit=unit, time=time, cohort=cohort,
                                                                 indicator=indicator)
-    Y, units, periods = balanced_wide(data, outcome, unit, time)
-    ft = data.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
+    d = _observed_rows(data, outcome, unit, time)
+    units, periods = np.sort(d[unit].unique()), np.sort(d[time].unique())
+    balanced = len(d) == len(units) * len(periods)
+    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
     real = ft > 0
     if not real.any():
         raise EstimationError("no pilot township to compare with")
@@ -339,18 +458,37 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
     c = int(np.searchsorted(periods, start))
     if not 0 < c < len(periods):
         raise EstimationError(f"placebo start {start} must fall inside the panel, after its first period")
-    observed = randomization_inference(data, outcome=outcome, unit=unit, time=time, cohort=cohort,
-                                       max_exact=1).effects[0].estimate
-    controls = Y[~real]
-    Yt = two_way_demean_balanced(controls)
-    D = np.zeros(controls.shape[1])
-    D[c:] = 1.0
-    # one fake pilot j: D~'Y~ = (D - mean D)'Y~_j (the demeaned outcome sums to 0 over
-    # townships) and D~'D~ = (1 - 1/n) sum (D - mean D)^2
-    Dc = D - D.mean()
-    n = controls.shape[0]
-    denom = (1 - 1 / n) * float((Dc**2).sum())
-    placebo = (Yt @ Dc) / denom
+    observed = randomization_inference(d, outcome=outcome, unit=unit, time=time, cohort=cohort,
+                                       max_exact=1, draws=1).effects[0].estimate
+    if balanced:
+        Y, units, periods = balanced_wide(d, outcome, unit, time)
+        controls = Y[~real]
+        Yt = two_way_demean_balanced(controls)
+        D = np.zeros(controls.shape[1])
+        D[c:] = 1.0
+        # one fake pilot j: D~'Y~ = (D - mean D)'Y~_j (the demeaned outcome sums to 0 over
+        # townships) and D~'D~ = (1 - 1/n) sum (D - mean D)^2
+        Dc = D - D.mean()
+        n = controls.shape[0]
+        denom = (1 - 1 / n) * float((Dc**2).sum())
+        placebo = (Yt @ Dc) / denom
+    else:
+        # the same coefficient on the non-pilot rows present, by the projection tables
+        rows = d[d[unit].isin(units[~real])]
+        c_periods = np.sort(rows[time].unique())
+        c_ctrl = int(np.searchsorted(c_periods, start))
+        if not 0 < c_ctrl < len(c_periods):
+            raise EstimationError(f"placebo start {start} must fall inside the non-pilot townships' periods")
+        ctrl_units = units[~real]
+        tables = _Projection(rows[outcome].to_numpy(float), np.searchsorted(ctrl_units, rows[unit].to_numpy()),
+                             np.searchsorted(c_periods, rows[time].to_numpy()), len(ctrl_units), len(c_periods),
+                             np.array([c_ctrl]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            placebo = tables.single(np.arange(len(ctrl_units)), c_ctrl)
+        if not np.isfinite(placebo).all():
+            bad = ctrl_units[~np.isfinite(placebo)].tolist()
+            raise EstimationError(f"township(s) {bad[:5]} have no rows on one side of the placebo start {start:g}: "
+                                  "their placebo coefficient is undefined")
     p = float((1 + np.sum(np.abs(placebo) >= abs(observed))) / (1 + len(placebo)))
     sd = float(np.std(placebo, ddof=1))
     effect = Effect(estimand="att", estimate=float(observed), std_error=sd,
@@ -358,11 +496,13 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
                     ci_high=float(observed - np.quantile(placebo, alpha / 2)), p_value=p,
                     method="two-way fixed effects DiD",
                     inference=f"placebo in space: {len(placebo)} non-pilot townships as fake pilots from period {start:g}",
-                    n_obs=int(Y.size), n_units=len(units), n_treated=int(real.sum()), indicator=indicator,
+                    n_obs=len(d), n_units=len(units), n_treated=int(real.sum()), indicator=indicator,
                     alpha=alpha)
     table = pd.DataFrame({"township": units[~real], "placebo_estimate": placebo})
     return Estimates(effects=[effect], method=effect.method, plot_data=table, kind="placebo_in_space", wald=False,
-                     diagnostics={"placebo_sd": sd, "placebos": len(placebo)})
+                     diagnostics={"placebo_sd": sd, "placebos": len(placebo),
+                                  "panel": "balanced" if balanced else "unbalanced",
+                                  "dropped_missing_rows": int(len(data) - len(d))})
 
 
 # ----------------------------------------------------------------------------- wild cluster bootstrap
@@ -419,7 +559,9 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     the weights with G x T cluster-by-period sums, so a draw costs O(G T) and no G x G
     or n x (units) matrix is formed; the t* statistics are linear (numerator) and quadratic
     (variance) in the null value, so inverting the test for the interval reuses the draws.
-    Works on unbalanced panels. Requires the townships to be nested in the clusters.
+    Works on unbalanced panels: rows without an outcome are dropped (counted in
+    ``diagnostics``) and the rest used as they are (missing at random given unit and
+    period). Requires the townships to be nested in the clusters.
     """
     data, outcome, unit, time, cohort, indicator, cluster = _resolve(
         data, "wild_cluster_bootstrap", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
@@ -534,4 +676,5 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
                     indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": beta / se})
     return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
                      kind="wild_cluster_bootstrap", wald=False,
-                     diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G})
+                     diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G, "observations": n,
+                                  "dropped_missing_rows": int(len(data) - n)})
