@@ -25,10 +25,10 @@ def did_frame(panel, indicator: Indicator) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-# Methods defined on a balanced panel: on an incomplete one they take the complete
-# townships (:func:`complete_townships`); every other method uses every observation.
-NEEDS_COMPLETE_PANEL = frozenset({"Goodman-Bacon", "synthetic control", "synthetic DiD", "randomization inference",
-                                  "placebo in space"})
+# Methods defined on a balanced panel (the estimators raise UnbalancedPanelError on an
+# incomplete one, see evaluation.estimators.NEEDS_BALANCED_PANEL): the report gives them
+# the complete townships (:func:`complete_townships`); every other method uses every observation.
+NEEDS_COMPLETE_PANEL = frozenset({"Goodman-Bacon", "synthetic control", "synthetic DiD"})
 
 DROPPED_COLUMNS = ["township_id", "township_name", "pilot", "missing_periods", "empty_values"]
 

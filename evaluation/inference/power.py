@@ -27,7 +27,7 @@ def estimate_noise(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     pre_periods, townships)."""
     first = data.loc[data[cohort] > 0, cohort].min()
     pre = data[data[time] < first]
-    Y, _, _ = balanced_wide(pre, outcome, unit, time)
+    Y, _, _ = balanced_wide(pre, outcome, unit, time, method="estimate_noise")
     e = two_way_demean_balanced(Y)
     rho = float(np.sum(e[:, 1:] * e[:, :-1]) / np.sum(e[:, :-1] ** 2))
     sigma = float(e.std(ddof=1) * np.sqrt(Y.size / (Y.size - Y.shape[0] - Y.shape[1] + 1)))

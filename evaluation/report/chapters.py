@@ -554,38 +554,26 @@ def build_randomization(ctx: Context) -> Result:
     """Randomization inference of the TWFE coefficient (permuting pilot histories): the
     recommended test with few pilots, shown in the robustness chapter and the summary."""
     s = ctx.settings
-    d, dropped = ctx.frame_for("randomization inference")
-    ri = randomization_inference(d, outcome="value", unit="township_id", time="time",
+    ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
                                  cohort="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
                                  indicator=ctx.indicator.id)
-    return make_result("robustness.randomization", ctx.indicator.id, ri, tables={"dropped": dropped})
+    return make_result("robustness.randomization", ctx.indicator.id, ri)
 
 
 def build_inference(ctx: Context) -> Result:
     """The TWFE DiD coefficient under the other inference methods (clustered CR1 and CR2,
     wild cluster bootstrap, placebo in space)."""
     d, s = ctx.frame, ctx.settings
-    dropped = ctx.frame_for("placebo in space")[1]
     fit = twfe(d, outcome="value", unit="township_id", time="time", cohort="first_treat", cluster=s.cluster,
                alpha=s.alpha, indicator=ctx.indicator.id)
-    effects = [  # every method tests the one TWFE fit (placebo in space: its complete townships)
+    effects = [  # every method tests the one TWFE fit
         fit.effects[0],
         twfe_cr2(fit).effects[0],
         wild_cluster_bootstrap(fit, draws=s.draws_wild_bootstrap, weights_type=s.wild_bootstrap_weights,
                                seed=s.seed).effects[0],
-        _placebo_in_space(ctx, fit, dropped),
+        placebo_in_space(fit).effects[0],
     ]
-    return make_result("robustness.inference", ctx.indicator.id, effects, tables={"dropped": dropped})
-
-
-def _placebo_in_space(ctx: Context, fit, dropped: pd.DataFrame):
-    """Placebo in space on the full fit, or on the complete townships' own fit when it needs them."""
-    if dropped.empty:
-        return placebo_in_space(fit).effects[0]
-    s = ctx.settings
-    refit = twfe(ctx.frame_for("placebo in space")[0], outcome="value", unit="township_id", time="time",
-                 cohort="first_treat", cluster=s.cluster, alpha=s.alpha, indicator=ctx.indicator.id)
-    return placebo_in_space(refit).effects[0]
+    return make_result("robustness.inference", ctx.indicator.id, effects)
 
 
 def sdid_standard_error(d: pd.DataFrame, choice: str = "auto") -> str:
