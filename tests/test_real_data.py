@@ -245,3 +245,84 @@ def test_an_indicator_empty_in_every_row_is_stated_on_its_pages(tmp_path):
     card = chapters.summary(chapters.setup(built.study, None, fast=True, results_dir=tmp_path / "results"))
     rows = card["scorecard"].set_index("indicator")
     assert not rows.loc["services_offered", "estimated"] and rows.loc[INDICATOR, "estimated"]
+
+
+# ----------------------------------------------------------------------------- an export as offices make it
+
+ORDER = ["county", "township_id", "township_name", "period", "population", "visits_total", "visits_in_county",
+         "visits_primary", "admissions_total", "inpatient_cost_total", "referrals_out_county",
+         "thc_outpatient_visits", "thc_admissions", "services_offered", "referrals_down"]
+PARENTS = ["县区", "乡镇编码", "乡镇名称", "月份", "常住人口", "门诊", None, None, "住院", None, "县外转诊人次",
+           "卫生院", None, None, "下转人次"]
+CHILDREN = [None] * 5 + ["总诊疗人次", "县域内就诊人次", "基层诊疗人次", "人次", "总费用", None,
+                         "门急诊人次", "住院人次", "技术项目数", None]
+UNITS = [None, None, None, None, "人", "人次", "人次", "人次", "人次", "万元", "人次", "人次", "人次", "项", "人次"]
+MAPPING = {"县区": "county", "乡镇编码": "township_id", "乡镇名称": "township_name", "月份": "period",
+           "常住人口": "population", "总诊疗人次": "visits_total", "县域内就诊人次": "visits_in_county",
+           "基层诊疗人次": "visits_primary", "住院/人次": "admissions_total", "总费用": "inpatient_cost_total",
+           "县外转诊人次": "referrals_out_county", "门急诊人次": "thc_outpatient_visits", "卫生院/住院人次": "thc_admissions",
+           "技术项目数": "services_offered", "下转人次": "referrals_down"}
+
+
+def _office_export(root, panel, pilots):
+    """A workbook as a county office exports it: a cover sheet first, then the report sheet
+    with a title row, a two-level merged header, a unit row (cost in 万元), county total
+    rows after each county, and the gaps of :func:`with_gaps`; the pilot list as a GBK CSV
+    with a title line."""
+    import openpyxl
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = panel[ORDER].copy()
+    data["inpatient_cost_total"] = pd.to_numeric(data["inpatient_cost_total"]) / 10_000
+    rows = []
+    for county, block in data.groupby("county", sort=False):
+        rows += block.astype(object).values.tolist()
+        numeric = block[ORDER[4:]].apply(pd.to_numeric, errors="coerce")
+        rows.append([county, "", "合计", "", *numeric.sum().round(4).tolist()])
+    wb = openpyxl.Workbook()
+    wb.active.title = "封面"
+    wb.active.append(["某市乡镇卫生院一体化试点监测数据（2016-2023）"])
+    ws = wb.create_sheet("月报")
+    ws.append(["某市2016-2023年乡镇卫生院运行情况月报表"])
+    for r in (PARENTS, CHILDREN, UNITS, *rows):
+        ws.append(["" if v is None else v for v in r] if r is UNITS else r)
+    for rng in ("A1:O1", "F2:H2", "I2:J2", "L2:N2", *[f"{c}2:{c}3" for c in "ABCDEKO"]):
+        ws.merge_cells(rng)
+    wb.save(root / "panel.xlsx")
+    body = pilots.rename(columns={"township_id": "乡镇编码", "pilot_start": "试点开始月份", "model": "整合模式"})
+    (root / "pilots.csv").write_bytes(("试点乡镇名单,,\n" + body.to_csv(index=False)).encode("gbk"))
+
+
+@pytest.mark.batch
+def test_batch_on_an_office_export_with_gaps(tmp_path, monkeypatch):
+    """Title row, two-level merged header, unit row (万元), data on the second sheet,
+    county total rows (dropped as the study says), an empty cell and a township missing
+    three months: the batch runs every chapter; the headline covers the truth for the
+    visit rate and the exact zero effect on cost per admission."""
+    monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    panel, pilots, truth = small_demo()
+    root = tmp_path / "office"
+    _office_export(root, with_gaps(panel, pilots), pilots)
+    built = write_study(root / "unused", panel.head(1), pilots, indicators=(INDICATOR, "cost_per_admission"))
+    config = yaml.safe_load(built.study.read_text(encoding="utf-8"))
+    config["data"] = {"panel": "../panel.xlsx", "pilots": "../pilots.csv", "panel_sheet": "月报",
+                      "total_rows": "drop", "columns": MAPPING,
+                      "pilot_columns": {"乡镇编码": "township_id", "试点开始月份": "pilot_start", "整合模式": "model"}}
+    config["window"] = {"start": "2016-01", "end": "2023-12"}
+    built.study.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+    loaded = _load(built.study)
+    assert loaded.units["inpatient_cost_total"] == "万元" and len(loaded.dropped_rows) == 2
+    assert loaded.n_townships == 24 and len(loaded.gaps) == 1
+    cost = did_frame(loaded, {i.id: i for i in loaded.indicators}["cost_per_admission"])["value"]
+    assert 1_000 < cost.median() < 100_000  # yuan, not 万元
+
+    _batch_ok(built)
+    card = _headline(built)
+    assert card["ci_low"] <= _true_att(truth) <= card["ci_high"], (card["ci_low"], card["ci_high"])
+    from evaluation.paths import study_output_dir
+    from evaluation.report.store import ResultsStore
+
+    rows = ResultsStore(study_output_dir("messy") / "results").read("summary.scorecard", None)
+    cost_row = rows.tables["scorecard"].set_index("indicator").loc["cost_per_admission"]
+    assert cost_row["ci_low"] <= 0 <= cost_row["ci_high"]
