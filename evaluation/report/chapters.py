@@ -47,7 +47,7 @@ from evaluation.inference.few_clusters import (
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
-from evaluation.study.catalogue import Indicator
+from evaluation.study.catalogue import UNIT_FACTORS, Indicator
 from evaluation.study.config import Study, load_study
 from evaluation.study.plan import Settings
 
@@ -334,9 +334,17 @@ def build_data_quality(ctx: Context) -> Result:
                          "outlying_cells": int((robust_z.abs() > z).sum()),
                          "min": float(v.min()), "median": float(v.median()), "max": float(v.max())})
     gaps = p.gaps if len(p.gaps) else pd.DataFrame({"township_id": [], "missing_periods": []})
+    incomplete = pd.concat([p.incomplete(ind).assign(indicator=ind.id) for ind in ctx.study.selected_indicators()],
+                           ignore_index=True)
+    loading = pd.DataFrame(
+        [{"item": "unit converted", "detail": f"{c}: {u}"} for c, u in p.units.items() if UNIT_FACTORS.get(u, 1) != 1]
+        + [{"item": "row dropped", "detail": f"row {r['row']}: {r['reason']}"}
+           for r in p.dropped_rows.to_dict("records")]
+        + [{"item": "warning", "detail": note} for note in p.notes],
+        columns=["item", "detail"])
     return make_result("data_quality", None, tables={
         "summary": summary, "pilots": pilots, "missing": missing, "gaps": gaps, "outliers": pd.DataFrame(outliers),
-        "excluded": p.excluded})
+        "excluded": p.excluded, "incomplete": incomplete, "loading": loading})
 
 
 def data_quality(ctx: Context) -> dict:
@@ -345,6 +353,21 @@ def data_quality(ctx: Context) -> dict:
     out["summary"] = tables["summary"].set_index("item")
     out["missing"] = tables["missing"].set_index("column")
     out["outliers"] = tables["outliers"].rename(columns={"outlying_cells": f"outlying_cells_|z|>{ctx.settings.outlier_z:g}"})
+    incomplete = tables["incomplete"]
+    methods = ", ".join(sorted(NEEDS_COMPLETE_PANEL))
+    out["incomplete"] = (
+        "每个指标在每个乡镇每期都有数据：所有方法使用全部乡镇。 / Every indicator has a value for every township and "
+        "period: every method uses every township." if incomplete.empty else
+        (f"缺期或有空值的乡镇（按指标）：{methods} 不纳入这些乡镇，其余方法使用其观测到的数据，未做插补。 / Townships with "
+         f"missing periods or empty cells, by indicator: {methods} leave them out; every other method uses their "
+         "observed values; nothing is imputed.",
+         incomplete[["indicator", "township_id", "township_name", "missing_periods", "missing_labels",
+                     "empty_cells", "empty_columns"]]))
+    loading = tables["loading"]
+    out["loading"] = ("读取时未转换单位、未删除行、无警告。 / Reading the files converted no unit, dropped no row and "
+                      "raised no warning." if loading.empty else
+                      ("读取文件时的单位换算、删除的行和警告 / Units converted, rows dropped and warnings when reading "
+                       "the files", loading))
     return out
 
 
