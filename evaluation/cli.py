@@ -20,19 +20,12 @@ def _validate(args) -> int:
 
 
 def _validate_study(path, *, write_panel: bool = False) -> int:
-    from evaluation.data.panel import (
-        DroppedRowsWarning,
-        ImplausibleValueWarning,
-        PanelGapWarning,
-        PopulationJumpWarning,
-        load_panel,
-        write_validated_panel,
-    )
+    from evaluation.data.panel import LISTED_WARNINGS, load_panel, write_validated_panel
     from evaluation.study.config import load_study
 
     study = load_study(path)
     with warnings.catch_warnings():  # each is listed in the summary below
-        for listed in (PanelGapWarning, DroppedRowsWarning, ImplausibleValueWarning, PopulationJumpWarning):
+        for listed in LISTED_WARNINGS:
             warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     print(f"study:     {study.id} — {study.title.zh} / {study.title.en}")

@@ -80,6 +80,11 @@ class PopulationJumpWarning(UserWarning):
     """A township's population in some period is above 3 times or below a third of its median."""
 
 
+# What the loader warns about and lists in the panel's summary (validate, the data-quality
+# chapter): callers that show the summary silence these.
+LISTED_WARNINGS = (PanelGapWarning, DroppedRowsWarning, ImplausibleValueWarning, PopulationJumpWarning)
+
+
 # County total rows: a county, id or name cell holding one of these is not a township.
 TOTAL_ROW_PATTERN = r"合计|小计|总计|汇总|^全(?:县|区|市|镇|乡|旗)|^(?:grand)?(?:sub)?totals?\b|^sum$"
 POPULATION_JUMP = 3.0  # a population above 3x or below 1/3 of the township's median is warned about

@@ -230,10 +230,11 @@ def _validate_data(study) -> None:
     previous report untouched."""
     import warnings
 
-    from evaluation.data.panel import PanelGapWarning, load_panel
+    from evaluation.data.panel import LISTED_WARNINGS, load_panel
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PanelGapWarning)  # gaps are analysed, and listed in the chapters
+    with warnings.catch_warnings():  # gaps, dropped rows and odd cells are listed in the chapters
+        for listed in LISTED_WARNINGS:
+            warnings.simplefilter("ignore", listed)
         load_panel(study)
 
 

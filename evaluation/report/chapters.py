@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.data.frames import NEEDS_COMPLETE_PANEL, complete_townships, did_frame
-from evaluation.data.panel import Panel, PanelGapWarning, load_panel
+from evaluation.data.panel import LISTED_WARNINGS, Panel, load_panel
 from evaluation.diagnostics.bacon import bacon_decomposition
 from evaluation.diagnostics.robustness import robustness_table
 from evaluation.diagnostics.sensitivity import honest_sensitivity
@@ -213,7 +213,8 @@ def setup(study_path: str | Path, indicator: str | None = None, fast: bool = Fal
     path = resolve_study_path(study_path)
     study = load_study(path)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PanelGapWarning)  # the data-quality chapter lists gaps
+        for listed in LISTED_WARNINGS:  # the data-quality chapter lists them
+            warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     chosen = None
     if indicator is not None:
