@@ -54,12 +54,14 @@ def to_frequency(panel: pd.DataFrame, pilots: pd.DataFrame, frequency: str):
 
 def write_study(root: Path, panel: pd.DataFrame, pilots: pd.DataFrame, *, frequency: str = "month",
                 indicators=("county_internal_visit_rate",), encoding: str = "utf-8", study_id: str = "messy",
-                extra: dict | None = None, truth: pd.DataFrame | None = None) -> Built:
-    """Write the panel and pilots with the demo's Chinese headers and a study file mapping them."""
+                extra: dict | None = None, truth: pd.DataFrame | None = None, wide: bool = False) -> Built:
+    """Write the panel and pilots with the demo's Chinese headers and a study file mapping
+    them; ``wide``: one row per township and measure, one column per period."""
     root.mkdir(parents=True, exist_ok=True)
     period_header = {"month": "月份", "quarter": "季度", "year": "年份"}[frequency]
     headers = {**PANEL_HEADERS, "period": period_header}
-    panel.rename(columns=headers).to_csv(root / "panel.csv", index=False, encoding=encoding)
+    table = to_wide(panel) if wide else panel.rename(columns=headers)
+    table.to_csv(root / "panel.csv", index=False, encoding=encoding)
     pilots.rename(columns=PILOT_HEADERS).to_csv(root / "pilots.csv", index=False, encoding=encoding)
     first, last = sorted(panel["period"].astype(str))[0], sorted(panel["period"].astype(str))[-1]
     config = {
@@ -75,8 +77,23 @@ def write_study(root: Path, panel: pd.DataFrame, pilots: pd.DataFrame, *, freque
         "analysis": {"seed": 7},
         **(extra or {}),
     }
+    if wide:
+        config["data"].update(layout="wide", wide={"measure_column": "指标"})
     (root / "study.yml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return Built(root, root / "study.yml", panel, pilots, truth if truth is not None else pd.DataFrame())
+
+
+def to_wide(panel: pd.DataFrame) -> pd.DataFrame:
+    """The panel as a statistics office's wide sheet: county, township, measure (指标, the
+    demo's Chinese header), then one column per period."""
+    keys = ["county", "township_id", "township_name"]
+    long = panel.melt(id_vars=[*keys, "period"], value_vars=["population", *COUNTS], var_name="measure")
+    long["measure"] = long["measure"].map(PANEL_HEADERS)
+    wide = long.pivot_table(index=[*keys, "measure"], columns="period", values="value", aggfunc="first",
+                            sort=False).reset_index()
+    wide.columns.name = None
+    return wide.rename(columns={"county": "县区", "township_id": "乡镇编码", "township_name": "乡镇名称",
+                                "measure": "指标"})
 
 
 def with_gaps(panel: pd.DataFrame, pilots: pd.DataFrame) -> pd.DataFrame:

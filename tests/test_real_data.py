@@ -172,14 +172,16 @@ def test_batch_on_an_incomplete_panel_runs_every_chapter_and_covers_the_truth(ga
 @pytest.mark.batch
 @pytest.mark.parametrize("frequency", ["quarter", "year"])
 def test_batch_on_quarterly_and_annual_exports(tmp_path, monkeypatch, frequency):
-    """A GBK CSV by quarter, or by year: every chapter runs, the headline covers the truth
-    (the monthly truth: a rate's effect is the same whatever the period it is counted over,
-    up to the first treated period's partial exposure)."""
+    """A GBK CSV by quarter, or a wide GBK CSV by year (one column per year): every chapter
+    runs, the headline covers the truth (the monthly truth: a rate's effect is the same
+    whatever the period it is counted over, up to the first treated period's partial exposure)."""
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
     panel, pilots, truth = small_demo()
     coarse, coarse_pilots = to_frequency(panel, pilots, frequency)
     built = write_study(tmp_path / frequency, coarse, coarse_pilots, frequency=frequency, encoding="gbk",
-                        truth=truth)
+                        truth=truth, wide=frequency == "year")
+    if frequency == "year":
+        assert pd.read_csv(built.root / "panel.csv", encoding="gbk").columns[-1] == "2023"
     _batch_ok(built)
     row = _headline(built)
     assert row["ci_low"] <= _true_att(truth) <= row["ci_high"], (row["ci_low"], row["ci_high"])
@@ -326,3 +328,14 @@ def test_batch_on_an_office_export_with_gaps(tmp_path, monkeypatch):
     rows = ResultsStore(study_output_dir("messy") / "results").read("summary.scorecard", None)
     cost_row = rows.tables["scorecard"].set_index("indicator").loc["cost_per_admission"]
     assert cost_row["ci_low"] <= 0 <= cost_row["ci_high"]
+
+
+def test_wide_annual_csv_with_year_headers_equals_the_long_table(tmp_path):
+    """A wide CSV whose period headers are the text 2016 ... 2023 (found as the header row)."""
+    panel, pilots, _ = small_demo()
+    coarse, coarse_pilots = to_frequency(panel, pilots, "year")
+    wide = _load(write_study(tmp_path / "wide", coarse, coarse_pilots, frequency="year", encoding="gbk",
+                             wide=True).study)
+    long = _load(write_study(tmp_path / "long", coarse, coarse_pilots, frequency="year").study)
+    pd.testing.assert_frame_equal(wide.data.reset_index(drop=True), long.data.reset_index(drop=True))
+    assert wide.n_townships == 24 and len(wide.periods) == 8

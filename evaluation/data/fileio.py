@@ -496,7 +496,9 @@ def _is_text(v) -> bool:
 
 
 def _is_year(v) -> bool:
-    """A year as a number (2019): the period header of an annual wide table."""
+    """A year as a number (2019, or the text "2019" of a CSV): the period header of an annual wide table."""
+    if isinstance(v, str) and re.fullmatch(r"\s*\d{4}\s*", v):
+        v = int(v)
     return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and 1900 <= v <= 2100
 
 
