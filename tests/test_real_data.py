@@ -269,12 +269,14 @@ MAPPING = {"县区": "county", "乡镇编码": "township_id", "乡镇名称": "t
 def _office_export(root, panel, pilots):
     """A workbook as a county office exports it: a cover sheet first, then the report sheet
     with a title row, a two-level merged header, a unit row (cost in 万元), county total
-    rows after each county, and the gaps of :func:`with_gaps`; the pilot list as a GBK CSV
-    with a title line."""
+    rows after each county, a population 1,000 times too large in one month, and the gaps of
+    :func:`with_gaps`; the pilot list as a GBK CSV with a title line."""
     import openpyxl
 
     root.mkdir(parents=True, exist_ok=True)
     data = panel[ORDER].copy()
+    data["population"] = data["population"].astype(float)
+    data.loc[data.index[40], "population"] *= 1000  # a typing slip: thousands of residents too many
     data["inpatient_cost_total"] = pd.to_numeric(data["inpatient_cost_total"]) / 10_000
     rows = []
     for county, block in data.groupby("county", sort=False):
@@ -316,6 +318,9 @@ def test_batch_on_an_office_export_with_gaps(tmp_path, monkeypatch):
     loaded = _load(built.study)
     assert loaded.units["inpatient_cost_total"] == "万元" and len(loaded.dropped_rows) == 2
     assert loaded.n_townships == 24 and len(loaded.gaps) == 1
+    jump = panel.iloc[40]
+    assert any(f"township {jump['township_id']}" in n and str(jump["period"]) in n and "population" in n
+               for n in loaded.notes), loaded.notes
     cost = did_frame(loaded, {i.id: i for i in loaded.indicators}["cost_per_admission"])["value"]
     assert 1_000 < cost.median() < 100_000  # yuan, not 万元
 
