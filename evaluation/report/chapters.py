@@ -765,7 +765,7 @@ def summary(ctx: Context) -> dict:
     result = make_result("summary.scorecard", None, tables={"scorecard": card})
     result.key, result.settings = ctx.key("summary.scorecard"), ctx.settings.as_dict()
     ctx.store.write(result)
-    table = card.set_index("indicator")[list(SCORECARD_HEADERS)]
+    table = card.set_index("indicator").reindex(columns=list(SCORECARD_HEADERS))  # a failed row has NaNs
     recent_zh, recent_en = ctx.settings.text(ctx.settings.target_window)
     headers = {**SCORECARD_HEADERS, "pilot_recent": f"试点近{recent_zh}", "comparison_recent": f"非试点近{recent_zh}"}
     readable = table.rename(columns=headers).set_index(["指标", "Indicator"])
