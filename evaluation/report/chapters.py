@@ -51,6 +51,11 @@ from evaluation.study.catalogue import UNIT_FACTORS, Indicator
 from evaluation.study.config import Study, load_study
 from evaluation.study.plan import Settings
 
+# MathJax (JupyterLab's, and the exported pages') typesets `$...$` and `\(...\)` in HTML
+# outputs; inside an element of these classes it leaves the text alone (MathJax 2 and 3;
+# pandas marks its tables the same way when ``display.html.use_mathjax`` is off).
+NO_MATH = "tex2jax_ignore mathjax_ignore"
+
 TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
 
 
@@ -146,7 +151,7 @@ class Context:
             if isinstance(item, tuple):
                 self.show(*item)
             elif isinstance(item, str):
-                display(HTML(f"<p>{html.escape(item)}</p>"))
+                display(HTML(escaped_block(f"<p>{html.escape(item)}</p>")))
             elif hasattr(item, "savefig"):
                 display(item)
                 plt.close(item)
@@ -160,7 +165,8 @@ class Context:
         *heading, zh, en = NOTES[key]
         values = self.note_values()
         title = f"<h2>{html.escape(heading[0])}</h2>" if heading else ""
-        display(HTML(f"{title}<p>{html.escape(zh.format(**values))}</p><p>{html.escape(en.format(**values))}</p>"))
+        display(HTML(escaped_block(
+            f"{title}<p>{html.escape(zh.format(**values))}</p><p>{html.escape(en.format(**values))}</p>")))
 
     def note_values(self) -> dict:
         s = self.settings
@@ -177,6 +183,13 @@ class Context:
             out[f"{name}_zh"], out[f"{name}_en"] = s.text(count)
         out["unit_zh"], out["unit_en"] = s.text(1)[0].lstrip("1"), s.frequency
         return out
+
+
+def escaped_block(body: str) -> str:
+    """HTML whose every data-derived string the caller has passed through
+    :func:`html.escape`, in one block that MathJax leaves alone: a township named
+    ``$x$`` is shown as typed, never typeset as a formula."""
+    return f'<div class="{NO_MATH}">{body}</div>'
 
 
 def not_estimable_text(exc: Exception) -> str:
@@ -225,6 +238,7 @@ def setup(study_path: str | Path, indicator: str | None = None, fast: bool = Fal
     pd.set_option("display.float_format", lambda v: f"{v:.4g}")
     pd.set_option("display.max_columns", 20)
     pd.set_option("display.width", 160)
+    pd.set_option("display.html.use_mathjax", False)  # tables show `$...$` in names as typed (see NO_MATH)
     store = ResultsStore(Path(results_dir) if results_dir else study.output_dir / "results")
     return Context(study=study, settings=study.settings(fast), panel=panel, indicator=chosen, store=store,
                    inputs=input_hashes(path), code=code_hash())
@@ -256,7 +270,7 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
         parts.append(f"<p>指标 / Indicator: <b>{html.escape(ind.name_zh)}</b> ({html.escape(ind.name_en)}; "
                      f"{html.escape(ind.unit_for(ctx.settings.frequency))})</p>")
     parts.append(coverage_note(ctx))
-    return "\n".join(p for p in parts if p)
+    return escaped_block("\n".join(p for p in parts if p))
 
 
 METHOD_ZH = {"Goodman-Bacon": "Goodman-Bacon 分解", "synthetic control": "合成控制", "synthetic DiD": "合成双重差分",
@@ -784,7 +798,7 @@ def verdict_notes(res: dict):
 
     items = "".join(f"<li>{html.escape(r.verdict_zh)}<br>{html.escape(r.verdict_en)}</li>"
                     for r in res["verdicts"].itertuples())
-    return HTML(f"<h2>结论 / Verdicts</h2><ul>{items}</ul>")
+    return HTML(escaped_block(f"<h2>结论 / Verdicts</h2><ul>{items}</ul>"))
 
 
 # ----------------------------------------------------------------------------- registry and prose

@@ -50,14 +50,23 @@ def setup_style() -> str:
     return family
 
 
+def literal(text) -> str:
+    """``text`` as matplotlib must draw it when it comes from the data or the study file
+    (township ids and names, indicator names, units): every ``$`` escaped as ``\\$`` so
+    that no part of it is parsed as mathtext (a name ``$\\frac{1}{0}$`` is drawn as typed,
+    not as a formula, and cannot crash the figure). Outside ``$...$`` matplotlib draws
+    backslashes, ``^``, ``_`` and braces literally; ``text.usetex`` stays off."""
+    return str(text).replace("$", r"\$")
+
+
 def _label(indicator) -> str:
-    return f"{indicator.name_zh}\n{indicator.name_en}"
+    return literal(f"{indicator.name_zh}\n{indicator.name_en}")
 
 
 def _unit(indicator) -> str:
     """The axis label of the indicator's unit: a rate names its period (``per 1,000
     residents per quarter``) when the indicator carries the analysis frequency."""
-    return getattr(indicator, "unit_label", indicator.unit)
+    return literal(getattr(indicator, "unit_label", indicator.unit))
 
 
 _PERIOD_WORDS = {"month": ("月", "months"), "quarter": ("季度", "quarters"), "year": ("年", "years")}
@@ -75,7 +84,7 @@ def trends(series_by_group: dict[str, pd.Series], indicator, starts: list[str], 
     colours = [PILOT_COLOUR, COMPARISON_COLOUR, "#2980b9", "#27ae60"]
     for (name, series), colour in zip(series_by_group.items(), colours, strict=False):
         x = series.index.to_timestamp()
-        ax.plot(x, series.to_numpy(), label=name, color=colour, lw=1.8)
+        ax.plot(x, series.to_numpy(), label=literal(name), color=colour, lw=1.8)
     for s in starts:
         ax.axvline(parse_any_period(s).to_timestamp(), color=PILOT_COLOUR, ls=":", lw=1)  # 2019-07 or 2019Q3
     if starts:
@@ -103,7 +112,7 @@ def event_study(plot_data: pd.DataFrame, indicator, title: str = "事件研究 /
     ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
     ax.set_xlabel(_periods_since_start(indicator))
     ax.set_ylabel(_unit(indicator))
-    ax.set_title(f"{title}: {indicator.name_zh}")
+    ax.set_title(literal(f"{title}: {indicator.name_zh}"))
     ax.legend(loc="best", fontsize=9)
     return ax
 
@@ -123,7 +132,7 @@ def interrupted_series(plot_data: pd.DataFrame, indicator, title: str = "中断�
     if excluded.any():
         ax.plot(x[excluded], plot_data.loc[excluded, "observed"], "x", color="#e67e22", ms=4,
                 label="未纳入拟合 / left out")
-    ax.set_title(f"{title}: {indicator.name_zh}")
+    ax.set_title(literal(f"{title}: {indicator.name_zh}"))
     ax.set_ylabel(_unit(indicator))
     ax.legend(loc="best", fontsize=8)
     return ax
@@ -141,7 +150,7 @@ def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
                 fmt="none", ecolor="#95a5a6", elinewidth=1.5)
     ax.scatter(table["relative_pct"], y, c=colours, zorder=3)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, table[label_column])
+    ax.set_yticks(y, [literal(label) for label in table[label_column]])
     ax.set_xlabel("相对于反事实均值的变化（%）/ change relative to the counterfactual mean (%)")
     ax.set_title("各指标的试点效果 / Pilot effect by indicator")
     return ax
@@ -168,11 +177,11 @@ def synthetic_control_gaps(gaps: pd.DataFrame, indicator, names: dict | None = N
         ax.axhline(0, color="black", lw=0.6)
         label = (names or {}).get(pilot, pilot)
         p = (p_values or {}).get(pilot)
-        ax.set_title(f"{label}" + (f"\np = {p:.2f}" if p is not None else ""), fontsize=9)
+        ax.set_title(literal(label) + (f"\np = {p:.2f}" if p is not None else ""), fontsize=9)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"合成控制差距（红：试点；灰：安慰剂）/ Synthetic-control gap (red: pilot; grey: placebos)\n"
-                 f"{indicator.name_zh} / {indicator.name_en}", fontsize=10)
+    fig.suptitle("合成控制差距（红：试点；灰：安慰剂）/ Synthetic-control gap (red: pilot; grey: placebos)\n"
+                 + literal(f"{indicator.name_zh} / {indicator.name_en}"), fontsize=10)
     fig.supxlabel("时期 / period index", fontsize=9)
     fig.tight_layout()
     return fig
@@ -189,10 +198,11 @@ def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titl
         for xi, (_, row), colour in zip(x, table.iterrows(), colours, strict=True):
             ax.plot([xi, xi], [row["ci_low"], row["ci_high"]], color=colour, lw=3, solid_capstyle="butt")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(x, ["原估计\noriginal"] + [lab.replace("=", "\n") for lab in table["label"][1:]], fontsize=8)
-        ax.set_title(title + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
+        ax.set_xticks(x, ["原估计\noriginal"] + [literal(lab).replace("=", "\n") for lab in table["label"][1:]],
+                      fontsize=8)
+        ax.set_title(literal(title) + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
         ax.set_ylabel(_unit(indicator))
-    fig.suptitle(f"平行趋势敏感性 / Parallel-trends sensitivity: {indicator.name_zh} / {indicator.name_en}",
+    fig.suptitle("平行趋势敏感性 / Parallel-trends sensitivity: " + literal(f"{indicator.name_zh} / {indicator.name_en}"),
                  fontsize=10)
     fig.tight_layout()
     return fig
@@ -215,7 +225,7 @@ def synthetic_control(fit, indicator=None, title: str | None = None):
     right.axhline(0, color="black", lw=0.6)
     left.legend(loc="best", fontsize=8)
     name = f"{indicator.name_zh} / {indicator.name_en}" if indicator is not None else ""
-    left.set_title(title or f"{fit.diagnostics['pilot']} {name}", fontsize=9)
+    left.set_title(literal(title or f"{fit.diagnostics['pilot']} {name}"), fontsize=9)
     e = fit.effects[0]
     right.set_title(f"差距与安慰剂 gap and placebos: ATT {e.estimate:.3g}, p = {e.p_value:.3f}", fontsize=9)
     fig.tight_layout()
