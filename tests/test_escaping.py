@@ -55,7 +55,7 @@ def payload_study(root: Path):
     poor, second = pilots["township_id"].iloc[0], pilots["township_id"].iloc[1]
     comparison = sorted(set(panel["township_id"]) - set(pilots["township_id"]))
     gappy, excluded = comparison[0], comparison[1]
-    renamed = {poor: f"{MATH}镇", second: f"{SCRIPT}{TEMPLATE}{BAD_MATH}乡", gappy: f"{IMG}{ENTITY}{QUOTES}村",
+    renamed = {poor: f"{MATH}镇", second: f"{SCRIPT}{BAD_MATH}乡", gappy: f"{IMG}{ENTITY}{QUOTES}村",
                excluded: f"{SCRIPT}{MATH}排除"}
     panel["township_name"] = [renamed.get(t, n) for t, n in zip(panel["township_id"], panel["township_name"],
                                                                  strict=True)]
@@ -212,7 +212,7 @@ def test_figures_draw_payloads_literally(in_process):
             shown, ismath = text._preprocess_math(text.get_text())
             assert ismath is False, text.get_text()
             drawn.append(shown)
-    for name in (f"{MATH}镇", f"{SCRIPT}{TEMPLATE}{BAD_MATH}乡"):
+    for name in (f"{MATH}镇", f"{SCRIPT}{BAD_MATH}乡"):
         assert any(d.startswith(f"{name}\np = ") for d in drawn), [d for d in drawn if "\np = " in d]
 
 
