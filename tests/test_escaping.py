@@ -30,7 +30,7 @@ from evaluation.cli import main
 from evaluation.paths import NOTEBOOKS
 from evaluation.report import chapters, plots
 from evaluation.report.batch import export_html
-from evaluation.report.store import ResultsStore
+from evaluation.report.store import ResultsStore, make_result
 
 matplotlib.use("Agg")
 
@@ -201,6 +201,24 @@ def test_html_builders_escape(in_process):
     assert "研究&lt;script&gt;alert(1)&lt;/script&gt;$\\frac{1}{0}$" in head
     assert "&lt;img src=x onerror=alert(1)&gt;&amp;amp;&#x27;&quot;村" in chapters.coverage_note(ctx)
     assert chapters.escaped_block("<p>x</p>") == f'<div class="{chapters.NO_MATH}"><p>x</p></div>'
+
+
+def test_show_escapes_reasons_and_tables(in_process, tmp_path):
+    """What :meth:`Context.show` displays: a "not estimated" reason quoting an id, a note
+    and a table, through the batch's HTML export."""
+    ctx = chapters.setup(in_process["study"], INDICATOR, fast=True, results_dir=in_process["store"].root)
+    failed = make_result("its", INDICATOR, values={"not_estimable": f"EstimationError: township {IMG} {MATH}"})
+    capture = Captured()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("IPython.display.display", capture.display)
+        ctx.show(chapters.not_estimated(failed), (f"{SCRIPT}{ENTITY}", pd.DataFrame({"name": [MATH], "id": [IMG]})))
+    assert len(capture.outputs) == 3
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("", outputs=capture.outputs)])
+    nbformat.write(notebook, tmp_path / "shown.ipynb")
+    export_html(tmp_path / "shown.ipynb", tmp_path / "shown.html")
+    text = check_page(tmp_path / "shown.html")
+    assert f"its: EstimationError: township {IMG} {MATH}" in text and f"{SCRIPT}{ENTITY}" in text
+    assert MATH in text and IMG in text
 
 
 def test_figures_draw_payloads_literally(in_process):
