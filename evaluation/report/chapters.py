@@ -140,8 +140,10 @@ class Context:
 
     # ------------------------------------------------------------------ display: the one route
     def show(self, *items) -> None:
-        """Display tables, figures and notes (text is escaped and shown as a note; a tuple
-        is shown item by item; ``None`` and empty text show nothing)."""
+        """Display tables, figures and notes (text is escaped and shown as a note in a block
+        MathJax leaves alone; a tuple is shown item by item; ``None`` and empty text show
+        nothing). Tables are pandas' HTML, which escapes every cell and, with
+        ``display.html.use_mathjax`` off (:func:`setup`), is not typeset either."""
         import matplotlib.pyplot as plt
         from IPython.display import HTML, display
 
@@ -256,7 +258,8 @@ def open_chapter(chapter: str, study_path: str | Path, indicator: str | None = N
 
 
 def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
-    """HTML title block with the demo banner (every data-derived string escaped)."""
+    """HTML title block with the demo banner (every data-derived string escaped, the
+    block MathJax-ignored: see :func:`escaped_block`)."""
     t = ctx.study.title
     parts = []
     if ctx.study.synthetic:

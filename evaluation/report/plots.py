@@ -3,6 +3,10 @@
 Chinese labels use Noto Sans CJK SC, shipped inside the ``mplfonts`` package (a runtime
 dependency) and registered with matplotlib here, so no figure shows empty boxes whatever
 fonts the machine has.
+
+Every string from the data or the study file (township ids and names, indicator names and
+units) goes through :func:`literal` before it becomes figure text, so a ``$`` in a name is
+drawn as a dollar sign, never parsed as mathtext.
 """
 
 from __future__ import annotations
