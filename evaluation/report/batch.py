@@ -326,6 +326,8 @@ def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> Non
     os.dup2(log, 1)  # the kernel inherits these: its start-up warnings land in the log
     os.dup2(log, 2)
     os.close(log)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
     try:
         outcome = execute(run, out_dir)
     except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
