@@ -784,12 +784,21 @@ def _record(run: Run, final: Path, created: str, old: dict | None) -> dict:
         if run.reused and old:
             record["attempted"] = old.get("attempted", created)
     else:
-        has_page = (final / f"{run.stem}.html").is_file() and old is not None and old.get("page_key")
+        page_key = _page_key(old)
+        has_page = (final / f"{run.stem}.html").is_file() and page_key is not None
         record.update(html=f"{run.stem}.html" if has_page else None,
                       notebook_out=f"{run.stem}.ipynb" if has_page else None,
-                      page_key=old.get("page_key") if has_page else None,
+                      page_key=page_key if has_page else None,
                       page_created=old.get("page_created") if has_page else None, stale=bool(has_page))
     return record
+
+
+def _page_key(old: dict | None) -> str | None:
+    """The key of the page a previous record shows (manifests written before pages were
+    published per run have no ``page_key``: their page is the run's when it succeeded)."""
+    if not old:
+        return None
+    return old.get("page_key") or (old.get("key") if old.get("status") == "ok" else None)
 
 
 def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs: dict, created: str,
@@ -810,7 +819,7 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
             continue  # a page that is gone is not listed
         probe = Run(row["chapter"], row["notebook"], row.get("indicator"), dict(row.get("parameters", {})))
         try:
-            row["current"] = bool(row.get("page_key")) and _run_key(probe, inputs, code) == row["page_key"]
+            row["current"] = _page_key(row) is not None and _run_key(probe, inputs, code) == _page_key(row)
         except OSError:
             row["current"] = False
         rows.append(row)
