@@ -223,8 +223,13 @@ def test_the_lock_refuses_a_second_holder_and_is_free_after_the_first(tmp_path, 
             with study_lock("s"):
                 pass
     assert not path.exists()
-    with study_lock("s"):
-        pass
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom evaluation.report.batch import study_lock\n"
+                               "with study_lock('s'):\n    print('held', flush=True)\n    time.sleep(2)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert holder.stdout.readline().strip() == "held"
+    start = time.monotonic()
+    with study_lock("s", wait=True):  # --wait: blocks until the holder is done
+        assert holder.wait(timeout=10) == 0 and time.monotonic() - start > 0.5
 
 
 # ----------------------------------------------------------------------------- processes

@@ -519,19 +519,29 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
     this batch's stems and whether they all succeeded (``manifest["ok"]``). Raises
     :class:`BatchRunningError` when another batch of the study runs (unless ``wait``) and
     :class:`BatchInterrupted` on SIGINT / SIGTERM."""
-    study_path = resolve_study_path(study_path)
-    study = load_study(study_path)
-    runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
-    _validate_data(study)  # invalid data stop the batch before anything is written
-    final = study_output_dir(study.id)
-    with study_lock(study.id, wait=wait), _Signals() as signals:
+    with _Signals() as signals:  # from here SIGINT and SIGTERM raise BatchInterrupted
+        study_path = resolve_study_path(study_path)
+        study = load_study(study_path)
+        runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
+        _validate_data(study)  # invalid data stop the batch before anything is written
+        final = study_output_dir(study.id)
+        with study_lock(study.id, wait=wait):
+            return _run_batch_locked(study, study_path, runs, final, signals, jobs=jobs, resume=resume, fast=fast,
+                                     progress=progress)
+
+
+def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, *, jobs: int,
+                      resume: bool, fast: bool, progress: bool) -> dict:
+    with signals.deferred():
         _remove_debris(study.id, final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-{os.getpid()}-", dir=final.parent))
-        try:
-            return _run_locked(study, study_path, runs, final, tmp, signals, jobs=jobs, resume=resume, fast=fast,
-                               progress=progress)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return _run_locked(study, study_path, runs, final, tmp, signals, jobs=jobs, resume=resume, fast=fast,
+                           progress=progress)
+    finally:
+        signals.depth += 1  # the temporary folder goes, whatever arrives now
+        shutil.rmtree(tmp, ignore_errors=True)
+        signals.depth -= 1
 
 
 def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, *, jobs: int,
