@@ -91,6 +91,22 @@ def test_partial_batch_keeps_other_pages_and_a_failing_rerun_keeps_the_last_good
     index = (folder / "index.html").read_text(encoding="utf-8")
     assert f'href="{DID}.html"' in index and f'href="{TRENDS}.html"' in index
 
+    # 1b. the summary alone reads the published results that are still current: DiD's and
+    # trends' stored results are read, not recomputed (result.json holds its creation time)
+    assert main(["batch", str(study), "--fast", "--jobs", "1", "--chapters", "summary"]) == 0
+    summary = _hashes(folder)
+    stored = [k for k in after if k.startswith((f"results/{INDICATOR}/did.", f"results/{INDICATOR}/trends/"))]
+    assert len(stored) > 8 and all(summary[k] == after[k] for k in stored)
+    assert all(summary[k] == after[k] for k in after if k.startswith((DID, TRENDS)))
+    from evaluation.report.store import ResultsStore
+
+    store = ResultsStore(folder / "results")
+    card = store.read("summary.scorecard", None).tables["scorecard"].set_index("indicator").loc[INDICATOR]
+    headline = store.read("did.callaway_santanna", INDICATOR).effect("att", section="simple")
+    assert card["att"] == headline["estimate"]  # the same stored number, exactly
+    assert store.read("robustness.randomization", INDICATOR) is not None  # computed for the summary, published
+    after = summary
+
     # 2. a failing rerun of DiD keeps its last good page, byte for byte, and marks it stale
     notebooks = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, notebooks)
@@ -137,6 +153,7 @@ def test_a_second_batch_of_the_study_exits_2_while_the_first_completes(report, c
     assert f"another batch of study messy is running (pid {first.pid} on" in err and "--wait" in err
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err[-2000:]
+    assert not [n for n in NOISE if n in out + err], err[-2000:]  # no kernel start-up noise on the console
     manifest = _manifest(folder)
     assert [r["stem"] for r in manifest["runs"]] == [TRENDS, DID]
     assert all((folder / r["html"]).is_file() and (folder / r["notebook_out"]).is_file() for r in manifest["runs"])
