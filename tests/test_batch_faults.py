@@ -288,3 +288,20 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"  # a zombie has ended; only its exit status is left
+
+
+def test_a_batch_on_invalid_data_changes_nothing(report, tmp_path, capfd):
+    study, outputs, folder = report
+    before = _hashes(outputs)
+    broken = tmp_path / "broken"
+    shutil.copytree(study.parent, broken)
+    lines = (broken / "panel.csv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    column = header.index("月份")
+    (broken / "panel.csv").write_text("\n".join(",".join(c for i, c in enumerate(line.split(",")) if i != column)
+                                                for line in lines) + "\n", encoding="utf-8")
+    capfd.readouterr()
+    assert main(["batch", str(broken / "study.yml"), "--fast", "--chapters", "trends"]) == 2
+    err = capfd.readouterr().err
+    assert "月份" in err and "Traceback" not in err
+    assert _hashes(outputs) == before and sorted(p.name for p in outputs.iterdir()) == ["messy"]
