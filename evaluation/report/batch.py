@@ -311,8 +311,8 @@ _LOCK_FD: int | None = None  # the study lock's descriptor: a worker closes its 
 
 def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> None:
     """A worker process (forked): dies with the batch, ignores the terminal's SIGINT (the
-    batch stops it), writes its output and its kernel's to ``log_path``, and sends the
-    run's outcome back."""
+    batch stops it), writes its output and its kernel's to ``log_path``, keeps its kernel's
+    connection file in the batch's temporary folder, and sends the run's outcome back."""
     die_with_parent(parent_pid)
     os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -320,6 +320,10 @@ def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> Non
     if _LOCK_FD is not None:
         with contextlib.suppress(OSError):
             os.close(_LOCK_FD)
+    scratch = Path(out_dir).parent / "scratch"  # the kernel's connection file (a mkstemp file) and other
+    scratch.mkdir(exist_ok=True)                 # temporary files go with the batch's temporary folder
+    tempfile.tempdir = str(scratch)
+    os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
