@@ -1,6 +1,7 @@
 """Command line: ``evaluation init PANEL PILOTS``, ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
 
-Exit codes: 0 success, 2 rejected input (the message names the file, key, row or column).
+Exit codes: 0 success, 1 a chapter run failed (batch), 2 rejected input (the message names the file, key,
+row or column) or another batch of the study is running, 130 / 143 batch stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -96,18 +97,30 @@ def _demo_data(args) -> int:
 
 
 def _batch(args) -> int:
-    from evaluation.report.batch import run_batch
-
-    manifest = run_batch(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
-                         resume=args.resume, fast=args.fast)
-    failed = [r for r in manifest["runs"] if r["status"] != "ok"]
-    reused = sum(r["reused"] for r in manifest["runs"])
-    print(f"{len(manifest['runs'])} runs ({reused} reused), {len(failed)} failed, {manifest['seconds']:.0f} s")
-    for r in failed:
-        print(f"FAILED {r['stem']}: {r['error'].splitlines()[0] if r['error'] else ''}", file=sys.stderr)
     from evaluation.paths import study_output_dir
+    from evaluation.report.batch import BatchInterrupted, run_batch
 
-    print(f"report: {study_output_dir(manifest['study']) / 'index.html'}")
+    try:
+        manifest = run_batch(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
+                             resume=args.resume, fast=args.fast, wait=args.wait)
+    except BatchInterrupted as exc:  # SIGINT / SIGTERM: one line, no traceback
+        print(f"evaluation batch: {exc.message()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C while the study and data were read: nothing was written
+        print("evaluation batch: interrupted by SIGINT before any run started; nothing changed", file=sys.stderr)
+        return 130
+    folder = study_output_dir(manifest["study"])
+    mine = set(manifest["batch"]["stems"])
+    runs = [r for r in manifest["runs"] if r["stem"] in mine]
+    failed = [r for r in runs if r["status"] != "ok"]
+    reused = sum(bool(r["reused"]) for r in runs)
+    print(f"{len(runs)} runs ({reused} reused), {len(failed)} failed, {manifest['seconds']:.0f} s")
+    for r in failed:
+        failure = r.get("failure") or {}
+        where = f"; notebook: {folder / failure['notebook']}" if failure.get("notebook") else ""
+        kept = "; the last good page is kept, marked stale" if r.get("stale") else ""
+        print(f"FAILED {r['stem']}: {r['error']}{where}{kept}", file=sys.stderr)
+    print(f"report: {folder / 'index.html'}")
     return 1 if failed else 0
 
 
@@ -137,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--chapters", nargs="+", help="only these chapters (data_quality trends did its robustness summary)")
     b.add_argument("--resume", action="store_true", help="reuse runs whose inputs and parameters did not change")
     b.add_argument("--fast", action="store_true", help="fewer bootstrap draws (quick checks; CI)")
+    b.add_argument("--wait", action="store_true",
+                   help="when another batch of the study is running, wait for it instead of exiting (code 2)")
     b.set_defaults(func=_batch)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")

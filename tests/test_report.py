@@ -124,8 +124,11 @@ def test_failure_is_recorded_and_resume_reruns_only_what_changed(tmp_path, monke
 
     assert main(["batch", str(study), "--jobs", "2", "--chapters", "did", "--resume",
                  "--indicators", "county_internal_visit_rate"]) == 0  # fast changed: parameters differ
-    third = json.loads((tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))["runs"]
-    assert [r["reused"] for r in third] == [False]
+    third = json.loads((tmp_path / "out" / "broken" / "manifest.json").read_text(encoding="utf-8"))
+    assert third["batch"]["stems"] == ["did__county_internal_visit_rate"] and third["ok"]
+    runs = {r["stem"]: r for r in third["runs"]}  # the report keeps the run this batch did not touch
+    assert runs["did__county_internal_visit_rate"]["reused"] is False
+    assert runs["did__services_offered"]["status"] == "failed" and not third["complete"]
 
 
 def test_plain_papermill_call_works(tmp_path):

@@ -1,48 +1,103 @@
 """Batch runs of the chapters with papermill, HTML export, index page and manifest.
 
-Each chapter run writes its results to the batch's results store (``results/``, see
-:mod:`evaluation.report.store`); the summary chapter runs after the others and reads
-them, and the index page's headline table is the summary's stored scorecard.
-
 ``evaluation batch STUDY`` runs every chapter for every indicator (the per-study
-chapters once) in parallel worker processes, writes executed notebooks and
-self-contained HTML (images embedded, code hidden) to a temporary folder beside
-``outputs/<study>/`` and moves it into place at the end, so an interrupted batch never
-leaves a half-written report. A failing run is recorded with its error and the others go
-on; the batch then exits non-zero. ``--resume`` reuses runs whose inputs and parameters
-have not changed since the last manifest.
+chapters once), ``--jobs`` at a time, each in its own worker process, and keeps the
+report in ``outputs/<study>/`` whole at every moment:
+
+- **Per-run publishing.** A run executes in the batch's temporary folder
+  (``outputs/.<study>-batch-<pid>-*``). When it succeeds, its executed notebook, its HTML
+  page and the results-store sections it owns (``results/<indicator>/<chapter>*``) are
+  renamed into place, each file or folder atomically. A partial batch (``--chapters``,
+  ``--indicators``) therefore replaces only its own pages; the index and the manifest
+  are rebuilt from the union of the previous manifest's runs and this batch's.
+- **Failures keep the last good page.** A run that fails leaves its last good page in
+  place, marked *stale* in the index and the manifest with the failure beside it: the
+  exception's class and message from inside the notebook, the cell it came from, and the
+  failed notebook, kept as ``failed/<stem>.ipynb`` (and ``.html``, and the worker's log).
+- **The summary reads current results.** The batch's results store starts as a
+  hard-linked copy of the published one, so the summary chapter reads this batch's
+  results and, for the indicators not in it, the stored results that are still current
+  (a stored result is read only when its key, see :mod:`evaluation.report.store`,
+  matches the current inputs, plan and code; otherwise it is computed again).
+- **One batch per study.** ``outputs/.<study>.lock`` is held (``fcntl.flock``) for the
+  whole batch; a second batch exits 2 naming the holder, or waits with ``--wait``. The
+  operating system releases the lock when its holder dies, even by SIGKILL.
+- **Interrupts.** SIGINT and SIGTERM stop the running and queued runs at once (their
+  worker processes and kernels are killed), the runs already published stay, the index
+  and manifest are rebuilt for them, the temporary folder is removed, and
+  :class:`BatchInterrupted` tells the command line to exit 130 or 143. Workers ask the
+  kernel to kill them when the batch dies (``PR_SET_PDEATHSIG``); their kernels exit
+  within a second of their worker (ipykernel's parent poller, ``JPY_PARENT_PID``). The next
+  batch removes the temporary folders that a killed batch left.
+- **Exact resume.** ``--resume`` reuses a run whose key is unchanged: the key hashes the
+  run's parameters, its notebook, the package's code (``.py`` and ``.yml``), the versions
+  of :data:`PACKAGES` and its inputs (:func:`input_hashes`: the *resolved* study
+  configuration, so a comment in the study file does not rerun anything, and the panel
+  and pilot files; the truth file is read by no chapter and is left out).
+
+The worker's output and the kernel's own messages (start-up warnings, interrupts) go to
+a log per run, never to the console; the log of a failed run is kept beside its notebook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import html
 import json
+import multiprocessing
 import os
 import platform
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
+from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
 from evaluation.errors import UsageError
-from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, study_output_dir
+from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, output_root, study_output_dir
 from evaluation.report.chapters import CHAPTERS, resolve_study_path
 from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
 from evaluation.study.config import load_study
 
 KERNEL_NAME = "evaluation"
 
-
 PACKAGES = ("evaluation", "pandas", "numpy", "scipy", "statsmodels", "linearmodels", "matplotlib", "seaborn",
             "papermill", "nbconvert", "pandera", "lunardate")
+
+FAILED = "failed"  # folder of the report that keeps failed notebooks, their HTML and logs
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class BatchRunningError(UsageError):
+    """Another batch of the same study holds its lock."""
+
+
+class BatchInterrupted(Exception):  # noqa: N818 - an interrupt, not an error of the user's input
+    """SIGINT or SIGTERM stopped the batch; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int, finished: int = 0, stopped: int = 0):
+        self.signum, self.finished, self.stopped = signum, finished, stopped
+        super().__init__(signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    def message(self) -> str:
+        return (f"interrupted by {signal.Signals(self.signum).name}: {self.stopped} run(s) stopped, "
+                f"{self.finished} finished run(s) published; the other pages are unchanged")
 
 
 @dataclass
@@ -56,6 +111,7 @@ class Run:
     seconds: float = 0.0
     error: str = ""
     reused: bool = False
+    failure: dict | None = field(default=None)
 
     @property
     def stem(self) -> str:
@@ -98,26 +154,82 @@ def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False,
     return runs
 
 
+# ----------------------------------------------------------------------------- keys and provenance
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def study_hash(study) -> str:
+    """SHA-256 of the resolved study configuration (the validated keys and their values,
+    defaults filled in), not of the file: comments, key order and quoting do not count.
+    The truth file's path is left out (no chapter reads it)."""
+    config = study.model_dump(mode="json")
+    config.get("data", {}).pop("truth", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def input_hashes(study_path: Path) -> dict[str, str]:
-    """SHA-256 of every input: the study file, the data files, the indicator catalogue."""
+    """What every run reads, hashed: the resolved study configuration (:func:`study_hash`),
+    the panel and pilot files, the indicator catalogue and the versions of
+    :data:`PACKAGES`. The results store's keys and the runs' keys are made from these."""
     study = load_study(study_path)
-    files = {"study": study_path, "panel": study.panel_path, "pilots": study.pilots_path}
-    if study.truth_path:
-        files["truth"] = study.truth_path
-    out = {name: sha256(p) for name, p in files.items()}
-    out["indicator_catalogue"] = sha256(INDICATOR_CATALOGUE)
-    return out
+    versions = json.dumps(package_versions(), sort_keys=True)
+    return {"study": study_hash(study), "panel": sha256(study.panel_path), "pilots": sha256(study.pilots_path),
+            "indicator_catalogue": sha256(INDICATOR_CATALOGUE),
+            "packages": hashlib.sha256(versions.encode()).hexdigest()}
 
 
-def _run_key(run: Run, inputs: dict, code: str) -> str:
-    parameters = {k: v for k, v in run.parameters.items() if k != "results_dir"}  # a new folder each batch
-    payload = json.dumps({"parameters": parameters, "inputs": inputs, "code": code,
-                          "notebook": sha256(NOTEBOOKS / run.notebook)}, sort_keys=True)
+KEY_PARAMETERS = ("indicator", "fast")  # the study's content is in the inputs, its path does not matter
+
+
+def _run_key(run: Run, inputs: dict, code: str, notebooks: Path | None = None) -> str:
+    parameters = {k: v for k, v in run.parameters.items() if k in KEY_PARAMETERS}
+    payload = json.dumps({"chapter": run.chapter, "parameters": parameters, "inputs": inputs, "code": code,
+                          "notebook": sha256((notebooks or NOTEBOOKS) / run.notebook)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def execute(run: Run, out_dir: str) -> tuple[str, float, str]:
-    """Execute one chapter and export it to HTML (runs in a worker process)."""
+def _relative(path: Path | str, *bases: Path) -> str:
+    """``path`` relative to the first of ``bases`` that holds it, else as given."""
+    p = Path(path).resolve()
+    for base in bases:
+        with contextlib.suppress(ValueError):
+            return p.relative_to(base.resolve()).as_posix()
+    return str(p)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              check=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD")
+    return out.strip() if out else None
+
+
+def _git_dirty() -> bool | None:
+    """Whether the project's working tree has uncommitted changes (``git status
+    --porcelain``: modified, staged or untracked files that git does not ignore)."""
+    out = _git("status", "--porcelain")
+    return None if out is None else bool(out.strip())
+
+
+# ----------------------------------------------------------------------------- one run, in a worker
+
+def execute(run: Run, out_dir: str) -> dict:
+    """Execute one chapter and export it to HTML (runs in a worker process). Returns
+    ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where)."""
     import papermill as pm
 
     start = time.perf_counter()
@@ -127,10 +239,44 @@ def execute(run: Run, out_dir: str) -> tuple[str, float, str]:
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
                             progress_bar=False)
         export_html(out / f"{run.stem}.ipynb", out / f"{run.stem}.html")
-        return "ok", time.perf_counter() - start, ""
+        return {"status": "ok", "seconds": time.perf_counter() - start, "error": "", "failure": None}
     except Exception as exc:  # recorded in the manifest; the batch goes on
-        message = f"{type(exc).__name__}: {exc}"
-        return "failed", time.perf_counter() - start, message[-4000:] or traceback.format_exc()[-4000:]
+        traceback.print_exc()  # to the run's log
+        failure = describe_failure(exc)
+        return {"status": "failed", "seconds": time.perf_counter() - start, "error": failure_line(failure),
+                "failure": failure}
+
+
+def describe_failure(exc: BaseException) -> dict:
+    """What failed and where: for an error raised inside the notebook (papermill's
+    ``PapermillExecutionError``) the notebook's exception class (``ename``), its message
+    (``evalue``), the cell's index in the notebook and its execution count, and the first
+    line of the cell's code; for anything else (the kernel died, the export failed), the
+    exception raised in the worker."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if ename is not None:
+        source = (getattr(exc, "source", "") or "").strip().splitlines()
+        return {"ename": str(ename), "evalue": str(evalue or "")[:2000], "cell_index": getattr(exc, "cell_index", None),
+                "exec_count": getattr(exc, "exec_count", None), "cell_source": source[0][:200] if source else "",
+                "in_notebook": True}
+    return {"ename": type(exc).__name__, "evalue": str(exc).strip()[:2000], "cell_index": None, "exec_count": None,
+            "cell_source": "", "in_notebook": False}
+
+
+def failure_line(failure: dict | None) -> str:
+    """One line: ``AssertionError: injected failure (cell 3, In [2]: assert ...)``."""
+    if not failure:
+        return ""
+    message = " ".join(failure["evalue"].split())[:300]
+    text = f"{failure['ename']}: {message}" if message else failure["ename"]
+    if failure.get("cell_index") is not None:
+        where = f"cell {failure['cell_index'] + 1}"
+        if failure.get("exec_count") is not None:
+            where += f", In [{failure['exec_count']}]"
+        if failure.get("cell_source"):
+            where += f": {failure['cell_source'][:80]}"
+        text += f" ({where})"
+    return text
 
 
 def export_html(notebook: Path, target: Path) -> None:
@@ -146,10 +292,199 @@ def export_html(notebook: Path, target: Path) -> None:
     target.write_text(body, encoding="utf-8")
 
 
-def _previous_manifest(final: Path) -> dict:
-    path = final / "manifest.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+PR_SET_PDEATHSIG = 1
 
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``);
+    exit at once if the parent is already gone. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+_LOCK_FD: int | None = None  # the study lock's descriptor: a worker closes its inherited copy
+
+
+def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> None:
+    """A worker process (forked): dies with the batch, ignores the terminal's SIGINT (the
+    batch stops it), writes its output and its kernel's to ``log_path``, keeps its kernel's
+    connection file in the batch's temporary folder, and sends the run's outcome back."""
+    die_with_parent(parent_pid)
+    os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _LOCK_FD is not None:
+        with contextlib.suppress(OSError):
+            os.close(_LOCK_FD)
+    scratch = Path(out_dir).parent / "scratch"  # the kernel's connection file (a mkstemp file) and other
+    scratch.mkdir(exist_ok=True)                 # temporary files go with the batch's temporary folder
+    tempfile.tempdir = str(scratch)
+    os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)  # the kernel inherits these: its start-up warnings land in the log
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+    try:
+        outcome = execute(run, out_dir)
+    except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
+        outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
+                   "failure": describe_failure(exc)}
+    conn.send(outcome)
+    conn.close()
+
+
+# ----------------------------------------------------------------------------- the lock
+
+@contextlib.contextmanager
+def study_lock(study_id: str, *, wait: bool = False):
+    """Hold ``outputs/.<study>.lock`` (``fcntl.flock``) while the batch runs. A second
+    batch raises :class:`BatchRunningError` (exit 2) naming the holder, or blocks with
+    ``wait``. The lock file holds the holder's pid, host and start time; the kernel
+    releases the lock when the holder dies, however it dies."""
+    global _LOCK_FD
+    root = output_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".{study_id}.lock"
+    announced = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            holder = _lock_holder(fd)
+            if not wait:
+                os.close(fd)
+                raise BatchRunningError(f"another batch of study {study_id} is running ({holder}); wait for it to "
+                                        f"finish or pass --wait (lock file {path})") from None
+            if not announced:
+                print(f"waiting for the other batch of study {study_id} ({holder}) to finish ...", file=sys.stderr)
+                announced = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # the previous holder may have removed the file between our open and our lock
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": started}).encode(), 0)
+    _LOCK_FD = fd
+    try:
+        yield path
+    finally:
+        _LOCK_FD = None
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "pid unknown"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+
+
+# ----------------------------------------------------------------------------- signals
+
+class _Signals:
+    """SIGINT and SIGTERM raise :class:`BatchInterrupted` in the batch's main thread, except
+    inside :meth:`deferred` blocks (a publication), after which they are raised."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self.depth = 0
+        self.previous = {}
+
+    def _handler(self, signum, frame):
+        if self.pending is None:
+            self.pending = signum
+        if self.depth == 0:
+            raise BatchInterrupted(self.pending)
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in EXIT_SIGNAL:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+        return False
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.pending is not None:
+            raise BatchInterrupted(self.pending)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (its workers' kernels included), deepest last."""
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - the process is gone
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_workers(running: dict) -> None:
+    """SIGKILL running workers, their process groups and every process below them (the
+    kernels run in sessions of their own), then reap the workers."""
+    victims = []
+    for proc, *_ in running.values():
+        victims += _descendants(proc.pid)
+    for proc, *_ in running.values():
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for pid in victims:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for proc, *_ in running.values():
+        proc.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------- the batch
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -171,57 +506,141 @@ def _single_threaded_numerics(jobs: int):
             os.environ.pop(v, None)
 
 
+def _previous_manifest(final: Path) -> dict:
+    path = final / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # unreadable: the pages stay, the index lists this batch's runs
+
+
 def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapters=None, resume: bool = False,
-              fast: bool = False, progress: bool = True) -> dict:
-    """Run the batch; returns the manifest (``manifest["ok"]`` is False when a run failed)."""
+              fast: bool = False, progress: bool = True, wait: bool = False) -> dict:
+    """Run the batch; returns the manifest. ``manifest["runs"]`` lists every run of the
+    report (this batch's and the previous ones' still published), ``manifest["batch"]``
+    this batch's stems and whether they all succeeded (``manifest["ok"]``). Raises
+    :class:`BatchRunningError` when another batch of the study runs (unless ``wait``) and
+    :class:`BatchInterrupted` on SIGINT / SIGTERM."""
+    with _Signals() as signals:  # from here SIGINT and SIGTERM raise BatchInterrupted
+        study_path = resolve_study_path(study_path)
+        study = load_study(study_path)
+        runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
+        _validate_data(study)  # invalid data stop the batch before anything is written
+        final = study_output_dir(study.id)
+        with study_lock(study.id, wait=wait):
+            return _run_batch_locked(study, study_path, runs, final, signals, jobs=jobs, resume=resume, fast=fast,
+                                     progress=progress)
+
+
+def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, *, jobs: int,
+                      resume: bool, fast: bool, progress: bool) -> dict:
+    with signals.deferred():
+        _remove_debris(study.id, final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-{os.getpid()}-", dir=final.parent))
+    try:
+        return _run_locked(study, study_path, runs, final, tmp, signals, jobs=jobs, resume=resume, fast=fast,
+                           progress=progress)
+    finally:
+        signals.depth += 1  # the temporary folder goes, whatever arrives now
+        shutil.rmtree(tmp, ignore_errors=True)
+        signals.depth -= 1
+
+
+def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, *, jobs: int,
+                resume: bool, fast: bool, progress: bool) -> dict:
     from tqdm import tqdm
 
-    study_path = resolve_study_path(study_path)
-    study = load_study(study_path)
-    runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
-    _validate_data(study)  # invalid data stop the batch before anything is written
-    final = study_output_dir(study.id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-", dir=final.parent))
+    started, created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    (tmp / "pages").mkdir()
+    (tmp / "logs").mkdir()
+    _seed_store(final / "results", tmp / "results")
     for r in runs:
         r.parameters["results_dir"] = str(tmp / "results")
     inputs, code = input_hashes(study_path), code_hash()
     for r in runs:
         r.key = _run_key(r, inputs, code)
-    previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])} if resume else {}
-    started = time.perf_counter()
+    previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])}
+    todo = []
+    for r in runs:
+        old = previous.get(r.stem)
+        if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
+                and (final / f"{r.stem}.html").is_file() and (final / f"{r.stem}.ipynb").is_file()):
+            r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
+        else:
+            todo.append(r)
+    # the summary reads the other chapters' stored results, so it runs after them
+    waves = [[r for r in todo if r.chapter != "summary"], [r for r in todo if r.chapter == "summary"]]
+    if todo:  # imported once here rather than in every worker
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
+    bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
+    running: dict = {}
+    published: set[str] = set()
+    ctx = multiprocessing.get_context("fork")
     try:
-        todo = []
-        for r in runs:
-            old = previous.get(r.stem)
-            if (old and old.get("key") == r.key and old.get("status") == "ok"
-                    and (final / f"{r.stem}.html").is_file() and (final / f"{r.stem}.ipynb").is_file()):
-                for suffix in (".ipynb", ".html"):
-                    shutil.copy2(final / f"{r.stem}{suffix}", tmp / f"{r.stem}{suffix}")
-                _copy_results(final / "results", tmp / "results", r.indicator)
-                r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
-            else:
-                todo.append(r)
-        # the summary reads the other chapters' stored results, so it runs after them
-        waves = [[r for r in todo if r.chapter != "summary"], [r for r in todo if r.chapter == "summary"]]
-        bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
-        with _single_threaded_numerics(jobs), ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with _single_threaded_numerics(jobs):
             for wave in waves:
-                futures = {pool.submit(execute, r, str(tmp)): r for r in wave}
-                for fut in as_completed(futures):
-                    r = futures[fut]
-                    r.status, r.seconds, r.error = fut.result()
-                    bar.update(1)
-                    bar.set_postfix_str(f"{r.stem} {r.status}")
+                queue = list(wave)
+                while queue or running:
+                    while queue and len(running) < max(1, jobs):
+                        r = queue.pop(0)
+                        receive, send = ctx.Pipe(duplex=False)
+                        proc = ctx.Process(target=_worker, name=f"evaluation-{r.stem}", daemon=False,
+                                           args=(r, str(tmp / "pages"), str(tmp / "logs" / f"{r.stem}.log"),
+                                                 os.getpid(), send))
+                        with signals.deferred():  # a started worker is always known, so it can be stopped
+                            proc.start()
+                            running[proc.sentinel] = (proc, r, receive)
+                        send.close()
+                    for sentinel in wait_for(list(running), timeout=1.0):
+                        proc, r, receive = running.pop(sentinel)
+                        outcome = _receive(receive, proc)
+                        proc.join()
+                        r.status, r.seconds, r.error = outcome["status"], outcome["seconds"], outcome["error"]
+                        r.failure = outcome.get("failure")
+                        with signals.deferred():
+                            _publish_run(r, tmp, final)
+                            published.add(r.stem)
+                        bar.update(1)
+                        bar.set_postfix_str(f"{r.stem} {r.status}")
+    except BatchInterrupted as exc:
+        signals.depth += 1  # a second signal does not cut the clean-up short
+        stopped = sum(1 for r in todo if r.stem not in published)
+        _kill_workers(running)
+        running.clear()
         bar.close()
-        manifest = _manifest(study, study_path, runs, inputs, time.perf_counter() - started, fast)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
-        (tmp / "index.html").write_text(index_page(study, runs, tmp), encoding="utf-8")
-        _move_into_place(tmp, final)
+        done = [r for r in runs if r.stem in published or r.reused]
+        if published:  # the pages already replaced are listed; the index stays consistent
+            with signals.deferred():
+                _write_report(study, study_path, done, final, inputs, created,
+                              time.perf_counter() - started, fast, interrupted=True)
+        raise BatchInterrupted(exc.signum, finished=len(published), stopped=stopped) from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return manifest
+        if running:
+            _kill_workers(running)
+    bar.close()
+    with signals.deferred():
+        failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
+        _publish_sections(tmp / "results", final / "results", skip=failed_sections)
+        return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
+
+
+def _receive(receive, proc) -> dict:
+    try:
+        if receive.poll():
+            return receive.recv()
+    except (EOFError, OSError):
+        pass
+    finally:
+        receive.close()
+    proc.join(timeout=5)
+    code = proc.exitcode
+    reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    failure = {"ename": "WorkerDied", "evalue": f"the worker process ended without a result ({reason})",
+               "cell_index": None, "exec_count": None, "cell_source": "", "in_notebook": False}
+    return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure}
 
 
 def _validate_data(study) -> None:
@@ -238,55 +657,216 @@ def _validate_data(study) -> None:
         load_panel(study)
 
 
-def _copy_results(source: Path, target: Path, indicator: str | None) -> None:
-    """A reused run's stored results come along with its pages."""
-    folder = source / (indicator or STUDY_LEVEL)
-    if folder.is_dir():
-        shutil.copytree(folder, target / folder.name, dirs_exist_ok=True)
+# ----------------------------------------------------------------------------- publishing
+
+PUBLISHING = ".publishing-"  # prefix of the files and folders being renamed into place
 
 
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Swap the finished folder in: the old report stays whole until the new one is complete.
-    Files of the old folder that the batch does not make (e.g. the validated panel) are kept."""
-    if final.exists():
-        for item in final.iterdir():
-            if not (tmp / item.name).exists() and item.name not in ("index.html", "manifest.json") \
-                    and not item.name.endswith((".ipynb", ".html")):
-                shutil.move(str(item), tmp / item.name)
-        old = final.with_name(f".{final.name}-old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
+def _remove_debris(study_id: str, final: Path) -> None:
+    """What killed batches of this study left (called with the lock held, so none of it
+    belongs to a live batch): temporary batch folders, half-renamed files and folders."""
+    root = final.parent
+    for pattern in (f".{study_id}-batch-*", f".{study_id}-old-*"):
+        for item in root.glob(pattern):
+            shutil.rmtree(item, ignore_errors=True)
+    if final.is_dir():
+        for item in [*final.glob(f"{PUBLISHING}*"), *final.glob(f"{FAILED}/{PUBLISHING}*"),
+                     *final.glob(f"results/*/{PUBLISHING}*"), *final.glob("results/*/.*-old-*")]:
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+
+
+def _seed_store(published: Path, target: Path) -> None:
+    """The batch's store starts as hard links to the published results (the store never
+    changes a file in place: it writes a new folder and renames it), so the chapters,
+    and the summary above all, read every published result that is still current."""
+    target.mkdir(parents=True, exist_ok=True)
+    if not published.is_dir():
+        return
+    for indicator in published.iterdir():
+        if not indicator.is_dir() or indicator.name.startswith("."):
+            continue
+        for section in indicator.iterdir():
+            if section.is_dir() and not section.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    _link_tree(section, target / indicator.name / section.name)
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    try:
+        shutil.copytree(source, target, copy_function=os.link)
+    except (OSError, shutil.Error):  # another file system: copy
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Put ``source`` (a file or folder) at ``target`` with one rename each."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir() and target.exists():
+        old = target.with_name(f"{PUBLISHING}old-{os.getpid()}-{target.name}")
+        os.replace(target, old)
+        os.replace(source, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        os.replace(source, target)
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+def _publish_run(run: Run, tmp: Path, final: Path) -> None:
+    """A succeeded run's page (notebook, then HTML) and its own results replace the
+    published ones; a failed run's notebook, HTML and log go to ``failed/`` and its last
+    good page stays."""
+    pages, stem = tmp / "pages", run.stem
+    final.mkdir(parents=True, exist_ok=True)
+    failed = final / FAILED
+    if run.status == "ok":
+        for suffix in (".ipynb", ".html"):
+            _replace(pages / f"{stem}{suffix}", final / f"{stem}{suffix}")
+        for suffix in (".ipynb", ".html", ".log"):
+            (failed / f"{stem}{suffix}").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            failed.rmdir()  # only when empty
+        _publish_sections(tmp / "results", final / "results", only={(run.indicator or STUDY_LEVEL, run.chapter)})
+        return
+    failed.mkdir(parents=True, exist_ok=True)
+    for suffix in (".html", ".ipynb", ".log"):
+        (failed / f"{stem}{suffix}").unlink(missing_ok=True)
+    notebook = pages / f"{stem}.ipynb"
+    if notebook.is_file():
+        with contextlib.suppress(Exception):  # the notebook is kept even when it cannot be exported
+            export_html(notebook, pages / f"{stem}.failed.html")
+            _replace(pages / f"{stem}.failed.html", failed / f"{stem}.html")
+        _replace(notebook, failed / f"{stem}.ipynb")
+    log = tmp / "logs" / f"{stem}.log"
+    if log.is_file():
+        _replace(log, failed / f"{stem}.log")
+    run.failure = {**(run.failure or {}),
+                   "notebook": f"{FAILED}/{stem}.ipynb" if (failed / f"{stem}.ipynb").is_file() else None,
+                   "html": f"{FAILED}/{stem}.html" if (failed / f"{stem}.html").is_file() else None,
+                   "log": f"{FAILED}/{stem}.log" if (failed / f"{stem}.log").is_file() else None}
+
+
+def _owner(section: str) -> str:
+    """The chapter a results-store section belongs to (``did.twfe`` -> ``did``)."""
+    return section.split(".", 1)[0]
+
+
+def _publish_sections(source: Path, target: Path, *, only: set | None = None, skip: set = frozenset()) -> None:
+    """Rename the batch's new results into the published store, one section at a time:
+    the sections of ``only`` ((indicator folder, chapter) pairs), or every section this
+    batch computed except those of ``skip``. Unchanged sections (hard links of the
+    published ones) are left alone."""
+    if not source.is_dir():
+        return
+    for section in sorted(source.glob("*/*")):
+        folder, name = section.parent.name, section.name
+        if name.startswith(".") or folder.startswith(".") or not (section / "result.json").is_file():
+            continue
+        pair = (folder, _owner(name))
+        if (only is not None and pair not in only) or pair in skip:
+            continue
+        published = target / folder / name / "result.json"
+        with contextlib.suppress(OSError):
+            if published.is_file() and os.path.samefile(published, section / "result.json"):
+                continue
+        for _attempt in range(3):  # a worker may be rewriting the same section: take it again
+            staging = target / folder / f"{PUBLISHING}{os.getpid()}-{name}"
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                staging.parent.mkdir(parents=True, exist_ok=True)
+                _link_tree(section, staging)
+                _replace(staging, target / folder / name)
+                break
+            except (OSError, shutil.Error):
+                shutil.rmtree(staging, ignore_errors=True)
+                time.sleep(0.1)
+
+
+# ----------------------------------------------------------------------------- manifest and index
+
+def _record(run: Run, final: Path, created: str, old: dict | None) -> dict:
+    """The manifest's entry for a run of this batch: the page it shows (its own, or the
+    last good one marked stale when it failed) and the failure."""
+    record = {**asdict(run), "stem": run.stem, "attempted": created}
+    record["parameters"] = {k: v for k, v in run.parameters.items() if k in KEY_PARAMETERS}
+    if run.status == "ok":
+        when = old.get("page_created", created) if run.reused and old else created
+        record.update(html=f"{run.stem}.html", notebook_out=f"{run.stem}.ipynb", page_key=run.key,
+                      page_created=when, stale=False)
+        if run.reused and old:
+            record["attempted"] = old.get("attempted", created)
+    else:
+        page_key = _page_key(old)
+        has_page = (final / f"{run.stem}.html").is_file() and page_key is not None
+        record.update(html=f"{run.stem}.html" if has_page else None,
+                      notebook_out=f"{run.stem}.ipynb" if has_page else None,
+                      page_key=page_key if has_page else None,
+                      page_created=old.get("page_created") if has_page else None, stale=bool(has_page))
+    return record
+
+
+def _page_key(old: dict | None) -> str | None:
+    """The key of the page a previous record shows (manifests written before pages were
+    published per run have no ``page_key``: their page is the run's when it succeeded)."""
+    if not old:
         return None
+    return old.get("page_key") or (old.get("key") if old.get("status") == "ok" else None)
 
 
-def _manifest(study, study_path: Path, runs: list[Run], inputs: dict, seconds: float, fast: bool) -> dict:
-    versions = {}
-    for pkg in PACKAGES:
+def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs: dict, created: str,
+                  seconds: float, fast: bool, interrupted: bool = False) -> dict:
+    """Rebuild the manifest and the index from the previous manifest's runs and this
+    batch's, and rename them into place."""
+    previous = _previous_manifest(final)
+    old = {r["stem"]: r for r in previous.get("runs", []) if isinstance(r, dict) and "stem" in r}
+    mine = {r.stem: _record(r, final, created, old.get(r.stem)) for r in runs}
+    order = [r.stem for r in plan(study_path)]  # the study's whole report, in chapter order
+    rows = []
+    code = code_hash()
+    for stem in order:
+        row = mine.get(stem) or old.get(stem)
+        if row is None:
+            continue
+        if stem not in mine and row.get("html") and not (final / row["html"]).is_file():
+            continue  # a page that is gone is not listed
+        probe = Run(row["chapter"], row["notebook"], row.get("indicator"), dict(row.get("parameters", {})))
         try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    rows = [{**asdict(r), "stem": r.stem, "html": f"{r.stem}.html", "notebook_out": f"{r.stem}.ipynb"} for r in runs]
-    return {
-        "study": study.id, "study_file": str(study_path), "title": study.title.model_dump(),
-        "synthetic": study.synthetic, "fast": fast,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(), "python": platform.python_version(), "packages": versions,
+            row["current"] = _page_key(row) is not None and _run_key(probe, inputs, code) == _page_key(row)
+        except OSError:
+            row["current"] = False
+        rows.append(row)
+    manifest = {
+        "study": study.id, "study_file": _relative(study_path, PROJECT_ROOT),
+        "study_file_sha256": sha256(study_path),
+        "data_files": {"panel": _relative(study.panel_path, PROJECT_ROOT, study_path.parent),
+                       "pilots": _relative(study.pilots_path, PROJECT_ROOT, study_path.parent)},
+        "title": study.title.model_dump(), "synthetic": study.synthetic, "fast": fast,
+        "created": created, "git_commit": _git_commit(), "git_dirty": _git_dirty(),
+        "python": platform.python_version(), "packages": package_versions(),
         "inputs_sha256": inputs, "seconds": round(seconds, 2),
-        "ok": all(r.status == "ok" for r in runs), "runs": rows,
+        "ok": all(r.status == "ok" for r in runs) and not interrupted,
+        "complete": all(r.get("status") == "ok" and r.get("current") for r in rows) and len(rows) == len(order),
+        "batch": {"created": created, "stems": [r.stem for r in runs], "interrupted": interrupted,
+                  "seconds": round(seconds, 2)},
+        "runs": rows,
     }
+    final.mkdir(parents=True, exist_ok=True)
+    page = index_page(study, rows, final)
+    for name, text in (("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2)), ("index.html", page)):
+        staging = final / f"{PUBLISHING}{os.getpid()}-{name}"
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, final / name)
+    return manifest
 
 
+def _headline_rows(folder: Path) -> str:
+    """The summary chapter's scorecard, read from the results store."""
+    result = ResultsStore(folder / "results").read("summary.scorecard", None)
+    if result is None:
+        return ""
+    return _scorecard_html(result.tables["scorecard"].to_dict("records"))
 def _headline_rows(tmp: Path) -> str:
     """The summary chapter's scorecard, read from the results store."""
     result = ResultsStore(tmp / "results").read("summary.scorecard", None)
@@ -314,25 +894,64 @@ def _scorecard_html(records: list[dict]) -> str:
     return f"<h2>核心结果 / Headline results</h2><table>{head}{''.join(body)}</table>"
 
 
-def index_page(study, runs: list[Run], tmp: Path) -> str:
+
+def _as_record(run) -> dict:
+    """A manifest record from a :class:`Run` (the index takes either)."""
+    if isinstance(run, dict):
+        return run
+    ok = run.status == "ok"
+    return {**asdict(run), "stem": run.stem, "html": f"{run.stem}.html" if ok else None, "stale": False,
+            "current": True}
+
+
+def _status_html(r: dict) -> str:
+    esc = html.escape
+    parts = []
+    if r.get("status") != "ok":
+        failure = r.get("failure") or {}
+        text = failure_line(failure) if failure.get("ename") else r.get("error", "")
+        links = " ".join(f'<a href="{esc(failure[k])}">{label}</a>' for k, label in
+                         (("html", "失败的页面 / failed page"), ("notebook", "notebook"), ("log", "log"))
+                         if failure.get(k))
+        when = f" ({esc(str(r['attempted']))})" if r.get("attempted") else ""
+        if r.get("html"):
+            parts.append(f'<span class="failed">过期：最近一次运行失败 / stale: the last run{when} failed, this page is '
+                         f'from {esc(str(r.get("page_created") or "an earlier batch"))} — {esc(text[:600])}</span>')
+        else:
+            parts.append(f'<span class="failed">失败 / failed{when}: {esc(text[:600])}</span>')
+        if links:
+            parts.append(f"[{links}]")
+    elif not r.get("current", True):
+        parts.append('<span class="outdated">过期：输入、代码或软件包已变 / outdated: made with earlier inputs, code or '
+                     'package versions; run the batch again</span>')
+    return " ".join(parts)
+
+
+def index_page(study, runs: list, folder: Path) -> str:
+    """The report's front page: the headline table (the summary's stored scorecard) and
+    a link to every page, with failed, stale and outdated pages marked (``runs``: the
+    manifest's records or :class:`Run` objects; every string escaped)."""
     esc = html.escape
     names = {i.id: f"{i.name_zh} / {i.name_en}" for i in study.selected_indicators()}
     banner = ('<div class="banner">合成演示数据，非真实乡镇 / SYNTHETIC DEMO DATA — not real townships</div>'
               if study.synthetic else "")
+    records = [_as_record(r) for r in runs]
     chapters_html = []
     for ch in CHAPTERS:
-        mine = [r for r in runs if r.chapter == ch.key]
+        mine = [r for r in records if r["chapter"] == ch.key]
         if not mine:
             continue
         items = []
         for r in mine:
-            label = esc(names.get(r.indicator, r.indicator) if r.indicator else f"{ch.title_zh} / {ch.title_en}")
-            status = "" if r.status == "ok" else f' <span class="failed">failed: {esc(r.error[:200])}</span>'
-            link = f'<a href="{esc(r.stem)}.html">{label}</a>' if r.status == "ok" else label
-            items.append(f"<li>{link}{status}</li>")
+            ind = r.get("indicator")
+            label = esc(names.get(ind, ind) if ind else f"{ch.title_zh} / {ch.title_en}")
+            link = f'<a href="{esc(r["html"])}">{label}</a>' if r.get("html") else label
+            status = _status_html(r)
+            items.append(f"<li>{link}{' ' + status if status else ''}</li>")
         chapters_html.append(f"<h3>{esc(ch.title_zh)} / {esc(ch.title_en)}</h3><ul>{''.join(items)}</ul>")
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git_commit() or "unknown"
+    dirty = " (uncommitted changes)" if _git_dirty() else ""
     return f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8"><title>{esc(study.title.zh)}</title>
 <style>
@@ -343,16 +962,17 @@ table {{ border-collapse: collapse; width: 100%; font-size: 0.92em; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: left; }}
 th {{ background: #f4f6f7; }}
 .failed {{ color: #c0392b; }}
+.outdated {{ color: #a0522d; }}
 footer {{ margin-top: 3em; font-size: 0.85em; color: #666; border-top: 1px solid #ddd; padding-top: 0.5em; }}
 </style></head><body>
 {banner}
 <h1>{esc(study.title.zh)}</h1>
 <h2 style="font-weight:normal">{esc(study.title.en)}</h2>
-{_headline_rows(tmp)}
+{_headline_rows(folder)}
 <h2>章节 / Chapters</h2>
 {''.join(chapters_html)}
 <footer>生成时间 / Generated {esc(created)} · evaluation {esc(metadata.version("evaluation"))} ·
-git {esc(commit[:12])} · study file {esc(Path(study.source).name)} · manifest: <a href="manifest.json">manifest.json</a>
-(inputs' SHA-256, parameters, package versions, timings)</footer>
+git {esc(commit[:12])}{esc(dirty)} · study file {esc(Path(study.source).name)} · manifest:
+<a href="manifest.json">manifest.json</a> (inputs' SHA-256, parameters, package versions, timings)</footer>
 </body></html>
 """
