@@ -14,7 +14,22 @@ All are ``ValueError`` subclasses, so code that caught ``ValueError`` keeps work
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+
+EXCERPT_CHARS = 80
+
+
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters with ``…``: what an error message quotes
+    of a user's value (a cell, a study-file value), never the whole of a long one."""
+    if isinstance(value, str):
+        text = repr(value[: limit + 2])
+    else:  # reprlib stops at a few items and levels: a huge or deep structure costs nothing
+        shortener = reprlib.Repr()
+        shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+        text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class EvaluationError(ValueError):
