@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from evaluation.errors import EvaluationInputError
+from evaluation.errors import EvaluationError, EvaluationInputError
 
 EXIT_INPUT_ERROR = 2
 
@@ -29,6 +29,9 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
             warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     print(f"study:     {study.id} — {study.title.zh} / {study.title.en}")
+    if study.encoding != "utf-8":
+        print(f"note:      the study file was read as {study.encoding.upper()} (GBK) text; save it as UTF-8 "
+              "to share it safely")
     if study.synthetic:
         print("data:      SYNTHETIC demo data (not real townships)")
     print(panel.describe())
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except EvaluationInputError as exc:
+    except EvaluationError as exc:  # rejected input, or data that cannot support the design
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
 

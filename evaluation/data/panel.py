@@ -43,7 +43,7 @@ from evaluation.data.fileio import (
     sheet_names,
     unit_in_header,
 )
-from evaluation.errors import DataValidationError
+from evaluation.errors import DataValidationError, excerpt
 from evaluation.study.catalogue import (
     MONEY_COLUMNS,
     UNIT_FACTORS,
@@ -604,7 +604,7 @@ def _total_rows(data: pd.DataFrame, path: Path, mode: str, where: _Where) -> tup
     if not is_total.any():
         return data, empty
     rows = list(data.index[is_total])
-    why = {r: next(f"{c} '{data.at[r, c]}'" for c in cols if hit[c][r]) for r in rows}
+    why = {r: next(f"{c} {excerpt(data.at[r, c])}" for c in cols if hit[c][r]) for r in rows}
     first_col = next(c for c in cols if hit[c].any())
     if mode != "drop":
         raise DataValidationError(
@@ -775,7 +775,7 @@ def _parse_periods(col: pd.Series, frequency: str, path: Path, column: str) -> p
     if bad:
         raise DataValidationError(
             path, "unparseable period", column=column, rows=[r for r, _ in bad],
-            details=[f"row {r}: {v!r}" for r, v in bad], expected=expected_format(frequency))
+            details=[f"row {r}: {excerpt(v)}" for r, v in bad], expected=expected_format(frequency))
     return pd.Series(pd.PeriodIndex([parsed[v if not isinstance(v, str) else v.strip()] for v in col],
                                     freq=FREQUENCIES[frequency]), index=col.index)
 
@@ -795,7 +795,7 @@ def _parse_numbers(col: pd.Series, path: Path, column: str) -> pd.Series:
         rows = list(col.index[bad])
         raise DataValidationError(
             path, "text in a numeric cell", column=column, rows=rows,
-            details=[f"row {r}: {col[r]!r}" for r in rows],
+            details=[f"row {r}: {excerpt(col[r])}" for r in rows],
             expected="a number (thousands separators such as 12,345 are accepted; leave unknown cells empty)")
     return numbers.astype(float)
 
@@ -931,8 +931,8 @@ def _exclude_townships(data: pd.DataFrame, exclude: Sequence[str], path: Path) -
     unknown = [x for x in wanted if x not in by_id and x not in by_name]
     if unknown:
         raise DataValidationError(
-            path, f"townships.exclude lists {unknown[0]!r}, which is neither a township id nor a name in the panel",
-            column="township_id", details=[f"not found: {x!r}" for x in unknown],
+            path, f"townships.exclude lists {excerpt(unknown[0])}, which is neither a township id nor a name in the panel",
+            column="township_id", details=[f"not found: {excerpt(x)}" for x in unknown],
             expected="ids or names as the panel writes them (inside the study window)")
     out = data["township_id"].isin(wanted) | data["township_name"].isin(wanted)
     excluded = (data.loc[out, ["township_id", "township_name"]].drop_duplicates("township_id")

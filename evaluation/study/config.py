@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from evaluation.errors import StudyConfigError, excerpt
 from evaluation.paths import study_output_dir
@@ -107,14 +107,6 @@ class DataFiles(_Strict):
                 raise ValueError(f"unknown unit '{unit}' for '{header}'; known units: {', '.join(UNIT_FACTORS)}")
         return units
 
-    @model_validator(mode="after")
-    def _wide_needs_its_columns(self):
-        if self.layout == "wide" and self.wide is None:
-            raise ValueError("layout: wide needs wide: {measure_column: <the header of the column naming "
-                             "each row's measure>}")
-        if self.layout == "long" and self.wide is not None:
-            raise ValueError("wide: is given but layout is long (set layout: wide)")
-        return self
 
 
 class Window(_Strict):
@@ -255,7 +247,10 @@ class Study(StudyConfig):
 
 
 def _key_of(loc) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    """A pydantic location as the study file's dotted key (union branches such as
+    ``list[constrained-float]`` left out)."""
+    parts = [str(part) for part in loc if not (isinstance(part, str) and ("[" in part or "function-" in part))]
+    return ".".join(parts) or "(top level)"
 
 
 # ----------------------------------------------------------------------------- reading the file
@@ -425,6 +420,10 @@ def load_study(path: Path | str) -> Study:
             problem = "unknown key"
         elif err["type"] == "missing":
             problem = "required key is missing"
+        elif isinstance(err.get("input"), dict):  # a block's own check: its value is the whole block
+            problem = _short(err["msg"])
+        elif "got " in err["msg"]:  # our own checks quote the value already
+            problem = _short(err["msg"])
         else:
             problem = f"{_short(err['msg'])} (got {excerpt(err.get('input'))})"
         raise StudyConfigError(path, key, problem) from None
@@ -441,6 +440,11 @@ def _short(message: str, limit: int = 300) -> str:
 
 
 def _check_semantics(study: Study, path: Path) -> None:
+    if study.data.layout == "wide" and study.data.wide is None:
+        raise StudyConfigError(path, "data.wide", "layout: wide needs wide: {measure_column: <the header of the "
+                               "column naming each row's measure>}")
+    if study.data.layout == "long" and study.data.wide is not None:
+        raise StudyConfigError(path, "data.wide", "wide: is given but layout is long (set data.layout: wide)")
     for key in ("panel", "pilots", "truth"):
         rel = getattr(study.data, key)
         if rel is not None and not study.resolve(rel).is_file():

@@ -23,7 +23,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from evaluation.errors import excerpt
 
 PERIODS_PER_YEAR = {"month": 12, "quarter": 4, "year": 1}
 _UNIT_PERIODS_PER_YEAR = {"year": 1, "quarter": 4, "month": 12}
@@ -42,13 +44,13 @@ def periods(value: Duration, frequency: str) -> int:
     months, 4 quarters or 1 year; ``"6 months"`` on quarterly data is 2 quarters, and on
     annual data an error (it is not a whole number of years)."""
     if isinstance(value, bool):
-        raise DurationError(f"expected a number of periods or a length such as '1 year', got {value!r}")
+        raise DurationError(f"expected a number of periods or a length such as '1 year', got {excerpt(value)}")
     if isinstance(value, int):
         return value
     match = _DURATION.match(str(value))
     if not match:
         raise DurationError(f"expected a number of periods or a length such as '1 year', '6 months', "
-                            f"'2 quarters', got {value!r}")
+                            f"'2 quarters', got {excerpt(value)}")
     count, unit = int(match.group(1)), match.group(2).lower()
     unit = _UNIT_ALIASES.get(unit, unit)
     if unit == "period":
@@ -57,7 +59,7 @@ def periods(value: Duration, frequency: str) -> int:
     numerator = count * per_year
     denominator = _UNIT_PERIODS_PER_YEAR[unit]
     if numerator % denominator:
-        raise DurationError(f"{value!r} is not a whole number of {frequency}s")
+        raise DurationError(f"{excerpt(value)} is not a whole number of {frequency}s")
     return numerator // denominator
 
 
@@ -155,12 +157,14 @@ class AnalysisPlan(_Strict):
             raise ValueError(f"{twice} listed twice")
         return value
 
-    @model_validator(mode="after")
-    def _few_above_very_few(self):
-        if self.very_few_pilots > self.few_pilots:
-            raise ValueError(f"very_few_pilots ({self.very_few_pilots}) is above few_pilots ({self.few_pilots}): "
-                             "'very few' must be at most 'few'")
-        return self
+    @field_validator("very_few_pilots")
+    @classmethod
+    def _few_above_very_few(cls, value, info: ValidationInfo):
+        few = info.data.get("few_pilots")
+        if few is not None and value > few:
+            raise ValueError(f"very_few_pilots ({value}) is above few_pilots ({few}): 'very few' must be at most "
+                             "'few'")
+        return value
 
     @field_validator("event_window", mode="before")
     @classmethod
@@ -190,7 +194,7 @@ class AnalysisPlan(_Strict):
         for key, (value, floor) in at_least.items():
             if p(key, value) < floor:
                 raise DurationError(f"analysis.{key}: expected at least {floor} period{'s' * (floor != 1)}, got "
-                                    f"{value!r} ({p(key, value)} {frequency}s)")
+                                    f"{excerpt(value)} ({p(key, value)} {frequency}s)")
         draws = self.fast_draws if fast else self.draws
         sm = self.sensitivity.smoothness
         return Settings(
