@@ -16,7 +16,7 @@ through ``evaluation.cli.main(["validate", study, "--write-panel"])`` and assert
 * nothing is written: the listing of the outputs folder (``EVALUATION_OUTPUT_ROOT``, in
   the temporary folder) and of the study folder are the same before and after.
 
-There are 127 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
+There are 129 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
 (``BATCH_CASES``) also go through ``main(["batch", study, "--fast"])``, which validates
 before it writes anything, so no chapter runs; 2 more tests check unknown ``--indicators``
 and ``--chapters`` values (exit 2, the valid choices listed). The YAML alias bomb
@@ -311,6 +311,7 @@ CASES: list[tuple[str, Callable]] = [
     ("seed_too_large", key("analysis.seed", 2**32, "less than or equal to 4294967295")),
     ("seed_text", key("analysis.seed", "abc", "integer")),
     ("seed_fraction", key("analysis.seed", 1.5, "integer")),
+    ("seed_boolean", key("analysis.seed", True, "integer")),
     ("alpha_zero", key("analysis.alpha", 0, "greater than 0")),
     ("alpha_above_half", key("analysis.alpha", 0.7, "less than or equal to 0.5")),
     ("alpha_nan", key("analysis.alpha", float("nan"), "finite number")),
@@ -355,6 +356,9 @@ CASES: list[tuple[str, Callable]] = [
     ("covid_phase_names_twice", keys({"covid.phases": [MONTHLY_PHASE, {**MONTHLY_PHASE, "start": "2019-08",
                                                                        "end": "2019-09"}]},
                                      "covid.phases.1.name", "earlier phase")),
+    ("covid_phase_whole_window", keys({"covid.handling": "exclude",
+                                       "covid.phases": [{"name": "all", "start": "2018-12", "end": "2020-01"}]},
+                                      "covid.phases.0", "covers the whole study window")),
     ("covid_phase_reversed", keys({"covid.phases": [{**MONTHLY_PHASE, "start": "2019-05", "end": "2019-03"}]},
                                   "covid.phases.0", "start is after end")),
     ("exclude_twice", keys({"townships": {"exclude": ["T02", "T02"]}}, "townships.exclude.1", "listed twice")),
@@ -488,7 +492,7 @@ def test_batch_rejects_bad_input_before_writing(study_files, capsys, name):
 
 
 def test_case_count_matches_the_docstring():
-    assert len(CASES) == 127 and len({i for i, _ in CASES}) == len(CASES)
+    assert len(CASES) == 129 and len({i for i, _ in CASES}) == len(CASES)
     assert set(BATCH_CASES) <= dict(CASES).keys()
 
 

@@ -541,6 +541,12 @@ def _check_covid(study: Study, path: Path, window: dict) -> None:
         if study.covid.handling == "ignore":
             continue
         lo, hi = window.get("window.start"), window.get("window.end")
+        if lo is not None and hi is not None and spans[i][0] <= lo.start_time.normalize() and (
+                spans[i][1] >= hi.end_time.normalize()):
+            raise StudyConfigError(
+                path, f"covid.phases.{i}", f"the phase {phase.start} to {phase.end} covers the whole study window "
+                f"({study.window.start} to {study.window.end}): no period is outside it (shorten it, or set "
+                "covid.handling: ignore)")
         if (lo is not None and spans[i][1] < lo.start_time.normalize()) or (
                 hi is not None and spans[i][0] > hi.end_time.normalize()):
             raise StudyConfigError(

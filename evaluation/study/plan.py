@@ -81,19 +81,19 @@ class _Strict(BaseModel):
 class Draws(_Strict):
     """Resampling draws, one name per method."""
 
-    randomization: int = Field(999, ge=99, description="randomization inference: permutations of pilot histories")
-    wild_bootstrap: int = Field(9999, ge=99, description="wild cluster bootstrap draws")
-    uniform_band: int = Field(999, ge=99, description="multiplier-bootstrap draws of the event study's uniform band")
-    synthetic_did: int = Field(200, ge=10, description="synthetic DiD placebo replications")
+    randomization: int = Field(999, ge=99, strict=True, description="randomization inference: permutations of pilot histories")
+    wild_bootstrap: int = Field(9999, ge=99, strict=True, description="wild cluster bootstrap draws")
+    uniform_band: int = Field(999, ge=99, strict=True, description="multiplier-bootstrap draws of the event study's uniform band")
+    synthetic_did: int = Field(200, ge=10, strict=True, description="synthetic DiD placebo replications")
 
 
 class FastDraws(Draws):
     """Draws for a quick run (``fast=True``: the test suite and previews)."""
 
-    randomization: int = Field(199, ge=99)
-    wild_bootstrap: int = Field(999, ge=99)
-    uniform_band: int = Field(199, ge=99)
-    synthetic_did: int = Field(50, ge=10)
+    randomization: int = Field(199, ge=99, strict=True)
+    wild_bootstrap: int = Field(999, ge=99, strict=True)
+    uniform_band: int = Field(199, ge=99, strict=True)
+    synthetic_did: int = Field(50, ge=10, strict=True)
 
 
 class ITSPlan(_Strict):
@@ -108,8 +108,8 @@ class ITSPlan(_Strict):
 
 
 class RelativeMagnitudePlan(_Strict):
-    pre_periods: int = Field(3, ge=1)       # pre-period coefficients used (the reference period not counted)
-    post_periods: int = Field(3, ge=2)      # the target: the mean effect of the first post periods
+    pre_periods: int = Field(3, ge=1, strict=True)       # pre-period coefficients used (the reference period not counted)
+    post_periods: int = Field(3, ge=2, strict=True)      # the target: the mean effect of the first post periods
     values: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.5, 1.0, 2.0],
                                                         min_length=1)  # Mbar grid
 
@@ -129,19 +129,19 @@ class SensitivityPlan(_Strict):
 class AnalysisPlan(_Strict):
     """The ``analysis:`` block of a study file (see the README, "The analysis plan")."""
 
-    seed: int = Field(ge=0, le=MAX_SEED)
+    seed: int = Field(ge=0, le=MAX_SEED, strict=True)  # a whole number, not true/false
     frequency: Literal["month", "quarter", "year"] | None = None  # analyse at this (coarser) frequency
     alpha: float = Field(0.05, gt=0, le=MAX_ALPHA)
     cluster: Literal["township", "county"] = "township"
     comparison: Literal["never_treated", "not_yet_treated"] = "never_treated"
     event_window: tuple[Duration, Duration] = ("-1 year", "2 years")
-    pretrend_leads: int = Field(3, ge=2)
+    pretrend_leads: int = Field(3, ge=2, strict=True)
     subgroups: list[Literal["model", "cohort", "county"]] = Field(default_factory=lambda: ["model", "cohort"])
     placebo_shift: Duration = "1 year"
     target_window: Duration = "1 year"
     outlier_z: float = Field(5.0, gt=0)
-    few_pilots: int = Field(15, ge=2)
-    very_few_pilots: int = Field(5, ge=1)
+    few_pilots: int = Field(15, ge=2, strict=True)
+    very_few_pilots: int = Field(5, ge=1, strict=True)
     wild_bootstrap_weights: Literal["rademacher", "webb"] = "webb"
     synthetic_did_inference: Literal["auto", "placebo", "jackknife"] = "auto"
     its: ITSPlan = ITSPlan()
