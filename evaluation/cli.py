@@ -1,6 +1,7 @@
 """Command line: ``evaluation init PANEL PILOTS``, ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
 
-Exit codes: 0 success, 2 rejected input (the message names the file, key, row or column).
+Exit codes: 0 success, 2 rejected input (the message names the file, key, row or column),
+1 a failed run or a file that cannot be read or written (named, without a traceback).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from evaluation.errors import EvaluationError, EvaluationInputError
 
 EXIT_INPUT_ERROR = 2
+EXIT_FAILURE = 1
 
 
 def _validate(args) -> int:
@@ -90,10 +92,14 @@ def _say(zh: str, en: str, lang: str) -> str:
 
 def _demo_data(args) -> int:
     from evaluation.data.demo import DemoConfig, write_demo
+    from evaluation.errors import UsageError
     from evaluation.paths import DEMO_DATA
 
+    out = Path(args.out) if args.out else DEMO_DATA
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: --out is a file, not a folder")
     config = DemoConfig(seed=args.seed, spillover=args.spillover)
-    for path in write_demo(Path(args.out) if args.out else DEMO_DATA, config):
+    for path in write_demo(out, config):
         print(f"wrote {path}")
     return 0
 
@@ -112,6 +118,28 @@ def _batch(args) -> int:
 
     print(f"report: {study_output_dir(manifest['study']) / 'index.html'}")
     return 1 if failed else 0
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed from 0 to 2**32 - 1 (what numpy's seeding takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to 4294967295")
+    return value
+
+
+def _share(text: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,8 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_batch)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")
-    d.add_argument("--seed", type=int, default=DemoConfig.seed)
-    d.add_argument("--spillover", type=float, default=DemoConfig.spillover,
+    d.add_argument("--seed", type=_seed, default=DemoConfig.seed, help="random seed, 0 to 4294967295")
+    d.add_argument("--spillover", type=_share, default=DemoConfig.spillover,
                    help="share of a neighbouring pilot's effect felt by non-pilot townships (default 0)")
     d.set_defaults(func=_demo_data)
     return parser
@@ -157,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     except EvaluationError as exc:  # rejected input, or data that cannot support the design
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except OSError as exc:  # a file that cannot be read or written: say which, without a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -22,7 +22,11 @@ before it writes anything, so no chapter runs; 2 more tests check unknown ``--in
 and ``--chapters`` values (exit 2, the valid choices listed). The YAML alias bomb
 ("billion laughs", in ``indicators`` and in ``title.zh``) must be refused within 5 s and
 200 MB of peak Python allocations (tracemalloc), with a message shorter than 2,000
-characters. A study file saved in GBK is read, and ``validate`` says so.
+characters. A study file saved in GBK is read, and ``validate`` says so. Eight more
+cases cover ``demo-data`` options (a negative or text seed, a spillover above 1 or NaN:
+argparse's exit 2 naming the option; ``--out`` naming a file) and ``init`` on a missing,
+truncated, mislabelled or header-only panel (exit 2, the file named, no study file
+written).
 """
 
 from __future__ import annotations
@@ -583,3 +587,47 @@ def test_values_in_messages_are_excerpts(study_files):
     with pytest.raises(StudyConfigError) as info:
         load_study(study_files.study)
     assert len(str(info.value)) < 400 and "…" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- init and demo-data
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["demo-data", "--seed", "-1"], "argument --seed: -1 is outside 0 to 4294967295"),
+    (["demo-data", "--seed", "ten"], "argument --seed: 'ten' is not a whole number"),
+    (["demo-data", "--spillover", "5"], "argument --spillover: 5 is outside 0 to 1"),
+    (["demo-data", "--spillover", "nan"], "argument --spillover: nan is outside 0 to 1"),
+], ids=["seed_negative", "seed_text", "spillover_above_one", "spillover_nan"])
+def test_bad_demo_data_options_exit_2(tmp_path, capsys, argv, culprit):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--out", str(tmp_path / "demo")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and culprit in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_demo_data_out_is_a_file(tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("keep me", encoding="utf-8")
+    assert main(["demo-data", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "not a folder" in err and "Traceback" not in err
+    assert target.read_text(encoding="utf-8") == "keep me"
+
+
+@pytest.mark.parametrize("panel_bytes, culprit", [
+    (None, "file not found"),
+    (b"PK\x03\x04truncated", "truncated or damaged"),
+    (b"<html><table></table></html>", "web page (HTML)"),
+    ("县区,乡镇编码\n".encode(), "no data rows"),
+], ids=["missing", "truncated_xlsx", "html_as_xlsx", "header_only"])
+def test_init_on_bad_files_writes_no_study(tmp_path, capsys, panel_bytes, culprit):
+    panel_path = tmp_path / ("panel.csv" if panel_bytes and panel_bytes.startswith("县".encode()) else "panel.xlsx")
+    if panel_bytes is not None:
+        panel_path.write_bytes(panel_bytes)
+    pilots_path = tmp_path / "pilots.csv"
+    tiny_pilots().to_csv(pilots_path, index=False)
+    before = _listing(tmp_path)
+    assert main(["init", str(panel_path), str(pilots_path), "--out", str(tmp_path / "study.yml")]) == 2
+    err = capsys.readouterr().err
+    assert panel_path.name in err and culprit in err and "Traceback" not in err
+    assert _listing(tmp_path) == before
