@@ -447,9 +447,15 @@ def _check_semantics(study: Study, path: Path) -> None:
         raise StudyConfigError(path, "data.wide", "wide: is given but layout is long (set data.layout: wide)")
     for key in ("panel", "pilots", "truth"):
         rel = getattr(study.data, key)
-        if rel is not None and not study.resolve(rel).is_file():
-            raise StudyConfigError(path, f"data.{key}",
-                                   f"file not found: {study.resolve(rel)} (paths are relative to the study file)")
+        if rel is None:
+            continue
+        try:
+            found = study.resolve(rel).is_file()
+        except OSError as exc:  # a name too long for the file system, a path through a file ...
+            raise StudyConfigError(path, f"data.{key}", f"{excerpt(rel)} cannot be a file: {exc.strerror}") from None
+        if not found:
+            raise StudyConfigError(path, f"data.{key}", f"file not found: {excerpt(str(study.resolve(rel)), 200)} "
+                                   "(paths are relative to the study file)")
     for key, mapping, allowed in (("data.columns", study.data.columns, None),
                                   ("data.pilot_columns", study.data.pilot_columns, PILOT_COLUMNS)):
         targets = list(mapping.values())
