@@ -447,7 +447,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
     special = {}
     for key, header in (("measure_column", wide.measure_column), ("unit_column", wide.unit_column)):
         if header is not None and header not in resolve:
-            raise DataValidationError(path, f"data.wide.{key} '{header}' is not a header of the file",
+            raise DataValidationError(path, f"data.wide.{key} {excerpt(header)} is not a header of the file",
                                       column=header, expected=f"one of {list(raw.columns)}")
         special[key] = resolve.get(header)
     measure, unit_col = special["measure_column"], special["unit_column"]
@@ -483,7 +483,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
             if bad or len(found) > 1:
                 rows = list(group.index[group.isin(bad or found[1:])])
                 raise DataValidationError(
-                    path, f"measure '{label}' has " + (f"unknown unit(s) {bad}" if bad else f"several units {found}"),
+                    path, f"measure {excerpt(label)} has " + (f"unknown unit(s) {bad}" if bad else f"several units {found}"),
                     column=unit_col, rows=rows, expected=f"one unit per measure, one of {', '.join(UNIT_FACTORS)}")
             if found:
                 units[label] = found[0]
@@ -491,7 +491,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
         named = unit_in_header(label)
         if named and label in units and UNIT_FACTORS[units[label]] != UNIT_FACTORS[named]:
             rows = list(raw.index[labels == label])
-            raise DataValidationError(path, f"measure '{label}' is given in {units[label]} by the unit column",
+            raise DataValidationError(path, f"measure {excerpt(label)} is given in {units[label]} by the unit column",
                                       column=unit_col, rows=rows, expected=f"the unit its name says, {named}")
         if named:
             units[label] = named
@@ -523,7 +523,7 @@ def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], 
     if missing_headers:
         h = missing_headers[0]
         raise DataValidationError(
-            path, f"header '{h}' (mapped to '{mapping[h]}' in the study file) not found{_in_sheet(info)}",
+            path, f"header {excerpt(h)} (mapped to {excerpt(mapping[h])} in the study file) not found{_in_sheet(info)}",
             column=h, expected=f"one of the file's headers {list(raw.columns)}"
             + _sheet_hint(path, info, mapping, encoding, sheet_key, needed))
     data = raw.rename(columns=mapping)
@@ -647,7 +647,7 @@ def _apply_units(data: pd.DataFrame, info: HeaderInfo | None, mapping: dict[str,
         col = contract(key)
         if col not in numeric:
             raise DataValidationError(
-                path, f"data.units names '{key}', which is not a numeric column read from the file", column=key,
+                path, f"data.units names {excerpt(key)}, which is not a numeric column read from the file", column=key,
                 expected=f"a header of a mapped count column or its contract name ({', '.join(numeric)})")
         study[col] = unit
     applied = {}
