@@ -22,7 +22,7 @@ before it writes anything, so no chapter runs; 2 more tests check unknown ``--in
 and ``--chapters`` values (exit 2, the valid choices listed). The YAML alias bomb
 ("billion laughs", in ``indicators`` and in ``title.zh``) must be refused within 5 s and
 200 MB of peak Python allocations (tracemalloc), with a message shorter than 2,000
-characters. A study file saved in GBK is read, and ``validate`` says so. Eight more
+characters. A study file saved in GBK is read, and ``validate`` says so. Nine more
 cases cover ``demo-data`` options (a negative or text seed, a spillover above 1 or NaN:
 argparse's exit 2 naming the option; ``--out`` naming a file) and ``init`` on a missing,
 truncated, mislabelled or header-only panel (exit 2, the file named, no study file
