@@ -37,6 +37,9 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
     if study.synthetic:
         print("data:      SYNTHETIC demo data (not real townships)")
     print(panel.describe())
+    wider = _window_beyond_data(study, panel)
+    if wider:
+        print(wider)
     print("indicators: " + ", ".join(i.id for i in study.selected_indicators()))
     print(_coverage(panel, study))
     if write_panel:
@@ -45,6 +48,25 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
         print(f"wrote {target}")
     print("valid")
     return 0
+
+
+def _window_beyond_data(study, panel) -> str:
+    """A note when the study window starts before the data's first period or ends after its
+    last: the analysis covers the data's periods only."""
+    from evaluation.study.periods import period_label
+
+    start, end = study.window_periods
+    periods = panel.periods
+    if not len(periods):
+        return ""
+    first, last = periods.min(), periods.max()
+    parts = []
+    if start is not None and start < first:
+        parts.append(f"window.start {period_label(start)} is before the data's first period {period_label(first)}")
+    if end is not None and end > last:
+        parts.append(f"window.end {period_label(end)} is after the data's last period {period_label(last)}")
+    return ("note:      " + "; ".join(parts) + ": the analysis covers "
+            f"{period_label(first)} .. {period_label(last)}") if parts else ""
 
 
 def _coverage(panel, study) -> str:

@@ -16,7 +16,7 @@ through ``evaluation.cli.main(["validate", study, "--write-panel"])`` and assert
 * nothing is written: the listing of the outputs folder (``EVALUATION_OUTPUT_ROOT``, in
   the temporary folder) and of the study folder are the same before and after.
 
-There are 129 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
+There are 130 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
 (``BATCH_CASES``) also go through ``main(["batch", study, "--fast"])``, which validates
 before it writes anything, so no chapter runs; 2 more tests check unknown ``--indicators``
 and ``--chapters`` values (exit 2, the valid choices listed). The YAML alias bomb
@@ -266,6 +266,8 @@ CASES: list[tuple[str, Callable]] = [
     ("yaml_duplicate_nested_key", study_text(
         lambda t: t.replace("  columns:\n", "  columns:\n    常住人口: population\n", 1),
         "key 'data.columns.常住人口'", "given twice")),
+    ("yaml_python_tag", study_text(lambda t: t + "x: !!python/object/apply:os.system [echo]\n", "not valid YAML",
+                                   "python/object")),
     ("yaml_syntax_error", study_text(lambda t: t + "analysis: [seed: 1\n", "key '(file)'", "not valid YAML", "line")),
     ("yaml_tab_indent", study_text(lambda t: t + "extra:\n\t- 1\n", "not valid YAML", "line")),
     ("yaml_deep_nesting", study_text(lambda t: t + "deep: " + "[" * 200 + "]" * 200 + "\n",
@@ -496,7 +498,7 @@ def test_batch_rejects_bad_input_before_writing(study_files, capsys, name):
 
 
 def test_case_count_matches_the_docstring():
-    assert len(CASES) == 129 and len({i for i, _ in CASES}) == len(CASES)
+    assert len(CASES) == 130 and len({i for i, _ in CASES}) == len(CASES)
     assert set(BATCH_CASES) <= dict(CASES).keys()
 
 
@@ -631,3 +633,14 @@ def test_init_on_bad_files_writes_no_study(tmp_path, capsys, panel_bytes, culpri
     err = capsys.readouterr().err
     assert panel_path.name in err and culprit in err and "Traceback" not in err
     assert _listing(tmp_path) == before
+
+
+def test_window_wider_than_the_data_is_said(study_files, capsys):
+    config = study_files.config()
+    config["window"] = {"start": "2018-07", "end": "2020-12"}
+    study_files.write_config(config)
+    assert main(["validate", str(study_files.study)]) == 0
+    out = capsys.readouterr().out
+    assert "window.start 2018-07 is before the data's first period 2019-01" in out
+    assert "window.end 2020-12 is after the data's last period 2019-12" in out
+    assert "the analysis covers 2019-01 .. 2019-12" in out
