@@ -16,7 +16,7 @@ through ``evaluation.cli.main(["validate", study, "--write-panel"])`` and assert
 * nothing is written: the listing of the outputs folder (``EVALUATION_OUTPUT_ROOT``, in
   the temporary folder) and of the study folder are the same before and after.
 
-There are 130 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
+There are 132 malformed inputs in ``CASES`` (``test_bad_input_is_rejected``); 6 of them
 (``BATCH_CASES``) also go through ``main(["batch", study, "--fast"])``, which validates
 before it writes anything, so no chapter runs; 2 more tests check unknown ``--indicators``
 and ``--chapters`` values (exit 2, the valid choices listed). The YAML alias bomb
@@ -268,6 +268,12 @@ CASES: list[tuple[str, Callable]] = [
         "key 'data.columns.常住人口'", "given twice")),
     ("yaml_python_tag", study_text(lambda t: t + "x: !!python/object/apply:os.system [echo]\n", "not valid YAML",
                                    "python/object")),
+    ("yaml_duplicate_in_flow_mapping", study_text(
+        lambda t: t + "covid:\n  phases:\n    - {name: a, start: 2019-03, end: 2019-04, name: b}\n",
+        "key 'covid.phases.0.name'", "given twice, on line", "columns")),
+    ("yaml_inline_merge_is_read", study_text(
+        lambda t: _replace_top(t, "window", "window: {<<: {start: 2019-01}, end: 2019-12}") + "colour: blue\n",
+        "key 'colour'", "unknown key")),
     ("yaml_syntax_error", study_text(lambda t: t + "analysis: [seed: 1\n", "key '(file)'", "not valid YAML", "line")),
     ("yaml_tab_indent", study_text(lambda t: t + "extra:\n\t- 1\n", "not valid YAML", "line")),
     ("yaml_deep_nesting", study_text(lambda t: t + "deep: " + "[" * 200 + "]" * 200 + "\n",
@@ -498,7 +504,7 @@ def test_batch_rejects_bad_input_before_writing(study_files, capsys, name):
 
 
 def test_case_count_matches_the_docstring():
-    assert len(CASES) == 130 and len({i for i, _ in CASES}) == len(CASES)
+    assert len(CASES) == 132 and len({i for i, _ in CASES}) == len(CASES)
     assert set(BATCH_CASES) <= dict(CASES).keys()
 
 

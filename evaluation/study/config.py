@@ -311,16 +311,19 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
+            mark = key_node.start_mark
             if key in seen:
                 where = getattr(node, "dotted", "(top level)")
                 dotted = str(key) if where == "(top level)" else f"{where}.{key}"
-                raise _Refused(dotted, line, f"given twice, on lines {seen[key]} and {line} (YAML would keep the "
-                                             "last silently): keep one")
-            seen[key] = line
+                first = seen[key]
+                places = (f"on lines {first.line + 1} and {mark.line + 1}" if first.line != mark.line else
+                          f"twice on line {mark.line + 1} (columns {first.column + 1} and {mark.column + 1})")
+                raise _Refused(dotted, mark.line + 1, f"given twice, {places.removeprefix('twice ')} (YAML would "
+                                                      "keep the last silently): keep one")
+            seen[key] = mark
         return super().construct_mapping(node, deep=deep)
 
 
