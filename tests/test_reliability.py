@@ -421,7 +421,8 @@ CASES: list[tuple[str, Callable]] = [
     ("unparseable_year", quarterly(lambda f: _set(f, 2, "period", "19年"), "unparseable period", "row 2", "'19年'",
                                    frequency="year")),
     ("periods_outside_window_only", panel(lambda f: f.assign(period=f["period"].str.replace("2019", "2015")),
-                                          "no rows inside the study window")),
+                                          "no rows inside the study window", "window.start 2019-01",
+                                          "periods run 2015-01 .. 2015-12")),
     # --- counts, populations and numbers
     ("negative_count", panel(lambda f: _set(f, 4, "referrals_down", -3), "negative count", "row 4",
                              "referrals_down")),

@@ -254,13 +254,16 @@ def load_panel_files(
                                  header_row=header_row, total_rows=total_rows, units=units or {},
                                  layout=layout, wide=wide)
     start, end = window
+    read_periods = data["period"]
     if start is not None:
         data = data[data["period"] >= start]
     if end is not None:
         data = data[data["period"] <= end]
     if data.empty:
-        raise DataValidationError(panel_path, "no rows inside the study window",
-                                  column="period", expected=f"periods between {start} and {end}")
+        span = f"{read_periods.min()} .. {read_periods.max()}" if len(read_periods) else "none"
+        raise DataValidationError(panel_path, f"no rows inside the study window (window.start {start or '...'} to "
+                                  f"window.end {end or '...'} in the study file); the file's periods run {span}",
+                                  column="period", expected="a window that overlaps the file's periods")
     with _naming_headers(pilot_columns):
         pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet,
                               header_row=pilot_header_row, sheet_key="data.pilot_sheet")
