@@ -475,10 +475,10 @@ def _check_semantics(study: Study, path: Path) -> None:
                                f"out for all of them ({', '.join(catalogue.ids)})")
     for i, ind in enumerate(study.indicators or []):
         if ind in (study.indicators or [])[:i]:
-            raise StudyConfigError(path, f"indicators.{i}", f"'{ind}' is listed twice")
+            raise StudyConfigError(path, f"indicators.{i}", f"{excerpt(ind)} is listed twice")
         if ind not in catalogue.ids:
             raise StudyConfigError(path, f"indicators.{i}",
-                                   f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
+                                   f"unknown indicator {excerpt(ind)}; the catalogue has {catalogue.ids}")
     for ind, value in study.targets.items():
         if ind not in catalogue.ids:
             raise StudyConfigError(path, f"targets.{excerpt(ind)[1:-1]}",
