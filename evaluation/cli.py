@@ -37,9 +37,9 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
     if study.synthetic:
         print("data:      SYNTHETIC demo data (not real townships)")
     print(panel.describe())
-    wider = _window_beyond_data(study, panel)
-    if wider:
-        print(wider)
+    for note in [_window_beyond_data(study, panel), *_plan_notes(study, panel)]:
+        if note:
+            print(note)
     print("indicators: " + ", ".join(i.id for i in study.selected_indicators()))
     print(_coverage(panel, study))
     if write_panel:
@@ -67,6 +67,31 @@ def _window_beyond_data(study, panel) -> str:
         parts.append(f"window.end {period_label(end)} is after the data's last period {period_label(last)}")
     return ("note:      " + "; ".join(parts) + ": the analysis covers "
             f"{period_label(first)} .. {period_label(last)}") if parts else ""
+
+
+def _plan_notes(study, panel) -> list[str]:
+    """Settings of the analysis plan that this panel cannot support: the page of the method
+    will say "not estimable"; validate says so first, with the value that would work."""
+    from evaluation.study.periods import period_label
+
+    settings, periods = study.settings(), panel.periods
+    starts = panel.pilots["pilot_start"] if "pilot_start" in panel.pilots else []
+    if not len(periods) or not len(starts):
+        return []
+    first_start = min(starts).asfreq(periods.freqstr)
+    before = (first_start - periods[0]).n   # periods before the first pilot start
+    after = (periods[-1] - first_start).n   # periods after it
+    unit = f"{settings.frequency}s"
+    notes = []
+    if settings.placebo_shift >= before:
+        notes.append(f"note:      analysis.placebo_shift is {settings.placebo_shift} {unit}, but the first pilot starts "
+                     f"{period_label(first_start)}, {before} {unit} into the data: the placebo-in-time test will be "
+                     f"not estimable (a shift below {before} works)")
+    if settings.its_phase_in > after:
+        notes.append(f"note:      analysis.its.phase_in is {settings.its_phase_in} {unit}, but the data end "
+                     f"{after} {unit} after the first pilot start ({period_label(first_start)}): the ITS will be "
+                     "not estimable")
+    return notes
 
 
 def _coverage(panel, study) -> str:

@@ -651,3 +651,18 @@ def test_window_wider_than_the_data_is_said(study_files, capsys):
     assert "window.start 2018-07 is before the data's first period 2019-01" in out
     assert "window.end 2020-12 is after the data's last period 2019-12" in out
     assert "the analysis covers 2019-01 .. 2019-12" in out
+
+
+def test_plan_settings_the_data_cannot_support_are_said(study_files, capsys):
+    """The tiny study's first pilot starts 2019-07, 6 months into 2019-01 .. 2019-12 (5 months after)."""
+    config = study_files.config()
+    config["analysis"].update(placebo_shift="6 months", its={"phase_in": 6})
+    study_files.write_config(config)
+    assert main(["validate", str(study_files.study)]) == 0
+    out = capsys.readouterr().out
+    assert "analysis.placebo_shift is 6 months" in out and "a shift below 6 works" in out
+    assert "analysis.its.phase_in is 6 months" in out and "data end 5 months after" in out
+    config["analysis"].update(placebo_shift=5, its={"phase_in": 5})
+    study_files.write_config(config)
+    assert main(["validate", str(study_files.study)]) == 0
+    assert "analysis." not in capsys.readouterr().out
