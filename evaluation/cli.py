@@ -60,6 +60,7 @@ def _window_beyond_data(study, panel) -> str:
     if not len(periods):
         return ""
     first, last = periods.min(), periods.max()
+    start, end = (p.asfreq(periods.freqstr) if p is not None else None for p in (start, end))  # analysis frequency
     parts = []
     if start is not None and start < first:
         parts.append(f"window.start {period_label(start)} is before the data's first period {period_label(first)}")
@@ -81,15 +82,15 @@ def _plan_notes(study, panel) -> list[str]:
     first_start = min(starts).asfreq(periods.freqstr)
     before = (first_start - periods[0]).n   # periods before the first pilot start
     after = (periods[-1] - first_start).n   # periods after it
-    unit = f"{settings.frequency}s"
+    text = lambda n: settings.text(n)[1]  # noqa: E731 (12 months, 1 quarter ...)
     notes = []
     if settings.placebo_shift >= before:
-        notes.append(f"note:      analysis.placebo_shift is {settings.placebo_shift} {unit}, but the first pilot starts "
-                     f"{period_label(first_start)}, {before} {unit} into the data: the placebo-in-time test will be "
+        notes.append(f"note:      analysis.placebo_shift is {text(settings.placebo_shift)}, but the first pilot starts "
+                     f"{period_label(first_start)}, {text(before)} into the data: the placebo-in-time test will be "
                      f"not estimable (a shift below {before} works)")
     if settings.its_phase_in > after:
-        notes.append(f"note:      analysis.its.phase_in is {settings.its_phase_in} {unit}, but the data end "
-                     f"{after} {unit} after the first pilot start ({period_label(first_start)}): the ITS will be "
+        notes.append(f"note:      analysis.its.phase_in is {text(settings.its_phase_in)}, but the data end "
+                     f"{text(after)} after the first pilot start ({period_label(first_start)}): the ITS will be "
                      "not estimable")
     return notes
 

@@ -651,6 +651,12 @@ def test_window_wider_than_the_data_is_said(study_files, capsys):
     assert "window.start 2018-07 is before the data's first period 2019-01" in out
     assert "window.end 2020-12 is after the data's last period 2019-12" in out
     assert "the analysis covers 2019-01 .. 2019-12" in out
+    config["analysis"]["frequency"] = "quarter"  # the notes compare at the analysis frequency
+    study_files.write_config(config)
+    assert main(["validate", str(study_files.study)]) == 0
+    out = capsys.readouterr().out
+    assert "window.start 2018Q3 is before the data's first period 2019Q1" in out
+    assert "the first pilot starts 2019Q3, 2 quarters into the data" in out
 
 
 def test_plan_settings_the_data_cannot_support_are_said(study_files, capsys):
