@@ -1,7 +1,8 @@
 """Command line: ``evaluation init PANEL PILOTS``, ``evaluation validate STUDY``, ``evaluation batch STUDY`` and ``evaluation demo-data``.
 
-Exit codes: 0 success, 1 a chapter run failed (batch), 2 rejected input (the message names the file, key,
-row or column) or another batch of the study is running, 130 / 143 batch stopped by SIGINT / SIGTERM.
+Exit codes: 0 success; 1 a chapter run failed (batch), or a file that cannot be read or written
+(named, without a traceback); 2 rejected input (the message names the file, key, row or column) or
+another batch of the study is running; 130 / 143 batch stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from evaluation.errors import EvaluationInputError
+from evaluation.errors import EvaluationError, EvaluationInputError
 
 EXIT_INPUT_ERROR = 2
+EXIT_FAILURE = 1
 
 
 def _validate(args) -> int:
@@ -30,9 +32,15 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
             warnings.simplefilter("ignore", listed)
         panel = load_panel(study)
     print(f"study:     {study.id} — {study.title.zh} / {study.title.en}")
+    if study.encoding != "utf-8":
+        print(f"note:      the study file was read as {study.encoding.upper()} (GBK) text; save it as UTF-8 "
+              "to share it safely")
     if study.synthetic:
         print("data:      SYNTHETIC demo data (not real townships)")
     print(panel.describe())
+    for note in [_window_beyond_data(study, panel), *_plan_notes(study, panel)]:
+        if note:
+            print(note)
     print("indicators: " + ", ".join(i.id for i in study.selected_indicators()))
     print(_coverage(panel, study))
     if write_panel:
@@ -41,6 +49,51 @@ def _validate_study(path, *, write_panel: bool = False) -> int:
         print(f"wrote {target}")
     print("valid")
     return 0
+
+
+def _window_beyond_data(study, panel) -> str:
+    """A note when the study window starts before the data's first period or ends after its
+    last: the analysis covers the data's periods only."""
+    from evaluation.study.periods import period_label
+
+    start, end = study.window_periods
+    periods = panel.periods
+    if not len(periods):
+        return ""
+    first, last = periods.min(), periods.max()
+    start, end = (p.asfreq(periods.freqstr) if p is not None else None for p in (start, end))  # analysis frequency
+    parts = []
+    if start is not None and start < first:
+        parts.append(f"window.start {period_label(start)} is before the data's first period {period_label(first)}")
+    if end is not None and end > last:
+        parts.append(f"window.end {period_label(end)} is after the data's last period {period_label(last)}")
+    return ("note:      " + "; ".join(parts) + ": the analysis covers "
+            f"{period_label(first)} .. {period_label(last)}") if parts else ""
+
+
+def _plan_notes(study, panel) -> list[str]:
+    """Settings of the analysis plan that this panel cannot support: the page of the method
+    will say "not estimable"; validate says so first, with the value that would work."""
+    from evaluation.study.periods import period_label
+
+    settings, periods = study.settings(), panel.periods
+    starts = panel.pilots["pilot_start"] if "pilot_start" in panel.pilots else []
+    if not len(periods) or not len(starts):
+        return []
+    first_start = min(starts).asfreq(periods.freqstr)
+    before = (first_start - periods[0]).n   # periods before the first pilot start
+    after = (periods[-1] - first_start).n   # periods after it
+    text = lambda n: settings.text(n)[1]  # noqa: E731 (12 months, 1 quarter ...)
+    notes = []
+    if settings.placebo_shift >= before:
+        notes.append(f"note:      analysis.placebo_shift is {text(settings.placebo_shift)}, but the first pilot starts "
+                     f"{period_label(first_start)}, {text(before)} into the data: the placebo-in-time test will be "
+                     f"not estimable (a shift below {before} works)")
+    if settings.its_phase_in > after:
+        notes.append(f"note:      analysis.its.phase_in is {text(settings.its_phase_in)}, but the data end "
+                     f"{text(after)} after the first pilot start ({period_label(first_start)}): the ITS will be "
+                     "not estimable")
+    return notes
 
 
 def _coverage(panel, study) -> str:
@@ -88,10 +141,14 @@ def _say(zh: str, en: str, lang: str) -> str:
 
 def _demo_data(args) -> int:
     from evaluation.data.demo import DemoConfig, write_demo
+    from evaluation.errors import UsageError
     from evaluation.paths import DEMO_DATA
 
+    out = Path(args.out) if args.out else DEMO_DATA
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: --out is a file, not a folder")
     config = DemoConfig(seed=args.seed, spillover=args.spillover)
-    for path in write_demo(Path(args.out) if args.out else DEMO_DATA, config):
+    for path in write_demo(out, config):
         print(f"wrote {path}")
     return 0
 
@@ -122,6 +179,28 @@ def _batch(args) -> int:
         print(f"FAILED {r['stem']}: {r['error']}{where}{kept}", file=sys.stderr)
     print(f"report: {folder / 'index.html'}")
     return 1 if failed else 0
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed from 0 to 2**32 - 1 (what numpy's seeding takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to 4294967295")
+    return value
+
+
+def _share(text: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_batch)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")
-    d.add_argument("--seed", type=int, default=DemoConfig.seed)
-    d.add_argument("--spillover", type=float, default=DemoConfig.spillover,
+    d.add_argument("--seed", type=_seed, default=DemoConfig.seed, help="random seed, 0 to 4294967295")
+    d.add_argument("--spillover", type=_share, default=DemoConfig.spillover,
                    help="share of a neighbouring pilot's effect felt by non-pilot townships (default 0)")
     d.set_defaults(func=_demo_data)
     return parser
@@ -166,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except EvaluationInputError as exc:
+    except EvaluationError as exc:  # rejected input, or data that cannot support the design
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except OSError as exc:  # a file that cannot be read or written: say which, without a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

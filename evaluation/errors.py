@@ -14,7 +14,22 @@ All are ``ValueError`` subclasses, so code that caught ``ValueError`` keeps work
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
+
+EXCERPT_CHARS = 80
+
+
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters with ``…``: what an error message quotes
+    of a user's value (a cell, a study-file value), never the whole of a long one."""
+    if isinstance(value, str):
+        text = repr(value[: limit + 2])
+    else:  # reprlib stops at a few items and levels: a huge or deep structure costs nothing
+        shortener = reprlib.Repr()
+        shortener.maxlevel, shortener.maxstring, shortener.maxother = 3, limit, limit
+        text = shortener.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class EvaluationError(ValueError):
@@ -77,14 +92,22 @@ class PeriodParseError(EvaluationInputError):
     """A period label that cannot be read at the study's frequency."""
 
 
+MAX_LINE = 1000  # characters of one line of an error message (a safety net: values are quoted as excerpts)
+
+
+def _capped(text: str, limit: int = MAX_LINE) -> str:
+    """Each line of ``text`` cut to ``limit`` characters with ``…``."""
+    return "\n".join(line if len(line) <= limit else line[: limit - 1] + "…" for line in str(text).split("\n"))
+
+
 class StudyConfigError(EvaluationInputError):
     """The study YAML file is malformed (unknown key, wrong type, missing file)."""
 
     def __init__(self, path: Path | str, key: str, problem: str):
         self.path = Path(path)
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{self.path}: key '{key}': {problem}")
+        self.key = _capped(key, 120)
+        self.problem = _capped(problem)
+        super().__init__(f"{self.path}: key '{self.key}': {self.problem}")
 
 
 class UsageError(EvaluationInputError):
@@ -146,10 +169,10 @@ class DataValidationError(EvaluationInputError):
         if self.expected:
             message += f"; expected {self.expected}"
         if self.details:
-            message += "\n  " + "\n  ".join(self.details[:10])
+            message += "\n  " + "\n  ".join(_capped(d, 200) for d in self.details[:10])
             if len(self.details) > 10:
                 message += f"\n  ... and {len(self.details) - 10} more"
-        return message
+        return _capped(message)
 
 
 # ----------------------------------------------------------------------------- warnings

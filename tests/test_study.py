@@ -47,7 +47,7 @@ def _edit(config, dotted, value):
     ("window.start", "2019-13", "window.start", "YYYY-MM"),
     ("window", {"start": "2019-12", "end": "2019-01"}, "window", "start is after end"),
     ("covid.handling", "pretend", "covid.handling", "'phases', 'exclude' or 'ignore'"),
-    ("analysis.alpha", 1.5, "analysis.alpha", "less than 1"),
+    ("analysis.alpha", 1.5, "analysis.alpha", "less than or equal to 0.5"),
     ("analysis.cluster", "village", "analysis.cluster", "'township' or 'county'"),
     ("analysis.draws.randomization", 10, "analysis.draws.randomization", "greater than or equal to 99"),
     ("analysis.placebo_shift", "1 fortnight", "analysis.placebo_shift", "such as '1 year'"),

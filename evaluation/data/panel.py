@@ -43,7 +43,7 @@ from evaluation.data.fileio import (
     sheet_names,
     unit_in_header,
 )
-from evaluation.errors import DataValidationError
+from evaluation.errors import DataValidationError, excerpt
 from evaluation.study.catalogue import (
     MONEY_COLUMNS,
     UNIT_FACTORS,
@@ -254,13 +254,16 @@ def load_panel_files(
                                  header_row=header_row, total_rows=total_rows, units=units or {},
                                  layout=layout, wide=wide)
     start, end = window
+    read_periods = data["period"]
     if start is not None:
         data = data[data["period"] >= start]
     if end is not None:
         data = data[data["period"] <= end]
     if data.empty:
-        raise DataValidationError(panel_path, "no rows inside the study window",
-                                  column="period", expected=f"periods between {start} and {end}")
+        span = f"{read_periods.min()} .. {read_periods.max()}" if len(read_periods) else "none"
+        raise DataValidationError(panel_path, f"no rows inside the study window (window.start {start or '...'} to "
+                                  f"window.end {end or '...'} in the study file); the file's periods run {span}",
+                                  column="period", expected="a window that overlaps the file's periods")
     with _naming_headers(pilot_columns):
         pilots = _load_pilots(pilots_path, pilot_columns or {}, data, frequency, encoding, pilot_sheet,
                               header_row=pilot_header_row, sheet_key="data.pilot_sheet")
@@ -447,7 +450,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
     special = {}
     for key, header in (("measure_column", wide.measure_column), ("unit_column", wide.unit_column)):
         if header is not None and header not in resolve:
-            raise DataValidationError(path, f"data.wide.{key} '{header}' is not a header of the file",
+            raise DataValidationError(path, f"data.wide.{key} {excerpt(header)} is not a header of the file",
                                       column=header, expected=f"one of {list(raw.columns)}")
         special[key] = resolve.get(header)
     measure, unit_col = special["measure_column"], special["unit_column"]
@@ -483,7 +486,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
             if bad or len(found) > 1:
                 rows = list(group.index[group.isin(bad or found[1:])])
                 raise DataValidationError(
-                    path, f"measure '{label}' has " + (f"unknown unit(s) {bad}" if bad else f"several units {found}"),
+                    path, f"measure {excerpt(label)} has " + (f"unknown unit(s) {bad}" if bad else f"several units {found}"),
                     column=unit_col, rows=rows, expected=f"one unit per measure, one of {', '.join(UNIT_FACTORS)}")
             if found:
                 units[label] = found[0]
@@ -491,7 +494,7 @@ def _melt_wide(raw: pd.DataFrame, mapping: dict[str, str], wide: WideLayout | di
         named = unit_in_header(label)
         if named and label in units and UNIT_FACTORS[units[label]] != UNIT_FACTORS[named]:
             rows = list(raw.index[labels == label])
-            raise DataValidationError(path, f"measure '{label}' is given in {units[label]} by the unit column",
+            raise DataValidationError(path, f"measure {excerpt(label)} is given in {units[label]} by the unit column",
                                       column=unit_col, rows=rows, expected=f"the unit its name says, {named}")
         if named:
             units[label] = named
@@ -523,7 +526,7 @@ def _map_columns(raw: pd.DataFrame, mapping: dict[str, str], needed: list[str], 
     if missing_headers:
         h = missing_headers[0]
         raise DataValidationError(
-            path, f"header '{h}' (mapped to '{mapping[h]}' in the study file) not found{_in_sheet(info)}",
+            path, f"header {excerpt(h)} (mapped to {excerpt(mapping[h])} in the study file) not found{_in_sheet(info)}",
             column=h, expected=f"one of the file's headers {list(raw.columns)}"
             + _sheet_hint(path, info, mapping, encoding, sheet_key, needed))
     data = raw.rename(columns=mapping)
@@ -604,7 +607,7 @@ def _total_rows(data: pd.DataFrame, path: Path, mode: str, where: _Where) -> tup
     if not is_total.any():
         return data, empty
     rows = list(data.index[is_total])
-    why = {r: next(f"{c} '{data.at[r, c]}'" for c in cols if hit[c][r]) for r in rows}
+    why = {r: next(f"{c} {excerpt(data.at[r, c])}" for c in cols if hit[c][r]) for r in rows}
     first_col = next(c for c in cols if hit[c].any())
     if mode != "drop":
         raise DataValidationError(
@@ -647,7 +650,7 @@ def _apply_units(data: pd.DataFrame, info: HeaderInfo | None, mapping: dict[str,
         col = contract(key)
         if col not in numeric:
             raise DataValidationError(
-                path, f"data.units names '{key}', which is not a numeric column read from the file", column=key,
+                path, f"data.units names {excerpt(key)}, which is not a numeric column read from the file", column=key,
                 expected=f"a header of a mapped count column or its contract name ({', '.join(numeric)})")
         study[col] = unit
     applied = {}
@@ -775,7 +778,7 @@ def _parse_periods(col: pd.Series, frequency: str, path: Path, column: str) -> p
     if bad:
         raise DataValidationError(
             path, "unparseable period", column=column, rows=[r for r, _ in bad],
-            details=[f"row {r}: {v!r}" for r, v in bad], expected=expected_format(frequency))
+            details=[f"row {r}: {excerpt(v)}" for r, v in bad], expected=expected_format(frequency))
     return pd.Series(pd.PeriodIndex([parsed[v if not isinstance(v, str) else v.strip()] for v in col],
                                     freq=FREQUENCIES[frequency]), index=col.index)
 
@@ -795,7 +798,7 @@ def _parse_numbers(col: pd.Series, path: Path, column: str) -> pd.Series:
         rows = list(col.index[bad])
         raise DataValidationError(
             path, "text in a numeric cell", column=column, rows=rows,
-            details=[f"row {r}: {col[r]!r}" for r in rows],
+            details=[f"row {r}: {excerpt(col[r])}" for r in rows],
             expected="a number (thousands separators such as 12,345 are accepted; leave unknown cells empty)")
     return numbers.astype(float)
 
@@ -931,8 +934,8 @@ def _exclude_townships(data: pd.DataFrame, exclude: Sequence[str], path: Path) -
     unknown = [x for x in wanted if x not in by_id and x not in by_name]
     if unknown:
         raise DataValidationError(
-            path, f"townships.exclude lists {unknown[0]!r}, which is neither a township id nor a name in the panel",
-            column="township_id", details=[f"not found: {x!r}" for x in unknown],
+            path, f"townships.exclude lists {excerpt(unknown[0])}, which is neither a township id nor a name in the panel",
+            column="township_id", details=[f"not found: {excerpt(x)}" for x in unknown],
             expected="ids or names as the panel writes them (inside the study window)")
     out = data["township_id"].isin(wanted) | data["township_name"].isin(wanted)
     excluded = (data.loc[out, ["township_id", "township_name"]].drop_duplicates("township_id")

@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from evaluation.errors import StudyConfigError
+from evaluation.errors import StudyConfigError, excerpt
 from evaluation.paths import study_output_dir
 from evaluation.study.catalogue import UNIT_FACTORS, Indicator, load_catalogue
 from evaluation.study.periods import (
@@ -42,12 +42,15 @@ def _period_text(value):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, allow_inf_nan=False)
+
+
+MAX_TITLE = 200  # characters of a title: it heads every page
 
 
 class Titles(_Strict):
-    zh: str
-    en: str
+    zh: str = Field(min_length=1, max_length=MAX_TITLE)
+    en: str = Field(min_length=1, max_length=MAX_TITLE)
 
 
 class WideLayout(_Strict):
@@ -104,14 +107,6 @@ class DataFiles(_Strict):
                 raise ValueError(f"unknown unit '{unit}' for '{header}'; known units: {', '.join(UNIT_FACTORS)}")
         return units
 
-    @model_validator(mode="after")
-    def _wide_needs_its_columns(self):
-        if self.layout == "wide" and self.wide is None:
-            raise ValueError("layout: wide needs wide: {measure_column: <the header of the column naming "
-                             "each row's measure>}")
-        if self.layout == "long" and self.wide is not None:
-            raise ValueError("wide: is given but layout is long (set layout: wide)")
-        return self
 
 
 class Window(_Strict):
@@ -172,7 +167,7 @@ class Townships(_Strict):
 class StudyConfig(_Strict):
     """The study file's schema, key by key."""
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)  # names the output folder
     title: Titles
     synthetic: bool = False
     data: DataFiles
@@ -189,10 +184,16 @@ class Study(StudyConfig):
     """A loaded study: the configuration plus the folder it was read from."""
 
     _source: Path = PrivateAttr()
+    _encoding: str = PrivateAttr("utf-8")
 
     @property
     def source(self) -> Path:
         return self._source
+
+    @property
+    def encoding(self) -> str:
+        """The encoding the study file was read in: ``utf-8``, or ``gb18030`` for a GBK file."""
+        return self._encoding
 
     def resolve(self, relative: str) -> Path:
         """A path of the study file, relative to the study file's folder."""
@@ -246,20 +247,169 @@ class Study(StudyConfig):
 
 
 def _key_of(loc) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    """A pydantic location as the study file's dotted key (union branches such as
+    ``list[constrained-float]`` left out)."""
+    parts = [str(part) for part in loc if not (isinstance(part, str) and ("[" in part or "function-" in part))]
+    return ".".join(parts) or "(top level)"
+
+
+# ----------------------------------------------------------------------------- reading the file
+
+MAX_STUDY_BYTES = 1_000_000  # a study file is a few kilobytes; this bounds what the parser can build
+MAX_DEPTH = 24               # the schema nests 5 levels; deeper is not a study file
+_GB_ENCODING = "gb18030"
+
+
+class _Refused(Exception):
+    """A YAML construct the study-file loader refuses (raised inside the loader)."""
+
+    def __init__(self, key: str, line: int, problem: str):
+        self.key, self.line, self.problem = key, line, problem
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what a study file never needs and an attacker can
+    abuse: anchors and aliases (an alias bomb, "billion laughs", expands a 20-line file
+    into gigabytes), a key given twice (YAML would keep the last silently) and nesting
+    deeper than :data:`MAX_DEPTH`. Each refusal names the key and the line."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._keys: list[str] = []
+
+    def _dotted(self, label: str | None = None) -> str:
+        parts = [k for k in self._keys if k] + ([label] if label else [])
+        return ".".join(parts) or "(top level)"
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(parent, yaml.MappingNode) and index is None:
+            label = None  # a mapping key: named by the mapping it is in
+        elif isinstance(index, yaml.ScalarNode):
+            label = str(index.value)[:40]
+        elif isinstance(index, int) and not isinstance(index, bool):
+            label = str(index)
+        else:
+            label = None
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            what = f"alias '*{event.anchor}'" if isinstance(event, yaml.AliasEvent) else f"anchor '&{event.anchor}'"
+            raise _Refused(self._dotted(label), line,
+                           f"line {line}: YAML {what}: anchors (&name) and aliases (*name) are not allowed in a "
+                           "study file; write each value out")
+        if len(self._keys) >= MAX_DEPTH:
+            raise _Refused(self._dotted(label), line,
+                           f"line {line}: nested more than {MAX_DEPTH} levels deep; a study file nests a few levels")
+        self._keys.append(label or "")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._keys.pop()
+        node.dotted = self._dotted(label)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            mark = key_node.start_mark
+            if key in seen:
+                where = getattr(node, "dotted", "(top level)")
+                dotted = str(key) if where == "(top level)" else f"{where}.{key}"
+                first = seen[key]
+                places = (f"on lines {first.line + 1} and {mark.line + 1}" if first.line != mark.line else
+                          f"twice on line {mark.line + 1} (columns {first.column + 1} and {mark.column + 1})")
+                raise _Refused(dotted, mark.line + 1, f"given twice, {places.removeprefix('twice ')} (YAML would "
+                                                      "keep the last silently): keep one")
+            seen[key] = mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_study_text(path: Path) -> tuple[str, str]:
+    """The study file's text and the encoding it was read in: UTF-8 (with or without a
+    BOM), else GB18030 (GBK), as Windows Notepad and WPS save Chinese text. Anything else
+    (a binary file, UTF-16, Big5, Shift-JIS) is refused, naming the file."""
+    size = path.stat().st_size
+    if size > MAX_STUDY_BYTES:
+        raise StudyConfigError(path, "(file)", f"{size:,} bytes: a study file is a few kilobytes (at most "
+                               f"{MAX_STUDY_BYTES:,} bytes); is this the data file?")
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise StudyConfigError(path, "(file)", "UTF-16 text ('Unicode' in Notepad): save the study file as UTF-8")
+    if b"\x00" in raw or raw.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0", b"%PDF")):
+        raise StudyConfigError(path, "(file)", "not a text file (binary content): a study file is YAML text "
+                               "saved as UTF-8")
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        not_utf8 = exc
+    try:
+        text = raw.decode(_GB_ENCODING)
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not _plausible_chinese(text):
+        raise StudyConfigError(path, "(file)", f"not UTF-8 (byte {not_utf8.start}: {not_utf8.reason}) and not "
+                               "GBK text either (Big5, Shift-JIS?): save the study file as UTF-8")
+    return text, _GB_ENCODING
+
+
+def _plausible_chinese(text: str) -> bool:
+    """Whether GB18030-decoded text reads as simplified Chinese: at least 80% of its
+    non-ASCII characters are in GB 2312 (everyday characters and punctuation). Big5 or
+    Shift-JIS bytes decoded as GB18030 give rare ideographs and symbols."""
+    non_ascii = [c for c in text if ord(c) > 127]
+    if not non_ascii:
+        return True
+    common = 0
+    for c in non_ascii:
+        try:
+            c.encode("gb2312")
+            common += 1
+        except UnicodeEncodeError:
+            pass
+    return common >= 0.8 * len(non_ascii)
+
+
+def _parse_yaml(path: Path, text: str):
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _Refused as exc:
+        raise StudyConfigError(path, exc.key, exc.problem) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+        raise StudyConfigError(path, "(file)", f"not valid YAML: {where}{problem or exc}") from None
+    except RecursionError:
+        raise StudyConfigError(path, "(file)", f"nested more than {MAX_DEPTH} levels deep") from None
 
 
 def load_study(path: Path | str) -> Study:
-    """Read a study file; raise :class:`StudyConfigError` naming the offending key."""
+    """Read a study file; raise :class:`StudyConfigError` naming the offending key.
+
+    The file is read as UTF-8 or GBK (:func:`_read_study_text`; ``study.encoding`` says
+    which), parsed with a loader that refuses anchors, aliases, duplicate keys and deep
+    nesting (:class:`_StrictLoader`), checked against the schema and then for values that
+    would only fail later, in a chapter (:func:`_check_semantics`). Error messages quote at
+    most a short excerpt of a value (:func:`evaluation.errors.excerpt`).
+    """
     path = Path(path).resolve()
     if not path.is_file():
-        raise StudyConfigError(path, "(file)", "study file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise StudyConfigError(path, "(file)", f"not valid YAML: {exc}") from exc
+        what = "is a folder, not a study file" if path.is_dir() else "study file not found"
+        raise StudyConfigError(path, "(file)", what)
+    text, encoding = _read_study_text(path)
+    raw = _parse_yaml(path, text)
+    if raw is None:
+        raise StudyConfigError(path, "(top level)", "the study file is empty (expected keys such as id, title, "
+                               "data, analysis)")
     if not isinstance(raw, dict):
-        raise StudyConfigError(path, "(top level)", "expected a mapping of keys to values")
+        raise StudyConfigError(path, "(top level)", f"expected a mapping of keys to values (id: ..., title: ...), "
+                               f"got a {type(raw).__name__}: {excerpt(raw)}")
+    bad_keys = [k for k in raw if not isinstance(k, str)]
+    if bad_keys:
+        raise StudyConfigError(path, excerpt(bad_keys[0]), "unknown key (keys are names such as id, title, data)")
     for old in ("inference", "report"):
         if old in raw:
             raise StudyConfigError(path, old, f"the '{old}:' block is gone: cluster, seed, alpha and draws are "
@@ -273,20 +423,42 @@ def load_study(path: Path | str) -> Study:
             problem = "unknown key"
         elif err["type"] == "missing":
             problem = "required key is missing"
+        elif isinstance(err.get("input"), dict):  # a block's own check: its value is the whole block
+            problem = _short(err["msg"])
+        elif "got " in err["msg"]:  # our own checks quote the value already
+            problem = _short(err["msg"])
         else:
-            problem = f"{err['msg']} (got {err.get('input')!r})"
+            problem = f"{_short(err['msg'])} (got {excerpt(err.get('input'))})"
         raise StudyConfigError(path, key, problem) from None
     study._source = path
+    study._encoding = encoding
     _check_semantics(study, path)
     return study
 
 
+def _short(message: str, limit: int = 300) -> str:
+    """A pydantic message, which may quote the value it refused, cut to ``limit`` characters."""
+    message = message.replace("Value error, ", "")
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
 def _check_semantics(study: Study, path: Path) -> None:
+    if study.data.layout == "wide" and study.data.wide is None:
+        raise StudyConfigError(path, "data.wide", "layout: wide needs wide: {measure_column: <the header of the "
+                               "column naming each row's measure>}")
+    if study.data.layout == "long" and study.data.wide is not None:
+        raise StudyConfigError(path, "data.wide", "wide: is given but layout is long (set data.layout: wide)")
     for key in ("panel", "pilots", "truth"):
         rel = getattr(study.data, key)
-        if rel is not None and not study.resolve(rel).is_file():
-            raise StudyConfigError(path, f"data.{key}",
-                                   f"file not found: {study.resolve(rel)} (paths are relative to the study file)")
+        if rel is None:
+            continue
+        try:
+            found = study.resolve(rel).is_file()
+        except OSError as exc:  # a name too long for the file system, a path through a file ...
+            raise StudyConfigError(path, f"data.{key}", f"{excerpt(rel)} cannot be a file: {exc.strerror}") from None
+        if not found:
+            raise StudyConfigError(path, f"data.{key}", f"file not found: {excerpt(str(study.resolve(rel)), 200)} "
+                                   "(paths are relative to the study file)")
     for key, mapping, allowed in (("data.columns", study.data.columns, None),
                                   ("data.pilot_columns", study.data.pilot_columns, PILOT_COLUMNS)):
         targets = list(mapping.values())
@@ -298,14 +470,27 @@ def _check_semantics(study: Study, path: Path) -> None:
             if bad:
                 raise StudyConfigError(path, key, f"unknown pilot-table column(s) {bad}; expected {list(allowed)}")
     catalogue = load_catalogue()
+    if study.indicators is not None and not study.indicators:
+        raise StudyConfigError(path, "indicators", "the list is empty: name at least one indicator, or leave the key "
+                               f"out for all of them ({', '.join(catalogue.ids)})")
     for i, ind in enumerate(study.indicators or []):
+        if ind in (study.indicators or [])[:i]:
+            raise StudyConfigError(path, f"indicators.{i}", f"{excerpt(ind)} is listed twice")
         if ind not in catalogue.ids:
             raise StudyConfigError(path, f"indicators.{i}",
-                                   f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
-    for ind in study.targets:
+                                   f"unknown indicator {excerpt(ind)}; the catalogue has {catalogue.ids}")
+    for ind, value in study.targets.items():
         if ind not in catalogue.ids:
-            raise StudyConfigError(path, f"targets.{ind}",
-                                   f"unknown indicator '{ind}'; the catalogue has {catalogue.ids}")
+            raise StudyConfigError(path, f"targets.{excerpt(ind)[1:-1]}",
+                                   f"unknown indicator {excerpt(ind)}; the catalogue has {catalogue.ids}")
+        kind = catalogue[ind].kind
+        if value is not None and kind == "share" and not 0 <= value <= 1:
+            raise StudyConfigError(path, f"targets.{ind}", f"{value:g} is not a share: '{ind}' is a share between 0 "
+                                   "and 1 (write 90% as 0.90)")
+        if value is not None and value < 0:
+            raise StudyConfigError(path, f"targets.{ind}", f"{value:g} is negative: '{ind}' ({kind}) is never "
+                                   "below 0")
+    _check_townships(study, path)
     periods = {"window.start": study.window.start, "window.end": study.window.end}
     parsed = {}
     for key, value in periods.items():
@@ -315,6 +500,8 @@ def _check_semantics(study: Study, path: Path) -> None:
             parsed[key] = parse_period(value, study.frequency)
         except PeriodParseError as exc:
             raise StudyConfigError(path, key, str(exc)) from None
+    if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
+        raise StudyConfigError(path, "window", "start is after end")
     for i, phase in enumerate(study.covid.phases):
         for end in ("start", "end"):
             try:
@@ -333,5 +520,45 @@ def _check_semantics(study: Study, path: Path) -> None:
     except DurationError as exc:
         key, _, problem = str(exc).partition(": ")
         raise StudyConfigError(path, key, problem) from None
-    if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
-        raise StudyConfigError(path, "window", "start is after end")
+    _check_covid(study, path, parsed)
+
+
+def _check_townships(study: Study, path: Path) -> None:
+    excluded = study.townships.exclude
+    for i, town in enumerate(excluded):
+        if not town.strip():
+            raise StudyConfigError(path, f"townships.exclude.{i}", "an empty township id or name")
+        if town in excluded[:i]:
+            raise StudyConfigError(path, f"townships.exclude.{i}", f"{excerpt(town)} is listed twice")
+
+
+def _check_covid(study: Study, path: Path, window: dict) -> None:
+    """Phases must be distinct, in time order, not overlapping, and touch the window: a
+    phase outside it would be a model term that is zero in every period."""
+    phases = study.covid.phases
+    names = [p.name for p in phases]
+    spans = [span_days(p.start, p.end, study.frequency) for p in phases]
+    for i, phase in enumerate(phases):
+        if not phase.name.strip():
+            raise StudyConfigError(path, f"covid.phases.{i}.name", "empty phase name")
+        if phase.name in names[:i]:
+            raise StudyConfigError(path, f"covid.phases.{i}.name", f"{excerpt(phase.name)} is the name of an "
+                                   "earlier phase too: give each phase its own name")
+        if i and spans[i][0] <= spans[i - 1][1]:
+            raise StudyConfigError(path, f"covid.phases.{i}", f"starts ({phase.start}) before the previous phase "
+                                   f"ends ({phases[i - 1].end}): phases are listed in time order and do not overlap")
+        if study.covid.handling == "ignore":
+            continue
+        lo, hi = window.get("window.start"), window.get("window.end")
+        if lo is not None and hi is not None and spans[i][0] <= lo.start_time.normalize() and (
+                spans[i][1] >= hi.end_time.normalize()):
+            raise StudyConfigError(
+                path, f"covid.phases.{i}", f"the phase {phase.start} to {phase.end} covers the whole study window "
+                f"({study.window.start} to {study.window.end}): no period is outside it (shorten it, or set "
+                "covid.handling: ignore)")
+        if (lo is not None and spans[i][1] < lo.start_time.normalize()) or (
+                hi is not None and spans[i][0] > hi.end_time.normalize()):
+            raise StudyConfigError(
+                path, f"covid.phases.{i}", f"the phase {phase.start} to {phase.end} lies outside the study window "
+                f"({study.window.start or '...'} to {study.window.end or '...'}): remove it, or set "
+                "covid.handling: ignore")

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from evaluation.errors import PeriodParseError  # noqa: F401 (re-exported)
+from evaluation.errors import PeriodParseError, excerpt  # noqa: F401 (PeriodParseError re-exported)
 
 FREQUENCIES = {"month": "M", "quarter": "Q", "year": "Y"}
 
@@ -45,7 +45,7 @@ def parse_period(value: object, frequency: str) -> pd.Period:
         if float(value).is_integer():
             value = str(int(value))
         else:
-            raise PeriodParseError(f"{value!r} is not {expected_format(frequency)}")
+            raise PeriodParseError(f"{excerpt(value)} is not {expected_format(frequency)}")
     text = str(value).strip()
     if frequency == "month":
         m = _MONTH.match(text)
@@ -60,7 +60,7 @@ def parse_period(value: object, frequency: str) -> pd.Period:
         m = _YEAR.match(text)
         if m:
             return pd.Period(year=int(m.group(1)), freq="Y")
-    raise PeriodParseError(f"{text!r} is not {expected_format(frequency)}")
+    raise PeriodParseError(f"{excerpt(text)} is not {expected_format(frequency)}")
 
 
 def period_label(period: pd.Period) -> str:
@@ -101,7 +101,7 @@ def parse_any_period(value: object, prefer: str = "month") -> pd.Period:
             return parse_period(value, frequency)
         except PeriodParseError:
             continue
-    raise PeriodParseError(f"{str(value).strip()!r} is not a month (2020-01), a quarter (2020Q1) or a year (2020)")
+    raise PeriodParseError(f"{excerpt(str(value).strip())} is not a month (2020-01), a quarter (2020Q1) or a year (2020)")
 
 
 def span_days(start: object, end: object, prefer: str = "month") -> tuple[pd.Timestamp, pd.Timestamp]:

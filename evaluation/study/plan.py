@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from evaluation.errors import excerpt
 
 PERIODS_PER_YEAR = {"month": 12, "quarter": 4, "year": 1}
 _UNIT_PERIODS_PER_YEAR = {"year": 1, "quarter": 4, "month": 12}
@@ -42,13 +44,13 @@ def periods(value: Duration, frequency: str) -> int:
     months, 4 quarters or 1 year; ``"6 months"`` on quarterly data is 2 quarters, and on
     annual data an error (it is not a whole number of years)."""
     if isinstance(value, bool):
-        raise DurationError(f"expected a number of periods or a length such as '1 year', got {value!r}")
+        raise DurationError(f"expected a number of periods or a length such as '1 year', got {excerpt(value)}")
     if isinstance(value, int):
         return value
     match = _DURATION.match(str(value))
     if not match:
         raise DurationError(f"expected a number of periods or a length such as '1 year', '6 months', "
-                            f"'2 quarters', got {value!r}")
+                            f"'2 quarters', got {excerpt(value)}")
     count, unit = int(match.group(1)), match.group(2).lower()
     unit = _UNIT_ALIASES.get(unit, unit)
     if unit == "period":
@@ -57,7 +59,7 @@ def periods(value: Duration, frequency: str) -> int:
     numerator = count * per_year
     denominator = _UNIT_PERIODS_PER_YEAR[unit]
     if numerator % denominator:
-        raise DurationError(f"{value!r} is not a whole number of {frequency}s")
+        raise DurationError(f"{excerpt(value)} is not a whole number of {frequency}s")
     return numerator // denominator
 
 
@@ -68,47 +70,55 @@ def period_text(count: int, frequency: str) -> tuple[str, str]:
     return f"{count}{zh}", f"{count} {en}"
 
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and most peer libraries take 32-bit seeds
+MAX_ALPHA = 0.5      # a two-sided test at a level above 0.5 is not a test
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, allow_inf_nan=False)
 
 
 class Draws(_Strict):
     """Resampling draws, one name per method."""
 
-    randomization: int = Field(999, ge=99, description="randomization inference: permutations of pilot histories")
-    wild_bootstrap: int = Field(9999, ge=99, description="wild cluster bootstrap draws")
-    uniform_band: int = Field(999, ge=99, description="multiplier-bootstrap draws of the event study's uniform band")
-    synthetic_did: int = Field(200, ge=10, description="synthetic DiD placebo replications")
+    randomization: int = Field(999, ge=99, strict=True, description="randomization inference: permutations of pilot histories")
+    wild_bootstrap: int = Field(9999, ge=99, strict=True, description="wild cluster bootstrap draws")
+    uniform_band: int = Field(999, ge=99, strict=True, description="multiplier-bootstrap draws of the event study's uniform band")
+    synthetic_did: int = Field(200, ge=10, strict=True, description="synthetic DiD placebo replications")
 
 
 class FastDraws(Draws):
     """Draws for a quick run (``fast=True``: the test suite and previews)."""
 
-    randomization: int = Field(199, ge=99)
-    wild_bootstrap: int = Field(999, ge=99)
-    uniform_band: int = Field(199, ge=99)
-    synthetic_did: int = Field(50, ge=10)
+    randomization: int = Field(199, ge=99, strict=True)
+    wild_bootstrap: int = Field(999, ge=99, strict=True)
+    uniform_band: int = Field(199, ge=99, strict=True)
+    synthetic_did: int = Field(50, ge=10, strict=True)
 
 
 class ITSPlan(_Strict):
     phase_in: Duration = "1 year"          # periods after the start left out of the fit
     errors: Literal["arima", "hac", "conventional"] = "arima"   # the pooled series
     township_errors: Literal["arima", "hac", "conventional"] = "conventional"  # one ITS per pilot township
-    horizons: list[Duration] = Field(default_factory=lambda: ["1 year", "2 years"])  # effects this long after the start
-    township_horizons: list[Duration] = Field(default_factory=lambda: ["1 year"])  # the same, one ITS per township
+    horizons: list[Duration] = Field(default_factory=lambda: ["1 year", "2 years"],
+                                     min_length=1)  # effects this long after the start
+    township_horizons: list[Duration] = Field(default_factory=lambda: ["1 year"],
+                                              min_length=1)  # the same, one ITS per township
     series: Literal["mean", "pooled"] = "mean"  # mean of the townships' values, or the group as one population
 
 
 class RelativeMagnitudePlan(_Strict):
-    pre_periods: int = Field(3, ge=1)       # pre-period coefficients used (the reference period not counted)
-    post_periods: int = Field(3, ge=2)      # the target: the mean effect of the first post periods
-    values: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])  # Mbar grid
+    pre_periods: int = Field(3, ge=1, strict=True)       # pre-period coefficients used (the reference period not counted)
+    post_periods: int = Field(3, ge=2, strict=True)      # the target: the mean effect of the first post periods
+    values: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.5, 1.0, 2.0],
+                                                        min_length=1)  # Mbar grid
 
 
 class SmoothnessPlan(_Strict):
     pre_periods: Duration = "1 year"        # pre periods, the reference period included; at least 2 are used
     post_periods: Duration = "1 year"       # the target: the mean effect of the first post periods
-    values: list[float] | Literal["around_breakdown"] = "around_breakdown"  # M grid (0 is always included)
+    values: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)] | Literal["around_breakdown"] = (
+        "around_breakdown")  # M grid (0 is always included)
 
 
 class SensitivityPlan(_Strict):
@@ -119,25 +129,42 @@ class SensitivityPlan(_Strict):
 class AnalysisPlan(_Strict):
     """The ``analysis:`` block of a study file (see the README, "The analysis plan")."""
 
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=MAX_SEED, strict=True)  # a whole number, not true/false
     frequency: Literal["month", "quarter", "year"] | None = None  # analyse at this (coarser) frequency
-    alpha: float = Field(0.05, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, le=MAX_ALPHA)
     cluster: Literal["township", "county"] = "township"
     comparison: Literal["never_treated", "not_yet_treated"] = "never_treated"
     event_window: tuple[Duration, Duration] = ("-1 year", "2 years")
-    pretrend_leads: int = Field(3, ge=2)
+    pretrend_leads: int = Field(3, ge=2, strict=True)
     subgroups: list[Literal["model", "cohort", "county"]] = Field(default_factory=lambda: ["model", "cohort"])
     placebo_shift: Duration = "1 year"
     target_window: Duration = "1 year"
     outlier_z: float = Field(5.0, gt=0)
-    few_pilots: int = Field(15, ge=2)
-    very_few_pilots: int = Field(5, ge=1)
+    few_pilots: int = Field(15, ge=2, strict=True)
+    very_few_pilots: int = Field(5, ge=1, strict=True)
     wild_bootstrap_weights: Literal["rademacher", "webb"] = "webb"
     synthetic_did_inference: Literal["auto", "placebo", "jackknife"] = "auto"
     its: ITSPlan = ITSPlan()
     sensitivity: SensitivityPlan = SensitivityPlan()
     draws: Draws = Draws()
     fast_draws: FastDraws = FastDraws()
+
+    @field_validator("subgroups")
+    @classmethod
+    def _distinct(cls, value):
+        twice = sorted({v for v in value if value.count(v) > 1})
+        if twice:
+            raise ValueError(f"{twice} listed twice")
+        return value
+
+    @field_validator("very_few_pilots")
+    @classmethod
+    def _few_above_very_few(cls, value, info: ValidationInfo):
+        few = info.data.get("few_pilots")
+        if few is not None and value > few:
+            raise ValueError(f"very_few_pilots ({value}) is above few_pilots ({few}): 'very few' must be at most "
+                             "'few'")
+        return value
 
     @field_validator("event_window", mode="before")
     @classmethod
@@ -158,6 +185,16 @@ class AnalysisPlan(_Strict):
         if not first < 0 <= last:
             raise DurationError(f"analysis.event_window: expected a negative first and a non-negative last event "
                                 f"time, got {first} and {last} periods")
+        at_least = {"placebo_shift": (self.placebo_shift, 1), "target_window": (self.target_window, 1),
+                    "its.phase_in": (self.its.phase_in, 0),
+                    "sensitivity.smoothness.pre_periods": (self.sensitivity.smoothness.pre_periods, 1),
+                    "sensitivity.smoothness.post_periods": (self.sensitivity.smoothness.post_periods, 1)}
+        at_least |= {f"its.horizons.{i}": (h, 1) for i, h in enumerate(self.its.horizons)}
+        at_least |= {f"its.township_horizons.{i}": (h, 1) for i, h in enumerate(self.its.township_horizons)}
+        for key, (value, floor) in at_least.items():
+            if p(key, value) < floor:
+                raise DurationError(f"analysis.{key}: expected at least {floor} period{'s' * (floor != 1)}, got "
+                                    f"{excerpt(value)} ({p(key, value)} {frequency}s)")
         draws = self.fast_draws if fast else self.draws
         sm = self.sensitivity.smoothness
         return Settings(
