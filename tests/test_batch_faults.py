@@ -224,6 +224,35 @@ def test_resume_keys_follow_what_the_runs_read(tmp_path, monkeypatch):
     assert key() != upgraded
 
 
+def test_a_run_stays_current_while_the_data_it_reads_are_unchanged(tmp_path):
+    """With the validated panel, a run's inputs are the columns it reads: a change in
+    the cost column leaves the visit-rate runs current and reruns cost per admission and
+    the study-level chapters; a blank line added to the file changes nothing."""
+    import evaluation.report.batch as batch
+    from evaluation.data.panel import load_panel
+    from evaluation.study.config import load_study
+
+    panel, pilots, _ = small_demo()
+    both = (INDICATOR, "cost_per_admission")
+
+    def hashes(study_path):
+        study = load_study(study_path)
+        loaded = load_panel(study)
+        by_id = {i.id: i for i in study.selected_indicators()}
+        return {ind: batch.input_hashes(study, loaded, by_id.get(ind)) for ind in (*both, None)}
+
+    first_study = write_study(tmp_path / "a", panel, pilots, indicators=both).study
+    first = hashes(first_study)
+    dearer = panel.assign(inpatient_cost_total=panel["inpatient_cost_total"] * 1.01)
+    second = hashes(write_study(tmp_path / "b", dearer, pilots, indicators=both).study)
+    assert first[INDICATOR] == second[INDICATOR]
+    assert first["cost_per_admission"]["data"] != second["cost_per_admission"]["data"]
+    assert first[None]["data"] != second[None]["data"]
+    with (tmp_path / "a" / "panel.csv").open("a", encoding="utf-8") as f:
+        f.write("\n")
+    assert hashes(first_study) == first
+
+
 def test_the_lock_refuses_a_second_holder_and_is_free_after_the_first(tmp_path, monkeypatch):
     from evaluation.report.batch import BatchRunningError, study_lock
 

@@ -175,15 +175,56 @@ def study_hash(study) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def input_hashes(study_path: Path) -> dict[str, str]:
-    """What every run reads, hashed: the resolved study configuration (:func:`study_hash`),
-    the panel and pilot files, the indicator catalogue and the versions of
-    :data:`PACKAGES`. The results store's keys and the runs' keys are made from these."""
-    study = load_study(study_path)
+def data_hash(panel, indicator=None) -> str:
+    """SHA-256 of the validated data a run reads: the panel's keys, population and derived
+    treatment columns with the indicator's own columns (every column for the study-level
+    chapters, ``indicator=None``), the pilot table, and what the loader left out or noted.
+    A change in a column that no chapter of this indicator reads leaves its runs current."""
+    import pandas as pd
+
+    from evaluation.data.panel import MEASURE_COLUMNS
+    from evaluation.study.catalogue import required_columns
+
+    d = panel.data
+    if indicator is None:
+        columns = list(d.columns)
+    else:
+        own = [c for c in required_columns([indicator]) if c in MEASURE_COLUMNS]
+        columns = [c for c in d.columns if c not in MEASURE_COLUMNS or c in own]
+    h = hashlib.sha256(json.dumps([panel.frequency, columns]).encode())
+    for frame in (d[columns], panel.pilots, panel.excluded):
+        h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
+    if indicator is None:
+        h.update(json.dumps([panel.units, panel.notes, panel.dropped_rows.astype(str).to_dict("records")],
+                            sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def input_hashes(study, panel=None, indicator=None) -> dict[str, str]:
+    """What a run reads, hashed: the resolved study configuration (:func:`study_hash`), the
+    validated data it reads (:func:`data_hash`; the panel and pilot files when no panel is
+    given), the indicator catalogue and the versions of :data:`PACKAGES`. The results
+    store's keys and the runs' keys are made from these. ``study`` is a Study or its path."""
+    study = load_study(study) if isinstance(study, str | Path) else study
     versions = json.dumps(package_versions(), sort_keys=True)
-    return {"study": study_hash(study), "panel": sha256(study.panel_path), "pilots": sha256(study.pilots_path),
-            "indicator_catalogue": sha256(INDICATOR_CATALOGUE),
+    data = ({"data": data_hash(panel, indicator)} if panel is not None
+            else {"panel": sha256(study.panel_path), "pilots": sha256(study.pilots_path)})
+    return {"study": study_hash(study), **data, "indicator_catalogue": sha256(INDICATOR_CATALOGUE),
             "packages": hashlib.sha256(versions.encode()).hexdigest()}
+
+
+class _InputsByIndicator(dict):
+    """:func:`input_hashes` of each indicator's runs (``None``: the study-level chapters), made on first use."""
+
+    def __init__(self, study, panel):
+        super().__init__()
+        self.study, self.panel = study, panel
+        self.by_id = {i.id: i for i in study.selected_indicators()}
+
+    def __missing__(self, indicator_id):
+        value = input_hashes(self.study, self.panel, self.by_id.get(indicator_id) if indicator_id else None)
+        self[indicator_id] = value
+        return value
 
 
 KEY_PARAMETERS = ("indicator", "fast")  # the study's content is in the inputs, its path does not matter
@@ -527,20 +568,20 @@ def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapter
         study_path = resolve_study_path(study_path)
         study = load_study(study_path)
         runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
-        _validate_data(study)  # invalid data stop the batch before anything is written
+        panel = _validate_data(study)  # invalid data stop the batch before anything is written
         final = study_output_dir(study.id)
         with study_lock(study.id, wait=wait):
-            return _run_batch_locked(study, study_path, runs, final, signals, jobs=jobs, resume=resume, fast=fast,
-                                     progress=progress)
+            return _run_batch_locked(study, study_path, runs, final, signals, panel, jobs=jobs, resume=resume,
+                                     fast=fast, progress=progress)
 
 
-def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, *, jobs: int,
-                      resume: bool, fast: bool, progress: bool) -> dict:
+def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, panel, *,
+                      jobs: int, resume: bool, fast: bool, progress: bool) -> dict:
     with signals.deferred():
         _remove_debris(study.id, final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-{os.getpid()}-", dir=final.parent))
     try:
-        return _run_locked(study, study_path, runs, final, tmp, signals, jobs=jobs, resume=resume, fast=fast,
+        return _run_locked(study, study_path, runs, final, tmp, signals, panel, jobs=jobs, resume=resume, fast=fast,
                            progress=progress)
     finally:
         signals.depth += 1  # the temporary folder goes, whatever arrives now
@@ -548,7 +589,8 @@ def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, sig
         signals.depth -= 1
 
 
-def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, *, jobs: int,
+def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, panel, *,
+                jobs: int,
                 resume: bool, fast: bool, progress: bool) -> dict:
     from tqdm import tqdm
 
@@ -558,9 +600,10 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
     _seed_store(final / "results", tmp / "results")
     for r in runs:
         r.parameters["results_dir"] = str(tmp / "results")
-    inputs, code = input_hashes(study_path), code_hash()
+    code = code_hash()
+    inputs = _InputsByIndicator(study, panel)
     for r in runs:
-        r.key = _run_key(r, inputs, code)
+        r.key = _run_key(r, inputs[r.indicator], code)
     previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])}
     todo = []
     for r in runs:
@@ -643,7 +686,7 @@ def _receive(receive, proc) -> dict:
     return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure}
 
 
-def _validate_data(study) -> None:
+def _validate_data(study):
     """Load the study's panel once, as ``evaluation validate`` does: a
     :class:`~evaluation.errors.DataValidationError` stops the batch (exit 2), the
     previous report untouched."""
@@ -654,7 +697,7 @@ def _validate_data(study) -> None:
     with warnings.catch_warnings():  # gaps, dropped rows and odd cells are listed in the chapters
         for listed in LISTED_WARNINGS:
             warnings.simplefilter("ignore", listed)
-        load_panel(study)
+        return load_panel(study)
 
 
 # ----------------------------------------------------------------------------- publishing
@@ -833,7 +876,8 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
             continue  # a page that is gone is not listed
         probe = Run(row["chapter"], row["notebook"], row.get("indicator"), dict(row.get("parameters", {})))
         try:
-            row["current"] = _page_key(row) is not None and _run_key(probe, inputs, code) == _page_key(row)
+            row["current"] = (_page_key(row) is not None
+                              and _run_key(probe, inputs[probe.indicator], code) == _page_key(row))
         except OSError:
             row["current"] = False
         rows.append(row)
@@ -845,7 +889,7 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
         "title": study.title.model_dump(), "synthetic": study.synthetic, "fast": fast,
         "created": created, "git_commit": _git_commit(), "git_dirty": _git_dirty(),
         "python": platform.python_version(), "packages": package_versions(),
-        "inputs_sha256": inputs, "seconds": round(seconds, 2),
+        "inputs_sha256": inputs[None], "seconds": round(seconds, 2),
         "ok": all(r.status == "ok" for r in runs) and not interrupted,
         "complete": all(r.get("status") == "ok" and r.get("current") for r in rows) and len(rows) == len(order),
         "batch": {"created": created, "stems": [r.stem for r in runs], "interrupted": interrupted,

@@ -117,7 +117,10 @@ class Context:
             if self.study.covid.handling == "phases" else []
 
     def for_indicator(self, indicator: Indicator) -> Context:
-        return Context(self.study, self.settings, self.panel, indicator, self.store, self.inputs, self.code)
+        from evaluation.report.batch import input_hashes
+
+        return Context(self.study, self.settings, self.panel, indicator, self.store,
+                       input_hashes(self.study, self.panel, indicator), self.code)
 
     def key(self, section: str) -> str:
         return result_key(section, self.indicator.id if self.indicator else None, self.settings.as_dict(),
@@ -243,7 +246,7 @@ def setup(study_path: str | Path, indicator: str | None = None, fast: bool = Fal
     pd.set_option("display.html.use_mathjax", False)  # tables show `$...$` in names as typed (see NO_MATH)
     store = ResultsStore(Path(results_dir) if results_dir else study.output_dir / "results")
     return Context(study=study, settings=study.settings(fast), panel=panel, indicator=chosen, store=store,
-                   inputs=input_hashes(path), code=code_hash())
+                   inputs=input_hashes(study, panel, chosen), code=code_hash())
 
 
 def open_chapter(chapter: str, study_path: str | Path, indicator: str | None = None, fast: bool = False,
