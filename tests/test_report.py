@@ -40,8 +40,8 @@ def test_batch_runs_every_chapter(demo_batch):
                 for i in (INDICATORS if c.per_indicator else [None])}
     assert stems == expected and len(stems) == 2 + 4 * len(INDICATORS)
     assert all(r["status"] == "ok" and r["seconds"] > 0 for r in manifest["runs"])
-    assert set(manifest["inputs_sha256"]) >= {"study", "panel", "pilots", "indicator_catalogue"}
-    assert len(manifest["inputs_sha256"]["panel"]) == 64 and manifest["packages"]["pandas"]
+    assert set(manifest["inputs_sha256"]) >= {"study", "data", "indicator_catalogue", "packages"}
+    assert len(manifest["data_files_sha256"]["panel"]) == 64 and manifest["packages"]["pandas"]
     index = (folder / "index.html").read_text(encoding="utf-8")
     for stem in stems:
         assert f'href="{stem}.html"' in index
