@@ -1,0 +1,103 @@
+"""Offline, light, printable pages (issue #14, item 7).
+
+One small published report (24 townships, one indicator, the trends chapter,
+``--fast``): no page and no stylesheet loads anything from the network, the chapter page
+links the report folder's ``report.css`` (JupyterLab's CSS once per folder, with an A4
+print stylesheet) instead of inlining it, its ``<title>`` names the chapter and the
+indicator, and it is small.
+
+Sizes measured on the demo study's ``trends__county_internal_visit_rate.html`` with
+nbconvert's lab template: 681 KB before (require.js, MathJax and mermaid from a CDN and
+263 KB of inlined CSS), 418 KB after; ``report.css`` is 263 KB once per folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+from study_builders import small_demo, write_study
+
+from evaluation.cli import main
+from evaluation.report.batch import REPORT_CSS, export_html
+
+INDICATOR = "county_internal_visit_rate"
+TRENDS = f"trends__{INDICATOR}"
+# a URL that leaves the machine: http(s), protocol-relative, or any other scheme but data:
+REMOTE = re.compile(r"^\s*(https?:|//|ftp:)", re.I)
+CSS_REMOTE = re.compile(r"(url\(\s*['\"]?\s*(https?:|//))|@import|https?://", re.I)
+COMMENT = re.compile(r"/\*.*?\*/", re.S)  # CSS comments (JupyterLab's cite their sources' URLs)
+PAGE_LIMIT = 200_000  # bytes, the small study's trends page (measured: 128 KB; 399 KB before)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("offline")
+    built = write_study(root / "study", *small_demo()[:2])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EVALUATION_OUTPUT_ROOT", str(root / "outputs"))
+    code = main(["batch", str(built.study), "--fast", "--jobs", "1", "--chapters", "trends"])
+    mp.undo()
+    assert code == 0
+    (report,) = [p for p in (root / "outputs").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return report
+
+
+def _remote_references(path: Path) -> list[str]:
+    soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+    found = [f"<{tag.name} {attr}={tag[attr]}>" for tag in soup.find_all(True)
+             for attr in ("src", "href") if tag.has_attr(attr) and REMOTE.match(tag[attr])]
+    found += [m.group(0) for style in soup.find_all("style") for m in CSS_REMOTE.finditer(COMMENT.sub("", style.get_text()))]
+    return found
+
+
+@pytest.mark.batch
+def test_no_page_or_stylesheet_loads_from_the_network(folder):
+    pages = sorted(folder.rglob("*.html"))
+    assert folder / f"{TRENDS}.html" in pages and folder / "index.html" in pages
+    for page in pages:
+        assert _remote_references(page) == [], page.name
+        assert "<script src" not in page.read_text(encoding="utf-8"), page.name
+    css = (folder / REPORT_CSS).read_text(encoding="utf-8")
+    assert [m.group(0) for m in CSS_REMOTE.finditer(COMMENT.sub("", css))] == []
+    assert "require.js" not in css and "mathjax" not in css.lower()
+
+
+@pytest.mark.batch
+def test_chapter_page_links_the_shared_css_with_an_a4_print_rule(folder):
+    raw = (folder / f"{TRENDS}.html").read_text(encoding="utf-8")
+    soup = BeautifulSoup(raw, "html.parser")
+    assert [link["href"] for link in soup.find_all("link", rel="stylesheet")] == [REPORT_CSS]
+    assert "--jp-layout-color0" not in raw  # JupyterLab's CSS is not inlined again
+    css = (folder / REPORT_CSS).read_text(encoding="utf-8")
+    assert "--jp-layout-color0" in css  # but it is in the folder's stylesheet
+    assert re.search(r"@page\s*\{\s*size:\s*A4;\s*margin:\s*15mm;?\s*\}", css)
+    assert re.search(r"table\s*\{\s*width:\s*100%;\s*table-layout:\s*auto;\s*font-size:\s*9pt;", css)
+    assert "img { max-width: 100%" in css
+    assert not list(folder.glob(".publishing-*"))
+
+
+@pytest.mark.batch
+def test_chapter_page_has_its_title_and_is_small(folder):
+    page = folder / f"{TRENDS}.html"
+    title = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").title.get_text()
+    assert title == "趋势 / Trends — 县域内就诊率"
+    assert "Notebook" not in title
+    assert page.stat().st_size < PAGE_LIMIT, page.stat().st_size
+
+
+def test_export_without_a_batch_links_the_given_css(tmp_path):
+    """A page exported on its own (a failed run's page under ``failed/``) links the CSS
+    where it lies relative to the page and loads no script."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 章")])
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    export_html(tmp_path / "page.ipynb", tmp_path / "page.html", title="章 / Chapter", css_href="../report.css")
+    soup = BeautifulSoup((tmp_path / "page.html").read_text(encoding="utf-8"), "html.parser")
+    assert soup.title.get_text() == "章 / Chapter"
+    assert [link["href"] for link in soup.find_all("link")] == ["../report.css"]
+    assert soup.find_all("script", src=True) == []
+    assert _remote_references(tmp_path / "page.html") == []
