@@ -856,7 +856,7 @@ def _publish_run(run: Run, tmp: Path, final: Path) -> None:
     if notebook.is_file():
         with contextlib.suppress(Exception):  # the notebook is kept even when it cannot be exported
             export_html(notebook, pages / f"{stem}.failed.html", css_href=f"../{REPORT_CSS}",
-                        title=f"{stem} (failed)")
+                        title=f"{page_title(run.parameters['study_path'], run.chapter, run.indicator)} (failed)")
             _replace(pages / f"{stem}.failed.html", failed / f"{stem}.html")
         _replace(notebook, failed / f"{stem}.ipynb")
     log = tmp / "logs" / f"{stem}.log"
