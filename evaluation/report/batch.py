@@ -769,6 +769,8 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
     bar.close()
     with signals.deferred():
         failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
+        if final.is_dir():  # also when every page was reused (--resume) and report.css had gone
+            _publish_css(tmp, final)
         _publish_sections(tmp / "results", final / "results", skip=failed_sections)
         return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
 
