@@ -52,6 +52,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -67,7 +68,7 @@ from pathlib import Path
 
 from evaluation.errors import UsageError
 from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, output_root, study_output_dir
-from evaluation.report.chapters import CHAPTERS, resolve_study_path
+from evaluation.report.chapters import CHAPTER_BY_KEY, CHAPTERS, resolve_study_path
 from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
 from evaluation.study.config import load_study
 
@@ -279,7 +280,8 @@ def execute(run: Run, out_dir: str) -> dict:
         pm.execute_notebook(str(NOTEBOOKS / run.notebook), str(out / f"{run.stem}.ipynb"),
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
                             progress_bar=False)
-        export_html(out / f"{run.stem}.ipynb", out / f"{run.stem}.html")
+        export_html(out / f"{run.stem}.ipynb", out / f"{run.stem}.html",
+                    title=page_title(run.parameters["study_path"], run.chapter, run.indicator))
         return {"status": "ok", "seconds": time.perf_counter() - start, "error": "", "failure": None}
     except Exception as exc:  # recorded in the manifest; the batch goes on
         traceback.print_exc()  # to the run's log
@@ -320,17 +322,117 @@ def failure_line(failure: dict | None) -> str:
     return text
 
 
-def export_html(notebook: Path, target: Path) -> None:
-    """Self-contained HTML with the code hidden (inputs and prompts left out)."""
-    import nbformat
+REPORT_CSS = "report.css"
+
+# The lab template without its remote scripts (require.js, MathJax, mermaid: chapter pages
+# use none of them; their notes are marked to be skipped by MathJax) and without the
+# JupyterLab CSS it inlines in every page: pages link ``report.css``, written once per
+# report folder (:func:`report_css`).
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block notebook_css -%}
+<link rel="stylesheet" href="{{ resources.report_css_href }}">
+{%- endblock notebook_css -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+# A4 pages for printing (``@page``), tables fitted to the page width, the prompt and
+# toolbar chrome hidden; appended to the JupyterLab CSS in ``report.css``.
+PRINT_CSS = """
+/* evaluation: A4 printing */
+@page { size: A4; margin: 15mm; }
+@media print {
+  body, .jp-Notebook { margin: 0; padding: 0; }
+  table { width: 100%; table-layout: auto; font-size: 9pt; }
+  img { max-width: 100%; height: auto; }
+  .jp-InputPrompt, .jp-OutputPrompt, .jp-Toolbar, .jp-Collapser, .jp-cell-toolbar, a.anchor-link {
+    display: none !important;
+  }
+  .jp-OutputArea-output { overflow: visible; }
+}
+"""
+
+
+def _exporter(template: str = "lab/index.html.j2"):
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    loader = DictLoader({"evaluation_offline.html.j2": _OFFLINE_TEMPLATE})
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[loader])
+    exporter.template_file = template
+    exporter.language_code = "zh-CN"  # the pages are Chinese first
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return exporter
+
+
+def page_title(study_path: str | Path, chapter: str, indicator: str | None) -> str:
+    """The page's ``<title>``: the chapter's names, then the indicator's Chinese name
+    (``双重差分 / Difference-in-differences — 县域内就诊率``)."""
+    ch = CHAPTER_BY_KEY[chapter]
+    title = f"{ch.title_zh} / {ch.title_en}"
+    if indicator is not None:
+        names = {i.id: i.name_zh for i in load_study(Path(study_path)).selected_indicators()}
+        title += f" — {names.get(indicator, indicator)}"
+    return title
+
+
+def export_html(notebook: Path, target: Path, *, title: str | None = None, css_href: str = REPORT_CSS) -> None:
+    """HTML with the code hidden (inputs and prompts left out) that loads nothing from the
+    network: no remote script, style or font; the figures are embedded and the shared CSS
+    is linked as ``css_href`` (``report.css`` in the report folder, see :func:`report_css`).
+    ``title`` is the page's ``<title>`` (the notebook's file name when not given)."""
+    import nbformat
+
+    exporter = _exporter("evaluation_offline.html.j2")
+    resources = {"metadata": {"name": title or Path(notebook).stem}, "report_css_href": css_href}
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:  # the page only; the executed notebook keeps its figures as drawn
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" in data:
+                data["image/png"] = compact_png(data["image/png"])
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     target.write_text(body, encoding="utf-8")
+
+
+def compact_png(encoded: str) -> str:
+    """A base64 PNG re-encoded with a palette of at most 256 colours (Pillow's median cut;
+    fast octree when the image is transparent), same size in pixels, when that is smaller.
+    Matplotlib's figures (flat colours, anti-aliased text) come out at 35-50 % of their
+    bytes and look the same to a reader; the page embeds them, so this is most of its size."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(encoded)
+    with Image.open(io.BytesIO(raw)) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] < 255:
+            palette = image.convert("RGBA").quantize(256, method=Image.Quantize.FASTOCTREE)
+        else:
+            palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    palette.save(out, "PNG", optimize=True)
+    return base64.b64encode(out.getvalue()).decode("ascii") if out.tell() < len(raw) else encoded
+
+
+def report_css() -> str:
+    """The CSS every page links: the lab template's own CSS (JupyterLab's ``index.css``,
+    the light theme and the template's inline rules, taken from an export with the
+    unmodified template) and :data:`PRINT_CSS`."""
+    import nbformat
+
+    body, _ = _exporter().from_notebook_node(nbformat.v4.new_notebook())
+    head = body.split("</head>", 1)[0]
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S)
+    if not styles:
+        raise RuntimeError("report.css: the lab template's export holds no <style> block")
+    return "\n".join(s.strip() for s in styles) + "\n" + PRINT_CSS
 
 
 PR_SET_PDEATHSIG = 1
@@ -597,6 +699,7 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
     started, created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     (tmp / "pages").mkdir()
     (tmp / "logs").mkdir()
+    (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
     _seed_store(final / "results", tmp / "results")
     for r in runs:
         r.parameters["results_dir"] = str(tmp / "results")
@@ -666,6 +769,8 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
     bar.close()
     with signals.deferred():
         failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
+        if final.is_dir():  # also when every page was reused (--resume) and report.css had gone
+            _publish_css(tmp, final)
         _publish_sections(tmp / "results", final / "results", skip=failed_sections)
         return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
 
@@ -763,6 +868,7 @@ def _publish_run(run: Run, tmp: Path, final: Path) -> None:
     good page stays."""
     pages, stem = tmp / "pages", run.stem
     final.mkdir(parents=True, exist_ok=True)
+    _publish_css(tmp, final)  # before the first page that links it
     failed = final / FAILED
     if run.status == "ok":
         for suffix in (".ipynb", ".html"):
@@ -779,7 +885,8 @@ def _publish_run(run: Run, tmp: Path, final: Path) -> None:
     notebook = pages / f"{stem}.ipynb"
     if notebook.is_file():
         with contextlib.suppress(Exception):  # the notebook is kept even when it cannot be exported
-            export_html(notebook, pages / f"{stem}.failed.html")
+            export_html(notebook, pages / f"{stem}.failed.html", css_href=f"../{REPORT_CSS}",
+                        title=f"{page_title(run.parameters['study_path'], run.chapter, run.indicator)} (failed)")
             _replace(pages / f"{stem}.failed.html", failed / f"{stem}.html")
         _replace(notebook, failed / f"{stem}.ipynb")
     log = tmp / "logs" / f"{stem}.log"
@@ -789,6 +896,18 @@ def _publish_run(run: Run, tmp: Path, final: Path) -> None:
                    "notebook": f"{FAILED}/{stem}.ipynb" if (failed / f"{stem}.ipynb").is_file() else None,
                    "html": f"{FAILED}/{stem}.html" if (failed / f"{stem}.html").is_file() else None,
                    "log": f"{FAILED}/{stem}.log" if (failed / f"{stem}.log").is_file() else None}
+
+
+def _publish_css(tmp: Path, final: Path) -> None:
+    """Rename the batch's ``report.css`` into the report folder unless the published one
+    is the same (a partial batch keeps it)."""
+    css = tmp / REPORT_CSS
+    target = final / REPORT_CSS
+    if target.is_file() and target.read_bytes() == css.read_bytes():
+        return
+    staging = final / f"{PUBLISHING}{REPORT_CSS}"
+    shutil.copyfile(css, staging)
+    os.replace(staging, target)
 
 
 def _owner(section: str) -> str:
