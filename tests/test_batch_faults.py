@@ -25,6 +25,7 @@ from study_builders import small_demo, write_study
 
 from evaluation.cli import main
 from evaluation.paths import NOTEBOOKS, PROJECT_ROOT
+from evaluation.report.batch import _descendants  # every process below a pid (psutil or /proc)
 
 INDICATOR = "county_internal_visit_rate"
 DID, TRENDS = f"did__{INDICATOR}", f"trends__{INDICATOR}"
@@ -286,22 +287,6 @@ def _until(condition, seconds: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds} s")
         time.sleep(0.2)
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def _cmdline(pid: int) -> str:
