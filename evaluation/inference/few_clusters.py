@@ -91,6 +91,16 @@ def _observed_rows(data: pd.DataFrame, outcome: str, unit: str, time: str) -> pd
     return d
 
 
+def _assignments(data: pd.DataFrame, outcome: str, unit: str, time: str, cohort: str):
+    """The observed rows, their sorted units and periods, whether they fill every
+    unit-period cell, and each unit's first treated period (0 = never)."""
+    d = _observed_rows(data, outcome, unit, time)
+    units, periods = np.sort(d[unit].unique()), np.sort(d[time].unique())
+    balanced = len(d) == len(units) * len(periods)
+    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
+    return d, units, periods, balanced, ft
+
+
 class _Projection:
     """The two-way (unit and period) projection on an unbalanced panel, by Frisch-Waugh:
     M = M_U - M_U P (P' M_U P)^-1 P' M_U, with M_U the within-unit demeaning and P the
@@ -244,10 +254,7 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
     data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "randomization_inference", outcome=outcome,
                                                                 unit=unit, time=time, cohort=cohort,
                                                                 indicator=indicator)
-    d = _observed_rows(data, outcome, unit, time)
-    units, periods = np.sort(d[unit].unique()), np.sort(d[time].unique())
-    balanced = len(d) == len(units) * len(periods)
-    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
+    d, units, periods, balanced, ft = _assignments(data, outcome, unit, time, cohort)
     cohort_index = np.array([np.searchsorted(periods, g) if g > 0 else -1 for g in ft])  # column of the start
     if (cohort_index < 0).all():
         raise EstimationError("no treated units")
@@ -445,10 +452,7 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
     data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "placebo_in_space", outcome=outcome,
                                                                 unit=unit, time=time, cohort=cohort,
                                                                 indicator=indicator)
-    d = _observed_rows(data, outcome, unit, time)
-    units, periods = np.sort(d[unit].unique()), np.sort(d[time].unique())
-    balanced = len(d) == len(units) * len(periods)
-    ft = d.groupby(unit)[cohort].first().reindex(units).fillna(0).to_numpy(float)
+    d, units, periods, balanced, ft = _assignments(data, outcome, unit, time, cohort)
     real = ft > 0
     if not real.any():
         raise EstimationError("no pilot township to compare with")
