@@ -61,6 +61,18 @@ class StudyFiles:
         frame.rename(columns=PILOT_HEADERS).to_csv(self.pilots, index=False, encoding="utf-8")
 
 
+def edit_config(config: dict, dotted: str, value) -> None:
+    """Set ``config``'s key ``a.b.c`` to ``value`` (creating parents); ``KeyError`` deletes it."""
+    node = config
+    *parents, last = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+
+
 def make_study(root: Path, panel: pd.DataFrame | None = None, pilots: pd.DataFrame | None = None) -> StudyFiles:
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)

@@ -46,7 +46,7 @@ import yaml
 
 from evaluation.cli import main
 from evaluation.data.demo import PANEL_HEADERS
-from tests.conftest import StudyFiles, tiny_panel, tiny_pilots
+from tests.conftest import StudyFiles, edit_config, tiny_panel, tiny_pilots
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -66,22 +66,11 @@ def _dump(config: dict) -> str:
     return yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
 
 
-def _edit(config: dict, dotted: str, value) -> None:
-    node = config
-    *parents, last = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
-
-
 def key(dotted: str, value, *fragments: str) -> Callable:
     """A case that sets one study-file key; the message must name ``key 'dotted'``."""
     def apply(files: StudyFiles):
         config = files.config()
-        _edit(config, dotted, value)
+        edit_config(config, dotted, value)
         files.write_config(config)
         return "study.yml", [f"key '{dotted}'", *fragments]
     return apply
@@ -92,7 +81,7 @@ def keys(edits: dict, named: str, *fragments: str) -> Callable:
     def apply(files: StudyFiles):
         config = files.config()
         for dotted, value in edits.items():
-            _edit(config, dotted, value)
+            edit_config(config, dotted, value)
         files.write_config(config)
         return "study.yml", [f"key '{named}'", *fragments]
     return apply
@@ -116,7 +105,7 @@ def panel(change: Callable[[pd.DataFrame], pd.DataFrame], *fragments: str, confi
         if config:
             cfg = files.config()
             for dotted, value in config.items():
-                _edit(cfg, dotted, value)
+                edit_config(cfg, dotted, value)
             files.write_config(cfg)
         return "panel.csv", list(fragments)
     return apply

@@ -8,6 +8,7 @@ from evaluation.cli import main
 from evaluation.errors import StudyConfigError
 from evaluation.paths import DEMO_STUDY
 from evaluation.study.config import load_study
+from tests.conftest import edit_config
 
 
 def test_demo_study_loads_with_resolved_paths():
@@ -20,17 +21,6 @@ def test_demo_study_loads_with_resolved_paths():
     assert len(study.selected_indicators()) == 9
     covid = study.covid_periods()
     assert [str(p) for p in covid] == ["2020-01", "2020-02", "2020-03", "2020-04", "2022-12", "2023-01"]
-
-
-def _edit(config, dotted, value):
-    node = config
-    *parents, last = dotted.split(".")
-    for key in parents:
-        node = node.setdefault(key, {})
-    if value is KeyError:
-        del node[last]
-    else:
-        node[last] = value
 
 
 @pytest.mark.parametrize("dotted, value, key, fragment", [
@@ -61,7 +51,7 @@ def _edit(config, dotted, value):
 ])
 def test_bad_study_key_is_named(study_files, dotted, value, key, fragment):
     config = study_files.config()
-    _edit(config, dotted, value)
+    edit_config(config, dotted, value)
     study_files.write_config(config)
     with pytest.raises(StudyConfigError) as info:
         load_study(study_files.study)
