@@ -30,7 +30,7 @@ from evaluation.errors import EffectNotFoundError, EstimationError, NotAResultEr
 
 TIDY_COLUMNS = ["indicator", "method", "estimand", "term", "event_time", "cohort", "horizon", "calendar_time",
                 "unit", "estimate", "std_error", "ci_low", "ci_high", "p_value", "scale", "inference", "alpha",
-                "n_obs", "n_units", "n_treated"]
+                "n_obs", "n_units", "n_treated", "p_floor"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class Effect:
     calendar_time: float | None = None  # period t on the time scale
     unit: str | None = None             # the township of a per-township effect
     df: float | None = None             # degrees of freedom of a t-based Wald interval (None: normal)
+    p_floor: float | None = None        # resampling p-values: the smallest the draws can give (1/(B+1))
 
     @classmethod
     def from_normal(cls, estimand: str, estimate: float, std_error: float, *, alpha: float = 0.05,

@@ -340,6 +340,7 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                     p_value=p_value, method=("synthetic control" + (" with predictors" if X is not None else "")),
                     inference=inference, n_obs=int(Y[p].size + Y0.size), n_units=len(donor_ids) + 1, n_treated=1,
                     term=str(pilot), indicator=indicator, alpha=alpha, unit=str(pilot), cohort=float(ft[p]),
+                    p_floor=1 / (1 + len(placebo_ratio)) if placebo and len(placebo_att) else None,
                     extra={"pre_rmspe": pre_rmspe, "post_rmspe": post_rmspe, "rmspe_ratio": ratio})
     weights = (pd.DataFrame({"township": donor_ids, "weight": w}).sort_values("weight", ascending=False)
                .reset_index(drop=True))

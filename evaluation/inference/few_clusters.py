@@ -312,7 +312,7 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
                                + (f" within {strata}" if strata else "")
                                + ("" if exact else f" (seed {seed})")),
                     n_obs=n_obs, n_units=len(units), n_treated=n_treated, indicator=indicator, alpha=alpha,
-                    extra={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
+                    p_floor=1 / len(assignments), extra={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
     return Estimates(effects=[effect], method=effect.method, kind="randomization_inference", wald=False,
                      plot_data=pd.DataFrame({"permuted_estimate": beta}),
                      diagnostics={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign,
@@ -501,7 +501,7 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
                     method="two-way fixed effects DiD",
                     inference=f"placebo in space: {len(placebo)} non-pilot townships as fake pilots from period {start:g}",
                     n_obs=len(d), n_units=len(units), n_treated=int(real.sum()), indicator=indicator,
-                    alpha=alpha)
+                    alpha=alpha, p_floor=1 / (1 + len(placebo)))
     table = pd.DataFrame({"township": units[~real], "placebo_estimate": placebo})
     return Estimates(effects=[effect], method=effect.method, plot_data=table, kind="placebo_in_space", wald=False,
                      diagnostics={"placebo_sd": sd, "placebos": len(placebo),
@@ -677,7 +677,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
                                   else f"{n_weights:,} draws (seed {seed})")
                                + f", {G} clusters"),
                     n_obs=n, n_units=N, n_treated=d.loc[D != 0, unit].nunique(),
-                    indicator=indicator, alpha=alpha, extra={"enumerated": enumerated, "t": beta / se})
+                    indicator=indicator, alpha=alpha, p_floor=1 / n_weights,
+                    extra={"enumerated": enumerated, "t": beta / se})
     return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
                      kind="wild_cluster_bootstrap", wald=False,
                      diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G, "observations": n,

@@ -164,6 +164,12 @@ class Townships(_Strict):
     _ids = field_validator("exclude", mode="before")(_ids_text)
 
 
+class ReportOptions(_Strict):
+    """How the report is written: its language (``zh``, ``en`` or ``both``, Chinese first)."""
+
+    language: Literal["zh", "en", "both"] = "both"
+
+
 class StudyConfig(_Strict):
     """The study file's schema, key by key."""
 
@@ -178,6 +184,7 @@ class StudyConfig(_Strict):
     covid: Covid = Covid()
     townships: Townships = Townships()
     analysis: AnalysisPlan
+    report: ReportOptions = ReportOptions()
 
 
 class Study(StudyConfig):
@@ -411,7 +418,8 @@ def load_study(path: Path | str) -> Study:
     if bad_keys:
         raise StudyConfigError(path, excerpt(bad_keys[0]), "unknown key (keys are names such as id, title, data)")
     for old in ("inference", "report"):
-        if old in raw:
+        moved = {"cluster", "seed", "alpha", "draws", "fast_draws", "few_pilots"}
+        if old in raw and (old == "inference" or (isinstance(raw[old], dict) and moved & set(raw[old]))):
             raise StudyConfigError(path, old, f"the '{old}:' block is gone: cluster, seed, alpha and draws are "
                                    "set in 'analysis:' (see the README, 'The analysis plan')")
     try:

@@ -1,0 +1,374 @@
+"""Numbers, words and tables as readers see them: the one formatter of every page, the
+Word report and the workbook's labels.
+
+Every number a reader sees passes through a :class:`Reader`, which knows the report's
+language (``report.language`` of the study file: ``zh``, ``en`` or ``both``) and how a
+quantity of each kind is written:
+
+* shares as percent (``38.1%``), changes in a share as percentage points (``3.81 pp`` /
+  ``3.81 个百分点``); per-1,000 rates with their unit and period in the header; money in
+  yuan with thousands separators (``12,345 元``); counts as integers (``1,234``);
+* p-values as ``< 0.001``, or ``≤ 1/(B+1)`` (``≤ 0.001`` for 999 permutations) when a
+  resampling method with B draws cannot give less (the effect's ``p_floor``);
+* intervals as ``[a, b]``; never scientific notation; a dash for a missing value, never
+  ``NaN``, ``None``, ``True`` or ``False``; target attainment as 达标 / 未达标 / 无目标.
+
+Tables: :meth:`Reader.table` turns a stored table into strings with headers in the
+report's language from one vocabulary (:data:`COLUMNS`); a column the vocabulary does
+not know is an error, so no English header reaches a Chinese page unnoticed.
+:meth:`Reader.effects` does the same for a tidy effects table, with the interval in one
+column and each effect in the unit of its indicator and scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+Language = Literal["zh", "en", "both"]
+LANGUAGES: tuple[str, ...] = ("zh", "en", "both")
+DASH = "—"
+MAX_DECIMALS = 6
+
+
+def _missing(value) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fixed(value, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits in fixed notation (never ``1e-05``),
+    thousands separated, at most six decimals; a dash when missing."""
+    if _missing(value):
+        return DASH
+    v = float(value)
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 10 ** (digits - 1):
+        text = f"{v:,.0f}"
+    else:
+        decimals = min(max(digits - 1 - math.floor(math.log10(a)), 0), MAX_DECIMALS)
+        text = f"{v:,.{decimals}f}"
+    if float(text.replace(",", "")) == 0:
+        return "0"
+    return text
+
+
+def decimals(value, places: int) -> str:
+    """``value`` with a fixed number of decimals (thousands separated); a dash when missing."""
+    if _missing(value):
+        return DASH
+    text = f"{float(value):,.{places}f}"
+    return text[1:] if text.startswith("-") and float(text.replace(",", "")) == 0 else text
+
+
+def p_value(value, floor=None) -> str:
+    """A p-value: ``< 0.001``; ``≤ floor`` when a resampling method cannot give less
+    (``floor`` = 1/(B+1) for B draws); three decimals otherwise; a dash when missing."""
+    if _missing(value):
+        return DASH
+    v = float(value)
+    if not _missing(floor) and v <= float(floor) * (1 + 1e-9):
+        text = fixed(floor, 2)
+        return f"≤ {text.rstrip('0').rstrip('.') if '.' in text else text}"
+    if v < 0.001:
+        return "< 0.001"
+    return f"{v:.3f}"
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How numbers and words are written for the report's readers (see the module docstring)."""
+
+    language: Language = "both"
+
+    def __post_init__(self):
+        if self.language not in LANGUAGES:
+            raise ValueError(f"report language must be one of {LANGUAGES}, got {self.language!r}")
+
+    # ------------------------------------------------------------------ words
+    def say(self, zh: str, en: str, sep: str = " / ") -> str:
+        """The text in the report's language (``both``: Chinese, then English)."""
+        if self.language == "zh":
+            return zh
+        if self.language == "en":
+            return en
+        return zh if zh == en else f"{zh}{sep}{en}"
+
+    def both(self, pair: tuple[str, str], sep: str = " / ") -> str:
+        return self.say(*pair, sep=sep)
+
+    def name(self, indicator) -> str:
+        """An indicator's name in the report's language."""
+        return self.say(indicator.name_zh, indicator.name_en)
+
+    def unit(self, indicator, change: bool = False) -> str:
+        """The unit a reader reads an indicator's values (``change``: its effects) in."""
+        if indicator.unit == "share":
+            return self.say("百分点", "percentage points") if change else "%"
+        if indicator.unit == "yuan":
+            return self.say("元", "yuan")
+        label = indicator.unit_for(indicator.frequency)
+        if " / " in label:
+            zh, en = label.split(" / ", 1)
+            return self.say(zh, en)
+        return self.say(UNIT_WORDS.get(label, label), label)
+
+    def flag(self, value) -> str:
+        """是 / 否 (Yes / No) for a boolean; a dash when missing."""
+        if _missing(value):
+            return DASH
+        return self.say("是", "Yes") if bool(value) else self.say("否", "No")
+
+    def attainment(self, meets, has_target: bool = True) -> str:
+        """达标 / 未达标 / 无目标 for a target's attainment."""
+        if not has_target:
+            return self.say("无目标", "No target")
+        if _missing(meets):
+            return DASH
+        return self.say("达标", "Met") if bool(meets) else self.say("未达标", "Not met")
+
+    def text(self, value) -> str:
+        """A text cell: a known word in the report's language, other text as it is."""
+        if _missing(value):
+            return DASH
+        if isinstance(value, bool | np.bool_):
+            return self.flag(value)
+        if isinstance(value, float) and float(value).is_integer():
+            value = int(value)
+        s = str(value)
+        if s in WORDS:
+            return self.both(WORDS[s])
+        return s
+
+    # ------------------------------------------------------------------ numbers
+    def number(self, value, digits: int = 3) -> str:
+        return fixed(value, digits)
+
+    def count(self, value) -> str:
+        """An integer count with thousands separators."""
+        if _missing(value):
+            return DASH
+        return f"{round(float(value)):,}"
+
+    def percent(self, value, places: int = 1) -> str:
+        """A value already in percent (``3.8`` -> ``3.8%``)."""
+        return DASH if _missing(value) else f"{decimals(value, places)}%"
+
+    def fraction(self, value, places: int = 1) -> str:
+        """A fraction shown as percent (``0.038`` -> ``3.8%``)."""
+        return DASH if _missing(value) else f"{decimals(100 * float(value), places)}%"
+
+    def p(self, value, floor=None) -> str:
+        return p_value(value, floor)
+
+    def level(self, value, indicator) -> str:
+        """An indicator's value: shares in percent, money in yuan, others to 3 significant digits."""
+        if _missing(value):
+            return DASH
+        if indicator.unit == "share":
+            return self.fraction(value, 1)
+        if indicator.unit == "yuan":
+            return f"{decimals(value, 0)} {self.say('元', 'yuan')}" if self.language != "both" else \
+                f"{decimals(value, 0)} 元"
+        return fixed(value, 3)
+
+    def effect(self, value, indicator=None, scale: str = "indicator") -> str:
+        """An effect (a change in the indicator): shares in percentage points, money in
+        yuan, rate ratios to three decimals, percent changes in percent."""
+        if _missing(value):
+            return DASH
+        if scale == "rate_ratio":
+            return decimals(value, 3)
+        if scale in ("percent_change", "relative", "percent"):
+            return self.percent(value, 1)
+        if indicator is None or scale != "indicator":
+            return fixed(value, 3)
+        if indicator.unit == "share":
+            return f"{decimals(100 * float(value), 2)} pp"
+        if indicator.unit == "yuan":
+            return f"{decimals(value, 0)} {self.say('元', 'yuan')}" if self.language != "both" else \
+                f"{decimals(value, 0)} 元"
+        return fixed(value, 3)
+
+    def interval(self, low, high, fmt: Callable[[float], str] | None = None) -> str:
+        """``[low, high]``; a dash when either end is missing."""
+        if _missing(low) or _missing(high):
+            return DASH
+        fmt = fmt or fixed
+        return f"[{fmt(low)}, {fmt(high)}]"
+
+    def period(self, value) -> str:
+        return DASH if _missing(value) else str(value)
+
+    # ------------------------------------------------------------------ tables
+    def header(self, column: str) -> str:
+        """A column's header in the report's language (:data:`COLUMNS`)."""
+        if column not in COLUMNS:
+            raise KeyError(f"column '{column}' has no reader's label: add it to evaluation.report.readable.COLUMNS")
+        zh, en, _ = COLUMNS[column]
+        return self.say(zh, en)
+
+    def cell(self, value, kind: str, indicator=None, scale: str = "indicator", floor=None) -> str:
+        """One cell of a column of ``kind`` (see :data:`KINDS`)."""
+        if kind == "text":
+            return self.text(value)
+        if kind == "count":
+            return self.count(value)
+        if kind == "number":
+            return fixed(value, 3)
+        if kind == "fraction":
+            return self.fraction(value)
+        if kind == "percent":
+            return self.percent(value)
+        if kind == "p":
+            return self.p(value, floor)
+        if kind == "flag":
+            return self.flag(value)
+        if kind == "level":
+            return self.level(value, indicator) if indicator is not None else fixed(value, 3)
+        if kind == "effect":
+            return self.effect(value, indicator, scale)
+        if kind == "period":
+            return self.period(value)
+        raise ValueError(f"unknown column kind {kind!r}; one of {KINDS}")
+
+    def table(self, frame: pd.DataFrame | pd.Series, indicator=None, kinds: dict[str, str] | None = None,
+              headers: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
+        """A table of strings for readers: each column formatted by its kind (from
+        :data:`COLUMNS`, or ``kinds``), headers in the report's language (``headers``
+        adds labels for this table's own columns). A named index becomes a column."""
+        if isinstance(frame, pd.Series):
+            frame = frame.to_frame()
+        frame = frame.reset_index() if _has_named_index(frame) else frame.reset_index(drop=True)
+        kinds, headers = kinds or {}, headers or {}
+        out = {}
+        scales = frame["scale"] if "scale" in frame else None
+        floors = frame["p_floor"] if "p_floor" in frame else None
+        for column in frame.columns:
+            kind = kinds.get(column) or (COLUMNS[column][2] if column in COLUMNS else None)
+            if kind is None:
+                raise KeyError(f"column '{column}' has no reader's label: add it to evaluation.report.readable.COLUMNS "
+                               "or pass kinds= and headers=")
+            label = self.both(headers[column]) if column in headers else self.header(column)
+            values = frame[column].tolist()
+            if kind == "effect":
+                cells = [self.cell(v, kind, indicator, scale=(scales.iloc[i] if scales is not None
+                                                              and isinstance(scales.iloc[i], str) else "indicator"))
+                         for i, v in enumerate(values)]
+            elif kind == "p":
+                cells = [self.cell(v, kind, floor=(floors.iloc[i] if floors is not None else None))
+                         for i, v in enumerate(values)]
+            else:
+                cells = [self.cell(v, kind, indicator) for v in values]
+            out[label] = cells
+        return pd.DataFrame(out, dtype=object)
+
+    def effects(self, effects: pd.DataFrame, indicator=None,
+                columns=("term", "estimate", "std_error", "interval", "p_value", "n_treated", "inference"),
+                alpha: float | None = None) -> pd.DataFrame:
+        """A tidy effects table for readers: the chosen columns, the interval as one
+        ``[low, high]`` column headed with its level, each effect in its indicator's unit
+        (shares in pp) or its scale (rate ratios, percent changes)."""
+        rows = effects.reset_index(drop=True)
+        level = alpha if alpha is not None else (float(rows["alpha"].iloc[0]) if "alpha" in rows and len(rows)
+                                                  and not _missing(rows["alpha"].iloc[0]) else 0.05)
+        out = {}
+        for column in columns:
+            if column == "interval":
+                scales = rows["scale"] if "scale" in rows else pd.Series(["indicator"] * len(rows))
+                cells = [self.interval(lo, hi, lambda v, s=s: self.effect(v, indicator, s))
+                         for lo, hi, s in zip(rows["ci_low"], rows["ci_high"], scales, strict=True)]
+                out[self.say(f"{100 * (1 - level):g}% 置信区间", f"{100 * (1 - level):g}% CI")] = cells
+                continue
+            if column not in rows:
+                continue
+            single = self.table(rows[[column] + [c for c in ("scale", "p_floor") if c in rows and c != column]],
+                                indicator)
+            out[self.header(column)] = single[self.header(column)].tolist()
+        return pd.DataFrame(out, dtype=object)
+
+
+def _has_named_index(frame: pd.DataFrame) -> bool:
+    return any(name is not None for name in frame.index.names)
+
+
+KINDS = ("text", "count", "number", "fraction", "percent", "p", "flag", "level", "effect", "period")
+
+# Words the package itself writes into tables (method names, groups, items): their readers' form.
+WORDS: dict[str, tuple[str, str]] = {
+    "pilot": ("试点", "pilot"), "non-pilot": ("非试点", "non-pilot"),
+    "before the first pilot": ("首批试点前", "before the first pilot"),
+    "after the first pilot start": ("首批试点开始后", "after the first pilot start"),
+    "unit converted": ("单位换算", "unit converted"), "row dropped": ("删除的行", "row dropped"),
+    "warning": ("警告", "warning"),
+    "att": ("平均处理效应 ATT", "ATT"), "simple": ("总体", "overall"),
+    "never_treated": ("从未试点", "never treated"), "not_yet_treated": ("尚未试点", "not yet treated"),
+    "counties": ("县区数", "counties"), "townships": ("乡镇数", "townships"),
+    "pilot_townships": ("试点乡镇数", "pilot townships"), "comparison_townships": ("非试点乡镇数", "comparison townships"),
+    "first_period": ("首期", "first period"), "last_period": ("末期", "last period"), "periods": ("期数", "periods"),
+    "rows": ("行数", "rows"),
+}
+
+# Words of units the catalogue writes in English only.
+UNIT_WORDS = {"services": "项", "yuan": "元"}
+
+# Every column a reader may see: (Chinese header, English header, kind).
+COLUMNS: dict[str, tuple[str, str, str]] = {
+    # effects
+    "indicator": ("指标", "Indicator", "text"),
+    "name_zh": ("指标", "Indicator", "text"),
+    "method": ("方法", "Method", "text"),
+    "estimand": ("估计量", "Estimand", "text"),
+    "term": ("项", "Term", "text"),
+    "estimate": ("估计值", "Estimate", "effect"),
+    "std_error": ("标准误", "Std. error", "effect"),
+    "ci_low": ("置信区间下限", "CI lower", "effect"),
+    "ci_high": ("置信区间上限", "CI upper", "effect"),
+    "p_value": ("p 值", "p-value", "p"),
+    "inference": ("推断方法", "Inference", "text"),
+    "n_obs": ("观测数", "Observations", "count"),
+    "n_units": ("乡镇数", "Townships", "count"),
+    "n_treated": ("试点乡镇数", "Pilot townships", "count"),
+    "scale": ("尺度", "Scale", "text"),
+    "p_floor": ("最小可能 p 值", "Smallest possible p", "number"),
+    "event_time": ("事件时间", "Event time", "count"),
+    "horizon": ("试点后期数", "Periods after start", "count"),
+    # townships and pilots
+    "township_id": ("乡镇编码", "Township code", "text"),
+    "township_name": ("乡镇", "Township", "text"),
+    "county": ("县区", "County", "text"),
+    "cohort": ("试点批次", "Cohort", "text"),
+    "model": ("整合模式", "Integration model", "text"),
+    "pilot": ("试点", "Pilot", "flag"),
+    "reason": ("原因", "Reason", "text"),
+    # data quality
+    "item": ("项目", "Item", "text"),
+    "value": ("数值", "Value", "text"),
+    "detail": ("说明", "Detail", "text"),
+    "column": ("列", "Column", "text"),
+    "missing_cells": ("缺失单元格", "Missing cells", "count"),
+    "share": ("占比", "Share", "fraction"),
+    "missing_periods": ("缺失期数", "Missing periods", "count"),
+    "missing_labels": ("缺失的期", "Missing periods (labels)", "text"),
+    "empty_cells": ("空值数", "Empty cells", "count"),
+    "empty_columns": ("有空值的列", "Columns with empty cells", "text"),
+    "cells": ("单元格数", "Cells", "count"),
+    "outlying_cells": ("异常值数", "Outlying cells", "count"),
+    "min": ("最小值", "Minimum", "number"),
+    "median": ("中位数", "Median", "number"),
+    "max": ("最大值", "Maximum", "number"),
+    "group": ("组别", "Group", "text"),
+    "period_group": ("时期", "Period", "text"),
+    "period": ("时期", "Period", "period"),
+}
