@@ -111,3 +111,25 @@ def demo():
     panel = load_panel(study)
     indicators = {i.id: i for i in study.selected_indicators()}
     return panel, indicators, pd.read_csv(study.truth_path)
+
+
+# The published demo report the deliverable tests read (pages, Word, workbook): one share,
+# one per-1,000 rate and one money indicator, fast draws, built once per session.
+DEMO_REPORT_INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission"]
+
+
+@pytest.fixture(scope="session")
+def demo_batch(tmp_path_factory):
+    """(exit code, report folder) of a fast batch of the demo study over
+    :data:`DEMO_REPORT_INDICATORS`."""
+    from evaluation.cli import main
+    from evaluation.paths import DEMO_STUDY
+
+    out = tmp_path_factory.mktemp("outputs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EVALUATION_OUTPUT_ROOT", str(out))
+    try:
+        code = main(["batch", str(DEMO_STUDY), "--jobs", "2", "--fast", "--indicators", *DEMO_REPORT_INDICATORS])
+    finally:
+        mp.undo()
+    return code, out / "demo"

@@ -18,17 +18,7 @@ from evaluation.report.chapters import CHAPTERS
 from evaluation.report.store import ResultsStore
 from evaluation.study.config import load_study
 
-INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000"]
-
-
-@pytest.fixture(scope="module")
-def demo_batch(tmp_path_factory):
-    out = tmp_path_factory.mktemp("outputs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EVALUATION_OUTPUT_ROOT", str(out))
-    code = main(["batch", str(DEMO_STUDY), "--jobs", "2", "--fast", "--indicators", *INDICATORS])
-    mp.undo()
-    return code, out / "demo"
+from conftest import DEMO_REPORT_INDICATORS as INDICATORS  # noqa: E402  (the session's demo_batch)
 
 
 def test_batch_runs_every_chapter(demo_batch):
