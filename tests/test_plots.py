@@ -373,3 +373,12 @@ def test_no_missing_glyph_without_the_cjk_font_would_warn():
         warnings.simplefilter("error")
         fig.canvas.draw()
     plt.close(fig)
+
+
+def test_chinese_names_wrap_before_a_parenthesis():
+    assert plots.wrap_zh("乡镇卫生院门急诊人次（每千常住人口）") == ["乡镇卫生院门急诊人次", "（每千常住人口）"]
+    assert plots.wrap_zh(LONG_ZH) == ["乡镇卫生院门急诊人次占全县门", "急诊总人次的比例", "（年度考核口径）"]
+    assert plots.wrap_zh("县外转诊率（外转率）") == ["县外转诊率（外转率）"]
+    ax = plots.forest(scorecard_input(), reader=Reader("zh"))
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "\n".join(plots.wrap_zh(LONG_ZH))
+    plt.close("all")

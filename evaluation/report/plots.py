@@ -25,6 +25,7 @@ drawn as a dollar sign, never parsed as mathtext.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -302,9 +303,21 @@ def interrupted_series(plot_data: pd.DataFrame, indicator, title: Text = ("中�
 
 # ----------------------------------------------------------------------------- all indicators
 
+def wrap_zh(text: str, width: int = WRAP_ZH) -> list[str]:
+    """Chinese text in lines of at most ``width`` characters, a full-width parenthesis
+    (``（每千常住人口）``) kept whole on its line when it fits one."""
+    lines: list[str] = []
+    for chunk in re.split(r"(?=（)", str(text)):
+        if lines and len(lines[-1]) + len(chunk) <= width:
+            lines[-1] += chunk
+            continue
+        lines += textwrap.wrap(chunk, width, break_long_words=True) if chunk.strip() else []
+    return lines
+
+
 def _wrapped(reader: Reader, zh: str, en: str) -> str:
     """An indicator's name wrapped for the forest plot's label column."""
-    lines_zh = textwrap.wrap(str(zh), WRAP_ZH) or [""]
+    lines_zh = wrap_zh(zh) or [""]
     lines_en = textwrap.wrap(str(en), WRAP_EN) or [""]
     return literal(reader.say("\n".join(lines_zh), "\n".join(lines_en), sep="\n"))
 
