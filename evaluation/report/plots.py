@@ -463,6 +463,7 @@ def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titl
             f"{_bound_name(lab)}\n{_bound_value(reader, _bound_name(lab), b, indicator)}"
             for lab, b in zip(rest["label"], rest["bound"], strict=True)]
         ax.set_xticks(x, ticks, fontsize=FONT_PT)
+        ax.set_xlim(-0.6, len(table) - 0.4)
         heading = _say(reader, title, sep="\n")
         if bd is not None:
             if rest.empty:
