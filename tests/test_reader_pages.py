@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from bs4 import BeautifulSoup
 from study_builders import small_demo, write_study
 
@@ -112,7 +113,10 @@ def language_report(request, tmp_path_factory):
     finally:
         mp.undo()
     assert code == 0
-    names = set(panel["township_name"]) | set(panel["county"]) | set(pilots["model"].astype(str))
+    # the names the data give: townships, counties, models, and the export's own column headers
+    study = yaml.safe_load(built.study.read_text(encoding="utf-8"))
+    names = (set(panel["township_name"]) | set(panel["county"]) | set(pilots["model"].astype(str))
+             | set(study["data"]["columns"]))
     return request.param, root / "outputs" / "messy", names
 
 

@@ -15,7 +15,6 @@ results, so its numbers are the chapters' numbers.
 from __future__ import annotations
 
 import html
-import inspect
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -567,10 +566,10 @@ def trends(ctx: Context):
     res, r = ctx.result("trends"), ctx.reader
     ind, s = ctx.indicator, res.tables["series"]
     index = pd.PeriodIndex(s["period"], freq=ctx.panel.periods.freq)
-    series = {r.say("试点乡镇", "pilot townships"): pd.Series(s["pilot"].to_numpy(), index=index),
-              r.say("非试点乡镇", "non-pilot townships"): pd.Series(s["comparison"].to_numpy(), index=index)}
+    series = {("试点乡镇", "pilot townships"): pd.Series(s["pilot"].to_numpy(), index=index),
+              ("非试点乡镇", "non-pilot townships"): pd.Series(s["comparison"].to_numpy(), index=index)}
     starts = sorted(ctx.panel.pilots["cohort"].unique())
-    ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None, **_plot_language(ctx))
+    ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None, reader=r)
     table = res.tables["before_after"]
     kinds = {c: "level" for c in table.columns if c != "group"}
     headers = {c: WORDS[c] for c in kinds}
@@ -679,22 +678,17 @@ BACON_WORDS = {
 }
 
 
-def _plot_language(ctx: Context) -> dict:
-    """The keyword that makes a figure speak the report's language (see :mod:`plots`)."""
-    return {"reader": ctx.reader} if "reader" in inspect.signature(plots.trends).parameters else {}
-
-
 def did_figures(result: dict, ctx: Context) -> tuple:
     """The two event-study figures (an empty tuple entry for one that was not estimated)."""
-    figures, r = [], ctx.reader
+    figures, level = [], 1 - ctx.settings.alpha
     if result["cs_dynamic_plot"] is not None:
         figures.append(plots.event_study(result["cs_dynamic_plot"], ctx.indicator,
-                                         title=r.say("Callaway–Sant'Anna 事件研究", "Callaway–Sant'Anna event study"),
-                                         band=True, **_plot_language(ctx)).figure)
+                                         title=("Callaway–Sant'Anna 事件研究", "Callaway–Sant'Anna event study"),
+                                         band=True, reader=ctx.reader, level=level).figure)
     if result["event_study_plot"] is not None:
         figures.append(plots.event_study(result["event_study_plot"], ctx.indicator,
-                                         title=r.say("双向固定效应事件研究", "TWFE event study"),
-                                         **_plot_language(ctx)).figure)
+                                         title=("双向固定效应事件研究", "TWFE event study"),
+                                         reader=ctx.reader, level=level).figure)
     return tuple(figures)
 
 
@@ -738,7 +732,7 @@ def its(ctx: Context) -> dict:
         return {"cohort": "", "figure": reason, "table": "", "diagnostics": "", "controlled": "", "per_township": ""}
     plot = res.tables["plot"].copy()
     plot.index = pd.PeriodIndex(plot.pop("period"), freq=ctx.panel.periods.freq)
-    figure = plots.interrupted_series(plot, ctx.indicator, **_plot_language(ctx)).figure
+    figure = plots.interrupted_series(plot, ctx.indicator, reader=ctx.reader, level=1 - ctx.settings.alpha).figure
     per_township = _section(res, "per_township")
     diagnostics = res.values["diagnostics"]
     items = [(ITS_DIAGNOSTICS[k], _diagnostic_text(ctx, k, v)) for k, v in diagnostics.items() if k in ITS_DIAGNOSTICS]
@@ -911,22 +905,21 @@ def synthetic_designs(ctx: Context) -> dict:
     data = sc.tables["per_pilot"].copy()
     data["township_id"] = data["township_id"].astype(str)
     effect = ctx.indicator
+    floor = 1 / sc.effects["n_units"].iloc[0]  # placebo in space: 1/(donors + 1)
     per_pilot = pd.DataFrame({
         r.header("township_name"): [str(n) for n in data["township_name"]],
         r.say("效果", "Effect"): [r.effect(v, effect) for v in data["att"]],
         r.say(f"{100 * (1 - ctx.settings.alpha):g}% 置信区间", f"{100 * (1 - ctx.settings.alpha):g}% CI"):
             [r.interval(lo, hi, lambda v: r.effect(v, effect)) for lo, hi in zip(data["ci_low"], data["ci_high"],
                                                                                  strict=True)],
-        r.say("排名 p 值", "Rank p-value"): [r.p(p, 1 / (1 + n)) for p, n in
-                                            zip(data["rank_p"], [sc.effects["n_units"].iloc[0] - 1] * len(data),
-                                                strict=True)],
+        r.say("排名 p 值", "Rank p-value"): [r.p(p, floor) for p in data["rank_p"]],
         r.say("试点前拟合误差（RMSPE）", "Pre-period RMSPE"): [r.effect(v, effect) for v in data["pre_rmspe"]],
         r.say("试点后/试点前 RMSPE 比", "Post/pre RMSPE ratio"): [fixed(v) for v in data["rmspe_ratio"]],
         r.say("试点前拟合差", "Poor pre-period fit"): [r.flag(v) for v in data["poor_pre_fit"]],
     }, dtype=object)
     written(per_pilot)
     return {"sdid": sdid_table, "per_pilot": per_pilot, "per_pilot_data": data, "gaps": sc.tables["gaps"],
-            "warnings": sc.values["warnings"]}
+            "warnings": sc.values["warnings"], "p_floor": floor}
 
 
 def synthetic_control_figure(res: dict, ctx: Context):
@@ -936,7 +929,8 @@ def synthetic_control_figure(res: dict, ctx: Context):
     data = res["per_pilot_data"]
     names = dict(zip(data["township_id"], data["township_name"], strict=True))
     p = dict(zip(data["township_id"], data["rank_p"], strict=True))
-    return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p, **_plot_language(ctx))
+    return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p,
+                                        p_floors={t: res["p_floor"] for t in p}, reader=ctx.reader)
 
 
 def parallel_trends_sensitivity(ctx: Context) -> dict:
@@ -971,15 +965,15 @@ def parallel_trends_sensitivity(ctx: Context) -> dict:
 
 
 def sensitivity_figure(res: dict, ctx: Context):
-    v, r = ctx.note_values(), ctx.reader
-    titles = [r.say(f"相对幅度，前{v['rm_post_zh']}", f"relative magnitudes, first {v['rm_post_en']}"),
-              r.say(f"平滑度，前{v['sd_post_zh']}", f"smoothness, first {v['sd_post_en']}")]
+    v = ctx.note_values()
+    titles = [(f"相对幅度，前{v['rm_post_zh']}", f"relative magnitudes, first {v['rm_post_en']}"),
+              (f"平滑度，前{v['sd_post_zh']}", f"smoothness, first {v['sd_post_en']}")]
     shown = [((res_.tables["plot"], res_.values["breakdown"]), title)
              for res_, title in zip(res["results"], titles, strict=True) if not res_.not_estimable]
     if not shown:
         return ""
     return plots.sensitivity([pair for pair, _ in shown], ctx.indicator, [title for _, title in shown],
-                             **_plot_language(ctx))
+                             reader=ctx.reader)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -1020,7 +1014,7 @@ def summary(ctx: Context) -> dict:
 
 def forest_figure(res: dict, ctx: Context | None = None):
     """Relative effects with their intervals, one row per indicator."""
-    return plots.forest(res["scorecard"]).figure
+    return plots.forest(res["scorecard"], reader=ctx.reader if ctx is not None else None).figure
 
 
 def conclusion_note(res: dict, ctx: Context):
