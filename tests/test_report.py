@@ -9,16 +9,14 @@ import sys
 
 import nbformat
 import pandas as pd
-import pytest
 import yaml
+from conftest import DEMO_REPORT_INDICATORS as INDICATORS  # noqa: E402  (the session's demo_batch)
 
 from evaluation.cli import main
 from evaluation.paths import DEMO_DATA, DEMO_STUDY, NOTEBOOKS, PROJECT_ROOT
 from evaluation.report.chapters import CHAPTERS
 from evaluation.report.store import ResultsStore
 from evaluation.study.config import load_study
-
-from conftest import DEMO_REPORT_INDICATORS as INDICATORS  # noqa: E402  (the session's demo_batch)
 
 
 def test_batch_runs_every_chapter(demo_batch):
@@ -63,7 +61,10 @@ def test_summary_and_index_read_the_store(demo_batch):
         ri = store.read("robustness.randomization", ind).effects.iloc[0]
         assert card.loc[ind, "ri_p_value"] == ri["p_value"]
     index = (folder / "index.html").read_text(encoding="utf-8")
-    assert f"{card['att'].iloc[0]:.4g}" in index
+    first = card.iloc[0]
+    assert first["headline_method"] == "twfe_randomization" and first["n_pilots"] < 15  # the demo's 10 pilots
+    assert first["headline_att"] == store.read("robustness.randomization", card.index[0]).effects.iloc[0]["estimate"]
+    assert f"{100 * first['headline_att']:.2f} pp" in index  # a share's effect in percentage points
 
 
 def _broken_study(tmp_path, monkeypatch):
@@ -133,15 +134,18 @@ def test_plain_papermill_call_works(tmp_path):
 
 
 def test_nbval_catches_an_edited_headline_number(tmp_path):
+    """The summary's scorecard is HTML for readers with a plain-text twin that nbval
+    compares: editing the first headline effect in the stored output fails the re-run."""
+    import re
+
     nb = nbformat.read(NOTEBOOKS / "06_summary.ipynb", as_version=4)
     edited = False
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             text = o.get("data", {}).get("text/plain")
-            if text and "县域内就诊率" in text and not edited:
-                att = f"{scorecard_first_att(tmp_path):.4g}"
-                assert att in text
-                o["data"]["text/plain"] = text.replace(att, "0.9999", 1)
+            if text and "县域内就诊率" in text and "pp" in text and not edited:
+                effect = re.search(r"-?\d+\.\d{2} pp", text).group(0)
+                o["data"]["text/plain"] = text.replace(effect, "99.99 pp", 1)
                 edited = True
     assert edited
     target = NOTEBOOKS / "_edited_summary_test.ipynb"
@@ -152,15 +156,6 @@ def test_nbval_catches_an_edited_headline_number(tmp_path):
     finally:
         target.unlink()
     assert result.returncode == 1 and "1 failed" in result.stdout, result.stdout[-2000:]
-
-
-def scorecard_first_att(tmp_path) -> float:
-    """The DiD chapter's headline ATT of the first indicator (what the summary shows)."""
-    from evaluation.report import chapters
-
-    ind = load_study(DEMO_STUDY).selected_indicators()[0].id
-    ctx = chapters.setup(DEMO_STUDY, ind, fast=True, results_dir=tmp_path / "results")
-    return float(chapters.did(ctx)["cs_simple"]["estimate"].iloc[0])
 
 
 def test_data_derived_strings_are_escaped(tmp_path):

@@ -341,6 +341,32 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 # A4 pages for printing (``@page``), tables fitted to the page width, the prompt and
 # toolbar chrome hidden; appended to the JupyterLab CSS in ``report.css``.
 PRINT_CSS = """
+/* evaluation: tables written for readers (three-line tables), the conclusion, the index */
+.jp-RenderedHTMLCommon table.reader-table, table.reader-table {
+  border-collapse: collapse; border: none; border-top: 2px solid #222; border-bottom: 2px solid #222;
+  margin: 0.6em 0; font-size: 0.92em; table-layout: auto;
+}
+.jp-RenderedHTMLCommon table.reader-table thead th, table.reader-table thead th {
+  border: none; border-bottom: 1px solid #222; text-align: left; font-weight: 600; vertical-align: bottom;
+}
+.jp-RenderedHTMLCommon table.reader-table td, table.reader-table td {
+  border: none; text-align: left; padding: 3px 8px; vertical-align: top;
+}
+.jp-RenderedHTMLCommon table.reader-table tbody tr:nth-child(odd), .jp-RenderedHTMLCommon table.reader-table tbody tr:hover {
+  background: transparent;
+}
+.conclusion { background: #f4f8fb; border-left: 4px solid #2e86c1; padding: 4px 14px; margin: 0.5em 0 1em; }
+.table-note { font-size: 0.85em; color: #555; margin: 0.2em 0; }
+body.evaluation-index { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
+  max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.5; }
+.evaluation-index .banner { background: #fdecea; border: 2px solid #c0392b; color: #922b21; padding: 10px 14px;
+  font-weight: bold; }
+.evaluation-index .subtitle { font-size: 1.2em; color: #444; margin-top: -0.6em; }
+.evaluation-index .failed { color: #c0392b; }
+.evaluation-index .outdated { color: #a0522d; }
+.evaluation-index footer { margin-top: 3em; font-size: 0.85em; color: #666; border-top: 1px solid #ddd;
+  padding-top: 0.5em; }
+
 /* evaluation: A4 printing */
 @page { size: A4; margin: 15mm; }
 @media print {
@@ -372,10 +398,14 @@ def _exporter(template: str = "lab/index.html.j2"):
 def page_title(study_path: str | Path, chapter: str, indicator: str | None) -> str:
     """The page's ``<title>``: the chapter's names, then the indicator's Chinese name
     (``双重差分 / Difference-in-differences — 县域内就诊率``)."""
+    from evaluation.report.readable import Reader
+
     ch = CHAPTER_BY_KEY[chapter]
-    title = f"{ch.title_zh} / {ch.title_en}"
+    study = load_study(Path(study_path))
+    reader = Reader(study.report.language)
+    title = reader.say(ch.title_zh, ch.title_en)
     if indicator is not None:
-        names = {i.id: i.name_zh for i in load_study(Path(study_path)).selected_indicators()}
+        names = {i.id: i.name_en if reader.language == "en" else i.name_zh for i in study.selected_indicators()}
         title += f" — {names.get(indicator, indicator)}"
     return title
 
@@ -436,6 +466,9 @@ def report_css() -> str:
 
 
 PR_SET_PDEATHSIG = 1
+
+# The report's deliverables beside the pages, as the index links them (file, (zh, en)).
+DELIVERABLES = (("report.docx", ("Word 报告", "Word report")), ("tables.xlsx", ("Excel 表格", "Excel workbook")))
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -1025,38 +1058,27 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
     return manifest
 
 
-def _headline_rows(folder: Path) -> str:
-    """The summary chapter's scorecard, read from the results store."""
+def _headline_rows(study, folder: Path) -> str:
+    """The overall conclusion and the scorecard, read from the summary chapter's stored
+    result and written for readers (:func:`evaluation.report.scorecard.reader_scorecard`)."""
+    from evaluation.report.chapters import table_html
+    from evaluation.report.readable import Reader
+    from evaluation.report.scorecard import reader_scorecard, scorecard_note
+
     result = ResultsStore(folder / "results").read("summary.scorecard", None)
     if result is None:
         return ""
-    return _scorecard_html(result.tables["scorecard"].to_dict("records"))
-def _headline_rows(tmp: Path) -> str:
-    """The summary chapter's scorecard, read from the results store."""
-    result = ResultsStore(tmp / "results").read("summary.scorecard", None)
-    if result is None:
-        return ""
-    return _scorecard_html(result.tables["scorecard"].to_dict("records"))
-
-
-def _scorecard_html(records: list[dict]) -> str:
-    head = ("<tr><th>指标 / Indicator</th><th>效果 / Effect</th><th>95% CI</th><th>p (推荐 recommended)</th>"
-            "<th>试点乡镇 / Pilots</th><th>结论 / Verdict</th></tr>")
-    body = []
-    for r in records:
-        if not r.get("estimated", True):
-            body.append(f"<tr><td>{html.escape(r['name_zh'])} / {html.escape(r['name_en'])}</td>"
-                        f"<td colspan=\"5\">未能估计 / could not be estimated: {html.escape(str(r['failure']))}</td></tr>")
-            continue
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            f"{r['name_zh']} / {r['name_en']}", f"{r['att']:.4g}", f"{r['ci_low']:.4g} – {r['ci_high']:.4g}",
-            ("< 0.001" if r["p_recommended"] < 0.001 else f"{r['p_recommended']:.3f}") + f" ({r['recommended_test']})",
-            r["n_pilots"],
-            "改善 / improved" if r["improved"] else "恶化 / worsened" if r["worsened"]
-            else "证据不一致 / mixed" if r.get("mixed") else "无可靠变化 / no clear change"))
-            + "</tr>")
-    return f"<h2>核心结果 / Headline results</h2><table>{head}{''.join(body)}</table>"
-
+    reader, settings = Reader(study.report.language), study.settings()
+    card = result.tables["scorecard"]
+    esc = html.escape
+    conclusion = [result.values.get("conclusion_zh"), result.values.get("conclusion_en")]
+    conclusion = conclusion[:1] if reader.language == "zh" else conclusion[1:] if reader.language == "en" else conclusion
+    paragraphs = "".join(f"<p>{esc(c)}</p>" for c in conclusion if c)
+    note = "".join(f"<p class=\"table-note\">{esc(line)}</p>" for line in scorecard_note(card, reader, settings)
+                   .split("\n"))
+    return (f'<h2>{esc(reader.say("总体结论", "Overall conclusion"))}</h2><div class="conclusion">{paragraphs}</div>'
+            f'<h2>{esc(reader.say("核心结果", "Headline results"))}</h2>'
+            f"{table_html(reader_scorecard(card, reader, settings))}{note}")
 
 
 def _as_record(run) -> dict:
@@ -1092,13 +1114,16 @@ def _status_html(r: dict) -> str:
 
 
 def index_page(study, runs: list, folder: Path) -> str:
-    """The report's front page: the headline table (the summary's stored scorecard) and
-    a link to every page, with failed, stale and outdated pages marked (``runs``: the
-    manifest's records or :class:`Run` objects; every string escaped)."""
-    esc = html.escape
-    names = {i.id: f"{i.name_zh} / {i.name_en}" for i in study.selected_indicators()}
-    banner = ('<div class="banner">合成演示数据，非真实乡镇 / SYNTHETIC DEMO DATA — not real townships</div>'
-              if study.synthetic else "")
+    """The report's front page: the overall conclusion and the headline table (the
+    summary's stored scorecard) and a link to every page, with failed, stale and outdated
+    pages marked (``runs``: the manifest's records or :class:`Run` objects; every string
+    escaped), in the report's language; styled by the folder's ``report.css``."""
+    from evaluation.report.readable import Reader
+
+    esc, reader = html.escape, Reader(study.report.language)
+    names = {i.id: reader.name(i) for i in study.selected_indicators()}
+    banner = (f'<div class="banner">{esc(reader.say("合成演示数据，非真实乡镇", "SYNTHETIC DEMO DATA — not real townships"))}'
+              "</div>" if study.synthetic else "")
     records = [_as_record(r) for r in runs]
     chapters_html = []
     for ch in CHAPTERS:
@@ -1108,35 +1133,32 @@ def index_page(study, runs: list, folder: Path) -> str:
         items = []
         for r in mine:
             ind = r.get("indicator")
-            label = esc(names.get(ind, ind) if ind else f"{ch.title_zh} / {ch.title_en}")
+            label = esc(names.get(ind, ind) if ind else reader.say(ch.title_zh, ch.title_en))
             link = f'<a href="{esc(r["html"])}">{label}</a>' if r.get("html") else label
             status = _status_html(r)
             items.append(f"<li>{link}{' ' + status if status else ''}</li>")
-        chapters_html.append(f"<h3>{esc(ch.title_zh)} / {esc(ch.title_en)}</h3><ul>{''.join(items)}</ul>")
+        chapters_html.append(f"<h3>{esc(reader.say(ch.title_zh, ch.title_en))}</h3><ul>{''.join(items)}</ul>")
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = _git_commit() or "unknown"
     dirty = " (uncommitted changes)" if _git_dirty() else ""
+    title = study.title.en if reader.language == "en" else study.title.zh
+    subtitle = f'<p class="subtitle">{esc(study.title.en)}</p>' if reader.language == "both" else ""
+    downloads = [(name, label) for name, label in DELIVERABLES if (folder / name).is_file()]
+    links = " · ".join(f'<a href="{esc(name)}">{esc(reader.say(*label))}</a>' for name, label in downloads)
     return f"""<!DOCTYPE html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>{esc(study.title.zh)}</title>
-<style>
-body {{ font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif; max-width: 980px;
-       margin: 2em auto; color: #222; line-height: 1.5; }}
-.banner {{ background: #fdecea; border: 2px solid #c0392b; color: #922b21; padding: 10px 14px; font-weight: bold; }}
-table {{ border-collapse: collapse; width: 100%; font-size: 0.92em; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: left; }}
-th {{ background: #f4f6f7; }}
-.failed {{ color: #c0392b; }}
-.outdated {{ color: #a0522d; }}
-footer {{ margin-top: 3em; font-size: 0.85em; color: #666; border-top: 1px solid #ddd; padding-top: 0.5em; }}
-</style></head><body>
+<html lang="{'en' if reader.language == 'en' else 'zh-CN'}"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<link rel="stylesheet" href="{REPORT_CSS}">
+</head><body class="evaluation-index">
 {banner}
-<h1>{esc(study.title.zh)}</h1>
-<h2 style="font-weight:normal">{esc(study.title.en)}</h2>
-{_headline_rows(folder)}
-<h2>章节 / Chapters</h2>
+<h1>{esc(title)}</h1>
+{subtitle}
+{f'<p class="downloads">{esc(reader.say("下载", "Downloads"))}: {links}</p>' if links else ''}
+{_headline_rows(study, folder)}
+<h2>{esc(reader.say("章节", "Chapters"))}</h2>
 {''.join(chapters_html)}
-<footer>生成时间 / Generated {esc(created)} · evaluation {esc(metadata.version("evaluation"))} ·
-git {esc(commit[:12])}{esc(dirty)} · study file {esc(Path(study.source).name)} · manifest:
-<a href="manifest.json">manifest.json</a> (inputs' SHA-256, parameters, package versions, timings)</footer>
+<footer>{esc(reader.say("生成时间", "Generated"))} {esc(created)} · evaluation {esc(metadata.version("evaluation"))} ·
+git {esc(commit[:12])}{esc(dirty)} · {esc(reader.say("研究文件", "study file"))} {esc(Path(study.source).name)} ·
+<a href="manifest.json">manifest.json</a> ({esc(reader.say("输入文件的 SHA-256、参数、软件包版本、用时",
+                                                         "inputs' SHA-256, parameters, package versions, timings"))})</footer>
 </body></html>
 """

@@ -15,6 +15,7 @@ results, so its numbers are the chapters' numbers.
 from __future__ import annotations
 
 import html
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from evaluation.inference.few_clusters import (
 )
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
+from evaluation.report.readable import Reader
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
 from evaluation.study.catalogue import UNIT_FACTORS, Indicator
 from evaluation.study.config import Study, load_study
@@ -97,6 +99,11 @@ class Context:
         return self.settings.fast
 
     @property
+    def reader(self) -> Reader:
+        """How numbers and words are written for this study's readers (``report.language``)."""
+        return Reader(self.study.report.language)
+
+    @property
     def frame(self) -> pd.DataFrame:
         return did_frame(self.panel, self.indicator)
 
@@ -145,10 +152,11 @@ class Context:
     def show(self, *items) -> None:
         """Display tables, figures and notes (text is escaped and shown as a note in a block
         MathJax leaves alone; a tuple is shown item by item; ``None`` and empty text show
-        nothing). Tables are pandas' HTML, which escapes every cell and, with
-        ``display.html.use_mathjax`` off (:func:`setup`), is not typeset either."""
+        nothing). A table is written for readers first (:meth:`Reader.table`: numbers by
+        their kind, headers in the report's language; a table of strings is taken as
+        written) and shown as escaped HTML without the index, which MathJax leaves alone."""
         import matplotlib.pyplot as plt
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         for item in items:
             if item is None or (isinstance(item, str) and not item):
@@ -156,22 +164,31 @@ class Context:
             if isinstance(item, tuple):
                 self.show(*item)
             elif isinstance(item, str):
-                display(HTML(escaped_block(f"<p>{html.escape(item)}</p>")))
+                display(PageBlock(escaped_block(f"<p>{html.escape(item)}</p>"), item))
             elif hasattr(item, "savefig"):
                 display(item)
                 plt.close(item)
+            elif isinstance(item, pd.DataFrame | pd.Series):
+                written = item if _is_written(item) else self.reader.table(item, self.indicator)
+                display(PageBlock(table_html(written), written.to_string(index=False)))
             else:
                 display(item)
 
     def note(self, key: str) -> None:
-        """A chapter's prose, with the settings it quotes rendered from the analysis plan."""
-        from IPython.display import HTML, display
+        """A chapter's prose, with the settings it quotes rendered from the analysis plan,
+        in the report's language."""
+        from IPython.display import display
 
         *heading, zh, en = NOTES[key]
         values = self.note_values()
-        title = f"<h2>{html.escape(heading[0])}</h2>" if heading else ""
-        display(HTML(escaped_block(
-            f"{title}<p>{html.escape(zh.format(**values))}</p><p>{html.escape(en.format(**values))}</p>")))
+        r = self.reader
+        title = ""
+        if heading:
+            head_zh, _, head_en = heading[0].partition(" / ")
+            title = f"<h2>{html.escape(r.say(head_zh, head_en or head_zh))}</h2>"
+        paragraphs = [zh] if r.language == "zh" else [en] if r.language == "en" else [zh, en]
+        texts = [p.format(**values) for p in paragraphs]
+        display(PageBlock(escaped_block(title + "".join(f"<p>{html.escape(t)}</p>" for t in texts)), "\n".join(texts)))
 
     def note_values(self) -> dict:
         s = self.settings
@@ -195,6 +212,32 @@ def escaped_block(body: str) -> str:
     :func:`html.escape`, in one block that MathJax leaves alone: a township named
     ``$x$`` is shown as typed, never typeset as a formula."""
     return f'<div class="{NO_MATH}">{body}</div>'
+
+
+class PageBlock:
+    """A block of a page: escaped HTML for readers and its plain text, which nbval
+    compares when it re-runs a chapter (so a changed number in a table or verdict fails)."""
+
+    def __init__(self, html_text: str, plain: str):
+        self.html, self.plain = html_text, plain
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.plain
+
+
+def _is_written(table) -> bool:
+    """A table already written for readers: a DataFrame of strings only."""
+    return isinstance(table, pd.DataFrame) and all(
+        table[c].map(lambda v: isinstance(v, str)).all() for c in table.columns)
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """A reader's table as HTML: every cell escaped, no index, left alone by MathJax."""
+    body = table.to_html(index=False, escape=True, border=0, classes=["reader-table", *NO_MATH.split()])
+    return escaped_block(body)
 
 
 def not_estimable_text(exc: Exception) -> str:
@@ -252,29 +295,31 @@ def setup(study_path: str | Path, indicator: str | None = None, fast: bool = Fal
 def open_chapter(chapter: str, study_path: str | Path, indicator: str | None = None, fast: bool = False,
                  results_dir: str | Path | None = None) -> Context:
     """The one call that opens a chapter: :func:`setup`, then the title block."""
-    from IPython.display import HTML, display
+    from IPython.display import display
 
     ch = CHAPTER_BY_KEY[chapter]
     ctx = setup(study_path, indicator if ch.per_indicator else None, fast=fast, results_dir=results_dir)
-    display(HTML(header(ctx, ch.title_zh, ch.title_en)))
+    block = header(ctx, ch.title_zh, ch.title_en)
+    display(PageBlock(block, html.unescape(re.sub(r"<[^>]+>", " ", block)).strip()))
     return ctx
 
 
 def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
-    """HTML title block with the demo banner (every data-derived string escaped, the
-    block MathJax-ignored: see :func:`escaped_block`)."""
-    t = ctx.study.title
+    """HTML title block with the demo banner, in the report's language (every
+    data-derived string escaped, the block MathJax-ignored: see :func:`escaped_block`)."""
+    t, r, esc = ctx.study.title, ctx.reader, html.escape
     parts = []
     if ctx.study.synthetic:
         parts.append('<div style="background:#fdecea;border:2px solid #c0392b;padding:8px 12px;'
-                     'font-weight:bold;color:#922b21">合成演示数据，非真实乡镇 / SYNTHETIC DEMO DATA — '
-                     'not real townships</div>')
-    parts.append(f"<h1>{html.escape(chapter_zh)} / {html.escape(chapter_en)}</h1>")
-    parts.append(f"<p><b>{html.escape(t.zh)}</b><br>{html.escape(t.en)}</p>")
+                     'font-weight:bold;color:#922b21">'
+                     + esc(r.say("合成演示数据，非真实乡镇", "SYNTHETIC DEMO DATA — not real townships")) + "</div>")
+    parts.append(f"<h1>{esc(r.say(chapter_zh, chapter_en))}</h1>")
+    titles = [t.zh] if r.language == "zh" else [t.en] if r.language == "en" else [t.zh, t.en]
+    parts.append("<p><b>" + "</b><br>".join(esc(x) for x in titles) + ("</b>" if len(titles) == 1 else "") + "</p>")
     if ctx.indicator is not None:
         ind = ctx.indicator
-        parts.append(f"<p>指标 / Indicator: <b>{html.escape(ind.name_zh)}</b> ({html.escape(ind.name_en)}; "
-                     f"{html.escape(ind.unit_for(ctx.settings.frequency))})</p>")
+        parts.append(f"<p>{esc(r.say('指标', 'Indicator'))}: <b>{esc(r.name(ind))}</b> "
+                     f"({esc(r.say('单位', 'unit'))}: {esc(r.unit(ind))})</p>")
     parts.append(coverage_note(ctx))
     return escaped_block("\n".join(p for p in parts if p))
 
@@ -288,32 +333,37 @@ def coverage_note(ctx: Context) -> str:
     (``townships.exclude``, ``townships.gaps: drop``) and, for the chapter's indicator,
     townships with missing periods or empty cells, which the methods that need a complete
     panel leave out. Empty when the panel is complete."""
-    esc, parts = html.escape, []
+    esc, parts, r = html.escape, [], ctx.reader
     if ctx.panel is None:
         return ""
     excluded = ctx.panel.excluded
     if len(excluded):
-        items = "".join(f"<li>{esc(str(r.township_id))} {esc(str(r.township_name))}"
-                        f"{'（试点 / pilot）' if r.pilot else ''}: {esc(str(r.reason))}</li>" for r in excluded.itertuples())
-        parts.append(f"<p>未纳入分析的乡镇 / Townships left out of the study: {len(excluded)}</p><ul>{items}</ul>")
+        items = "".join(f"<li>{esc(str(x.township_id))} {esc(str(x.township_name))}"
+                        f"{esc(r.say('（试点）', ' (pilot)')) if x.pilot else ''}: {esc(str(x.reason))}</li>"
+                        for x in excluded.itertuples())
+        parts.append(f"<p>{esc(r.say('未纳入分析的乡镇', 'Townships left out of the study'))}: {len(excluded)}</p>"
+                     f"<ul>{items}</ul>")
     if ctx.indicator is not None:
         incomplete = ctx.panel.incomplete(ctx.indicator)
         if len(incomplete):
             methods = [m for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL]
             balanced_zh, balanced_en = "、".join(METHOD_ZH[m] for m in methods), ", ".join(methods)
             items = "".join(
-                f"<li>{esc(str(r.township_id))} {esc(str(r.township_name))}: "
-                + "; ".join(x for x in (f"缺 {r.missing_periods} 期 / {r.missing_periods} missing period(s) "
-                                         f"({esc(r.missing_labels)})" if r.missing_periods else "",
-                                         f"{r.empty_cells} 个空值 / empty cell(s) in {esc(r.empty_columns)}"
-                                         if r.empty_cells else "") if x) + "</li>" for r in incomplete.itertuples())
-            parts.append(
-                f"<p><b>数据不完整 / Incomplete data</b>：{len(incomplete)} 个乡镇缺期或有空值。双向固定效应、事件研究、"
-                f"Callaway–Sant'Anna（非平衡面板估计）和中断时间序列使用所有观测到的数据；{balanced_zh}需要完整面板，"
-                f"不纳入这些乡镇。数据未做任何插补。<br>{len(incomplete)} township(s) lack periods or values. Two-way fixed "
-                f"effects, the event studies, Callaway and Sant'Anna (unbalanced-panel estimator) and the interrupted "
-                f"time series use every observed value; {balanced_en} need a complete panel and leave these "
-                f"townships out. Nothing was imputed.</p><ul>{items}</ul>")
+                f"<li>{esc(str(x.township_id))} {esc(str(x.township_name))}: "
+                + "; ".join(y for y in (esc(r.say(f"缺 {x.missing_periods} 期", f"{x.missing_periods} missing "
+                                                  "period(s)")) + f" ({esc(x.missing_labels)})"
+                                         if x.missing_periods else "",
+                                         esc(r.say(f"{x.empty_cells} 个空值", f"{x.empty_cells} empty cell(s)"))
+                                         + f": {esc(x.empty_columns)}" if x.empty_cells else "") if y)
+                + "</li>" for x in incomplete.itertuples())
+            zh = (f"{len(incomplete)} 个乡镇缺期或有空值。双向固定效应、事件研究、Callaway–Sant'Anna（非平衡面板估计）和中断"
+                  f"时间序列使用所有观测到的数据；{balanced_zh}需要完整面板，不纳入这些乡镇。数据未做任何插补。")
+            en = (f"{len(incomplete)} township(s) lack periods or values. Two-way fixed effects, the event studies, "
+                  f"Callaway and Sant'Anna (unbalanced-panel estimator) and the interrupted time series use every "
+                  f"observed value; {balanced_en} need a complete panel and leave these townships out. Nothing was "
+                  "imputed.")
+            parts.append(f"<p><b>{esc(r.say('数据不完整', 'Incomplete data'))}</b>: {esc(r.say(zh, en, sep=' '))}"
+                         f"</p><ul>{items}</ul>")
     return "\n".join(parts)
 
 
@@ -767,8 +817,15 @@ def sensitivity_figure(res: dict, ctx: Context):
 # ----------------------------------------------------------------------------- summary
 
 def summary(ctx: Context) -> dict:
-    """The scorecard over every indicator, read from the chapters' stored results."""
-    from evaluation.report.scorecard import SCORECARD_HEADERS, SCORECARD_SECTIONS, scorecard
+    """The scorecard over every indicator, read from the chapters' stored results, with
+    the overall conclusion (总体结论)."""
+    from evaluation.report.scorecard import (
+        SCORECARD_SECTIONS,
+        overall_conclusion,
+        reader_scorecard,
+        scorecard,
+        scorecard_note,
+    )
 
     results, failures = {}, {}
     for ind in ctx.study.selected_indicators():
@@ -782,29 +839,44 @@ def summary(ctx: Context) -> dict:
             failures[ind.id] = "; ".join(f"{r.section}: {r.not_estimable}" for r in headline)
     card = scorecard(ctx.study.selected_indicators(), results, ctx.settings, failures)
     card["label"] = card["name_zh"] + " / " + card["name_en"]
-    result = make_result("summary.scorecard", None, tables={"scorecard": card})
+    conclusion = overall_conclusion(card, ctx.settings)
+    result = make_result("summary.scorecard", None, tables={"scorecard": card},
+                         values={"conclusion_zh": conclusion[0], "conclusion_en": conclusion[1]})
     result.key, result.settings = ctx.key("summary.scorecard"), ctx.settings.as_dict()
     ctx.store.write(result)
-    table = card.set_index("indicator").reindex(columns=list(SCORECARD_HEADERS))  # a failed row has NaNs
-    recent_zh, recent_en = ctx.settings.text(ctx.settings.target_window)
-    headers = {**SCORECARD_HEADERS, "pilot_recent": f"试点近{recent_zh}", "comparison_recent": f"非试点近{recent_zh}"}
-    readable = table.rename(columns=headers).set_index(["指标", "Indicator"])
-    return {"scorecard": card, "table": readable, "verdicts": card[["indicator", "verdict_zh", "verdict_en"]],
-            "recent": (recent_zh, recent_en)}
+    reader = ctx.reader
+    return {"scorecard": card, "table": reader_scorecard(card, reader, ctx.settings),
+            "note": scorecard_note(card, reader, ctx.settings),
+            "verdicts": card[["indicator", "verdict_zh", "verdict_en"]], "conclusion": conclusion}
 
 
-def forest_figure(res: dict):
+def forest_figure(res: dict, ctx: Context | None = None):
     """Relative effects with their intervals, one row per indicator."""
     return plots.forest(res["scorecard"]).figure
 
 
-def verdict_notes(res: dict):
-    """The verdicts as one HTML list (every string escaped)."""
-    from IPython.display import HTML
+def conclusion_note(res: dict, ctx: Context):
+    """总体结论: the one-paragraph overall conclusion, in the report's language."""
+    r = ctx.reader
+    paragraphs = [res["conclusion"][0]] if r.language == "zh" else [res["conclusion"][1]] if r.language == "en" \
+        else list(res["conclusion"])
+    body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+    title = r.say("总体结论", "Overall conclusion")
+    return PageBlock(escaped_block(f'<h2>{html.escape(title)}</h2><div class="conclusion">{body}</div>'),
+                     "\n".join([title, *paragraphs]))
 
-    items = "".join(f"<li>{html.escape(r.verdict_zh)}<br>{html.escape(r.verdict_en)}</li>"
-                    for r in res["verdicts"].itertuples())
-    return HTML(escaped_block(f"<h2>结论 / Verdicts</h2><ul>{items}</ul>"))
+
+def verdict_notes(res: dict, ctx: Context | None = None):
+    """The verdicts as one HTML list (every string escaped), in the report's language."""
+    language = ctx.reader.language if ctx is not None else "both"
+    items, plain = [], []
+    for r in res["verdicts"].itertuples():
+        texts = [r.verdict_zh] if language == "zh" else [r.verdict_en] if language == "en" \
+            else [r.verdict_zh, r.verdict_en]
+        items.append("<li>" + "<br>".join(html.escape(t) for t in texts) + "</li>")
+        plain.extend(texts)
+    title = {"zh": "各指标结论", "en": "Verdicts"}.get(language, "各指标结论 / Verdicts")
+    return PageBlock(escaped_block(f"<h2>{title}</h2><ul>{''.join(items)}</ul>"), "\n".join([title, *plain]))
 
 
 # ----------------------------------------------------------------------------- registry and prose
@@ -893,10 +965,12 @@ NOTES = {
         "target: the mean effect of the first {sd_post_en}, from {sd_pre_en} before the start). The breakdown value "
         "is the largest Mbar or M at which the confidence set still excludes zero."),
     "summary": (
-        "每个指标一行：效果（Callaway–Sant'Anna，试点 vs {comparison_zh}）、{alpha_pct}置信区间、p值、相对反事实的变化、"
-        "最近{target_window_zh}试点与非试点乡镇的目标达成情况。试点乡镇少于{few_pilots}个时以随机化推断的p值为准。",
-        "One row per indicator: the effect (Callaway and Sant'Anna, pilots vs {comparison_en} townships), "
-        "{alpha_pct} interval, p-value, change relative to the counterfactual, and target attainment of pilot and "
-        "non-pilot townships over the last {target_window_en}. With fewer than {few_pilots} pilot townships the "
-        "randomization-inference p-value decides."),
+        "每个指标一行：核心结果（同一方法的效果、{alpha_pct}置信区间和p值，方法见表注：试点乡镇少于{few_pilots}个时为双向固定效应"
+        "DiD加随机化推断，否则为 Callaway–Sant'Anna 以{comparison_zh}为对照）、相对反事实均值的变化、最近{target_window_zh}"
+        "试点与非试点乡镇的水平及目标达成情况、结论。",
+        "One row per indicator: the headline (one method's effect, {alpha_pct} interval and p-value, the method named "
+        "under the table: with fewer than {few_pilots} pilot townships two-way fixed effects DiD with randomization "
+        "inference, otherwise Callaway and Sant'Anna against {comparison_en} townships), the change relative to the "
+        "counterfactual mean, the levels of pilot and non-pilot townships over the last {target_window_en} against "
+        "the target, and the verdict."),
 }

@@ -3,10 +3,12 @@
 Nothing is estimated here: every number comes from the chapters' stored results
 (:mod:`evaluation.report.store`), and every threshold from the analysis plan.
 
-For each indicator: the ATT by Callaway and Sant'Anna (the plan's comparison group), its
-interval and p-value, the randomization-inference p-value of the TWFE coefficient
-(the recommended test with fewer than ``few_pilots`` pilot townships: it keeps its size
-where clustered errors do not, docs/power.md), the effect relative to the pilots'
+For each indicator: the headline, one method's estimate, interval and p-value together
+(:func:`headline_method`): with fewer than ``few_pilots`` pilot townships the TWFE DiD
+coefficient with randomization inference (its p-value, and the interval that inverts the
+same test: it keeps its size where clustered errors do not, docs/power.md), otherwise the
+Callaway-Sant'Anna ATT (the plan's comparison group) with its analytic clustered interval
+and p-value; Callaway-Sant'Anna beside a TWFE headline; the effect relative to the pilots'
 counterfactual mean, target attainment in pilot and non-pilot townships over the plan's
 ``target_window``, and a plain-language verdict in Chinese and English that states how
 many pilot townships the evidence rests on.
@@ -26,9 +28,12 @@ Roth 2023, smoothness bound M = 0, from the robustness chapter's stored result).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
+from evaluation.report.readable import DASH, UNIT_WORDS, Reader, p_value
 from evaluation.study.plan import Settings
 
 RECOMMENDED = "Callaway-Sant'Anna simple ATT, analytic clustered errors"
@@ -57,44 +62,77 @@ def evidence_weight(n_pilots: int, settings: Settings) -> tuple[str, str]:
     return (f"证据较充分：{n_pilots}个试点乡镇", f"adequate: {n_pilots} pilot townships")
 
 
+HEADLINE_LABELS = {
+    "callaway_santanna": ("Callaway–Sant'Anna ATT，聚类稳健解析推断", "Callaway–Sant'Anna ATT, analytic clustered errors"),
+    "twfe_randomization": ("双向固定效应 DiD，随机化推断", "two-way fixed effects DiD, randomization inference"),
+}
+
+
+def headline_method(n_pilots: int, settings: Settings, ri_estimated: bool) -> str:
+    """The one method of an indicator's headline: with fewer than ``few_pilots`` pilot
+    townships the TWFE DiD coefficient with its randomization-inference p-value and the
+    interval that inverts the same test (it keeps its size where clustered errors do not,
+    docs/power.md); otherwise, or when randomization inference could not be estimated,
+    the Callaway-Sant'Anna simple ATT with its analytic clustered interval and p-value."""
+    return "twfe_randomization" if n_pilots < settings.few_pilots and ri_estimated else "callaway_santanna"
+
+
 def indicator_row(indicator, results: dict, settings: Settings) -> dict:
-    """The scorecard row of one indicator from its stored results (see the module docstring)."""
+    """The scorecard row of one indicator from its stored results (see the module docstring).
+
+    The headline (``headline_*``) is one method's estimate, interval and p-value
+    (:func:`headline_method`); the verdict is derived from it alone. The other methods
+    (Callaway-Sant'Anna when the headline is TWFE with randomization inference, synthetic
+    DiD, the smoothness bound) are stated beside it."""
     alpha = settings.alpha
     cs, trends = results["did.callaway_santanna"], results["trends"]
     att = cs.effect("att", section="simple")
-    nan = pd.Series({"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan,
+    nan = pd.Series({"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "p_floor": np.nan,
                      "inference": "not estimated"})
     estimated = {name: not r.not_estimable for name, r in results.items()}
     ri = results["robustness.randomization"].effects.iloc[0] if estimated["robustness.randomization"] else nan
     sdid = _overall(results["robustness.synthetic_did"].effects) if estimated["robustness.synthetic_did"] else nan
     # M = 0: the first bound value
     trend = results["robustness.smoothness"].effects.iloc[1] if estimated["robustness.smoothness"] else nan
-    counterfactual_mean = cs.values["counterfactual_mean"]
     n_pilots, n_townships = int(att["n_treated"]), int(cs.values["n_townships"])
-    use_ri = n_pilots < settings.few_pilots and estimated["robustness.randomization"]
-    p_recommended = float(ri["p_value"]) if use_ri else float(att["p_value"])
-    test_rejects, interval_excludes = p_recommended <= alpha, bool(att["ci_low"] > 0 or att["ci_high"] < 0)
+    method = headline_method(n_pilots, settings, estimated["robustness.randomization"])
+    head = ri if method == "twfe_randomization" else att
+    p_floor = head.get("p_floor", np.nan)
+    treated_post_mean = cs.values["treated_post_mean"]
+    counterfactual_mean = treated_post_mean - float(head["estimate"])
+    test_rejects = float(head["p_value"]) <= alpha
+    interval_excludes = bool(head["ci_low"] > 0 or head["ci_high"] < 0)
     significant = test_rejects and interval_excludes
-    mixed = test_rejects != interval_excludes
-    better = att["estimate"] > 0 if indicator.direction == "increase" else att["estimate"] < 0
+    mixed = test_rejects != interval_excludes  # one method: only where the inverted interval and the test differ
+    better = head["estimate"] > 0 if indicator.direction == "increase" else head["estimate"] < 0
     improved, worsened = bool(significant and better), bool(significant and not better)
     sdid_sign = 0 if sdid["ci_low"] <= 0 <= sdid["ci_high"] else int(np.sign(sdid["estimate"]))
-    headline_sign = int(np.sign(att["estimate"])) if significant else 0
+    headline_sign = int(np.sign(head["estimate"])) if significant else 0
+    cs_sign = 0 if att["ci_low"] <= 0 <= att["ci_high"] else int(np.sign(att["estimate"]))
     t = trends.values
+    label_zh, label_en = HEADLINE_LABELS[method]
     row = {
         "indicator": indicator.id, "name_zh": indicator.name_zh, "name_en": indicator.name_en,
         "unit": indicator.unit, "unit_label": indicator.unit_for(settings.frequency),  # rates name their period
         "direction": indicator.direction,
+        "headline_method": method, "headline_label_zh": label_zh, "headline_label_en": label_en,
+        "headline_att": float(head["estimate"]), "headline_ci_low": float(head["ci_low"]),
+        "headline_ci_high": float(head["ci_high"]), "headline_p": float(head["p_value"]),
+        "headline_p_floor": float(p_floor) if p_floor is not None and pd.notna(p_floor) else np.nan,
+        "headline_inference": str(head["inference"]),
+        # Callaway-Sant'Anna, always shown (the headline with enough pilots, beside it otherwise)
         "att": float(att["estimate"]), "ci_low": float(att["ci_low"]), "ci_high": float(att["ci_high"]),
         "p_value": float(att["p_value"]), "std_error": float(att["std_error"]),
         "inference": f"{RECOMMENDED} ({att['inference']})",
-        "ri_p_value": float(ri["p_value"]), "ri_inference": ri["inference"], "p_recommended": p_recommended,
-        "recommended_test": recommended_test(n_pilots, settings) if use_ri or n_pilots >= settings.few_pilots
-        else "analytic (clustered; randomization inference not estimable)",
+        "cs_agrees": bool(cs_sign == headline_sign),
+        "ri_p_value": float(ri["p_value"]), "ri_inference": ri["inference"],
+        "recommended_test": "randomization inference" if method == "twfe_randomization" else (
+            "analytic (clustered)" if n_pilots >= settings.few_pilots
+            else "analytic (clustered; randomization inference not estimable)"),
         "counterfactual_mean": counterfactual_mean,
-        "relative_pct": 100 * att["estimate"] / counterfactual_mean,
-        "relative_low_pct": 100 * att["ci_low"] / counterfactual_mean,
-        "relative_high_pct": 100 * att["ci_high"] / counterfactual_mean,
+        "relative_pct": 100 * head["estimate"] / counterfactual_mean,
+        "relative_low_pct": 100 * head["ci_low"] / counterfactual_mean,
+        "relative_high_pct": 100 * head["ci_high"] / counterfactual_mean,
         "pretrend_p": (results["did.event_study"].values.get("pretrend_p") or np.nan) if estimated["did.event_study"]
         else np.nan,
         "target": t["target"] if t["target"] is not None else np.nan,
@@ -121,14 +159,28 @@ def _overall(effects: pd.DataFrame) -> pd.Series:
     return rows.iloc[0]
 
 
+def finding(row: dict) -> tuple[str, str]:
+    """The verdict's word: improved, worsened, mixed or no clear change (zh, en)."""
+    if not row.get("estimated", True):
+        return "未能估计", "not estimated"
+    if row["improved"]:
+        return "改善", "improved"
+    if row["worsened"]:
+        return "恶化", "worsened"
+    if row["mixed"]:
+        return "证据不一致", "mixed"
+    return "无可靠变化", "no clear change"
+
+
 def verdict(row: dict, settings: Settings) -> tuple[str, str]:
-    """Plain-language verdict in Chinese and English."""
-    alpha = settings.alpha
-    level = f"{100 * (1 - alpha):g}%"
+    """Plain-language verdict in Chinese and English, from the headline method alone."""
+    zh_reader, en_reader = Reader("zh"), Reader("en")
+    ind = _UnitOnly(row["unit"])
+    level = f"{100 * (1 - settings.alpha):g}%"
     post_zh, post_en = settings.text(settings.sd_post_periods)
     weight_zh, weight_en = evidence_weight(row["n_pilots"], settings)
-    change_zh = "提高" if row["att"] > 0 else "降低"
-    change_en = "raised" if row["att"] > 0 else "lowered"
+    change_zh = "提高" if row["headline_att"] > 0 else "降低"
+    change_en = "raised" if row["headline_att"] > 0 else "lowered"
     if row["improved"]:
         finding_zh, finding_en = "指标改善，且在统计学上可识别", "an improvement that the data can distinguish from no change"
     elif row["worsened"]:
@@ -138,53 +190,187 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
         finding_en = "mixed evidence: the test and the interval disagree, so a change is not established"
     else:
         finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
-    fmt = _fmt(row)
-    size = _fmt({**row, "att": abs(row["att"])})["att"]  # "lowered it by 1.7 pp", not "by -1.7 pp"
-    p = row["p_recommended"]
-    p_text = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + f", {row['recommended_test']}"
-    p_zh = ("< 0.001" if p < 0.001 else f"= {p:.3f}") + ("，随机化推断" if row["recommended_test"].startswith("random")
-                                                        else "，聚类稳健解析推断")
-    if "not estimable" in row["recommended_test"]:
-        p_zh += "（随机化推断未能估计）"
-    zh = (f"{row['name_zh']}：与{row['n_townships'] - row['n_pilots']}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的"
-          f"该指标{change_zh}了{size}（{level}置信区间 {fmt['lo']} 至 {fmt['hi']}，p {p_zh}），"
+
+    def eff(reader, value):
+        return reader.effect(value, ind)
+
+    def span(reader, lo, hi):
+        return f"{eff(reader, lo)} {'至' if reader.language == 'zh' else 'to'} {eff(reader, hi)}"
+
+    p = p_value(row["headline_p"], row["headline_p_floor"])
+    p = p if p.startswith(("<", "≤")) else f"= {p}"
+    n_comparison = row["n_townships"] - row["n_pilots"]
+    zh = (f"{row['name_zh']}：与{n_comparison}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的该指标{change_zh}了"
+          f"{eff(zh_reader, abs(row['headline_att']))}（{level}置信区间 "
+          f"{span(zh_reader, row['headline_ci_low'], row['headline_ci_high'])}，p {p}；{row['headline_label_zh']}），"
           f"{finding_zh}。{weight_zh}。")
-    en = (f"{row['name_en']}: compared with {row['n_townships'] - row['n_pilots']} non-pilot townships, the pilots "
-          f"{change_en} it by {size} ({level} CI {fmt['lo']} to {fmt['hi']}, p {p_text}): "
-          f"{finding_en}. Evidence: {weight_en}.")
-    sd = _fmt(row, ("sdid_att", "sdid_ci_low", "sdid_ci_high"))
+    en = (f"{row['name_en']}: compared with {n_comparison} non-pilot townships, the {row['n_pilots']} pilots "
+          f"{change_en} it by {eff(en_reader, abs(row['headline_att']))} ({level} CI "
+          f"{span(en_reader, row['headline_ci_low'], row['headline_ci_high'])}, p {p}; {row['headline_label_en']}): "
+          f"{finding_en}. "
+          f"Evidence: {weight_en}.")
+    if row["headline_method"] != "callaway_santanna":
+        cs_zh = f"{eff(zh_reader, row['att'])}，{level}置信区间 {span(zh_reader, row['ci_low'], row['ci_high'])}"
+        cs_en = f"{eff(en_reader, row['att'])}, {level} CI {span(en_reader, row['ci_low'], row['ci_high'])}"
+        if row["cs_agrees"]:
+            zh += f"Callaway–Sant'Anna 估计结论一致（{cs_zh}）。"
+            en += f" Callaway–Sant'Anna agrees ({cs_en})."
+        else:
+            zh += f"注意：Callaway–Sant'Anna 估计结论不同（{cs_zh}），效果随试点批次或时间变化时两者可能不一致。"
+            en += (f" Caution: Callaway–Sant'Anna differs ({cs_en}); the two can differ when effects vary across "
+                   "cohorts or over time.")
     if row["sdid_agrees"] is None:
         zh += "合成双重差分未能估计（见稳健性检验章节）。"
         en += " Synthetic DiD could not be estimated (see the robustness chapter)."
-    elif row["sdid_agrees"]:
-        zh += f"合成双重差分结论一致（{sd['att']}，{level}置信区间 {sd['lo']} 至 {sd['hi']}）。"
-        en += f" Synthetic DiD agrees ({sd['att']}, {level} CI {sd['lo']} to {sd['hi']})."
     else:
-        zh += (f"注意：合成双重差分结论不同（{sd['att']}，{level}置信区间 {sd['lo']} 至 {sd['hi']}），"
-               "结论对平行趋势假设敏感。")
-        en += (f" Caution: synthetic DiD differs ({sd['att']}, {level} CI {sd['lo']} to {sd['hi']}); the conclusion "
-               "depends on the parallel-trends assumption.")
-    tr = _fmt(row, ("att", "trend_ci_low", "trend_ci_high"))
-    if (row["improved"] or row["worsened"]) and row["survives_linear_trend"] is not None:
-        if row["survives_linear_trend"]:
-            zh += f"即使试点前的趋势差异按直线延续，试点后前{post_zh}平均效果的置信区间（{tr['lo']} 至 {tr['hi']}）仍不含0。"
-            en += (f" Even if the pre-period difference in trends continued in a straight line, the first {post_en}' "
-                   f"average effect stays clear of zero ({tr['lo']} to {tr['hi']}).")
+        sd_zh = f"{eff(zh_reader, row['sdid_att'])}，{level}置信区间 {span(zh_reader, row['sdid_ci_low'], row['sdid_ci_high'])}"
+        sd_en = f"{eff(en_reader, row['sdid_att'])}, {level} CI {span(en_reader, row['sdid_ci_low'], row['sdid_ci_high'])}"
+        if row["sdid_agrees"]:
+            zh += f"合成双重差分结论一致（{sd_zh}）。"
+            en += f" Synthetic DiD agrees ({sd_en})."
         else:
-            zh += f"但若试点前的趋势差异按直线延续，前{post_zh}平均效果的置信区间（{tr['lo']} 至 {tr['hi']}）包含0。"
+            zh += f"注意：合成双重差分结论不同（{sd_zh}），结论对平行趋势假设敏感。"
+            en += f" Caution: synthetic DiD differs ({sd_en}); the conclusion depends on the parallel-trends assumption."
+    if (row["improved"] or row["worsened"]) and row["survives_linear_trend"] is not None:
+        tr_zh, tr_en = (span(r, row["trend_ci_low"], row["trend_ci_high"]) for r in (zh_reader, en_reader))
+        if row["survives_linear_trend"]:
+            zh += f"即使试点前的趋势差异按直线延续，试点后前{post_zh}平均效果的置信区间（{tr_zh}）仍不含0。"
+            en += (f" Even if the pre-period difference in trends continued in a straight line, the first {post_en}' "
+                   f"average effect stays clear of zero ({tr_en}).")
+        else:
+            zh += f"但若试点前的趋势差异按直线延续，前{post_zh}平均效果的置信区间（{tr_zh}）包含0。"
             en += (f" But if the pre-period difference in trends continued in a straight line, the first {post_en}' "
-                   f"average effect could be zero ({tr['lo']} to {tr['hi']}).")
-    if row["pretrend_p"] < alpha:
-        zh += f"注意：试点前趋势检验拒绝平行趋势（p = {row['pretrend_p']:.3f}），估计可能有偏。"
-        en += f" Caution: the pre-trend test rejects parallel trends (p = {row['pretrend_p']:.3f}); the estimate may be biased."
+                   f"average effect could be zero ({tr_en}).")
+    if row["pretrend_p"] < settings.alpha:
+        zh += f"注意：试点前趋势检验拒绝平行趋势（p = {p_value(row['pretrend_p'])}），估计可能有偏。"
+        en += (f" Caution: the pre-trend test rejects parallel trends (p = {p_value(row['pretrend_p'])}); the "
+               "estimate may be biased.")
     return zh, en
 
 
-def _fmt(row: dict, columns: tuple[str, str, str] = ("att", "ci_low", "ci_high")) -> dict:
-    pairs = list(zip(("att", "lo", "hi"), columns, strict=True))
-    if row["unit"] == "share":
-        return {k: f"{100 * row[v]:.2f} pp" for k, v in pairs}
-    return {k: f"{row[v]:.3g}" for k, v in pairs}
+@dataclass(frozen=True)
+class _UnitOnly:
+    """What :class:`Reader` needs of an indicator to format its effects: the unit."""
+
+    unit: str
+    frequency: str | None = None
+
+
+def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> pd.DataFrame:
+    """The scorecard as readers see it (strings, headers in the report's language): each
+    indicator's headline effect, interval and p-value (one method), the effect relative to
+    the counterfactual mean, the recent levels against the target, and the verdict word.
+    The method of each headline is named in the table's note (:func:`scorecard_note`)."""
+    recent_zh, recent_en = settings.text(settings.target_window)
+    level = f"{100 * (1 - settings.alpha):g}%"
+    rows = []
+    for r in card.to_dict("records"):
+        ind = _UnitOnly(r["unit"])
+        name = reader.say(r["name_zh"], r["name_en"])
+        if r["unit"] not in ("share", "yuan"):  # other units are named beside the indicator
+            unit_zh, _, unit_en = str(r.get("unit_label") or r["unit"]).partition(" / ")
+            unit_zh = UNIT_WORDS.get(unit_zh, unit_zh)
+            if reader.language == "en":
+                name += f" ({unit_en or r.get('unit_label') or r['unit']})"
+            else:
+                zh_name = f"{r['name_zh']}（{unit_zh}）"
+                name = zh_name if reader.language == "zh" else f"{zh_name} / {r['name_en']}"
+        estimated = r.get("estimated", True) is not False and pd.notna(r.get("headline_att"))
+        has_target = pd.notna(r.get("target"))
+        word_zh, word_en = finding(r if estimated else {**r, "estimated": False})
+        rows.append({
+            reader.say("指标", "Indicator"): name,
+            reader.say("效果", "Effect"): reader.effect(r.get("headline_att"), ind) if estimated else DASH,
+            reader.say(f"{level}置信区间", f"{level} CI"): reader.interval(
+                r.get("headline_ci_low"), r.get("headline_ci_high"), lambda v, i=ind: reader.effect(v, i))
+            if estimated else DASH,
+            "p": reader.p(r.get("headline_p"), r.get("headline_p_floor")) if estimated else DASH,
+            reader.say("相对变化", "Relative change"): reader.percent(r.get("relative_pct")) if estimated else DASH,
+            reader.say("目标", "Target"): reader.level(r.get("target"), ind) if has_target else
+            reader.say("无目标", "No target"),
+            reader.say(f"试点近{recent_zh}", f"Pilots, last {recent_en}"): reader.level(r.get("pilot_recent"), ind),
+            reader.say(f"非试点近{recent_zh}", f"Non-pilots, last {recent_en}"):
+                reader.level(r.get("comparison_recent"), ind),
+            reader.say("试点达标", "Pilots meet target"): reader.attainment(r.get("pilot_meets_target"), has_target),
+            reader.say("试点数", "Pilots"): reader.count(r.get("n_pilots")),
+            reader.say("结论", "Verdict"): reader.say(word_zh, word_en),
+        })
+    return pd.DataFrame(rows, dtype=object)
+
+
+def scorecard_note(card: pd.DataFrame, reader: Reader, settings: Settings) -> str:
+    """The scorecard's note: the headline method(s), the p-value rule and the relative change."""
+    methods = [m for m in dict.fromkeys(card.get("headline_method", pd.Series(dtype=object)).dropna())]
+    used = "；".join(HEADLINE_LABELS[m][0] for m in methods), "; ".join(HEADLINE_LABELS[m][1] for m in methods)
+    zh = (f"效果：{used[0]}（试点乡镇少于{settings.few_pilots}个时采用随机化推断，区间由同一检验反演得到）。"
+          "百分比指标的效果以百分点（pp）表示；相对变化为效果占试点乡镇反事实均值的百分比。"
+          "p ≤ 1/(B+1) 表示B次重抽样所能给出的最小值。")
+    en = (f"Effect: {used[1]} (randomization inference with fewer than {settings.few_pilots} pilot townships, "
+          "its interval inverting the same test). Effects on shares are in percentage points (pp); the relative "
+          "change is the effect as a percentage of the pilots' counterfactual mean. p ≤ 1/(B+1) is the smallest "
+          "value B resampling draws can give.")
+    return reader.say(zh, en, sep="\n")
+
+
+def overall_conclusion(card: pd.DataFrame, settings: Settings) -> tuple[str, str]:
+    """总体结论: one paragraph (zh, en) over the scorecard: how many indicators improved,
+    worsened or did not change by their headline method, on how many pilot townships the
+    evidence rests and how much weight it bears, whether synthetic DiD agrees, and which
+    indicators could not be estimated."""
+    rows = card.to_dict("records")
+    done = [r for r in rows if r.get("estimated", True)]
+    failed = [r for r in rows if not r.get("estimated", True)]
+
+    def names(group, lang):
+        sep = "、" if lang == "zh" else ", "
+        return sep.join(r["name_zh"] if lang == "zh" else r["name_en"] for r in group)
+
+    improved = [r for r in done if r["improved"]]
+    worsened = [r for r in done if r["worsened"]]
+    unclear = [r for r in done if not (r["improved"] or r["worsened"])]
+    zh, en = [], []
+    if done:
+        pilots = sorted({int(r["n_pilots"]) for r in done})
+        comparison = sorted({int(r["n_townships"] - r["n_pilots"]) for r in done})
+        p_zh = "、".join(map(str, pilots))
+        c_zh = "、".join(map(str, comparison))
+        p_en = " or ".join(map(str, pilots))
+        c_en = " or ".join(map(str, comparison))
+        zh.append(f"本评估比较了{p_zh}个试点乡镇与{c_zh}个非试点乡镇的{len(rows)}项指标。")
+        en.append(f"This evaluation compares {p_en} pilot townships with {c_en} non-pilot townships on "
+                  f"{len(rows)} indicators.")
+        methods = sorted({r["headline_method"] for r in done})
+        zh.append("各指标的结论均来自同一方法的估计、置信区间和p值：" + "；".join(HEADLINE_LABELS[m][0] for m in methods) + "。")
+        en.append("Each indicator's conclusion rests on one method's estimate, interval and p-value: "
+                  + "; ".join(HEADLINE_LABELS[m][1] for m in methods) + ".")
+        if improved:
+            zh.append(f"{len(improved)}项指标改善且在统计学上可识别（{names(improved, 'zh')}）。")
+            en.append(f"{len(improved)} improved by a margin the data can distinguish from no change "
+                      f"({names(improved, 'en')}).")
+        if worsened:
+            zh.append(f"{len(worsened)}项指标恶化（{names(worsened, 'zh')}）。")
+            en.append(f"{len(worsened)} worsened ({names(worsened, 'en')}).")
+        if unclear:
+            zh.append(f"{len(unclear)}项指标未见统计学上可靠的变化（{names(unclear, 'zh')}）。")
+            en.append(f"{len(unclear)} showed no change the data can tell apart from none ({names(unclear, 'en')}).")
+        weight_zh, weight_en = evidence_weight(min(pilots), settings)
+        zh.append(f"{weight_zh}。")
+        en.append(f"Evidence: {weight_en}.")
+        checked = [r for r in improved + worsened if r["sdid_agrees"] is not None and not pd.isna(r["sdid_agrees"])]
+        if checked:
+            agree = [r for r in checked if bool(r["sdid_agrees"])]
+            zh.append(f"在有变化的{len(checked)}项指标中，合成双重差分（不依赖平行趋势假设）在{len(agree)}项上结论一致。")
+            en.append(f"Of the {len(checked)} indicators that changed, synthetic DiD (which does not rely on parallel "
+                      f"trends) agrees on {len(agree)}.")
+        rejected = [r for r in done if pd.notna(r["pretrend_p"]) and r["pretrend_p"] < settings.alpha]
+        if rejected:
+            zh.append(f"试点前趋势检验在{len(rejected)}项指标上拒绝平行趋势（{names(rejected, 'zh')}），这些结论需谨慎解读。")
+            en.append(f"The pre-trend test rejects parallel trends for {len(rejected)} ({names(rejected, 'en')}); "
+                      "read those conclusions with caution.")
+    if failed:
+        zh.append(f"{len(failed)}项指标未能估计（{names(failed, 'zh')}），原因见各自章节。")
+        en.append(f"{len(failed)} could not be estimated ({names(failed, 'en')}); their chapters say why.")
+    return "".join(zh), " ".join(en)
 
 
 def failed_row(indicator, reason: str) -> dict:
