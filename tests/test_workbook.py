@@ -17,6 +17,7 @@ from openpyxl import load_workbook
 from evaluation.errors import EvaluationInputError
 from evaluation.paths import DEMO_STUDY
 from evaluation.report.readable import Reader
+from evaluation.report.scorecard import finding
 from evaluation.report.store import ResultsStore
 from evaluation.report.workbook import (
     CSV_FOLDER,
@@ -58,7 +59,7 @@ def cells(sheet, header_row: int) -> list[dict]:
 def test_sheets_in_the_reports_language(book_zh):
     assert book_zh.sheetnames == [zh for zh, _ in SHEETS.values()]
     for sheet in book_zh.worksheets:
-        header_row = 2 if sheet.title == "评估总结" else 1
+        header_row = 3 if sheet.title == "评估总结" else 1  # banner and overall conclusion above
         headers = [c.value for c in sheet[header_row]]
         assert all(isinstance(h, str) and h for h in headers), sheet.title
         assert all(c.font.b for c in sheet[header_row])
@@ -76,13 +77,16 @@ def test_scorecard_sheet_equals_the_store(book_zh, report, study):
     card = ResultsStore(report / "results").read("summary.scorecard", None).tables["scorecard"]
     sheet = book_zh["评估总结"]
     assert sheet["A1"].value == SYNTHETIC_BANNER[0]  # the demo is synthetic
+    stored = ResultsStore(report / "results").read("summary.scorecard", None).values
+    assert sheet["A2"].value == stored["conclusion_zh"]  # 总体结论
     indicators = {i.id: i for i in study.selected_indicators()}
-    got = cells(sheet, 2)
+    got = cells(sheet, 3)
     assert len(got) == len(card)
     for row, (_, stored) in zip(got, card.iterrows(), strict=True):
         ind = indicators[stored["indicator"]]
         assert row["指标"].value == ind.name_zh
         assert row["结论"].value == stored["verdict_zh"]
+        assert row["结论要点"].value == finding(stored.to_dict())[0]
         assert row["主要方法"].value == stored["headline_label_zh"]
         factor = 100 if ind.unit == "share" else 1
         for column, header in (("headline_att", "效果估计"), ("headline_ci_low", "置信区间下限"),
@@ -157,7 +161,7 @@ def test_english_workbook_has_no_chinese_headers(report, study, tmp_path):
     book = load_workbook(write_workbook(report, study, "en", path=tmp_path / "en.xlsx"))
     assert book.sheetnames == [en for _, en in SHEETS.values()]
     for sheet in book.worksheets:
-        header_row = 2 if sheet.title == "Scorecard" else 1
+        header_row = 3 if sheet.title == "Scorecard" else 1
         assert not any(CJK.search(c.value) for c in sheet[header_row]), sheet.title
 
 
@@ -212,8 +216,8 @@ def test_csv_tables_equal_the_workbook(report, study, tmp_path):
     with open(folder / CSV_FOLDER / "scorecard.csv", encoding="utf-8-sig", newline="") as f:
         scorecard = list(csv.reader(f))
     sheet = book["评估总结"]
-    assert scorecard[0] == [c.value for c in sheet[2]]
-    for written, row in zip(scorecard[1:], sheet.iter_rows(min_row=3), strict=True):
+    assert scorecard[0] == [c.value for c in sheet[3]]
+    for written, row in zip(scorecard[1:], sheet.iter_rows(min_row=4), strict=True):
         for text, cell in zip(written, row, strict=True):
             if cell.value is None:
                 assert text == ""

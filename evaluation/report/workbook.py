@@ -49,6 +49,7 @@ from openpyxl.utils import get_column_letter
 
 from evaluation.errors import EvaluationInputError
 from evaluation.report.readable import COLUMNS, Reader
+from evaluation.report.scorecard import finding
 from evaluation.report.store import ResultsStore
 from evaluation.study.catalogue import load_catalogue
 
@@ -87,6 +88,8 @@ OWN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "level_unit": ("指标单位", "Indicator unit", "text"),
     "townships": ("乡镇数", "Townships", "count"),
     "headline_method": ("主要方法", "Headline method", "text"),
+    "headline_inference": ("推断方法", "Inference", "text"),
+    "finding": ("结论要点", "Finding", "text"),
     "headline_att": ("效果估计", "Effect", "effect"),
     "headline_ci_low": ("置信区间下限", "CI lower", "effect"),
     "headline_ci_high": ("置信区间上限", "CI upper", "effect"),
@@ -127,6 +130,7 @@ class Table:
     rows: list[list] = field(default_factory=list)
     formats: list[list[str | None]] = field(default_factory=list)
     long: set[int] = field(default_factory=set)  # columns of long text (wrapped)
+    preamble: list[str] = field(default_factory=list)  # paragraphs above the header (workbook only)
 
     def add(self, cells: list[tuple]) -> None:
         """Append a row of ``(value, number format)`` cells."""
@@ -301,9 +305,10 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
         raise EvaluationInputError(f"{store.folder('summary.scorecard', None)}: no table 'scorecard'")
     card = result.tables["scorecard"]
     recent_zh, recent_en = settings.text(settings.target_window)
-    columns = [("name", "text"), ("headline_method", "text"), ("effect_unit", "text"), ("headline_att", "effect"),
-               ("headline_ci_low", "effect"), ("headline_ci_high", "effect"), ("headline_p", "p"),
-               ("headline_p_floor", "p"), ("relative_pct", "percent"), ("n_pilots", "count"),
+    columns = [("name", "text"), ("finding", "text"), ("headline_method", "text"), ("effect_unit", "text"),
+               ("headline_att", "effect"), ("headline_ci_low", "effect"), ("headline_ci_high", "effect"),
+               ("headline_p", "p"), ("headline_p_floor", "p"), ("headline_inference", "text"),
+               ("relative_pct", "percent"), ("n_pilots", "count"),
                ("n_townships", "count"), ("level_unit", "text"), ("target", "level"), ("pilot_recent", "level"),
                ("comparison_recent", "level"), ("pilot_meets_target", "text"), ("comparison_meets_target", "text"),
                ("pretrend_p", "p"), ("verdict", "long")]
@@ -312,9 +317,10 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
            "comparison_recent": (f"非试点近{recent_zh}", f"Comparison, last {recent_en}", "level")}
     table = Table("scorecard", sheet_name(reader, "scorecard"), [_label(reader, c, own)[0] for c, _ in columns],
                   long={i for i, (_, k) in enumerate(columns) if k == "long"})
-    required = [c for c, _ in columns if c not in ("name", "effect_unit", "level_unit", "verdict",
+    required = [c for c, _ in columns if c not in ("name", "finding", "effect_unit", "level_unit", "verdict",
                                                     "headline_method")]
-    required += ["indicator", "headline_method", "headline_label_zh", "headline_label_en", "verdict_zh", "verdict_en"]
+    required += ["indicator", "headline_label_zh", "headline_label_en", "verdict_zh", "verdict_en", "estimated",
+                 "improved", "worsened", "mixed"]
     absent = [c for c in required if c not in card.columns]
     if absent:
         raise EvaluationInputError(f"{store.folder('summary.scorecard', None)}: the scorecard has no column(s) "
@@ -324,6 +330,7 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
         has_target = not _missing(row["target"])
         values = {
             "name": (reader.name(ind), None),
+            "finding": (reader.say(*finding(row.to_dict())), None),
             "headline_method": cells.text(reader.say(row["headline_label_zh"], row["headline_label_en"])
                                           if not _missing(row["headline_label_zh"]) else None),
             "effect_unit": (reader.unit(ind, change=True), None),
@@ -335,6 +342,11 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
             "verdict": (reader.say(row["verdict_zh"], row["verdict_en"], sep="\n"), None),
         }
         table.add([values[c] if c in values else cells.cell(row[c], kind, ind) for c, kind in columns])
+    conclusion = [result.values.get(f"conclusion_{lang}") for lang in ("zh", "en")]
+    if None in conclusion:
+        raise EvaluationInputError(f"{store.folder('summary.scorecard', None)}: no overall conclusion "
+                                   "(values conclusion_zh, conclusion_en); rebuild the report")
+    table.preamble = [reader.say(*conclusion, sep="\n")]
     return table
 
 
@@ -521,13 +533,19 @@ def write_workbook(folder: Path, study, language: str | None = None, path: Path 
     bold, wrap = Font(bold=True), Alignment(wrap_text=True, vertical="top")
     for n, table in enumerate(tables(folder, study, reader.language)):
         sheet = book.create_sheet(table.name)
+        span = max(len(table.headers), 1)
         top = 1
         if n == 0 and study.synthetic:
-            sheet.cell(row=1, column=1, value=reader.say(*SYNTHETIC_BANNER))
-            sheet.cell(row=1, column=1).font = Font(bold=True, color="922B21", size=12)
-            sheet.cell(row=1, column=1).fill = PatternFill("solid", fgColor="FDECEA")
-            sheet.merge_cells(start_row=1, start_column=1, end_row=1, end_column=max(len(table.headers), 1))
-            top = 2
+            banner = sheet.cell(row=top, column=1, value=reader.say(*SYNTHETIC_BANNER))
+            banner.font = Font(bold=True, color="922B21", size=12)
+            banner.fill = PatternFill("solid", fgColor="FDECEA")
+            sheet.merge_cells(start_row=top, start_column=1, end_row=top, end_column=span)
+            top += 1
+        for paragraph in table.preamble:
+            sheet.cell(row=top, column=1, value=paragraph).alignment = wrap
+            sheet.merge_cells(start_row=top, start_column=1, end_row=top, end_column=span)
+            sheet.row_dimensions[top].height = 15 * (2 + len(paragraph) // 120)  # merged cells do not grow
+            top += 1
         for j, header in enumerate(table.headers, start=1):
             cell = sheet.cell(row=top, column=j, value=header)
             cell.font = bold
