@@ -16,7 +16,7 @@ from openpyxl import load_workbook
 
 from evaluation.errors import EvaluationInputError
 from evaluation.paths import DEMO_STUDY
-from evaluation.report.readable import Reader
+from evaluation.report.readable import Reader, p_value
 from evaluation.report.scorecard import finding
 from evaluation.report.store import ResultsStore
 from evaluation.report.workbook import (
@@ -97,6 +97,12 @@ def test_scorecard_sheet_equals_the_store(book_zh, report, study):
             assert cell.number_format == {"share": "0.00", "yuan": "#,##0"}.get(ind.unit, "#,##0.000")
         assert row["效果单位"].value == Reader("zh").unit(ind, change=True)
         assert row["p 值"].value == pytest.approx(stored["headline_p"], rel=1e-12)
+        if pd.isna(stored["headline_p_floor"]):
+            assert row["p 值"].number_format == '[<0.001]"< 0.001";0.000'
+        else:  # reads "≤ 1/(B+1)" at the floor, as the pages do
+            floor = stored["headline_p_floor"]
+            assert row["p 值"].number_format == f'[<={floor!r}]"{p_value(floor, floor)}";[<0.001]"< 0.001";0.000'
+
         assert row["试点乡镇数"].value == int(stored["n_pilots"]) and row["试点乡镇数"].number_format == "#,##0"
         if pd.isna(stored["target"]):
             assert row["目标值"].value is None and row["试点达标"].value == "无目标"

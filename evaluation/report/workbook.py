@@ -48,7 +48,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from evaluation.errors import EvaluationInputError
-from evaluation.report.readable import COLUMNS, Reader
+from evaluation.report.readable import COLUMNS, Reader, p_value
 from evaluation.report.scorecard import finding
 from evaluation.report.store import ResultsStore
 from evaluation.study.catalogue import load_catalogue
@@ -223,6 +223,14 @@ class _Cells:
             number = 100 * number
         return number, EFFECT_FORMATS.get(indicator.unit, OTHER_FORMAT)
 
+    def p(self, value, floor=None) -> tuple:
+        """A p-value; with a resampling method's smallest possible p-value (``floor``) its
+        format reads "≤ floor" at the floor, as the pages do (the cell keeps the number)."""
+        number = _number(value)
+        if _missing(floor):
+            return number, FORMATS["p"]
+        return number, f'[<={float(floor)!r}]"{p_value(floor, floor)}";{FORMATS["p"]}'
+
     def effect_unit(self, indicator, scale="indicator") -> str | None:
         scale = scale if isinstance(scale, str) else "indicator"
         if scale in PERCENT_SCALES:
@@ -340,6 +348,7 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
             "comparison_meets_target": (reader.attainment(row["comparison_meets_target"], has_target)
                                         if has_target or not _missing(row["headline_att"]) else None, None),
             "verdict": (reader.say(row["verdict_zh"], row["verdict_en"], sep="\n"), None),
+            "headline_p": cells.p(row["headline_p"], row["headline_p_floor"]),
         }
         table.add([values[c] if c in values else cells.cell(row[c], kind, ind) for c, kind in columns])
     conclusion = [result.values.get(f"conclusion_{lang}") for lang in ("zh", "en")]
@@ -380,6 +389,8 @@ def _effects(cells: _Cells, results: list, order: dict) -> Table:
                     cell.append((None, None))
                 elif kind == "effect":
                     cell.append(cells.effect(row[column], ind, scale))
+                elif column == "p_value":
+                    cell.append(cells.p(row[column], row.get("p_floor")))
                 else:
                     cell.append(cells.cell(row[column], kind, ind))
             table.add(cell)
