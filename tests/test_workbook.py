@@ -17,7 +17,7 @@ from openpyxl import load_workbook
 from evaluation.errors import EvaluationInputError
 from evaluation.paths import DEMO_STUDY
 from evaluation.report.readable import Reader, p_value
-from evaluation.report.scorecard import finding
+from evaluation.report.scorecard import failed_row, finding
 from evaluation.report.store import ResultsStore
 from evaluation.report.workbook import (
     CSV_FOLDER,
@@ -238,3 +238,29 @@ def test_csv_tables_equal_the_workbook(report, study, tmp_path):
 def test_a_folder_without_manifest_is_an_error(study, tmp_path):
     with pytest.raises(EvaluationInputError, match="manifest.json"):
         write_workbook(tmp_path, study)
+
+
+def test_a_failed_indicator_and_a_result_made_with_other_settings(report, study, tmp_path):
+    folder = tmp_path / "report"
+    folder.mkdir()
+    shutil.copytree(report / "results", folder / "results")
+    shutil.copy(report / "manifest.json", folder / "manifest.json")
+    store = ResultsStore(folder / "results")
+    summary = store.read("summary.scorecard", None)
+    card = summary.tables["scorecard"]
+    ind = {i.id: i for i in study.selected_indicators()}[card["indicator"].iloc[0]]
+    failed = pd.DataFrame([failed_row(ind, "too few periods")]).reindex(columns=card.columns)
+    summary.tables["scorecard"] = pd.concat([failed, card.iloc[1:]], ignore_index=True)
+    store.write(summary)
+    twfe = store.read("did.twfe", "cost_per_admission")
+    twfe.settings = {**twfe.settings, "alpha": 0.1}
+    store.write(twfe)
+    book = load_workbook(write_workbook(folder, study, "en"))
+    first = cells(book["Scorecard"], 3)[0]
+    assert first["Indicator"].value == ind.name_en and first["Finding"].value == "not estimated"
+    assert first["Effect"].value is None and first["p-value"].value is None and first["Target"].value is None
+    assert first["Verdict"].value == f"{ind.name_en}: could not be estimated (too few periods)."
+    alpha = [r for r in cells(book["Analysis plan"], 1) if r["Setting"].value == "alpha"]
+    assert [r["Value"].value for r in alpha] == [0.05, 0.1]
+    assert alpha[1]["Applies to"].value == "cost_per_admission/did.twfe"
+    assert alpha[0]["Applies to"].value == f"the other {len(store.results()) - 1} results"

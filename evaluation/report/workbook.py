@@ -404,8 +404,9 @@ def _setting_value(cells: _Cells, value) -> tuple:
 
 
 def _settings(cells: _Cells, results: list) -> Table:
-    """One row per setting and value; "applies to" names the results made with it (all of
-    them when the plan is the same for every result)."""
+    """One row per setting and value; "applies to" says which results were made with it:
+    all of them when the plan is the same for every result; otherwise the results made
+    with a less common value are named, and the most common value applies to the others."""
     reader = cells.reader
     made = [r for r in results if r.settings]
     columns = ("setting", "value", "applies_to")
@@ -415,9 +416,11 @@ def _settings(cells: _Cells, results: list) -> Table:
         groups: dict[str, list] = {}
         for r in made:
             groups.setdefault(json.dumps(r.settings.get(key), sort_keys=True, ensure_ascii=False), []).append(r)
-        for text, group in sorted(groups.items(), key=lambda g: -len(g[1])):
+        for k, (text, group) in enumerate(sorted(groups.items(), key=lambda g: -len(g[1]))):
             if len(groups) == 1:
                 applies = reader.say(f"全部 {len(made)} 项结果", f"all {len(made)} results")
+            elif k == 0:  # the most common value: the results not listed below it
+                applies = reader.say(f"其余 {len(group)} 项结果", f"the other {len(group)} results")
             else:
                 applies = "; ".join(f"{r.indicator or 'study'}/{r.section}" for r in group)
             table.add([(key, None), _setting_value(cells, json.loads(text)), (applies, None)])
