@@ -21,8 +21,9 @@ above and below the header and at the bottom only; :data:`THREE_LINE_CSS` is the
 included unless ``style=False``; every string escaped), :meth:`RegressionTable.to_latex`
 (booktabs ``\\toprule``/``\\midrule``/``\\bottomrule``, LaTeX specials escaped; Chinese
 text needs XeLaTeX with ``ctex`` or ``xeCJK``), :attr:`RegressionTable.frame` (strings,
-for a Word three-line-table helper) and :attr:`RegressionTable.numbers` (the numbers, in
-the readers' units, one row per indicator and panel).
+headers as columns: what a Word three-line-table helper takes, with :attr:`caption` and
+:attr:`note`) and :attr:`RegressionTable.numbers` (the numbers, in the readers' units,
+one row per indicator and panel, for a spreadsheet).
 
 Why our own renderer: ``maketables`` (0.2.0) renders a DataFrame of strings
 (``MTable``) but does not escape LaTeX specials (``%``, ``_``, ``&`` reach the ``.tex``

@@ -4,9 +4,12 @@ to reuse, read from the report folder's results store and manifest (nothing re-e
 ``tables.xlsx`` (:func:`write_workbook`) and ``tables/*.csv`` (:func:`write_csv_tables`)
 hold the same tables:
 
-* the scorecard, one row per indicator (its headline method's estimate, interval and
-  p-value, pilots, targets and attainment, verdict);
-* every effect in the store, one row per effect (indicator, section and the tidy columns);
+* the scorecard, one row per indicator (its finding, the headline method's estimate,
+  interval, p-value and inference, pilots, targets and attainment, verdict), below the
+  synthetic-data banner (when the study is synthetic) and the stored overall conclusion
+  (总体结论), which only the workbook shows above the header;
+* every effect in the store, one row per effect (indicator, the store's section and the
+  effect's part, the tidy columns, and the unit each effect is written in);
 * the analysis plan that made the results (one row per setting and value, with the
   results it applies to: all of them, unless a result was made with other settings);
 * the data-quality tables (summary, pilots, missing, gaps, outliers, excluded,
@@ -17,11 +20,13 @@ hold the same tables:
 Sheet names and column headers are in the report's language (:class:`Reader`). Numbers
 stay numbers with cell formats: shares in percent (``0.0%``, the cell holds the fraction),
 counts and yuan with thousands separators, p-values and other estimates to three
-decimals. An effect on a share indicator is stored in percentage points (the fraction
-times 100, format ``0.00``) with its unit named in the row's "effect unit" column: a
-change of a share is a difference of percentages, which Excel's ``%`` format would
-mislabel as a relative change, and the pages and the Word report write the same number
-(``2.92 pp``). Missing values are empty cells; booleans are 是 / 否 (Yes / No).
+decimals; p-values read "< 0.001", and "≤ 1/(B+1)" at a resampling method's floor,
+through conditional number formats (as on the pages; the cell keeps the number). An
+effect on a share indicator is stored in percentage points (the fraction times 100,
+format ``0.00``) with its unit named in the row's "effect unit" column: a change of a
+share is a difference of percentages, which Excel's ``%`` format would mislabel as a
+relative change, and the pages and the Word report write the same number (``2.92 pp``).
+Missing values are empty cells; booleans are 是 / 否 (Yes / No).
 
 Text cells that a spreadsheet would read as a formula (starting with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return: OWASP "CSV injection") are defused: in a CSV
