@@ -30,6 +30,7 @@ from evaluation.report.workbook import (
 from evaluation.study.config import load_study
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
+INDICATORS = ("county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission")  # a share first
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,12 @@ def test_every_effect_of_the_store_with_numbers_as_numbers(book_zh, report, stud
     for row in got:
         for header in ("估计值", "标准误", "置信区间下限", "置信区间上限", "p 值", "观测数"):
             assert row[header].value is None or isinstance(row[header].value, int | float), header
+        if row["指标代码"].value is not None:  # every effect of an indicator's result names it and its unit
+            assert row["指标"].value and row["效果单位"].value, row["结果"].value
+        for header in ("事件时间", "试点后期数", "观测数", "乡镇数", "试点乡镇数"):
+            assert row[header].value is None or isinstance(row[header].value, int), header
     indicators = {i.id: i for i in study.selected_indicators()}
-    for indicator in ("county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission"):
+    for indicator in INDICATORS:
         stored = store.read("did.twfe", indicator).effect("att", section="twfe")
         [row] = [r for r in got if r["指标代码"].value == indicator and r["结果"].value == "did.twfe"
                  and r["部分"].value == "twfe"]
@@ -133,6 +138,13 @@ def test_every_effect_of_the_store_with_numbers_as_numbers(book_zh, report, stud
         assert row["p 值"].value == pytest.approx(stored["p_value"], rel=1e-12)
         assert row["观测数"].value == int(stored["n_obs"])
         assert row["效果单位"].value == Reader("zh").unit(indicators[indicator], change=True)
+    # robustness checks leave the effects' indicator column empty: the result's indicator counts
+    check = [r for r in got if r["结果"].value == "robustness.checks" and r["指标代码"].value == INDICATORS[0]]
+    stored = store.read("robustness.checks", INDICATORS[0]).effects
+    assert len(check) == len(stored)
+    for row, (_, effect) in zip(check, stored.iterrows(), strict=True):
+        if effect["scale"] == "indicator":
+            assert row["估计值"].value == pytest.approx(100 * effect["estimate"], rel=1e-12)
 
 
 def test_no_nan_none_or_booleans_as_text(book_zh):

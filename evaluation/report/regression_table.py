@@ -241,7 +241,7 @@ def regression_table(folder: Path, study, language: str | None = None, interval:
              (say("试点乡镇数", "Pilot townships"), counts("n_treated")),
              (say("乡镇固定效应", "Township fixed effects"), yes), (say("时期固定效应", "Period fixed effects"), yes),
              (say("聚类", "Clustering"), clusters),
-             (say("推断方法", "Inference"), [reader.text(i) for i in inference])]
+             (say("推断方法", "Inference"), [reader.method(i) for i in inference])]
     panels = [(say("A：双向固定效应双重差分（TWFE）", "A: Two-way fixed-effects DiD (TWFE)"), body)]
     if callaway_santanna:
         cs_rows: list = []
@@ -250,7 +250,7 @@ def regression_table(folder: Path, study, language: str | None = None, interval:
         comparison = [reader.text(read("did.callaway_santanna", ind).settings.get("comparison"))
                       if r is not None else DASH for ind, r in zip(chosen, cs_rows, strict=True)]
         cs.append((say("对照组", "Comparison group"), comparison))
-        cs.append((say("推断方法", "Inference"), [reader.text(r["inference"]) if r is not None else DASH
+        cs.append((say("推断方法", "Inference"), [reader.method(r["inference"]) if r is not None else DASH
                                                   for r in cs_rows]))
         panels.append((say("B：Callaway–Sant'Anna 交错双重差分", "B: Callaway–Sant'Anna staggered DiD"), cs))
     spanning = {say("聚类", "Clustering"), say("推断方法", "Inference"), say("对照组", "Comparison group")}

@@ -88,6 +88,7 @@ OWN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "section": ("部分", "Part", "code"),
     "unit": ("乡镇（单位）", "Unit (township)", "code"),
     "calendar_time": ("日历时期", "Calendar period", "code"),
+    "by": ("分组依据", "Subgroups by", "column"),
     "alpha": ("显著性水平", "Significance level", "alpha"),
     "effect_unit": ("效果单位", "Effect unit", "text"),
     "level_unit": ("指标单位", "Indicator unit", "text"),
@@ -114,6 +115,9 @@ OWN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "sha256": ("SHA-256", "SHA-256", "code"),
 }
 
+# Subgroup columns (an effect's ``by``) that are not columns of the panel.
+BY_WORDS = {"comparison": ("对照组", "Comparison group")}
+
 # Number formats by kind (a level's and an effect's depend on the row's indicator).
 # p-values below 0.001 read "< 0.001" (the cell keeps the number), as on the pages.
 FORMATS = {"count": "#,##0", "integer": "0", "number": "#,##0.000", "p": '[<0.001]"< 0.001";0.000', "alpha": "0.00",
@@ -121,7 +125,8 @@ FORMATS = {"count": "#,##0", "integer": "0", "number": "#,##0.000", "p": '[<0.00
 EFFECT_FORMATS = {"share": "0.00", "yuan": "#,##0"}
 LEVEL_FORMATS = {"share": "0.0%", "yuan": "#,##0"}
 OTHER_FORMAT = "#,##0.000"
-PERCENT_SCALES = ("percent_change", "relative", "percent")
+PERCENT_SCALES = ("percent_change", "percent")  # values already in percent
+FRACTION_SCALES = ("relative",)  # a fraction of the counterfactual, shown in percent
 
 
 @dataclass
@@ -222,6 +227,8 @@ class _Cells:
         """An effect in its reader's unit: a share's in percentage points."""
         number = _number(value)
         scale = scale if isinstance(scale, str) else "indicator"
+        if scale in FRACTION_SCALES:
+            return number, "0.0%"
         if scale in PERCENT_SCALES or scale in ("rate_ratio", "log") or indicator is None:
             return number, "0.00" if scale in PERCENT_SCALES else "0.000"
         if indicator.unit == "share" and number is not None:
@@ -238,7 +245,7 @@ class _Cells:
 
     def effect_unit(self, indicator, scale="indicator") -> str | None:
         scale = scale if isinstance(scale, str) else "indicator"
-        if scale in PERCENT_SCALES:
+        if scale in PERCENT_SCALES or scale in FRACTION_SCALES:
             return "%"
         if scale == "rate_ratio":
             return self.reader.say("率比", "rate ratio")
@@ -253,6 +260,16 @@ class _Cells:
         return None
 
     def cell(self, value, kind: str, indicator=None, scale="indicator") -> tuple:
+        if kind == "method":  # a method or inference the estimators describe in English
+            return (None, None) if _missing(value) else (self.reader.method(value), None)
+        if kind == "estimand":
+            return (None, None) if _missing(value) else (self.reader.estimand(value), None)
+        if kind == "column":  # the name of a column of the panel (a subgroup's): its header
+            if _missing(value):
+                return None, None
+            if value in BY_WORDS:
+                return self.reader.both(BY_WORDS[value]), None
+            return (self.reader.header(value), None) if value in COLUMNS else self.text(value)
         if kind == "indicator":  # an id: the indicator's name
             known = self.known(value)
             return (self.reader.name(known), None) if known is not None else self.text(value)
@@ -270,7 +287,7 @@ class _Cells:
             return self.effect(value, indicator, scale)
         if kind in FORMATS:
             number = _number(value)
-            if kind == "count" and number is not None and float(number).is_integer():
+            if kind in ("count", "integer") and number is not None and float(number).is_integer():
                 number = int(number)
             return number, FORMATS[kind]
         raise ValueError(f"unknown column kind {kind!r}")
@@ -354,6 +371,7 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
                                         if has_target or not _missing(row["headline_att"]) else None, None),
             "verdict": (reader.say(row["verdict_zh"], row["verdict_en"], sep="\n"), None),
             "headline_p": cells.p(row["headline_p"], row["headline_p_floor"]),
+            "headline_inference": cells.cell(row["headline_inference"], "method"),
         }
         table.add([values[c] if c in values else cells.cell(row[c], kind, ind) for c, kind in columns])
     conclusion = [result.values.get(f"conclusion_{lang}") for lang in ("zh", "en")]
@@ -364,10 +382,11 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
     return table
 
 
-EFFECT_COLUMNS = ("method", "estimand", "term", "event_time", "cohort", "horizon", "calendar_time", "unit",
-                  "effect_unit", "estimate", "std_error", "ci_low", "ci_high", "p_value", "p_floor", "scale",
+EFFECT_COLUMNS = ("method", "estimand", "term", "by", "group", "event_time", "cohort", "horizon", "calendar_time",
+                  "unit", "effect_unit", "estimate", "std_error", "ci_low", "ci_high", "p_value", "p_floor", "scale",
                   "inference", "alpha", "n_obs", "n_units", "n_treated")
-EFFECT_KINDS = {"event_time": "integer", "horizon": "integer", "p_floor": "p", "cohort": "code", "term": "code"}
+EFFECT_KINDS = {"event_time": "integer", "horizon": "integer", "p_floor": "p", "cohort": "code", "term": "code",
+                "method": "method", "inference": "method", "estimand": "estimand", "by": "column"}
 
 
 def _effects(cells: _Cells, results: list, order: dict) -> Table:
@@ -378,7 +397,8 @@ def _effects(cells: _Cells, results: list, order: dict) -> Table:
     table = Table("effects", sheet_name(reader, "effects"), [h for h, _ in labels])
     for result in sorted(results, key=lambda r: (order.get(r.indicator, len(order)), r.indicator or "", r.section)):
         for _, row in result.effects.iterrows():
-            ind = cells.indicator(row.get("indicator", result.indicator))
+            # an indicator's result: its indicator (some sections leave the effects' column empty)
+            ind = cells.indicator(result.indicator if result.indicator is not None else row.get("indicator"))
             scale = row.get("scale", "indicator")
             cell = []
             for column, kind in zip(columns, kinds, strict=True):
