@@ -137,11 +137,10 @@ def _reader_text(ctx) -> list[str]:
     texts = [chapters.header(ctx, "章", "chapter")]
     texts += [part.format(**values) for note in chapters.NOTES.values() for part in note]
     its = chapters.its(ctx)
-    texts += its["table"]["term"].tolist() + list(its["diagnostics"].index.astype(str))
-    texts += [str(v) for v in its["diagnostics"].to_numpy()]
+    texts += [str(v) for table in (its["table"], its["diagnostics"]) for v in [*table.columns, *table.to_numpy().ravel()]]
     figures = [its["figure"], chapters.trends(ctx)[0], *chapters.did_figures(chapters.did(ctx), ctx)]
     figures.append(chapters.sensitivity_figure(chapters.parallel_trends_sensitivity(ctx), ctx))
-    texts += chapters.parallel_trends_sensitivity(ctx)["table"]["theta"].tolist()
+    texts += [str(v) for v in chapters.parallel_trends_sensitivity(ctx)["table"].to_numpy().ravel()]
     for fig in figures:
         fig = getattr(fig, "figure", fig)
         for ax in fig.axes:
@@ -160,7 +159,7 @@ def test_no_label_says_month_on_quarterly_data(contexts):
     assert not offending, offending
     joined = "\n".join(texts)
     assert "每千常住人口每季度 / per 1,000 residents per quarter" in joined  # the rate names its period
-    assert "4个季度 / 4 quarters" in joined  # ITS horizons in quarters
+    assert "试点后4个季度" in joined and "4 quarters after the start" in joined  # ITS horizons in quarters
     assert "quarters since the pilot start" in joined
     assert "4 quarters" in ctx.note_values()["placebo_en"]
 
