@@ -363,7 +363,7 @@ def _column_widths(rows: list[list[str]]) -> list:
     :data:`SHORT` characters: a method, a verdict; twice that for the first column, which
     labels the rows) gets one line; the rest goes to the columns of long text, in
     proportion to their length."""
-    cm_per_unit, padding = 0.0145 * TABLE_POINTS, 0.4  # an average Latin character's width; cell margins
+    cm_per_unit, padding = 0.0145 * TABLE_POINTS, 0.45  # an average Latin character's width; cell margins
     needs, shorts, wants = [], [], []
     for j in range(len(rows[0])):
         lines = [line for row in rows for line in row[j].split("\n")]
@@ -725,10 +725,15 @@ class _Writer:
             rows.append({headers["check"]: label, headers["estimate"]: estimate, headers["interval"]: interval,
                          headers["p"]: p})
 
+        def absent(label_zh: str, label_en: str, why: tuple[str, str]):
+            """A row of dashes, the reason in a note below the table."""
+            add(self.cell(label_zh, label_en), DASH)
+            notes.append((f"{label_zh}：{why[0]}。", f"{label_en}: {why[1]}."))
+
         checks = self.src.optional("robustness.checks", ind.id)
         if self.absent(checks):
-            add(self.cell("对照组、新冠疫情期、安慰剂、逐个剔除", "Comparison, COVID-19, placebo, leave one out"),
-                self.cell(*self.absent(checks)))
+            absent("对照组、新冠疫情期、安慰剂、逐个剔除", "Comparison group, COVID-19, placebo, leave one out",
+                   self.absent(checks))
         else:
             effects = checks.effects
             single = effects[effects["estimand"] != "att_leave_one_out"]
@@ -746,17 +751,16 @@ class _Writer:
                               f"Leaving one out: the smallest to the largest estimate, the union of the intervals and "
                               f"the largest p-value; {clear} of {len(loo)} intervals exclude zero."))
         sdid = self.src.optional("robustness.synthetic_did", ind.id)
-        label = self.cell("合成双重差分", "Synthetic DiD")
         if self.absent(sdid):
-            add(label, self.cell(*self.absent(sdid)))
+            absent("合成双重差分", "Synthetic DiD", self.absent(sdid))
         else:
             overall = sdid.effects[(sdid.effects["estimand"] == "att") & sdid.effects["cohort"].isna()]
             if len(overall) != 1:
                 raise EvaluationInputError(f"{self.src._path('robustness.synthetic_did', ind.id)}: expected one "
                                            f"overall synthetic-DiD ATT, found {len(overall)}")
             e = overall.iloc[0]
-            add(label, self.effect_text(e["estimate"], ind), self.interval_text(e["ci_low"], e["ci_high"], ind),
-                self.r.p(e["p_value"], e["p_floor"]))
+            add(self.cell("合成双重差分", "Synthetic DiD"), self.effect_text(e["estimate"], ind),
+                self.interval_text(e["ci_low"], e["ci_high"], ind), self.r.p(e["p_value"], e["p_floor"]))
         notes.insert(0, ("注：均为 Callaway–Sant'Anna 总体平均处理效应（合成双重差分除外），单位同主要估计。",
                          "Note: each row is the Callaway–Sant'Anna overall ATT (except synthetic DiD), in the headline's "
                          "unit."))
@@ -909,18 +913,23 @@ class _Writer:
         if not paths or not hashes:
             raise EvaluationInputError(f"{src.folder / 'manifest.json'}: no data_files / data_files_sha256: rerun the "
                                        "batch with this version of the package")
-        files = pd.DataFrame([{self.say("用途", "Role"): self.say(*FILE_ROLES.get(role, (role, role))),
-                               self.say("文件", "File"): paths[role], "SHA-256": hashes[role]}
-                              for role in paths], dtype=object)
+        missing = sorted(set(paths) - set(hashes))
+        if missing:
+            raise EvaluationInputError(f"{src.folder / 'manifest.json'}: no SHA-256 of the data files {missing}")
+        files = pd.DataFrame([{self.cell("文件", "File"): f"{self.cell(*FILE_ROLES.get(role, (role, role)))}\n{paths[role]}",
+                               "SHA-256": hashes[role]} for role in paths], dtype=object)
         table = self.table(files, "数据文件及其 SHA-256 校验值", "Data files and their SHA-256",
                            [("注：SHA-256 可核对所用文件与存档文件是否一致。", "Note: the SHA-256 checks that the files used are "
                                                                 "the files archived.")])
-        for cell in table.columns[2].cells[1:]:
+        for cell in table.columns[1].cells[1:]:
             for run in cell.paragraphs[0].runs:
-                run.font.name, run.font.size = "Consolas", Pt(7.5)
+                run.font.name, run.font.size = "Consolas", Pt(7)
         self.heading("乡镇", "Townships", 2)
-        summary = r.table(src.quality_table("summary"), kinds={"value": "text"})
-        self.table(summary, "面板概况", "The panel")
+        summary = src.quality_table("summary")
+        counts = [r.count(v) if re.fullmatch(r"\d+", str(v)) else r.text(v) for v in summary["value"]]  # periods stay
+        frame = pd.DataFrame({r.header("item"): [r.text(v) for v in summary["item"]], r.header("value"): counts},
+                             dtype=object)
+        self.table(frame, "面板概况", "The panel")
         pilots = src.quality_table("pilots")
         by_cohort = pilots.pivot_table(index="model", columns="cohort", values="townships", aggfunc="sum",
                                        fill_value=0)
