@@ -10,8 +10,9 @@ Notebooks and the summary chapter consume only these.
 Which one of an estimand an effect is lives in structured fields, never in the text of
 ``term`` (a label for people): ``event_time`` (k of an event study, e of
 Callaway-Sant'Anna), ``cohort`` (the first treated period g on the time scale),
-``calendar_time`` (period t), ``horizon`` (h periods after an ITS start) and ``unit``
-(the township of a per-township effect).
+``calendar_time`` (period t), ``horizon`` (h periods after an ITS start), ``unit``
+(the township of a per-township effect) and ``by`` / ``group`` (a subgroup's column and
+value: ``model`` / ``托管``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from evaluation.errors import EffectNotFoundError, EstimationError, NotAResultEr
 
 TIDY_COLUMNS = ["indicator", "method", "estimand", "term", "event_time", "cohort", "horizon", "calendar_time",
                 "unit", "estimate", "std_error", "ci_low", "ci_high", "p_value", "scale", "inference", "alpha",
-                "n_obs", "n_units", "n_treated", "p_floor"]
+                "n_obs", "n_units", "n_treated", "p_floor", "by", "group"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Effect:
     unit: str | None = None             # the township of a per-township effect
     df: float | None = None             # degrees of freedom of a t-based Wald interval (None: normal)
     p_floor: float | None = None        # resampling p-values: the smallest the draws can give (1/(B+1))
+    by: str | None = None               # a subgroup effect: the column it splits by (model, cohort, comparison)
+    group: str | None = None            # ... and the group's value (托管, 2018-07, never_treated)
 
     @classmethod
     def from_normal(cls, estimand: str, estimate: float, std_error: float, *, alpha: float = 0.05,

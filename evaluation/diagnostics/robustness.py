@@ -117,7 +117,7 @@ def comparison_groups(data: pd.DataFrame, *, outcome: str = "value", unit: str =
     effects = [_relabel(_att(data, outcome=outcome, unit=unit, time=time, cohort=cohort, control_group=c,
                              covariates=covariates, method=method, base_period=base_period,
                              anticipation=anticipation, alpha=alpha, indicator=indicator),
-                        "att", c.replace("_", "-"))
+                        "att", c.replace("_", "-"), by="comparison", group=c)
                for c in ("never_treated", "not_yet_treated")]
     return Estimates(effects=effects, method="comparison group (Callaway-Sant'Anna)", kind="comparison_groups")
 

@@ -326,7 +326,7 @@ def effects_by_group(data: pd.DataFrame, *, outcome: str, unit: str, time: str, 
         for g, nm in zip(groups, names, strict=True):
             n_treated = d.loc[(treated != 0) & (labels == g).to_numpy(), unit].nunique()
             effects.append(_effect(fit, nm, "att", term=nm, method=method, n_units=d[unit].nunique(),
-                                   n_treated=n_treated, alpha=alpha, indicator=indicator,
+                                   n_treated=n_treated, alpha=alpha, indicator=indicator, by=column, group=g,
                                    extra={"by": column, "group": g}))
     # one regression per column: their effects' covariance is known within a regression only
     vcov = vcov_frame(fits[columns[0]].vcov, effects) if len(columns) == 1 else None

@@ -47,7 +47,7 @@ from evaluation.inference.few_clusters import (
 )
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
-from evaluation.report.readable import Reader
+from evaluation.report.readable import ESTIMANDS, WORDS, Reader, fixed, is_written, written
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
 from evaluation.study.catalogue import UNIT_FACTORS, Indicator
 from evaluation.study.config import Study, load_study
@@ -97,6 +97,21 @@ class Context:
     @property
     def fast(self) -> bool:
         return self.settings.fast
+
+    def township_name(self, township_id) -> str:
+        """A township's name (its code when the panel does not name it)."""
+        if self.panel is None:
+            return str(township_id)
+        names = self.panel.data.drop_duplicates("township_id").set_index("township_id")["township_name"]
+        key = str(township_id)
+        lookup = {str(k): v for k, v in names.items()}
+        return str(lookup.get(key, key))
+
+    def cohort_label(self, cohort) -> str:
+        """A cohort (its first treated period on the time scale) as its period (``2018-07``)."""
+        d = self.panel.data
+        labels = dict(zip(d["time"].astype(float), d["period"].map(str), strict=False))
+        return str(labels.get(float(cohort), cohort))
 
     @property
     def reader(self) -> Reader:
@@ -169,7 +184,7 @@ class Context:
                 display(item)
                 plt.close(item)
             elif isinstance(item, pd.DataFrame | pd.Series):
-                written = item if _is_written(item) else self.reader.table(item, self.indicator)
+                written = item if is_written(item) else self.reader.table(item, self.indicator)
                 display(PageBlock(table_html(written), written.to_string(index=False)))
             else:
                 display(item)
@@ -189,6 +204,10 @@ class Context:
         paragraphs = [zh] if r.language == "zh" else [en] if r.language == "en" else [zh, en]
         texts = [p.format(**values) for p in paragraphs]
         display(PageBlock(escaped_block(title + "".join(f"<p>{html.escape(t)}</p>" for t in texts)), "\n".join(texts)))
+
+    def caption(self, key: str) -> None:
+        """A table's caption (:data:`CAPTIONS`) in the report's language."""
+        self.show(self.reader.both(CAPTIONS[key]))
 
     def note_values(self) -> dict:
         s = self.settings
@@ -226,12 +245,6 @@ class PageBlock:
 
     def __repr__(self) -> str:
         return self.plain
-
-
-def _is_written(table) -> bool:
-    """A table already written for readers: a DataFrame of strings only."""
-    return isinstance(table, pd.DataFrame) and all(
-        table[c].map(lambda v: isinstance(v, str)).all() for c in table.columns)
 
 
 def table_html(table: pd.DataFrame) -> str:
@@ -384,6 +397,77 @@ def _sections(**parts) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+# ----------------------------------------------------------------------------- effects for readers
+
+ITS_ESTIMANDS = ("level_change", "slope_change", "effect_at_horizon", "relative_effect_at_horizon",
+                 "control_level_change", "control_slope_change", "difference_in_level_change",
+                 "difference_in_slope_change")
+SCALES = {"rate_ratio": ("率比", "rate ratio"), "percent_change": ("百分比变化", "percent change"),
+          "log": ("对数尺度系数", "coefficient on the log scale")}
+BY_ZH = {"model": "整合模式", "cohort": "试点批次", "county": "县区"}
+READER_COLUMNS = ("term", "estimate", "std_error", "interval", "p_value", "n_treated")
+
+
+def effect_label(ctx: Context, row: dict) -> str:
+    """What one effect is, in the report's language, from its structured fields (never
+    from ``term``): the township (by name) it leaves out or is, its subgroup, event time,
+    horizon after the start or cohort (by its first period), else its estimand."""
+    r, s = ctx.reader, ctx.settings
+    est = row["estimand"]
+    present = {k: row.get(k) for k in ("unit", "by", "group", "event_time", "horizon", "cohort")
+               if k in row and pd.notna(row.get(k))}
+    if est == "att_leave_one_out":
+        name = ctx.township_name(present.get("unit"))
+        return r.say(f"去掉{name}", f"without {name}")
+    if est == "placebo_att":
+        zh, en = s.text(s.placebo_shift)
+        return r.say(f"安慰剂：开始时间提前{zh}", f"placebo: start {en} early")
+    if est == "att_excluding_periods":
+        return r.say("剔除新冠疫情时期", "COVID-19 periods dropped")
+    if "by" in present:
+        by, group = present["by"], str(present.get("group", ""))
+        if by == "comparison":
+            zh, en = WORDS.get(group, (group, group))
+            return r.say(f"对照：{zh}乡镇", f"comparison: {en} townships")
+        return r.say(f"{BY_ZH.get(by, by)}：{group}", f"{by}: {group}")
+    if "unit" in present:
+        return ctx.township_name(present["unit"])
+    if est in ITS_ESTIMANDS:
+        est_zh, est_en = ESTIMANDS[est]
+        if "horizon" in present:
+            zh, en = s.text(int(present["horizon"]))
+            return r.say(f"{est_zh}（试点后{zh}）", f"{est_en} ({en} after the start)")
+        return r.say(est_zh, est_en)
+    if row.get("scale") in SCALES:
+        return r.both(SCALES[row["scale"]])
+    if "event_time" in present:
+        k = int(present["event_time"])
+        return r.say(f"事件时间 {k}", f"event time {k}")
+    if "cohort" in present:
+        label = ctx.cohort_label(present["cohort"])
+        return r.say(f"批次 {label}", f"cohort {label}")
+    return r.estimand(est)
+
+
+def reader_effects(ctx: Context, effects: pd.DataFrame, columns=READER_COLUMNS) -> pd.DataFrame:
+    """A tidy effects table written for readers: each effect labelled by
+    :func:`effect_label`, methods and inference named in the report's language, numbers in
+    the indicator's unit (:meth:`Reader.effects`)."""
+    rows = effects.reset_index(drop=True).copy()
+    rows["term"] = [effect_label(ctx, row) for row in rows.to_dict("records")]
+    for column in ("method", "inference"):
+        if column in rows:
+            rows[column] = [ctx.reader.method(v) for v in rows[column]]
+    return ctx.reader.effects(rows, ctx.indicator, columns)
+
+
+def _item_table(ctx: Context, items: list[tuple[tuple[str, str], str]]) -> pd.DataFrame:
+    """A two-column table of (label (zh, en), value already written) pairs."""
+    r = ctx.reader
+    return written(pd.DataFrame({r.say("项目", "Item"): [r.say(*label) for label, _ in items],
+                                 r.say("数值", "Value"): [value for _, value in items]}, dtype=object))
+
+
 # ----------------------------------------------------------------------------- data quality
 
 def build_data_quality(ctx: Context) -> Result:
@@ -419,26 +503,38 @@ def build_data_quality(ctx: Context) -> Result:
 
 
 def data_quality(ctx: Context) -> dict:
-    tables = ctx.result("data_quality").tables
+    """The data-quality chapter's tables, written for readers: data columns under the
+    study's own headers, indicators and townships by name."""
+    tables, r = ctx.result("data_quality").tables, ctx.reader
     out = dict(tables)
-    out["summary"] = tables["summary"].set_index("item")
-    out["missing"] = tables["missing"].set_index("column")
-    out["outliers"] = tables["outliers"].rename(columns={"outlying_cells": f"outlying_cells_|z|>{ctx.settings.outlier_z:g}"})
+    headers = {contract: header for header, contract in ctx.study.data.columns.items()}
+    names = {i.id: r.name(i) for i in ctx.study.selected_indicators()}
+    out["summary"] = r.table(tables["summary"])
+    out["pilots"] = tables["pilots"].rename(columns={"townships": "n_units"})
+    out["missing"] = tables["missing"].assign(column=[headers.get(c, c) for c in tables["missing"]["column"]])
+    out["gaps"] = (r.say("没有缺期的乡镇。", "No township misses a period.") if tables["gaps"].empty
+                   else r.table(tables["gaps"], kinds={"missing_periods": "text"},
+                                headers={"missing_periods": ("缺失的期", "Missing periods")}))
+    outliers = tables["outliers"].assign(indicator=[names.get(i, i) for i in tables["outliers"]["indicator"]])
+    out["outliers"] = r.table(outliers.drop(columns="name_zh"), headers={
+        "outlying_cells": (f"异常值数（|z| > {ctx.settings.outlier_z:g}）", f"Outlying cells (|z| > {ctx.settings.outlier_z:g})")})
     incomplete = tables["incomplete"]
-    methods = ", ".join(sorted(NEEDS_COMPLETE_PANEL))
+    methods_zh = "、".join(METHOD_ZH[m] for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL)
+    methods_en = ", ".join(m for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL)
     out["incomplete"] = (
-        "每个指标在每个乡镇每期都有数据：所有方法使用全部乡镇。 / Every indicator has a value for every township and "
-        "period: every method uses every township." if incomplete.empty else
-        (f"缺期或有空值的乡镇（按指标）：{methods} 不纳入这些乡镇，其余方法使用其观测到的数据，未做插补。 / Townships with "
-         f"missing periods or empty cells, by indicator: {methods} leave them out; every other method uses their "
-         "observed values; nothing is imputed.",
+        r.say("每个指标在每个乡镇每期都有数据：所有方法使用全部乡镇。",
+              "Every indicator has a value for every township and period: every method uses every township.")
+        if incomplete.empty else
+        (r.say(f"缺期或有空值的乡镇（按指标）：{methods_zh}不纳入这些乡镇，其余方法使用其观测到的数据，未做插补。",
+               f"Townships with missing periods or empty cells, by indicator: {methods_en} leave them out; every "
+               "other method uses their observed values; nothing is imputed."),
          incomplete[["indicator", "township_id", "township_name", "missing_periods", "missing_labels",
-                     "empty_cells", "empty_columns"]]))
+                     "empty_cells", "empty_columns"]].assign(indicator=lambda t: [names.get(i, i) for i in t["indicator"]])))
     loading = tables["loading"]
-    out["loading"] = ("读取时未转换单位、未删除行、无警告。 / Reading the files converted no unit, dropped no row and "
-                      "raised no warning." if loading.empty else
-                      ("读取文件时的单位换算、删除的行和警告 / Units converted, rows dropped and warnings when reading "
-                       "the files", loading))
+    out["loading"] = (r.say("读取时未转换单位、未删除行、无警告。", "Reading the files converted no unit, dropped no row and "
+                            "raised no warning.") if loading.empty else
+                      (r.say("读取文件时的单位换算、删除的行和警告", "Units converted, rows dropped and warnings when reading "
+                             "the files"), loading))
     return out
 
 
@@ -466,14 +562,18 @@ def build_trends(ctx: Context) -> Result:
 
 
 def trends(ctx: Context):
-    res = ctx.result("trends")
+    """The trends figure and the before/after table (the indicator's levels, pooled)."""
+    res, r = ctx.result("trends"), ctx.reader
     ind, s = ctx.indicator, res.tables["series"]
     index = pd.PeriodIndex(s["period"], freq=ctx.panel.periods.freq)
-    series = {"试点乡镇 / pilot townships": pd.Series(s["pilot"].to_numpy(), index=index),
-              "非试点乡镇 / non-pilot townships": pd.Series(s["comparison"].to_numpy(), index=index)}
+    series = {("试点乡镇", "pilot townships"): pd.Series(s["pilot"].to_numpy(), index=index),
+              ("非试点乡镇", "non-pilot townships"): pd.Series(s["comparison"].to_numpy(), index=index)}
     starts = sorted(ctx.panel.pilots["cohort"].unique())
-    ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None)
-    return ax.figure, res.tables["before_after"].set_index("group")
+    ax = plots.trends(series, ind, starts, ind.target.value if ind.target else None, reader=r)
+    table = res.tables["before_after"]
+    kinds = {c: "level" for c in table.columns if c != "group"}
+    headers = {c: WORDS[c] for c in kinds}
+    return ax.figure, r.table(table, ind, kinds=kinds, headers=headers)
 
 
 # ----------------------------------------------------------------------------- DiD
@@ -529,15 +629,16 @@ def build_twfe(ctx: Context) -> Result:
 
 
 def did(ctx: Context) -> dict:
-    """The DiD chapter's tables; a part the data could not support is its reason (text)."""
+    """The DiD chapter's tables, written for readers; a part the data could not support is
+    its reason (text)."""
     cs, es, tw = ctx.result("did.callaway_santanna"), ctx.result("did.event_study"), ctx.result("did.twfe")
-    out = {}
+    r, out = ctx.reader, {}
     if cs.not_estimable:
         reason = not_estimated(cs)
         out.update(cs_simple=reason, cs_cohort="", cs_dynamic_plot=None, uniform_critical_value=None)
     else:
-        out.update(cs_simple=effects_table(_section(cs, "simple")),
-                   cs_cohort=_cohort_labels(effects_table(_section(cs, "cohort"), [*TABLE_COLUMNS, "cohort"]), ctx),
+        out.update(cs_simple=reader_effects(ctx, _section(cs, "simple")),
+                   cs_cohort=reader_effects(ctx, _section(cs, "cohort")),
                    cs_dynamic_plot=cs.tables["dynamic_plot"],
                    uniform_critical_value=cs.values["uniform_critical_value"])
     if es.not_estimable:
@@ -545,41 +646,49 @@ def did(ctx: Context) -> dict:
     else:
         v = es.values
         out.update(event_study_plot=es.tables["plot"],
-                   pretrend=pd.Series({"leads tested": v["pretrend_df"], "F": v["pretrend_F"],
-                                       "p-value": v["pretrend_p"]}))
+                   pretrend=_item_table(ctx, [(("检验的前导期数", "leads tested"), r.count(v["pretrend_df"])),
+                                              (("F 统计量", "F statistic"), fixed(v["pretrend_F"])),
+                                              (("p 值", "p-value"), r.p(v["pretrend_p"]))]))
+    out.update(by_model_and_cohort=r.both(CAPTIONS["no_groups"]), poisson=r.both(CAPTIONS["not_count"]))
     if tw.not_estimable:
-        out.update(twfe=not_estimated(tw), bacon="", bacon_twfe=None)
+        out.update(twfe=not_estimated(tw), bacon="", bacon_twfe=None, by_model_and_cohort="", poisson="")
         return out
-    out.update(twfe=effects_table(_section(tw, "twfe")),
-               bacon=tw.tables["bacon"].set_index(tw.tables["bacon"].columns[0]),
+    bacon = tw.tables["bacon"].drop(columns="comparison")
+    bacon["label"] = [r.both(BACON_WORDS.get(c, (lab, lab))) for c, lab in
+                      zip(tw.tables["bacon"]["comparison"], tw.tables["bacon"]["label"], strict=True)]
+    out.update(twfe=reader_effects(ctx, _section(tw, "twfe")),
+               bacon=r.table(bacon, ctx.indicator, kinds={"label": "text", "weight": "fraction",
+                                                          "average_estimate": "effect", "weighted": "effect"},
+                             headers={"label": ("比较", "Comparison"), "weight": ("权重", "Weight"),
+                                      "average_estimate": ("平均估计", "Average estimate"),
+                                      "weighted": ("加权贡献", "Weighted contribution")}),
                bacon_twfe=tw.values["bacon_twfe"])
     if (tw.effects["section"] == "subgroups").any():
-        out["by_model_and_cohort"] = effects_table(_section(tw, "subgroups"))
+        out["by_model_and_cohort"] = reader_effects(ctx, _section(tw, "subgroups"))
     if (tw.effects["section"] == "poisson").any():
-        out["poisson"] = effects_table(_section(tw, "poisson"))
+        out["poisson"] = reader_effects(ctx, _section(tw, "poisson"), ("term", "estimate", "interval", "p_value"))
     return out
 
 
-def _cohort_labels(table: pd.DataFrame, ctx: Context) -> pd.DataFrame:
-    """Each cohort effect labelled by the cohort's first period (``g=2018-07``), from the
-    effects' structured ``cohort`` field (the first treated period on the time scale)."""
-    d = ctx.panel.data
-    label = dict(zip(d["time"].astype(float), d["period"].map(str), strict=False))
-    table = table.copy()
-    table["term"] = [f"g={label.get(float(c), c)}" if pd.notna(c) else t for c, t in zip(table["cohort"], table["term"],
-                                                                                          strict=True)]
-    return table.drop(columns="cohort")
+BACON_WORDS = {
+    "treated_vs_never": ("试点 vs 从未试点", "treated vs never treated"),
+    "earlier_vs_later": ("较早批次 vs 较晚批次（尚未试点）", "earlier cohort vs later cohort (not yet treated)"),
+    "later_vs_earlier": ("较晚批次 vs 较早批次（已试点作对照：有问题的比较）",
+                         "later cohort vs earlier cohort (already treated: the problematic comparison)"),
+}
 
 
 def did_figures(result: dict, ctx: Context) -> tuple:
     """The two event-study figures (an empty tuple entry for one that was not estimated)."""
-    figures = []
+    figures, level = [], 1 - ctx.settings.alpha
     if result["cs_dynamic_plot"] is not None:
         figures.append(plots.event_study(result["cs_dynamic_plot"], ctx.indicator,
-                                         title="Callaway-Sant'Anna 事件研究 / event study", band=True).figure)
+                                         title=("Callaway–Sant'Anna 事件研究", "Callaway–Sant'Anna event study"),
+                                         band=True, reader=ctx.reader, level=level).figure)
     if result["event_study_plot"] is not None:
         figures.append(plots.event_study(result["event_study_plot"], ctx.indicator,
-                                         title="TWFE 事件研究 / event study").figure)
+                                         title=("双向固定效应事件研究", "TWFE event study"),
+                                         reader=ctx.reader, level=level).figure)
     return tuple(figures)
 
 
@@ -616,22 +725,44 @@ def build_its(ctx: Context) -> Result:
 
 
 def its(ctx: Context) -> dict:
+    """The ITS chapter's figure and tables, written for readers."""
     res = ctx.result("its")
     if res.not_estimable:
         reason = not_estimated(res)
         return {"cohort": "", "figure": reason, "table": "", "diagnostics": "", "controlled": "", "per_township": ""}
-    per_township = effects_table(_section(res, "per_township"))
-    per_township.insert(0, "township_id", res.tables["per_township_ids"]["township_id"].astype(str).to_numpy())
     plot = res.tables["plot"].copy()
     plot.index = pd.PeriodIndex(plot.pop("period"), freq=ctx.panel.periods.freq)
-    figure = plots.interrupted_series(plot, ctx.indicator).figure
-    table = effects_table(_section(res, "fit"))
-    horizons = res.effects.loc[res.effects["section"] == "fit", "horizon"].reset_index(drop=True)
-    table["term"] = [" / ".join(ctx.settings.text(int(h))) if pd.notna(h) else t  # h=4 -> 4个季度 / 4 quarters
-                     for h, t in zip(horizons, table["term"], strict=True)]
-    return {"cohort": res.values["cohort"], "figure": figure, "table": table,
-            "diagnostics": pd.Series(res.values["diagnostics"]),
-            "controlled": effects_table(_section(res, "controlled")), "per_township": per_township}
+    figure = plots.interrupted_series(plot, ctx.indicator, reader=ctx.reader, level=1 - ctx.settings.alpha).figure
+    per_township = _section(res, "per_township")
+    diagnostics = res.values["diagnostics"]
+    items = [(ITS_DIAGNOSTICS[k], _diagnostic_text(ctx, k, v)) for k, v in diagnostics.items() if k in ITS_DIAGNOSTICS]
+    return {"cohort": res.values["cohort"], "figure": figure,
+            "table": reader_effects(ctx, _section(res, "fit"), (*READER_COLUMNS[:-1], "inference")),
+            "diagnostics": _item_table(ctx, items),
+            "controlled": reader_effects(ctx, _section(res, "controlled"), READER_COLUMNS[:-1]),
+            "per_township": reader_effects(ctx, per_township, READER_COLUMNS[:-1])}
+
+
+ITS_DIAGNOSTICS = {
+    "n_obs": ("拟合所用期数", "periods in the fit"), "pre_periods": ("试点前期数", "pre-periods"),
+    "durbin_watson": ("Durbin-Watson 统计量", "Durbin-Watson statistic"),
+    "ljung_box_p": ("Ljung-Box 检验 p 值（残差自相关）", "Ljung-Box p-value (residual autocorrelation)"),
+    "seasonality": ("季节项", "seasonal terms"), "spring_festival": ("春节项", "Spring Festival term"),
+    "missing_periods": ("缺失的期", "missing periods"), "covid_left_out": ("未纳入拟合的疫情期", "COVID-19 periods left out"),
+}
+
+
+def _diagnostic_text(ctx: Context, key: str, value) -> str:
+    r = ctx.reader
+    if key in ("n_obs", "pre_periods"):
+        return r.count(value)
+    if key == "ljung_box_p":
+        return r.p(value)
+    if isinstance(value, float):
+        return fixed(value)
+    if value in ("none", "", None):
+        return r.say("无", "none")
+    return r.text(value)
 
 
 # ----------------------------------------------------------------------------- robustness
@@ -747,8 +878,9 @@ def build_relative_magnitude(ctx: Context) -> Result:
 
 
 def robustness(ctx: Context) -> pd.DataFrame | str:
+    """The robustness checks (Callaway-Sant'Anna under each change), written for readers."""
     res = ctx.result("robustness.checks")
-    return not_estimated(res) or effects_table(res.effects)
+    return not_estimated(res) or reader_effects(ctx, res.effects)
 
 
 def inference_comparison(ctx: Context) -> pd.DataFrame | str:
@@ -758,60 +890,90 @@ def inference_comparison(ctx: Context) -> pd.DataFrame | str:
     if inference.not_estimable:
         return not_estimated(inference, ri)
     rows = pd.concat([inference.effects.iloc[:3], ri.effects, inference.effects.iloc[3:]], ignore_index=True)
-    table = effects_table(rows, ["inference", *TABLE_COLUMNS]).drop(columns=["method", "estimand", "term"])
+    table = reader_effects(ctx, rows, ("inference", "estimate", "std_error", "interval", "p_value"))
     return table if not ri.not_estimable else (table, not_estimated(ri))
 
 
 def synthetic_designs(ctx: Context) -> dict:
     """Synthetic DiD (overall and by cohort) and a synthetic control for each pilot
     township with its placebo-in-space rank, for designs where parallel trends is doubtful."""
-    sdid, sc = ctx.result("robustness.synthetic_did"), ctx.result("robustness.synthetic_control")
-    if sdid.not_estimable:
-        sdid_table = not_estimated(sdid)
-    else:
-        labels = ctx.frame.drop_duplicates("first_treat").set_index("first_treat")["cohort"]
-        sdid_table = effects_table(sdid.effects)
-        sdid_table["term"] = [f"cohort {labels[float(c)]}" if pd.notna(c) else "" for c in sdid.effects["cohort"]]
+    sdid, sc, r = ctx.result("robustness.synthetic_did"), ctx.result("robustness.synthetic_control"), ctx.reader
+    sdid_table = not_estimated(sdid) if sdid.not_estimable else reader_effects(ctx, sdid.effects)
     if sc.not_estimable:
-        return {"sdid": sdid_table, "per_pilot": not_estimated(sc), "gaps": None, "warnings": []}
-    per_pilot = sc.tables["per_pilot"].copy()
-    per_pilot["township_id"] = per_pilot["township_id"].astype(str)
-    return {"sdid": sdid_table, "per_pilot": per_pilot, "gaps": sc.tables["gaps"], "warnings": sc.values["warnings"]}
+        return {"sdid": sdid_table, "per_pilot": not_estimated(sc), "per_pilot_data": None, "gaps": None,
+                "warnings": []}
+    data = sc.tables["per_pilot"].copy()
+    data["township_id"] = data["township_id"].astype(str)
+    effect = ctx.indicator
+    floor = 1 / sc.effects["n_units"].iloc[0]  # placebo in space: 1/(donors + 1)
+    per_pilot = pd.DataFrame({
+        r.header("township_name"): [str(n) for n in data["township_name"]],
+        r.say("效果", "Effect"): [r.effect(v, effect) for v in data["att"]],
+        r.say(f"{100 * (1 - ctx.settings.alpha):g}% 置信区间", f"{100 * (1 - ctx.settings.alpha):g}% CI"):
+            [r.interval(lo, hi, lambda v: r.effect(v, effect)) for lo, hi in zip(data["ci_low"], data["ci_high"],
+                                                                                 strict=True)],
+        r.say("排名 p 值", "Rank p-value"): [r.p(p, floor) for p in data["rank_p"]],
+        r.say("试点前拟合误差（RMSPE）", "Pre-period RMSPE"): [r.effect(v, effect) for v in data["pre_rmspe"]],
+        r.say("试点后/试点前 RMSPE 比", "Post/pre RMSPE ratio"): [fixed(v) for v in data["rmspe_ratio"]],
+        r.say("试点前拟合差", "Poor pre-period fit"): [r.flag(v) for v in data["poor_pre_fit"]],
+    }, dtype=object)
+    written(per_pilot)
+    return {"sdid": sdid_table, "per_pilot": per_pilot, "per_pilot_data": data, "gaps": sc.tables["gaps"],
+            "warnings": sc.values["warnings"], "p_floor": floor}
 
 
 def synthetic_control_figure(res: dict, ctx: Context):
     """Each pilot's gap to its synthetic twin over the placebo gaps (see :func:`synthetic_designs`)."""
     if res["gaps"] is None:
         return ""
-    names = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["township_name"], strict=True))
-    p = dict(zip(res["per_pilot"]["township_id"], res["per_pilot"]["rank_p"], strict=True))
-    return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p)
+    data = res["per_pilot_data"]
+    names = dict(zip(data["township_id"], data["township_name"], strict=True))
+    p = dict(zip(data["township_id"], data["rank_p"], strict=True))
+    return plots.synthetic_control_gaps(res["gaps"], ctx.indicator, names=names, p_values=p,
+                                        p_floors={t: res["p_floor"] for t in p}, reader=ctx.reader)
 
 
 def parallel_trends_sensitivity(ctx: Context) -> dict:
-    """Relative magnitudes and smoothness bounds (Rambachan and Roth 2023), breakdown values."""
+    """Relative magnitudes and smoothness bounds (Rambachan and Roth 2023), breakdown values,
+    written for readers."""
     rm, sd = ctx.result("robustness.relative_magnitude"), ctx.result("robustness.smoothness")
-    v = ctx.note_values()
-    parts = [(rm, f"前{v['rm_post_zh']}平均效果 / mean effect, first {v['rm_post_en']}", "relative magnitudes: Mbar"),
-             (sd, f"前{v['sd_post_zh']}平均效果 / mean effect, first {v['sd_post_en']}", "smoothness: M")]
-    estimated = [(r, theta, name) for r, theta, name in parts if not r.not_estimable]
+    v, r = ctx.note_values(), ctx.reader
+    parts = [(rm, (f"前{v['rm_post_zh']}平均效果", f"mean effect, first {v['rm_post_en']}"),
+              ("相对幅度", "relative magnitudes"), "Mbar"),
+             (sd, (f"前{v['sd_post_zh']}平均效果", f"mean effect, first {v['sd_post_en']}"), ("平滑度", "smoothness"), "M")]
+    estimated = [part for part in parts if not part[0].not_estimable]
     missing = not_estimated(rm, sd)
     if not estimated:
         return {"table": missing, "breakdown": "", "results": (rm, sd)}
-    table = pd.concat([r.effects.assign(theta=theta) for r, theta, _ in estimated], ignore_index=True)
-    table = table[["theta", "term", "estimate", "ci_low", "ci_high", "method"]]
-    breakdown = pd.Series({name: r.values["breakdown"] for r, _, name in estimated}, name="breakdown")
+    rows = []
+    for res, theta, bound, symbol in estimated:
+        for effect, value in zip(res.effects.to_dict("records"), res.tables["plot"]["bound"], strict=True):
+            original = effect["term"] == "original"
+            rows.append({
+                r.say("目标", "Target"): r.both(theta),
+                r.say("假设", "Assumption"): r.say("原估计（平行趋势严格成立）", "original (exact parallel trends)")
+                if original else f"{r.both(bound)}: {symbol} = {fixed(value)}",
+                r.say("估计值", "Estimate"): r.effect(effect["estimate"], ctx.indicator),
+                r.say(f"{v['alpha_pct']} 置信集", f"{v['alpha_pct']} confidence set"):
+                    r.interval(effect["ci_low"], effect["ci_high"], lambda x: r.effect(x, ctx.indicator))})
+    table = written(pd.DataFrame(rows, dtype=object))
+    breakdown = _item_table(ctx, [((f"{bound[0]}临界值 {symbol}", f"{bound[1]} breakdown {symbol}"),
+                                   fixed(res.values["breakdown"]) if res.values["breakdown"] is not None
+                                   else r.say("无（原区间已含0）", "none (the original interval contains 0)"))
+                                  for res, _, bound, symbol in estimated])
     return {"table": table if missing is None else (table, missing), "breakdown": breakdown, "results": (rm, sd)}
 
 
 def sensitivity_figure(res: dict, ctx: Context):
     v = ctx.note_values()
-    titles = [f"相对幅度 relative magnitudes, {v['rm_post_en']}", f"平滑度 smoothness, {v['sd_post_en']}"]
-    shown = [((r.tables["plot"], r.values["breakdown"]), title)
-             for r, title in zip(res["results"], titles, strict=True) if not r.not_estimable]
+    titles = [(f"相对幅度，前{v['rm_post_zh']}", f"relative magnitudes, first {v['rm_post_en']}"),
+              (f"平滑度，前{v['sd_post_zh']}", f"smoothness, first {v['sd_post_en']}")]
+    shown = [((res_.tables["plot"], res_.values["breakdown"]), title)
+             for res_, title in zip(res["results"], titles, strict=True) if not res_.not_estimable]
     if not shown:
         return ""
-    return plots.sensitivity([pair for pair, _ in shown], ctx.indicator, [title for _, title in shown])
+    return plots.sensitivity([pair for pair, _ in shown], ctx.indicator, [title for _, title in shown],
+                             reader=ctx.reader)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -852,7 +1014,7 @@ def summary(ctx: Context) -> dict:
 
 def forest_figure(res: dict, ctx: Context | None = None):
     """Relative effects with their intervals, one row per indicator."""
-    return plots.forest(res["scorecard"]).figure
+    return plots.forest(res["scorecard"], reader=ctx.reader if ctx is not None else None).figure
 
 
 def conclusion_note(res: dict, ctx: Context):
@@ -895,6 +1057,17 @@ SECTIONS = {
     "robustness.synthetic_control": build_synthetic_control,
     "robustness.smoothness": build_smoothness,
     "robustness.relative_magnitude": build_relative_magnitude,
+}
+
+CAPTIONS = {
+    "by_group": ("按整合模式与试点批次的效果", "Effects by integration model and cohort"),
+    "no_groups": ("分析计划未设分组（analysis.subgroups）。", "The analysis plan sets no subgroups (analysis.subgroups)."),
+    "poisson": ("计数模型（泊松，人口或分母为暴露量）：率比与百分比变化",
+                "Count model (Poisson with exposure): rate ratio and percent change"),
+    "not_count": ("该指标不是计数或率指标，不做泊松模型。", "Not a count or rate indicator: no Poisson model."),
+    "controlled_its": ("对照中断时间序列（试点 vs 非试点）：水平与斜率变化之差",
+                       "Controlled ITS: differences in level and slope change (pilots vs non-pilots)"),
+    "its_by_township": ("逐个试点乡镇的中断时间序列（各自开始时间）", "One ITS per pilot township at its own start"),
 }
 
 NOTES = {

@@ -1,4 +1,18 @@
-"""Figures for the chapters: readable at a glance, labelled in Chinese and English.
+"""Figures for the chapters and the Word report, labelled in the report's language.
+
+Every public figure takes a keyword-only ``reader`` (:class:`evaluation.report.readable.Reader`;
+``None`` means ``Reader("both")``, Chinese then English) and writes each title, axis label,
+legend entry, annotation and tick label through it: ``zh`` figures carry no English words
+but method names and units, ``en`` figures no Chinese but names from the data. Numbers are
+the tables' numbers: shares on a level axis in percent, changes in a share in percentage
+points, p-values as ``< 0.001`` or ``≤ 1/(B+1)``, never scientific notation.
+
+Texts a caller passes (series names, titles) are either a ``(zh, en)`` pair, which the
+reader chooses from, or a string already in the report's language.
+
+Figures are drawn at the width of an A4 page's text (:data:`PAGE_WIDTH_IN`, 17 cm) with
+fonts of 9 points or more at that size, so a figure placed at the page width in the Word
+report or a printed page stays legible.
 
 Chinese labels use Noto Sans CJK SC, shipped inside the ``mplfonts`` package (a runtime
 dependency) and registered with matplotlib here, so no figure shows empty boxes whatever
@@ -11,6 +25,8 @@ drawn as a dollar sign, never parsed as mathtext.
 
 from __future__ import annotations
 
+import re
+import textwrap
 from functools import cache
 from pathlib import Path
 
@@ -19,11 +35,23 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
+from matplotlib.dates import AutoDateFormatter, AutoDateLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import Formatter, MaxNLocator, PercentFormatter
 
+from evaluation.diagnostics.sensitivity import BOUNDS
+from evaluation.report.readable import MAX_DECIMALS, Reader, decimals
 from evaluation.study.periods import parse_any_period
 
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
 PILOT_COLOUR, COMPARISON_COLOUR, COUNTERFACTUAL_COLOUR = "#c0392b", "#2c3e50", "#7f8c8d"
+IMPROVED_COLOUR, TARGET_COLOUR, PLACEBO_COLOUR = "#27ae60", "#16a085", "#bdc3c7"
+PAGE_WIDTH_IN = 17 / 2.54  # the text width of an A4 portrait page with 2 cm margins
+FONT_PT = 9                # the smallest font of a figure printed at PAGE_WIDTH_IN
+# Forest-plot labels wrap at these many characters per line (a CJK character is about two Latin ones wide).
+WRAP_ZH, WRAP_EN = 14, 28
+
+Text = str | tuple[str, str]  # a text already in the report's language, or (zh, en)
 
 
 @cache
@@ -37,18 +65,27 @@ def cjk_font_path() -> Path:
 
 
 def setup_style() -> str:
-    """Register the CJK font and set the house style; returns the font family name."""
+    """Register the CJK font and set the house style (page-width figures, 9-point
+    fonts and up); returns the font family name."""
     path = cjk_font_path()
     font_manager.fontManager.addfont(str(path))
     family = font_manager.FontProperties(fname=str(path)).get_name()
-    sns.set_theme(style="whitegrid", context="notebook")
+    sns.set_theme(style="whitegrid", context="paper")
     plt.rcParams.update({
         "font.family": "sans-serif",
         "font.sans-serif": [family, "DejaVu Sans"],
         "axes.unicode_minus": False,
         "figure.dpi": 110,
         "savefig.dpi": 110,
-        "figure.figsize": (9, 4.5),
+        "figure.figsize": (PAGE_WIDTH_IN, 3.6),
+        "font.size": FONT_PT,
+        "axes.titlesize": FONT_PT + 1,
+        "axes.labelsize": FONT_PT,
+        "xtick.labelsize": FONT_PT,
+        "ytick.labelsize": FONT_PT,
+        "legend.fontsize": FONT_PT,
+        "legend.title_fontsize": FONT_PT,
+        "figure.titlesize": FONT_PT + 1,
         "axes.titleweight": "normal",  # the CJK font ships one weight
     })
     return family
@@ -63,174 +100,416 @@ def literal(text) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _label(indicator) -> str:
-    return literal(f"{indicator.name_zh}\n{indicator.name_en}")
+# ----------------------------------------------------------------------------- words and numbers
+
+def _reader(reader: Reader | None) -> Reader:
+    return Reader("both") if reader is None else reader
 
 
-def _unit(indicator) -> str:
-    """The axis label of the indicator's unit: a rate names its period (``per 1,000
-    residents per quarter``) when the indicator carries the analysis frequency."""
-    return literal(getattr(indicator, "unit_label", indicator.unit))
+def _say(reader: Reader, text: Text, sep: str = " / ") -> str:
+    """A caller's text: a ``(zh, en)`` pair in the reader's language, or a string as given."""
+    if isinstance(text, tuple):
+        if len(text) != 2:
+            raise ValueError(f"a figure text is a string or a (zh, en) pair, got {text!r}")
+        return literal(reader.say(*text, sep=sep))
+    return literal(text)
+
+
+def _titled(reader: Reader, title: Text, indicator) -> str:
+    """``title: indicator name``, one line per language when both are shown."""
+    if isinstance(title, tuple):
+        zh, en = title
+        return literal(reader.say(f"{zh}：{indicator.name_zh}", f"{en}: {indicator.name_en}", sep="\n"))
+    return literal(f"{title}: {reader.name(indicator)}")
+
+
+def _name(reader: Reader, indicator) -> str:
+    return literal(reader.say(indicator.name_zh, indicator.name_en, sep="\n"))
+
+
+def _is_share(indicator) -> bool:
+    return indicator is not None and indicator.unit == "share"
+
+
+def _units(indicator, change: bool) -> tuple[str, str]:
+    """The indicator's unit (``change``: of its effects) in Chinese and in English."""
+    return Reader("zh").unit(indicator, change=change), Reader("en").unit(indicator, change=change)
+
+
+def _level_label(reader: Reader, indicator) -> str:
+    """The axis label of an indicator's values: its unit (``%`` for a share)."""
+    zh, en = _units(indicator, change=False)
+    return literal(reader.say(zh, en, sep="\n"))
+
+
+def _effect_label(reader: Reader, indicator, what: tuple[str, str] = ("效果", "effect")) -> str:
+    """The axis label of an effect in the indicator's unit (percentage points for a share),
+    one line per language when both are shown."""
+    if indicator is None:
+        return reader.say(*what, sep="\n")
+    zh, en = _units(indicator, change=True)
+    return literal(reader.say(f"{what[0]}（{zh}）", f"{what[1]} ({en})", sep="\n"))
+
+
+class PlainFormatter(Formatter):
+    """Tick labels in fixed notation, thousands separated, with as few decimals as the
+    ticks need (never ``1e-05`` or an offset); values multiplied by ``scale`` (100 turns
+    a change in a share into percentage points) and followed by ``suffix``; ``grouping``
+    False for years and period numbers (``2016``, not ``2,016``)."""
+
+    def __init__(self, scale: float = 1.0, suffix: str = "", grouping: bool = True):
+        self.scale, self.suffix, self.grouping, self.places = scale, suffix, grouping, 0
+
+    def set_locs(self, locs):
+        super().set_locs(locs)
+        values = [float(v) * self.scale for v in locs if np.isfinite(v)]
+        self.places = next((d for d in range(MAX_DECIMALS + 1)
+                            if all(abs(round(v, d) - v) <= 1e-9 * max(1.0, abs(v)) for v in values)), MAX_DECIMALS)
+
+    def __call__(self, x, pos=None) -> str:
+        text = decimals(float(x) * self.scale, self.places)
+        return (text if self.grouping else text.replace(",", "")) + self.suffix
+
+
+def _period_axis(axis) -> None:
+    """Ticks of whole periods (event times, period numbers, years): integers, no separators."""
+    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_formatter(PlainFormatter(grouping=False))
+
+
+def _date_axis(axis) -> None:
+    """Date ticks that do not collide at the page width (``2019-07``, ``2019``)."""
+    locator = AutoDateLocator(minticks=3, maxticks=7)
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(AutoDateFormatter(locator))
+
+
+def _finish(ax, created: bool) -> None:
+    """Fit a figure this module created to its labels (a caller's axes are the caller's)."""
+    if created:
+        ax.figure.tight_layout()
+
+
+def _level_axis(axis, indicator) -> None:
+    """Ticks of an indicator's values: percent for a share, plain numbers otherwise."""
+    axis.set_major_formatter(PercentFormatter(1.0) if _is_share(indicator) else PlainFormatter())
+
+
+def _effect_axis(axis, indicator) -> None:
+    """Ticks of an effect: percentage points for a share (values times 100), plain otherwise."""
+    axis.set_major_formatter(PlainFormatter(100.0 if _is_share(indicator) else 1.0))
 
 
 _PERIOD_WORDS = {"month": ("月", "months"), "quarter": ("季度", "quarters"), "year": ("年", "years")}
 
 
-def _periods_since_start(indicator) -> str:
-    zh, en = _PERIOD_WORDS.get(getattr(indicator, "frequency", None) or "", ("期", "periods"))
-    return f"相对试点开始的{zh}数 / {en} since the pilot start"
+def p_text(reader: Reader, p, floor=None) -> str:
+    """``p = 0.250``, ``p < 0.001`` or ``p ≤ 0.05`` (the smallest p ``floor`` of a resampling method)."""
+    written = reader.p(p, floor)
+    return f"p {written}" if written.startswith(("<", "≤")) else f"p = {written}"
 
 
-def trends(series_by_group: dict[str, pd.Series], indicator, starts: list[str], target: float | None = None,
-           ax=None):
-    """Pilot and comparison series over time, pilot starts and the policy target marked."""
-    ax = ax or plt.subplots()[1]
-    colours = [PILOT_COLOUR, COMPARISON_COLOUR, "#2980b9", "#27ae60"]
+def _periods_since_start(reader: Reader, indicator) -> str:
+    zh, en = _PERIOD_WORDS.get(indicator.frequency or "", ("期", "periods"))
+    return reader.say(f"相对试点开始的{zh}数", f"{en} since the pilot start")
+
+
+# ----------------------------------------------------------------------------- one indicator
+
+def trends(series_by_group: dict[Text, pd.Series], indicator, starts: list[str], target: float | None = None,
+           ax=None, *, reader: Reader | None = None):
+    """Pilot and comparison series over time, pilot starts and the policy target marked.
+    ``series_by_group`` maps each series' name (a ``(zh, en)`` pair or a string in the
+    report's language) to its values on a period index."""
+    reader = _reader(reader)
+    created, ax = ax is None, ax or plt.subplots()[1]
+    colours = [PILOT_COLOUR, COMPARISON_COLOUR, "#2980b9", "#8e44ad"]
+    if len(series_by_group) > len(colours):
+        raise ValueError(f"trends draws at most {len(colours)} series, got {len(series_by_group)}")
     for (name, series), colour in zip(series_by_group.items(), colours, strict=False):
         x = series.index.to_timestamp()
-        ax.plot(x, series.to_numpy(), label=literal(name), color=colour, lw=1.8)
+        ax.plot(x, series.to_numpy(), label=_say(reader, name), color=colour, lw=1.8)
     for s in starts:
         ax.axvline(parse_any_period(s).to_timestamp(), color=PILOT_COLOUR, ls=":", lw=1)  # 2019-07 or 2019Q3
     if starts:
-        ax.plot([], [], color=PILOT_COLOUR, ls=":", label="试点开始 / pilot start")
+        ax.plot([], [], color=PILOT_COLOUR, ls=":", label=reader.say("试点开始", "pilot start"))
     if target is not None:
-        ax.axhline(target, color="#16a085", ls="--", lw=1.2, label=f"政策目标 / target {target:g}")
-    ax.set_title(_label(indicator))
-    ax.set_ylabel(_unit(indicator))
-    ax.legend(loc="best", fontsize=9)
+        level = reader.level(target, indicator)
+        ax.axhline(target, color=TARGET_COLOUR, ls="--", lw=1.2,
+                   label=reader.say(f"政策目标 {level}", f"policy target {level}"))
+    ax.set_title(_name(reader, indicator))
+    ax.set_ylabel(_level_label(reader, indicator))
+    _level_axis(ax.yaxis, indicator)
+    _date_axis(ax.xaxis)
+    ax.legend(loc="best")
+    _finish(ax, created)
     return ax
 
 
-def event_study(plot_data: pd.DataFrame, indicator, title: str = "事件研究 / Event study", band: bool = False,
-                ax=None):
-    """Effects by event time with 95% intervals (and the uniform band when present)."""
-    ax = ax or plt.subplots()[1]
+def event_study(plot_data: pd.DataFrame, indicator, title: Text = ("事件研究", "Event study"), band: bool = False,
+                ax=None, *, reader: Reader | None = None, level: float = 0.95):
+    """Effects by event time with their ``level`` intervals (and the uniform band when
+    present and ``band``); effects of a share in percentage points."""
+    reader = _reader(reader)
+    created, ax = ax is None, ax or plt.subplots()[1]
     x = plot_data["event_time"] if "event_time" in plot_data else plot_data["term"].str.split("=").str[1].astype(float)
     if band and "band_low" in plot_data:
         ax.fill_between(x, plot_data["band_low"], plot_data["band_high"], color=PILOT_COLOUR, alpha=0.12,
-                        label="一致置信带 / uniform band")
+                        label=reader.say("一致置信带", "uniform band"))
+    percent = f"{100 * level:g}%"
     ax.errorbar(x, plot_data["estimate"], yerr=[plot_data["estimate"] - plot_data["ci_low"],
                                                 plot_data["ci_high"] - plot_data["estimate"]],
-                fmt="o", ms=3.5, color=PILOT_COLOUR, ecolor="#e6b0aa", elinewidth=1.2, label="95% CI")
+                fmt="o", ms=3.5, color=PILOT_COLOUR, ecolor="#e6b0aa", elinewidth=1.2,
+                label=reader.say(f"估计值与{percent}置信区间", f"estimate and {percent} CI"))
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
-    ax.set_xlabel(_periods_since_start(indicator))
-    ax.set_ylabel(_unit(indicator))
-    ax.set_title(literal(f"{title}: {indicator.name_zh}"))
-    ax.legend(loc="best", fontsize=9)
+    ax.set_xlabel(_periods_since_start(reader, indicator))
+    ax.set_ylabel(_effect_label(reader, indicator))
+    _period_axis(ax.xaxis)
+    _effect_axis(ax.yaxis, indicator)
+    ax.set_title(_titled(reader, title, indicator))
+    ax.legend(loc="best")
+    _finish(ax, created)
     return ax
 
 
-def interrupted_series(plot_data: pd.DataFrame, indicator, title: str = "中断时间序列 / ITS", ax=None):
-    """Observed series, fitted line, and the counterfactual with its band."""
-    ax = ax or plt.subplots()[1]
+def interrupted_series(plot_data: pd.DataFrame, indicator, title: Text = ("中断时间序列", "Interrupted time series"),
+                       ax=None, *, reader: Reader | None = None, level: float = 0.95):
+    """Observed series, fitted line, and the counterfactual with its ``level`` band."""
+    reader = _reader(reader)
+    created, ax = ax is None, ax or plt.subplots()[1]
     x = plot_data.index.to_timestamp()
     post = plot_data["segment"] != "pre"
+    percent = f"{100 * level:g}%"
     ax.fill_between(x[post], plot_data.loc[post, "counterfactual_low"], plot_data.loc[post, "counterfactual_high"],
-                    color=COUNTERFACTUAL_COLOUR, alpha=0.2, label="反事实95%区间 / counterfactual 95% band")
+                    color=COUNTERFACTUAL_COLOUR, alpha=0.2,
+                    label=reader.say(f"反事实{percent}区间", f"counterfactual {percent} band"))
     ax.plot(x[post], plot_data.loc[post, "counterfactual"], color=COUNTERFACTUAL_COLOUR, ls="--",
-            label="反事实 / counterfactual")
-    ax.plot(x, plot_data["observed"], "o", ms=2.5, color=COMPARISON_COLOUR, label="观测值 / observed")
-    ax.plot(x, plot_data["fitted"], color=PILOT_COLOUR, lw=1.6, label="拟合值 / fitted")
+            label=reader.say("反事实", "counterfactual"))
+    ax.plot(x, plot_data["observed"], "o", ms=2.5, color=COMPARISON_COLOUR, label=reader.say("观测值", "observed"))
+    ax.plot(x, plot_data["fitted"], color=PILOT_COLOUR, lw=1.6, label=reader.say("拟合值", "fitted"))
     excluded = plot_data["segment"] == "excluded"
     if excluded.any():
         ax.plot(x[excluded], plot_data.loc[excluded, "observed"], "x", color="#e67e22", ms=4,
-                label="未纳入拟合 / left out")
-    ax.set_title(literal(f"{title}: {indicator.name_zh}"))
-    ax.set_ylabel(_unit(indicator))
-    ax.legend(loc="best", fontsize=8)
+                label=reader.say("未纳入拟合", "left out of the fit"))
+    ax.set_title(_titled(reader, title, indicator))
+    ax.set_ylabel(_level_label(reader, indicator))
+    _level_axis(ax.yaxis, indicator)
+    _date_axis(ax.xaxis)
+    ax.legend(loc="best")
+    _finish(ax, created)
     return ax
 
 
-def forest(table: pd.DataFrame, label_column: str = "label", ax=None):
-    """Relative effects (percent of the counterfactual mean) with 95% intervals, one row per
-    indicator that could be estimated."""
-    table = table[table["relative_pct"].notna()] if "relative_pct" in table else table
-    ax = ax or plt.subplots(figsize=(9, 0.55 * len(table) + 1.2))[1]
-    y = np.arange(len(table))[::-1]
-    colours = np.where(table["improved"], "#27ae60", np.where(table["worsened"], PILOT_COLOUR, COMPARISON_COLOUR))
-    ax.errorbar(table["relative_pct"], y, xerr=[table["relative_pct"] - table["relative_low_pct"],
-                                                table["relative_high_pct"] - table["relative_pct"]],
+# ----------------------------------------------------------------------------- all indicators
+
+def wrap_zh(text: str, width: int = WRAP_ZH) -> list[str]:
+    """Chinese text in lines of at most ``width`` characters, a full-width parenthesis
+    (``（每千常住人口）``) kept whole on its line when it fits one."""
+    lines: list[str] = []
+    for chunk in re.split(r"(?=（)", str(text)):
+        if lines and len(lines[-1]) + len(chunk) <= width:
+            lines[-1] += chunk
+            continue
+        lines += textwrap.wrap(chunk, width, break_long_words=True) if chunk.strip() else []
+    return lines
+
+
+def _wrapped(reader: Reader, zh: str, en: str) -> str:
+    """An indicator's name wrapped for the forest plot's label column."""
+    lines_zh = wrap_zh(zh) or [""]
+    lines_en = textwrap.wrap(str(en), WRAP_EN) or [""]
+    return literal(reader.say("\n".join(lines_zh), "\n".join(lines_en), sep="\n"))
+
+
+def forest(table: pd.DataFrame, *, reader: Reader | None = None, estimate: str = "relative_pct",
+           low: str = "relative_low_pct", high: str = "relative_high_pct", names: tuple[str, str] = ("name_zh", "name_en"),
+           improved: str = "improved", worsened: str = "worsened",
+           title: Text = ("各指标的试点效果", "Pilot effect by indicator"),
+           xlabel: Text = ("相对于反事实均值的变化", "Change relative to the counterfactual mean"), ax=None):
+    """Effects in percent (by default relative to the pilots' counterfactual mean) with
+    their intervals, one row per indicator of ``table`` (the scorecard), in its order:
+    the indicator's name (wrapped) on the left, the estimate and interval written on the
+    right, the point coloured by ``improved`` / ``worsened``. A row without an estimate
+    reads "not estimated". The columns read are arguments, so any percent columns of the
+    scorecard can be drawn. Sized for an A4 page's text width with 9-point labels; the
+    height grows with the rows and the lines of their names."""
+    reader = _reader(reader)
+    needed = [*names, estimate, low, high, improved, worsened]
+    missing = [c for c in needed if c not in table]
+    if missing:
+        raise KeyError(f"forest plot: the table has no column(s) {missing}; it has {list(table.columns)}")
+    if table.empty:
+        raise ValueError("forest plot: the table has no rows")
+    table = table.reset_index(drop=True)
+    labels = [_wrapped(reader, zh, en) for zh, en in zip(table[names[0]], table[names[1]], strict=True)]
+    lines = max(label.count("\n") + 1 for label in labels)
+    row_in = max(0.34, 0.17 * lines + 0.12)  # 9 pt lines are 0.15 in apart
+    legend_in, top_in = 0.45, 0.55
+    height = top_in + legend_in + 0.55 + row_in * len(table)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, height))
+    else:
+        fig = ax.figure
+    y = np.arange(len(table))[::-1].astype(float)
+    value = pd.to_numeric(table[estimate], errors="raise").to_numpy(dtype=float)
+    lo = pd.to_numeric(table[low], errors="raise").to_numpy(dtype=float)
+    hi = pd.to_numeric(table[high], errors="raise").to_numpy(dtype=float)
+    shown = np.isfinite(value)
+    better = table[improved].fillna(False).astype(bool).to_numpy()
+    worse = table[worsened].fillna(False).astype(bool).to_numpy()
+    ax.errorbar(value[shown], y[shown], xerr=[value[shown] - lo[shown], hi[shown] - value[shown]],
                 fmt="none", ecolor="#95a5a6", elinewidth=1.5)
-    ax.scatter(table["relative_pct"], y, c=colours, zorder=3)
+    kinds = [(better & ~worse, IMPROVED_COLOUR, "o", ("改善", "improved")),
+             (worse, PILOT_COLOUR, "s", ("恶化", "worsened")),
+             (~better & ~worse, COMPARISON_COLOUR, "D", ("无明确变化", "no clear change"))]
+    handles = []
+    for mask, colour, marker, words in kinds:
+        ax.scatter(value[mask & shown], y[mask & shown], color=colour, marker=marker, s=30, zorder=3)
+        handles.append(Line2D([], [], color=colour, marker=marker, ls="none", label=reader.say(*words)))
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [literal(label) for label in table[label_column]])
-    ax.set_xlabel("相对于反事实均值的变化（%）/ change relative to the counterfactual mean (%)")
-    ax.set_title("各指标的试点效果 / Pilot effect by indicator")
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    ax.set_yticks(y, labels, fontsize=FONT_PT)
+    ax.grid(axis="y", visible=False)
+    ax.xaxis.set_major_formatter(PlainFormatter(suffix="%"))
+    ax.tick_params(axis="x", labelsize=FONT_PT)
+    ax.set_xlabel(_say(reader, xlabel), fontsize=FONT_PT)
+    ax.set_title(_say(reader, title), fontsize=FONT_PT + 1)
+    right = ax.twinx()  # the numbers as a column of right-hand tick labels
+    right.set_ylim(ax.get_ylim())
+    right.grid(False)
+    written = [f"{reader.percent(v)} {reader.interval(a, b, reader.percent)}" if ok
+               else reader.say("未能估计", "not estimated")
+               for v, a, b, ok in zip(value, lo, hi, shown, strict=True)]
+    right.set_yticks(y, written, fontsize=FONT_PT)
+    right.tick_params(axis="y", length=0)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=FONT_PT)
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     return ax
 
+
+# ----------------------------------------------------------------------------- robustness
 
 def synthetic_control_gaps(gaps: pd.DataFrame, indicator, names: dict | None = None, p_values: dict | None = None,
-                           columns: int = 5):
+                           columns: int = 4, *, reader: Reader | None = None, p_floors: dict | None = None):
     """One small panel per pilot township: its gap to its synthetic twin (red) over the
     donors' placebo gaps (grey), the start marked (Abadie et al. 2010, fig. 4). ``gaps``
-    has columns pilot, township, period, gap, placebo, start (one row per period)."""
+    has columns pilot, township, period, gap, placebo, start (one row per period);
+    ``names``, ``p_values`` and ``p_floors`` (the smallest p the placebos can give) map
+    a pilot's id to its name and placebo p-value."""
+    reader = _reader(reader)
     pilots = list(dict.fromkeys(gaps["pilot"].astype(str)))
     gaps = gaps.assign(pilot=gaps["pilot"].astype(str), township=gaps["township"].astype(str))
     n = len(pilots)
-    rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, min(columns, n), figsize=(2.6 * min(columns, n), 2.3 * rows + 0.6),
+    rows, across = int(np.ceil(n / columns)), min(columns, n)
+    fig, axes = plt.subplots(rows, across, figsize=(PAGE_WIDTH_IN, 1.75 * rows + 0.9),
                              sharex=True, sharey=True, squeeze=False)
     for ax, pilot in zip(axes.ravel(), pilots, strict=False):
         mine = gaps[gaps["pilot"] == pilot]
         for _, g in mine[mine["placebo"]].groupby("township"):
-            ax.plot(g["period"], g["gap"], color="#bdc3c7", lw=0.5)
+            ax.plot(g["period"], g["gap"], color=PLACEBO_COLOUR, lw=0.5)
         own = mine[~mine["placebo"]]
         ax.plot(own["period"], own["gap"], color=PILOT_COLOUR, lw=1.6)
         ax.axvline(own["start"].iloc[0], color="black", lw=0.8, ls="--")
         ax.axhline(0, color="black", lw=0.6)
-        label = (names or {}).get(pilot, pilot)
+        label = literal((names or {}).get(pilot, pilot))
         p = (p_values or {}).get(pilot)
-        ax.set_title(literal(label) + (f"\np = {p:.2f}" if p is not None else ""), fontsize=9)
+        if p is not None:
+            label += "\n" + p_text(reader, p, (p_floors or {}).get(pilot))
+        ax.set_title(label, fontsize=FONT_PT)
+        _effect_axis(ax.yaxis, indicator)
+        _period_axis(ax.xaxis)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    fig.suptitle("合成控制差距（红：试点；灰：安慰剂）/ Synthetic-control gap (red: pilot; grey: placebos)\n"
-                 + literal(f"{indicator.name_zh} / {indicator.name_en}"), fontsize=10)
-    fig.supxlabel("时期 / period index", fontsize=9)
+    heading = reader.say("合成控制差距（红：试点；灰：安慰剂）", "Synthetic-control gap (red: pilot; grey: placebos)",
+                         sep="\n")
+    fig.suptitle(heading + "\n" + literal(reader.name(indicator)), fontsize=FONT_PT + 1)
+    fig.supxlabel(reader.say("时期序号", "period index"), fontsize=FONT_PT)
+    fig.supylabel(_effect_label(reader, indicator, ("差距", "gap")), fontsize=FONT_PT)
     fig.tight_layout()
     return fig
 
 
-def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titles: list[str]):
+def _bound_value(reader: Reader, name: str, value: float, indicator) -> str:
+    """A bound's value: Mbar is a ratio; a smoothness bound M is in the indicator's unit of
+    change (percentage points for a share, three significant digits: M is small)."""
+    if name not in BOUNDS.values():
+        raise ValueError(f"sensitivity plot data: {name!r} names no bound of {sorted(BOUNDS.values())}")
+    if name == BOUNDS["relative_magnitude"] or not _is_share(indicator):
+        return reader.number(value)
+    return f"{reader.number(100 * float(value))} pp"
+
+
+def _bound_name(label: str) -> str:
+    """The bound's name of a sensitivity plot-data label (``Mbar=0.5`` -> ``Mbar``)."""
+    return str(label).split("=", 1)[0]
+
+
+def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titles: list[Text], *,
+                reader: Reader | None = None):
     """Honest confidence sets against the bound (Rambachan and Roth 2023, fig. 5): the
     conventional interval first, then one interval per bound value; 0 marked. Each panel
     is (plot data of :func:`evaluation.diagnostics.sensitivity.honest_sensitivity`, breakdown value)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    reader = _reader(reader)
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.4), squeeze=False)
     for ax, (table, bd), title in zip(axes.ravel(), panels, titles, strict=True):
         x = np.arange(len(table))
         colours = [COMPARISON_COLOUR] + [PILOT_COLOUR] * (len(table) - 1)
         for xi, (_, row), colour in zip(x, table.iterrows(), colours, strict=True):
             ax.plot([xi, xi], [row["ci_low"], row["ci_high"]], color=colour, lw=3, solid_capstyle="butt")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(x, ["原估计\noriginal"] + [literal(lab).replace("=", "\n") for lab in table["label"][1:]],
-                      fontsize=8)
-        ax.set_title(literal(title) + (f"\n临界值 breakdown = {bd:.3g}" if bd is not None else ""), fontsize=9)
-        ax.set_ylabel(_unit(indicator))
-    fig.suptitle("平行趋势敏感性 / Parallel-trends sensitivity: " + literal(f"{indicator.name_zh} / {indicator.name_en}"),
-                 fontsize=10)
+        rest = table.iloc[1:]
+        ticks = [reader.say("原估计", "original", sep="\n")] + [
+            f"{_bound_name(lab)}\n{_bound_value(reader, _bound_name(lab), b, indicator)}"
+            for lab, b in zip(rest["label"], rest["bound"], strict=True)]
+        ax.set_xticks(x, ticks, fontsize=FONT_PT)
+        ax.set_xlim(-0.6, len(table) - 0.4)
+        heading = _say(reader, title, sep="\n")
+        if bd is not None:
+            if rest.empty:
+                raise ValueError("sensitivity plot data with a breakdown value but no bound rows")
+            written = _bound_value(reader, _bound_name(rest["label"].iloc[0]), bd, indicator)
+            heading += "\n" + reader.say(f"临界值 = {written}", f"breakdown = {written}")
+        ax.set_title(heading, fontsize=FONT_PT)
+        ax.set_ylabel(_effect_label(reader, indicator))
+        _effect_axis(ax.yaxis, indicator)
+    fig.suptitle(_titled(reader, ("平行趋势敏感性", "Parallel-trends sensitivity"), indicator), fontsize=FONT_PT + 1)
     fig.tight_layout()
     return fig
 
 
-def synthetic_control(fit, indicator=None, title: str | None = None):
+def synthetic_control(fit, indicator=None, title: Text | None = None, *, reader: Reader | None = None):
     """One pilot township against its synthetic twin (left) and its gap over every
-    placebo's gap (right), from :func:`evaluation.synth.synthetic_control`."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    placebo's gap (right), from :func:`evaluation.synth.synthetic_control`; values in the
+    indicator's unit when ``indicator`` is given."""
+    reader = _reader(reader)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.2))
     data = fit.plot_data
     start = data.loc[data["post"], "period"].min()
-    left.plot(data["period"], data["pilot"], color=PILOT_COLOUR, lw=1.6, label="试点乡镇 pilot")
+    left.plot(data["period"], data["pilot"], color=PILOT_COLOUR, lw=1.6, label=reader.say("试点乡镇", "pilot township"))
     left.plot(data["period"], data["synthetic"], color=COMPARISON_COLOUR, lw=1.4, ls="--",
-              label="合成对照 synthetic")
+              label=reader.say("合成对照", "synthetic control"))
     for _, g in fit.diagnostics["placebo_gaps"].groupby("township"):
-        right.plot(g["period"], g["gap"], color="#bdc3c7", lw=0.5)
+        right.plot(g["period"], g["gap"], color=PLACEBO_COLOUR, lw=0.5)
     right.plot(data["period"], data["gap"], color=PILOT_COLOUR, lw=1.6)
     for ax in (left, right):
         ax.axvline(start, color="black", lw=0.8, ls="--")
+        _period_axis(ax.xaxis)
     right.axhline(0, color="black", lw=0.6)
-    left.legend(loc="best", fontsize=8)
-    name = f"{indicator.name_zh} / {indicator.name_en}" if indicator is not None else ""
-    left.set_title(literal(title or f"{fit.diagnostics['pilot']} {name}"), fontsize=9)
+    left.legend(loc="best")
+    if indicator is not None:
+        _level_axis(left.yaxis, indicator)
+        _effect_axis(right.yaxis, indicator)
+        left.set_ylabel(_level_label(reader, indicator))
+        right.set_ylabel(_effect_label(reader, indicator, ("差距", "gap")))
+    else:
+        left.yaxis.set_major_formatter(PlainFormatter())
+        right.yaxis.set_major_formatter(PlainFormatter())
+    pilot = literal(fit.diagnostics["pilot"])
+    left.set_title(_say(reader, title) if title is not None else
+                   pilot + ("\n" + literal(reader.name(indicator)) if indicator is not None else ""), fontsize=FONT_PT)
     e = fit.effects[0]
-    right.set_title(f"差距与安慰剂 gap and placebos: ATT {e.estimate:.3g}, p = {e.p_value:.3f}", fontsize=9)
+    numbers = f"ATT {reader.effect(e.estimate, indicator)}, {p_text(reader, e.p_value, e.p_floor)}"
+    right.set_title(reader.say("差距与安慰剂", "gap and placebos", sep="\n") + "\n" + numbers, fontsize=FONT_PT)
     fig.tight_layout()
     return fig

@@ -190,8 +190,10 @@ class Reader:
             return DASH
         if scale == "rate_ratio":
             return decimals(value, 3)
-        if scale in ("percent_change", "relative", "percent"):
+        if scale in ("percent_change", "percent"):
             return self.percent(value, 1)
+        if scale == "relative":  # a fraction of the counterfactual
+            return self.fraction(value, 1)
         if indicator is None or scale != "indicator":
             return fixed(value, 3)
         if indicator.unit == "share":
@@ -207,6 +209,23 @@ class Reader:
             return DASH
         fmt = fmt or fixed
         return f"[{fmt(low)}, {fmt(high)}]"
+
+    def method(self, text) -> str:
+        """A method or inference description the estimators write in English: its short
+        Chinese name (:data:`METHODS`) for a Chinese reader, the full text for an English one."""
+        if _missing(text):
+            return DASH
+        text = str(text)
+        zh = next((z for prefix, z in METHODS if text.startswith(prefix)), None)
+        if zh is None:
+            return text
+        return self.say(zh, text)
+
+    def estimand(self, name) -> str:
+        """What an effect estimates, in the report's language (:data:`ESTIMANDS`)."""
+        if _missing(name):
+            return DASH
+        return self.both(ESTIMANDS[name]) if name in ESTIMANDS else str(name)
 
     def period(self, value) -> str:
         return DASH if _missing(value) else str(value)
@@ -272,7 +291,7 @@ class Reader:
             else:
                 cells = [self.cell(v, kind, indicator) for v in values]
             out[label] = cells
-        return pd.DataFrame(out, dtype=object)
+        return written(pd.DataFrame(out, dtype=object))
 
     def effects(self, effects: pd.DataFrame, indicator=None,
                 columns=("term", "estimate", "std_error", "interval", "p_value", "n_treated", "inference"),
@@ -296,7 +315,17 @@ class Reader:
             single = self.table(rows[[column] + [c for c in ("scale", "p_floor") if c in rows and c != column]],
                                 indicator)
             out[self.header(column)] = single[self.header(column)].tolist()
-        return pd.DataFrame(out, dtype=object)
+        return written(pd.DataFrame(out, dtype=object))
+
+
+def written(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mark a table of strings as written for readers (a page shows it as it is)."""
+    frame.attrs["written_for_readers"] = True
+    return frame
+
+
+def is_written(table) -> bool:
+    return isinstance(table, pd.DataFrame) and bool(table.attrs.get("written_for_readers"))
 
 
 def _has_named_index(frame: pd.DataFrame) -> bool:
@@ -319,6 +348,37 @@ WORDS: dict[str, tuple[str, str]] = {
     "first_period": ("首期", "first period"), "last_period": ("末期", "last period"), "periods": ("期数", "periods"),
     "rows": ("行数", "rows"),
 }
+
+# What each estimand is, for readers.
+ESTIMANDS: dict[str, tuple[str, str]] = {
+    "att": ("平均处理效应 ATT", "ATT"), "att_cohort": ("分批次 ATT", "ATT by cohort"),
+    "att_event_time": ("分事件时间 ATT", "ATT by event time"), "att_township": ("乡镇 ATT", "township ATT"),
+    "level_change": ("水平变化", "level change"), "slope_change": ("斜率变化", "slope change"),
+    "effect_at_horizon": ("试点后效果", "effect after the start"),
+    "relative_effect_at_horizon": ("试点后相对效果", "relative effect after the start"),
+    "control_level_change": ("对照序列水平变化", "comparison series' level change"),
+    "control_slope_change": ("对照序列斜率变化", "comparison series' slope change"),
+    "difference_in_level_change": ("水平变化之差", "difference in level change"),
+    "difference_in_slope_change": ("斜率变化之差", "difference in slope change"),
+    "placebo_att": ("安慰剂 ATT", "placebo ATT"), "att_excluding_periods": ("剔除时期后的 ATT", "ATT without the periods"),
+    "att_leave_one_out": ("去掉一个试点后的 ATT", "ATT leaving one pilot out"),
+}
+
+# Methods and inference as the estimators name them (by the start of their description):
+# the short Chinese name a Chinese reader sees.
+METHODS: tuple[tuple[str, str], ...] = (
+    ("randomization inference", "随机化推断"), ("wild cluster bootstrap", "野聚类自助法"),
+    ("placebo in space", "空间安慰剂（非试点乡镇轮流作假试点）"), ("CR2", "CR2 聚类稳健标准误（小样本校正）"),
+    ("cluster-robust CR1", "CR1 聚类稳健标准误"), ("analytic influence-function", "影响函数解析标准误（按乡镇聚类）"),
+    ("jackknife", "刀切法标准误"), ("panel Newey-West", "Newey-West 稳健标准误"), ("ARIMA", "ARIMA 误差"),
+    ("conventional (parallel trends exact)", "常规区间（平行趋势严格成立）"), ("conventional", "常规标准误"),
+    ("Callaway-Sant'Anna", "Callaway–Sant'Anna"), ("two-way fixed effects, ATT by", "双向固定效应（分组 ATT）"),
+    ("two-way fixed effects", "双向固定效应"), ("event study", "事件研究"), ("synthetic control", "合成控制"),
+    ("synthetic difference-in-differences", "合成双重差分"), ("honest DiD, smoothness", "平滑度界（Rambachan–Roth）"),
+    ("honest DiD, relative magnitudes", "相对幅度界（Rambachan–Roth）"),
+    ("ITS segmented regression", "中断时间序列分段回归"), ("controlled ITS", "对照中断时间序列"),
+    ("Poisson (PPML)", "泊松（PPML）双重差分"),
+)
 
 # Words of units the catalogue writes in English only.
 UNIT_WORDS = {"services": "项", "yuan": "元"}

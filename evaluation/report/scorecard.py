@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from evaluation.report.readable import DASH, UNIT_WORDS, Reader, p_value
+from evaluation.report.readable import DASH, UNIT_WORDS, Reader, p_value, written
 from evaluation.study.plan import Settings
 
 RECOMMENDED = "Callaway-Sant'Anna simple ATT, analytic clustered errors"
@@ -295,7 +295,7 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
             reader.say("试点数", "Pilots"): reader.count(r.get("n_pilots")),
             reader.say("结论", "Verdict"): reader.say(word_zh, word_en),
         })
-    return pd.DataFrame(rows, dtype=object)
+    return written(pd.DataFrame(rows, dtype=object))
 
 
 def scorecard_note(card: pd.DataFrame, reader: Reader, settings: Settings) -> str:
