@@ -46,7 +46,6 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.shared import Cm, Pt, RGBColor
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 from evaluation.errors import EvaluationInputError
 from evaluation.report import plots
@@ -434,6 +433,7 @@ class _Writer:
         """Save ``fig`` as PNG, insert it at the figure width with a numbered caption below."""
         number = len(self.doc.inline_shapes) + 1
         path = self.figures / f"figure-{number}.png"
+        fig.tight_layout()
         fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
         picture = self.doc.add_paragraph()
         picture.alignment = WD_ALIGN_PARAGRAPH.CENTER
@@ -646,30 +646,6 @@ class _Writer:
             f"Over the last {recent_en}: pilot townships {r.level(row['pilot_recent'], ind)}, non-pilot townships "
             f"{r.level(row['comparison_recent'], ind)}. {en_target}")
 
-    def _one_language(self, ax) -> None:
-        """Keep one side of the figure's bilingual labels ("中文 / English") in a one-language report."""
-        if self.r.language == "both":
-            return
-        side = 0 if self.r.language == "zh" else 1
-
-        def pick(text: str) -> str:
-            parts = text.split(" / ")
-            return parts[side] if len(parts) == 2 else text
-
-        ax.set_xlabel(pick(ax.get_xlabel()))
-        ax.set_ylabel(pick(ax.get_ylabel()))
-        legend = ax.get_legend()
-        if legend is not None:
-            for text in legend.get_texts():
-                text.set_text(pick(text.get_text()))
-
-    def axis_unit(self, ax, ind, change: bool) -> None:
-        """The y axis in the report's unit: shares as percent (values) or percentage points
-        (effects), other indicators in their unit."""
-        if ind.unit == "share":
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}"))
-        ax.set_ylabel(plots.literal(self.r.unit(ind, change=change)))
-
     def trends_figure(self, ind) -> None:
         trends = self.src.result("trends", ind.id)
         if trends.not_estimable:
@@ -677,16 +653,13 @@ class _Writer:
             return
         series = trends.tables["series"]
         index = pd.PeriodIndex(series["period"].astype(str), freq=FREQUENCIES[self.src.study.analysis_frequency])
-        groups = {self.say("试点乡镇", "pilot townships"): pd.Series(series["pilot"].to_numpy(), index=index),
-                  self.say("非试点乡镇", "non-pilot townships"): pd.Series(series["comparison"].to_numpy(), index=index)}
+        groups = {("试点乡镇", "pilot townships"): pd.Series(series["pilot"].to_numpy(), index=index),
+                  ("非试点乡镇", "non-pilot townships"): pd.Series(series["comparison"].to_numpy(), index=index)}
         starts = sorted(self.src.quality_table("pilots")["cohort"].astype(str).unique())
-        fig = Figure(figsize=FIGURE_SIZE)
-        ax = fig.subplots()
-        plots.trends(groups, ind, starts, trends.values.get("target"), ax=ax)
+        ax = Figure(figsize=FIGURE_SIZE).subplots()
+        plots.trends(groups, ind, starts, trends.values.get("target"), ax=ax, reader=self.r)
         ax.set_title("")  # the caption names the figure
-        self.axis_unit(ax, ind, change=False)
-        self._one_language(ax)
-        self.figure(fig, f"{ind.name_zh}：试点与非试点乡镇的走势（点线为各批试点开始时间）",
+        self.figure(ax.figure, f"{ind.name_zh}：试点与非试点乡镇的走势（点线为各批试点开始时间）",
                     f"{ind.name_en}: pilot and non-pilot townships over time (dotted: pilot starts)")
 
     def event_study_figure(self, ind) -> None:
@@ -695,13 +668,11 @@ class _Writer:
             self.paragraphs(f"Callaway–Sant'Anna 事件研究未能估计：{cs.not_estimable}",
                             f"Callaway–Sant'Anna event study not estimated: {cs.not_estimable}")
             return
-        fig = Figure(figsize=FIGURE_SIZE)
-        ax = fig.subplots()
-        plots.event_study(cs.tables["dynamic_plot"], ind, band=True, ax=ax)
+        ax = Figure(figsize=FIGURE_SIZE).subplots()
+        plots.event_study(cs.tables["dynamic_plot"], ind, band=True, ax=ax, reader=self.r,
+                          level=1 - self.settings.alpha)
         ax.set_title("")
-        self.axis_unit(ax, ind, change=True)
-        self._one_language(ax)
-        self.figure(fig, f"{ind.name_zh}：Callaway–Sant'Anna 事件研究（点与竖线为估计值及{self.level}置信区间，阴影为一致置信带）",
+        self.figure(ax.figure, f"{ind.name_zh}：Callaway–Sant'Anna 事件研究（点与竖线为估计值及{self.level}置信区间，阴影为一致置信带）",
                     f"{ind.name_en}: Callaway–Sant'Anna event study (points and bars: estimates with {self.level} "
                     "intervals; shaded: uniform band)")
 
