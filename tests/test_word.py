@@ -14,12 +14,12 @@ from docx.oxml.ns import qn
 from docx.shared import Cm
 from docx.table import Table
 
-from evaluation.errors import EvaluationInputError
+from evaluation.errors import EvaluationInputError, UsageError
 from evaluation.paths import DEMO_STUDY
 from evaluation.report.readable import Reader
 from evaluation.report.scorecard import finding, overall_conclusion
 from evaluation.report.store import ResultsStore
-from evaluation.report.word import METHOD_SHORT, write_word_report
+from evaluation.report.word import METHOD_SHORT, new_document, three_line_table, write_word_report
 from evaluation.study.config import load_study
 from evaluation.study.plan import Settings
 
@@ -221,3 +221,19 @@ def test_a_folder_without_a_manifest_is_refused_naming_it(tmp_path):
     with pytest.raises(EvaluationInputError, match="manifest.json"):
         write_word_report(tmp_path, study)
     assert not (tmp_path / "report.docx").exists()
+
+
+def test_three_line_table_takes_text_only_and_numbers_its_captions():
+    document = new_document("en")
+    frame = pd.DataFrame({"Term": ["ATT"], "Estimate": ["2.92 pp"]}, dtype=object)
+    first = three_line_table(document, frame, "Baseline", notes="Note: clustered by township.", language="en")
+    second = three_line_table(document, frame.iloc[:0], "Empty", language="en")  # a header alone: both rules
+    captions = [p.text for p in document.paragraphs if p.style.name == "Caption"]
+    assert captions == ["Table 1  Baseline", "Table 2  Empty"]
+    assert table_text(first) == [["Term", "Estimate"], ["ATT", "2.92 pp"]]
+    header = second.rows[0].cells[0]._tc.tcPr.find(qn("w:tcBorders"))
+    assert {child.tag: child.get(qn("w:sz")) for child in header} == {qn("w:top"): "12", qn("w:bottom"): "12"}
+    with pytest.raises(TypeError, match="not text"):
+        three_line_table(document, pd.DataFrame({"Estimate": [0.0292]}), "Raw")
+    with pytest.raises(UsageError, match="language"):
+        write_word_report(DEMO_STUDY.parent, load_study(DEMO_STUDY), language="fr")

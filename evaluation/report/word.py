@@ -47,11 +47,12 @@ from docx.oxml.ns import qn
 from docx.shared import Cm, Pt, RGBColor
 from matplotlib.figure import Figure
 
-from evaluation.errors import EvaluationInputError
+from evaluation.errors import EvaluationInputError, UsageError
 from evaluation.report import plots
-from evaluation.report.readable import DASH, Reader
+from evaluation.report.readable import DASH, LANGUAGES, Reader
 from evaluation.report.scorecard import finding, overall_conclusion
 from evaluation.report.store import Result, ResultsStore
+from evaluation.study.config import Study
 from evaluation.study.periods import FREQUENCIES
 from evaluation.study.plan import Settings
 
@@ -80,11 +81,11 @@ COMPARISON_WORDS = {"never_treated": ("从未试点的乡镇", "never-treated to
                     "not_yet_treated": ("尚未试点的乡镇", "not-yet-treated townships")}
 CLUSTER_WORDS = {"township_id": ("乡镇", "township"), "county": ("县区", "county")}
 
-# The scorecard's columns: header (zh, en).
-# Short names of the headline methods for the scorecard's column (zh, en).
+# Short names of the headline methods (scorecard.HEADLINE_LABELS) for the scorecard's column (zh, en).
 METHOD_SHORT = {"callaway_santanna": ("Callaway–Sant'Anna", "Callaway–Sant'Anna"),
                 "twfe_randomization": ("TWFE，随机化推断", "TWFE, RI")}
 
+# The scorecard's columns: header (zh, en).
 SCORECARD_COLUMNS = {
     "indicator": ("指标", "Indicator"),
     "effect": ("效果", "Effect"),
@@ -96,7 +97,7 @@ SCORECARD_COLUMNS = {
     "verdict": ("结论", "Verdict"),
 }
 
-# The robustness table's columns and rows: (zh, en).
+# The robustness table's columns, and its rows by the checks' estimand (and term): (zh, en).
 ROBUSTNESS_COLUMNS = {"check": ("检验", "Check"), "estimate": ("估计值", "Estimate"),
                       "interval": ("{level} 置信区间", "{level} CI"), "p": ("p 值", "p-value")}
 CHECK_LABELS = {
@@ -108,7 +109,7 @@ CHECK_LABELS = {
 
 # ============================================================================ public API
 
-def write_word_report(folder: Path, study, language: str | None = None, path: Path | None = None) -> Path:
+def write_word_report(folder: Path, study: Study, language: str | None = None, path: Path | None = None) -> Path:
     """Write the Word report of the published report ``folder`` (its ``results/`` store and
     ``manifest.json``) to ``folder / "report.docx"`` (or ``path``), atomically; returns the path.
 
@@ -117,10 +118,13 @@ def write_word_report(folder: Path, study, language: str | None = None, path: Pa
     manifest, the scorecard or an indicator's result the report shows.
     """
     folder = Path(folder)
-    reader = Reader(language or study.report.language)
+    language = language or study.report.language
+    if language not in LANGUAGES:
+        raise UsageError(f"the Word report's language must be one of {', '.join(LANGUAGES)}, got {language!r}")
+    reader = Reader(language)
     source = _Source.open(folder, study)
     plots.setup_style()
-    document = _new_document(reader)
+    document = new_document(language)
     with tempfile.TemporaryDirectory(prefix="word-figures-") as figures:
         _Writer(document, reader, source, Path(figures)).write()
         target = Path(path) if path is not None else folder / REPORT_NAME
@@ -141,17 +145,26 @@ def three_line_table(document, frame: pd.DataFrame, caption: str, notes: str | l
                      language: str = "both"):
     """Add ``frame`` (a DataFrame of strings; its columns are the headers) to ``document``
     as a three-line table (三线表): a heavy rule above the header, a light rule under it, a
-    heavy rule under the last row, no vertical lines. Above it the caption, numbered
-    "表 n / Table n" by its place among the document's tables (``language`` picks the word);
-    below it the ``notes`` in small type. Returns the python-docx table."""
-    if frame.empty and not len(frame.columns):
+    heavy rule under the last row, no vertical lines; rows kept on one page where they fit.
+    Above it the caption, numbered "表 n / Table n" by its place among the document's tables
+    (``language`` picks the word); below it the ``notes`` in small type. A line break in a
+    cell (``"\\n"``) starts a new line. The document needs the styles of :func:`new_document`.
+    Returns the python-docx table.
+
+    Every cell must already be text written for readers (:class:`Reader`): a number is a
+    ``TypeError``, so nothing reaches a table unformatted."""
+    if not len(frame.columns):
         raise ValueError(f"three_line_table: the table '{caption}' has no columns")
+    raw = [(column, type(v).__name__) for column in frame.columns for v in frame[column] if not isinstance(v, str)]
+    raw += [(column, type(column).__name__) for column in frame.columns if not isinstance(column, str)]
+    if raw:
+        raise TypeError(f"three_line_table: the table '{caption}' holds values that are not text (column, type): "
+                        f"{raw[:5]}; write them with evaluation.report.readable.Reader first")
     reader = Reader(language)
     number = len(document.tables) + 1
     label = reader.say(f"表 {number}", f"Table {number}")
     document.add_paragraph(f"{label}  {caption}", style="Caption").paragraph_format.keep_with_next = True
-    rows = [list(map(str, frame.columns))] + [["" if v is None else str(v) for v in row]
-                                              for row in frame.itertuples(index=False)]
+    rows = [list(frame.columns)] + [list(row) for row in frame.itertuples(index=False)]
     table = document.add_table(rows=len(rows), cols=len(frame.columns))
     table.style = document.styles[TABLE_STYLE]
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
@@ -167,11 +180,10 @@ def three_line_table(document, frame: pd.DataFrame, caption: str, notes: str | l
             paragraph.style = document.styles[TABLE_TEXT_STYLE]
             paragraph.alignment = WD_ALIGN_PARAGRAPH.LEFT if j == 0 else WD_ALIGN_PARAGRAPH.CENTER
             run = paragraph.add_run(text)
-            if i == 0:
-                run.bold = True
-                paragraph.paragraph_format.keep_with_next = True
+            run.bold = i == 0
+            paragraph.paragraph_format.keep_with_next = i < len(rows) - 1
             _cell_rules(cell, top=RULE_HEAVY if i == 0 else None,
-                        bottom=RULE_LIGHT if i == 0 else RULE_HEAVY if i == len(rows) - 1 else None)
+                        bottom=RULE_HEAVY if i == len(rows) - 1 else RULE_LIGHT if i == 0 else None)
     for note in [notes] if isinstance(notes, str) else list(notes or []):
         document.add_paragraph(note, style=NOTE_STYLE)
     if not notes:
@@ -192,7 +204,7 @@ class _Source:
         by_id = {ind.id: ind for ind in study.selected_indicators()}
         unknown = [i for i in card["indicator"] if i not in by_id]
         if unknown:
-            raise EvaluationInputError(f"{self._path('summary.scorecard')}: indicators {unknown} are not among the "
+            raise EvaluationInputError(f"{self.path_of('summary.scorecard')}: indicators {unknown} are not among the "
                                        f"study's ({study.id}) indicators: the report folder belongs to another study")
         shown = set(card["indicator"])
         self.indicators = [ind for ind in study.selected_indicators() if ind.id in shown]  # study order
@@ -217,13 +229,13 @@ class _Source:
         return cls(folder, study, store, manifest, summary.tables["scorecard"],
                    _settings(summary, store.folder("summary.scorecard", None) / "result.json"), data_quality)
 
-    def _path(self, section: str, indicator: str | None = None) -> Path:
+    def path_of(self, section: str, indicator: str | None = None) -> Path:
         return self.store.folder(section, indicator) / "result.json"
 
     def result(self, section: str, indicator: str) -> Result:
         result = self.store.read(section, indicator)
         if result is None:
-            raise EvaluationInputError(f"{self._path(section, indicator)}: missing: the Word report needs the "
+            raise EvaluationInputError(f"{self.path_of(section, indicator)}: missing: the Word report needs the "
                                        f"'{section}' result of '{indicator}' (run its chapter)")
         return result
 
@@ -234,14 +246,14 @@ class _Source:
 
     def quality_table(self, name: str) -> pd.DataFrame:
         if name not in self.data_quality.tables:
-            raise EvaluationInputError(f"{self._path('data_quality')}: the data-quality result has no table "
+            raise EvaluationInputError(f"{self.path_of('data_quality')}: the data-quality result has no table "
                                        f"'{name}' (it has {sorted(self.data_quality.tables)})")
         return self.data_quality.tables[name]
 
     def summary_item(self, item: str):
         table = self.quality_table("summary").set_index("item")["value"]
         if item not in table:
-            raise EvaluationInputError(f"{self._path('data_quality')}: the summary table has no item '{item}'")
+            raise EvaluationInputError(f"{self.path_of('data_quality')}: the summary table has no item '{item}'")
         return table[item]
 
 
@@ -256,8 +268,11 @@ def _settings(result: Result, path: Path) -> Settings:
 
 # ============================================================================ the document and its styles
 
-def _new_document(reader: Reader):
-    """An empty A4 document with the report's styles."""
+def new_document(language: str = "both"):
+    """An empty A4 portrait document (2.5 cm margins, page numbers in the footer) with the
+    report's styles: Normal and headings with their Latin and East Asian fonts, Caption,
+    and the "Three Line Table" table style with its text and note paragraph styles that
+    :func:`three_line_table` uses. ``language`` sets the document's language property."""
     document = Document()
     section = document.sections[0]
     section.orientation = WD_ORIENT.PORTRAIT
@@ -301,7 +316,7 @@ def _new_document(reader: Reader):
     table_style.base_style = styles["Normal Table"]
     table_style.font.size = Pt(TABLE_POINTS)
     _page_numbers(section)
-    document.core_properties.language = {"zh": "zh-CN", "en": "en-GB", "both": "zh-CN"}[reader.language]
+    document.core_properties.language = {"zh": "zh-CN", "en": "en-GB", "both": "zh-CN"}[language]
     return document
 
 
@@ -559,7 +574,7 @@ class _Writer:
     def method_label(self, method: str) -> str:
         """A headline method's short name (the scorecard's note names it in full)."""
         if method not in METHOD_SHORT:
-            raise EvaluationInputError(f"{self.src._path('summary.scorecard')}: unknown headline method {method!r} "
+            raise EvaluationInputError(f"{self.src.path_of('summary.scorecard')}: unknown headline method {method!r} "
                                        f"(known: {sorted(METHOD_SHORT)})")
         return self.cell(*METHOD_SHORT[method])
 
@@ -727,7 +742,7 @@ class _Writer:
         else:
             overall = sdid.effects[(sdid.effects["estimand"] == "att") & sdid.effects["cohort"].isna()]
             if len(overall) != 1:
-                raise EvaluationInputError(f"{self.src._path('robustness.synthetic_did', ind.id)}: expected one "
+                raise EvaluationInputError(f"{self.src.path_of('robustness.synthetic_did', ind.id)}: expected one "
                                            f"overall synthetic-DiD ATT, found {len(overall)}")
             e = overall.iloc[0]
             add(self.cell("合成双重差分", "Synthetic DiD"), self.effect_text(e["estimate"], ind),
@@ -773,7 +788,7 @@ class _Writer:
             b = sd.values.get("breakdown")
             m0 = sd.effects[sd.effects["term"] == "M=0"]
             if len(m0) != 1:
-                raise EvaluationInputError(f"{self.src._path('robustness.smoothness', ind.id)}: expected one M=0 row, "
+                raise EvaluationInputError(f"{self.src.path_of('robustness.smoothness', ind.id)}: expected one M=0 row, "
                                            f"found {len(m0)}")
             m0_interval = self.interval_text(m0["ci_low"].iloc[0], m0["ci_high"].iloc[0], ind)
             zh += f"平滑度：若试点前的趋势差异按直线延续（M = 0），前{sd_zh}平均效果的置信区间为 {m0_interval}；"
