@@ -825,18 +825,19 @@ class _Writer:
             f"to {self.period_words(last)[1]} after the start.")
         self.heading("估计方法", "Estimators", 2)
         phase_zh, phase_en = self.period_words(s.its_phase_in)
+        terms_zh, terms_en = self.its_terms()
         self.paragraphs(
             "Callaway–Sant'Anna（2021）组别-时间平均处理效应，适用于分批试点且效果随时间变化的情形，汇总为总体效果、分批效果和事件研究；"
             "双向固定效应（TWFE）及其 Goodman-Bacon（2021）分解，作为对照；合成双重差分（Arkhangelsky 等，2021）对非试点乡镇和试点前各期加权，"
-            "使平行趋势更可信；合成控制（Abadie 等，2010）为每个试点乡镇构造加权的“合成乡镇”；中断时间序列（ITS）对最早一批试点乡镇的序列做分段回归，"
-            f"含季节、春节和新冠阶段项，试点后{phase_zh}过渡期不纳入拟合。",
+            "使平行趋势更可信；合成控制（Abadie 等，2010）为每个试点乡镇构造加权的“合成乡镇”；中断时间序列（ITS）对最早一批试点乡镇的序列做分段回归"
+            f"（{terms_zh}），试点后{phase_zh}过渡期不纳入拟合。",
             "Callaway and Sant'Anna (2021) group-time average treatment effects, valid when pilots start at different "
             "times and effects change over time, aggregated to an overall effect, cohort effects and an event study; "
             "two-way fixed effects (TWFE) with its Goodman-Bacon (2021) decomposition, for comparison; synthetic DiD "
             "(Arkhangelsky et al. 2021), which weights non-pilot townships and pre-periods so that parallel trends is "
             "more plausible; synthetic control (Abadie et al. 2010), a weighted twin for each pilot township; and "
-            "interrupted time series (ITS), a segmented regression of the earliest cohort's series with seasonal, "
-            f"Spring Festival and COVID-19 terms, the {phase_en} phase-in after the start left out of the fit.")
+            f"interrupted time series (ITS), a segmented regression of the earliest cohort's series ({terms_en}), the "
+            f"{phase_en} phase-in after the start left out of the fit.")
         self.heading("推断", "Inference", 2)
         randomized = [ind for ind in src.indicators
                       if src.rows[ind.id].get("headline_method") == "twfe_randomization"]
@@ -851,14 +852,15 @@ class _Writer:
         fast_en = " (a fast run, with fewer draws)" if s.fast else ""
         self.paragraphs(
             f"标准误按{clu_zh}聚类，检验水平为 {s.alpha:g}（{self.level}置信区间）。试点乡镇少时聚类稳健标准误会低估不确定性，"
-            f"因此：试点乡镇少于{s.few_pilots}个时，主要 p 值来自随机化推断，即在乡镇间置换试点历史 B = {r.count(s.draws_randomization)} 次"
-            f"{fast_zh}，其最小可能 p 值为 1/(B+1)，报告为 “≤ 1/(B+1)”；不少于{s.few_pilots}个时，为 Callaway–Sant'Anna "
+            f"因此：试点乡镇少于{s.few_pilots}个时，主要估计为双向固定效应系数，其 p 值来自随机化推断（MacKinnon 和 Webb，2020），即在乡镇间置换"
+            f"试点历史 B = {r.count(s.draws_randomization)} 次{fast_zh}，置信区间由同一检验反演得到；最小可能 p 值为 1/(B+1)，报告为 “≤ 1/(B+1)”；不少于{s.few_pilots}个时，为 Callaway–Sant'Anna "
             f"的解析聚类推断。野聚类自助法（{r.count(s.draws_wild_bootstrap)} 次，{w_zh}权重）和安慰剂（空间）检验见稳健性章节。{ri_zh}",
             f"Standard errors are clustered by {clu_en}; tests are at level {s.alpha:g} ({self.level} "
             "intervals). Cluster-robust errors understate uncertainty when pilots are few, so with fewer than "
-            f"{s.few_pilots} pilot townships the headline p-value is from randomization inference, permuting pilot "
-            f"histories across townships B = {r.count(s.draws_randomization)} times{fast_en}; its smallest possible "
-            f"value is 1/(B+1), shown as \"≤ 1/(B+1)\". With {s.few_pilots} or more, it is Callaway and Sant'Anna's "
+            f"{s.few_pilots} pilot townships the headline is the two-way fixed effects coefficient with randomization "
+            f"inference (MacKinnon and Webb 2020), permuting pilot histories across townships "
+            f"B = {r.count(s.draws_randomization)} times{fast_en}, its interval inverting the same test; the smallest "
+            f"possible p-value is 1/(B+1), shown as \"≤ 1/(B+1)\". With {s.few_pilots} or more, it is Callaway and Sant'Anna's "
             f"analytic clustered inference. The wild cluster bootstrap ({r.count(s.draws_wild_bootstrap)} {w_en} "
             f"draws) and placebo-in-space tests are in the robustness chapter. {ri_en}")
         self.heading("假设", "Assumptions", 2)
@@ -889,6 +891,27 @@ class _Writer:
             p = self.doc.add_paragraph(reference)
             p.paragraph_format.left_indent = Cm(0.75)
             p.paragraph_format.first_line_indent = Cm(-0.75)
+
+    def its_terms(self) -> tuple[str, str]:
+        """The ITS model's calendar and COVID-19 terms at the analysis frequency (zh, en)."""
+        study = self.src.study
+        frequency, covid = study.analysis_frequency, study.covid.handling
+        zh, en = [], []
+        if frequency != "year":
+            zh.append("年内季节项")
+            en.append("seasonal terms within the year")
+        if frequency == "month":  # on quarterly data the first quarter's term absorbs the festival
+            zh.append("春节项")
+            en.append("a Spring Festival term")
+        if covid == "phases":
+            zh.append("新冠疫情阶段项")
+            en.append("COVID-19 phase terms")
+        elif covid == "exclude":
+            zh.append("剔除新冠疫情期")
+            en.append("the COVID-19 periods left out")
+        if not zh:
+            return "无季节或疫情项", "no seasonal or COVID-19 terms"
+        return "、".join(zh), ", ".join(en)
 
     def data_appendix(self) -> None:
         src, r = self.src, self.r
