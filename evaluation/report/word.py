@@ -72,6 +72,7 @@ TABLE_STYLE, TABLE_TEXT_STYLE, NOTE_STYLE = "Three Line Table", "Table Text", "T
 RULE_HEAVY, RULE_LIGHT = 12, 6  # border widths in eighths of a point: 1.5 pt and 0.75 pt
 SYNTHETIC_RED = RGBColor(0xC0, 0x00, 0x00)
 
+RATE_ZH, RATE_EN = re.compile(r"(每.+?常住人口)(每.+)"), re.compile(r"(per .+? residents) (per .+)")  # rate units
 IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")  # a line may break after any of these
 WIDE = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")  # CJK characters and full-width forms
 
@@ -568,7 +569,8 @@ class _Writer:
         """The indicator's name, with its unit when the effect's text does not carry one."""
         if ind.unit in ("share", "yuan"):
             return self.cell(ind.name_zh, ind.name_en)
-        unit_zh, unit_en = Reader("zh").unit(ind, change=True), Reader("en").unit(ind, change=True)
+        unit_zh = _unit_beside(ind.name_zh, Reader("zh").unit(ind, change=True), RATE_ZH)
+        unit_en = _unit_beside(ind.name_en, Reader("en").unit(ind, change=True), RATE_EN)
         return self.cell(f"{ind.name_zh}（{unit_zh}）", f"{ind.name_en} ({unit_en})")
 
     def method_label(self, method: str) -> str:
@@ -1001,6 +1003,13 @@ REFERENCES = (
     "Webb MD. Reworking wild bootstrap-based inference for clustered errors. Canadian Journal of Economics. "
     "2023;56(3):839-858.",
 )
+
+
+def _unit_beside(name: str, unit: str, rate) -> str:
+    """The unit to write beside an indicator's name: a rate whose name already says "per
+    1,000 residents" adds only its period (``per month``)."""
+    match = rate.fullmatch(unit)
+    return match.group(2) if match and match.group(1) in name else unit
 
 
 def _missing(value) -> bool:
