@@ -79,6 +79,8 @@ def _forbid_estimation(monkeypatch):
 
 @pytest.mark.parametrize("cluster", ["township", "county"])
 def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster):
+    """The scorecard's numbers equal the stored results the chapter pages show (``==``),
+    and the pages show them as the Reader writes them."""
     study = _study(tmp_path, f"equal_{cluster}", cluster=cluster)
     results = tmp_path / "results"
     shown = {}
@@ -86,24 +88,31 @@ def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster
         did_ctx = chapters.setup(study, ind, fast=True, results_dir=results)
         did = chapters.did(did_ctx)  # what the DiD page shows
         inference = chapters.inference_comparison(did_ctx)  # what the robustness page shows
-        sdid = chapters.synthetic_designs(did_ctx)["sdid"]
-        sensitivity = chapters.parallel_trends_sensitivity(did_ctx)["table"]
-        shown[ind] = (did, inference, sdid, sensitivity)
+        chapters.synthetic_designs(did_ctx)
+        chapters.parallel_trends_sensitivity(did_ctx)
+        stored = {section: did_ctx.result(section) for section in (
+            "did.callaway_santanna", "did.event_study", "robustness.randomization", "robustness.synthetic_did",
+            "robustness.smoothness")}
+        shown[ind] = (did, inference, stored, did_ctx)
         assert did_ctx.settings.cluster == ("county" if cluster == "county" else "township_id")
     _forbid_estimation(monkeypatch)
     summary_ctx = chapters.setup(study, None, fast=True, results_dir=results)
     card = chapters.summary(summary_ctx)["scorecard"].set_index("indicator")
-    for ind, (did, inference, sdid, sensitivity) in shown.items():
-        row = card.loc[ind]
-        headline = did["cs_simple"].iloc[0]
+    for ind, (did, inference, stored, ctx) in shown.items():
+        row, r = card.loc[ind], ctx.reader
+        headline = stored["did.callaway_santanna"].effect("att", section="simple")
         for column in ("estimate", "ci_low", "ci_high", "p_value"):
             assert row[{"estimate": "att"}.get(column, column)] == headline[column], (ind, column)
-        assert row["pretrend_p"] == did["pretrend"]["p-value"]
-        ri = inference[inference["inference"].str.startswith("randomization")].iloc[0]
-        assert row["ri_p_value"] == ri["p_value"]
-        assert (row["sdid_att"], row["sdid_ci_low"], row["sdid_ci_high"]) == tuple(sdid.iloc[0][["estimate", "ci_low",
-                                                                                                   "ci_high"]])
-        m0 = sensitivity[sensitivity["term"] == "M=0"].iloc[0]
+        assert did["cs_simple"].iloc[0][r.header("estimate")] == r.effect(headline["estimate"], ctx.indicator)
+        assert row["pretrend_p"] == stored["did.event_study"].values["pretrend_p"]
+        assert r.p(row["pretrend_p"]) in did["pretrend"].iloc[:, 1].tolist()
+        ri = stored["robustness.randomization"].effects.iloc[0]
+        assert row["ri_p_value"] == ri["p_value"] and row["headline_p"] == ri["p_value"]  # few pilots: RI headline
+        assert r.p(ri["p_value"], ri["p_floor"]) in inference[r.header("p_value")].tolist()
+        sdid = stored["robustness.synthetic_did"].effects.iloc[0]
+        assert (row["sdid_att"], row["sdid_ci_low"], row["sdid_ci_high"]) == (sdid["estimate"], sdid["ci_low"],
+                                                                               sdid["ci_high"])
+        m0 = stored["robustness.smoothness"].effects.iloc[1]  # the first bound value, M = 0
         assert (row["trend_ci_low"], row["trend_ci_high"]) == (m0["ci_low"], m0["ci_high"])
         assert row["n_pilots"] == headline["n_treated"]
     # the verdict quotes the chapter's numbers
@@ -111,11 +120,13 @@ def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster
 
 
 def test_cluster_reaches_the_pretrend_test(tmp_path):
-    township = chapters.did(_context(tmp_path, "twn"))
-    county = chapters.did(_context(tmp_path, "cty", cluster="county"))
-    assert township["pretrend"]["p-value"] != county["pretrend"]["p-value"]
-    assert township["twfe"]["std_error"].iloc[0] != county["twfe"]["std_error"].iloc[0]
-    assert township["twfe"]["estimate"].iloc[0] == pytest.approx(county["twfe"]["estimate"].iloc[0], abs=1e-12)
+    township, county = _context(tmp_path, "twn"), _context(tmp_path, "cty", cluster="county")
+    assert (township.result("did.event_study").values["pretrend_p"]
+            != county.result("did.event_study").values["pretrend_p"])
+    twfe = [ctx.result("did.twfe").effect("att", section="twfe") for ctx in (township, county)]
+    assert twfe[0]["std_error"] != twfe[1]["std_error"]
+    assert twfe[0]["estimate"] == pytest.approx(twfe[1]["estimate"], abs=1e-12)
+    assert chapters.did(township)["pretrend"].iloc[2, 1] != chapters.did(county)["pretrend"].iloc[2, 1]
 
 
 # ----------------------------------------------------------------------------- each key changes the page
@@ -129,21 +140,24 @@ def test_event_window_changes_the_event_study(tmp_path):
 
 def test_placebo_shift_changes_the_placebo_row(tmp_path):
     def placebo(ctx):
-        table = chapters.robustness(ctx)
-        return table[table["estimand"] == "placebo_att"].iloc[0]
+        effects = ctx.result("robustness.checks").effects
+        row = effects[effects["estimand"] == "placebo_att"].iloc[0]
+        page = chapters.robustness(ctx)
+        return row, page[page.iloc[:, 0].str.contains("安慰剂")].iloc[0, 0]
 
-    year, half = placebo(_context(tmp_path, "pl_year")), placebo(_context(tmp_path, "pl_half", placebo_shift="6 months"))
-    assert "12 periods" in year["term"] and "6 periods" in half["term"]
+    (year, year_label) = placebo(_context(tmp_path, "pl_year"))
+    (half, half_label) = placebo(_context(tmp_path, "pl_half", placebo_shift="6 months"))
+    assert "12个月" in year_label and "6个月" in half_label and "6 months early" in half_label
     assert year["estimate"] != half["estimate"]
 
 
 def test_draws_change_the_resampling_results(tmp_path):
-    few = chapters.inference_comparison(_context(tmp_path, "dr_few"))
-    more = chapters.inference_comparison(_context(tmp_path, "dr_more", fast_draws__randomization=399,
-                                                  fast_draws__wild_bootstrap=1999))
-    ri = [t[t["inference"].str.startswith("randomization")].iloc[0] for t in (few, more)]
+    few = _context(tmp_path, "dr_few")
+    more = _context(tmp_path, "dr_more", fast_draws__randomization=399, fast_draws__wild_bootstrap=1999)
+    ri = [ctx.result("robustness.randomization").effects.iloc[0] for ctx in (few, more)]
     assert "200 assignments" in ri[0]["inference"] and "400 assignments" in ri[1]["inference"]
     assert ri[0]["p_value"] != ri[1]["p_value"]
+    assert (ri[0]["p_floor"], ri[1]["p_floor"]) == (1 / 200, 1 / 400)
 
 
 def test_notes_quote_the_plan(tmp_path):

@@ -119,6 +119,8 @@ class Reader:
         if indicator.unit == "yuan":
             return self.say("元", "yuan")
         label = indicator.unit_for(indicator.frequency)
+        if label.endswith("per period") and indicator.kind == "rate":  # no frequency set: name the period generically
+            return self.say(f"每{_PER_ZH.get(int(indicator.per), indicator.per)}常住人口每期", label)
         if " / " in label:
             zh, en = label.split(" / ", 1)
             return self.say(zh, en)
@@ -183,11 +185,14 @@ class Reader:
                 f"{decimals(value, 0)} 元"
         return fixed(value, 3)
 
-    def effect(self, value, indicator=None, scale: str = "indicator") -> str:
+    def effect(self, value, indicator=None, scale: str = "indicator", unit: bool = True) -> str:
         """An effect (a change in the indicator): shares in percentage points, money in
-        yuan, rate ratios to three decimals, percent changes in percent."""
+        yuan, rate ratios to three decimals, percent changes in percent. ``unit=False``:
+        the number alone (a table whose header names the unit)."""
         if _missing(value):
             return DASH
+        if not unit and scale == "indicator" and indicator is not None and indicator.unit in ("share", "yuan"):
+            return decimals(100 * float(value), 2) if indicator.unit == "share" else decimals(value, 0)
         if scale == "rate_ratio":
             return decimals(value, 3)
         if scale in ("percent_change", "percent"):
@@ -346,7 +351,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "counties": ("县区数", "counties"), "townships": ("乡镇数", "townships"),
     "pilot_townships": ("试点乡镇数", "pilot townships"), "comparison_townships": ("非试点乡镇数", "comparison townships"),
     "first_period": ("首期", "first period"), "last_period": ("末期", "last period"), "periods": ("期数", "periods"),
-    "rows": ("行数", "rows"),
+    "rows": ("行数", "rows"), "comparison": ("对照组", "comparison group"),
 }
 
 # What each estimand is, for readers.
@@ -379,6 +384,8 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("ITS segmented regression", "中断时间序列分段回归"), ("controlled ITS", "对照中断时间序列"),
     ("Poisson (PPML)", "泊松（PPML）双重差分"),
 )
+
+_PER_ZH = {1000: "千", 10_000: "万", 100_000: "十万"}
 
 # Words of units the catalogue writes in English only.
 UNIT_WORDS = {"services": "项", "yuan": "元"}

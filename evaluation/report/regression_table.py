@@ -149,10 +149,7 @@ def _stars(p) -> str:
 
 def _bare(reader: Reader, value, indicator) -> str:
     """An effect as the reader writes it, without its unit (the column's header names it)."""
-    text = reader.effect(value, indicator)
-    zero = reader.effect(0.0, indicator)
-    unit = zero.split(" ", 1)[1] if " " in zero else ""
-    return text[: -len(unit) - 1] if unit and text.endswith(" " + unit) else text
+    return reader.effect(value, indicator, unit=False)
 
 
 def _one(result, part: str, path: Path) -> pd.Series:

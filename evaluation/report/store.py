@@ -86,6 +86,12 @@ def _plain(value):
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def code_hash() -> str:
     """SHA-256 of the package's code and catalogue: results made by other code are stale."""
     h = hashlib.sha256()
@@ -115,6 +121,7 @@ class ResultsStore:
         target = self.folder(result.section, result.indicator)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{result.section}-", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a published result is read by others
         try:
             result.effects.to_csv(tmp / "effects.csv", index=False, encoding="utf-8")
             if result.tables:
