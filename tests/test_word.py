@@ -5,7 +5,9 @@ appendix's SHA-256 values, the page and fonts, and the language switch."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 
 import pandas as pd
 import pytest
@@ -84,6 +86,9 @@ def test_written_to_the_report_folder_atomically(word):
     folder, _, paths = word
     assert paths["both"] == folder / "report.docx" and paths["both"].is_file()
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".report.docx")]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(paths["both"].stat().st_mode) == 0o666 & ~mask  # readable like any file written here
 
 
 def test_headings_cover_conclusion_indicators_appendices(word, store_card):

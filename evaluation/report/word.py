@@ -134,7 +134,9 @@ def write_word_report(folder: Path, study: Study, language: str | None = None, p
         os.close(fd)
         try:
             document.save(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the report is for reading
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; the report is for others to read
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
