@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from evaluation.errors import EvaluationError, EvaluationInputError
+from evaluation.errors import EvaluationError, EvaluationInputError, UsageError
 
 EXIT_INPUT_ERROR = 2
 EXIT_FAILURE = 1
@@ -181,6 +181,22 @@ def _batch(args) -> int:
     return 1 if failed else 0
 
 
+def _export(args) -> int:
+    from evaluation.paths import study_output_dir
+    from evaluation.report.chapters import resolve_study_path
+    from evaluation.report.export import export_deliverables
+    from evaluation.study.config import load_study
+
+    study = load_study(resolve_study_path(args.study))
+    folder = Path(args.folder) if args.folder else study_output_dir(study.id)
+    if not (folder / "manifest.json").is_file():
+        raise UsageError(f"{folder}: no published report here (manifest.json is missing); run "
+                         f"'evaluation batch {args.study}' first")
+    for path in export_deliverables(folder, study, language=args.language):
+        print(path)
+    return 0
+
+
 def _seed(text: str) -> int:
     """An argparse type: a seed from 0 to 2**32 - 1 (what numpy's seeding takes)."""
     try:
@@ -232,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--wait", action="store_true",
                    help="when another batch of the study is running, wait for it instead of exiting (code 2)")
     b.set_defaults(func=_batch)
+    e = sub.add_parser("export", help="write the Word report, Excel workbook, CSV and regression tables of a "
+                                      "study's published report (evaluation batch writes them too)")
+    e.add_argument("study", help="study YAML file")
+    e.add_argument("--language", choices=["zh", "en", "both"],
+                   help="language of the deliverables (default: the study's report.language)")
+    e.add_argument("--folder", help="the published report folder (default outputs/<study id>)")
+    e.set_defaults(func=_export)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")
     d.add_argument("--seed", type=_seed, default=DemoConfig.seed, help="random seed, 0 to 4294967295")

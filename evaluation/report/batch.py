@@ -66,7 +66,7 @@ from importlib import metadata
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
-from evaluation.errors import UsageError
+from evaluation.errors import EvaluationError, UsageError
 from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, output_root, study_output_dir
 from evaluation.report.chapters import CHAPTER_BY_KEY, CHAPTERS, resolve_study_path
 from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
@@ -466,9 +466,6 @@ def report_css() -> str:
 
 
 PR_SET_PDEATHSIG = 1
-
-# The report's deliverables beside the pages, as the index links them (file, (zh, en)).
-DELIVERABLES = (("report.docx", ("Word 报告", "Word report")), ("tables.xlsx", ("Excel 表格", "Excel workbook")))
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -1050,12 +1047,31 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
         "runs": rows,
     }
     final.mkdir(parents=True, exist_ok=True)
-    page = index_page(study, rows, final)
-    for name, text in (("manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2)), ("index.html", page)):
-        staging = final / f"{PUBLISHING}{os.getpid()}-{name}"
-        staging.write_text(text, encoding="utf-8")
-        os.replace(staging, final / name)
+    _write_published(final, "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
+    manifest["deliverables"] = _write_deliverables(study, final)  # they quote the manifest's SHA-256
+    _write_published(final, "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
+    _write_published(final, "index.html", index_page(study, rows, final, manifest["deliverables"]))
     return manifest
+
+
+def _write_published(final: Path, name: str, text: str) -> None:
+    staging = final / f"{PUBLISHING}{os.getpid()}-{name}"
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, final / name)
+
+
+def _write_deliverables(study, final: Path) -> dict:
+    """The Word report, workbook, CSV and regression tables from the published store
+    (:mod:`evaluation.report.export`): ``{"written": [names], "failed": reason or None}``.
+    When the store cannot support them (no summary yet, say) the reason is recorded and the
+    index says so; the pages are published all the same."""
+    from evaluation.report.export import export_deliverables
+
+    try:
+        paths = export_deliverables(final, study)
+    except EvaluationError as exc:
+        return {"written": [], "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:400]}"}
+    return {"written": sorted({p.relative_to(final).parts[0] for p in paths}), "failed": None}
 
 
 def _headline_rows(study, folder: Path) -> str:
@@ -1113,7 +1129,7 @@ def _status_html(r: dict) -> str:
     return " ".join(parts)
 
 
-def index_page(study, runs: list, folder: Path) -> str:
+def index_page(study, runs: list, folder: Path, deliverables: dict | None = None) -> str:
     """The report's front page: the overall conclusion and the headline table (the
     summary's stored scorecard) and a link to every page, with failed, stale and outdated
     pages marked (``runs``: the manifest's records or :class:`Run` objects; every string
@@ -1143,8 +1159,15 @@ def index_page(study, runs: list, folder: Path) -> str:
     dirty = " (uncommitted changes)" if _git_dirty() else ""
     title = study.title.en if reader.language == "en" else study.title.zh
     subtitle = f'<p class="subtitle">{esc(study.title.en)}</p>' if reader.language == "both" else ""
-    downloads = [(name, label) for name, label in DELIVERABLES if (folder / name).is_file()]
+    from evaluation.report.export import DELIVERABLES
+
+    written = set((deliverables or {}).get("written", []))
+    downloads = [(name, label) for name, label in DELIVERABLES if name.rstrip("/") in written]
     links = " · ".join(f'<a href="{esc(name)}">{esc(reader.say(*label))}</a>' for name, label in downloads)
+    if (deliverables or {}).get("failed"):
+        links += (" " if links else "") + '<span class="failed">' + esc(reader.say(
+            "Word 报告和表格未能生成", "The Word report and tables could not be written")) + \
+            f": {esc(deliverables['failed'])}</span>"
     return f"""<!DOCTYPE html>
 <html lang="{'en' if reader.language == 'en' else 'zh-CN'}"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <link rel="stylesheet" href="{REPORT_CSS}">

@@ -83,6 +83,8 @@ COMPARISON_WORDS = {"never_treated": ("从未试点的乡镇", "never-treated to
 CLUSTER_WORDS = {"township_id": ("乡镇", "township"), "county": ("县区", "county")}
 
 # Short names of the headline methods (scorecard.HEADLINE_LABELS) for the scorecard's column (zh, en).
+REGRESSION_COLUMNS = 4  # indicators per regression table on an A4 page
+
 METHOD_SHORT = {"callaway_santanna": ("Callaway–Sant'Anna", "Callaway–Sant'Anna"),
                 "twfe_randomization": ("TWFE，随机化推断", "TWFE, RI")}
 
@@ -487,6 +489,7 @@ class _Writer:
         self.cover()
         self.conclusion()
         self.scorecard()
+        self.regression()
         self.page_break()
         self.heading("各指标结果", "Results by indicator", 1)
         for i, indicator in enumerate(self.src.indicators):
@@ -622,6 +625,20 @@ class _Writer:
         self.table(self.scorecard_frame(), "各指标的试点效果", "The pilots' effect on each indicator", notes)
 
     # -------------------------------------------------------------- one indicator
+    def regression(self) -> None:
+        """The baseline DiD regression table (三线表), at most :data:`REGRESSION_COLUMNS`
+        indicators per table so that it fits the A4 page's width."""
+        from evaluation.report.regression_table import regression_table
+
+        stored = [i.id for i in self.src.indicators if self.src.optional("did.twfe", i.id) is not None]
+        if not stored:
+            return
+        self.heading("基线双重差分回归", "Baseline DiD regression", 2)
+        for start in range(0, len(stored), REGRESSION_COLUMNS):
+            table = regression_table(self.src.folder, self.src.study, self.r.language,
+                                     indicators=stored[start:start + REGRESSION_COLUMNS])
+            three_line_table(self.doc, table.frame, table.caption, table.note, language=self.r.language)
+
     def indicator_section(self, ind) -> None:
         row = self.src.rows[ind.id]
         self.doc.add_heading(self.r.name(ind), level=2)
