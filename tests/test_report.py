@@ -64,7 +64,7 @@ def test_summary_and_index_read_the_store(demo_batch):
     first = card.iloc[0]
     assert first["headline_method"] == "twfe_randomization" and first["n_pilots"] < 15  # the demo's 10 pilots
     assert first["headline_att"] == store.read("robustness.randomization", card.index[0]).effects.iloc[0]["estimate"]
-    assert f"{100 * first['headline_att']:.2f} pp" in index  # a share's effect in percentage points
+    assert f"{100 * first['headline_att']:.2f}\u00a0pp" in index  # a share's effect in percentage points
 
 
 def _broken_study(tmp_path, monkeypatch):

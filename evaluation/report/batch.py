@@ -355,6 +355,7 @@ PRINT_CSS = """
 .jp-RenderedHTMLCommon table.reader-table tbody tr:nth-child(odd), .jp-RenderedHTMLCommon table.reader-table tbody tr:hover {
   background: transparent;
 }
+table.reader-table td:not(:first-child):not(:last-child) { white-space: nowrap; }  /* numbers stay whole */
 .conclusion { background: #f4f8fb; border-left: 4px solid #2e86c1; padding: 4px 14px; margin: 0.5em 0 1em; }
 .table-note { font-size: 0.85em; color: #555; margin: 0.2em 0; }
 body.evaluation-index { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "PingFang SC", sans-serif;
@@ -376,7 +377,13 @@ body.evaluation-index { font-family: "Noto Sans CJK SC", "Microsoft YaHei", "Pin
   .jp-InputPrompt, .jp-OutputPrompt, .jp-Toolbar, .jp-Collapser, .jp-cell-toolbar, a.anchor-link {
     display: none !important;
   }
-  .jp-OutputArea-output { overflow: visible; }
+  .jp-OutputArea-output { overflow: visible; display: block; width: 100%; }
+  .jp-OutputArea-child { break-inside: auto; }  /* a long table starts where it is, not on the next page */
+  .jp-RenderedHTMLCommon table.reader-table, table.reader-table { width: 100%; font-size: 7.5pt; }
+  table.reader-table td:not(:first-child):not(:last-child) { white-space: normal; }  /* fit the page */
+  .jp-RenderedHTMLCommon table.reader-table td, .jp-RenderedHTMLCommon table.reader-table th { padding: 2px 3px; }
+  table.reader-table tr, img, .conclusion { break-inside: avoid; }
+  h1, h2, h3 { break-after: avoid; }
 }
 """
 

@@ -40,7 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, MaxNLocator, PercentFormatter
 
 from evaluation.diagnostics.sensitivity import BOUNDS
-from evaluation.report.readable import MAX_DECIMALS, Reader, decimals
+from evaluation.report.readable import MAX_DECIMALS, UNIT_SPACE, Reader, decimals
 from evaluation.study.periods import parse_any_period
 
 CJK_FONT_FILE = "NotoSansCJKsc-Regular.otf"
@@ -205,7 +205,7 @@ _PERIOD_WORDS = {"month": ("月", "months"), "quarter": ("季度", "quarters"), 
 
 def p_text(reader: Reader, p, floor=None) -> str:
     """``p = 0.250``, ``p < 0.001`` or ``p ≤ 0.05`` (the smallest p ``floor`` of a resampling method)."""
-    written = reader.p(p, floor)
+    written = reader.p(p, floor).replace(UNIT_SPACE, " ")  # a figure's text never wraps
     return f"p {written}" if written.startswith(("<", "≤")) else f"p = {written}"
 
 
@@ -437,7 +437,7 @@ def _bound_value(reader: Reader, name: str, value: float, indicator) -> str:
         raise ValueError(f"sensitivity plot data: {name!r} names no bound of {sorted(BOUNDS.values())}")
     if name == BOUNDS["relative_magnitude"] or not _is_share(indicator):
         return reader.number(value)
-    return f"{reader.number(100 * float(value))} pp"
+    return f"{reader.number(100 * float(value))}{UNIT_SPACE}pp"
 
 
 def _bound_name(label: str) -> str:

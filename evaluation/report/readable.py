@@ -33,6 +33,7 @@ import pandas as pd
 Language = Literal["zh", "en", "both"]
 LANGUAGES: tuple[str, ...] = ("zh", "en", "both")
 DASH = "—"
+UNIT_SPACE = "\u00a0"  # between a number and its unit: a table cell never breaks "2.92 pp" apart
 MAX_DECIMALS = 6
 
 
@@ -80,9 +81,9 @@ def p_value(value, floor=None) -> str:
     v = float(value)
     if not _missing(floor) and v <= float(floor) * (1 + 1e-9):
         text = fixed(floor, 2)
-        return f"≤ {text.rstrip('0').rstrip('.') if '.' in text else text}"
+        return f"≤{UNIT_SPACE}{text.rstrip('0').rstrip('.') if '.' in text else text}"
     if v < 0.001:
-        return "< 0.001"
+        return f"<{UNIT_SPACE}0.001"
     return f"{v:.3f}"
 
 
@@ -181,8 +182,8 @@ class Reader:
         if indicator.unit == "share":
             return self.fraction(value, 1)
         if indicator.unit == "yuan":
-            return f"{decimals(value, 0)} {self.say('元', 'yuan')}" if self.language != "both" else \
-                f"{decimals(value, 0)} 元"
+            return f"{decimals(value, 0)}{UNIT_SPACE}{self.say('元', 'yuan')}" if self.language != "both" else \
+                f"{decimals(value, 0)}{UNIT_SPACE}元"
         return fixed(value, 3)
 
     def effect(self, value, indicator=None, scale: str = "indicator", unit: bool = True) -> str:
@@ -202,10 +203,10 @@ class Reader:
         if indicator is None or scale != "indicator":
             return fixed(value, 3)
         if indicator.unit == "share":
-            return f"{decimals(100 * float(value), 2)} pp"
+            return f"{decimals(100 * float(value), 2)}{UNIT_SPACE}pp"
         if indicator.unit == "yuan":
-            return f"{decimals(value, 0)} {self.say('元', 'yuan')}" if self.language != "both" else \
-                f"{decimals(value, 0)} 元"
+            return f"{decimals(value, 0)}{UNIT_SPACE}{self.say('元', 'yuan')}" if self.language != "both" else \
+                f"{decimals(value, 0)}{UNIT_SPACE}元"
         return fixed(value, 3)
 
     def interval(self, low, high, fmt: Callable[[float], str] | None = None) -> str:

@@ -278,6 +278,11 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
         estimated = r.get("estimated", True) is not False and pd.notna(r.get("headline_att"))
         has_target = pd.notna(r.get("target"))
         word_zh, word_en = finding(r if estimated else {**r, "estimated": False})
+        recent = (f"{reader.level(r.get('pilot_recent'), ind)} / {reader.level(r.get('comparison_recent'), ind)}")
+        attained = reader.attainment(r.get("pilot_meets_target"), True)
+        target = ((f"{reader.level(r.get('target'), ind)} ({attained})" if reader.language == "en"
+                   else f"{reader.level(r.get('target'), ind)}（{attained}）")
+                  if has_target else reader.say("无目标", "No target"))
         rows.append({
             reader.say("指标", "Indicator"): name,
             reader.say("效果", "Effect"): reader.effect(r.get("headline_att"), ind) if estimated else DASH,
@@ -286,12 +291,8 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
             if estimated else DASH,
             "p": reader.p(r.get("headline_p"), r.get("headline_p_floor")) if estimated else DASH,
             reader.say("相对变化", "Relative change"): reader.percent(r.get("relative_pct")) if estimated else DASH,
-            reader.say("目标", "Target"): reader.level(r.get("target"), ind) if has_target else
-            reader.say("无目标", "No target"),
-            reader.say(f"试点近{recent_zh}", f"Pilots, last {recent_en}"): reader.level(r.get("pilot_recent"), ind),
-            reader.say(f"非试点近{recent_zh}", f"Non-pilots, last {recent_en}"):
-                reader.level(r.get("comparison_recent"), ind),
-            reader.say("试点达标", "Pilots meet target"): reader.attainment(r.get("pilot_meets_target"), has_target),
+            reader.say(f"近{recent_zh}水平（试点 / 非试点）", f"Last {recent_en} (pilots / non-pilots)"): recent,
+            reader.say("目标（试点是否达标）", "Target (pilots)"): target,
             reader.say("试点数", "Pilots"): reader.count(r.get("n_pilots")),
             reader.say("结论", "Verdict"): reader.say(word_zh, word_en),
         })
