@@ -292,7 +292,7 @@ def test_p_values_through_the_reader(tmp_path):
                       "五号镇\np = 0.250"]
     assert fig.axes[0].yaxis.get_major_formatter().scale == 100.0  # gaps of a share in pp
     one = plots.synthetic_control(synthetic_fit(), indicator(SHARE), reader=reader)
-    assert one.axes[1].get_title() == "gap and placebos\nATT 1.23 pp, p ≤ 0.33"
+    assert one.axes[1].get_title() == "gap and placebos\nATT 1.23\u00a0pp, p ≤ 0.33"
     plt.close("all")
 
 

@@ -31,8 +31,8 @@ def report(demo_batch):
 def bare(reader: Reader, value, indicator) -> str:
     """The Reader's effect without its unit suffix (the table's headers name the unit)."""
     text = reader.effect(value, indicator)
-    for unit in (" pp", " 元", " yuan"):
-        text = text.removesuffix(unit)
+    for unit in ("pp", "元", "yuan"):
+        text = text.removesuffix(f"\u00a0{unit}")
     return text
 
 

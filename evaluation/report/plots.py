@@ -437,7 +437,7 @@ def _bound_value(reader: Reader, name: str, value: float, indicator) -> str:
         raise ValueError(f"sensitivity plot data: {name!r} names no bound of {sorted(BOUNDS.values())}")
     if name == BOUNDS["relative_magnitude"] or not _is_share(indicator):
         return reader.number(value)
-    return f"{reader.number(100 * float(value))}{UNIT_SPACE}pp"
+    return f"{reader.number(100 * float(value))} pp"
 
 
 def _bound_name(label: str) -> str:
