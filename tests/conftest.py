@@ -113,9 +113,7 @@ def demo():
     return panel, indicators, pd.read_csv(study.truth_path)
 
 
-# The published demo report the deliverable tests read (pages, Word, workbook): one share,
-# one per-1,000 rate and one money indicator, fast draws, built once per session.
-DEMO_REPORT_INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission"]
+from study_builders import DEMO_REPORT_INDICATORS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -107,3 +107,8 @@ def with_gaps(panel: pd.DataFrame, pilots: pd.DataFrame) -> pd.DataFrame:
     pilot = pilots["township_id"].iloc[0]
     gone = (p["township_id"] == pilot) & p["period"].isin(["2019-03", "2019-04", "2019-05"])
     return p[~gone].reset_index(drop=True)
+
+
+# The published demo report the deliverable tests read (pages, Word, workbook; conftest's
+# session fixture demo_batch): one share, one per-1,000 rate and one money indicator.
+DEMO_REPORT_INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission"]

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pandas as pd
 import yaml
-from conftest import DEMO_REPORT_INDICATORS as INDICATORS  # noqa: E402  (the session's demo_batch)
+from study_builders import DEMO_REPORT_INDICATORS as INDICATORS
 
 from evaluation.cli import main
 from evaluation.paths import DEMO_DATA, DEMO_STUDY, NOTEBOOKS, PROJECT_ROOT
