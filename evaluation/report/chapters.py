@@ -327,6 +327,8 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
                      'font-weight:bold;color:#922b21">'
                      + esc(r.say("合成演示数据，非真实乡镇", "SYNTHETIC DEMO DATA — not real townships")) + "</div>")
     parts.append(f"<h1>{esc(r.say(chapter_zh, chapter_en))}</h1>")
+    if ctx.settings.fast:
+        parts.append(f'<p class="fast-run"><b>{esc(r.say("快速运行（重抽样次数较少），仅供预览", "Fast run (fewer resampling draws): a preview"))}</b></p>')
     titles = [t.zh] if r.language == "zh" else [t.en] if r.language == "en" else [t.zh, t.en]
     parts.append("<p><b>" + "</b><br>".join(esc(x) for x in titles) + ("</b>" if len(titles) == 1 else "") + "</p>")
     if ctx.indicator is not None:
@@ -509,15 +511,22 @@ def data_quality(ctx: Context) -> dict:
     out = dict(tables)
     headers = {contract: header for header, contract in ctx.study.data.columns.items()}
     names = {i.id: r.name(i) for i in ctx.study.selected_indicators()}
-    out["summary"] = r.table(tables["summary"])
+    summary = tables["summary"].copy()
+    summary["value"] = [r.count(v) if str(v).isdigit() else str(v) for v in summary["value"]]
+    out["summary"] = r.table(summary)
     out["pilots"] = tables["pilots"].rename(columns={"townships": "n_units"})
     out["missing"] = tables["missing"].assign(column=[headers.get(c, c) for c in tables["missing"]["column"]])
     out["gaps"] = (r.say("没有缺期的乡镇。", "No township misses a period.") if tables["gaps"].empty
                    else r.table(tables["gaps"], kinds={"missing_periods": "text"},
                                 headers={"missing_periods": ("缺失的期", "Missing periods")}))
+    by_id = {i.id: i for i in ctx.study.selected_indicators()}
     outliers = tables["outliers"].assign(indicator=[names.get(i, i) for i in tables["outliers"]["indicator"]])
-    out["outliers"] = r.table(outliers.drop(columns="name_zh"), headers={
-        "outlying_cells": (f"异常值数（|z| > {ctx.settings.outlier_z:g}）", f"Outlying cells (|z| > {ctx.settings.outlier_z:g})")})
+    for column in ("min", "median", "max"):  # each indicator's values in its unit (shares in %)
+        outliers[column] = [r.level(v, by_id[i]) if i in by_id else fixed(v)
+                            for v, i in zip(outliers[column], tables["outliers"]["indicator"], strict=True)]
+    out["outliers"] = r.table(outliers.drop(columns="name_zh"), kinds={"min": "text", "median": "text", "max": "text"},
+                              headers={"outlying_cells": (f"异常值数（|z| > {ctx.settings.outlier_z:g}）",
+                                                          f"Outlying cells (|z| > {ctx.settings.outlier_z:g})")})
     incomplete = tables["incomplete"]
     methods_zh = "、".join(METHOD_ZH[m] for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL)
     methods_en = ", ".join(m for m in METHOD_ZH if m in NEEDS_COMPLETE_PANEL)
@@ -638,7 +647,7 @@ def did(ctx: Context) -> dict:
         out.update(cs_simple=reason, cs_cohort="", cs_dynamic_plot=None, uniform_critical_value=None)
     else:
         out.update(cs_simple=reader_effects(ctx, _section(cs, "simple")),
-                   cs_cohort=reader_effects(ctx, _section(cs, "cohort")),
+                   cs_cohort=_cohort_weighted(ctx, _section(cs, "cohort")),
                    cs_dynamic_plot=cs.tables["dynamic_plot"],
                    uniform_critical_value=cs.values["uniform_critical_value"])
     if es.not_estimable:
@@ -656,7 +665,7 @@ def did(ctx: Context) -> dict:
     bacon = tw.tables["bacon"].drop(columns="comparison")
     bacon["label"] = [r.both(BACON_WORDS.get(c, (lab, lab))) for c, lab in
                       zip(tw.tables["bacon"]["comparison"], tw.tables["bacon"]["label"], strict=True)]
-    out.update(twfe=reader_effects(ctx, _section(tw, "twfe")),
+    out.update(twfe=reader_effects(ctx, _section(tw, "twfe"), (*READER_COLUMNS, "inference")),
                bacon=r.table(bacon, ctx.indicator, kinds={"label": "text", "weight": "fraction",
                                                           "average_estimate": "effect", "weighted": "effect"},
                              headers={"label": ("比较", "Comparison"), "weight": ("权重", "Weight"),
@@ -668,6 +677,14 @@ def did(ctx: Context) -> dict:
     if (tw.effects["section"] == "poisson").any():
         out["poisson"] = reader_effects(ctx, _section(tw, "poisson"), ("term", "estimate", "interval", "p_value"))
     return out
+
+
+def _cohort_weighted(ctx: Context, effects: pd.DataFrame) -> pd.DataFrame:
+    """Callaway-Sant'Anna by cohort; its row without a cohort is the cohort-weighted overall ATT."""
+    table = reader_effects(ctx, effects)
+    overall = effects["cohort"].isna().to_numpy()
+    table.iloc[overall, 0] = ctx.reader.say("按批次加权的总体 ATT", "cohort-weighted overall ATT")
+    return table
 
 
 BACON_WORDS = {
@@ -957,9 +974,13 @@ def parallel_trends_sensitivity(ctx: Context) -> dict:
                 r.say(f"{v['alpha_pct']} 置信集", f"{v['alpha_pct']} confidence set"):
                     r.interval(effect["ci_low"], effect["ci_high"], lambda x: r.effect(x, ctx.indicator))})
     table = written(pd.DataFrame(rows, dtype=object))
-    breakdown = _item_table(ctx, [((f"{bound[0]}临界值 {symbol}", f"{bound[1]} breakdown {symbol}"),
-                                   fixed(res.values["breakdown"]) if res.values["breakdown"] is not None
-                                   else r.say("无（原区间已含0）", "none (the original interval contains 0)"))
+    def breakdown_text(res):
+        original = res.effects.iloc[0]
+        if res.values["breakdown"] is None or original["ci_low"] <= 0 <= original["ci_high"]:
+            return r.say("不适用（原置信区间已含0）", "not applicable (the original interval contains 0)")
+        return fixed(res.values["breakdown"])
+
+    breakdown = _item_table(ctx, [((f"{bound[0]}临界值 {symbol}", f"{bound[1]} breakdown {symbol}"), breakdown_text(res))
                                   for res, _, bound, symbol in estimated])
     return {"table": table if missing is None else (table, missing), "breakdown": breakdown, "results": (rm, sd)}
 
@@ -1080,9 +1101,13 @@ NOTES = {
         "The indicator in pilot and non-pilot townships (pooled), with the pilot starts (dotted) and the policy "
         "target (dashed)."),
     "did": (
-        "推荐估计：Callaway–Sant'Anna 组别-时间效果（以{comparison_zh}为对照），适用于分批试点且效果随时间变化的情形。",
-        "Recommended estimate: Callaway and Sant'Anna group-time effects against {comparison_en} townships, valid "
-        "when pilots start at different times and effects grow."),
+        "Callaway–Sant'Anna 组别-时间效果（以{comparison_zh}为对照），适用于分批试点且效果随时间变化的情形。试点乡镇不少于"
+        "{few_pilots}个时，它是评估总结的核心结果；少于{few_pilots}个时，核心结果为双向固定效应系数加随机化推断（见稳健性检验章节），"
+        "此处的估计作为对照。",
+        "Callaway and Sant'Anna group-time effects against {comparison_en} townships, valid when pilots start at "
+        "different times and effects grow. With {few_pilots} or more pilot townships this is the summary's headline; "
+        "with fewer, the headline is the two-way fixed effects coefficient with randomization inference (robustness "
+        "chapter) and this estimate is shown beside it."),
     "event_study": (
         "事件研究（事件时间 {first_event} 至 {last_event}）：试点开始前的系数应接近0（平行趋势），之后的系数显示效果如何随时间累积。"
         "阴影为一致置信带。前趋势检验为TWFE事件研究中 {leads} 个前导期系数的联合检验。",
@@ -1103,9 +1128,11 @@ NOTES = {
         "COVID-19 phases (the share of each period's days in the phase); the {phase_in_en} phase-in after the start "
         "and missing periods are left out of the fit."),
     "robustness": (
-        "对照组选择（从未试点 vs 尚未试点）、剔除新冠时期、安慰剂时间（提前{placebo_zh}的假开始，应为0）、逐个剔除试点乡镇。",
-        "Comparison group (never vs not-yet treated), COVID-19 periods dropped, a placebo start {placebo_en} early "
-        "(should be 0), leaving one pilot out."),
+        "每一行为改变一项设定后的 Callaway–Sant'Anna 总体 ATT：对照组选择（从未试点 vs 尚未试点）、剔除新冠时期、安慰剂时间"
+        "（提前{placebo_zh}的假开始，应为0）、逐个剔除试点乡镇。应与双重差分章节的 Callaway–Sant'Anna 估计比较。",
+        "Each row is the Callaway and Sant'Anna overall ATT with one choice changed: the comparison group (never vs "
+        "not-yet treated), COVID-19 periods dropped, a placebo start {placebo_en} early (should be 0), leaving one "
+        "pilot out. Compare them with the Callaway–Sant'Anna estimate of the DiD chapter."),
     "inference": (
         "少量试点下的推断 / Inference with few pilots",
         "同一双向固定效应估计在不同推断方法下的p值与置信区间（随机化推断 {draws_randomization} 次置换，野聚类自助法 "
@@ -1113,7 +1140,7 @@ NOTES = {
         "The same TWFE estimate under each inference method (randomization inference with {draws_randomization} "
         "permutations, wild cluster bootstrap with {draws_wild_bootstrap} {weights} draws). With fewer than "
         "{few_pilots} pilot townships clustered (CR1) p-values are too small: trust randomization inference or the "
-        "wild cluster bootstrap (docs/power.md shows the simulated size)."),
+        "wild cluster bootstrap."),
     "synthetic": (
         "合成控制与合成双重差分 / Synthetic control and synthetic DiD",
         "当试点乡镇很少或因基础薄弱而被选为试点时，平行趋势假设最值得怀疑。合成双重差分（Arkhangelsky 等，2021）给非试点乡镇和试点前各期加权，"

@@ -199,8 +199,8 @@ def regression_table(folder: Path, study, language: str | None = None, interval:
             if result.not_estimable:
                 coef.append(DASH)
                 below.append("")
-                notes.append(say(f"{reader.name(ind)}（{section}）未能估计：{result.not_estimable}",
-                                 f"{reader.name(ind)} ({section}) not estimable: {result.not_estimable}"))
+                notes.append((f"{ind.name_zh}（{section}）未能估计：{result.not_estimable}",
+                              f"{ind.name_en} ({section}) not estimable: {result.not_estimable}"))
                 ind_rows.append(None)
                 continue
             row = _one(result, part, store.folder(section, ind.id))
@@ -252,13 +252,17 @@ def regression_table(folder: Path, study, language: str | None = None, interval:
         panels.append((say("B：Callaway–Sant'Anna 交错双重差分", "B: Callaway–Sant'Anna staggered DiD"), cs))
     spanning = {say("聚类", "Clustering"), say("推断方法", "Inference"), say("对照组", "Comparison group")}
     pct = f"{100 * (1 - (level if level is not None else 0.05)):g}%"
-    below = (say(f"系数下方方括号内为{pct}置信区间", f"{pct} confidence intervals in brackets")
-             if interval else say("系数下方括号内为聚类稳健标准误", "Cluster-robust standard errors in parentheses"))
-    note = [say("注：", "Note: ") + below + say("。", "."),
-            say("比例类指标的效果以百分点表示。", "Effects on shares are in percentage points.")]
+    # each language's note written whole, then put together (never "。 / ." between the two)
+    zh = ["注：" + (f"系数下方方括号内为{pct}置信区间。" if interval else "系数下方括号内为聚类稳健标准误。"),
+          "比例类指标的效果以百分点表示。"]
+    en = ["Note: " + (f"{pct} confidence intervals in brackets." if interval
+                      else "Cluster-robust standard errors in parentheses."), "Effects on shares are in percentage points."]
     if stars:
-        note.append("* p < 0.1, ** p < 0.05, *** p < 0.01" + say("。", "."))
-    note += [n + say("。", ".") for n in notes]
+        zh.append("* p < 0.1，** p < 0.05，*** p < 0.01。")
+        en.append("* p < 0.1, ** p < 0.05, *** p < 0.01.")
+    zh += [f"{n_zh}。" for n_zh, _ in notes]
+    en += [f"{n_en}." for _, n_en in notes]
+    note = [say("".join(zh), " ".join(en))]
     return RegressionTable(caption=say("基准双重差分估计", "Baseline difference-in-differences estimates"),
-                           stub="", headers=headers, panels=panels, spanning=spanning, note=say("", " ").join(note),
+                           stub="", headers=headers, panels=panels, spanning=spanning, note=note[0],
                            numbers=pd.DataFrame(numbers))

@@ -182,14 +182,14 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
     change_zh = "提高" if row["headline_att"] > 0 else "降低"
     change_en = "raised" if row["headline_att"] > 0 else "lowered"
     if row["improved"]:
-        finding_zh, finding_en = "指标改善，且在统计学上可识别", "an improvement that the data can distinguish from no change"
+        finding_zh, finding_en = "指标改善，差异有统计学意义", "a statistically significant improvement"
     elif row["worsened"]:
-        finding_zh, finding_en = "指标恶化，且在统计学上可识别", "a deterioration that the data can distinguish from no change"
+        finding_zh, finding_en = "指标恶化，差异有统计学意义", "a statistically significant deterioration"
     elif row["mixed"]:
         finding_zh = "证据不一致：检验与置信区间的结论不同，不能确认有变化"
         finding_en = "mixed evidence: the test and the interval disagree, so a change is not established"
     else:
-        finding_zh, finding_en = "未见统计学上可靠的变化", "no change that the data can tell apart from none"
+        finding_zh, finding_en = "差异无统计学意义", "no statistically significant change"
 
     def eff(reader, value):
         return reader.effect(value, ind)
@@ -200,15 +200,18 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
     p = p_value(row["headline_p"], row["headline_p_floor"])
     p = p if p.startswith(("<", "≤")) else f"= {p}"
     n_comparison = row["n_townships"] - row["n_pilots"]
-    zh = (f"{row['name_zh']}：与{n_comparison}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的该指标{change_zh}了"
-          f"{eff(zh_reader, abs(row['headline_att']))}（{level}置信区间 "
-          f"{span(zh_reader, row['headline_ci_low'], row['headline_ci_high'])}，p {p}；{row['headline_label_zh']}），"
-          f"{finding_zh}。{weight_zh}。")
+    changed = row["improved"] or row["worsened"]
+    # a change that is not significant is an estimate, not a direction
+    what_zh = (f"{change_zh}了{eff(zh_reader, abs(row['headline_att']))}" if changed
+               else f"的估计变化为{eff(zh_reader, row['headline_att'])}")
+    what_en = (f"{change_en} it by {eff(en_reader, abs(row['headline_att']))}" if changed
+               else f"changed it by an estimated {eff(en_reader, row['headline_att'])}")
+    zh = (f"{row['name_zh']}：与{n_comparison}个非试点乡镇相比，{row['n_pilots']}个试点乡镇的该指标{what_zh}"
+          f"（{level}置信区间 {span(zh_reader, row['headline_ci_low'], row['headline_ci_high'])}，p {p}；"
+          f"{row['headline_label_zh']}），{finding_zh}。{weight_zh}。")
     en = (f"{row['name_en']}: compared with {n_comparison} non-pilot townships, the {row['n_pilots']} pilots "
-          f"{change_en} it by {eff(en_reader, abs(row['headline_att']))} ({level} CI "
-          f"{span(en_reader, row['headline_ci_low'], row['headline_ci_high'])}, p {p}; {row['headline_label_en']}): "
-          f"{finding_en}. "
-          f"Evidence: {weight_en}.")
+          f"{what_en} ({level} CI {span(en_reader, row['headline_ci_low'], row['headline_ci_high'])}, p {p}; "
+          f"{row['headline_label_en']}): {finding_en}. Evidence is {weight_en}.")
     if row["headline_method"] != "callaway_santanna":
         cs_zh = f"{eff(zh_reader, row['att'])}，{level}置信区间 {span(zh_reader, row['ci_low'], row['ci_high'])}"
         cs_en = f"{eff(en_reader, row['att'])}, {level} CI {span(en_reader, row['ci_low'], row['ci_high'])}"
@@ -273,7 +276,8 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
             if reader.language == "en":
                 name += f" ({unit_en or r.get('unit_label') or r['unit']})"
             else:
-                zh_name = f"{r['name_zh']}（{unit_zh}）"
+                base = r["name_zh"].replace("（每千常住人口）", "")  # the unit below names it, with its period
+                zh_name = f"{base}（{unit_zh}）"
                 name = zh_name if reader.language == "zh" else f"{zh_name} / {r['name_en']}"
         estimated = r.get("estimated", True) is not False and pd.notna(r.get("headline_att"))
         has_target = pd.notna(r.get("target"))
@@ -303,13 +307,13 @@ def scorecard_note(card: pd.DataFrame, reader: Reader, settings: Settings) -> st
     """The scorecard's note: the headline method(s), the p-value rule and the relative change."""
     methods = [m for m in dict.fromkeys(card.get("headline_method", pd.Series(dtype=object)).dropna())]
     used = "；".join(HEADLINE_LABELS[m][0] for m in methods), "; ".join(HEADLINE_LABELS[m][1] for m in methods)
-    zh = (f"效果：{used[0]}（试点乡镇少于{settings.few_pilots}个时采用随机化推断，区间由同一检验反演得到）。"
-          "百分比指标的效果以百分点（pp）表示；相对变化为效果占试点乡镇反事实均值的百分比。"
-          "p ≤ 1/(B+1) 表示B次重抽样所能给出的最小值。")
-    en = (f"Effect: {used[1]} (randomization inference with fewer than {settings.few_pilots} pilot townships, "
-          "its interval inverting the same test). Effects on shares are in percentage points (pp); the relative "
-          "change is the effect as a percentage of the pilots' counterfactual mean. p ≤ 1/(B+1) is the smallest "
-          "value B resampling draws can give.")
+    zh = (f"效果：{used[0]}。试点乡镇少于{settings.few_pilots}个时核心结果采用随机化推断，区间由同一检验反演得到；否则为"
+          "Callaway–Sant'Anna 估计及聚类稳健解析推断。百分比指标的效果以百分点（pp）表示；相对变化为效果占试点乡镇反事实均值的"
+          "百分比。p ≤ 1/(B+1) 表示B次重抽样所能给出的最小值。")
+    en = (f"Effect: {used[1]}. With fewer than {settings.few_pilots} pilot townships the headline uses randomization "
+          "inference, its interval inverting the same test; otherwise Callaway–Sant'Anna with analytic clustered errors. "
+          "Effects on shares are in percentage points (pp); the relative change is the effect as a percentage of the "
+          "pilots' counterfactual mean. p ≤ 1/(B+1) is the smallest value B resampling draws can give.")
     return reader.say(zh, en, sep="\n")
 
 
@@ -345,24 +349,32 @@ def overall_conclusion(card: pd.DataFrame, settings: Settings) -> tuple[str, str
         en.append("Each indicator's conclusion rests on one method's estimate, interval and p-value: "
                   + "; ".join(HEADLINE_LABELS[m][1] for m in methods) + ".")
         if improved:
-            zh.append(f"{len(improved)}项指标改善且在统计学上可识别（{names(improved, 'zh')}）。")
-            en.append(f"{len(improved)} improved by a margin the data can distinguish from no change "
-                      f"({names(improved, 'en')}).")
+            zh.append(f"{len(improved)}项指标改善，差异有统计学意义（{names(improved, 'zh')}）。")
+            en.append(f"{len(improved)} improved significantly ({names(improved, 'en')}).")
         if worsened:
-            zh.append(f"{len(worsened)}项指标恶化（{names(worsened, 'zh')}）。")
-            en.append(f"{len(worsened)} worsened ({names(worsened, 'en')}).")
+            zh.append(f"{len(worsened)}项指标恶化，差异有统计学意义（{names(worsened, 'zh')}）。")
+            en.append(f"{len(worsened)} worsened significantly ({names(worsened, 'en')}).")
         if unclear:
-            zh.append(f"{len(unclear)}项指标未见统计学上可靠的变化（{names(unclear, 'zh')}）。")
-            en.append(f"{len(unclear)} showed no change the data can tell apart from none ({names(unclear, 'en')}).")
+            zh.append(f"{len(unclear)}项指标差异无统计学意义（{names(unclear, 'zh')}）。")
+            en.append(f"{len(unclear)} showed no statistically significant change ({names(unclear, 'en')}).")
         weight_zh, weight_en = evidence_weight(min(pilots), settings)
         zh.append(f"{weight_zh}。")
-        en.append(f"Evidence: {weight_en}.")
+        en.append(f"Evidence is {weight_en}.")
         checked = [r for r in improved + worsened if r["sdid_agrees"] is not None and not pd.isna(r["sdid_agrees"])]
         if checked:
             agree = [r for r in checked if bool(r["sdid_agrees"])]
             zh.append(f"在有变化的{len(checked)}项指标中，合成双重差分（不依赖平行趋势假设）在{len(agree)}项上结论一致。")
             en.append(f"Of the {len(checked)} indicators that changed, synthetic DiD (which does not rely on parallel "
                       f"trends) agrees on {len(agree)}.")
+        sensitive = [r for r in improved + worsened
+                     if r.get("cs_agrees") is False or r.get("survives_linear_trend") is False
+                     or r.get("sdid_agrees") is False]
+        if sensitive:
+            zh.append(f"其中{names(sensitive, 'zh')}的结论对估计方法或平行趋势假设较敏感（另一估计方法结论不同，或试点前趋势差异"
+                      "按直线延续时置信区间包含0），详见各指标结论。")
+            en.append(f"For {names(sensitive, 'en')} the conclusion depends on the method or on parallel trends "
+                      "(another estimator differs, or the interval includes zero if the pre-period difference in trends "
+                      "continued in a straight line); see their verdicts.")
         rejected = [r for r in done if pd.notna(r["pretrend_p"]) and r["pretrend_p"] < settings.alpha]
         if rejected:
             zh.append(f"试点前趋势检验在{len(rejected)}项指标上拒绝平行趋势（{names(rejected, 'zh')}），这些结论需谨慎解读。")

@@ -83,7 +83,7 @@ COMPARISON_WORDS = {"never_treated": ("从未试点的乡镇", "never-treated to
 CLUSTER_WORDS = {"township_id": ("乡镇", "township"), "county": ("县区", "county")}
 
 # Short names of the headline methods (scorecard.HEADLINE_LABELS) for the scorecard's column (zh, en).
-REGRESSION_COLUMNS = 4  # indicators per regression table on an A4 page
+REGRESSION_COLUMNS = 4  # at most this many indicators per regression table on an A4 page
 
 METHOD_SHORT = {"callaway_santanna": ("Callaway–Sant'Anna", "Callaway–Sant'Anna"),
                 "twfe_randomization": ("TWFE，随机化推断", "TWFE, RI")}
@@ -189,6 +189,11 @@ def three_line_table(document, frame: pd.DataFrame, caption: str, notes: str | l
             paragraph.paragraph_format.keep_with_next = i < len(rows) - 1
             _cell_rules(cell, top=RULE_HEAVY if i == 0 else None,
                         bottom=RULE_HEAVY if i == len(rows) - 1 else RULE_LIGHT if i == 0 else None)
+    for i, row in enumerate(table.rows):  # a row never splits across pages; the header repeats on each
+        properties = row._tr.get_or_add_trPr()
+        properties.append(OxmlElement("w:cantSplit"))
+        if i == 0:
+            properties.append(OxmlElement("w:tblHeader"))
     for note in [notes] if isinstance(notes, str) else list(notes or []):
         document.add_paragraph(note, style=NOTE_STYLE)
     if not notes:
@@ -634,9 +639,11 @@ class _Writer:
         if not stored:
             return
         self.heading("基线双重差分回归", "Baseline DiD regression", 2)
-        for start in range(0, len(stored), REGRESSION_COLUMNS):
+        tables = -(-len(stored) // REGRESSION_COLUMNS)
+        size = -(-len(stored) // tables)  # 9 indicators: 3 tables of 3, not 4 + 4 + 1
+        for start in range(0, len(stored), size):
             table = regression_table(self.src.folder, self.src.study, self.r.language,
-                                     indicators=stored[start:start + REGRESSION_COLUMNS])
+                                     indicators=stored[start:start + size])
             three_line_table(self.doc, table.frame, table.caption, table.note, language=self.r.language)
 
     def indicator_section(self, ind) -> None:
@@ -839,22 +846,24 @@ class _Writer:
         self.heading("设计", "Design", 2)
         self.paragraphs(
             f"分批试点的双重差分设计：{r.count(pilots)}个试点乡镇分{r.count(cohorts)}批开始试点，与{r.count(comparison)}个非试点乡镇比较。"
-            f"主要估计以{comp_zh}为对照。事件研究覆盖试点开始前{self.period_words(-first)[0]}至开始后{self.period_words(last)[0]}。",
+            f"Callaway–Sant'Anna 估计以{comp_zh}为对照；各指标核心结果所用的方法见“推断”一节。事件研究覆盖试点开始前{self.period_words(-first)[0]}至开始后{self.period_words(last)[0]}。",
             f"A staggered difference-in-differences design: {r.count(pilots)} pilot townships starting in "
-            f"{r.count(cohorts)} cohorts, compared with {r.count(comparison)} non-pilot townships. The headline "
-            f"estimates use {comp_en} as the comparison. Event studies run from {self.period_words(-first)[1]} before "
+            f"{r.count(cohorts)} cohorts, compared with {r.count(comparison)} non-pilot townships. The "
+            f"Callaway–Sant'Anna estimates use {comp_en} as the comparison; the method of each indicator's headline is "
+            f"given under Inference. Event studies run from {self.period_words(-first)[1]} before "
             f"to {self.period_words(last)[1]} after the start.")
         self.heading("估计方法", "Estimators", 2)
         phase_zh, phase_en = self.period_words(s.its_phase_in)
         terms_zh, terms_en = self.its_terms()
         self.paragraphs(
             "Callaway–Sant'Anna（2021）组别-时间平均处理效应，适用于分批试点且效果随时间变化的情形，汇总为总体效果、分批效果和事件研究；"
-            "双向固定效应（TWFE）及其 Goodman-Bacon（2021）分解，作为对照；合成双重差分（Arkhangelsky 等，2021）对非试点乡镇和试点前各期加权，"
+            "双向固定效应（TWFE）及其 Goodman-Bacon（2021）分解（试点乡镇少时，TWFE 系数加随机化推断为核心结果）；合成双重差分（Arkhangelsky 等，2021）对非试点乡镇和试点前各期加权，"
             "使平行趋势更可信；合成控制（Abadie 等，2010）为每个试点乡镇构造加权的“合成乡镇”；中断时间序列（ITS）对最早一批试点乡镇的序列做分段回归"
             f"（{terms_zh}），试点后{phase_zh}过渡期不纳入拟合。",
             "Callaway and Sant'Anna (2021) group-time average treatment effects, valid when pilots start at different "
             "times and effects change over time, aggregated to an overall effect, cohort effects and an event study; "
-            "two-way fixed effects (TWFE) with its Goodman-Bacon (2021) decomposition, for comparison; synthetic DiD "
+            "two-way fixed effects (TWFE) with its Goodman-Bacon (2021) decomposition (with few pilots, the TWFE "
+            "coefficient with randomization inference is the headline); synthetic DiD "
             "(Arkhangelsky et al. 2021), which weights non-pilot townships and pre-periods so that parallel trends is "
             "more plausible; synthetic control (Abadie et al. 2010), a weighted twin for each pilot township; and "
             f"interrupted time series (ITS), a segmented regression of the earliest cohort's series ({terms_en}), the "
