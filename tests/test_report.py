@@ -144,8 +144,8 @@ def test_nbval_catches_an_edited_headline_number(tmp_path):
         for o in cell.get("outputs", []):
             text = o.get("data", {}).get("text/plain")
             if text and "县域内就诊率" in text and "pp" in text and not edited:
-                effect = re.search(r"-?\d+\.\d{2} pp", text).group(0)
-                o["data"]["text/plain"] = text.replace(effect, "99.99 pp", 1)
+                effect = re.search(r"-?\d+\.\d{2}\u00a0pp", text).group(0)
+                o["data"]["text/plain"] = text.replace(effect, "99.99\u00a0pp", 1)
                 edited = True
     assert edited
     target = NOTEBOOKS / "_edited_summary_test.ipynb"

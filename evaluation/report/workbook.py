@@ -468,6 +468,8 @@ def _data_quality(cells: _Cells, store: ResultsStore) -> list[Table]:
             by_indicator = lambda row: cells.known(row["indicator"])  # noqa: E731
         if name == "summary":
             headers["value"] = (*COLUMNS["value"][:2], "auto")
+        if name == "gaps":  # the missing periods' labels, not a count
+            headers["missing_periods"] = ("缺失的期", "Missing periods", "text")
         if name == "outliers":  # levels of each row's indicator
             headers.update({c: (*COLUMNS[c][:2], "level") for c in ("min", "median", "max")})
         tables.append(_frame_table(cells, f"data_quality_{name}", frame, headers, by_indicator))
