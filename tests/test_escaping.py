@@ -267,9 +267,9 @@ def test_batch_pages_escape_payloads(tmp_path, monkeypatch):
     assert main(["batch", str(built.study), "--fast", "--jobs", "2"]) == 0
     folder = tmp_path / "outputs" / "escape"
     pages = sorted(folder.glob("*.html"))
-    assert {p.stem for p in pages} == {"index"} | {c.key if not c.per_indicator else f"{c.key}__{INDICATOR}"
-                                                   for c in chapters.CHAPTERS}
-    texts = {p.stem: check_page(p, mathjax=p.stem != "index") for p in pages}
+    assert {p.stem for p in pages} == {"index", "regression_table"} | {
+        c.key if not c.per_indicator else f"{c.key}__{INDICATOR}" for c in chapters.CHAPTERS}
+    texts = {p.stem: check_page(p, mathjax=p.stem not in ("index", "regression_table")) for p in pages}
     index = (folder / "index.html").read_text(encoding="utf-8").lower()
     assert "<script" not in index and "mathjax.js" not in index  # no MathJax is loaded (classes only tell it to skip)
     everything = "\n".join(texts.values())
