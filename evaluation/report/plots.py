@@ -184,6 +184,13 @@ def _date_axis(axis) -> None:
     axis.set_major_formatter(AutoDateFormatter(locator))
 
 
+def _legend_below(ax) -> None:
+    """The legend under the axes in one or two rows, where it never covers the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2 if ax.get_xlabel() else -0.1),
+              ncol=min(len(labels), 3), frameon=False)
+
+
 def _finish(ax, created: bool) -> None:
     """Fit a figure this module created to its labels (a caller's axes are the caller's)."""
     if created:
@@ -241,7 +248,7 @@ def trends(series_by_group: dict[Text, pd.Series], indicator, starts: list[str],
     ax.set_ylabel(_level_label(reader, indicator))
     _level_axis(ax.yaxis, indicator)
     _date_axis(ax.xaxis)
-    ax.legend(loc="best")
+    _legend_below(ax)
     _finish(ax, created)
     return ax
 
@@ -268,7 +275,7 @@ def event_study(plot_data: pd.DataFrame, indicator, title: Text = ("事件研究
     _period_axis(ax.xaxis)
     _effect_axis(ax.yaxis, indicator)
     ax.set_title(_titled(reader, title, indicator))
-    ax.legend(loc="best")
+    _legend_below(ax)
     _finish(ax, created)
     return ax
 
@@ -296,7 +303,7 @@ def interrupted_series(plot_data: pd.DataFrame, indicator, title: Text = ("中�
     ax.set_ylabel(_level_label(reader, indicator))
     _level_axis(ax.yaxis, indicator)
     _date_axis(ax.xaxis)
-    ax.legend(loc="best")
+    _legend_below(ax)
     _finish(ax, created)
     return ax
 
