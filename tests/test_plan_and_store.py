@@ -166,3 +166,40 @@ def test_notes_quote_the_plan(tmp_path):
     assert values["placebo_en"] == "6 months" and values["phase_in_zh"] == "3个月"
     for key, (*_, zh, en) in chapters.NOTES.items():
         assert zh.format(**values) and en.format(**values), key
+
+
+# ----------------------------------------------------------------------------- placebo tests (issue #16, item 5)
+
+def test_randomization_distribution_figure_marks_the_stored_estimate(tmp_path):
+    """The placebo figure draws the stored randomization draws (the observed assignment
+    first) and marks the stored estimate with its randomization p-value."""
+    from matplotlib.lines import Line2D
+
+    ctx = _context(tmp_path, "ri_figure")
+    figure = chapters.placebo_tests(ctx)["figure"]
+    ri = ctx.result("robustness.randomization")
+    effect, draws = ri.effects.iloc[0], ri.tables["draws"]["permuted_estimate"]
+    assert len(draws) == 200 and "200 assignments" in effect["inference"]  # fast: 199 draws and the observed one
+    assert draws.iloc[0] == pytest.approx(effect["estimate"], abs=1e-12)
+    assert effect["p_value"] == pytest.approx((abs(draws) >= abs(effect["estimate"]) - 1e-12).mean(), abs=1e-12)
+    marked = [line for line in figure.axes[0].get_lines() if isinstance(line, Line2D)
+              and len(set(line.get_xdata())) == 1 and line.get_xdata()[0] != 0]
+    assert [line.get_xdata()[0] for line in marked] == [effect["estimate"]]
+    legend = " ".join(t.get_text() for t in figure.axes[0].get_legend().get_texts())
+    assert ctx.reader.p(effect["p_value"], effect["p_floor"]).replace("\u00a0", " ") in legend
+
+
+def test_fake_timing_moves_the_start_one_and_two_shifts_earlier(tmp_path):
+    from evaluation.diagnostics.robustness import placebo_in_time
+
+    ctx = _context(tmp_path, "fake_timing")
+    table = chapters.placebo_tests(ctx)["fake_timing"]
+    stored = ctx.result("robustness.fake_timing").effects
+    for row, shift in zip(stored.to_dict("records"), (12, 24), strict=True):
+        direct = placebo_in_time(ctx.frame, shift=shift, control_group="never_treated").effects[0]
+        assert row["estimate"] == direct.estimate and row["ci_low"] == direct.ci_low
+    labels = table.iloc[:, 0].tolist()
+    assert "提前12个月（假开始 2017-07）" in labels[0] and "24 months early (fake start 2016-07)" in labels[1]
+    # a shift that leaves no pre-period is named, the other still shown
+    longer = chapters.placebo_tests(_context(tmp_path, "fake_long", placebo_shift="2 years"))["fake_timing"]
+    assert isinstance(longer, tuple) and len(longer[0]) == 1 and "not estimated" in longer[1]

@@ -145,13 +145,16 @@ def draw(function: str, reader: Reader, ind=None):
         fig = plots.sensitivity(panels, ind, titles, reader=reader)
     elif function == "synthetic_control":
         fig = plots.synthetic_control(synthetic_fit(), ind, reader=reader)
+    elif function == "randomization_distribution":
+        draws = np.random.default_rng(3).normal(0.0, 0.004, 200)
+        fig = plots.randomization_distribution(draws, 0.0123, 0.005, 0.005, ind, reader=reader)
     else:
         raise ValueError(function)
     return fig, given
 
 
 FUNCTIONS = ("trends", "event_study", "interrupted_series", "forest", "synthetic_control_gaps", "sensitivity",
-             "synthetic_control")
+             "synthetic_control", "randomization_distribution")
 
 
 def texts(fig) -> list[str]:

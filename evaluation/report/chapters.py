@@ -26,7 +26,7 @@ import pandas as pd
 from evaluation.data.frames import NEEDS_COMPLETE_PANEL, complete_townships, did_frame
 from evaluation.data.panel import LISTED_WARNINGS, Panel, load_panel
 from evaluation.diagnostics.bacon import bacon_decomposition
-from evaluation.diagnostics.robustness import robustness_table
+from evaluation.diagnostics.robustness import placebo_in_time, robustness_table
 from evaluation.diagnostics.sensitivity import honest_sensitivity
 from evaluation.errors import EstimationError, EvaluationError
 from evaluation.estimators.did import effects_by_group, event_study, poisson_did, twfe
@@ -799,7 +799,27 @@ def build_randomization(ctx: Context) -> Result:
     ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
                                  cohort="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
                                  indicator=ctx.indicator.id)
-    return make_result("robustness.randomization", ctx.indicator.id, ri)
+    return make_result("robustness.randomization", ctx.indicator.id, ri,
+                       tables={"draws": ri.plot_data[["permuted_estimate"]]})
+
+
+def build_fake_timing(ctx: Context) -> Result:
+    """The fake-timing placebo (Chinese evaluations' 提前一年、两年): every pilot start moved
+    the plan's ``placebo_shift`` and twice that before the earliest real start, on the
+    periods before the real starts only (Callaway-Sant'Anna, :func:`placebo_in_time`).
+    Under parallel trends and no anticipation each placebo ATT is 0. A shift that leaves no
+    pre-period is listed as not estimable."""
+    s, effects, missing = ctx.settings, [], []
+    for shift in (s.placebo_shift, 2 * s.placebo_shift):
+        try:
+            effects += placebo_in_time(ctx.frame, shift=shift, control_group=s.comparison, alpha=s.alpha,
+                                       indicator=ctx.indicator.id).effects
+        except EstimationError as exc:
+            missing.append({"shift": shift, "reason": not_estimable_text(exc)})
+    if not effects:
+        raise EstimationError("no placebo start leaves a pre-period: " + "; ".join(m["reason"] for m in missing))
+    return make_result("robustness.fake_timing", ctx.indicator.id, effects,
+                       tables={"not_estimable": pd.DataFrame(missing, columns=["shift", "reason"])})
 
 
 def build_inference(ctx: Context) -> Result:
@@ -909,6 +929,32 @@ def inference_comparison(ctx: Context) -> pd.DataFrame | str:
     rows = pd.concat([inference.effects.iloc[:3], ri.effects, inference.effects.iloc[3:]], ignore_index=True)
     table = reader_effects(ctx, rows, ("inference", "estimate", "std_error", "interval", "p_value"))
     return table if not ri.not_estimable else (table, not_estimated(ri))
+
+
+def placebo_tests(ctx: Context) -> dict:
+    """The placebo tests as Chinese evaluations report them: the randomization distribution
+    of the TWFE estimate with the real one marked, and the fake-timing table (starts moved
+    one and two placebo shifts earlier)."""
+    ri, fake, r = ctx.result("robustness.randomization"), ctx.result("robustness.fake_timing"), ctx.reader
+    if ri.not_estimable:
+        figure = not_estimated(ri)
+    else:
+        effect = ri.effects.iloc[0]
+        figure = plots.randomization_distribution(ri.tables["draws"]["permuted_estimate"], effect["estimate"],
+                                                  effect["p_value"], effect["p_floor"], ctx.indicator, reader=r)
+    if fake.not_estimable:
+        return {"figure": figure, "fake_timing": not_estimated(fake)}
+    rows = fake.effects.copy()
+    start = rows["cohort"]  # the fake start on the time scale
+    table = reader_effects(ctx, rows, ("term", "estimate", "std_error", "interval", "p_value"))
+    earliest = ctx.frame.loc[ctx.frame["first_treat"] > 0, "first_treat"].min()
+    table.iloc[:, 0] = [r.say(f"试点开始提前{zh}（假开始 {ctx.cohort_label(g)}）", f"start {en} early (fake start "
+                              f"{ctx.cohort_label(g)})")
+                        for g in start for zh, en in [ctx.settings.text(int(earliest - g))]]
+    skipped = fake.tables["not_estimable"]
+    note = "; ".join(f"{' / '.join(ctx.settings.text(int(x.shift)))}: {x.reason}" for x in skipped.itertuples())
+    return {"figure": figure, "fake_timing": (table, r.say(f"未能估计：{note}", f"not estimated: {note}")) if note
+            else table}
 
 
 def synthetic_designs(ctx: Context) -> dict:
@@ -1072,6 +1118,7 @@ SECTIONS = {
     "did.twfe": build_twfe,
     "its": build_its,
     "robustness.checks": build_robustness_checks,
+    "robustness.fake_timing": build_fake_timing,
     "robustness.randomization": build_randomization,
     "robustness.inference": build_inference,
     "robustness.synthetic_did": build_synthetic_did,
@@ -1141,6 +1188,15 @@ NOTES = {
         "permutations, wild cluster bootstrap with {draws_wild_bootstrap} {weights} draws). With fewer than "
         "{few_pilots} pilot townships clustered (CR1) p-values are too small: trust randomization inference or the "
         "wild cluster bootstrap."),
+    "placebo": (
+        "安慰剂检验 / Placebo tests",
+        "随机化推断的分布：把各批试点的开始时间随机分配给其他乡镇（{draws_randomization} 次），每次重新估计双向固定效应系数；"
+        "真实估计（红线）落在分布尾部说明效果不是偶然。假开始时间：把试点开始时间提前{placebo_zh}和两倍于此，只用真实开始前的数据，"
+        "此时的效果应接近0。",
+        "The randomization distribution: the cohorts' start dates given to other townships at random "
+        "({draws_randomization} draws), the two-way fixed effects coefficient estimated each time; a real estimate (red "
+        "line) in the tail means the effect is not chance. Fake timing: the pilot starts moved {placebo_en} and twice "
+        "that earlier, on the data before the real starts only, where the effect should be about zero."),
     "synthetic": (
         "合成控制与合成双重差分 / Synthetic control and synthetic DiD",
         "当试点乡镇很少或因基础薄弱而被选为试点时，平行趋势假设最值得怀疑。合成双重差分（Arkhangelsky 等，2021）给非试点乡镇和试点前各期加权，"

@@ -184,11 +184,12 @@ def _date_axis(axis) -> None:
     axis.set_major_formatter(AutoDateFormatter(locator))
 
 
-def _legend_below(ax) -> None:
-    """The legend under the axes in one or two rows, where it never covers the data."""
+def _legend_below(ax, ncol: int = 3) -> None:
+    """The legend under the axes (at most ``ncol`` entries a row), where it never covers the data."""
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2 if ax.get_xlabel() else -0.1),
-              ncol=min(len(labels), 3), frameon=False)
+    lines = ax.get_xlabel().count("\n") + 1 if ax.get_xlabel() else 0  # a bilingual label takes two lines
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.1 * lines),
+              ncol=min(len(labels), ncol), frameon=False)
 
 
 def _finish(ax, created: bool) -> None:
@@ -482,6 +483,31 @@ def sensitivity(panels: list[tuple[pd.DataFrame, float | None]], indicator, titl
         _effect_axis(ax.yaxis, indicator)
     fig.suptitle(_titled(reader, ("平行趋势敏感性", "Parallel-trends sensitivity"), indicator), fontsize=FONT_PT + 1)
     fig.tight_layout()
+    return fig
+
+
+def randomization_distribution(draws, estimate: float, p_value: float, p_floor: float | None, indicator, *,
+                               reader: Reader | None = None):
+    """The placebo test Chinese evaluations show (随机化推断 / 安慰剂检验): the distribution of
+    the DiD estimate when the pilot histories are given to randomly drawn townships, with
+    the real estimate marked and its randomization p-value (two-sided: the share of draws
+    at least as far from zero). Effects of a share in percentage points."""
+    reader = _reader(reader)
+    fig, ax = plt.subplots()
+    values = np.asarray(draws, float)
+    ax.hist(values, bins=min(40, max(10, len(values) // 20)), color=COMPARISON_COLOUR, alpha=0.55,
+            label=reader.say(f"随机分配的估计（{len(values):,} 次）", f"random assignments ({len(values):,})"))
+    ax.axvline(estimate, color=PILOT_COLOUR, lw=2,
+               label=reader.say(f"真实估计 {reader.effect(estimate, indicator)}，{p_text(reader, p_value, p_floor)}",
+                                f"real estimate {reader.effect(estimate, indicator)}, "
+                                f"{p_text(reader, p_value, p_floor)}").replace(UNIT_SPACE, " "))
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(_effect_label(reader, indicator))
+    ax.set_ylabel(reader.say("次数", "draws"))
+    _effect_axis(ax.xaxis, indicator)
+    ax.set_title(_titled(reader, ("随机化推断（安慰剂检验）", "Randomization inference (placebo test)"), indicator))
+    _legend_below(ax, ncol=1)
+    _finish(ax, True)
     return fig
 
 
