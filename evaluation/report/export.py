@@ -17,10 +17,10 @@ half of one; the report's language is the study's ``report.language`` unless giv
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
 from evaluation.report.readable import Reader
+from evaluation.report.store import write_file
 
 # Each deliverable, as the index links it: (file or folder, (zh, en)).
 DELIVERABLES = (
@@ -56,10 +56,4 @@ def export_deliverables(folder: Path | str, study, language: str | None = None) 
 
 
 def _write_text(path: Path, text: str) -> Path:
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        staging.write_text(text, encoding="utf-8")
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-    return path
+    return write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -37,7 +37,8 @@ UNIT_SPACE = "\u00a0"  # between a number and its unit: a table cell never break
 MAX_DECIMALS = 6
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+    """None, pandas' NA/NaT, or a number that is not finite (text that reads as NaN too)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     try:
@@ -46,10 +47,12 @@ def _missing(value) -> bool:
         return False
 
 
+
+
 def fixed(value, digits: int = 3) -> str:
     """``value`` with ``digits`` significant digits in fixed notation (never ``1e-05``),
     thousands separated, at most six decimals; a dash when missing."""
-    if _missing(value):
+    if is_missing(value):
         return DASH
     v = float(value)
     if v == 0:
@@ -67,7 +70,7 @@ def fixed(value, digits: int = 3) -> str:
 
 def decimals(value, places: int) -> str:
     """``value`` with a fixed number of decimals (thousands separated); a dash when missing."""
-    if _missing(value):
+    if is_missing(value):
         return DASH
     text = f"{float(value):,.{places}f}"
     return text[1:] if text.startswith("-") and float(text.replace(",", "")) == 0 else text
@@ -76,10 +79,10 @@ def decimals(value, places: int) -> str:
 def p_value(value, floor=None) -> str:
     """A p-value: ``< 0.001``; ``≤ floor`` when a resampling method cannot give less
     (``floor`` = 1/(B+1) for B draws); three decimals otherwise; a dash when missing."""
-    if _missing(value):
+    if is_missing(value):
         return DASH
     v = float(value)
-    if not _missing(floor) and v <= float(floor) * (1 + 1e-9):
+    if not is_missing(floor) and v <= float(floor) * (1 + 1e-9):
         text = fixed(floor, 2)
         return f"≤{UNIT_SPACE}{text.rstrip('0').rstrip('.') if '.' in text else text}"
     if v < 0.001:
@@ -129,7 +132,7 @@ class Reader:
 
     def flag(self, value) -> str:
         """是 / 否 (Yes / No) for a boolean; a dash when missing."""
-        if _missing(value):
+        if is_missing(value):
             return DASH
         return self.say("是", "Yes") if bool(value) else self.say("否", "No")
 
@@ -137,13 +140,13 @@ class Reader:
         """达标 / 未达标 / 无目标 for a target's attainment."""
         if not has_target:
             return self.say("无目标", "No target")
-        if _missing(meets):
+        if is_missing(meets):
             return DASH
         return self.say("达标", "Met") if bool(meets) else self.say("未达标", "Not met")
 
     def text(self, value) -> str:
         """A text cell: a known word in the report's language, other text as it is."""
-        if _missing(value):
+        if is_missing(value):
             return DASH
         if isinstance(value, bool | np.bool_):
             return self.flag(value)
@@ -160,24 +163,24 @@ class Reader:
 
     def count(self, value) -> str:
         """An integer count with thousands separators."""
-        if _missing(value):
+        if is_missing(value):
             return DASH
         return f"{round(float(value)):,}"
 
     def percent(self, value, places: int = 1) -> str:
         """A value already in percent (``3.8`` -> ``3.8%``)."""
-        return DASH if _missing(value) else f"{decimals(value, places)}%"
+        return DASH if is_missing(value) else f"{decimals(value, places)}%"
 
     def fraction(self, value, places: int = 1) -> str:
         """A fraction shown as percent (``0.038`` -> ``3.8%``)."""
-        return DASH if _missing(value) else f"{decimals(100 * float(value), places)}%"
+        return DASH if is_missing(value) else f"{decimals(100 * float(value), places)}%"
 
     def p(self, value, floor=None) -> str:
         return p_value(value, floor)
 
     def level(self, value, indicator) -> str:
         """An indicator's value: shares in percent, money in yuan, others to 3 significant digits."""
-        if _missing(value):
+        if is_missing(value):
             return DASH
         if indicator.unit == "share":
             return self.fraction(value, 1)
@@ -190,7 +193,7 @@ class Reader:
         """An effect (a change in the indicator): shares in percentage points, money in
         yuan, rate ratios to three decimals, percent changes in percent. ``unit=False``:
         the number alone (a table whose header names the unit)."""
-        if _missing(value):
+        if is_missing(value):
             return DASH
         if not unit and scale == "indicator" and indicator is not None and indicator.unit in ("share", "yuan"):
             return decimals(100 * float(value), 2) if indicator.unit == "share" else decimals(value, 0)
@@ -211,7 +214,7 @@ class Reader:
 
     def interval(self, low, high, fmt: Callable[[float], str] | None = None) -> str:
         """``[low, high]``; a dash when either end is missing."""
-        if _missing(low) or _missing(high):
+        if is_missing(low) or is_missing(high):
             return DASH
         fmt = fmt or fixed
         return f"[{fmt(low)}, {fmt(high)}]"
@@ -219,7 +222,7 @@ class Reader:
     def method(self, text) -> str:
         """A method or inference description the estimators write in English: its short
         Chinese name (:data:`METHODS`) for a Chinese reader, the full text for an English one."""
-        if _missing(text):
+        if is_missing(text):
             return DASH
         text = str(text)
         zh = next((z for prefix, z in METHODS if text.startswith(prefix)), None)
@@ -229,12 +232,12 @@ class Reader:
 
     def estimand(self, name) -> str:
         """What an effect estimates, in the report's language (:data:`ESTIMANDS`)."""
-        if _missing(name):
+        if is_missing(name):
             return DASH
         return self.both(ESTIMANDS[name]) if name in ESTIMANDS else str(name)
 
     def period(self, value) -> str:
-        return DASH if _missing(value) else str(value)
+        return DASH if is_missing(value) else str(value)
 
     # ------------------------------------------------------------------ tables
     def header(self, column: str) -> str:
@@ -307,7 +310,7 @@ class Reader:
         (shares in pp) or its scale (rate ratios, percent changes)."""
         rows = effects.reset_index(drop=True)
         level = alpha if alpha is not None else (float(rows["alpha"].iloc[0]) if "alpha" in rows and len(rows)
-                                                  and not _missing(rows["alpha"].iloc[0]) else 0.05)
+                                                  and not is_missing(rows["alpha"].iloc[0]) else 0.05)
         out = {}
         for column in columns:
             if column == "interval":

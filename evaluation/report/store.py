@@ -86,10 +86,40 @@ def _plain(value):
     return value
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target`` with one rename: the old folder is renamed away
+    first and removed after, so a reader sees the old folder or the new one, never half."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_file(target: Path, write) -> Path:
+    """Write ``target`` through a temporary file beside it (``write(path)`` fills it), then
+    rename it into place: a reader never sees half a file. Permissions follow the umask."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private; a published file is read by others
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def code_hash() -> str:
@@ -121,7 +151,7 @@ class ResultsStore:
         target = self.folder(result.section, result.indicator)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{result.section}-", dir=target.parent))
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a published result is read by others
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; a published result is read by others
         try:
             result.effects.to_csv(tmp / "effects.csv", index=False, encoding="utf-8")
             if result.tables:
@@ -133,13 +163,7 @@ class ResultsStore:
                     "settings": _plain(result.settings), "values": _plain(result.values),
                     "tables": sorted(result.tables)}
             (tmp / "result.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}-old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            replace_folder(tmp, target)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -49,9 +47,9 @@ from matplotlib.figure import Figure
 
 from evaluation.errors import EvaluationInputError, UsageError
 from evaluation.report import plots
-from evaluation.report.readable import DASH, LANGUAGES, Reader
+from evaluation.report.readable import DASH, LANGUAGES, Reader, is_missing
 from evaluation.report.scorecard import finding, overall_conclusion
-from evaluation.report.store import Result, ResultsStore
+from evaluation.report.store import Result, ResultsStore, write_file
 from evaluation.study.config import Study
 from evaluation.study.periods import FREQUENCIES
 from evaluation.study.plan import Settings
@@ -130,19 +128,7 @@ def write_word_report(folder: Path, study: Study, language: str | None = None, p
     document = new_document(language)
     with tempfile.TemporaryDirectory(prefix="word-figures-") as figures:
         _Writer(document, reader, source, Path(figures)).write()
-        target = Path(path) if path is not None else folder / REPORT_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            document.save(tmp)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; the report is for others to read
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        target = write_file(Path(path) if path is not None else folder / REPORT_NAME, document.save)
     return target
 
 
@@ -605,7 +591,7 @@ class _Writer:
                 headers["method"]: self.method_label(row["headline_method"]) if estimated else DASH,
                 headers["pilots"]: self.r.count(row["n_pilots"]) if estimated else DASH,
                 headers["target"]: self.cell(*(Reader(lang).attainment(row.get("pilot_meets_target"),
-                                                                      has_target=not _missing(row.get("target")))
+                                                                      has_target=not is_missing(row.get("target")))
                                                for lang in ("zh", "en"))) if estimated else DASH,
                 headers["verdict"]: self.verdict_word(row),
             })
@@ -675,7 +661,7 @@ class _Writer:
             f"Headline ({row['headline_label_en']}): in {r.count(row['n_pilots'])} pilot townships against "
             f"{r.count(comparison)} non-pilot townships, {ind.name_en} changed by {effect} ({self.level} CI {interval}, "
             f"p {p_text}).")
-        if _missing(row.get("target")):
+        if is_missing(row.get("target")):
             zh_target, en_target = "该指标无政策目标。", "The indicator has no policy target."
         else:
             target = r.level(row["target"], ind)
@@ -1040,10 +1026,3 @@ def _unit_beside(name: str, unit: str, rate) -> str:
     return match.group(2) if match and match.group(1) in name else unit
 
 
-def _missing(value) -> bool:
-    if value is None:
-        return True
-    try:
-        return not math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

@@ -55,7 +55,7 @@ from openpyxl.utils import get_column_letter
 from evaluation.errors import EvaluationInputError
 from evaluation.report.readable import COLUMNS, Reader, p_value
 from evaluation.report.scorecard import finding
-from evaluation.report.store import ResultsStore
+from evaluation.report.store import ResultsStore, replace_folder, write_file
 from evaluation.study.catalogue import load_catalogue
 
 WORKBOOK_NAME = "tables.xlsx"
@@ -609,15 +609,7 @@ def write_workbook(folder: Path, study, language: str | None = None, path: Path 
             width = 80 if j - 1 in table.long else min(max(widths) + 2, 60)
             sheet.column_dimensions[get_column_letter(j)].width = max(width, 8)
         sheet.freeze_panes = sheet.cell(row=top + 1, column=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}-{os.getpid()}-writing.xlsx")  # the folder's usual permissions
-    try:
-        book.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_file(path, book.save)
 
 
 def write_csv_tables(folder: Path, study, language: str | None = None) -> list[Path]:
@@ -638,13 +630,7 @@ def write_csv_tables(folder: Path, study, language: str | None = None) -> list[P
                 for row in table.rows:
                     writer.writerow(["" if v is None else defuse(v) if isinstance(v, str) else repr(v)
                                      if isinstance(v, float) else v for v in row])
-        old = None
-        if target.exists():
-            old = folder / f".{CSV_FOLDER}-old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
