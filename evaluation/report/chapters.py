@@ -58,9 +58,6 @@ from evaluation.study.plan import Settings
 # pandas marks its tables the same way when ``display.html.use_mathjax`` is off).
 NO_MATH = "tex2jax_ignore mathjax_ignore"
 
-TABLE_COLUMNS = ["estimand", "term", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "method"]
-
-
 @dataclass(frozen=True)
 class Chapter:
     key: str
@@ -380,11 +377,6 @@ def coverage_note(ctx: Context) -> str:
             parts.append(f"<p><b>{esc(r.say('数据不完整', 'Incomplete data'))}</b>: {esc(r.say(zh, en, sep=' '))}"
                          f"</p><ul>{items}</ul>")
     return "\n".join(parts)
-
-
-def effects_table(effects: pd.DataFrame, columns=TABLE_COLUMNS) -> pd.DataFrame:
-    """The columns of a tidy effects table that a chapter shows."""
-    return effects[[c for c in columns if c in effects.columns]].reset_index(drop=True)
 
 
 def _section(result: Result, name: str) -> pd.DataFrame:
@@ -736,8 +728,7 @@ def build_its(ctx: Context) -> Result:
     if fit.diagnostics.get("covid_left_out"):
         diagnostics["covid_left_out"] = ", ".join(fit.diagnostics["covid_left_out"])
     return make_result("its", ind.id, _sections(fit=fit, controlled=cits, per_township=per_township),
-                       tables={"plot": plot.reset_index(drop=True),
-                               "per_township_ids": pd.DataFrame({"township_id": [e.unit for e in per_township]})},
+                       tables={"plot": plot.reset_index(drop=True)},  # per-township effects carry their unit
                        values={"cohort": str(first_cohort), "diagnostics": diagnostics})
 
 

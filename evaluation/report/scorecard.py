@@ -40,15 +40,6 @@ RECOMMENDED = "Callaway-Sant'Anna simple ATT, analytic clustered errors"
 # The stored results a scorecard row reads (see evaluation.report.chapters.SECTIONS).
 SCORECARD_SECTIONS = ("trends", "did.callaway_santanna", "did.event_study", "robustness.randomization",
                       "robustness.synthetic_did", "robustness.smoothness")
-SCORECARD_HEADERS = {
-    "name_zh": "指标", "name_en": "Indicator", "att": "效果 ATT", "ci_low": "CI 下限", "ci_high": "CI 上限",
-    "p_value": "p (解析 analytic)", "ri_p_value": "p (随机化 RI)", "relative_pct": "相对变化 %", "target": "目标 target",
-    "pilot_recent": "试点近期", "comparison_recent": "非试点近期", "pilot_meets_target": "试点达标",
-    "comparison_meets_target": "非试点达标", "n_pilots": "试点数", "pretrend_p": "前趋势检验 p"}
-
-
-def recommended_test(n_pilots: int, settings: Settings) -> str:
-    return "randomization inference" if n_pilots < settings.few_pilots else "analytic (clustered)"
 
 
 def evidence_weight(n_pilots: int, settings: Settings) -> tuple[str, str]:
