@@ -58,6 +58,10 @@ ENGINES = {
     "event_study_coefficients": "extracts (event times, coefficients, covariance) from a fit",
     "simulate_panel": "simulation utility: draws a panel",
     "size_and_power": "simulation utility: rejection rates over simulated panels, not effects",
+    "withhold_clustered": "the few-treated rule applied to a tidy effects table (display and exports)",
+    "rests_on_clusters": "whether an inference text is cluster-robust or analytic",
+    "withheld_reason": "the text that replaces withheld inference",
+    "parse_withheld": "reads a withheld-inference text back (for translation)",
 }
 # data-level helpers that follow the keyword conventions but return no Estimates: name -> why
 UTILITIES = {
@@ -223,7 +227,7 @@ def _calls(panel, series):
     """One call of every estimator on the small panel (name -> thunk)."""
     from evaluation.diagnostics import bacon, robustness, sensitivity
     from evaluation.estimators import did, its, staggered, synth
-    from evaluation.inference import few_clusters
+    from evaluation.inference import few_clusters, few_treated, pretrend
 
     one_cohort = panel[panel["first_treat"] != 10]
     one_pilot = panel[panel["first_treat"].eq(0) | panel["township_id"].eq("T00")]
@@ -248,6 +252,10 @@ def _calls(panel, series):
         "wild_cluster_bootstrap": lambda: few_clusters.wild_cluster_bootstrap(panel, **KEYS, draws=99, seed=1),
         "twfe_cr2": lambda: few_clusters.twfe_cr2(did.twfe(panel, **KEYS)),
         "placebo_in_space": lambda: few_clusters.placebo_in_space(panel, **KEYS),
+        "subgroup_randomization": lambda: few_treated.subgroup_randomization(panel, **KEYS, by="model", draws=99,
+                                                                             seed=1),
+        "pretrend_randomization": lambda: pretrend.pretrend_randomization(panel, **KEYS, event_window=(-4, 3),
+                                                                          draws=99, seed=1),
         "bacon_decomposition": lambda: bacon.bacon_decomposition(panel, **KEYS),
         "placebo_in_time": lambda: robustness.placebo_in_time(panel, shift=3, **KEYS),
         "leave_one_out": lambda: robustness.leave_one_out(panel, **KEYS),

@@ -28,7 +28,7 @@ def did_frame(panel, indicator: Indicator) -> pd.DataFrame:
 # Methods defined on a balanced panel (the estimators raise UnbalancedPanelError on an
 # incomplete one, see evaluation.estimators.NEEDS_BALANCED_PANEL): the report gives them
 # the complete townships (:func:`complete_townships`); every other method uses every observation.
-NEEDS_COMPLETE_PANEL = frozenset({"Goodman-Bacon", "synthetic control", "synthetic DiD"})
+NEEDS_COMPLETE_PANEL = frozenset({"Goodman-Bacon", "synthetic control", "synthetic DiD", "pre-trend randomization"})
 
 DROPPED_COLUMNS = ["township_id", "township_name", "pilot", "missing_periods", "empty_values"]
 

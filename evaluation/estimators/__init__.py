@@ -22,5 +22,6 @@ NEEDS_BALANCED_PANEL = frozenset({
     "synthetic_control_by_pilot",
     "synthetic_did",
     "synthetic_did_by_pilot",
+    "pretrend_randomization",       # evaluation.inference.pretrend: the permutation tables need every cell
     "estimate_noise",               # evaluation.inference.power (EstimationError "not balanced", not typed yet)
 })

@@ -29,7 +29,7 @@ from evaluation.diagnostics.bacon import bacon_decomposition
 from evaluation.diagnostics.robustness import placebo_in_time, robustness_table
 from evaluation.diagnostics.sensitivity import honest_sensitivity
 from evaluation.errors import EstimationError, EvaluationError
-from evaluation.estimators.did import effects_by_group, event_study, poisson_did, twfe
+from evaluation.estimators.did import event_study, poisson_did, twfe
 from evaluation.estimators.its import (
     CovidPhase,
     controlled_its,
@@ -39,6 +39,8 @@ from evaluation.estimators.its import (
 )
 from evaluation.estimators.staggered import callaway_santanna
 from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
+from evaluation.inference.few_treated import subgroup_randomization, withhold_clustered
+from evaluation.inference.pretrend import pretrend_randomization
 from evaluation.inference.few_clusters import (
     placebo_in_space,
     randomization_inference,
@@ -337,7 +339,8 @@ def header(ctx: Context, chapter_zh: str, chapter_en: str) -> str:
 
 
 METHOD_ZH = {"Goodman-Bacon": "Goodman-Bacon 分解", "synthetic control": "合成控制", "synthetic DiD": "合成双重差分",
-             "randomization inference": "随机化推断", "placebo in space": "空间安慰剂检验"}
+             "randomization inference": "随机化推断", "placebo in space": "空间安慰剂检验",
+             "pre-trend randomization": "前趋势随机化检验"}
 
 
 def coverage_note(ctx: Context) -> str:
@@ -446,8 +449,10 @@ def effect_label(ctx: Context, row: dict) -> str:
 def reader_effects(ctx: Context, effects: pd.DataFrame, columns=READER_COLUMNS) -> pd.DataFrame:
     """A tidy effects table written for readers: each effect labelled by
     :func:`effect_label`, methods and inference named in the report's language, numbers in
-    the indicator's unit (:meth:`Reader.effects`)."""
-    rows = effects.reset_index(drop=True).copy()
+    the indicator's unit (:meth:`Reader.effects`); inference that rests on fewer treated
+    townships than the plan's ``very_few_pilots`` is withheld with its reason
+    (:func:`evaluation.inference.few_treated.withhold_clustered`, the one rule)."""
+    rows = withhold_clustered(effects.reset_index(drop=True), min_treated=ctx.settings.very_few_pilots)
     rows["term"] = [effect_label(ctx, row) for row in rows.to_dict("records")]
     for column in ("method", "inference"):
         if column in rows:
@@ -599,15 +604,30 @@ def build_callaway_santanna(ctx: Context) -> Result:
 
 
 def build_event_study(ctx: Context) -> Result:
-    """TWFE event study (leads and lags binned at the ends) with its pre-trend Wald test."""
+    """TWFE event study (leads and lags binned at the ends) and its pre-trend test: the
+    joint test of the leads by randomization inference (valid with few pilots), with the
+    cluster-robust F beside it and what the test could have detected (Roth 2022)."""
     d, ind, s = ctx.frame, ctx.indicator, ctx.settings
+    window = (-s.pretrend_leads, s.event_window[1])
     es = event_study(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
-                     event_window=(-s.pretrend_leads, s.event_window[1]), cluster=s.cluster, alpha=s.alpha,
-                     indicator=ind.id)
-    return make_result("did.event_study", ind.id, es, tables={"plot": es.plot_data},
-                       values={"pretrend_df": es.diagnostics.get("pretrend_df"),
-                               "pretrend_F": es.diagnostics.get("pretrend_F"),
-                               "pretrend_p": es.diagnostics.get("pretrend_p")})
+                     event_window=window, cluster=s.cluster, alpha=s.alpha, indicator=ind.id)
+    values = {"pretrend_df": es.diagnostics.get("pretrend_df"), "pretrend_F": es.diagnostics.get("pretrend_F"),
+              "pretrend_p_cluster_robust": es.diagnostics.get("pretrend_p"), "pretrend_p": np.nan}
+    complete, dropped = ctx.frame_for("pre-trend randomization")
+    try:
+        pt = pretrend_randomization(complete, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                                    event_window=window, draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
+                                    indicator=ind.id)
+    except EstimationError as exc:  # the event study stands; the page says why the test could not be made
+        values["pretrend_not_estimable"] = not_estimable_text(exc)
+    else:
+        v = pt.diagnostics
+        values.update(pretrend_p=v["p_value"], pretrend_p_floor=v["p_floor"], pretrend_statistic=v["statistic"],
+                      pretrend_assignments=v["assignments"], pretrend_exact=v["exact"],
+                      pretrend_slope_50=v["slope_50"], pretrend_slope_80=v["slope_80"],
+                      pretrend_bias_80=v["bias_80"], pretrend_equivalence_bound=v["equivalence_bound"])
+    return make_result("did.event_study", ind.id, es, tables={"plot": es.plot_data, "pretrend_dropped": dropped},
+                       values=values)
 
 
 def build_twfe(ctx: Context) -> Result:
@@ -615,9 +635,9 @@ def build_twfe(ctx: Context) -> Result:
     d, ind, s = ctx.frame, ctx.indicator, ctx.settings
     keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
     parts = {"twfe": twfe(d, cluster=s.cluster, alpha=s.alpha, indicator=ind.id, **keys)}
-    if s.subgroups:
-        parts["subgroups"] = effects_by_group(d, by=list(s.subgroups), cluster=s.cluster,
-                                              alpha=s.alpha, indicator=ind.id, **keys)
+    if s.subgroups:  # each group's pilots against the comparison townships, randomization inference
+        parts["subgroups"] = subgroup_randomization(d, by=list(s.subgroups), draws=s.draws_randomization, seed=s.seed,
+                                                    alpha=s.alpha, indicator=ind.id, **keys)
     if ind.model_family in ("poisson_offset", "poisson", "binomial"):
         exposure = {"poisson_offset": "population", "binomial": "denominator", "poisson": None}[ind.model_family]
         parts["poisson"] = poisson_did(d, **{**keys, "outcome": "numerator"}, exposure=exposure,
@@ -645,11 +665,7 @@ def did(ctx: Context) -> dict:
     if es.not_estimable:
         out.update(event_study_plot=None, pretrend=not_estimated(es))
     else:
-        v = es.values
-        out.update(event_study_plot=es.tables["plot"],
-                   pretrend=_item_table(ctx, [(("检验的前导期数", "leads tested"), r.count(v["pretrend_df"])),
-                                              (("F 统计量", "F statistic"), fixed(v["pretrend_F"])),
-                                              (("p 值", "p-value"), r.p(v["pretrend_p"]))]))
+        out.update(event_study_plot=es.tables["plot"], pretrend=pretrend_table(ctx, es.values))
     out.update(by_model_and_cohort=r.both(CAPTIONS["no_groups"]), poisson=r.both(CAPTIONS["not_count"]))
     if tw.not_estimable:
         out.update(twfe=not_estimated(tw), bacon="", bacon_twfe=None, by_model_and_cohort="", poisson="")
@@ -669,6 +685,30 @@ def did(ctx: Context) -> dict:
     if (tw.effects["section"] == "poisson").any():
         out["poisson"] = reader_effects(ctx, _section(tw, "poisson"), ("term", "estimate", "interval", "p_value"))
     return out
+
+
+def pretrend_table(ctx: Context, v: dict) -> pd.DataFrame | str:
+    """The pre-trend test for readers: the leads tested, the randomization p-value (the
+    test the summary uses), the cluster-robust F beside it, and what the test could have
+    detected: the slope of a linear pre-trend found with 80% probability, the bias it
+    would cause, and the equivalence bound."""
+    r, ind = ctx.reader, ctx.indicator
+    if v.get("pretrend_not_estimable"):
+        return r.say("前趋势随机化检验未能进行：", "The randomization pre-trend test could not be made: ") \
+            + v["pretrend_not_estimable"]
+    per = ctx.settings.text(1)
+    items = [(("检验的前导期数", "leads tested"), r.count(v["pretrend_df"])),
+             (("随机化推断 p 值（用于结论）", "randomization p-value (used in the verdict)"),
+              r.p(v["pretrend_p"], v.get("pretrend_p_floor"))),
+             (("聚类稳健 F 统计量（试点少时不可靠）", "cluster-robust F statistic (unreliable with few pilots)"),
+              fixed(v["pretrend_F"])),
+             ((f"80% 把握可发现的线性趋势（每{per[0].lstrip('1')}）", f"linear pre-trend detected with 80% power "
+               f"(per {per[1].lstrip('1 ')})"), r.effect(v["pretrend_slope_80"], ind)),
+             (("该趋势对试点后平均效果造成的偏倚", "bias such a trend causes in the post-period average"),
+              r.effect(v["pretrend_bias_80"], ind)),
+             (("等价界（各前导期系数在 ±此值内）", "equivalence bound (every lead within ±)"),
+              r.effect(v["pretrend_equivalence_bound"], ind))]
+    return _item_table(ctx, items)
 
 
 def _cohort_weighted(ctx: Context, effects: pd.DataFrame) -> pd.DataFrame:
@@ -1148,10 +1188,15 @@ NOTES = {
         "chapter) and this estimate is shown beside it."),
     "event_study": (
         "事件研究（事件时间 {first_event} 至 {last_event}）：试点开始前的系数应接近0（平行趋势），之后的系数显示效果如何随时间累积。"
-        "阴影为一致置信带。前趋势检验为TWFE事件研究中 {leads} 个前导期系数的联合检验。",
+        "阴影为一致置信带。前趋势检验为TWFE事件研究中 {leads} 个前导期系数的联合检验，采用随机化推断（置换试点历史），试点少时"
+        "仍能保持检验水准；聚类稳健 F 统计量列于旁。检验不拒绝并不等于没有趋势差异（Roth 2022）：表中给出该检验有80%把握发现的"
+        "线性趋势及其可能造成的偏倚。",
         "Event study (event times {first_event} to {last_event}): coefficients before the start should be near 0 "
         "(parallel trends); after it they show how the effect builds up. The shaded area is the uniform band. The "
-        "pre-trend test is the joint test of the TWFE event study's {leads} leads."),
+        "pre-trend test is the joint test of the TWFE event study's {leads} leads by randomization inference (pilot "
+        "histories permuted), which keeps its size with few pilots; the cluster-robust F is shown beside it. A test "
+        "that does not reject is weak evidence when it has little power (Roth 2022): the table says which linear "
+        "pre-trend it would have found with 80% probability and the bias that trend would cause."),
     "twfe": (
         "双向固定效应（TWFE）及其 Goodman-Bacon 分解：当“已试点乡镇作对照”的比较权重较大且效果随时间增长时，TWFE 会偏低。",
         "Two-way fixed effects and its Goodman-Bacon decomposition: when comparisons that use already-treated "

@@ -30,6 +30,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from evaluation.inference.few_treated import parse_withheld
+
 Language = Literal["zh", "en", "both"]
 LANGUAGES: tuple[str, ...] = ("zh", "en", "both")
 DASH = "—"
@@ -225,6 +227,10 @@ class Reader:
         if is_missing(text):
             return DASH
         text = str(text)
+        withheld = parse_withheld(text)
+        if withheld:
+            n, k = withheld
+            return self.say(f"不报告：仅{n}个试点乡镇（少于{k}个），聚类稳健推断不可靠，见随机化推断", text)
         zh = next((z for prefix, z in METHODS if text.startswith(prefix)), None)
         if zh is None:
             return text

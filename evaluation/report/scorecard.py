@@ -236,9 +236,9 @@ def verdict(row: dict, settings: Settings) -> tuple[str, str]:
             en += (f" But if the pre-period difference in trends continued in a straight line, the first {post_en}' "
                    f"average effect could be zero ({tr_en}).")
     if row["pretrend_p"] < settings.alpha:
-        zh += f"注意：试点前趋势检验拒绝平行趋势（p = {p_value(row['pretrend_p'])}），估计可能有偏。"
-        en += (f" Caution: the pre-trend test rejects parallel trends (p = {p_value(row['pretrend_p'])}); the "
-               "estimate may be biased.")
+        zh += f"注意：试点前趋势检验（随机化推断）拒绝平行趋势（p = {p_value(row['pretrend_p'])}），估计可能有偏。"
+        en += (f" Caution: the pre-trend test (randomization inference) rejects parallel trends (p = "
+               f"{p_value(row['pretrend_p'])}); the estimate may be biased.")
     return zh, en
 
 
