@@ -221,7 +221,7 @@ def test_randomization_romano_wolf(case):
     assert all(f.diagnostics["exact"] == (case == "exact") for f in fits.values())
     observed = {y: f.effects[0].estimate for y, f in fits.items()}
     draws = pd.DataFrame({y: f.plot_data["permuted_estimate"] for y, f in fits.items()})
-    table = randomization_romano_wolf(observed, draws=draws)
+    table = randomization_romano_wolf(observed, permuted=draws)
 
     assert list(table.index) == OUTCOMES
     for y, f in fits.items():
@@ -237,11 +237,11 @@ def test_randomization_romano_wolf(case):
     np.testing.assert_allclose(table["q_benjamini_hochberg"], benjamini_hochberg(raw), rtol=0, atol=1e-15)
     if case == "random":
         assert raw[0] <= 0.01 and rw[0] <= 0.01            # the real effect survives the adjustment
-    one = randomization_romano_wolf(pd.Series({"referrals": observed["referrals"]}), draws=draws)
+    one = randomization_romano_wolf(pd.Series({"referrals": observed["referrals"]}), permuted=draws)
     assert one.loc["referrals", "p_romano_wolf"] == pytest.approx(one.loc["referrals", "p_value"], abs=1e-15)
 
     # an indicator without an estimate stays out of the family
-    with_nan = randomization_romano_wolf({**observed, "beds": np.nan}, draws=draws.assign(beds=np.nan))
+    with_nan = randomization_romano_wolf({**observed, "beds": np.nan}, permuted=draws.assign(beds=np.nan))
     assert with_nan.loc["beds"].drop("estimate").isna().all()
     np.testing.assert_allclose(with_nan.loc[OUTCOMES, "p_romano_wolf"], rw, rtol=0, atol=1e-15)
 
@@ -252,12 +252,12 @@ def test_randomization_romano_wolf_rejects_draws_that_are_not_joint():
     b = randomization_inference(panel, outcome="referrals", **KEYS, draws=99, seed=2)
     draws = pd.DataFrame({"visits": a.plot_data["permuted_estimate"],
                           "referrals": b.plot_data["permuted_estimate"]}).iloc[1:]   # observed row dropped
-    with pytest.raises(EstimationError, match="no row of draws holds every indicator's observed"):
-        randomization_romano_wolf({"visits": a.effects[0].estimate, "referrals": b.effects[0].estimate}, draws=draws)
+    with pytest.raises(EstimationError, match="no row of the permuted coefficients holds every indicator's observed"):
+        randomization_romano_wolf({"visits": a.effects[0].estimate, "referrals": b.effects[0].estimate}, permuted=draws)
     with pytest.raises(EstimationError, match=r"no column for indicator\(s\) \['beds'\]"):
-        randomization_romano_wolf({"visits": 1.0, "beds": 2.0}, draws=draws)
+        randomization_romano_wolf({"visits": 1.0, "beds": 2.0}, permuted=draws)
     with pytest.raises(EstimationError, match="do not vary"):
-        randomization_romano_wolf({"flat": 0.0}, draws=pd.DataFrame({"flat": np.zeros(10)}))
+        randomization_romano_wolf({"flat": 0.0}, permuted=pd.DataFrame({"flat": np.zeros(10)}))
 
 
 # ------------------------------------------------------------------ size under the global null

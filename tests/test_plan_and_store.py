@@ -73,7 +73,7 @@ def _forbid_estimation(monkeypatch):
         raise AssertionError("the summary re-estimated")
 
     for name in ("callaway_santanna", "event_study", "twfe", "randomization_inference", "synthetic_did",
-                 "honest_sensitivity", "effects_by_group", "bacon_decomposition"):
+                 "honest_sensitivity", "subgroup_randomization", "pretrend_randomization", "bacon_decomposition"):
         monkeypatch.setattr(chapters, name, refuse)
 
 
@@ -105,7 +105,8 @@ def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster
             assert row[{"estimate": "att"}.get(column, column)] == headline[column], (ind, column)
         assert did["cs_simple"].iloc[0][r.header("estimate")] == r.effect(headline["estimate"], ctx.indicator)
         assert row["pretrend_p"] == stored["did.event_study"].values["pretrend_p"]
-        assert r.p(row["pretrend_p"]) in did["pretrend"].iloc[:, 1].tolist()
+        floor = stored["did.event_study"].values["pretrend_p_floor"]
+        assert r.p(row["pretrend_p"], floor) in did["pretrend"].iloc[:, 1].tolist()
         ri = stored["robustness.randomization"].effects.iloc[0]
         assert row["ri_p_value"] == ri["p_value"] and row["headline_p"] == ri["p_value"]  # few pilots: RI headline
         assert r.p(ri["p_value"], ri["p_floor"]) in inference[r.header("p_value")].tolist()
@@ -121,8 +122,10 @@ def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster
 
 def test_cluster_reaches_the_pretrend_test(tmp_path):
     township, county = _context(tmp_path, "twn"), _context(tmp_path, "cty", cluster="county")
-    assert (township.result("did.event_study").values["pretrend_p"]
-            != county.result("did.event_study").values["pretrend_p"])
+    # the cluster reaches the cluster-robust F shown beside the pre-trend test; the
+    # randomization test permutes townships whatever the cluster
+    assert (township.result("did.event_study").values["pretrend_p_cluster_robust"]
+            != county.result("did.event_study").values["pretrend_p_cluster_robust"])
     twfe = [ctx.result("did.twfe").effect("att", section="twfe") for ctx in (township, county)]
     assert twfe[0]["std_error"] != twfe[1]["std_error"]
     assert twfe[0]["estimate"] == pytest.approx(twfe[1]["estimate"], abs=1e-12)

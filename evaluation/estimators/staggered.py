@@ -59,7 +59,9 @@ class GroupTimeEffects(Estimates):
 
     def __init__(self, *, table: pd.DataFrame, influence: np.ndarray, group_share: dict, unit_group: np.ndarray,
                  n_units: int, control_group: str, estimation: str, base_period: str, alpha: float,
-                 seed: int | None, indicator: str | None = None, diagnostics: dict | None = None):
+                 seed: int | None, indicator: str | None = None, diagnostics: dict | None = None,
+                 unit_ids=None):
+        self.unit_ids = unit_ids           # the units of the influence functions' rows (None: not kept)
         self.table = table                 # group, time, base, att, se, post, n_treated, n_control
         self.influence = influence         # n_units x cells, scaled as in R did (sum of squares / n^2 = var)
         self.group_share = group_share     # P(G = g) among all units
@@ -287,8 +289,13 @@ class GroupTimeEffects(Estimates):
             plot["band_low"] = plot["estimate"] - crit * boot_se
             plot["band_high"] = plot["estimate"] + crit * boot_se
             diagnostics["uniform_critical_value"] = crit
-        return Estimates(effects=effects, method=effects[0].method, plot_data=plot, diagnostics=diagnostics,
-                         kind=f"callaway_santanna_{kind}", vcov=vcov_frame(infl.T @ infl / self.n_units**2, effects))
+        result = Estimates(effects=effects, method=effects[0].method, plot_data=plot, diagnostics=diagnostics,
+                           kind=f"callaway_santanna_{kind}", vcov=vcov_frame(infl.T @ infl / self.n_units**2, effects))
+        # each effect's influence function by unit (var = sum of squares / n^2): joint
+        # multiplier-bootstrap draws across indicators (evaluation.inference.multiple)
+        result.influence = pd.DataFrame(infl, index=pd.Index(self.unit_ids, name="unit") if self.unit_ids is not None
+                                        else None, columns=[e.label for e in effects])
+        return result
 
 
 def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
@@ -403,7 +410,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     return GroupTimeEffects(table=table, influence=influence, group_share=share, unit_group=ft, n_units=n,
                             control_group=control_group, estimation=method if covariates else "unconditional",
                             base_period=base_period, alpha=alpha, seed=seed, indicator=indicator,
-                            diagnostics=diagnostics)
+                            diagnostics=diagnostics, unit_ids=np.asarray(units)[keep])
 
 
 def _cells_panel(d, cells, u_codes, t_codes, keep, ft, periods, outcome, covariates, method, control_group):

@@ -159,7 +159,7 @@ def romano_wolf(statistics, null_draws, *, observed_included: bool = False, tole
     return out
 
 
-def randomization_romano_wolf(observed: Mapping[str, float] | pd.Series, *, draws: pd.DataFrame) -> pd.DataFrame:
+def randomization_romano_wolf(observed: Mapping[str, float] | pd.Series, *, permuted: pd.DataFrame) -> pd.DataFrame:
     """Randomization p-values of the indicators' TWFE coefficients, adjusted as a family.
 
     ``observed``: each indicator's TWFE coefficient (the ``estimate`` of
@@ -190,22 +190,22 @@ def randomization_romano_wolf(observed: Mapping[str, float] | pd.Series, *, draw
     (no estimate) gets NaN p-values and is left out of the family.
     """
     obs = pd.Series(observed, dtype=float) if not isinstance(observed, pd.Series) else observed.astype(float)
-    if not isinstance(draws, pd.DataFrame):
-        raise EstimationError("draws must be a DataFrame: one column of permuted coefficients per indicator")
+    if not isinstance(permuted, pd.DataFrame):
+        raise EstimationError("permuted must be a DataFrame: one column of permuted coefficients per indicator")
     if obs.index.has_duplicates:
         raise EstimationError(f"observed names an indicator twice: {obs.index[obs.index.duplicated()].tolist()}")
-    missing = [k for k in obs.index if k not in draws.columns]
+    missing = [k for k in obs.index if k not in permuted.columns]
     if missing:
-        raise EstimationError(f"draws has no column for indicator(s) {missing}")
-    B = len(draws)
+        raise EstimationError(f"permuted has no column for indicator(s) {missing}")
+    B = len(permuted)
     if B < 2:
-        raise EstimationError(f"draws needs at least 2 rows (assignments), got {B}")
-    D = draws[list(obs.index)].to_numpy(dtype=float)
+        raise EstimationError(f"permuted needs at least 2 rows (assignments), got {B}")
+    D = permuted[list(obs.index)].to_numpy(dtype=float)
     est = obs.to_numpy()
     valid = ~np.isnan(est)
     for k in np.flatnonzero(valid):
         if not np.isfinite(D[:, k]).all():
-            raise EstimationError(f"draws of indicator '{obs.index[k]}' have missing or infinite values")
+            raise EstimationError(f"permuted coefficients of indicator '{obs.index[k]}' have missing or infinite values")
     sd = np.full(len(est), np.nan)
     sd[valid] = D[:, valid].std(axis=0, ddof=1)
     flat = [obs.index[k] for k in np.flatnonzero(valid) if not sd[k] > 0]
@@ -214,7 +214,7 @@ def randomization_romano_wolf(observed: Mapping[str, float] | pd.Series, *, draw
     if valid.any():
         close = np.abs(D[:, valid] - est[valid]) <= 1e-9 * np.maximum(np.abs(est[valid]), sd[valid])
         if not close.all(axis=1).any():
-            raise EstimationError("no row of draws holds every indicator's observed coefficient: the draws must come "
+            raise EstimationError("no row of the permuted coefficients holds every indicator's observed coefficient: the draws must come "
                                   "from randomization_inference with the same townships, seed and draws for each "
                                   "indicator (row b the same pilot assignment in every column)")
     tie = RI_TIE * np.maximum(1.0, np.abs(est))

@@ -14,6 +14,7 @@ results, so its numbers are the chapters' numbers.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import warnings
@@ -39,14 +40,14 @@ from evaluation.estimators.its import (
 )
 from evaluation.estimators.staggered import callaway_santanna
 from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
-from evaluation.inference.few_treated import subgroup_randomization, withhold_clustered
-from evaluation.inference.pretrend import pretrend_randomization
 from evaluation.inference.few_clusters import (
     placebo_in_space,
     randomization_inference,
     twfe_cr2,
     wild_cluster_bootstrap,
 )
+from evaluation.inference.few_treated import parse_withheld, subgroup_randomization, withhold_clustered
+from evaluation.inference.pretrend import pretrend_randomization
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
 from evaluation.report.readable import ESTIMANDS, WORDS, Reader, fixed, is_written, written
@@ -185,6 +186,8 @@ class Context:
             elif isinstance(item, pd.DataFrame | pd.Series):
                 written = item if is_written(item) else self.reader.table(item, self.indicator)
                 display(PageBlock(table_html(written), written.to_string(index=False)))
+                if written.attrs.get("note"):
+                    self.show(written.attrs["note"])
             else:
                 display(item)
 
@@ -453,11 +456,21 @@ def reader_effects(ctx: Context, effects: pd.DataFrame, columns=READER_COLUMNS) 
     townships than the plan's ``very_few_pilots`` is withheld with its reason
     (:func:`evaluation.inference.few_treated.withhold_clustered`, the one rule)."""
     rows = withhold_clustered(effects.reset_index(drop=True), min_treated=ctx.settings.very_few_pilots)
+    withheld = sorted({int(w[0]) for w in map(parse_withheld, rows.get("inference", [])) if w})
     rows["term"] = [effect_label(ctx, row) for row in rows.to_dict("records")]
     for column in ("method", "inference"):
         if column in rows:
             rows[column] = [ctx.reader.method(v) for v in rows[column]]
-    return ctx.reader.effects(rows, ctx.indicator, columns)
+    table = ctx.reader.effects(rows, ctx.indicator, columns)
+    if withheld and "inference" not in columns:  # say why the dashes: the table has no inference column
+        k = ctx.settings.very_few_pilots
+        table.attrs["note"] = ctx.reader.say(
+            f"“—”：该行仅有{'、'.join(map(str, withheld))}个试点乡镇（少于{k}个），聚类稳健标准误、置信区间和 p 值不可靠，"
+            "不予报告；按组别的效果见随机化推断。",
+            f"“—”: the row rests on {' or '.join(map(str, withheld))} pilot township(s) (fewer than {k}); its "
+            "cluster-robust standard error, interval and p-value are unreliable and not shown; see randomization "
+            "inference for effects by group.")
+    return table
 
 
 def _item_table(ctx: Context, items: list[tuple[tuple[str, str], str]]) -> pd.DataFrame:
@@ -594,9 +607,10 @@ def build_callaway_santanna(ctx: Context) -> Result:
     dynamic = cs.aggregate("dynamic", event_window=s.event_window, draws=s.draws_uniform_band)
     att = simple.get("att")
     treated_post_mean = float(d.loc[d["post"] == 1, "value"].mean())
+    influence = pd.DataFrame({"township_id": simple.influence.index, "influence": simple.influence.iloc[:, -1]})
     return make_result("did.callaway_santanna", ind.id,
                        _sections(simple=simple, cohort=cs.aggregate("group"), dynamic=dynamic),
-                       tables={"dynamic_plot": dynamic.plot_data},
+                       tables={"dynamic_plot": dynamic.plot_data, "influence": influence},
                        values={"uniform_critical_value": dynamic.diagnostics.get("uniform_critical_value"),
                                "treated_post_mean": treated_post_mean,
                                "counterfactual_mean": treated_post_mean - att.estimate,
@@ -830,8 +844,13 @@ def build_randomization(ctx: Context) -> Result:
     ri = randomization_inference(ctx.frame, outcome="value", unit="township_id", time="time",
                                  cohort="first_treat", draws=s.draws_randomization, seed=s.seed, alpha=s.alpha,
                                  indicator=ctx.indicator.id)
+    # indicators whose draws share this key used the same assignments row by row (the same
+    # townships and cohorts, seed and draws): the summary adjusts their p-values jointly
+    units = ctx.frame.dropna(subset=["value"]).groupby("township_id")["first_treat"].first().fillna(0)
+    key = hashlib.sha256(f"{list(units.index)}|{list(units.to_numpy(float))}|{s.seed}|{s.draws_randomization}"
+                         .encode()).hexdigest()[:16]
     return make_result("robustness.randomization", ctx.indicator.id, ri,
-                       tables={"draws": ri.plot_data[["permuted_estimate"]]})
+                       tables={"draws": ri.plot_data[["permuted_estimate"]]}, values={"assignment_key": key})
 
 
 def build_fake_timing(ctx: Context) -> Result:

@@ -33,6 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from evaluation.errors import EstimationError
+from evaluation.inference.multiple import (
+    benjamini_hochberg,
+    holm,
+    multiplier_draws,
+    randomization_romano_wolf,
+    romano_wolf,
+)
 from evaluation.report.readable import DASH, UNIT_WORDS, Reader, p_value, written
 from evaluation.study.plan import Settings
 
@@ -257,6 +265,7 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
     The method of each headline is named in the table's note (:func:`scorecard_note`)."""
     recent_zh, recent_en = settings.text(settings.target_window)
     level = f"{100 * (1 - settings.alpha):g}%"
+    adjusted, adjusted_zh, adjusted_en = ADJUSTED[settings.multiple_testing]
     rows = []
     for r in card.to_dict("records"):
         ind = _UnitOnly(r["unit"])
@@ -285,6 +294,9 @@ def reader_scorecard(card: pd.DataFrame, reader: Reader, settings: Settings) -> 
                 r.get("headline_ci_low"), r.get("headline_ci_high"), lambda v, i=ind: reader.effect(v, i))
             if estimated else DASH,
             "p": reader.p(r.get("headline_p"), r.get("headline_p_floor")) if estimated else DASH,
+            reader.say(adjusted_zh, adjusted_en): reader.p(r.get(adjusted), r.get(f"{adjusted}_floor")
+                                                           if adjusted == "p_romano_wolf" else None)
+            if estimated else DASH,
             reader.say("相对变化", "Relative change"): reader.percent(r.get("relative_pct")) if estimated else DASH,
             reader.say(f"近{recent_zh}水平（试点 / 非试点）", f"Last {recent_en} (pilots / non-pilots)"): recent,
             reader.say("目标（试点是否达标）", "Target (pilots)"): target,
@@ -300,12 +312,37 @@ def scorecard_note(card: pd.DataFrame, reader: Reader, settings: Settings) -> st
     used = "；".join(HEADLINE_LABELS[m][0] for m in methods), "; ".join(HEADLINE_LABELS[m][1] for m in methods)
     zh = (f"效果：{used[0]}。试点乡镇少于{settings.few_pilots}个时核心结果采用随机化推断，区间由同一检验反演得到；否则为"
           "Callaway–Sant'Anna 估计及聚类稳健解析推断。百分比指标的效果以百分点（pp）表示；相对变化为效果占试点乡镇反事实均值的"
-          "百分比。p ≤ 1/(B+1) 表示B次重抽样所能给出的最小值。")
+          "百分比。p ≤ 1/(B+1) 表示B次重抽样所能给出的最小值。" + adjustment_note(card, settings)[0])
     en = (f"Effect: {used[1]}. With fewer than {settings.few_pilots} pilot townships the headline uses randomization "
           "inference, its interval inverting the same test; otherwise Callaway–Sant'Anna with analytic clustered errors. "
           "Effects on shares are in percentage points (pp); the relative change is the effect as a percentage of the "
-          "pilots' counterfactual mean. p ≤ 1/(B+1) is the smallest value B resampling draws can give.")
+          "pilots' counterfactual mean. p ≤ 1/(B+1) is the smallest value B resampling draws can give. "
+          + adjustment_note(card, settings)[1])
     return reader.say(zh, en, sep="\n")
+
+
+def adjustment_note(card: pd.DataFrame, settings: Settings) -> tuple[str, str]:
+    """What the adjusted p-value column is (zh, en)."""
+    n = int(card.get("estimated", pd.Series(True, index=card.index)).fillna(False).astype(bool).sum())
+    if settings.multiple_testing == "romano_wolf":
+        family = int(card["rw_family"].max()) if "rw_family" in card and len(card) else 0
+        zh = (f"校正 p 值考虑同时检验{family}项指标：Romano–Wolf 逐步法，使用与核心结果相同的重抽样（随机化推断的置换；"
+              "Callaway–Sant'Anna 为影响函数的乘数自助法），控制族错误率；工作簿中另有 Holm 与 BH 校正。"
+              if family else "未能计算 Romano–Wolf 校正 p 值；工作簿中有 Holm 与 BH 校正。")
+        en = (f"The adjusted p accounts for testing {family} indicators at once: Romano–Wolf step-down on the same "
+              "resampling as the headline (the randomization draws; for Callaway–Sant'Anna a multiplier bootstrap of "
+              "the influence functions), controlling the family-wise error; the workbook also holds Holm and BH."
+              if family else "No Romano–Wolf p could be computed; the workbook holds Holm and BH.")
+        if family and family < n:
+            zh += f"其余{n - family}项指标的随机化抽样不同，未纳入。"
+            en += f" The other {n - family} indicators' draws differ and are left out."
+    elif settings.multiple_testing == "holm":
+        zh, en = (f"校正 p 值为 Holm 法（{n}项指标，控制族错误率）。",
+                  f"The adjusted p is Holm's over {n} indicators (family-wise error).")
+    else:
+        zh, en = (f"校正值为 Benjamini–Hochberg q 值（{n}项指标，控制错误发现率）。",
+                  f"The adjusted value is the Benjamini–Hochberg q over {n} indicators (false discovery rate).")
+    return zh, en
 
 
 def overall_conclusion(card: pd.DataFrame, settings: Settings) -> tuple[str, str]:
@@ -348,6 +385,21 @@ def overall_conclusion(card: pd.DataFrame, settings: Settings) -> tuple[str, str
         if unclear:
             zh.append(f"{len(unclear)}项指标差异无统计学意义（{names(unclear, 'zh')}）。")
             en.append(f"{len(unclear)} showed no statistically significant change ({names(unclear, 'en')}).")
+        column, label_zh, label_en = ADJUSTED[settings.multiple_testing]
+        changed = improved + worsened
+        judged = [r for r in changed if pd.notna(r.get(column))]
+        if judged:
+            lost = [r for r in judged if not r[column] <= settings.alpha]
+            method_zh, method_en = label_zh.split(" ")[0], label_en.split(" ")[0]
+            if not lost:
+                zh.append(f"考虑同时检验多项指标（{method_zh}校正）后，这{len(judged)}项变化仍全部有统计学意义。")
+                en.append(f"Adjusted for testing several indicators at once ({method_en}), all {len(judged)} changes "
+                          "remain significant.")
+            else:
+                zh.append(f"考虑同时检验多项指标（{method_zh}校正）后，{len(judged)}项变化中{len(judged) - len(lost)}项仍有"
+                          f"统计学意义，{names(lost, 'zh')}不再有统计学意义。")
+                en.append(f"Adjusted for testing several indicators at once ({method_en}), {len(judged) - len(lost)} of "
+                          f"the {len(judged)} changes remain significant; {names(lost, 'en')} no longer do.")
         weight_zh, weight_en = evidence_weight(min(pilots), settings)
         zh.append(f"{weight_zh}。")
         en.append(f"Evidence is {weight_en}.")
@@ -391,9 +443,80 @@ def failed_row(indicator, reason: str) -> dict:
 
 def scorecard(indicators, results: dict, settings: Settings, failures: dict | None = None) -> pd.DataFrame:
     """One row per indicator from the stored results (``results[indicator_id][section]``);
-    an indicator in ``failures`` (id -> reason) gets :func:`failed_row`."""
+    an indicator in ``failures`` (id -> reason) gets :func:`failed_row`; the headline
+    p-values adjusted across the indicators (:func:`adjust_across_indicators`)."""
     failures = failures or {}
     rows = [failed_row(ind, failures[ind.id]) if ind.id in failures
             else {**indicator_row(ind, results[ind.id], settings), "estimated": True, "failure": ""}
             for ind in indicators]
-    return pd.DataFrame(rows)
+    return adjust_across_indicators(pd.DataFrame(rows), results, settings)
+
+
+# The adjusted p-value the scorecard shows (analysis plan ``multiple_testing``): column, zh, en.
+ADJUSTED = {"romano_wolf": ("p_romano_wolf", "Romano–Wolf 校正 p", "Romano–Wolf p"),
+            "holm": ("p_holm", "Holm 校正 p", "Holm p"),
+            "benjamini_hochberg": ("q_benjamini_hochberg", "BH 校正 q", "BH q")}
+
+
+def adjust_across_indicators(card: pd.DataFrame, results: dict, settings: Settings) -> pd.DataFrame:
+    """The headline p-values adjusted for testing every indicator at once.
+
+    Holm (family-wise error; Holm 1979) and Benjamini-Hochberg (false discovery rate;
+    Benjamini and Hochberg 1995) over every estimated indicator's headline p. Romano-Wolf
+    (family-wise error, using how the indicators move together; Romano and Wolf 2005,
+    Econometrica 73:1237-1282) from the same resampling as the headline:
+    * TWFE with randomization inference: the stored randomization draws of the indicators
+      whose draws used the same assignments row by row (``assignment_key``: the same
+      townships, cohorts, seed and draws; the largest such family);
+    * Callaway-Sant'Anna: a multiplier bootstrap of the stored influence functions with one
+      weight per township shared by the indicators (the plan's seed and randomization draws).
+    ``rw_family`` is the size of a row's family (0: no Romano-Wolf p). Returns a copy with
+    ``p_holm``, ``q_benjamini_hochberg``, ``p_romano_wolf`` and ``rw_family``."""
+    out = card.copy()
+    for column in ("p_holm", "q_benjamini_hochberg", "p_romano_wolf", "p_romano_wolf_floor"):
+        out[column] = np.nan
+    out["rw_family"] = 0
+    if out.empty or "headline_p" not in out:
+        return out
+    ok = out.get("estimated", pd.Series(True, index=out.index)).fillna(False).astype(bool) \
+        & out["headline_p"].notna()
+    if not ok.any():
+        return out
+    out.loc[ok, "p_holm"] = holm(out.loc[ok, "headline_p"].to_numpy(float))
+    out.loc[ok, "q_benjamini_hochberg"] = benjamini_hochberg(out.loc[ok, "headline_p"].to_numpy(float))
+    stored = {i: results[out.at[i, "indicator"]] for i in out.index[ok]}
+
+    randomized = [i for i in stored if out.at[i, "headline_method"] == "twfe_randomization"
+                  and stored[i]["robustness.randomization"].values.get("assignment_key")]
+    if randomized:
+        keys = pd.Series({i: stored[i]["robustness.randomization"].values["assignment_key"] for i in randomized})
+        family = list(keys.index[keys == keys.value_counts().index[0]])
+        permuted = pd.DataFrame({out.at[i, "indicator"]: stored[i]["robustness.randomization"].tables["draws"]
+                                 ["permuted_estimate"].to_numpy(float) for i in family})
+        observed = pd.Series({out.at[i, "indicator"]: float(out.at[i, "headline_att"]) for i in family})
+        try:
+            table = randomization_romano_wolf(observed, permuted=permuted)
+        except EstimationError:  # draws not joint after all: no Romano-Wolf p rather than a wrong one
+            table = None
+        if table is not None:
+            out.loc[family, "p_romano_wolf"] = table["p_romano_wolf"].to_numpy()
+            out.loc[family, "rw_family"] = len(family)
+            out.loc[family, "p_romano_wolf_floor"] = 1 / len(permuted)  # the observed assignment is a draw
+
+    analytic = [i for i in stored if out.at[i, "headline_method"] == "callaway_santanna"
+                and "influence" in stored[i]["did.callaway_santanna"].tables]
+    if analytic:
+        columns = {}
+        for i in analytic:
+            inf = stored[i]["did.callaway_santanna"].tables["influence"]
+            # each township's contribution to the estimate's deviation: influence / n of this indicator
+            columns[i] = pd.Series(inf["influence"].to_numpy(float) / len(inf), index=inf["township_id"].astype(str))
+        contributions = pd.DataFrame(columns).fillna(0.0)
+        n = len(contributions)
+        se = np.sqrt((contributions**2).sum(axis=0)).to_numpy()
+        draws = multiplier_draws(contributions.to_numpy() * n, draws=settings.draws_randomization, seed=settings.seed)
+        t = np.array([out.at[i, "headline_att"] for i in analytic], float) / se
+        out.loc[analytic, "p_romano_wolf"] = romano_wolf(t, draws / se)
+        out.loc[analytic, "rw_family"] = len(analytic)
+        out.loc[analytic, "p_romano_wolf_floor"] = 1 / (settings.draws_randomization + 1)
+    return out

@@ -48,7 +48,7 @@ from matplotlib.figure import Figure
 from evaluation.errors import EvaluationInputError, UsageError
 from evaluation.report import plots
 from evaluation.report.readable import DASH, LANGUAGES, Reader, is_missing
-from evaluation.report.scorecard import finding, overall_conclusion
+from evaluation.report.scorecard import ADJUSTED, finding, overall_conclusion
 from evaluation.report.store import Result, ResultsStore, write_file
 from evaluation.study.config import Study
 from evaluation.study.periods import FREQUENCIES
@@ -92,6 +92,7 @@ SCORECARD_COLUMNS = {
     "effect": ("效果", "Effect"),
     "interval": ("{level} 置信区间", "{level} CI"),
     "p": ("p 值", "p-value"),
+    "adjusted": ("校正 p 值", "Adjusted p"),
     "method": ("方法", "Method"),
     "pilots": ("试点数", "Pilots"),
     "target": ("试点目标达成", "Pilot target"),
@@ -588,6 +589,10 @@ class _Writer:
                 headers["interval"]: self.interval_text(row["headline_ci_low"], row["headline_ci_high"], ind)
                 if estimated else DASH,
                 headers["p"]: self.r.p(row["headline_p"], row["headline_p_floor"]) if estimated else DASH,
+                headers["adjusted"]: self.r.p(row.get(ADJUSTED[self.settings.multiple_testing][0]),
+                                              row.get("p_romano_wolf_floor")
+                                              if self.settings.multiple_testing == "romano_wolf" else None)
+                if estimated else DASH,
                 headers["method"]: self.method_label(row["headline_method"]) if estimated else DASH,
                 headers["pilots"]: self.r.count(row["n_pilots"]) if estimated else DASH,
                 headers["target"]: self.cell(*(Reader(lang).attainment(row.get("pilot_meets_target"),

@@ -104,7 +104,10 @@ OWN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "relative_pct": ("相对变化", "Relative change", "percent"),
     "n_pilots": ("试点乡镇数", "Pilot townships", "count"),
     "n_townships": ("乡镇数", "Townships", "count"),
-    "pretrend_p": ("前趋势检验 p 值", "Pre-trend test p", "p"),
+    "pretrend_p": ("前趋势检验 p 值（随机化推断）", "Pre-trend test p (randomization)", "p"),
+    "p_romano_wolf": ("Romano–Wolf 校正 p", "Romano–Wolf p", "p"),
+    "p_holm": ("Holm 校正 p", "Holm p", "p"),
+    "q_benjamini_hochberg": ("BH 校正 q", "BH q", "p"),
     "target": ("目标值", "Target", "level"),
     "pilot_meets_target": ("试点达标", "Pilots meet target", "text"),
     "comparison_meets_target": ("非试点达标", "Comparison meets target", "text"),
@@ -337,7 +340,8 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
     recent_zh, recent_en = settings.text(settings.target_window)
     columns = [("name", "text"), ("finding", "text"), ("headline_method", "text"), ("effect_unit", "text"),
                ("headline_att", "effect"), ("headline_ci_low", "effect"), ("headline_ci_high", "effect"),
-               ("headline_p", "p"), ("headline_p_floor", "p"), ("headline_inference", "text"),
+               ("headline_p", "p"), ("headline_p_floor", "p"), ("p_romano_wolf", "p"), ("p_holm", "p"),
+               ("q_benjamini_hochberg", "p"), ("headline_inference", "text"),
                ("relative_pct", "percent"), ("n_pilots", "count"),
                ("n_townships", "count"), ("level_unit", "text"), ("target", "level"), ("pilot_recent", "level"),
                ("comparison_recent", "level"), ("pilot_meets_target", "text"), ("comparison_meets_target", "text"),
@@ -371,6 +375,7 @@ def _scorecard(cells: _Cells, store: ResultsStore, settings) -> Table:
                                         if has_target or not _missing(row["headline_att"]) else None, None),
             "verdict": (reader.say(row["verdict_zh"], row["verdict_en"], sep="\n"), None),
             "headline_p": cells.p(row["headline_p"], row["headline_p_floor"]),
+            "p_romano_wolf": cells.p(row.get("p_romano_wolf"), row.get("p_romano_wolf_floor")),
             "headline_inference": cells.cell(row["headline_inference"], "method"),
         }
         table.add([values[c] if c in values else cells.cell(row[c], kind, ind) for c, kind in columns])

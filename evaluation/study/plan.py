@@ -142,6 +142,7 @@ class AnalysisPlan(_Strict):
     outlier_z: float = Field(5.0, gt=0)
     few_pilots: int = Field(15, ge=2, strict=True)
     very_few_pilots: int = Field(5, ge=1, strict=True)
+    multiple_testing: Literal["romano_wolf", "holm", "benjamini_hochberg"] = "romano_wolf"
     wild_bootstrap_weights: Literal["rademacher", "webb"] = "webb"
     synthetic_did_inference: Literal["auto", "placebo", "jackknife"] = "auto"
     its: ITSPlan = ITSPlan()
@@ -203,7 +204,7 @@ class AnalysisPlan(_Strict):
             comparison=self.comparison, event_window=(first, last), pretrend_leads=self.pretrend_leads,
             subgroups=tuple(self.subgroups), placebo_shift=p("placebo_shift", self.placebo_shift),
             target_window=p("target_window", self.target_window), outlier_z=self.outlier_z,
-            few_pilots=self.few_pilots, very_few_pilots=self.very_few_pilots,
+            few_pilots=self.few_pilots, very_few_pilots=self.very_few_pilots, multiple_testing=self.multiple_testing,
             wild_bootstrap_weights=self.wild_bootstrap_weights,
             synthetic_did_inference=self.synthetic_did_inference,
             its_phase_in=p("its.phase_in", self.its.phase_in), its_errors=self.its.errors,
@@ -243,6 +244,7 @@ class Settings:
     outlier_z: float
     few_pilots: int
     very_few_pilots: int
+    multiple_testing: str
     wild_bootstrap_weights: str
     synthetic_did_inference: str
     its_phase_in: int
