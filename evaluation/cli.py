@@ -147,7 +147,8 @@ def _demo_data(args) -> int:
     out = Path(args.out) if args.out else DEMO_DATA
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: --out is a file, not a folder")
-    config = DemoConfig(seed=args.seed, spillover=args.spillover)
+    given = {"seed": args.seed, "spillover": args.spillover}  # None: the demo's default
+    config = DemoConfig(**{name: value for name, value in given.items() if value is not None})
     for path in write_demo(out, config):
         print(f"wrote {path}")
     return 0
@@ -220,8 +221,9 @@ def _share(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evaluation.data.demo import DemoConfig
-
+    """The argument parser. It imports nothing heavy (no pandas, numpy or scipy), so that
+    ``evaluation --help`` starts at once: each command imports what it needs when it runs,
+    and options whose default lives in a heavy module default to None here."""
     parser = argparse.ArgumentParser(prog="evaluation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     i = sub.add_parser("init", help="write a study file from your panel and pilot table, then validate it")
@@ -257,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_export)
     d = sub.add_parser("demo-data", help="regenerate the synthetic demo prefecture (data_raw/demo)")
     d.add_argument("--out", help="folder to write to (default data_raw/demo)")
-    d.add_argument("--seed", type=_seed, default=DemoConfig.seed, help="random seed, 0 to 4294967295")
-    d.add_argument("--spillover", type=_share, default=DemoConfig.spillover,
+    d.add_argument("--seed", type=_seed, help="random seed, 0 to 4294967295 (default: the committed demo's)")
+    d.add_argument("--spillover", type=_share,
                    help="share of a neighbouring pilot's effect felt by non-pilot townships (default 0)")
     d.set_defaults(func=_demo_data)
     return parser

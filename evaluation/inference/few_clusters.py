@@ -352,13 +352,22 @@ def cr2(X: np.ndarray, y: np.ndarray, clusters: np.ndarray, index: int) -> dict:
     """CR2 cluster-robust standard error of coefficient ``index`` with Bell-McCaffrey
     degrees of freedom.
 
-    V = (X'X)^-1 sum_g X_g' A_g u_g u_g' A_g X_g (X'X)^-1, A_g = (I - H_gg)^(-1/2)
-    (Bell and McCaffrey 2002, Survey Methodology 28:169-181). The degrees of freedom are
-    Satterthwaite's under a homoskedastic working model, (sum lambda)^2 / sum lambda^2
-    with lambda the eigenvalues of G'G, G_g = (I - H)_g' A_g X_g (X'X)^-1 e_index
-    (Imbens and Kolesar 2016, Rev Econ Stat 98:701-712). ``X`` is the full design, fixed
-    effects as dummy columns (sizes up to a few thousand rows). With every observation its
-    own cluster CR2 is HC2.
+    V = (X'X)^-1 sum_g X_g' A_g u_g u_g' A_g X_g (X'X)^-1, A_g = (I - H_gg)^(-1/2),
+    H_gg = X_g (X'X)^-1 X_g' (Bell and McCaffrey 2002, Survey Methodology 28:169-181). The
+    degrees of freedom are Satterthwaite's under a homoskedastic working model,
+    (sum lambda)^2 / sum lambda^2 = tr(B)^2 / ||B||_F^2 with lambda the eigenvalues of
+    B = G'G, G_g = (I - H)_g' A_g X_g (X'X)^-1 e_index (Imbens and Kolesar 2016, Rev Econ
+    Stat 98:701-712). ``X`` is the design as given (with absorbed fixed effects: the
+    demeaned design, as :func:`twfe_cr2` passes it). With every observation its own
+    cluster CR2 is HC2.
+
+    Memory is linear in the rows: no n x n matrix is formed. With X_g = U_g S_g V_g' (thin
+    SVD), H_gg = U_g K_g U_g' with K_g = S_g V_g' (X'X)^-1 V_g S_g, so
+    A_g = I + U_g ((I - K_g)^(-1/2) - I) U_g' needs only n_g x k and k x k pieces. Because
+    I - H is idempotent, B_gh = [g = h] p_g'p_g - q_g' (X'X)^-1 q_h with p_g = A_g X_g
+    (X'X)^-1 e_index and q_g = X_g' p_g: the G x G matrix is summed in row blocks from the
+    G x k table of q_g (the approach of Pustejovsky and Tipton 2018, J Bus Econ Stat
+    36:672-683, and of R's clubSandwich).
     """
     X = np.asarray(X, float)
     y = np.asarray(y, float)
@@ -366,29 +375,47 @@ def cr2(X: np.ndarray, y: np.ndarray, clusters: np.ndarray, index: int) -> dict:
     if np.linalg.matrix_rank(X) < k:
         raise EstimationError("the design is collinear")
     bread = np.linalg.inv(X.T @ X)
-    beta = bread @ X.T @ y
+    beta = bread @ (X.T @ y)
     u = y - X @ beta
-    H = X @ bread @ X.T
-    M = np.eye(n) - H
     codes = pd.factorize(pd.Series(clusters))[0]
-    groups = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes[codes >= 0])
+    ends = np.cumsum(sizes) + int((codes < 0).sum())  # rows without a cluster sort first and are left out
     c = bread[:, index]
     meat = np.zeros((k, k))
-    G_cols = []
-    for idx in groups:
-        Hgg = H[np.ix_(idx, idx)]
-        w, V = np.linalg.eigh(np.eye(len(idx)) - Hgg)
+    G = len(sizes)
+    pp = np.empty(G)          # p_g' p_g
+    Q = np.empty((G, k))      # q_g = X_g' p_g
+    for g in range(G):
+        idx = order[ends[g] - sizes[g]:ends[g]]
+        Xg = X[idx]
+        Ug, sg, Vtg = np.linalg.svd(Xg, full_matrices=False)
+        SV = sg[:, None] * Vtg
+        w, E = np.linalg.eigh(np.eye(len(sg)) - SV @ bread @ SV.T)  # I - H_gg on the columns of U_g; 1 elsewhere
         if w.min() <= 1e-12:
             raise EstimationError("CR2 is undefined: a cluster is fully explained by the regressors "
                                   "(e.g. a fixed effect nested in a single-cluster group)")
-        A = V @ np.diag(w ** -0.5) @ V.T
-        s = X[idx].T @ A @ u[idx]
+        F = (E * (w ** -0.5 - 1.0)) @ E.T
+
+        def adjust(v, Ug=Ug, F=F):  # A_g v
+            return v + Ug @ (F @ (Ug.T @ v))
+
+        s = Xg.T @ adjust(u[idx])
         meat += np.outer(s, s)
-        G_cols.append(M[idx].T @ (A @ (X[idx] @ c)))
+        p = adjust(Xg @ c)
+        pp[g] = p @ p
+        Q[g] = Xg.T @ p
     vcov = bread @ meat @ bread
-    Gm = np.column_stack(G_cols)
-    lam = np.linalg.eigvalsh(Gm.T @ Gm)
-    df = float(lam.sum() ** 2 / (lam**2).sum())
+    trace, squares = np.float64(0.0), np.float64(0.0)
+    QW = Q @ bread
+    step = max(1, 2**22 // max(G, 1))
+    for start in range(0, G, step):
+        rows = np.arange(start, min(G, start + step))
+        B = -(QW[rows] @ Q.T)                    # rows of B = diag(p_g'p_g) - Q (X'X)^-1 Q'
+        B[np.arange(len(rows)), rows] += pp[rows]
+        trace += B[np.arange(len(rows)), rows].sum()
+        squares += np.sum(B * B)
+    df = float(trace**2 / squares)
     return {"estimate": float(beta[index]), "std_error": float(np.sqrt(vcov[index, index])), "df": df,
             "vcov": vcov, "coef": beta}
 
@@ -404,8 +431,8 @@ def twfe_cr2(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit
     Township effects are nested in the clusters (townships or counties), so they are
     absorbed before the adjustment matrices are formed, as Pustejovsky and Tipton (2018,
     J Bus Econ Stat 36:672-683) show is equivalent and necessary (with them as dummies
-    I - H_gg is singular); period effects stay as dummy columns. Dense algebra: panels up
-    to a few thousand rows. Rows without an outcome are dropped and the rest used as an
+    I - H_gg is singular); period effects stay as dummy columns. Memory linear in the rows
+    (:func:`cr2` forms no n x n matrix). Rows without an outcome are dropped and the rest used as an
     unbalanced panel (``diagnostics["observations"]``, ``["dropped_missing_rows"]``;
     missing at random given unit and period).
     """
