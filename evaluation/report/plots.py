@@ -281,6 +281,41 @@ def event_study(plot_data: pd.DataFrame, indicator, title: Text = ("事件研究
     return ax
 
 
+# Colours of the estimators in the overlaid event study (colour-blind safe, Okabe-Ito).
+ESTIMATOR_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00")
+ESTIMATOR_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估计方法比较", "Event studies side by side"),
+                  ax=None, *, reader: Reader | None = None, level: float = 0.95):
+    """Several estimators' effects by event time in one figure: ``plots`` maps a label
+    (zh, en) to a table with ``event_time``, ``estimate``, ``ci_low``, ``ci_high``; each
+    estimator's points are shifted sideways a little so that the intervals do not hide each
+    other. Effects of a share in percentage points."""
+    reader = _reader(reader)
+    created, ax = ax is None, ax or plt.subplots()[1]
+    shown = [(label, frame) for label, frame in plots.items() if frame is not None and len(frame)]
+    width = 0.6 / max(1, len(shown))
+    percent = f"{100 * level:g}%"
+    for j, (label, frame) in enumerate(shown):
+        frame = frame.sort_values("event_time")
+        x = frame["event_time"].to_numpy(float) + (j - (len(shown) - 1) / 2) * width
+        colour = ESTIMATOR_COLOURS[j % len(ESTIMATOR_COLOURS)]
+        ax.errorbar(x, frame["estimate"], yerr=[frame["estimate"] - frame["ci_low"], frame["ci_high"] - frame["estimate"]],
+                    fmt=ESTIMATOR_MARKERS[j % len(ESTIMATOR_MARKERS)], ms=3.2, color=colour, ecolor=colour,
+                    elinewidth=0.9, alpha=0.85, label=reader.both(label))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
+    ax.set_xlabel(_periods_since_start(reader, indicator))
+    ax.set_ylabel(_effect_label(reader, indicator) + "\n" + reader.say(f"（竖线：{percent}置信区间）", f"(bars: {percent} CI)"))
+    _period_axis(ax.xaxis)
+    _effect_axis(ax.yaxis, indicator)
+    ax.set_title(_titled(reader, title, indicator))
+    _legend_below(ax, ncol=2)
+    _finish(ax, created)
+    return ax
+
+
 def interrupted_series(plot_data: pd.DataFrame, indicator, title: Text = ("中断时间序列", "Interrupted time series"),
                        ax=None, *, reader: Reader | None = None, level: float = 0.95):
     """Observed series, fitted line, and the counterfactual with its ``level`` band."""
