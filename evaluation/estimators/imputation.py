@@ -31,10 +31,11 @@ clustered CR1 (fixest's small-sample factor, t with G - 1 degrees of freedom, as
 Stata command uses reghdfe); the leads are reported as ``att_event_time`` effects with
 k < 0 and their joint F test as ``pretrend_F`` / ``pretrend_p`` / ``pretrend_df``. The
 leads are relative to the untreated observations outside the window (never-treated
-units and treated units' earlier periods), not to k = -1; when no treated unit has an
-untreated period before ``first`` the earliest lead is the reference (estimate 0, in
-``plot_data`` and ``diagnostics['pretrend_reference']``). Post-period estimates never
-use the leads: they assume parallel trends.
+units and treated units' earlier periods), not to k = -1. When the leads cannot be
+separated from the unit and period effects (no treated unit has an untreated period
+before ``first``; without never-treated units, one more) the earliest leads are the
+reference (estimate 0, in ``plot_data`` and the list ``diagnostics['pretrend_reference']``).
+Post-period estimates never use the leads: they assume parallel trends.
 
 Gaps: rows without an outcome are dropped and the rest used as an unbalanced panel (the
 fixed effects by the package's alternating-projections engine). A unit with no untreated
@@ -140,7 +141,7 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     twice = np.bincount(uc * n_periods + tc, minlength=n_units * n_periods) > 1
     if twice.any():
         row = np.flatnonzero(twice[uc * n_periods + tc])[0]
-        raise EstimationError(f"unit {d[unit].iloc[row]!r} has period {d[time].iloc[row]!r} twice: the imputation "
+        raise EstimationError(f"unit '{d[unit].iloc[row]}' has period {d[time].iloc[row]} twice: the imputation "
                               "estimator needs one row per unit and period")
     k_all = np.where(g > 0, t_values - g, np.nan)
     if not np.allclose(k_all[g > 0], np.round(k_all[g > 0])):
@@ -189,22 +190,11 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     else:
         lead_first = int(k0[has_lead].min()) if has_lead.any() else 0
     leads = [int(k) for k in np.unique(k0[has_lead]) if lead_first <= k <= -1]
-    reference = None
-    if leads and not (has_lead & (k0 < leads[0])).any():
-        # every treated unit's untreated rows lie in the window: the leads add up to the unit effects
-        reference, leads = leads[0], leads[1:]
 
     # steps 1 and 2: unit and period effects fitted on the untreated rows alone (weight 0 on treated rows):
-    # the demeaned outcome is the residual on untreated rows and tau = Y - Yhat(0) on treated rows. The lead
-    # dummies are demeaned in the same pass, for the pre-trend regression on the untreated rows.
+    # the demeaned outcome is the residual on untreated rows and tau = Y - Yhat(0) on treated rows
     y = d[outcome].to_numpy(float)
-    k_full = np.where(untreated, k_all, np.nan)
-    columns = np.zeros((len(y), 1 + len(leads)), order="F")
-    columns[:, 0] = y
-    for j, k in enumerate(leads):
-        columns[:, 1 + j] = k_full == k
-    columns = demean(columns, [uc, tc], weights=untreated.astype(float), copy=False)
-    resid = columns[:, 0]
+    resid = demean(y, [uc, tc], weights=untreated.astype(float))[:, 0]
     tau = resid[treated]
     fixed = y - resid  # a_i + l_t on every row
 
@@ -266,15 +256,26 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
             n_treated=int(pd.unique(unit_values[treated][rows]).size), indicator=indicator,
             extra={"treated_obs": int(rows.sum()), "effective_treated_obs": float(1.0 / np.sum(w ** 2))}, **fields))
 
-    # BJS Test 1: the leads regressed on the untreated rows only (already demeaned, so fe_ols's own
-    # projection stops after one sweep; it counts the fixed effects for the CR1 factor)
-    lead_effects, lead_scores, pretrend_fit = [], None, None
+    # BJS Test 1: the leads regressed on the untreated rows only; the outcome (step 1's residual) and the
+    # leads enter demeaned, so fe_ols's own projection stops after one sweep (it still counts the fixed
+    # effects for the CR1 factor), and the demeaned leads give the cluster scores
+    lead_effects, lead_scores, pretrend_fit, reference = [], None, None, []
     diagnostics: dict = {}
     if leads:
-        names = [f"k={k}" for k in leads]
         fe0 = [factorize(uc[untreated])[0], factorize(tc[untreated])[0]]
         cl0c, n_cl0 = factorize(cl0)
-        Xt = np.asfortranarray(columns[untreated, 1:])
+        Xt = np.zeros((len(k0), len(leads)), order="F")
+        for j, k in enumerate(leads):
+            Xt[:, j] = k0 == k
+        Xt = demean(Xt, fe0, copy=False)
+        # when every treated unit's untreated rows lie in the window the leads add up to unit effects (and
+        # without never-treated units k-weighted leads add up to period minus unit effects): the earliest
+        # leads become the reference, as many as the rank needs
+        while leads and np.linalg.matrix_rank(Xt.T @ Xt) < len(leads):
+            reference.append(leads.pop(0))
+            Xt = np.asfortranarray(Xt[:, 1:])
+    if leads:
+        names = [f"k={k}" for k in leads]
         try:
             pretrend_fit = fe_ols(resid[untreated], Xt, names, fe0, cl0c)
         except EstimationError as exc:
@@ -314,9 +315,9 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     plot = pd.DataFrame({"event_time": [e.event_time for e in timed], "estimate": [e.estimate for e in timed],
                          "std_error": [e.std_error for e in timed], "ci_low": [e.ci_low for e in timed],
                          "ci_high": [e.ci_high for e in timed]})
-    if reference is not None:
-        plot = pd.concat([plot, pd.DataFrame([{"event_time": reference, "estimate": 0.0, "std_error": 0.0,
-                                               "ci_low": 0.0, "ci_high": 0.0}])], ignore_index=True)
+    if reference:
+        plot = pd.concat([plot, pd.DataFrame([{"event_time": k, "estimate": 0.0, "std_error": 0.0, "ci_low": 0.0,
+                                               "ci_high": 0.0} for k in reference])], ignore_index=True)
     plot = plot.sort_values("event_time").reset_index(drop=True)
 
     diagnostics.update({
@@ -328,7 +329,7 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     if dropped_units:
         diagnostics["dropped_units_note"] = (f"{len(dropped_units)} unit(s) treated from their first observed period "
                                              "have no untreated row, so their Y(0) cannot be imputed: dropped")
-    if reference is not None:
+    if reference:
         diagnostics["pretrend_reference"] = reference
     labels = ["att"] + [f"k={k}" for k in lags]
     units_index = pd.Index(pd.factorize(d[unit], sort=True)[1], name=unit)
