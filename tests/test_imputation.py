@@ -4,9 +4,10 @@ reference, the variance formula by brute force, recovery, coverage and bad calls
 Tolerances and provenance:
 - points against pyfixest 0.60.0 ``did2s`` (Gardner's two-stage DiD, the same estimator
   point for point) on mpdta and on an unbalanced panel: 1e-8;
-- R didimputation 0.5.0 (R 4.5.2) on the panel of diff-diff's
-  ``benchmarks/R/generate_didimputation_golden.R`` (rebuilt here from R's random number
-  generator): standard errors to 1e-7 relative; points to 1e-6, because R's first stage
+- R didimputation 0.5.0 (R 4.5.2) on the panel of the diff-diff project's
+  ``benchmarks/R/generate_didimputation_golden.R`` (github.com/igerber/diff-diff; the values
+  are its ``benchmarks/data/didimputation_golden.json``; the panel is rebuilt here from R's
+  random number generator and checked against its published CSV): standard errors to 1e-7 relative; points to 1e-6, because R's first stage
   (fixest) stops demeaning at 1e-6 and its points are 1e-7 off the exact least-squares
   ones, which ours equal to 1e-10;
 - Theorem 3's variance written out with dense dummies on a small unbalanced panel: 1e-10;

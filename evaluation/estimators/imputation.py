@@ -107,7 +107,8 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     also BJS's pre-trend coefficients for k = first..-1 (``att_event_time`` with k < 0,
     from the separate regression of their Test 1) and the joint test in ``diagnostics``
     (``pretrend_F``, ``pretrend_p``, ``pretrend_df``). ``event_window=None`` takes every
-    event time in the data. Standard errors: BJS Theorem 3's conservative variance
+    event time in the data (on a long panel that is many leads, each a column of the
+    pre-trend regression: pass a window there). Standard errors: BJS Theorem 3's conservative variance
     clustered by ``cluster`` (default the unit) for the ATTs, CR1 for the leads; ``vcov``
     holds the covariance of all of them (BJS Stata's joint one).
 
@@ -248,13 +249,12 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     post = []
     for j in range(n_est):
         rows = np.ones(n1, bool) if j == 0 else (col == j - 1)
-        w = np.full(int(rows.sum()), 1.0 / rows.sum())
         fields = {} if j == 0 else {"event_time": lags[j - 1], "term": f"k={lags[j - 1]}"}
         post.append(Effect.from_normal(
             "att" if j == 0 else "att_event_time", estimates[j], se[j], alpha=alpha, method=METHOD,
             inference=inference, n_obs=n_obs, n_units=n_units_used,
             n_treated=int(pd.unique(unit_values[treated][rows]).size), indicator=indicator,
-            extra={"treated_obs": int(rows.sum()), "effective_treated_obs": float(1.0 / np.sum(w ** 2))}, **fields))
+            extra={"treated_obs": int(rows.sum())}, **fields))
 
     # BJS Test 1: the leads regressed on the untreated rows only; the outcome (step 1's residual) and the
     # leads enter demeaned, so fe_ols's own projection stops after one sweep (it still counts the fixed
