@@ -10,8 +10,10 @@ time and the ratio of medians peer / ours (above 1: ours is faster). Ours: the o
 the ATT at event times 0..12 and six pre-trend leads, all with standard errors
 (``imputation_did(..., event_window=(-6, 12))``). Peer: ``pf.did2s`` twice, static and
 event-time second stage (13 terms), each with its GMM standard errors. Points are checked
-to agree before timings count (to 1e-6: pyfixest recovers its first-stage fixed effects by
-lsqr to atol = btol = 1e-6; ours are exact least squares, tests/test_imputation.py).
+to agree before timings count, to 1e-4: pyfixest recovers its first-stage fixed effects by
+lsqr to atol = btol = 1e-6, which leaves its points 2e-11 off ours at 1,100 units and 3e-5 at
+5,000 (ours are the exact least-squares imputation to 1e-13 there; with lsqr run to 1e-14
+pyfixest agrees to 1e-14; tests/test_imputation.py checks both on smaller panels).
 
 pyfixest 0.60's ``did2s`` builds the unit and period dummies as a dense
 rows x (units + periods) matrix for its standard errors and loops over clusters with a
@@ -106,7 +108,7 @@ def main() -> None:
         ours_points = [fit.get("att").estimate] + [fit.get("att_event_time", event_time=k).estimate
                                                     for k in range(13)]
         gap = float(np.max(np.abs(np.array(ours_points) - np.r_[static.coef().to_numpy(), dynamic.coef().to_numpy()])))
-        assert gap < 1e-6, gap  # pyfixest recovers its fixed effects by lsqr to atol = btol = 1e-6
+        assert gap < 1e-4, gap  # pyfixest recovers its fixed effects by lsqr to atol = btol = 1e-6
         return gap
 
     peer_units = args.peer_units

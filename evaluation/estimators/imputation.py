@@ -243,18 +243,20 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     se = np.sqrt(np.einsum("gj,gj->j", scores, scores))
 
     n_obs, n_units_used = int(len(d)), int(n_units)
-    unit_values = d[unit].to_numpy()
+    # one row per unit and period: a unit has at most one row at each event time, so the units behind an
+    # event time are its rows
+    n_treated_units = [int(np.unique(uc1).size)] + [int(n) for n in counts]
     inference = (f"BJS (2024) Theorem 3 conservative variance, clustered by {cluster} ({n_clusters} clusters); "
                  "tau averaged within cohort x period cells")
     post = []
+    treated_rows = [n1] + [int(n) for n in counts]
     for j in range(n_est):
-        rows = np.ones(n1, bool) if j == 0 else (col == j - 1)
         fields = {} if j == 0 else {"event_time": lags[j - 1], "term": f"k={lags[j - 1]}"}
         post.append(Effect.from_normal(
             "att" if j == 0 else "att_event_time", estimates[j], se[j], alpha=alpha, method=METHOD,
             inference=inference, n_obs=n_obs, n_units=n_units_used,
-            n_treated=int(pd.unique(unit_values[treated][rows]).size), indicator=indicator,
-            extra={"treated_obs": int(rows.sum())}, **fields))
+            n_treated=n_treated_units[j], indicator=indicator,
+            extra={"treated_obs": treated_rows[j]}, **fields))
 
     # BJS Test 1: the leads regressed on the untreated rows only; the outcome (step 1's residual) and the
     # leads enter demeaned, so fe_ols's own projection stops after one sweep (it still counts the fixed
@@ -291,12 +293,11 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
         lead_scores = np.sqrt(factor) * sums @ bread
         lead_inference = (f"cluster-robust CR1 by {pretrend_fit.n_clusters} clusters, fixest small-sample "
                           "adjustment (BJS Test 1: leads regressed on untreated observations)")
-        untreated_units = unit_values[untreated]
         for j, k in enumerate(leads):
             lead_effects.append(Effect.from_normal(
                 "att_event_time", pretrend_fit.coef[j], pretrend_fit.se[j], alpha=alpha, df=pretrend_fit.df_t,
                 method=METHOD, inference=lead_inference, n_obs=pretrend_fit.n_obs, n_units=n_units_used,
-                n_treated=int(pd.unique(untreated_units[k0 == k]).size), indicator=indicator, event_time=k,
+                n_treated=int((k0 == k).sum()), indicator=indicator, event_time=k,
                 term=f"k={k}", extra={"pretrend": "BJS Test 1"}))
         treated_clusters = int(pd.unique(cl0[has_lead & (k0 >= lead_first)]).size)
         if len(leads) < treated_clusters:
