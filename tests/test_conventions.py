@@ -231,7 +231,7 @@ KEYS = dict(outcome="value", unit="township_id", time="time", cohort="first_trea
 def _calls(panel, series):
     """One call of every estimator on the small panel (name -> thunk)."""
     from evaluation.diagnostics import bacon, robustness, sensitivity
-    from evaluation.estimators import did, its, staggered, synth
+    from evaluation.estimators import did, imputation, its, staggered, synth
     from evaluation.inference import few_clusters, few_treated, pretrend
 
     one_cohort = panel[panel["first_treat"] != 10]
@@ -244,6 +244,7 @@ def _calls(panel, series):
         "poisson_did": lambda: did.poisson_did(panel, **{**KEYS, "outcome": "visits"}, exposure="population"),
         "effects_by_group": lambda: did.effects_by_group(panel, **KEYS, by="model"),
         "callaway_santanna": lambda: staggered.callaway_santanna(panel, **KEYS),
+        "imputation_did": lambda: imputation.imputation_did(panel, **KEYS, event_window=(-3, 3)),
         "segmented_regression": lambda: its.segmented_regression(pilot, outcome="y", start="2020-01",
                                                                  spring_festival=False, horizons=(3,)),
         "controlled_its": lambda: its.controlled_its(pilot, control=control, outcome="y", start="2020-01",
