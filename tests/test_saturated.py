@@ -129,7 +129,7 @@ def test_sun_abraham_matches_pyfixest_saturated_event_study(mpdta):
 
 def test_sun_abraham_equals_callaway_santanna_never_treated_universal_base(mpdta):
     """Balanced panel, no covariates: each CATT(g, e) is the DiD of cohort g against the
-    never treated between g + e and g - 1 (Sun and Abraham 2021, section 3), which is
+    never treated between g + e and g - 1 (Sun and Abraham 2021), which is
     Callaway-Sant'Anna's ATT(g, t) with never-treated controls and a universal base
     period; both aggregate with cohort shares. Points only (the errors differ)."""
     sa = sun_abraham(mpdta, **KEYS)

@@ -15,8 +15,10 @@ constant within a unit. Cohorts starting after the last period are never treated
 data and count as such (as R did and fixest's ``sunab``); cohorts with no untreated row
 (treated from the first period: always treated) are dropped, as both do. Without
 never-treated units the last-treated cohort is the comparison and every period from its
-start is dropped (Sun and Abraham 2021, section 4.1: only effects before the last cohort's
-start are identified); ``diagnostics["control"]`` says which comparison was used.
+start is dropped (Sun and Abraham 2021: only effects before the last cohort's start are
+identified); ``diagnostics["control"]`` says which comparison was used. fixest's ``sunab``
+differs here: it takes as reference only cohorts never observed treated, and with none it
+leaves the collinear dummies to be dropped.
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def _dummies(code: np.ndarray, k: int) -> np.ndarray:
     rows = np.flatnonzero(code >= 0)
     X[rows, code[rows]] = 1.0
     return X
+
+
+def _cohort_sizes(d: pd.DataFrame, unit: str) -> dict[float, int]:
+    """Units per cohort among the rows used."""
+    return {float(c): int(n) for c, n in d.groupby(COHORT)[unit].nunique().items()}
 
 
 def _wald(b: np.ndarray, V: np.ndarray, df: int) -> tuple[float, float, int]:
@@ -191,17 +198,16 @@ def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
 
     method = "Sun-Abraham interaction-weighted event study"
     inference = _inference(fit)
-    units = d[unit].to_numpy()
+    size = _cohort_sizes(d, unit)
     n_units = int(d[unit].nunique())
+    g_all = cells["cohort"].to_numpy()
     effects = []
     for i, k in enumerate(times):
-        cohorts_k = cells.loc[e_all == k, "cohort"].to_numpy()
-        n_treated = int(pd.unique(units[treated & np.isin(d[COHORT].to_numpy(), cohorts_k)]).size)
+        n_treated = sum(size[c] for c in np.unique(g_all[e_all == k]))
         effects.append(Effect.from_normal("att_event_time", est[i], se[i], alpha=alpha, df=fit.df_t, method=method,
                                           inference=inference, n_obs=fit.n_obs, n_units=n_units,
                                           n_treated=n_treated, term=f"k={k}", indicator=indicator, event_time=k))
-    post_cohorts = cells.loc[post, "cohort"].unique()
-    n_treated = int(pd.unique(units[np.isin(d[COHORT].to_numpy(), post_cohorts)]).size)
+    n_treated = sum(size[c] for c in np.unique(g_all[post]))
     effects.append(Effect.from_normal("att", est[-1], se[-1], alpha=alpha, df=fit.df_t, method=method,
                                       inference=inference, n_obs=fit.n_obs, n_units=n_units, n_treated=n_treated,
                                       term="ATT", indicator=indicator))
@@ -256,7 +262,7 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     with unit fixed effects, which is the default here; ``fixed_effects="cohort"`` is
     Wooldridge's pooled form) on the count ``outcome`` with offset log(``exposure``). The
     effects are on the outcome's scale: ATT(g, t) = mean over the cell's rows of
-    exp(x b + d_gt) - exp(x b) = mu (1 - exp(-d_gt)) (Wooldridge 2023, section 5), the
+    exp(x b + d_gt) - exp(x b) = mu (1 - exp(-d_gt)) (Wooldridge 2023), the
     aggregates the row-weighted averages of these, with delta-method errors holding the
     fixed effects at their estimates (as R etwfe's ``emfx`` via marginaleffects). One more
     ``att`` (``scale="rate_ratio"``, term ``ATT (rate ratio)``) is the ratio of the fitted
@@ -362,12 +368,11 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     method = (f"{name}, {'unit' if fixed_effects == 'unit' else 'cohort'} and period effects, "
               f"{control_group.replace('_', '-')} controls" + (f", offset log({exposure})" if exposure else ""))
     inference = _inference(fit)
-    units = d[unit].to_numpy()
+    size = _cohort_sizes(d, unit)
     n_units = int(d[unit].nunique())
     effects = []
     for (estimand, term, fields, mask), v, s in zip(parts, values, se, strict=True):
-        cohorts = g_all[mask]
-        n_treated = int(pd.unique(units[np.isin(g, cohorts)]).size)
+        n_treated = sum(size[c] for c in np.unique(g_all[mask]))
         effects.append(Effect.from_normal(estimand, v, s, alpha=alpha, df=fit.df_t, method=method,
                                           inference=inference, n_obs=fit.n_obs, n_units=n_units,
                                           n_treated=n_treated, term=term, indicator=indicator, **fields))
