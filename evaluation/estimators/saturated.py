@@ -1,0 +1,414 @@
+"""Saturated staggered-adoption regressions: Sun and Abraham's interaction-weighted event
+study and Wooldridge's extended two-way fixed effects (linear and Poisson).
+
+Both fit one regression with a dummy for every treated cohort x period cell (so no cohort's
+effect stands in for another's, the problem of plain TWFE event studies with heterogeneous
+effects; Sun and Abraham 2021, Goodman-Bacon 2021), on the fixed-effects engine
+(:mod:`evaluation.estimators.fixed_effects`), and aggregate the cells with weights treated
+as fixed and a delta-method covariance from the regression's cluster-robust one (cluster by
+unit unless ``cluster`` says otherwise; fixest's small-sample adjustment, t intervals with
+G - 1 degrees of freedom).
+
+Rows: those with an outcome (an unbalanced panel uses the rows present). The cohort is
+the first treated period on the ``time`` scale, 0 or missing for never treated; it must be
+constant within a unit. Cohorts starting after the last period are never treated in the
+data and count as such (as R did and fixest's ``sunab``); cohorts with no untreated row
+(treated from the first period: always treated) are dropped, as both do. Without
+never-treated units the last-treated cohort is the comparison and every period from its
+start is dropped (Sun and Abraham 2021: only effects before the last cohort's start are
+identified); ``diagnostics["control"]`` says which comparison was used. fixest's ``sunab``
+differs here: it takes as reference only cohorts never observed treated, and with none it
+leaves the collinear dummies to be dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from evaluation.errors import EstimationError
+from evaluation.estimators.did import _check
+from evaluation.estimators.fixed_effects import FEFit, factorize, fe_ols, fe_poisson
+from evaluation.results import Effect, Estimates, vcov_frame
+
+COHORT, PERIOD = "_cohort_", "_period_"
+
+
+# ----------------------------------------------------------------------------- shared steps
+
+def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str, cluster: str,
+             needed: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
+    """The rows used, with the numeric cohort (0: comparison) in ``_cohort_`` and the
+    period in ``_period_``, and what was dropped and why."""
+    d = _check(data, unit, time, outcome, None, needed=[cohort, cluster, *needed])
+    notes: dict = {"dropped_missing_rows": int(len(data) - len(d))}
+    try:
+        t = d[time].astype(float).to_numpy()
+        g = d[cohort].fillna(0).astype(float).to_numpy()
+    except (TypeError, ValueError) as err:
+        raise EstimationError(f"'{time}' and '{cohort}' must be numeric on one time scale ({err})") from None
+    if (g < 0).any():
+        raise EstimationError(f"'{cohort}' has negative values: use 0 or missing for never treated")
+    if (pd.Series(g).groupby(d[unit].to_numpy()).nunique() > 1).any():
+        raise EstimationError(f"'{cohort}' varies within a unit: it must be the unit's first treated period")
+    late = np.unique(g[g > t.max()])
+    if len(late):
+        g = np.where(g > t.max(), 0.0, g)
+        notes["cohorts_after_last_period"] = late.tolist()
+    pre_rows = pd.Series((g > 0) & (t < g)).groupby(g).any()
+    always = [c for c in pre_rows.index if c > 0 and not pre_rows[c]]
+    if always:
+        keep = ~np.isin(g, always)
+        notes["dropped_always_treated_units"] = int(d.loc[~keep, unit].nunique())
+        d, t, g = d[keep], t[keep], g[keep]
+    if not (g > 0).any():
+        raise EstimationError(f"no treated units with a pre-treatment period: every '{cohort}' is 0, missing, "
+                              "after the last period or at the first")
+    if (g == 0).any():
+        notes["control"] = "never-treated units"
+    else:
+        last = g.max()
+        keep = t < last
+        notes["control"] = (f"last-treated cohort {last:g} (no never-treated units); periods from {last:g} on "
+                            "dropped")
+        notes["dropped_periods_rows"] = int((~keep).sum())
+        d, t, g = d[keep], t[keep], np.where(g[keep] == last, 0.0, g[keep])
+        if not (g > 0).any():
+            raise EstimationError(f"a single cohort and no never-treated units in '{cohort}': nothing to compare")
+    d = d.assign(**{COHORT: g, PERIOD: t})
+    return d, notes
+
+
+def _cells(g: np.ndarray, t: np.ndarray, in_cell: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """Code of each row's cohort x period cell (-1: none) and the cells (cohort, period,
+    event_time, n_obs), sorted by cohort then period."""
+    periods, t_code = np.unique(t, return_inverse=True)
+    cohorts, g_code = np.unique(g, return_inverse=True)
+    key = g_code.astype(np.int64) * len(periods) + t_code
+    used, inverse, counts = np.unique(key[in_cell], return_inverse=True, return_counts=True)
+    code = np.full(len(g), -1, dtype=np.int64)
+    code[in_cell] = inverse
+    table = pd.DataFrame({"cohort": cohorts[used // len(periods)], "period": periods[used % len(periods)],
+                          "n_obs": counts})
+    table["event_time"] = (table["period"] - table["cohort"]).round().astype(int)
+    return code, table[["cohort", "period", "event_time", "n_obs"]]
+
+
+def _dummies(code: np.ndarray, k: int) -> np.ndarray:
+    X = np.zeros((len(code), k), order="F")
+    rows = np.flatnonzero(code >= 0)
+    X[rows, code[rows]] = 1.0
+    return X
+
+
+def _cohort_sizes(d: pd.DataFrame, unit: str) -> dict[float, int]:
+    """Units per cohort among the rows used."""
+    return {float(c): int(n) for c, n in d.groupby(COHORT)[unit].nunique().items()}
+
+
+def _wald(b: np.ndarray, V: np.ndarray, df: int) -> tuple[float, float, int]:
+    q = len(b)
+    F = float(b @ np.linalg.solve(V, b) / q)
+    return F, float(stats.f.sf(F, q, df)), q
+
+
+def _inference(fit: FEFit) -> str:
+    return f"cluster-robust CR1 by {fit.n_clusters} clusters, {fit.adjustment} small-sample adjustment"
+
+
+def _combine(R: np.ndarray, coef: np.ndarray, vcov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear combinations R b and their covariance R V R' (weights fixed)."""
+    return R @ coef, R @ vcov @ R.T
+
+
+def _plot(effects: list[Effect], reference: int = -1) -> pd.DataFrame:
+    rows = [{"event_time": e.event_time, "estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high}
+            for e in effects if e.estimand == "att_event_time"]
+    rows.append({"event_time": reference, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0})
+    return pd.DataFrame(rows).sort_values("event_time").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- Sun and Abraham
+
+def sun_abraham(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                event_window: tuple[int, int] | None = None, cluster: str | None = None,
+                adjustment: Literal["fixest", "dummies", "linearmodels", "none"] = "fixest",
+                alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Sun and Abraham's interaction-weighted (IW) event study (Sun and Abraham 2021,
+    J Econometrics 225:175-199).
+
+    Regresses the outcome on unit and period fixed effects and a dummy for every treated
+    cohort g x event time e = t - g except e = -1 (each cohort's reference), with the
+    never-treated units as the comparison (see the module docstring when there are none).
+    The coefficient of (g, e) is CATT(g, e), the average effect on cohort g e periods after
+    its start, under parallel trends between every cohort and the comparison and no
+    anticipation; unlike the binned TWFE event study (:func:`evaluation.estimators.did.event_study`)
+    it is not contaminated by other event times' effects. The event-time effect (estimand
+    ``att_event_time``, ``event_time`` = e) averages CATT(g, e) over the cohorts observed
+    at e, weighted by their shares of the rows at e; the overall ``att`` averages every
+    post-treatment cell (e >= 0) weighted by its rows (fixest's ``summary(agg = "ATT")``).
+    Both treat the weights as fixed, as fixest's ``aggregate`` does (Sun and Abraham's own
+    variance adds a term for estimating the shares; it is omitted here), so the covariance
+    is W V W' with V the clustered covariance of the cells.
+
+    The regression is always fully saturated, like fixest's ``sunab`` and pyfixest's
+    saturated event study: no event times are binned (binning forces one effect on cohorts
+    at different horizons, which reintroduces the contamination) and none are dropped.
+    ``event_window=(first, last)`` only chooses which event-time effects are reported
+    (default: all); ``att`` always uses every post-treatment cell. The joint Wald test of the
+    reported leads (e < -1) is ``diagnostics["pretrend_F"]`` / ``["pretrend_p"]``; the cells
+    are ``diagnostics["cells"]``.
+    """
+    cluster = cluster or unit
+    d, notes = _prepare(data, outcome=outcome, unit=unit, time=time, cohort=cohort, cluster=cluster)
+    treated = d[COHORT].to_numpy() > 0
+    rel = np.where(treated, d[PERIOD].to_numpy() - d[COHORT].to_numpy(), np.nan)
+    has_ref = pd.Series(np.isclose(rel, -1.0)).groupby(d[COHORT].to_numpy()).any()
+    lacking = [c for c in has_ref.index if c > 0 and not has_ref[c]]
+    if lacking:
+        # without a row at e = -1 the cohort's dummies span its units' fixed effects
+        keep = ~np.isin(d[COHORT].to_numpy(), lacking)
+        notes["dropped_cohorts_without_reference"] = lacking
+        d, rel, treated = d[keep], rel[keep], treated[keep]
+    in_cell = treated & ~np.isclose(rel, -1.0)
+    code, cells = _cells(d[COHORT].to_numpy(), d[PERIOD].to_numpy(), in_cell)
+    names = [f"g={g:g}, e={e}" for g, e in zip(cells["cohort"], cells["event_time"], strict=True)]
+    fit = fe_ols(d[outcome].to_numpy(float), _dummies(code, len(cells)), names,
+                 [factorize(d[unit])[0], factorize(d[PERIOD])[0]], factorize(d[cluster])[0], adjustment=adjustment)
+    cells["estimate"], cells["std_error"] = fit.coef, fit.se
+
+    e_all = cells["event_time"].to_numpy()
+    n = cells["n_obs"].to_numpy(float)
+    first, last = (-np.inf, np.inf) if event_window is None else (int(event_window[0]), int(event_window[1]))
+    if first > last:
+        raise EstimationError(f"event_window must be (first, last) with first <= last, got {event_window}")
+    times = [int(k) for k in np.unique(e_all) if first <= k <= last]
+    post = e_all >= 0
+    if not post.any():
+        raise EstimationError("no post-treatment rows: no cohort is observed from its start on")
+    R = np.zeros((len(times) + 1, len(cells)))
+    for i, k in enumerate(times):
+        R[i, e_all == k] = n[e_all == k] / n[e_all == k].sum()
+    R[-1, post] = n[post] / n[post].sum()
+    est, V = _combine(R, fit.coef, fit.vcov)
+    se = np.sqrt(np.diag(V))
+
+    method = "Sun-Abraham interaction-weighted event study"
+    inference = _inference(fit)
+    size = _cohort_sizes(d, unit)
+    n_units = int(d[unit].nunique())
+    g_all = cells["cohort"].to_numpy()
+    effects = []
+    for i, k in enumerate(times):
+        n_treated = sum(size[c] for c in np.unique(g_all[e_all == k]))
+        effects.append(Effect.from_normal("att_event_time", est[i], se[i], alpha=alpha, df=fit.df_t, method=method,
+                                          inference=inference, n_obs=fit.n_obs, n_units=n_units,
+                                          n_treated=n_treated, term=f"k={k}", indicator=indicator, event_time=k))
+    n_treated = sum(size[c] for c in np.unique(g_all[post]))
+    effects.append(Effect.from_normal("att", est[-1], se[-1], alpha=alpha, df=fit.df_t, method=method,
+                                      inference=inference, n_obs=fit.n_obs, n_units=n_units, n_treated=n_treated,
+                                      term="ATT", indicator=indicator))
+    diagnostics = {**notes, "reference": -1, "event_window": None if event_window is None else (first, last),
+                   "observations": fit.n_obs, "clusters": fit.n_clusters, "cells": cells,
+                   "weights": pd.DataFrame(R, index=[e.label for e in effects], columns=names)}
+    leads = [i for i, k in enumerate(times) if k < -1]
+    if leads:
+        diagnostics["pretrend_F"], diagnostics["pretrend_p"], diagnostics["pretrend_df"] = _wald(
+            est[leads], V[np.ix_(leads, leads)], fit.df_t)
+    spec = {"estimator": "sun_abraham", "data": data, "outcome": outcome, "unit": unit, "time": time,
+            "cohort": cohort, "event_window": event_window, "cluster": cluster, "adjustment": adjustment,
+            "alpha": alpha, "indicator": indicator}
+    return Estimates(effects=effects, method=method, plot_data=_plot(effects), diagnostics=diagnostics, model=fit,
+                     kind="sun_abraham", vcov=vcov_frame(V, effects), spec=spec)
+
+
+# ----------------------------------------------------------------------------- extended TWFE
+
+def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                  family: Literal["linear", "poisson"] = "linear", exposure: str | None = None,
+                  control_group: Literal["not_yet_treated", "never_treated"] = "not_yet_treated",
+                  fixed_effects: Literal["unit", "cohort"] = "unit", cluster: str | None = None,
+                  adjustment: Literal["fixest", "dummies", "linearmodels", "none"] = "fixest",
+                  alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+    """Wooldridge's extended two-way fixed effects (ETWFE): one regression with a dummy for
+    every treated cohort x period cell (g, t >= g), and unit (or cohort) and period fixed
+    effects (Wooldridge 2021, "Two-Way Fixed Effects, the Two-Way Mundlak Regression, and
+    Difference-in-Differences Estimators", working paper, published 2025 in Empirical
+    Economics; Poisson: Wooldridge 2023, Econometrics Journal 26:C31-C66).
+
+    ``control_group="not_yet_treated"`` (Wooldridge's and R etwfe's default): every row
+    outside a treated cell is a comparison, so not-yet-treated periods of later cohorts are
+    used; ``"never_treated"``: the cells also cover each cohort's pre-treatment periods
+    except t = g - 1, so only never-treated units are comparisons (with unit fixed effects
+    this is :func:`sun_abraham`'s regression) and the pre-treatment cells are placebo
+    effects. The cell coefficient is ATT(g, t) under parallel trends (in levels for
+    ``linear``; in the log mean for ``poisson``) and no anticipation.
+
+    Effects: every cell (``att_group_time``, with ``cohort``, ``calendar_time``,
+    ``event_time``), the cohort averages over post-treatment periods (``att_cohort``),
+    event-time averages (``att_event_time``; pre-treatment ones only with never-treated
+    controls) and the simple ``att`` over all post-treatment cells, each aggregate weighting
+    cells by their rows (R etwfe's ``emfx``, Stata jwdid's ``estat``), weights fixed,
+    delta-method covariance.
+
+    ``fixed_effects``: ``"unit"`` (default) or ``"cohort"`` dummies (R etwfe's default); on a
+    balanced panel without covariates the linear cells are the same either way (Wooldridge
+    2021), the clustered errors differ slightly.
+
+    ``family="poisson"``: Poisson pseudo-maximum likelihood (:func:`fe_poisson`, consistent
+    with unit fixed effects, which is the default here; ``fixed_effects="cohort"`` is
+    Wooldridge's pooled form) on the count ``outcome`` with offset log(``exposure``). The
+    effects are on the outcome's scale: ATT(g, t) = mean over the cell's rows of
+    exp(x b + d_gt) - exp(x b) = mu (1 - exp(-d_gt)) (Wooldridge 2023), the
+    aggregates the row-weighted averages of these, with delta-method errors holding the
+    fixed effects at their estimates (as R etwfe's ``emfx`` via marginaleffects). One more
+    ``att`` (``scale="rate_ratio"``, term ``ATT (rate ratio)``) is the ratio of the fitted
+    to the counterfactual expected count summed over all treated rows. The cells'
+    log-scale coefficients are ``diagnostics["cells"]``.
+    """
+    if family not in ("linear", "poisson"):
+        raise EstimationError(f"family must be 'linear' or 'poisson', got {family!r}")
+    if control_group not in ("not_yet_treated", "never_treated"):
+        raise EstimationError(f"control_group must be 'not_yet_treated' or 'never_treated', got {control_group!r}")
+    if fixed_effects not in ("unit", "cohort"):
+        raise EstimationError(f"fixed_effects must be 'unit' or 'cohort', got {fixed_effects!r}")
+    if exposure and family != "poisson":
+        raise EstimationError("exposure is the offset of the Poisson form: use family='poisson'")
+    cluster = cluster or unit
+    d, notes = _prepare(data, outcome=outcome, unit=unit, time=time, cohort=cohort, cluster=cluster,
+                        needed=(exposure,) if exposure else ())
+    if control_group == "never_treated" and notes["control"] != "never-treated units":
+        raise EstimationError(f"control_group='never_treated' but no unit is never treated by '{cohort}'")
+    y = d[outcome].to_numpy(float)
+    offset = None
+    if family == "poisson":
+        if (y < 0).any():
+            raise EstimationError(f"the count '{outcome}' has negative values")
+        if exposure:
+            if not (d[exposure] > 0).all():
+                raise EstimationError(f"the exposure '{exposure}' must be positive in every row")
+            offset = np.log(d[exposure].to_numpy(float))
+    g, t = d[COHORT].to_numpy(), d[PERIOD].to_numpy()
+    if control_group == "not_yet_treated":
+        in_cell = (g > 0) & (t >= g)
+    else:
+        has_ref = pd.Series(np.isclose(t - g, -1.0) & (g > 0)).groupby(g).any()
+        lacking = [c for c in has_ref.index if c > 0 and not has_ref[c]]
+        if lacking:
+            keep = ~np.isin(g, lacking)
+            notes["dropped_cohorts_without_reference"] = lacking
+            d, y, g, t = d[keep], y[keep], g[keep], t[keep]
+            offset = None if offset is None else offset[keep]
+        in_cell = (g > 0) & ~np.isclose(t - g, -1.0)
+    fe = [factorize(d[unit] if fixed_effects == "unit" else g)[0], factorize(t)[0]]
+    clusters = factorize(d[cluster])[0]
+    if family == "poisson":
+        keep = _informative(y, fe)
+        if not keep.all():
+            notes["dropped_all_zero_rows"] = int((~keep).sum())
+            d, y, g, t, in_cell = d[keep], y[keep], g[keep], t[keep], in_cell[keep]
+            offset = None if offset is None else offset[keep]
+            fe = [factorize(c[keep])[0] for c in fe]
+            clusters = factorize(clusters[keep])[0]
+    code, cells = _cells(g, t, in_cell)
+    if not len(cells) or not (cells["event_time"] >= 0).any():
+        raise EstimationError("no treated cohort x period cell: no cohort is observed from its start on")
+    names = [f"g={a:g}, t={b:g}" for a, b in zip(cells["cohort"], cells["period"], strict=True)]
+    X = _dummies(code, len(cells))
+    if family == "linear":
+        fit = fe_ols(y, X, names, fe, clusters, adjustment=adjustment)
+    else:
+        fit = fe_poisson(y, X, names, fe, clusters, offset=offset, adjustment=adjustment)
+    cells["coef"], cells["coef_std_error"] = fit.coef, fit.se
+
+    # the aggregates: rows of J (one per effect) over the cells' coefficients
+    n = cells["n_obs"].to_numpy(float)
+    e_all, g_all, t_all = cells["event_time"].to_numpy(), cells["cohort"].to_numpy(), cells["period"].to_numpy()
+    post = e_all >= 0
+    if family == "linear":
+        cell_value, cell_grad = fit.coef, n          # the cell's effect, and the sum over its rows of d effect / d coef
+    else:
+        mu = fit.fitted
+        rows = code >= 0
+        mu_sum = np.bincount(code[rows], weights=mu[rows], minlength=len(cells))
+        cell_value = mu_sum * (1 - np.exp(-fit.coef)) / n
+        cell_grad = mu_sum
+    parts: list[tuple[str, str, dict, np.ndarray]] = []
+    for j in range(len(cells)):
+        mask = np.zeros(len(cells), bool)
+        mask[j] = True
+        parts.append(("att_group_time", names[j], {"cohort": float(g_all[j]), "calendar_time": float(t_all[j]),
+                                                   "event_time": int(e_all[j])}, mask))
+    for c in np.unique(g_all[post]):
+        parts.append(("att_cohort", f"g={c:g}", {"cohort": float(c)}, post & (g_all == c)))
+    for k in np.unique(e_all):
+        parts.append(("att_event_time", f"k={k}", {"event_time": int(k)}, e_all == k))
+    parts.append(("att", "ATT" if family == "linear" else "ATT (level)", {}, post))
+    J = np.zeros((len(parts), len(cells)))
+    values = np.zeros(len(parts))
+    for i, (_, _, _, mask) in enumerate(parts):
+        values[i] = (cell_value[mask] * n[mask]).sum() / n[mask].sum()
+        J[i, mask] = cell_grad[mask] / n[mask].sum()
+    V = J @ fit.vcov @ J.T
+    if family == "poisson":
+        # ratio of fitted to counterfactual expected counts over every treated post row
+        s1 = mu_sum[post].sum()
+        s0 = (mu_sum[post] * np.exp(-fit.coef[post])).sum()
+        grad_log = np.zeros(len(cells))
+        grad_log[post] = mu_sum[post] / s1
+        log_rr = float(np.log(s1 / s0))
+        J_all = np.vstack([J, grad_log])
+        V_log = J_all @ fit.vcov @ J_all.T
+    se = np.sqrt(np.diag(V))
+
+    name = "extended TWFE" + (" Poisson (PPML)" if family == "poisson" else "")
+    method = (f"{name}, {'unit' if fixed_effects == 'unit' else 'cohort'} and period effects, "
+              f"{control_group.replace('_', '-')} controls" + (f", offset log({exposure})" if exposure else ""))
+    inference = _inference(fit)
+    size = _cohort_sizes(d, unit)
+    n_units = int(d[unit].nunique())
+    effects = []
+    for (estimand, term, fields, mask), v, s in zip(parts, values, se, strict=True):
+        n_treated = sum(size[c] for c in np.unique(g_all[mask]))
+        effects.append(Effect.from_normal(estimand, v, s, alpha=alpha, df=fit.df_t, method=method,
+                                          inference=inference, n_obs=fit.n_obs, n_units=n_units,
+                                          n_treated=n_treated, term=term, indicator=indicator, **fields))
+    vcov = V
+    if family == "poisson":
+        rr = Effect.from_normal("att", log_rr, float(np.sqrt(V_log[-1, -1])), alpha=alpha, df=fit.df_t,
+                                method=method, inference=inference, n_obs=fit.n_obs, n_units=n_units,
+                                n_treated=effects[-1].n_treated, term="ATT (rate ratio)", scale="log",
+                                indicator=indicator).exp()
+        effects.append(rr)
+        scale = np.ones(len(J_all))
+        scale[-1] = rr.estimate  # d RR = RR d log RR
+        vcov = V_log * np.outer(scale, scale)
+        cells["rate_ratio"] = np.exp(fit.coef)
+    cells = cells.rename(columns={"period": "calendar_time"})
+    diagnostics = {**notes, "observations": fit.n_obs, "clusters": fit.n_clusters, "family": family,
+                   "control_group": control_group, "fixed_effects": fixed_effects, "cells": cells}
+    spec = {"estimator": "extended_twfe", "data": data, "outcome": outcome, "unit": unit, "time": time,
+            "cohort": cohort, "family": family, "exposure": exposure, "control_group": control_group,
+            "fixed_effects": fixed_effects, "cluster": cluster, "adjustment": adjustment, "alpha": alpha,
+            "indicator": indicator}
+    return Estimates(effects=effects, method=method, plot_data=_plot(effects), diagnostics=diagnostics, model=fit,
+                     kind="extended_twfe" + ("_poisson" if family == "poisson" else ""),
+                     vcov=vcov_frame(vcov, effects), spec=spec)
+
+
+def _informative(y: np.ndarray, fixed_effects: list[np.ndarray]) -> np.ndarray:
+    """Rows outside fixed-effect groups whose outcome is zero throughout (they carry no
+    information in Poisson; :func:`fe_poisson` drops them the same way, done here first so
+    that its fitted values line up with the rows)."""
+    keep = np.ones(len(y), bool)
+    while True:
+        drop = np.zeros(len(y), bool)
+        for codes in fixed_effects:
+            sums = np.bincount(codes[keep], weights=y[keep], minlength=int(codes.max()) + 1)
+            drop |= keep & (sums[codes] == 0)
+        if not drop.any():
+            return keep
+        keep &= ~drop
