@@ -231,7 +231,7 @@ KEYS = dict(outcome="value", unit="township_id", time="time", cohort="first_trea
 def _calls(panel, series):
     """One call of every estimator on the small panel (name -> thunk)."""
     from evaluation.diagnostics import bacon, robustness, sensitivity
-    from evaluation.estimators import did, imputation, its, staggered, synth
+    from evaluation.estimators import did, imputation, its, saturated, staggered, synth
     from evaluation.inference import few_clusters, few_treated, pretrend
 
     one_cohort = panel[panel["first_treat"] != 10]
@@ -245,6 +245,8 @@ def _calls(panel, series):
         "effects_by_group": lambda: did.effects_by_group(panel, **KEYS, by="model"),
         "callaway_santanna": lambda: staggered.callaway_santanna(panel, **KEYS),
         "imputation_did": lambda: imputation.imputation_did(panel, **KEYS, event_window=(-3, 3)),
+        "sun_abraham": lambda: saturated.sun_abraham(panel, **KEYS, event_window=(-3, 3)),
+        "extended_twfe": lambda: saturated.extended_twfe(panel, **KEYS),
         "segmented_regression": lambda: its.segmented_regression(pilot, outcome="y", start="2020-01",
                                                                  spring_festival=False, horizons=(3,)),
         "controlled_its": lambda: its.controlled_its(pilot, control=control, outcome="y", start="2020-01",
@@ -305,6 +307,7 @@ def test_every_estimator_runs_and_returns_estimates(panel, series):
         plt.close(fig)
     # the structured fields are filled where they mean something
     assert [e.event_time for e in fits["event_study"].effects] == [-3, -2, 0, 1, 2, 3]
+    assert [e.event_time for e in fits["sun_abraham"].effects[:-1]] == [-3, -2, 0, 1, 2, 3]
     dyn = [e for e in fits["callaway_santanna.aggregate(dynamic)"].effects if e.estimand == "att_event_time"]
     assert [e.event_time for e in dyn] == list(range(-3, 4))
     assert [e.cohort for e in fits["callaway_santanna.aggregate(group)"].effects[:-1]] == [8.0, 10.0]

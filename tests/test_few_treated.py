@@ -104,3 +104,25 @@ def test_no_page_of_the_demo_shows_cluster_robust_inference_from_few_pilots(demo
     pages = " ".join(p.read_text(encoding="utf-8") for p in folder.glob("*did*.html"))
     assert "CR1 聚类稳健标准误" in pages or "cluster-robust CR1" in pages      # kept where enough pilots
     assert "不报告：仅" in pages or "not shown: cluster-robust inference from" in pages
+
+
+@pytest.mark.batch
+def test_the_did_page_shows_every_estimator_side_by_side(demo_batch):
+    """Issue #16 item 4 on the demo's pages: the DiD chapter's table has TWFE,
+    Callaway-Sant'Anna, imputation, Sun-Abraham and extended TWFE (and its Poisson rate
+    ratio for a count indicator), and the stored event studies of the new estimators."""
+    from evaluation.report.store import ResultsStore
+
+    code, folder = demo_batch
+    assert code == 0
+    store = ResultsStore(folder / "results")
+    for indicator, poisson in (("county_internal_visit_rate", True), ("cost_per_admission", False)):
+        res = store.read("did.staggered_estimators", indicator)
+        assert not res.not_estimable, res.not_estimable
+        sections = set(res.effects["section"])
+        assert {"imputation", "sun_abraham", "extended_twfe"} <= sections
+        assert ("extended_twfe_poisson" in sections) == poisson
+        assert {"plot_imputation", "plot_sun_abraham"} <= set(res.tables)
+        page = (folder / f"did__{indicator}.html").read_text(encoding="utf-8")
+        for name in ("Sun–Abraham", "Borusyak–Jaravel–Spiess", "Wooldridge"):
+            assert name in page, (indicator, name)

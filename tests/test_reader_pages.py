@@ -37,7 +37,8 @@ CJK = re.compile(r"[\u3400-\u9fff\uff08\uff09\u3001\u3002\uff0c\uff1a\uff1b]+")
 # English words a Chinese page may keep: names of methods, statistics and authors.
 KEPT_WORDS = {"Callaway", "Sant", "Anna", "ATT", "DiD", "TWFE", "RMSPE", "Goodman", "Bacon", "Mbar", "Durbin",
               "Watson", "Ljung", "Box", "ARIMA", "CR1", "CR2", "Newey", "West", "PPML", "Rambachan", "Roth",
-              "Abadie", "Arkhangelsky", "SYNTHETIC", "DEMO", "DATA"}
+              "Abadie", "Arkhangelsky", "SYNTHETIC", "DEMO", "DATA", "Sun", "Abraham", "Wooldridge", "Borusyak",
+              "Jaravel", "Spiess", "BJS", "Romano", "Wolf", "Holm", "BH", "Benjamini", "Hochberg"}
 
 
 def _visible_text(page: Path) -> str:

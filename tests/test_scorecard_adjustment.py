@@ -103,3 +103,23 @@ def test_no_estimated_rows_give_no_adjustment(settings):
     out = adjust_across_indicators(pd.DataFrame([{"indicator": "a", "estimated": False, "headline_p": np.nan,
                                                   "headline_method": None}]), {}, settings)
     assert out[["p_holm", "q_benjamini_hochberg", "p_romano_wolf"]].isna().all().all()
+
+
+@pytest.mark.batch
+def test_the_demo_scorecard_shows_the_adjusted_p_values(demo_batch):
+    """The demo (10 pilots: every headline is TWFE with randomization inference): the
+    scorecard holds Romano-Wolf, Holm and BH for every indicator, each at least the raw p
+    (Romano-Wolf up to its 1/B resolution), and the summary page and the index show the
+    Romano-Wolf column."""
+    from evaluation.report.store import ResultsStore
+
+    code, folder = demo_batch
+    assert code == 0
+    card = ResultsStore(folder / "results").read("summary.scorecard", None).tables["scorecard"]
+    assert (card["headline_method"] == "twfe_randomization").all()
+    assert (card["rw_family"] == len(card)).all()
+    assert (card["p_romano_wolf"] >= card["headline_p"] - 1e-12).all()
+    assert (card["p_holm"] >= card["headline_p"] - 1e-12).all()
+    assert (card["q_benjamini_hochberg"] >= card["headline_p"] - 1e-12).all()
+    for page in ("summary.html", "index.html"):
+        assert "Romano–Wolf" in (folder / page).read_text(encoding="utf-8"), page

@@ -35,8 +35,9 @@ from evaluation.inference.few_clusters import randomization_inference
 from evaluation.results import Estimates
 
 # How the estimators name inference that rests on the treated clusters (the prefixes of
-# their ``inference`` texts: evaluation.estimators.did._effect and staggered._effect).
-CLUSTER_ROBUST = ("cluster-robust CR1", "analytic influence-function")
+# their ``inference`` texts: evaluation.estimators.did._effect, staggered._effect,
+# saturated._inference and imputation's Theorem 3 variance).
+CLUSTER_ROBUST = ("cluster-robust CR1", "analytic influence-function", "BJS (2024) Theorem 3")
 WITHHELD = "not shown"
 _WITHHELD_TEXT = re.compile(r"^not shown: cluster-robust inference from (\d+) pilot townships?, fewer than (\d+)")
 

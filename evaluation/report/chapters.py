@@ -31,6 +31,7 @@ from evaluation.diagnostics.robustness import placebo_in_time, robustness_table
 from evaluation.diagnostics.sensitivity import honest_sensitivity
 from evaluation.errors import EstimationError, EvaluationError
 from evaluation.estimators.did import event_study, poisson_did, twfe
+from evaluation.estimators.imputation import imputation_did
 from evaluation.estimators.its import (
     CovidPhase,
     controlled_its,
@@ -38,6 +39,7 @@ from evaluation.estimators.its import (
     its_by_township,
     segmented_regression,
 )
+from evaluation.estimators.saturated import extended_twfe, sun_abraham
 from evaluation.estimators.staggered import callaway_santanna
 from evaluation.estimators.synth import PoorPreFitWarning, synthetic_control_by_pilot, synthetic_did
 from evaluation.inference.few_clusters import (
@@ -725,6 +727,90 @@ def pretrend_table(ctx: Context, v: dict) -> pd.DataFrame | str:
     return _item_table(ctx, items)
 
 
+def build_staggered_estimators(ctx: Context) -> Result:
+    """The staggered-adoption estimators the literature cites, beside Callaway-Sant'Anna and
+    TWFE: the imputation estimator (Borusyak, Jaravel and Spiess 2024), Sun and Abraham's
+    interaction-weighted event study (2021) and Wooldridge's extended TWFE (2021; its
+    Poisson form, 2023, for count indicators): each one's overall ATT and effects by event
+    time over the plan's event window. One that the data cannot support is left out and
+    its reason kept (``values['skipped']``)."""
+    d, ind, s = ctx.frame, ctx.indicator, ctx.settings
+    keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat", cluster=s.cluster,
+                alpha=s.alpha, indicator=ind.id)
+    calls = {"imputation": lambda: imputation_did(d, event_window=s.event_window, **keys),
+             "sun_abraham": lambda: sun_abraham(d, event_window=s.event_window, **keys),
+             "extended_twfe": lambda: extended_twfe(d, **keys)}
+    if ind.model_family in ("poisson_offset", "poisson", "binomial"):
+        exposure = {"poisson_offset": "population", "binomial": "denominator", "poisson": None}[ind.model_family]
+        calls["extended_twfe_poisson"] = lambda: extended_twfe(d, **{**keys, "outcome": "numerator"},
+                                                               family="poisson", exposure=exposure)
+    parts, tables, skipped = {}, {}, {}
+    for name, call in calls.items():
+        try:
+            fit = call()
+        except EstimationError as exc:
+            skipped[name] = not_estimable_text(exc)
+            continue
+        if name == "extended_twfe_poisson":  # on the count's scale: the rate ratio is what compares
+            parts[name] = [e for e in fit.effects if e.estimand == "att" and e.scale == "rate_ratio"]
+            continue
+        parts[name] = fit.effects
+        plot = fit.plot_data
+        if "event_time" in plot:
+            tables[f"plot_{name}"] = plot[["event_time", "estimate", "ci_low", "ci_high"]]
+    if not parts:
+        raise EstimationError("; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return make_result("did.staggered_estimators", ind.id, _sections(**parts), tables=tables,
+                       values={"skipped": skipped})
+
+
+ESTIMATOR_LABELS = {
+    "twfe": ("双向固定效应（TWFE）", "two-way fixed effects (TWFE)"),
+    "callaway_santanna": ("Callaway–Sant'Anna", "Callaway–Sant'Anna"),
+    "imputation": ("插补法（Borusyak–Jaravel–Spiess）", "imputation (Borusyak–Jaravel–Spiess)"),
+    "sun_abraham": ("Sun–Abraham", "Sun–Abraham"),
+    "extended_twfe": ("扩展 TWFE（Wooldridge）", "extended TWFE (Wooldridge)"),
+    "extended_twfe_poisson": ("扩展 TWFE 泊松（率比）", "extended TWFE Poisson (rate ratio)"),
+}
+
+
+def staggered_estimators(ctx: Context) -> dict:
+    """The overall ATT of every DiD estimator side by side (a table, the one rule on few
+    pilots applied) and their event studies overlaid (TWFE, Callaway-Sant'Anna,
+    Sun-Abraham, imputation) in one figure; a part that could not be estimated says why."""
+    r = ctx.reader
+    res, cs, tw, es = (ctx.result(k) for k in ("did.staggered_estimators", "did.callaway_santanna", "did.twfe",
+                                                "did.event_study"))
+    if res.not_estimable:
+        return {"table": not_estimated(res), "figure": None, "skipped": ""}
+    rows = []
+    if not tw.not_estimable:
+        rows.append(_section(tw, "twfe").assign(estimator="twfe"))
+    if not cs.not_estimable:
+        rows.append(_section(cs, "simple").assign(estimator="callaway_santanna"))
+    for name in ("imputation", "sun_abraham", "extended_twfe", "extended_twfe_poisson"):
+        part = _section(res, name)
+        rows.append(part[part["estimand"] == "att"].assign(estimator=name))
+    effects = pd.concat(rows, ignore_index=True)
+    table = reader_effects(ctx, effects, (*READER_COLUMNS, "inference"))
+    table.iloc[:, 0] = [r.both(ESTIMATOR_LABELS[e]) for e in effects["estimator"]]
+    table = table.rename(columns={table.columns[0]: r.say("估计方法", "Estimator")})
+    plots_ = {}
+    if not es.not_estimable:
+        plots_[("双向固定效应事件研究", "TWFE event study")] = es.tables["plot"]
+    if not cs.not_estimable:
+        plots_[("Callaway–Sant'Anna", "Callaway–Sant'Anna")] = cs.tables["dynamic_plot"]
+    for name in ("sun_abraham", "imputation"):
+        if f"plot_{name}" in res.tables:
+            plots_[ESTIMATOR_LABELS[name]] = res.tables[f"plot_{name}"]
+    figure = plots.event_studies(plots_, ctx.indicator, reader=r, level=1 - ctx.settings.alpha).figure \
+        if plots_ else None
+    skipped = res.values.get("skipped") or {}
+    note = (r.say("未能估计：", "Not estimated: ") + "; ".join(f"{r.both(ESTIMATOR_LABELS[k])}: {v}"
+                                                            for k, v in skipped.items())) if skipped else ""
+    return {"table": written(table), "figure": figure, "skipped": note}
+
+
 def _cohort_weighted(ctx: Context, effects: pd.DataFrame) -> pd.DataFrame:
     """Callaway-Sant'Anna by cohort; its row without a cohort is the cohort-weighted overall ATT."""
     table = reader_effects(ctx, effects)
@@ -1166,6 +1252,7 @@ SECTIONS = {
     "did.callaway_santanna": build_callaway_santanna,
     "did.event_study": build_event_study,
     "did.twfe": build_twfe,
+    "did.staggered_estimators": build_staggered_estimators,
     "its": build_its,
     "robustness.checks": build_robustness_checks,
     "robustness.fake_timing": build_fake_timing,
@@ -1220,6 +1307,19 @@ NOTES = {
         "双向固定效应（TWFE）及其 Goodman-Bacon 分解：当“已试点乡镇作对照”的比较权重较大且效果随时间增长时，TWFE 会偏低。",
         "Two-way fixed effects and its Goodman-Bacon decomposition: when comparisons that use already-treated "
         "townships as controls carry weight and effects grow, TWFE is biased down."),
+    "staggered_estimators": (
+        "各估计方法比较 / Estimators side by side",
+        "分批试点下的几种稳健估计：插补法（Borusyak、Jaravel、Spiess 2024，用未试点观测拟合乡镇与时期效应后插补反事实）、"
+        "Sun–Abraham 交互加权事件研究（2021，以从未试点乡镇为对照）和 Wooldridge 扩展双向固定效应（2021；计数指标另给泊松形式的率比），"
+        "与 TWFE 和 Callaway–Sant'Anna 并列。它们在效果随批次和时间变化时仍无偏（前提是平行趋势和无预期效应）；结论一致说明"
+        "结果不取决于估计方法。图中竖线为{alpha_pct}置信区间；TWFE 事件研究两端合并，其余方法不合并。",
+        "Estimators built for staggered pilots, beside TWFE and Callaway–Sant'Anna: imputation (Borusyak, Jaravel and "
+        "Spiess 2024: township and period effects fitted on untreated observations, the counterfactual imputed), "
+        "Sun and Abraham's interaction-weighted event study (2021, never-treated comparison) and Wooldridge's "
+        "extended TWFE (2021; for counts also its Poisson form, as a rate ratio). They stay unbiased when effects "
+        "differ by cohort and over time, under parallel trends and no anticipation; when they agree, the "
+        "conclusion does not depend on the estimator. In the figure the bars are {alpha_pct} intervals; the TWFE "
+        "event study's end points are binned, the others' are not."),
     "its": (
         "最早一批试点乡镇的指标序列（每{unit_zh}一个值），分段回归：年内季节项（年度数据无）、"
         "春节（各期落在春节窗口内的天数占比；季度数据中春节总在第一季度，由第一季度项吸收；年度数据不设）、"

@@ -291,12 +291,11 @@ def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估�
     """Several estimators' effects by event time in one figure: ``plots`` maps a label
     (zh, en) to a table with ``event_time``, ``estimate``, ``ci_low``, ``ci_high``; each
     estimator's points are shifted sideways a little so that the intervals do not hide each
-    other. Effects of a share in percentage points."""
+    other (the bars are ``level`` intervals). Effects of a share in percentage points."""
     reader = _reader(reader)
     created, ax = ax is None, ax or plt.subplots()[1]
     shown = [(label, frame) for label, frame in plots.items() if frame is not None and len(frame)]
     width = 0.6 / max(1, len(shown))
-    percent = f"{100 * level:g}%"
     for j, (label, frame) in enumerate(shown):
         frame = frame.sort_values("event_time")
         x = frame["event_time"].to_numpy(float) + (j - (len(shown) - 1) / 2) * width
@@ -307,7 +306,7 @@ def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估�
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
     ax.set_xlabel(_periods_since_start(reader, indicator))
-    ax.set_ylabel(_effect_label(reader, indicator) + "\n" + reader.say(f"（竖线：{percent}置信区间）", f"(bars: {percent} CI)"))
+    ax.set_ylabel(_effect_label(reader, indicator))
     _period_axis(ax.xaxis)
     _effect_axis(ax.yaxis, indicator)
     ax.set_title(_titled(reader, title, indicator))

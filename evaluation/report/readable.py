@@ -393,6 +393,11 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("honest DiD, relative magnitudes", "相对幅度界（Rambachan–Roth）"),
     ("ITS segmented regression", "中断时间序列分段回归"), ("controlled ITS", "对照中断时间序列"),
     ("Poisson (PPML)", "泊松（PPML）双重差分"),
+    ("imputation DiD", "插补法双重差分（Borusyak–Jaravel–Spiess）"),
+    ("BJS (2024) Theorem 3", "BJS 定理3保守方差（按乡镇聚类）"),
+    ("Sun-Abraham", "Sun–Abraham 交互加权事件研究"),
+    ("extended TWFE Poisson", "扩展双向固定效应（Wooldridge，泊松）"),
+    ("extended TWFE", "扩展双向固定效应（Wooldridge）"),
 )
 
 _PER_ZH = {1000: "千", 10_000: "万", 100_000: "十万"}
