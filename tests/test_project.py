@@ -25,9 +25,11 @@ def test_environment_yml_mirrors_pyproject():
     for dep in env["dependencies"]:
         entries = dep["pip"] if isinstance(dep, dict) else [dep]
         for entry in entries:
-            if entry.startswith("-e") or entry.startswith("python") or entry == "pip":
+            if entry.startswith("-e") or entry == "pip":
                 continue
             name, spec = _normalise(entry)
+            if name == "python":  # the interpreter, not a package
+                continue
             listed[name] = spec
     assert listed == wanted
 
