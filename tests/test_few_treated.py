@@ -89,7 +89,7 @@ def test_no_page_of_the_demo_shows_cluster_robust_inference_from_few_pilots(demo
     assert code == 0
     store = ResultsStore(folder / "results")
     subgroup_rows = 0
-    for result in store.all():
+    for result in store.results():
         effects = result.effects
         if effects is None or effects.empty:
             continue

@@ -117,8 +117,9 @@ def test_scorecard_is_a_three_line_table_of_the_stores_numbers(word, store_card)
     table = next(block for block in chapters(document)["评估结果汇总 / Scorecard"] if isinstance(block, Table))
     rows = table_text(table)
     header, body = rows[0], rows[1:]
-    assert header == ["指标\nIndicator", "效果\nEffect", "95% 置信区间\n95% CI", "p 值\np-value", "方法\nMethod",
-                      "试点数\nPilots", "试点目标达成\nPilot target", "结论\nVerdict"]
+    assert header == ["指标\nIndicator", "效果\nEffect", "95% 置信区间\n95% CI", "p 值\np-value",
+                      "校正 p 值\nAdjusted p", "方法\nMethod", "试点数\nPilots", "试点目标达成\nPilot target",
+                      "结论\nVerdict"]
     indicators = shown_indicators(word)
     assert len(body) == len(indicators)
     for cells, ind in zip(body, indicators, strict=True):
@@ -129,6 +130,7 @@ def test_scorecard_is_a_three_line_table_of_the_stores_numbers(word, store_card)
         assert cells[2] == reader.interval(row["headline_ci_low"], row["headline_ci_high"],
                                            lambda v, i=ind: reader.effect(v, i))
         assert cells[3] == reader.p(row["headline_p"], row["headline_p_floor"])
+        assert cells.pop(4) == reader.p(row["p_romano_wolf"], row["p_romano_wolf_floor"])  # the plan's adjustment
         assert cells[4] == reader.say(*METHOD_SHORT[row["headline_method"]], sep="\n")
         assert cells[5] == reader.count(row["n_pilots"])
         zh, en = finding(row.to_dict())

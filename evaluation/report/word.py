@@ -850,7 +850,8 @@ class _Writer:
             "Callaway–Sant'Anna（2021）组别-时间平均处理效应，适用于分批试点且效果随时间变化的情形，汇总为总体效果、分批效果和事件研究；"
             "双向固定效应（TWFE）及其 Goodman-Bacon（2021）分解（试点乡镇少时，TWFE 系数加随机化推断为核心结果）；合成双重差分（Arkhangelsky 等，2021）对非试点乡镇和试点前各期加权，"
             "使平行趋势更可信；合成控制（Abadie 等，2010）为每个试点乡镇构造加权的“合成乡镇”；中断时间序列（ITS）对最早一批试点乡镇的序列做分段回归"
-            f"（{terms_zh}），试点后{phase_zh}过渡期不纳入拟合。",
+            f"（{terms_zh}），试点后{phase_zh}过渡期不纳入拟合。另与插补法（Borusyak、Jaravel、Spiess，2024）、Sun–Abraham 交互加权事件研究"
+            "（2021）和 Wooldridge 扩展双向固定效应（2021；计数指标另有泊松形式，2023）并列比较，这些方法在效果随批次和时间变化时仍无偏。",
             "Callaway and Sant'Anna (2021) group-time average treatment effects, valid when pilots start at different "
             "times and effects change over time, aggregated to an overall effect, cohort effects and an event study; "
             "two-way fixed effects (TWFE) with its Goodman-Bacon (2021) decomposition (with few pilots, the TWFE "
@@ -858,7 +859,10 @@ class _Writer:
             "(Arkhangelsky et al. 2021), which weights non-pilot townships and pre-periods so that parallel trends is "
             "more plausible; synthetic control (Abadie et al. 2010), a weighted twin for each pilot township; and "
             f"interrupted time series (ITS), a segmented regression of the earliest cohort's series ({terms_en}), the "
-            f"{phase_en} phase-in after the start left out of the fit.")
+            f"{phase_en} phase-in after the start left out of the fit. Imputation (Borusyak, Jaravel and Spiess 2024), "
+            "Sun and Abraham's interaction-weighted event study (2021) and Wooldridge's extended TWFE (2021; for counts "
+            "also its Poisson form, 2023) are shown beside them: they stay unbiased when effects vary by cohort and "
+            "over time.")
         self.heading("推断", "Inference", 2)
         randomized = [ind for ind in src.indicators
                       if src.rows[ind.id].get("headline_method") == "twfe_randomization"]
@@ -875,7 +879,11 @@ class _Writer:
             f"标准误按{clu_zh}聚类，检验水平为 {s.alpha:g}（{self.level}置信区间）。试点乡镇少时聚类稳健标准误会低估不确定性，"
             f"因此：试点乡镇少于{s.few_pilots}个时，主要估计为双向固定效应系数，其 p 值来自随机化推断（MacKinnon 和 Webb，2020），即在乡镇间置换"
             f"试点历史 B = {r.count(s.draws_randomization)} 次{fast_zh}，置信区间由同一检验反演得到；最小可能 p 值为 1/(B+1)，报告为 “≤ 1/(B+1)”；不少于{s.few_pilots}个时，为 Callaway–Sant'Anna "
-            f"的解析聚类推断。野聚类自助法（{r.count(s.draws_wild_bootstrap)} 次，{w_zh}权重）和安慰剂（空间）检验见稳健性章节。{ri_zh}",
+            f"的解析聚类推断。野聚类自助法（{r.count(s.draws_wild_bootstrap)} 次，{w_zh}权重）和安慰剂（空间）检验见稳健性章节。{ri_zh}"
+            f"前趋势检验（事件研究前导期系数的联合检验）同样采用随机化推断，并给出该检验有80%把握发现的线性趋势（Roth，2022）。"
+            f"仅有少于{s.very_few_pilots}个试点乡镇的分组效果不报告聚类稳健的标准误、置信区间和 p 值；按整合模式、批次等分组的效果"
+            f"均以该组试点乡镇与对照乡镇比较，并用随机化推断。多项指标同时检验时，另报告 Romano–Wolf（2005）逐步校正 p 值"
+            "（与核心结果使用同一重抽样），以及 Holm（1979）和 Benjamini–Hochberg（1995）校正。",
             f"Standard errors are clustered by {clu_en}; tests are at level {s.alpha:g} ({self.level} "
             "intervals). Cluster-robust errors understate uncertainty when pilots are few, so with fewer than "
             f"{s.few_pilots} pilot townships the headline is the two-way fixed effects coefficient with randomization "
@@ -883,7 +891,13 @@ class _Writer:
             f"B = {r.count(s.draws_randomization)} times{fast_en}, its interval inverting the same test; the smallest "
             f"possible p-value is 1/(B+1), shown as \"≤ 1/(B+1)\". With {s.few_pilots} or more, it is Callaway and Sant'Anna's "
             f"analytic clustered inference. The wild cluster bootstrap ({r.count(s.draws_wild_bootstrap)} {w_en} "
-            f"draws) and placebo-in-space tests are in the robustness chapter. {ri_en}")
+            f"draws) and placebo-in-space tests are in the robustness chapter. {ri_en} The pre-trend test (the joint "
+            "test of the event study's leads) also uses randomization inference and states the linear pre-trend it "
+            f"would detect with 80% probability (Roth 2022). An effect resting on fewer than {s.very_few_pilots} pilot "
+            "townships is shown without a cluster-robust standard error, interval or p-value; effects by integration "
+            "model, cohort or county compare that group's pilots with the comparison townships by randomization "
+            "inference. Across indicators, the Romano–Wolf (2005) step-down p-value (from the headline's resampling) "
+            "and Holm (1979) and Benjamini–Hochberg (1995) adjustments are reported.")
         self.heading("假设", "Assumptions", 2)
         self.paragraphs(
             "平行趋势：若无试点，试点乡镇与对照乡镇的指标会平行变化（事件研究中试点前的系数应接近0）。无预期效应：试点开始前，指标不因即将到来的试点而变化。"
@@ -1007,20 +1021,35 @@ REFERENCES = (
     "2010;105(490):493-505.",
     "Arkhangelsky D, Athey S, Hirshberg DA, Imbens GW, Wager S. Synthetic difference-in-differences. American "
     "Economic Review. 2021;111(12):4088-4118.",
+    "Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach to multiple "
+    "testing. Journal of the Royal Statistical Society: Series B. 1995;57(1):289-300.",
     "Bernal JL, Cummins S, Gasparrini A. Interrupted time series regression for the evaluation of public health "
     "interventions: a tutorial. International Journal of Epidemiology. 2017;46(1):348-355.",
+    "Borusyak K, Jaravel X, Spiess J. Revisiting event-study designs: robust and efficient estimation. Review of "
+    "Economic Studies. 2024;91(6):3253-3285.",
     "Callaway B, Sant'Anna PHC. Difference-in-differences with multiple time periods. Journal of Econometrics. "
     "2021;225(2):200-230.",
     "Goodman-Bacon A. Difference-in-differences with variation in treatment timing. Journal of Econometrics. "
     "2021;225(2):254-277.",
+    "Holm S. A simple sequentially rejective multiple test procedure. Scandinavian Journal of Statistics. "
+    "1979;6(2):65-70.",
     "MacKinnon JG, Webb MD. Randomization inference for difference-in-differences with few treated clusters. "
     "Journal of Econometrics. 2020;218(2):435-450.",
     "Rambachan A, Roth J. A more credible approach to parallel trends. Review of Economic Studies. "
     "2023;90(5):2555-2591.",
+    "Romano JP, Wolf M. Stepwise multiple testing as formalized data snooping. Econometrica. 2005;73(4):1237-1282.",
+    "Roth J. Pretest with caution: event-study estimates after testing for parallel trends. American Economic "
+    "Review: Insights. 2022;4(3):305-322.",
     "Roth J, Sant'Anna PHC, Bilinski A, Poe J. What's trending in difference-in-differences? A synthesis of the "
     "recent econometrics literature. Journal of Econometrics. 2023;235(2):2218-2244.",
+    "Sun L, Abraham S. Estimating dynamic treatment effects in event studies with heterogeneous treatment effects. "
+    "Journal of Econometrics. 2021;225(2):175-199.",
     "Webb MD. Reworking wild bootstrap-based inference for clustered errors. Canadian Journal of Economics. "
     "2023;56(3):839-858.",
+    "Wooldridge JM. Simple approaches to nonlinear difference-in-differences with panel data. Econometrics "
+    "Journal. 2023;26(3):C31-C66.",
+    "Wooldridge JM. Two-way fixed effects, the two-way Mundlak regression, and difference-in-differences "
+    "estimators. Working paper. 2021. doi:10.2139/ssrn.3906345.",
 )
 
 
