@@ -14,6 +14,7 @@ import pytest
 from evaluation.estimators.did import effects_by_group, twfe
 from evaluation.inference.few_clusters import randomization_inference
 from evaluation.inference.few_treated import (
+    CLUSTER_ROBUST,
     parse_withheld,
     rests_on_clusters,
     subgroup_randomization,
@@ -103,7 +104,7 @@ def test_no_page_of_the_demo_shows_cluster_robust_inference_from_few_pilots(demo
     assert subgroup_rows > 0
     pages = " ".join(p.read_text(encoding="utf-8") for p in folder.glob("*did*.html"))
     assert "CR1 聚类稳健标准误" in pages or "cluster-robust CR1" in pages      # kept where enough pilots
-    assert "不报告：仅" in pages or "not shown: cluster-robust inference from" in pages
+    assert "不予报告" in pages or "unreliable and not shown" in pages       # the note under a withheld row
 
 
 @pytest.mark.batch
@@ -126,3 +127,27 @@ def test_the_did_page_shows_every_estimator_side_by_side(demo_batch):
         page = (folder / f"did__{indicator}.html").read_text(encoding="utf-8")
         for name in ("Sun–Abraham", "Borusyak–Jaravel–Spiess", "Wooldridge"):
             assert name in page, (indicator, name)
+
+
+@pytest.mark.batch
+def test_the_workbook_applies_the_same_rule(demo_batch):
+    """The Excel effects sheet: no p-value beside cluster-robust or analytic inference from
+    fewer than 5 pilot townships; such rows say why instead."""
+    from openpyxl import load_workbook
+
+    code, folder = demo_batch
+    assert code == 0
+    book = load_workbook(folder / "tables.xlsx", read_only=True)
+    sheet = next(ws for ws in book.worksheets if "Effects" in ws.title or "效果" in ws.title)
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(h or "") for h in next(rows)]
+    column = {key: next(i for i, h in enumerate(header) if label in h)
+              for key, label in (("inference", "Inference"), ("n_treated", "Pilot townships"), ("p", "p-value"))}
+    withheld = 0
+    for row in rows:
+        inference, pilots, p = (row[column[k]] for k in ("inference", "n_treated", "p"))
+        if isinstance(pilots, int | float) and pilots < 5 and isinstance(inference, str):
+            clustered = any(prefix in inference for prefix in CLUSTER_ROBUST)  # the English text is kept in every language
+            assert not (clustered and p not in (None, "", "—")), row
+            withheld += "not shown" in inference
+    assert withheld > 0

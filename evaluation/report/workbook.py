@@ -53,6 +53,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
 from evaluation.errors import EvaluationInputError
+from evaluation.inference.few_treated import withhold_clustered
 from evaluation.report.readable import COLUMNS, Reader, p_value
 from evaluation.report.scorecard import finding
 from evaluation.report.store import ResultsStore, replace_folder, write_file
@@ -394,14 +395,17 @@ EFFECT_KINDS = {"event_time": "integer", "horizon": "integer", "p_floor": "p", "
                 "method": "method", "inference": "method", "estimand": "estimand", "by": "column"}
 
 
-def _effects(cells: _Cells, results: list, order: dict) -> Table:
+def _effects(cells: _Cells, results: list, order: dict, min_treated: int) -> Table:
+    """Every stored effect, the one few-pilot rule applied (:func:`withhold_clustered`:
+    cluster-robust inference from fewer than ``min_treated`` pilots withheld, the reason in
+    the inference column)."""
     reader = cells.reader
     columns = ("indicator", "indicator_id", "result", "section", *EFFECT_COLUMNS)
     labels = [_label(reader, c) for c in columns]
     kinds = [EFFECT_KINDS.get(c, k) for c, (_, k) in zip(columns, labels, strict=True)]
     table = Table("effects", sheet_name(reader, "effects"), [h for h, _ in labels])
     for result in sorted(results, key=lambda r: (order.get(r.indicator, len(order)), r.indicator or "", r.section)):
-        for _, row in result.effects.iterrows():
+        for _, row in withhold_clustered(result.effects, min_treated=min_treated).iterrows():
             # an indicator's result: its indicator (some sections leave the effects' column empty)
             ind = cells.indicator(result.indicator if result.indicator is not None else row.get("indicator"))
             scale = row.get("scale", "indicator")
@@ -548,7 +552,7 @@ def tables(folder: Path, study, language: str | None = None) -> list[Table]:
     settings = study.settings(fast=bool(manifest.get("fast", False)))
     results = store.results()
     with_effects = [r for r in results if len(r.effects)]
-    return [_scorecard(cells, store, settings), _effects(cells, with_effects, order), _settings(cells, results),
+    return [_scorecard(cells, store, settings), _effects(cells, with_effects, order, settings.very_few_pilots), _settings(cells, results),
             *_data_quality(cells, store), _sources(cells, manifest, manifest_path)]
 
 
