@@ -106,7 +106,7 @@ def test_summary_numbers_are_the_chapters_numbers(tmp_path, monkeypatch, cluster
         assert did["cs_simple"].iloc[0][r.header("estimate")] == r.effect(headline["estimate"], ctx.indicator)
         assert row["pretrend_p"] == stored["did.event_study"].values["pretrend_p"]
         floor = stored["did.event_study"].values["pretrend_p_floor"]
-        assert r.p(row["pretrend_p"], floor) in did["pretrend"].iloc[:, 1].tolist()
+        assert r.p(row["pretrend_p"], floor) in did["pretrend"][1].iloc[:, 1].tolist()
         ri = stored["robustness.randomization"].effects.iloc[0]
         assert row["ri_p_value"] == ri["p_value"] and row["headline_p"] == ri["p_value"]  # few pilots: RI headline
         assert r.p(ri["p_value"], ri["p_floor"]) in inference[r.header("p_value")].tolist()
@@ -129,7 +129,7 @@ def test_cluster_reaches_the_pretrend_test(tmp_path):
     twfe = [ctx.result("did.twfe").effect("att", section="twfe") for ctx in (township, county)]
     assert twfe[0]["std_error"] != twfe[1]["std_error"]
     assert twfe[0]["estimate"] == pytest.approx(twfe[1]["estimate"], abs=1e-12)
-    assert chapters.did(township)["pretrend"].iloc[2, 1] != chapters.did(county)["pretrend"].iloc[2, 1]
+    assert chapters.did(township)["pretrend"][1].iloc[2, 1] != chapters.did(county)["pretrend"][1].iloc[2, 1]
 
 
 # ----------------------------------------------------------------------------- each key changes the page

@@ -246,8 +246,8 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     # one row per unit and period: a unit has at most one row at each event time, so the units behind an
     # event time are its rows
     n_treated_units = [int(np.unique(uc1).size)] + [int(n) for n in counts]
-    inference = (f"BJS (2024) Theorem 3 conservative variance, clustered by {cluster} ({n_clusters} clusters); "
-                 "tau averaged within cohort x period cells")
+    # cohort x period averages of tau in the variance (BJS section 4.3); the cluster column is in diagnostics
+    inference = f"BJS (2024) Theorem 3 conservative variance by {n_clusters} clusters"
     post = []
     treated_rows = [n1] + [int(n) for n in counts]
     for j in range(n_est):

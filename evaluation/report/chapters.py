@@ -467,10 +467,10 @@ def reader_effects(ctx: Context, effects: pd.DataFrame, columns=READER_COLUMNS) 
     if withheld and "inference" not in columns:  # say why the dashes: the table has no inference column
         k = ctx.settings.very_few_pilots
         table.attrs["note"] = ctx.reader.say(
-            f"“—”：该行仅有{'、'.join(map(str, withheld))}个试点乡镇（少于{k}个），聚类稳健标准误、置信区间和 p 值不可靠，"
+            f"“—”：这些行只有{'或'.join(map(str, withheld))}个试点乡镇（少于{k}个），聚类稳健标准误、置信区间和 p 值不可靠，"
             "不予报告；按组别的效果见随机化推断。",
-            f"“—”: the row rests on {' or '.join(map(str, withheld))} pilot township(s) (fewer than {k}); its "
-            "cluster-robust standard error, interval and p-value are unreliable and not shown; see randomization "
+            f"“—”: these rows rest on {' or '.join(map(str, withheld))} pilot townships (fewer than {k}); their "
+            "cluster-robust standard errors, intervals and p-values are unreliable and not shown; see randomization "
             "inference for effects by group.")
     return table
 
@@ -641,7 +641,8 @@ def build_event_study(ctx: Context) -> Result:
         values.update(pretrend_p=v["p_value"], pretrend_p_floor=v["p_floor"], pretrend_statistic=v["statistic"],
                       pretrend_assignments=v["assignments"], pretrend_exact=v["exact"],
                       pretrend_slope_50=v["slope_50"], pretrend_slope_80=v["slope_80"],
-                      pretrend_bias_80=v["bias_80"], pretrend_equivalence_bound=v["equivalence_bound"])
+                      pretrend_bias_80=v["bias_80"], pretrend_equivalence_bound=v["equivalence_bound"],
+                      pretrend_leads_tested=v["leads"])
     return make_result("did.event_study", ind.id, es, tables={"plot": es.plot_data, "pretrend_dropped": dropped},
                        values=values)
 
@@ -681,7 +682,8 @@ def did(ctx: Context) -> dict:
     if es.not_estimable:
         out.update(event_study_plot=None, pretrend=not_estimated(es))
     else:
-        out.update(event_study_plot=es.tables["plot"], pretrend=pretrend_table(ctx, es.values))
+        twfe_effect = None if tw.not_estimable else float(_section(tw, "twfe")["estimate"].iloc[0])
+        out.update(event_study_plot=es.tables["plot"], pretrend=pretrend_table(ctx, es.values, twfe_effect))
     out.update(by_model_and_cohort=r.both(CAPTIONS["no_groups"]), poisson=r.both(CAPTIONS["not_count"]))
     if tw.not_estimable:
         out.update(twfe=not_estimated(tw), bacon="", bacon_twfe=None, by_model_and_cohort="", poisson="")
@@ -697,34 +699,71 @@ def did(ctx: Context) -> dict:
                                       "weighted": ("加权贡献", "Weighted contribution")}),
                bacon_twfe=tw.values["bacon_twfe"])
     if (tw.effects["section"] == "subgroups").any():
-        out["by_model_and_cohort"] = reader_effects(ctx, _section(tw, "subgroups"))
+        sub = _section(tw, "subgroups")
+        draws = int(sub["p_floor"].map(lambda f: round(1 / f) if f and f > 0 else 0).max()) if "p_floor" in sub else 0
+        out["by_model_and_cohort"] = (
+            reader_effects(ctx, sub, ("term", "estimate", "interval", "p_value", "n_treated")),
+            r.say(f"每组：该组试点乡镇与全部对照乡镇比较的双向固定效应系数；p 值与置信区间来自随机化推断（在该组与对照乡镇之间置换"
+                  f"该组的试点历史，最多 {r.count(draws)} 次置换，置信区间由同一检验反演），试点乡镇很少时仍然有效。批次效果与上方 "
+                  "Callaway–Sant'Anna 的批次效果加权方式不同，数值可能略有差异。",
+                  f"Each group: the two-way fixed effects coefficient of that group's pilots against all comparison "
+                  f"townships; p-values and intervals by randomization inference (the group's pilot histories permuted "
+                  f"among the group and the comparison townships, up to {r.count(draws)} assignments, the interval "
+                  "inverting the same test), valid however few the pilots. Cohort effects here weight periods "
+                  "differently from the Callaway–Sant'Anna cohort effects above, so the numbers can differ a little."))
     if (tw.effects["section"] == "poisson").any():
         out["poisson"] = reader_effects(ctx, _section(tw, "poisson"), ("term", "estimate", "interval", "p_value"))
     return out
 
 
-def pretrend_table(ctx: Context, v: dict) -> pd.DataFrame | str:
-    """The pre-trend test for readers: the leads tested, the randomization p-value (the
-    test the summary uses), the cluster-robust F beside it, and what the test could have
-    detected: the slope of a linear pre-trend found with 80% probability, the bias it
-    would cause, and the equivalence bound."""
-    r, ind = ctx.reader, ctx.indicator
+def pretrend_table(ctx: Context, v: dict, effect: float | None = None):
+    """The pre-trend test for readers: a heading, the table (the leads tested, the
+    randomization p-value the summary uses, the cluster-robust F beside it, what the test
+    could have detected: the slope of a linear pre-trend found with 80% probability, the
+    bias it would cause, the equivalence bound) and one sentence reading it against the
+    TWFE ``effect`` (Roth 2022: a test that does not reject is weak evidence when its power
+    is low)."""
+    r, ind, s = ctx.reader, ctx.indicator, ctx.settings
+    heading = r.say("前趋势检验", "Pre-trend test")
     if v.get("pretrend_not_estimable"):
-        return r.say("前趋势随机化检验未能进行：", "The randomization pre-trend test could not be made: ") \
+        return heading, r.say("前趋势随机化检验未能进行：", "The randomization pre-trend test could not be made: ") \
             + v["pretrend_not_estimable"]
-    per = ctx.settings.text(1)
-    items = [(("检验的前导期数", "leads tested"), r.count(v["pretrend_df"])),
-             (("随机化推断 p 值（用于结论）", "randomization p-value (used in the verdict)"),
+    per_zh, per_en = (t.lstrip("1 ") for t in s.text(1))
+    leads = v.get("pretrend_leads_tested") or []
+    lead_text = ", ".join(("≤ " if i == 0 else "") + str(k).replace("-", "−") for i, k in enumerate(leads))
+    items = [(("检验的前导期（−1 为参照期；最早一期合并其之前各期）", "leads tested (−1 is the reference; the first "
+               "pools all earlier periods)"), lead_text or r.count(v["pretrend_df"])),
+             (("随机化推断 p 值（主要检验，用于评估总结）", "randomization p-value (the main test, used in the summary)"),
               r.p(v["pretrend_p"], v.get("pretrend_p_floor"))),
-             (("聚类稳健 F 统计量（试点少时不可靠）", "cluster-robust F statistic (unreliable with few pilots)"),
-              fixed(v["pretrend_F"])),
-             ((f"80% 把握可发现的线性趋势（每{per[0].lstrip('1')}）", f"linear pre-trend detected with 80% power "
-               f"(per {per[1].lstrip('1 ')})"), r.effect(v["pretrend_slope_80"], ind)),
+             (("聚类稳健 F 统计量（试点少时不可靠，仅供参考）", "cluster-robust F statistic (unreliable with few pilots; "
+               "for reference)"), fixed(v["pretrend_F"])),
+             ((f"有 80% 把握发现的线性趋势差异（每{per_zh}）", f"linear pre-trend detected with 80% power (per {per_en})"),
+              r.effect(v["pretrend_slope_80"], ind)),
              (("该趋势对试点后平均效果造成的偏倚", "bias such a trend causes in the post-period average"),
               r.effect(v["pretrend_bias_80"], ind)),
-             (("等价界（各前导期系数在 ±此值内）", "equivalence bound (every lead within ±)"),
+             ((f"等价界：各前导期系数与 0 的差异在 ± 此值以内（双单侧检验，{s.alpha:g} 水平）",
+               f"equivalence bound: every lead is within ± this of zero (two one-sided tests at {s.alpha:g})"),
               r.effect(v["pretrend_equivalence_bound"], ind))]
-    return _item_table(ctx, items)
+    p = r.p(v["pretrend_p"], v.get("pretrend_p_floor"))
+    p = p if p.startswith(("<", "≤")) else f"= {p}"
+    if v["pretrend_p"] <= s.alpha:
+        reading = r.say(f"解读：检验拒绝平行趋势（p {p}）：试点前试点乡镇与对照乡镇的变化已有差异，效果估计可能有偏。",
+                        f"Reading: the test rejects parallel trends (p {p}): pilot and comparison townships already "
+                        "moved differently before the start, so the effect may be biased.")
+    else:
+        share_zh = share_en = ""
+        if effect is not None and np.isfinite(effect) and effect != 0:
+            pct = r.percent(100 * abs(v["pretrend_bias_80"] / effect))
+            share_zh, share_en = f"（为 TWFE 效果估计 {r.effect(effect, ind)} 的 {pct}）", \
+                f" ({pct} of the TWFE effect, {r.effect(effect, ind)})"
+        bias, bound = r.effect(v["pretrend_bias_80"], ind), r.effect(v["pretrend_equivalence_bound"], ind)
+        reading = r.say(
+            f"解读：检验未拒绝平行趋势（p {p}），但这不等于没有趋势差异：有 20% 的可能漏掉的线性趋势差异会使试点后平均效果偏倚约 "
+            f"{bias}{share_zh}；试点前差异在 ±{bound} 以内才能排除（Roth 2022；Hartman 和 Hidalgo 2018）。",
+            f"Reading: the test does not reject parallel trends (p {p}), which is not evidence of none: a linear "
+            f"pre-trend it would miss one time in five would bias the post-period average by about {bias}{share_en}; "
+            f"pre-period differences can only be ruled out beyond ±{bound} (Roth 2022; Hartman and Hidalgo 2018).")
+    return heading, _item_table(ctx, items), reading
 
 
 def build_staggered_estimators(ctx: Context) -> Result:
@@ -803,12 +842,19 @@ def staggered_estimators(ctx: Context) -> dict:
     for name in ("sun_abraham", "imputation"):
         if f"plot_{name}" in res.tables:
             plots_[ESTIMATOR_LABELS[name]] = res.tables[f"plot_{name}"]
-    figure = plots.event_studies(plots_, ctx.indicator, reader=r, level=1 - ctx.settings.alpha).figure \
+    figure = plots.event_studies(plots_, ctx.indicator, title=("各估计方法的事件研究", "Event studies by estimator"),
+                                 reader=r, level=1 - ctx.settings.alpha).figure \
         if plots_ else None
     skipped = res.values.get("skipped") or {}
     note = (r.say("未能估计：", "Not estimated: ") + "; ".join(f"{r.both(ESTIMATOR_LABELS[k])}: {v}"
                                                             for k, v in skipped.items())) if skipped else ""
-    return {"table": written(table), "figure": figure, "skipped": note}
+    k = ctx.settings.few_pilots
+    caution = r.say(f"表中 p 值与置信区间为各方法的聚类稳健或解析推断，用于比较估计方法；试点乡镇少于{k}个时可能偏小，"
+                    "结论所用的 p 值见评估总结（随机化推断）。",
+                    f"The p-values and intervals here are each method's cluster-robust or analytic inference, for "
+                    f"comparing the estimators; with fewer than {k} pilot townships they can be too small: the summary's "
+                    "p-values (randomization inference) are the ones the conclusions use.")
+    return {"table": written(table), "figure": figure, "skipped": " ".join(x for x in (caution, note) if x)}
 
 
 def _cohort_weighted(ctx: Context, effects: pd.DataFrame) -> pd.DataFrame:
@@ -1312,14 +1358,17 @@ NOTES = {
         "分批试点下的几种稳健估计：插补法（Borusyak、Jaravel、Spiess 2024，用未试点观测拟合乡镇与时期效应后插补反事实）、"
         "Sun–Abraham 交互加权事件研究（2021，以从未试点乡镇为对照）和 Wooldridge 扩展双向固定效应（2021；计数指标另给泊松形式的率比），"
         "与 TWFE 和 Callaway–Sant'Anna 并列。它们在效果随批次和时间变化时仍无偏（前提是平行趋势和无预期效应）；结论一致说明"
-        "结果不取决于估计方法。图中竖线为{alpha_pct}置信区间；TWFE 事件研究两端合并，其余方法不合并。",
+        "结果不取决于估计方法。图中竖线为{alpha_pct}置信区间；TWFE 事件研究两端合并，其余方法不合并；Callaway–Sant'Anna 试点前"
+        "各点是相邻两期之差（逐期基期），其余方法的前导期系数均相对于试点前一期，二者不可直接比较。",
         "Estimators built for staggered pilots, beside TWFE and Callaway–Sant'Anna: imputation (Borusyak, Jaravel and "
         "Spiess 2024: township and period effects fitted on untreated observations, the counterfactual imputed), "
         "Sun and Abraham's interaction-weighted event study (2021, never-treated comparison) and Wooldridge's "
         "extended TWFE (2021; for counts also its Poisson form, as a rate ratio). They stay unbiased when effects "
         "differ by cohort and over time, under parallel trends and no anticipation; when they agree, the "
         "conclusion does not depend on the estimator. In the figure the bars are {alpha_pct} intervals; the TWFE "
-        "event study's end points are binned, the others' are not."),
+        "event study's end points are binned, the others' are not; Callaway–Sant'Anna's pre-start points are "
+        "period-to-period differences (varying base period) while the other estimators' leads are relative to the "
+        "period before the start, so the two are not directly comparable."),
     "its": (
         "最早一批试点乡镇的指标序列（每{unit_zh}一个值），分段回归：年内季节项（年度数据无）、"
         "春节（各期落在春节窗口内的天数占比；季度数据中春节总在第一季度，由第一季度项吸收；年度数据不设）、"

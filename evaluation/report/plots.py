@@ -311,6 +311,9 @@ def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估�
     _effect_axis(ax.yaxis, indicator)
     ax.set_title(_titled(reader, title, indicator))
     _legend_below(ax, ncol=2)
+    if created:  # a taller figure: four estimators' intervals side by side need the height
+        width, height = ax.figure.get_size_inches()
+        ax.figure.set_size_inches(width, height * 1.3)
     _finish(ax, created)
     return ax
 

@@ -326,15 +326,30 @@ def adjustment_note(card: pd.DataFrame, settings: Settings) -> tuple[str, str]:
     n = int(card.get("estimated", pd.Series(True, index=card.index)).fillna(False).astype(bool).sum())
     if settings.multiple_testing == "romano_wolf":
         family = int(card["rw_family"].max()) if "rw_family" in card and len(card) else 0
-        zh = (f"校正 p 值考虑同时检验{family}项指标：Romano–Wolf 逐步法，使用与核心结果相同的重抽样（随机化推断的置换；"
-              "Callaway–Sant'Anna 为影响函数的乘数自助法），控制族错误率；工作簿中另有 Holm 与 BH 校正。"
-              if family else "未能计算 Romano–Wolf 校正 p 值；工作簿中有 Holm 与 BH 校正。")
-        en = (f"The adjusted p accounts for testing {family} indicators at once: Romano–Wolf step-down on the same "
-              "resampling as the headline (the randomization draws; for Callaway–Sant'Anna a multiplier bootstrap of "
-              "the influence functions), controlling the family-wise error; the workbook also holds Holm and BH."
+        methods = set(card.loc[card.get("rw_family", pd.Series(0, index=card.index)) > 0, "headline_method"]) \
+            if family else set()
+        floor = card["p_romano_wolf_floor"].dropna() if "p_romano_wolf_floor" in card else pd.Series(dtype=float)
+        how_zh = ("与核心结果相同的随机化推断置换" if methods == {"twfe_randomization"} else
+                  "Callaway–Sant'Anna 影响函数的乘数自助法" if methods == {"callaway_santanna"} else
+                  "与核心结果相同的重抽样（随机化推断的置换；Callaway–Sant'Anna 为影响函数的乘数自助法）")
+        how_en = ("the same randomization draws as the headline" if methods == {"twfe_randomization"} else
+                  "a multiplier bootstrap of the Callaway–Sant'Anna influence functions"
+                  if methods == {"callaway_santanna"} else
+                  "the headline's resampling (the randomization draws; for Callaway–Sant'Anna a multiplier bootstrap "
+                  "of the influence functions)")
+        zh = (f"校正 p 值考虑同时检验全部{family}项指标：Romano–Wolf 逐步法，使用{how_zh}，控制族错误率；工作簿中另有 Holm 与 BH "
+              "校正。" if family else "未能计算 Romano–Wolf 校正 p 值；工作簿中有 Holm 与 BH 校正。")
+        en = (f"The adjusted p accounts for testing all {family} indicators at once: Romano–Wolf step-down on "
+              f"{how_en}, controlling the family-wise error; the workbook also holds Holm and BH."
               if family else "No Romano–Wolf p could be computed; the workbook holds Holm and BH.")
+        if len(floor):
+            f = float(floor.max())
+            zh += (f"重抽样 {round(1 / f) - 1:,} 次时，p 值与校正 p 值的最小可能值均为 {p_value(f, f).lstrip('≤ ')}，"
+                   "处于此下限的两者相同。")
+            en += (f" With {round(1 / f) - 1:,} draws the smallest possible p and adjusted p are both "
+                   f"{p_value(f, f).lstrip('≤ ')}, so at that floor the two coincide.")
         if family and family < n:
-            zh += f"其余{n - family}项指标的随机化抽样不同，未纳入。"
+            zh += f"其余{n - family}项指标的重抽样不同，未纳入。"
             en += f" The other {n - family} indicators' draws differ and are left out."
     elif settings.multiple_testing == "holm":
         zh, en = (f"校正 p 值为 Holm 法（{n}项指标，控制族错误率）。",
@@ -392,14 +407,15 @@ def overall_conclusion(card: pd.DataFrame, settings: Settings) -> tuple[str, str
             lost = [r for r in judged if not r[column] <= settings.alpha]
             method_zh, method_en = label_zh.split(" ")[0], label_en.split(" ")[0]
             if not lost:
-                zh.append(f"考虑同时检验多项指标（{method_zh}校正）后，这{len(judged)}项变化仍全部有统计学意义。")
-                en.append(f"Adjusted for testing several indicators at once ({method_en}), all {len(judged)} changes "
-                          "remain significant.")
+                zh.append(f"考虑同时检验全部{len(done)}项指标（{method_zh}校正）后，这{len(judged)}项变化仍全部有统计学意义。")
+                en.append(f"Adjusted for testing all {len(done)} indicators at once ({method_en}), all {len(judged)} "
+                          "changes remain significant.")
             else:
-                zh.append(f"考虑同时检验多项指标（{method_zh}校正）后，{len(judged)}项变化中{len(judged) - len(lost)}项仍有"
-                          f"统计学意义，{names(lost, 'zh')}不再有统计学意义。")
-                en.append(f"Adjusted for testing several indicators at once ({method_en}), {len(judged) - len(lost)} of "
-                          f"the {len(judged)} changes remain significant; {names(lost, 'en')} no longer do.")
+                zh.append(f"考虑同时检验全部{len(done)}项指标（{method_zh}校正）后，{len(judged)}项变化中"
+                          f"{len(judged) - len(lost)}项仍有统计学意义，{names(lost, 'zh')}不再有统计学意义。")
+                en.append(f"Adjusted for testing all {len(done)} indicators at once ({method_en}), "
+                          f"{len(judged) - len(lost)} of the {len(judged)} changes remain significant; "
+                          f"{names(lost, 'en')} no longer do.")
         weight_zh, weight_en = evidence_weight(min(pilots), settings)
         zh.append(f"{weight_zh}。")
         en.append(f"Evidence is {weight_en}.")

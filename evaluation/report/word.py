@@ -48,7 +48,7 @@ from matplotlib.figure import Figure
 from evaluation.errors import EvaluationInputError, UsageError
 from evaluation.report import plots
 from evaluation.report.readable import DASH, LANGUAGES, Reader, is_missing
-from evaluation.report.scorecard import ADJUSTED, finding, overall_conclusion
+from evaluation.report.scorecard import ADJUSTED, adjustment_note, finding, overall_conclusion
 from evaluation.report.store import Result, ResultsStore, write_file
 from evaluation.study.config import Study
 from evaluation.study.periods import FREQUENCIES
@@ -617,6 +617,7 @@ class _Writer:
              f"fixed effects (TWFE) with randomization inference (RI: {s.draws_randomization} permutations, the "
              "interval inverting the same test; the smallest possible p-value is 1/(B+1)). Pilot target: the pilot "
              f"townships' level over the last {recent_en}."),
+            adjustment_note(self.src.card, s),
         ]
         self.table(self.scorecard_frame(), "各指标的试点效果", "The pilots' effect on each indicator", notes)
 
@@ -871,7 +872,10 @@ class _Writer:
         ri_en = ("In this report randomization inference is the headline test of: "
                  + "; ".join(i.name_en for i in randomized) + ".") if randomized \
             else "In this report no indicator's headline test is randomization inference."
-        weights = {"webb": ("Webb 六点", "Webb six-point"), "rademacher": ("Rademacher", "Rademacher")}
+        weights = {"webb": ("Webb（2023）六点", "Webb (2023) six-point"), "rademacher": ("Rademacher", "Rademacher")}
+        groups = {"model": ("整合模式", "integration model"), "cohort": ("试点批次", "cohort"), "county": ("县区", "county")}
+        subgroups_zh = "、".join(groups[g][0] for g in s.subgroups) or "分组"
+        subgroups_en = " or ".join(groups[g][1] for g in s.subgroups) or "group"
         w_zh, w_en = weights.get(s.wild_bootstrap_weights, (s.wild_bootstrap_weights, s.wild_bootstrap_weights))
         fast_zh = "（快速运行，抽样次数较少）" if s.fast else ""
         fast_en = " (a fast run, with fewer draws)" if s.fast else ""
@@ -880,10 +884,11 @@ class _Writer:
             f"因此：试点乡镇少于{s.few_pilots}个时，主要估计为双向固定效应系数，其 p 值来自随机化推断（MacKinnon 和 Webb，2020），即在乡镇间置换"
             f"试点历史 B = {r.count(s.draws_randomization)} 次{fast_zh}，置信区间由同一检验反演得到；最小可能 p 值为 1/(B+1)，报告为 “≤ 1/(B+1)”；不少于{s.few_pilots}个时，为 Callaway–Sant'Anna "
             f"的解析聚类推断。野聚类自助法（{r.count(s.draws_wild_bootstrap)} 次，{w_zh}权重）和安慰剂（空间）检验见稳健性章节。{ri_zh}"
-            f"前趋势检验（事件研究前导期系数的联合检验）同样采用随机化推断，并给出该检验有80%把握发现的线性趋势（Roth，2022）。"
-            f"仅有少于{s.very_few_pilots}个试点乡镇的分组效果不报告聚类稳健的标准误、置信区间和 p 值；按整合模式、批次等分组的效果"
-            f"均以该组试点乡镇与对照乡镇比较，并用随机化推断。多项指标同时检验时，另报告 Romano–Wolf（2005）逐步校正 p 值"
-            "（与核心结果使用同一重抽样），以及 Holm（1979）和 Benjamini–Hochberg（1995）校正。",
+            f"前趋势检验（事件研究前导期系数的联合检验）同样采用随机化推断，网页的双重差分章节给出该检验有80%把握发现的线性趋势及其"
+            f"可能造成的偏倚（Roth，2022）和等价界（Hartman 和 Hidalgo，2018）。仅有少于{s.very_few_pilots}个试点乡镇的效果不报告"
+            f"聚类稳健的标准误、置信区间和 p 值；按{subgroups_zh}分组的效果均以该组试点乡镇与对照乡镇比较，并用随机化推断。"
+            "多项指标同时检验时，另报告 Romano–Wolf（2005）逐步校正 p 值（与核心结果使用同一重抽样），以及 Holm（1979）和 "
+            "Benjamini–Hochberg（1995）校正。",
             f"Standard errors are clustered by {clu_en}; tests are at level {s.alpha:g} ({self.level} "
             "intervals). Cluster-robust errors understate uncertainty when pilots are few, so with fewer than "
             f"{s.few_pilots} pilot townships the headline is the two-way fixed effects coefficient with randomization "
@@ -892,12 +897,13 @@ class _Writer:
             f"possible p-value is 1/(B+1), shown as \"≤ 1/(B+1)\". With {s.few_pilots} or more, it is Callaway and Sant'Anna's "
             f"analytic clustered inference. The wild cluster bootstrap ({r.count(s.draws_wild_bootstrap)} {w_en} "
             f"draws) and placebo-in-space tests are in the robustness chapter. {ri_en} The pre-trend test (the joint "
-            "test of the event study's leads) also uses randomization inference and states the linear pre-trend it "
-            f"would detect with 80% probability (Roth 2022). An effect resting on fewer than {s.very_few_pilots} pilot "
-            "townships is shown without a cluster-robust standard error, interval or p-value; effects by integration "
-            "model, cohort or county compare that group's pilots with the comparison townships by randomization "
-            "inference. Across indicators, the Romano–Wolf (2005) step-down p-value (from the headline's resampling) "
-            "and Holm (1979) and Benjamini–Hochberg (1995) adjustments are reported.")
+            "test of the event study's leads) also uses randomization inference; the DiD chapter's pages give the "
+            "linear pre-trend it would detect with 80% probability and the bias that would cause (Roth 2022), and an "
+            "equivalence bound (Hartman and Hidalgo 2018). An effect resting on fewer than "
+            f"{s.very_few_pilots} pilot townships is shown without a cluster-robust standard error, interval or "
+            f"p-value; effects by {subgroups_en} compare that group's pilots with the comparison townships by "
+            "randomization inference. Across indicators, the Romano–Wolf (2005) step-down p-value (from the "
+            "headline's resampling) and Holm (1979) and Benjamini–Hochberg (1995) adjustments are reported.")
         self.heading("假设", "Assumptions", 2)
         self.paragraphs(
             "平行趋势：若无试点，试点乡镇与对照乡镇的指标会平行变化（事件研究中试点前的系数应接近0）。无预期效应：试点开始前，指标不因即将到来的试点而变化。"
@@ -1031,6 +1037,8 @@ REFERENCES = (
     "2021;225(2):200-230.",
     "Goodman-Bacon A. Difference-in-differences with variation in treatment timing. Journal of Econometrics. "
     "2021;225(2):254-277.",
+    "Hartman E, Hidalgo FD. An equivalence approach to balance and placebo tests. American Journal of Political "
+    "Science. 2018;62(4):1000-1013.",
     "Holm S. A simple sequentially rejective multiple test procedure. Scandinavian Journal of Statistics. "
     "1979;6(2):65-70.",
     "MacKinnon JG, Webb MD. Randomization inference for difference-in-differences with few treated clusters. "
@@ -1046,10 +1054,10 @@ REFERENCES = (
     "Journal of Econometrics. 2021;225(2):175-199.",
     "Webb MD. Reworking wild bootstrap-based inference for clustered errors. Canadian Journal of Economics. "
     "2023;56(3):839-858.",
-    "Wooldridge JM. Simple approaches to nonlinear difference-in-differences with panel data. Econometrics "
+    "Wooldridge JM. Simple approaches to nonlinear difference-in-differences with panel data. The Econometrics "
     "Journal. 2023;26(3):C31-C66.",
     "Wooldridge JM. Two-way fixed effects, the two-way Mundlak regression, and difference-in-differences "
-    "estimators. Working paper. 2021. doi:10.2139/ssrn.3906345.",
+    "estimators. SSRN Working Paper 3906345. 2021.",
 )
 
 
