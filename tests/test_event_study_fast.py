@@ -19,7 +19,7 @@ import pytest
 
 from evaluation.errors import EstimationError
 from evaluation.estimators.did import _check, _effect, event_study
-from evaluation.estimators.fixed_effects import demean, factorize, fe_ols, two_way_demean_balanced
+from evaluation.estimators.fixed_effects import _sorted_balanced, demean, factorize, fe_ols, two_way_demean_balanced
 from evaluation.results import Estimates, vcov_frame
 
 TOL = 1e-10
@@ -233,6 +233,7 @@ def test_demean_fast_path_for_sorted_balanced_panels(order):
         perm = rng.permutation(N * T)
         unit, period = unit[perm], period[perm]
     X = rng.normal(size=(N * T, 3)) * [1, 10, 1000]
+    assert _sorted_balanced(unit, period) == {"unit_major": (N, T), "period_major": (T, N), "shuffled": None}[order]
     fast = demean(X, [unit, period])
     wide = np.empty((N, T))
     for j in range(3):
