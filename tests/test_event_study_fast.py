@@ -247,3 +247,15 @@ def test_demean_fast_path_for_sorted_balanced_panels(order):
     b = fe_ols(y, X[:, 1:], ["a", "b"], [unit, period], unit, weights=np.ones(N * T))
     np.testing.assert_allclose(a.coef, b.coef, rtol=0, atol=TOL)
     np.testing.assert_allclose(a.vcov, b.vcov, rtol=0, atol=TOL)
+
+
+def test_factorize_fast_path_equals_pandas():
+    """Integer columns take a presence-table path; reference: pandas 3.1 pd.factorize(sort=True)."""
+    rng = np.random.default_rng(5)
+    for values in (rng.integers(-50, 50, 1000), rng.integers(0, 10**9, 500), np.repeat(np.arange(1, 401), 7),
+                   rng.integers(-120, 120, 300).astype(np.int8), rng.integers(0, 5, 100).astype(np.uint8),
+                   pd.Series(rng.integers(3, 9, 50)), np.array([7]), rng.normal(size=20).round(1)):
+        codes, n = factorize(values)
+        expected, uniques = pd.factorize(pd.Series(values), sort=True)
+        assert codes.dtype == np.int64 and n == len(uniques)
+        np.testing.assert_array_equal(codes, expected)

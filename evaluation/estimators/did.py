@@ -230,9 +230,10 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
 
     S = np.diag(m_t) - np.full((T, T), complete.sum() / T) - (incid.T @ sparse.diags(1 / n_i[incomplete]) @ incid).toarray()
     S = (S + S.T) / 2
-    if np.linalg.matrix_rank(S[1:, 1:]) == T - 1:
-        S_plus = np.zeros((T, T))
-        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])  # the first period is the reference
+    S_plus = np.zeros((T, T))
+    w, V = np.linalg.eigh(S[1:, 1:])  # one LAPACK call: a rank test (as matrix_rank's) and the inverse
+    if w.min() > w.max() * (T - 1) * np.finfo(float).eps:
+        S_plus[1:, 1:] = (V / w) @ V.T  # the first period is the reference
     else:  # units and periods fall into disconnected sets: any generalized inverse projects
         S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
 
@@ -241,11 +242,12 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     XtX = np.diag(C_period.sum(axis=0)) - C.T @ Cn - PMX.T @ Q      # X~'X~
     y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
     Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
-    if np.linalg.matrix_rank(XtX) < K:
+    w, V = np.linalg.eigh((XtX + XtX.T) / 2)
+    if w.min() <= w.max() * K * np.finfo(float).eps:  # matrix_rank's tolerance, as fe_ols
         bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
-    bread = np.linalg.inv(XtX)
+    bread = (V / w) @ V.T
     coef = bread @ Xty
 
     v = y.copy()

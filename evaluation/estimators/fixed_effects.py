@@ -32,6 +32,18 @@ ADJUSTMENTS = ("fixest", "dummies", "linearmodels", "none")
 
 
 def factorize(values) -> tuple[np.ndarray, int]:
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and (dtype.kind == "i" or dtype.kind == "u" and dtype.itemsize < 8) and len(values):
+        # integer codes over a range not much wider than the data: the sorted ranks from a
+        # presence table (what pd.factorize(sort=True) returns, without hashing)
+        arr = np.asarray(values)
+        low, high = int(arr.min()), int(arr.max())
+        if high - low <= 2 * len(arr) + 1024:
+            offset = arr.astype(np.int64, copy=False) - low if low else arr
+            present = np.zeros(high - low + 1, dtype=bool)
+            present[offset] = True
+            rank = np.cumsum(present, dtype=np.int64) - 1
+            return rank[offset], int(rank[-1]) + 1
     codes, uniques = pd.factorize(pd.Series(values), sort=True)
     if (codes < 0).any():
         raise EstimationError("missing values in a fixed-effect or cluster variable")
