@@ -35,7 +35,15 @@ import statsmodels.formula.api as smf
 from scipy import sparse
 
 from evaluation.errors import EstimationError
-from evaluation.estimators.fixed_effects import FEFit, factorize, fe_ols, fe_poisson, nested_in, small_sample_factor
+from evaluation.estimators.fixed_effects import (
+    FEFit,
+    _sorted_balanced,
+    factorize,
+    fe_ols,
+    fe_poisson,
+    nested_in,
+    small_sample_factor,
+)
 from evaluation.results import Effect, Estimates, vcov_frame
 
 INFERENCE_2X2 = {"conventional": "conventional OLS", "robust": "heteroskedasticity-robust (HC1)",
@@ -186,6 +194,16 @@ def _sum_table(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tu
     return sparse.csr_matrix((values, (rows, cols)), shape=shape)
 
 
+def _positive_definite(A: np.ndarray) -> bool:
+    """Whether the symmetric A is of full rank: its Cholesky factor exists and no pivot is
+    below the relative size matrix_rank tolerates (dim x machine epsilon)."""
+    try:
+        pivots = np.diag(np.linalg.cholesky((A + A.T) / 2)) ** 2
+    except np.linalg.LinAlgError:
+        return False
+    return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
+
+
 def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: np.ndarray, period: np.ndarray,
                      clusters: np.ndarray, adjustment: str) -> FEFit:
     """OLS of y on K event-time dummies with unit and period effects and CR1 errors, equal to
@@ -198,7 +216,9 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     2013 for the algebra of two-way effects). With C the unit x event-time counts, n_i the
     rows of unit i and O the unit x period incidence: X'M_A X = diag(N_k) - C' diag(1/n) C,
     P'M_A X = (period x event-time counts) - O' diag(1/n) C and S = diag(m_t) - O' diag(1/n) O,
-    where units seen once in every period (complete) enter O in closed form. The residual
+    where units seen once in every period (complete) enter O in closed form. Products over
+    the units or clusters are einsum loops, not BLAS calls (threaded BLAS stalls on a busy
+    machine for a K x K result with a long inner dimension). The residual
     is M(y - Xb), one vector; the cluster scores sum_g x~_i u_i need only the cluster x
     event-time and cluster x period sums of u (and the cluster x unit sums when a unit
     spans clusters), because x~_it = x_it - Q_t - c_i with Q = S^+ P'M_A X.
@@ -214,13 +234,15 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     C_period = np.bincount(period[on] * K + c_on, minlength=T * K).reshape(T, K).astype(float)
 
     # complete units (every period exactly once) enter O' diag(1/n) (.) in closed form
-    key = unit.astype(np.int64) * T + period
-    unique_cells = bool(np.all(np.diff(key) > 0)) or not pd.Series(key).duplicated().any()
-    complete = n_i == T if unique_cells else np.zeros(N, bool)
+    if _sorted_balanced(unit, period) is not None:
+        complete = np.ones(N, bool)
+    else:
+        unique_cells = not pd.Series(unit.astype(np.int64) * T + period).duplicated().any()
+        complete = n_i == T if unique_cells else np.zeros(N, bool)
     incomplete = np.flatnonzero(~complete)
     slot = np.full(N, -1)
     slot[incomplete] = np.arange(len(incomplete))
-    partial = slot[unit] >= 0
+    partial = ~complete[unit]
     incid = sparse.csr_matrix((np.ones(int(partial.sum())), (slot[unit[partial]], period[partial])),
                           shape=(len(incomplete), T))  # duplicates add up: counts
 
@@ -231,30 +253,31 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     S = np.diag(m_t) - np.full((T, T), complete.sum() / T) - (incid.T @ sparse.diags(1 / n_i[incomplete]) @ incid).toarray()
     S = (S + S.T) / 2
     S_plus = np.zeros((T, T))
-    w, V = np.linalg.eigh(S[1:, 1:])  # one LAPACK call: a rank test (as matrix_rank's) and the inverse
-    if w.min() > w.max() * (T - 1) * np.finfo(float).eps:
-        S_plus[1:, 1:] = (V / w) @ V.T  # the first period is the reference
+    if _positive_definite(S[1:, 1:]):
+        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])  # the first period is the reference
     else:  # units and periods fall into disconnected sets: any generalized inverse projects
         S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
 
     PMX = C_period - incidence_times(Cn)                           # P' M_A X  (T x K)
     Q = S_plus @ PMX
-    XtX = np.diag(C_period.sum(axis=0)) - C.T @ Cn - PMX.T @ Q      # X~'X~
+    XtX = np.diag(C_period.sum(axis=0)) - np.einsum("ik,il->kl", C, Cn) - PMX.T @ Q  # X~'X~
     y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
     Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
-    w, V = np.linalg.eigh((XtX + XtX.T) / 2)
-    if w.min() <= w.max() * K * np.finfo(float).eps:  # matrix_rank's tolerance, as fe_ols
+    if not _positive_definite(XtX):
         bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
-    bread = (V / w) @ V.T
+    bread = np.linalg.inv(XtX)
     coef = bread @ Xty
 
-    v = y.copy()
-    v[on] -= coef[c_on]
-    v -= (np.bincount(unit, v, minlength=N) / n_i)[unit]            # M_A (y - Xb)
-    h = (S_plus @ np.bincount(period, v, minlength=T))[period]
-    resid = v - h + (np.bincount(unit, h, minlength=N) / n_i)[unit]  # M (y - Xb)
+    del y_within
+    resid = y.copy()
+    resid[on] -= coef[c_on]
+    resid -= (np.bincount(unit, resid, minlength=N) / n_i)[unit]    # M_A (y - Xb)
+    h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
+    resid -= h
+    h = np.bincount(unit, h, minlength=N) / n_i
+    resid += h[unit]                                                 # M (y - Xb)
 
     fe_nested = [nested_in(unit, clusters), nested_in(period, clusters)]
     scores = np.bincount(clusters[on] * K + c_on, weights=resid[on], minlength=G * K).reshape(G, K)
@@ -266,7 +289,7 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
         c = Cn - over_periods / n_i[:, None]
         scores -= _sum_table(clusters, unit, resid, (G, N)) @ c
     factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
-    vcov = factor * bread @ (scores.T @ scores) @ bread
+    vcov = factor * bread @ np.einsum("gk,gl->kl", scores, scores) @ bread
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
