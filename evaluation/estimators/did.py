@@ -311,6 +311,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     Coefficients (effects with ``event_time`` = k) are ATTs at each event time under
     parallel trends, no anticipation and effects homogeneous across cohorts (Sun and
     Abraham 2021, J Econometrics 225:175-199, show what they average otherwise).
+
+    Without ``weights`` the regression is computed from unit / period x event-time count
+    tables (Frisch-Waugh-Lovell, exact on unbalanced panels too), never the n x K dummy
+    design; the numbers are those of ``fe_ols`` on that design, which weighted fits still use.
     """
     first, last = (int(v) for v in event_window)
     if first > 0 or last < 0:
