@@ -32,9 +32,18 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from scipy import sparse
 
 from evaluation.errors import EstimationError
-from evaluation.estimators.fixed_effects import FEFit, factorize, fe_ols, fe_poisson
+from evaluation.estimators.fixed_effects import (
+    FEFit,
+    _sorted_balanced,
+    factorize,
+    fe_ols,
+    fe_poisson,
+    nested_in,
+    small_sample_factor,
+)
 from evaluation.results import Effect, Estimates, vcov_frame
 
 INFERENCE_2X2 = {"conventional": "conventional OLS", "robust": "heteroskedasticity-robust (HC1)",
@@ -176,6 +185,115 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
 
 # ----------------------------------------------------------------------------- event study
 
+def _sum_table(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int]):
+    """sum of ``values`` by (row, column) cell: a dense array when the table is no larger
+    than a few columns of the data, a sparse (CSR) matrix otherwise."""
+    if shape[0] * shape[1] <= 4 * len(values) + 1024:
+        flat = np.bincount(rows * shape[1] + cols, weights=values, minlength=shape[0] * shape[1])
+        return flat.reshape(shape)
+    return sparse.csr_matrix((values, (rows, cols)), shape=shape)
+
+
+def _positive_definite(A: np.ndarray) -> bool:
+    """Whether the symmetric A is of full rank: its Cholesky factor exists and no pivot is
+    below the relative size matrix_rank tolerates (dim x machine epsilon)."""
+    try:
+        pivots = np.diag(np.linalg.cholesky((A + A.T) / 2)) ** 2
+    except np.linalg.LinAlgError:
+        return False
+    return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
+
+
+def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: np.ndarray, period: np.ndarray,
+                     clusters: np.ndarray, adjustment: str) -> FEFit:
+    """OLS of y on K event-time dummies with unit and period effects and CR1 errors, equal to
+    ``fe_ols`` on the dense n x K design (the same coefficients, covariance, residuals and
+    small-sample factor) but computed from count tables, never the design itself.
+
+    ``column`` is each row's dummy (0..K-1, -1: none). By Frisch-Waugh-Lovell, with A the
+    unit and P the period dummies, M = M_A - M_A P S^+ P' M_A, S = P' M_A P (T x T), the
+    projection the project uses on unbalanced panels (``few_clusters._Projection``; Gaure
+    2013 for the algebra of two-way effects). With C the unit x event-time counts, n_i the
+    rows of unit i and O the unit x period incidence: X'M_A X = diag(N_k) - C' diag(1/n) C,
+    P'M_A X = (period x event-time counts) - O' diag(1/n) C and S = diag(m_t) - O' diag(1/n) O,
+    where units seen once in every period (complete) enter O in closed form. Products over
+    the units or clusters are einsum loops, not BLAS calls (threaded BLAS stalls on a busy
+    machine for a K x K result with a long inner dimension). The residual
+    is M(y - Xb), one vector; the cluster scores sum_g x~_i u_i need only the cluster x
+    event-time and cluster x period sums of u (and the cluster x unit sums when a unit
+    spans clusters), because x~_it = x_it - Q_t - c_i with Q = S^+ P'M_A X.
+    """
+    n, K = len(y), len(names)
+    N, T, G = int(unit.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
+    n_i = np.bincount(unit, minlength=N).astype(float)
+    m_t = np.bincount(period, minlength=T).astype(float)
+    on = np.flatnonzero(column >= 0)
+    u_on, c_on = unit[on], column[on]
+    C = np.bincount(u_on * K + c_on, minlength=N * K).reshape(N, K).astype(float)
+    Cn = C / n_i[:, None]
+    C_period = np.bincount(period[on] * K + c_on, minlength=T * K).reshape(T, K).astype(float)
+
+    # complete units (every period exactly once) enter O' diag(1/n) (.) in closed form
+    if _sorted_balanced(unit, period) is not None:
+        complete = np.ones(N, bool)
+    else:
+        unique_cells = not pd.Series(unit.astype(np.int64) * T + period).duplicated().any()
+        complete = n_i == T if unique_cells else np.zeros(N, bool)
+    incomplete = np.flatnonzero(~complete)
+    slot = np.full(N, -1)
+    slot[incomplete] = np.arange(len(incomplete))
+    partial = ~complete[unit]
+    incid = sparse.csr_matrix((np.ones(int(partial.sum())), (slot[unit[partial]], period[partial])),
+                          shape=(len(incomplete), T))  # duplicates add up: counts
+
+    def incidence_times(M: np.ndarray) -> np.ndarray:
+        """O' M (T x columns of M), M one row per unit."""
+        return M[complete].sum(axis=0)[None, :] + incid.T @ M[incomplete]
+
+    S = np.diag(m_t) - np.full((T, T), complete.sum() / T) - (incid.T @ sparse.diags(1 / n_i[incomplete]) @ incid).toarray()
+    S = (S + S.T) / 2
+    S_plus = np.zeros((T, T))
+    if _positive_definite(S[1:, 1:]):
+        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])  # the first period is the reference
+    else:  # units and periods fall into disconnected sets: any generalized inverse projects
+        S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
+
+    PMX = C_period - incidence_times(Cn)                           # P' M_A X  (T x K)
+    Q = S_plus @ PMX
+    XtX = np.diag(C_period.sum(axis=0)) - np.einsum("ik,il->kl", C, Cn) - PMX.T @ Q  # X~'X~
+    y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
+    Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
+    if not _positive_definite(XtX):
+        bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
+        raise EstimationError("regressors are collinear with the fixed effects"
+                              + (f" (no variation left in {bad})" if bad else ""))
+    bread = np.linalg.inv(XtX)
+    coef = bread @ Xty
+
+    del y_within
+    resid = y.copy()
+    resid[on] -= coef[c_on]
+    resid -= (np.bincount(unit, resid, minlength=N) / n_i)[unit]    # M_A (y - Xb)
+    h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
+    resid -= h
+    h = np.bincount(unit, h, minlength=N) / n_i
+    resid += h[unit]                                                 # M (y - Xb)
+
+    fe_nested = [nested_in(unit, clusters), nested_in(period, clusters)]
+    scores = np.bincount(clusters[on] * K + c_on, weights=resid[on], minlength=G * K).reshape(G, K)
+    scores -= _sum_table(clusters, period, resid, (G, T)) @ Q
+    if not fe_nested[0]:  # a unit spans clusters: its constant part c_i = C_i/n_i - mean of Q over its periods
+        over_periods = np.empty((N, K))  # O Q: the sum of Q over each unit's rows
+        over_periods[complete] = Q.sum(axis=0)
+        over_periods[incomplete] = incid @ Q
+        c = Cn - over_periods / n_i[:, None]
+        scores -= _sum_table(clusters, unit, resid, (G, N)) @ c
+    factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
+    vcov = factor * bread @ np.einsum("gk,gl->kl", scores, scores) @ bread
+    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
+                 adjustment=adjustment, resid=resid, fitted=y - resid)
+
+
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 event_window: tuple[int, int] = (-6, 12), bin_endpoints: bool = True, reference: int = -1,
                 cluster: str | None = None, weights: str | None = None,
@@ -193,6 +311,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     Coefficients (effects with ``event_time`` = k) are ATTs at each event time under
     parallel trends, no anticipation and effects homogeneous across cohorts (Sun and
     Abraham 2021, J Econometrics 225:175-199, show what they average otherwise).
+
+    Without ``weights`` the regression is computed from unit / period x event-time count
+    tables (Frisch-Waugh-Lovell, exact on unbalanced panels too), never the n x K dummy
+    design; the numbers are those of ``fe_ols`` on that design, which weighted fits still use.
     """
     first, last = (int(v) for v in event_window)
     if first > 0 or last < 0:
@@ -218,14 +340,22 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
     for j, k in enumerate(event_times):
         lookup[k + leads] = j
-    X = np.zeros((len(rel_values), len(event_times)), order="F")
     rows = np.flatnonzero(~np.isnan(rel_values))
-    cols = lookup[rel_values[rows].astype(int) + leads]
-    X[rows[cols >= 0], cols[cols >= 0]] = 1.0
+    column = np.full(len(rel_values), -1)  # the event-time column of each row (-1: none)
+    column[rows] = lookup[rel_values[rows].astype(int) + leads]
     names = [f"k={k}" for k in event_times]
-    fit = fe_ols(d[outcome].to_numpy(float), X, names, [factorize(d[unit])[0], factorize(d[time])[0]],
-                 factorize(d[cluster])[0], weights=d[weights].to_numpy(float) if weights else None,
-                 adjustment=adjustment)
+    y = d[outcome].to_numpy(float)
+    unit_codes, time_codes, cluster_codes = factorize(d[unit])[0], factorize(d[time])[0], factorize(d[cluster])[0]
+    if weights:
+        # weighted least squares keeps the dense n x K design and fe_ols: the count tables of
+        # _event_study_ols are unweighted
+        X = np.zeros((len(rel_values), len(event_times)), order="F")
+        on = np.flatnonzero(column >= 0)
+        X[on, column[on]] = 1.0
+        fit = fe_ols(y, X, names, [unit_codes, time_codes], cluster_codes, weights=d[weights].to_numpy(float),
+                     adjustment=adjustment)
+    else:
+        fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
     method = "event study (two-way fixed effects)"
     n_units, n_treated = d[unit].nunique(), d.loc[rel.notna(), unit].nunique()
     effects = [_effect(fit, nm, "att_event_time", term=nm, method=method, n_units=n_units, n_treated=n_treated,

@@ -3,8 +3,10 @@ variances with named small-sample adjustments.
 
 Fixed effects are projected out by the method of alternating projections (weighted group
 demeaning until nothing changes; Gaure 2013, the method of R's ``fixest`` and of
-``pyfixest``). On a balanced panel without weights two sweeps are exact. The cluster-robust
-(CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of these adjustments:
+``pyfixest``). On a balanced panel without weights two sweeps are exact; when its rows are
+sorted (by unit, then period, or the other way round) each column is reshaped to the unit x
+period table and demeaned by its row and column means (``two_way_demean_balanced``), with
+no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of these adjustments:
 
 ``fixest`` (default) G/(G-1) * (N-1)/(N-K), K the slopes plus the fixed-effect levels
             not nested in the clusters (R fixest's and pyfixest's default ``ssc()``);
@@ -30,6 +32,18 @@ ADJUSTMENTS = ("fixest", "dummies", "linearmodels", "none")
 
 
 def factorize(values) -> tuple[np.ndarray, int]:
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, np.dtype) and (dtype.kind == "i" or dtype.kind == "u" and dtype.itemsize < 8) and len(values):
+        # integer codes over a range not much wider than the data: the sorted ranks from a
+        # presence table (what pd.factorize(sort=True) returns, without hashing)
+        arr = np.asarray(values)
+        low, high = int(arr.min()), int(arr.max())
+        if high - low <= 2 * len(arr) + 1024:
+            offset = arr.astype(np.int64, copy=False) - low if low else arr
+            present = np.zeros(high - low + 1, dtype=bool)
+            present[offset] = True
+            rank = np.cumsum(present, dtype=np.int64) - 1
+            return rank[offset], int(rank[-1]) + 1
     codes, uniques = pd.factorize(pd.Series(values), sort=True)
     if (codes < 0).any():
         raise EstimationError("missing values in a fixed-effect or cluster variable")
@@ -63,6 +77,16 @@ def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray |
             change[j] = np.abs(means).max()
         return change
 
+    if weights is None and len(fixed_effects) == 2:
+        shape = _sorted_balanced(*fixed_effects)
+        if shape is not None:
+            # rows in (outer, inner) order with every pair once: each column is an outer x inner
+            # table, and two_way_demean_balanced's one sweep is exact (done in place, no bincount)
+            for j in range(X.shape[1]):
+                table = X[:, j].reshape(shape)
+                table -= table.mean(axis=1, keepdims=True)
+                table -= table.mean(axis=0, keepdims=True)
+            return X
     if weights is None and len(fixed_effects) == 2 and _balanced(*fixed_effects):
         # every pair of levels once: one sweep per dimension is the exact projection
         for args in zip(fixed_effects, sizes, group_weight, strict=True):
@@ -76,6 +100,22 @@ def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray |
         if len(fixed_effects) == 1 or np.all(change <= tol * scale):
             return X
     raise EstimationError(f"fixed effects did not converge in {max_iter} sweeps")
+
+
+def _sorted_balanced(a: np.ndarray, b: np.ndarray) -> tuple[int, int] | None:
+    """(outer levels, inner levels) when the rows run through every pair of levels once in
+    nested order (all of one code's levels within each level of the other, both ascending),
+    as a unit x period panel sorted by unit then period; else None."""
+    na, nb = int(a.max()) + 1, int(b.max()) + 1
+    n = len(a)
+    if n != na * nb:
+        return None
+    for outer, inner, no, ni in ((a, b, na, nb), (b, a, nb, na)):
+        if (outer[0] == 0 and outer[-1] == no - 1 and inner[0] == 0 and inner[ni - 1] == ni - 1
+                and np.array_equal(inner.reshape(no, ni), np.broadcast_to(np.arange(ni), (no, ni)))
+                and np.array_equal(outer.reshape(no, ni), np.broadcast_to(np.arange(no)[:, None], (no, ni)))):
+            return no, ni
+    return None
 
 
 def _balanced(a: np.ndarray, b: np.ndarray) -> bool:
