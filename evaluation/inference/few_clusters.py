@@ -297,7 +297,8 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
             block = design.random(size - 1 if start == 0 else size)
             if start == 0:
                 block = np.vstack([cohort_index[None, :], block])
-            yield np.where(block < 0, T, block)
+            block[block < 0] = T  # in place: one block of assignments held at a time
+            yield block
 
     beta, overlap = np.empty(n_total), np.empty(n_total)
     if balanced:
