@@ -1,5 +1,5 @@
 """BLAS threads in the resampling: the wild cluster bootstrap with one BLAS thread (as the
-package now runs it, :func:`evaluation.inference.few_clusters.single_blas_thread`) and with
+package now runs it, :func:`evaluation.inference.few_clusters._single_blas_thread`) and with
 BLAS's own thread count, on a machine kept busy by a competing process.
 
     .venv/bin/python benchmarks/threads.py                       # 40,000 townships x 96 months
@@ -43,16 +43,16 @@ while True:
 def run(panel, draws: int, limited: bool):
     import evaluation.inference.few_clusters as fc
 
-    original = fc.single_blas_thread
+    original = fc._single_blas_thread
     if not limited:
-        fc.single_blas_thread = contextlib.nullcontext
+        fc._single_blas_thread = contextlib.nullcontext
     try:
         start = time.perf_counter()
         out = fc.wild_cluster_bootstrap(panel, outcome="y", unit="unit", time="time", cohort="first_treat",
                                         draws=draws, seed=1, max_enumerate=0)
         return out, time.perf_counter() - start
     finally:
-        fc.single_blas_thread = original
+        fc._single_blas_thread = original
 
 
 def compare(panel, draws: int, repeats: int, label: str) -> dict:

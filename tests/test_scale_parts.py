@@ -204,14 +204,14 @@ def test_single_blas_thread_limits_and_restores():
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     before = blas_threads()
-    with fc.single_blas_thread():
+    with fc._single_blas_thread():
         assert blas_threads() and set(blas_threads()) == {1}
     assert blas_threads() == before
 
 
 def test_resampling_runs_under_the_limit_with_the_same_numbers(monkeypatch):
     """The wild bootstrap (random Webb draws, clustered by township), unbalanced
-    randomization inference and multiplier draws each enter single_blas_thread. The wild
+    randomization inference and multiplier draws each enter _single_blas_thread. The wild
     bootstrap matches commit 6254924 exactly; without the limit every result agrees to
     1e-13 (multiplier draws differ in the last bit: a product's summation order depends on
     the thread count)."""
@@ -229,13 +229,13 @@ def test_resampling_runs_under_the_limit_with_the_same_numbers(monkeypatch):
         mb = multiplier_draws(np.random.default_rng(2).normal(size=(300, 4)), draws=999, seed=4)
         return wb, ri, mb
 
-    monkeypatch.setattr(fc, "single_blas_thread", recording)
+    monkeypatch.setattr(fc, "_single_blas_thread", recording)
     wb, ri, mb = run_all()
     assert len(entered) == 4  # wild bootstrap: Z'Z and the draws; randomization inference; multiplier draws
     e = wb.effects[0]
     assert (_digest(wb.plot_data["t_star"]), e.p_value, e.ci_low, e.ci_high) == (
         "b7d55ff51871b369", 0.024024024024024024, 0.06618626771036398, 0.7895639023894987)
-    monkeypatch.setattr(fc, "single_blas_thread", contextlib.nullcontext)
+    monkeypatch.setattr(fc, "_single_blas_thread", contextlib.nullcontext)
     wb2, ri2, mb2 = run_all()
     np.testing.assert_allclose(wb2.plot_data["t_star"], wb.plot_data["t_star"], rtol=1e-13)
     np.testing.assert_allclose(ri2.plot_data["permuted_estimate"], ri.plot_data["permuted_estimate"], rtol=1e-13)

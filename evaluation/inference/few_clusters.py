@@ -50,7 +50,7 @@ from evaluation.estimators.fixed_effects import (
 from evaluation.results import Effect, Estimates, vcov_frame
 
 
-def single_blas_thread():
+def _single_blas_thread():
     """Context in which BLAS runs on one thread (threadpoolctl). The resampling loops (wild
     bootstrap, unbalanced randomization inference, multiplier draws) are many modest dense
     products, which a second BLAS thread slows down several-fold on a busy machine
@@ -327,7 +327,7 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
             start = stop
         observed = float((Dt * Yt).sum() / denom)
     else:
-        with single_blas_thread():
+        with _single_blas_thread():
             tables = _Projection(d[outcome].to_numpy(float), np.searchsorted(units, d[unit].to_numpy()),
                                  np.searchsorted(periods, d[time].to_numpy()), len(units), T,
                                  np.unique(cohort_index[cohort_index >= 0]))
@@ -667,7 +667,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     Dw, yw = within(D), within(y)
     presence = np.zeros((N, T))
     np.add.at(presence, (u_codes, t_codes), 1.0)
-    with single_blas_thread():
+    with _single_blas_thread():
         ZtZt = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
     ZtD = by_period(Dw)
     ZZ = np.empty((T, T))
@@ -711,7 +711,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     n_weights, enumerated, chunks = _bootstrap_weights(G, draws, weights_type, rng, max_enumerate)
     num0, num1, A, B, C = (np.empty(n_weights) for _ in range(5))
     start = 0
-    with single_blas_thread():  # many small products: one BLAS thread (see single_blas_thread)
+    with _single_blas_thread():  # many small products: one BLAS thread (see _single_blas_thread)
         for V in chunks:
             stop = start + len(V)
             proj = (V @ np.vstack([S0, S1]).T)                                   # b x 2T: S v

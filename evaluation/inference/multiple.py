@@ -253,7 +253,7 @@ def multiplier_draws(influence, *, draws: int = 999, seed: int | None = None,
     For Romano-Wolf across indicators: t = estimate / se and null_draws = draws / se, se
     the analytic standard errors, then :func:`romano_wolf` (``observed_included=False``).
     """
-    from evaluation.inference.few_clusters import single_blas_thread
+    from evaluation.inference.few_clusters import _single_blas_thread
 
     inf = np.asarray(influence, dtype=float)
     if inf.ndim == 1:
@@ -277,7 +277,7 @@ def multiplier_draws(influence, *, draws: int = 999, seed: int | None = None,
         cut, low, high = 0.5, -1.0, 1.0
     out = np.empty((draws, inf.shape[1]))
     chunk = max(1, 2**21 // n)   # rows of weights at a time (about 16 MB)
-    with single_blas_thread():   # one BLAS thread: faster on a busy machine, same numbers
+    with _single_blas_thread():   # one BLAS thread: faster on a busy machine, same draws to the last bits
         for start in range(0, draws, chunk):
             stop = min(draws, start + chunk)
             # one uniform per township and draw, in the order uniform_band takes them
