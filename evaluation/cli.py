@@ -140,14 +140,18 @@ def _say(zh: str, en: str, lang: str) -> str:
 
 
 def _demo_data(args) -> int:
-    from evaluation.data.demo import DemoConfig, write_demo
+    from evaluation.data.demo import MIN_TOWNSHIPS, DemoConfig, write_demo
     from evaluation.errors import UsageError
     from evaluation.paths import DEMO_DATA
 
     out = Path(args.out) if args.out else DEMO_DATA
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: --out is a file, not a folder")
-    given = {"seed": args.seed, "spillover": args.spillover}  # None: the demo's default
+    if args.townships is not None and args.townships < MIN_TOWNSHIPS:
+        raise UsageError(f"--townships {args.townships}: the demo needs at least {MIN_TOWNSHIPS} townships "
+                         "(twice as many as its 10 pilots)")
+    given = {"seed": args.seed, "spillover": args.spillover,
+             "townships": args.townships}  # None: the demo's default
     config = DemoConfig(**{name: value for name, value in given.items() if value is not None})
     for path in write_demo(out, config):
         print(f"wrote {path}")
@@ -262,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=_seed, help="random seed, 0 to 4294967295 (default: the committed demo's)")
     d.add_argument("--spillover", type=_share,
                    help="share of a neighbouring pilot's effect felt by non-pilot townships (default 0)")
+    d.add_argument("--townships", type=int, metavar="N",
+                   help="number of townships, 20 or more, in counties of about 16 (default: the committed "
+                        "demo's 64; a different number makes a different prefecture)")
     d.set_defaults(func=_demo_data)
     return parser
 

@@ -77,6 +77,9 @@ COHORTS = (
     ("2021-01", ("紧密型医共体分院", "紧密型医共体分院", "对口支援")),
 )
 RAMP_MONTHS = 12
+N_PILOTS = sum(len(models) for _, models in COHORTS)
+MIN_TOWNSHIPS = 2 * N_PILOTS  # at least as many comparison townships as pilots
+MAX_TOWNSHIPS_PER_COUNTY = 899  # township codes 101..999 within a county
 
 # Full-strength pilot effect (trusteeship) on each component's link scale.
 EFFECTS = {
@@ -106,11 +109,20 @@ COVID_PHASES = (("2020年初疫情 / early-2020 wave", "2020-01", "2020-04"),
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Parameters of the synthetic prefecture. The defaults make ``data_raw/demo``."""
+    """Parameters of the synthetic prefecture. The defaults make ``data_raw/demo``.
+
+    ``townships``: the total number of townships, any size from :data:`MIN_TOWNSHIPS` on
+    (default: ``n_counties`` x ``townships_per_county``). Given, the prefecture has
+    max(``n_counties``, ceil(townships / ``townships_per_county``)) counties of near-equal
+    size (sizes differing by at most one), so the county structure grows with it; names
+    beyond the pool of 649 two-character township names are three-character ones, then
+    numbered ones, all unique and drawn from the seed. The pilots are the same 10.
+    """
 
     seed: int = 20161
     n_counties: int = 4
     townships_per_county: int = 16
+    townships: int | None = None
     start: str = "2016-01"
     end: str = "2023-12"
     spillover: float = 0.0  # share of a neighbouring pilot's effect felt by a non-pilot township
@@ -128,26 +140,25 @@ class DemoData:
 def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     """Draw the demo prefecture. Same config, same numbers, on any machine."""
     rng = np.random.default_rng(config.seed)
-    if config.n_counties > len(COUNTIES):
-        raise ValueError(f"at most {len(COUNTIES)} counties")
-    n_town = config.n_counties * config.townships_per_county
-    n_pilots = sum(len(models) for _, models in COHORTS)
-    if n_town < 2 * n_pilots:
-        raise ValueError("need at least twice as many townships as pilots")
+    sizes = _county_sizes(config)
+    n_counties, n_town = len(sizes), int(sum(sizes))
+    n_pilots = N_PILOTS
+    if n_town < MIN_TOWNSHIPS:
+        raise ValueError(f"need at least {MIN_TOWNSHIPS} townships (twice as many as pilots), got {n_town}")
     periods = pd.period_range(config.start, config.end, freq="M")
     n_t = len(periods)
 
     # ---- townships
-    county_idx = np.repeat(np.arange(config.n_counties), config.townships_per_county)
+    county_idx = np.repeat(np.arange(n_counties), sizes)
     names = _township_names(rng, n_town)
-    ids = np.array([f"3611{21 + k:02d}{101 + j:03d}"
-                    for k in range(config.n_counties) for j in range(config.townships_per_county)])
+    ids = np.array([f"36{11 + k // 79:02d}{21 + k % 79:02d}{101 + j:03d}"  # 79 county codes per prefecture
+                    for k in range(n_counties) for j in range(sizes[k])])
 
     # ---- pilots: random townships, at most ceil(pilots / counties) per county
-    chosen, per_county = [], {k: 0 for k in range(config.n_counties)}
+    chosen, per_county = [], {k: 0 for k in range(n_counties)}
     for i in rng.permutation(n_town):
         k = county_idx[i]
-        if per_county[k] < -(-n_pilots // config.n_counties):
+        if per_county[k] < -(-n_pilots // n_counties):
             chosen.append(i)
             per_county[k] += 1
         if len(chosen) == n_pilots:
@@ -201,7 +212,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     year_index = (periods.year.to_numpy() - periods.year[0])[None, :]
     population = np.round(pop0[:, None] * (1 + growth[:, None]) ** year_index).astype(np.int64)
 
-    county_trend = rng.normal(0.0, 1.0, (config.n_counties, 6))
+    county_trend = rng.normal(0.0, 1.0, (n_counties, 6))
 
     def trend(component, scale):
         return (county_trend[county_idx, component] * scale)[:, None] * years[None, :]
@@ -256,7 +267,7 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
         return np.asarray(a).reshape(-1)
 
     panel = pd.DataFrame({
-        "county": np.repeat(np.array(COUNTIES)[county_idx], n_t),
+        "county": np.repeat(np.array(_county_names(n_counties))[county_idx], n_t),
         "township_id": np.repeat(ids, n_t),
         "township_name": np.repeat(names, n_t),
         "period": np.tile([period_label(p) for p in periods], n_town),
@@ -296,8 +307,11 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
         raise RuntimeError(f"demo truth does not cover indicators {sorted(missing)}")
     truth = _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, dose)
 
+    settings = asdict(config)
+    if config.townships is None:  # the committed demo's design.json predates the option
+        del settings["townships"]
     design = {
-        "config": asdict(config),
+        "config": settings,
         "cohorts": [{"pilot_start": s, "models": list(m)} for s, m in COHORTS],
         "model_strength": MODEL_STRENGTH,
         "effects_link_scale": EFFECTS,
@@ -309,8 +323,44 @@ def generate(config: DemoConfig = DemoConfig()) -> DemoData:
     return DemoData(panel=panel, pilots=pilots, truth=truth, design=design)
 
 
+def _county_sizes(config: DemoConfig) -> list[int]:
+    """Townships per county: as configured, or ``townships`` split into near-equal counties."""
+    if config.n_counties < 1 or config.townships_per_county < 1:
+        raise ValueError("n_counties and townships_per_county must be at least 1")
+    if config.townships is None:
+        sizes = [config.townships_per_county] * config.n_counties
+    else:
+        n = int(config.townships)
+        k = max(config.n_counties, -(-n // config.townships_per_county))
+        sizes = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    if max(sizes) > MAX_TOWNSHIPS_PER_COUNTY:
+        raise ValueError(f"at most {MAX_TOWNSHIPS_PER_COUNTY} townships per county, got {max(sizes)}")
+    return sizes
+
+
+def _county_names(k: int) -> list[str]:
+    """The first ``k`` county names: COUNTIES, then two-character names from the township
+    characters, then numbered ones (unique, fixed: no random draw)."""
+    names = list(COUNTIES)
+    if k > len(names):
+        names += [a + b + "县" for a in _NAME_FIRST for b in _NAME_FIRST if a != b and a + b + "县" not in COUNTIES]
+        base = list(names)
+        r = 2
+        while k > len(names):
+            names += [name[:-1] + str(r) + "县" for name in base]
+            r += 1
+    return names[:k]
+
+
 def _township_names(rng, n):
+    """``n`` unique township names drawn without replacement from the pool: two-character
+    names (649); for larger prefectures three-character names too (38,291 in all), then
+    the pool again with a number (安坪2, ...) as often as needed."""
     pool = [a + b for a in _NAME_FIRST for b in _NAME_SECOND]
+    if n > len(pool):
+        pool += [a + b + c for a in _NAME_FIRST for b in _NAME_FIRST if a != b for c in _NAME_SECOND]
+        rounds = -(-n // len(pool))
+        pool = [name + (str(r + 1) if r else "") for r in range(rounds) for name in pool]
     picks = rng.choice(len(pool), size=n, replace=False)
     suffix = rng.choice(["镇", "乡"], size=n, p=[0.7, 0.3])
     return np.array([pool[p] + s for p, s in zip(picks, suffix, strict=True)])
@@ -334,19 +384,23 @@ def _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, do
     event = np.arange(n_t)[None, :] - pilot_start[:, None]
     treated_post = (pilot_start[:, None] >= 0) & (event >= 0)
     cohort = np.array([period_label(periods[s]) if s >= 0 else "" for s in pilot_start])
+    spill_cell = (pilot_start[:, None] < 0) & (dose > 0)
+    # only the treated and spillover cells enter the truth: keep those (in township-major order)
+    keep = (treated_post | spill_cell).reshape(-1)
+    town = np.repeat(np.arange(n_town), n_t)[keep]
     frames = []
     for ind, y1 in with_pilot.items():
         y0 = without[ind]
         diff = y1 - y0
         cells = pd.DataFrame({
-            "township_id": np.repeat(ids, n_t),
-            "cohort": np.repeat(cohort, n_t),
-            "model": np.repeat(pilot_model, n_t),
-            "event_time": event.reshape(-1),
-            "treated_post": treated_post.reshape(-1),
-            "spill": ((pilot_start[:, None] < 0) & (dose > 0)).reshape(-1),
-            "effect": diff.reshape(-1),
-            "y0": y0.reshape(-1),
+            "township_id": ids[town],
+            "cohort": cohort[town],
+            "model": pilot_model[town],
+            "event_time": event.reshape(-1)[keep],
+            "treated_post": treated_post.reshape(-1)[keep],
+            "spill": spill_cell.reshape(-1)[keep],
+            "effect": diff.reshape(-1)[keep],
+            "y0": y0.reshape(-1)[keep],
         })
         post = cells[cells["treated_post"]]
         groups = [("att", None), ("att_cohort", "cohort"), ("att_event_time", "event_time"),

@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from evaluation.errors import EstimationError
 from evaluation.estimators.did import treatment_indicator
@@ -47,6 +48,15 @@ from evaluation.estimators.fixed_effects import (
     two_way_demean_balanced,
 )
 from evaluation.results import Effect, Estimates, vcov_frame
+
+
+def _single_blas_thread():
+    """Context in which BLAS runs on one thread (threadpoolctl). The resampling loops (wild
+    bootstrap, unbalanced randomization inference, multiplier draws) are many modest dense
+    products, which a second BLAS thread slows down several-fold on a busy machine
+    (benchmarks/threads.py). Results agree with a multi-threaded run to the last bits (a
+    product's summation order may differ by thread count)."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _resolve(data, function: str, *, outcome, unit, time, cohort, indicator, cluster=None,
@@ -179,6 +189,9 @@ class _Projection:
         return self.S[units, c] / den
 
 
+_PROJECTION_CHUNK = 2048  # assignments per block in _Projection.coefficients
+
+
 class _Assignments:
     """Random (or all) re-assignments of the cohort labels (start columns; -1 never) to townships."""
 
@@ -268,8 +281,26 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
     design = _Assignments(cohort_index, strata_values, rng)  # cohort = start column, -1 = never
     n_assign = design.count()
     exact = n_assign <= max_exact
-    assignments = design.all() if exact else np.vstack([cohort_index[None, :], design.random(draws)])
-    assignments = np.where(assignments < 0, T, assignments)  # column T of S holds 0: never treated
+    every = design.all() if exact else None
+    n_total = len(every) if exact else draws + 1
+    observed_cols = np.where(cohort_index < 0, T, cohort_index)  # column T of S holds 0: never treated
+
+    def assignment_chunks(chunk: int):
+        """The assignments (start columns, T never) in blocks of ``chunk`` rows: all of them,
+        or the observed one and ``draws`` random ones, drawn block by block from one stream."""
+        if exact:
+            for start in range(0, len(every), chunk):
+                yield np.where(every[start:start + chunk] < 0, T, every[start:start + chunk])
+            return
+        for start in range(0, n_total, chunk):
+            size = min(n_total, start + chunk) - start
+            block = design.random(size - 1 if start == 0 else size)
+            if start == 0:
+                block = np.vstack([cohort_index[None, :], block])
+            block[block < 0] = T  # in place: one block of assignments held at a time
+            yield block
+
+    beta, overlap = np.empty(n_total), np.empty(n_total)
     if balanced:
         Y, units, periods = balanced_wide(d, outcome, unit, time)
         Yt = two_way_demean_balanced(Y)
@@ -287,15 +318,25 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
         SD = np.zeros((len(units), T + 1))
         SD[:, :T] = np.cumsum(Dt[:, ::-1], axis=1)[:, ::-1]
         rows = np.arange(len(units))[None, :]
-        beta = S[rows, assignments].sum(axis=1) / denom          # beta under each assignment (tau0 = 0)
-        overlap = SD[rows, assignments].sum(axis=1) / denom      # D~(perm)'D~(obs) / denom
+        # a block of assignments at a time: memory O(units x block), not O(units x draws)
+        start = 0
+        for A in assignment_chunks(max(1, _CHUNK_ELEMENTS // len(units))):
+            stop = start + len(A)
+            beta[start:stop] = S[rows, A].sum(axis=1) / denom          # beta under each assignment (tau0 = 0)
+            overlap[start:stop] = SD[rows, A].sum(axis=1) / denom      # D~(perm)'D~(obs) / denom
+            start = stop
         observed = float((Dt * Yt).sum() / denom)
     else:
-        tables = _Projection(d[outcome].to_numpy(float), np.searchsorted(units, d[unit].to_numpy()),
-                             np.searchsorted(periods, d[time].to_numpy()), len(units), T,
-                             np.unique(cohort_index[cohort_index >= 0]))
-        observed_cols = np.where(cohort_index < 0, T, cohort_index)
-        beta, overlap, observed = tables.coefficients(assignments, observed_cols)
+        with _single_blas_thread():
+            tables = _Projection(d[outcome].to_numpy(float), np.searchsorted(units, d[unit].to_numpy()),
+                                 np.searchsorted(periods, d[time].to_numpy()), len(units), T,
+                                 np.unique(cohort_index[cohort_index >= 0]))
+            start = 0
+            for A in assignment_chunks(_PROJECTION_CHUNK):  # the block of _Projection.coefficients
+                stop = start + len(A)
+                beta[start:stop], overlap[start:stop], observed = tables.coefficients(A, observed_cols,
+                                                                                      chunk=_PROJECTION_CHUNK)
+                start = stop
     n_obs = len(d)
 
     def p_value(tau0: float) -> float:
@@ -308,14 +349,14 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
     n_treated = int((cohort_index >= 0).sum())
     effect = Effect(estimand="att", estimate=observed, std_error=sd, ci_low=low, ci_high=high, p_value=p0,
                     method="two-way fixed effects DiD",
-                    inference=(f"randomization inference, {'all ' if exact else ''}{len(assignments):,} assignments"
+                    inference=(f"randomization inference, {'all ' if exact else ''}{n_total:,} assignments"
                                + (f" within {strata}" if strata else "")
                                + ("" if exact else f" (seed {seed})")),
                     n_obs=n_obs, n_units=len(units), n_treated=n_treated, indicator=indicator, alpha=alpha,
-                    p_floor=1 / len(assignments), extra={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign})
+                    p_floor=1 / n_total, extra={"exact": exact, "assignments": n_total, "possible_assignments": n_assign})
     return Estimates(effects=[effect], method=effect.method, kind="randomization_inference", wald=False,
                      plot_data=pd.DataFrame({"permuted_estimate": beta}),
-                     diagnostics={"exact": exact, "assignments": len(assignments), "possible_assignments": n_assign,
+                     diagnostics={"exact": exact, "assignments": n_total, "possible_assignments": n_assign,
                                   "panel": "balanced" if balanced else "unbalanced",
                                   "dropped_missing_rows": int(len(data) - n_obs)})
 
@@ -539,7 +580,7 @@ def placebo_in_space(data: pd.DataFrame | Estimates, *, outcome: str | None = No
 # ----------------------------------------------------------------------------- wild cluster bootstrap
 
 WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
-_CHUNK_ELEMENTS = 2**22  # draws x clusters held at once (32 MiB per array)
+_CHUNK_ELEMENTS = 2**22  # draws x clusters (or assignments x townships) held at once (32 MiB per array)
 
 
 def _bootstrap_weights(G: int, draws: int, kind: str, rng, max_enumerate: int):
@@ -626,7 +667,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     Dw, yw = within(D), within(y)
     presence = np.zeros((N, T))
     np.add.at(presence, (u_codes, t_codes), 1.0)
-    ZtZt = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
+    with _single_blas_thread():
+        ZtZt = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
     ZtD = by_period(Dw)
     ZZ = np.empty((T, T))
     ZZ[0, 0], ZZ[0, 1:], ZZ[1:, 0], ZZ[1:, 1:] = Dw @ Dw, ZtD[1:], ZtD[1:], ZtZt[1:, 1:]
@@ -669,16 +711,17 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     n_weights, enumerated, chunks = _bootstrap_weights(G, draws, weights_type, rng, max_enumerate)
     num0, num1, A, B, C = (np.empty(n_weights) for _ in range(5))
     start = 0
-    for V in chunks:
-        stop = start + len(V)
-        proj = (V @ np.vstack([S0, S1]).T)                                   # b x 2T: S v
-        s0 = V * C0 - (proj[:, :T] @ ZZ_inv) @ Q.T                          # c' Z_g' u*_g
-        s1 = V * C1 - (proj[:, T:] @ ZZ_inv) @ Q.T
-        num0[start:stop], num1[start:stop] = V @ C0, V @ C1
-        A[start:stop] = np.einsum("ij,ij->i", s0, s0)
-        B[start:stop] = np.einsum("ij,ij->i", s0, s1)
-        C[start:stop] = np.einsum("ij,ij->i", s1, s1)
-        start = stop
+    with _single_blas_thread():  # many small products: one BLAS thread (see _single_blas_thread)
+        for V in chunks:
+            stop = start + len(V)
+            proj = (V @ np.vstack([S0, S1]).T)                                   # b x 2T: S v
+            s0 = V * C0 - (proj[:, :T] @ ZZ_inv) @ Q.T                          # c' Z_g' u*_g
+            s1 = V * C1 - (proj[:, T:] @ ZZ_inv) @ Q.T
+            num0[start:stop], num1[start:stop] = V @ C0, V @ C1
+            A[start:stop] = np.einsum("ij,ij->i", s0, s0)
+            B[start:stop] = np.einsum("ij,ij->i", s0, s1)
+            C[start:stop] = np.einsum("ij,ij->i", s1, s1)
+            start = stop
 
     def t_star(r: float) -> np.ndarray:
         var = ssc * np.maximum(A - 2 * r * B + r * r * C, 0.0)
