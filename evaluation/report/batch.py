@@ -1,8 +1,17 @@
 """Batch runs of the chapters with papermill, HTML export, index page and manifest.
 
 ``evaluation batch STUDY`` runs every chapter for every indicator (the per-study
-chapters once), ``--jobs`` at a time, each in its own worker process, and keeps the
-report in ``outputs/<study>/`` whole at every moment:
+chapters once), ``--jobs`` at a time, and keeps the report in ``outputs/<study>/`` whole
+at every moment:
+
+- **Kept kernels.** The local pool has ``--jobs`` worker processes; each starts one
+  Jupyter kernel at its first run and keeps it for all the runs it takes (papermill runs
+  each chapter in it through the engine :data:`KEPT_KERNEL_ENGINE`), so the kernel start,
+  the imports of the setup cell and the shutdown are paid once per worker, not once per
+  run. Before each run the kernel's user namespace is reset (:data:`RESET_CODE`: names,
+  figures, warning filters, execution counter). A worker or kernel that dies under a run
+  loses only that run, which is retried once on a fresh worker (and kernel). The chapters
+  stay plain papermill notebooks: the papermill command line runs each one alone.
 
 - **Per-run publishing.** A run executes in the batch's temporary folder
   (``outputs/.<study>-batch-<pid>-*``). When it succeeds, its executed notebook, its HTML
@@ -269,17 +278,24 @@ def _git_dirty() -> bool | None:
 
 # ----------------------------------------------------------------------------- one run, in a worker
 
-def execute(run: Run, out_dir: str) -> dict:
+def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
     """Execute one chapter and export it to HTML (runs in a worker process). Returns
-    ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where)."""
+    ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where).
+    With ``kernel`` (a :class:`KeptKernel`) the chapter runs in that kernel, its user
+    namespace reset first; without, papermill starts a kernel for the run and shuts it down."""
     import papermill as pm
 
     start = time.perf_counter()
     out = Path(out_dir)
     try:
+        extra = {}
+        if kernel is not None:
+            _register_kept_kernel_engine()
+            kernel.reset()
+            extra = {"engine_name": KEPT_KERNEL_ENGINE, "kept_kernel": kernel}
         pm.execute_notebook(str(NOTEBOOKS / run.notebook), str(out / f"{run.stem}.ipynb"),
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
-                            progress_bar=False)
+                            progress_bar=False, **extra)
         export_html(out / f"{run.stem}.ipynb", out / f"{run.stem}.html",
                     title=page_title(run.parameters["study_path"], run.chapter, run.indicator))
         return {"status": "ok", "seconds": time.perf_counter() - start, "error": "", "failure": None}
@@ -288,6 +304,112 @@ def execute(run: Run, out_dir: str) -> dict:
         failure = describe_failure(exc)
         return {"status": "failed", "seconds": time.perf_counter() - start, "error": failure_line(failure),
                 "failure": failure}
+
+
+# ----------------------------------------------------------------------------- a kernel kept for many runs
+
+KEPT_KERNEL_ENGINE = "evaluation-kept-kernel"  # papermill engine that runs a notebook in a KeptKernel
+
+# Run in the kept kernel before each chapter: the figures closed, the warning filters as the
+# kernel started with them (and the "shown once" registries emptied), every name the previous
+# chapter defined removed (``%reset -f``: the user namespace and the output history), and the
+# execution counter at 1, so the chapter's first cell is ``In [1]`` as in a fresh kernel.
+# Modules stay imported: that is the point of keeping the kernel.
+RESET_CODE = """\
+import sys as _sys
+import warnings as _warnings
+if "matplotlib.pyplot" in _sys.modules:
+    _sys.modules["matplotlib.pyplot"].close("all")
+if not hasattr(_warnings, "_evaluation_initial_filters"):
+    _warnings._evaluation_initial_filters = list(_warnings.filters)
+_warnings.resetwarnings()
+_warnings.filters[:] = _warnings._evaluation_initial_filters
+get_ipython().run_line_magic("reset", "-f")
+__import__("gc").collect()
+get_ipython().execution_count = 1  # the count the next cell shows
+"""
+
+
+class KeptKernel:
+    """One Jupyter kernel (:data:`KERNEL_NAME`, started in the notebooks' folder) and its
+    client, kept by a worker process for all the runs it takes: the kernel start, the
+    imports of the setup cell and the shutdown are paid once per worker instead of once per
+    run. :meth:`reset` clears what a run left (see :data:`RESET_CODE`) before the next one."""
+
+    def __init__(self, cwd: str | Path):
+        from jupyter_client.manager import AsyncKernelManager
+        from nbclient.util import run_sync
+
+        self.km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+        self.kc = None
+        self._run_sync = run_sync
+        run_sync(self._start)(str(cwd))
+
+    async def _start(self, cwd: str) -> None:
+        await self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            await self.kc.wait_for_ready(timeout=60)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.kc.allow_stdin = False
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._run_sync(self.km.is_alive)())
+        except Exception:  # noqa: BLE001 - a kernel that cannot say is treated as dead
+            return False
+
+    def reset(self) -> None:
+        """Run :data:`RESET_CODE`; raises when the kernel cannot run it."""
+        import nbformat
+        from nbclient import NotebookClient
+
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(RESET_CODE)])
+        nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_NAME, "language": "python"}
+        client = NotebookClient(nb, km=self.km, kernel_name=KERNEL_NAME, timeout=120)
+        client.kc = self.kc
+        client.execute()
+
+    def shutdown(self) -> None:
+        """Stop the client's channels and kill the kernel (nothing in it needs saving)."""
+        with contextlib.suppress(Exception):
+            if self.kc is not None:
+                self.kc.stop_channels()
+        with contextlib.suppress(Exception):
+            self._run_sync(self.km.shutdown_kernel)(now=True)
+
+
+def _register_kept_kernel_engine() -> None:
+    """Register papermill's engine :data:`KEPT_KERNEL_ENGINE`: papermill's own nbclient
+    engine (parameters injected, cells timed, the notebook written with the error on
+    failure), executing in a :class:`KeptKernel` given as ``kept_kernel=`` instead of a
+    kernel of its own; the kernel is left running."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import merge_kwargs, remove_args
+
+    if KEPT_KERNEL_ENGINE in papermill_engines._engines:
+        return
+
+    class KeptKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, kept_kernel=None,
+                                     **kwargs):
+            kwargs = remove_args(["input_path"], **kwargs)
+            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+            final_kwargs = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
+                                        startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
+                                        log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
+            client = PapermillNotebookClient(nb_man, km=kept_kernel.km, **final_kwargs)
+            client.kc = kept_kernel.kc  # the kept client: nbclient neither starts nor stops one
+            return client.execute()
+
+    papermill_engines.register(KEPT_KERNEL_ENGINE, KeptKernelEngine)
 
 
 def describe_failure(exc: BaseException) -> dict:
@@ -489,10 +611,29 @@ def die_with_parent(parent_pid: int) -> None:
 _LOCK_FD: int | None = None  # the study lock's descriptor: a worker closes its inherited copy
 
 
-def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> None:
-    """A worker process (forked): dies with the batch, ignores the terminal's SIGINT (the
-    batch stops it), writes its output and its kernel's to ``log_path``, keeps its kernel's
-    connection file in the batch's temporary folder, and sends the run's outcome back."""
+def _redirect_output(path: str) -> None:
+    """Point this process's file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) at ``path``."""
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _worker(conn, tmp: str, parent_pid: int) -> None:
+    """A worker process (forked) of the local pool: dies with the batch, ignores the
+    terminal's SIGINT (the batch stops it), keeps temporary files and its kernel's
+    connection file in the batch's temporary folder, and then takes runs from ``conn``
+    until it receives ``None``: ``(run, pages folder, log path)`` in, the run's outcome out.
+
+    It starts one :class:`KeptKernel` at its first run and reuses it for the next ones.
+    The worker's output during a run goes to the run's log; the kernel's own output
+    (start-up warnings, interrupts) to the worker's kernel log, whose part written during
+    a run is copied to the end of the run's log. When the kernel dies during a run, the
+    outcome says ``retry`` and the next run starts a fresh kernel."""
     die_with_parent(parent_pid)
     os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -500,25 +641,145 @@ def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> Non
     if _LOCK_FD is not None:
         with contextlib.suppress(OSError):
             os.close(_LOCK_FD)
-    scratch = Path(out_dir).parent / "scratch"  # the kernel's connection file (a mkstemp file) and other
-    scratch.mkdir(exist_ok=True)                 # temporary files go with the batch's temporary folder
+    scratch = Path(tmp) / "scratch"  # the kernel's connection file (a mkstemp file) and other
+    scratch.mkdir(exist_ok=True)     # temporary files go with the batch's temporary folder
     tempfile.tempdir = str(scratch)
     os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log, 1)  # the kernel inherits these: its start-up warnings land in the log
-    os.dup2(log, 2)
-    os.close(log)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
-    try:
-        outcome = execute(run, out_dir)
-    except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
-        outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
-                   "failure": describe_failure(exc)}
-    conn.send(outcome)
+    kernel_log = str(Path(tmp) / "logs" / f".kernel-{os.getpid()}.log")
+    _redirect_output(kernel_log)
+    kernel = None
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            break
+        if job is None:
+            break
+        run, out_dir, log_path = job
+        mark = os.path.getsize(kernel_log) if os.path.exists(kernel_log) else 0
+        try:
+            if kernel is None:
+                _redirect_output(kernel_log)  # the kernel inherits descriptors 1 and 2
+                kernel = KeptKernel(NOTEBOOKS)
+            _redirect_output(log_path)
+            outcome = execute(run, out_dir, kernel)
+        except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
+            _redirect_output(log_path)
+            traceback.print_exc()
+            outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
+                       "failure": describe_failure(exc)}
+        if kernel is not None and not kernel.alive():
+            kernel.shutdown()
+            kernel = None
+            if outcome["status"] != "ok":
+                outcome["retry"] = True  # the kernel died under the run: once more on a fresh kernel
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # nbclient's asyncio handlers reset it
+        _copy_tail(kernel_log, mark, log_path)
+        _redirect_output(kernel_log)
+        try:
+            conn.send(outcome)
+        except (EOFError, OSError):
+            break
+    if kernel is not None:
+        kernel.shutdown()
     conn.close()
+
+
+def _copy_tail(source: str, offset: int, target: str) -> None:
+    """Append what ``source`` gained after ``offset`` bytes to ``target``."""
+    with contextlib.suppress(OSError), open(source, "rb") as f:
+        f.seek(offset)
+        tail = f.read()
+        if tail:
+            with open(target, "ab") as out:
+                out.write(b"\n--- kernel ---\n" + tail)
+
+
+class _LocalPool:
+    """The local executor: at most ``size`` forked worker processes (:func:`_worker`),
+    started as runs come and kept, each with its kernel, until :meth:`close`. ``submit``
+    a run to an idle worker; ``wait`` returns the ``(run, outcome)`` of finished runs. A
+    worker that ends without an outcome (killed, crashed) loses only its run, reported as
+    ``WorkerDied`` with ``retry``; a fresh worker takes the next run."""
+
+    def __init__(self, size: int, tmp: Path, signals: _Signals):
+        self.size, self.tmp, self.signals = max(1, size), tmp, signals
+        self.ctx = multiprocessing.get_context("fork")
+        self.workers: list[dict] = []  # {"proc", "conn", "run"}
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w["run"] is not None)
+
+    def idle(self) -> bool:
+        return any(w["run"] is None for w in self.workers) or len(self.workers) < self.size
+
+    def submit(self, run: Run) -> None:
+        worker = next((w for w in self.workers if w["run"] is None), None)
+        if worker is None:
+            mine, theirs = self.ctx.Pipe(duplex=True)
+            proc = self.ctx.Process(target=_worker, name=f"evaluation-worker-{len(self.workers)}", daemon=False,
+                                    args=(theirs, str(self.tmp), os.getpid()))
+            with self.signals.deferred():  # a started worker is always known, so it can be stopped
+                proc.start()
+                worker = {"proc": proc, "conn": mine, "run": None}
+                self.workers.append(worker)
+            theirs.close()
+        worker["run"] = run
+        worker["conn"].send((run, str(self.tmp / "pages"), str(self.tmp / "logs" / f"{run.stem}.log")))
+
+    def wait(self, timeout: float = 1.0) -> list[tuple[Run, dict]]:
+        busy = [w for w in self.workers if w["run"] is not None]
+        ready = set(wait_for([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy], timeout=timeout))
+        done = []
+        for w in busy:
+            if w["conn"] not in ready and w["proc"].sentinel not in ready:
+                continue
+            outcome = None
+            try:
+                if w["conn"].poll():
+                    outcome = w["conn"].recv()
+            except (EOFError, OSError):
+                outcome = None
+            run, w["run"] = w["run"], None
+            if outcome is None:
+                outcome = self._died(w)
+            done.append((run, outcome))
+        return done
+
+    def _died(self, worker: dict) -> dict:
+        proc = worker["proc"]
+        with contextlib.suppress(OSError):
+            worker["conn"].close()
+        proc.join(timeout=5)
+        if proc.exitcode is None:
+            _kill_processes([proc])
+        self.workers.remove(worker)
+        code = proc.exitcode
+        reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        failure = {"ename": "WorkerDied", "evalue": f"the worker process ended without a result ({reason})",
+                   "cell_index": None, "exec_count": None, "cell_source": "", "in_notebook": False}
+        return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure,
+                "retry": True}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask idle workers to stop their kernels and exit; kill what is left after ``timeout``."""
+        for w in self.workers:
+            with contextlib.suppress(OSError, EOFError, BrokenPipeError):
+                if w["run"] is None:
+                    w["conn"].send(None)
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            w["proc"].join(timeout=max(0.0, deadline - time.monotonic()))
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL every worker and its kernel (see :func:`_kill_processes`)."""
+        _kill_processes([w["proc"] for w in self.workers if w["proc"].exitcode is None])
+        for w in self.workers:
+            with contextlib.suppress(OSError):
+                w["conn"].close()
+        self.workers.clear()
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -648,19 +909,19 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_workers(running: dict) -> None:
-    """SIGKILL running workers, their process groups and every process below them (the
+def _kill_processes(procs: list) -> None:
+    """SIGKILL worker processes, their process groups and every process below them (the
     kernels run in sessions of their own), then reap the workers."""
     victims = []
-    for proc, *_ in running.values():
+    for proc in procs:
         victims += _descendants(proc.pid)
-    for proc, *_ in running.values():
+    for proc in procs:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
     for pid in victims:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    for proc, *_ in running.values():
+    for proc in procs:
         proc.join(timeout=5)
 
 
@@ -759,28 +1020,21 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
         import nbconvert  # noqa: F401
         import papermill  # noqa: F401
     bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
-    running: dict = {}
+    pool = _LocalPool(min(max(1, jobs), max(1, len(todo))), tmp, signals)
     published: set[str] = set()
-    ctx = multiprocessing.get_context("fork")
+    retried: set[str] = set()
     try:
         with _single_threaded_numerics(jobs):
             for wave in waves:
                 queue = list(wave)
-                while queue or running:
-                    while queue and len(running) < max(1, jobs):
-                        r = queue.pop(0)
-                        receive, send = ctx.Pipe(duplex=False)
-                        proc = ctx.Process(target=_worker, name=f"evaluation-{r.stem}", daemon=False,
-                                           args=(r, str(tmp / "pages"), str(tmp / "logs" / f"{r.stem}.log"),
-                                                 os.getpid(), send))
-                        with signals.deferred():  # a started worker is always known, so it can be stopped
-                            proc.start()
-                            running[proc.sentinel] = (proc, r, receive)
-                        send.close()
-                    for sentinel in wait_for(list(running), timeout=1.0):
-                        proc, r, receive = running.pop(sentinel)
-                        outcome = _receive(receive, proc)
-                        proc.join()
+                while queue or pool.busy:
+                    while queue and pool.idle():
+                        pool.submit(queue.pop(0))
+                    for r, outcome in pool.wait(timeout=1.0):
+                        if outcome.get("retry") and r.stem not in retried:
+                            retried.add(r.stem)  # its worker or kernel died: once more, on a fresh one
+                            queue.insert(0, r)
+                            continue
                         r.status, r.seconds, r.error = outcome["status"], outcome["seconds"], outcome["error"]
                         r.failure = outcome.get("failure")
                         with signals.deferred():
@@ -788,11 +1042,12 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
                             published.add(r.stem)
                         bar.update(1)
                         bar.set_postfix_str(f"{r.stem} {r.status}")
+        with signals.deferred():
+            pool.close()
     except BatchInterrupted as exc:
         signals.depth += 1  # a second signal does not cut the clean-up short
         stopped = sum(1 for r in todo if r.stem not in published)
-        _kill_workers(running)
-        running.clear()
+        pool.kill()
         bar.close()
         done = [r for r in runs if r.stem in published or r.reused]
         if published:  # the pages already replaced are listed; the index stays consistent
@@ -801,8 +1056,7 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
                               time.perf_counter() - started, fast, interrupted=True)
         raise BatchInterrupted(exc.signum, finished=len(published), stopped=stopped) from None
     finally:
-        if running:
-            _kill_workers(running)
+        pool.kill()
     bar.close()
     with signals.deferred():
         failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
@@ -810,22 +1064,6 @@ def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path
             _publish_css(tmp, final)
         _publish_sections(tmp / "results", final / "results", skip=failed_sections)
         return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
-
-
-def _receive(receive, proc) -> dict:
-    try:
-        if receive.poll():
-            return receive.recv()
-    except (EOFError, OSError):
-        pass
-    finally:
-        receive.close()
-    proc.join(timeout=5)
-    code = proc.exitcode
-    reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-    failure = {"ename": "WorkerDied", "evalue": f"the worker process ended without a result ({reason})",
-               "cell_index": None, "exec_count": None, "cell_source": "", "in_notebook": False}
-    return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure}
 
 
 def _validate_data(study):
