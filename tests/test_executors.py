@@ -83,3 +83,50 @@ def test_a_worker_that_dies_loses_only_its_run_which_is_retried_on_a_fresh_worke
     assert [r["stem"] for r in manifest["runs"]] == STEMS and all(r["status"] == "ok" for r in manifest["runs"])
     assert all((folder / f"{stem}.html").is_file() for stem in STEMS)
     assert not list(folder.rglob(".publishing-*")) and not (folder / "failed").exists()
+
+
+def _store(folder, drop=("created",)) -> dict[str, object]:
+    """Every file of a report's results store: CSVs as bytes, result.json without ``drop``
+    (its creation time; and its key, which hashes the study's id, for another study)."""
+    out = {}
+    for path in sorted((folder / "results").rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.relative_to(folder).as_posix()
+        if path.name == "result.json":
+            record = json.loads(path.read_text(encoding="utf-8"))
+            for name_ in drop:
+                record.pop(name_)
+            out[name] = record
+        else:
+            out[name] = path.read_bytes()
+    return out
+
+
+@pytest.mark.batch
+def test_a_local_dask_cluster_computes_the_same_store_bit_for_bit_as_the_local_pool(tmp_path, monkeypatch):
+    """Two studies (the small prefecture under two ids) on a Dask LocalCluster of 2 worker
+    processes (``--workers 2``) against one of them on the local pool: the same results
+    store, file for file, every CSV byte for byte and every result.json equal but for its
+    creation time (and, for the other id, its key) (reference: this package's local
+    executor, same code and inputs); the
+    summary ran after DiD in each study; the same pages; no temporary folder left."""
+    pytest.importorskip("distributed")
+    panel, pilots, _ = small_demo()
+    first = write_study(tmp_path / "a", panel, pilots).study
+    second = write_study(tmp_path / "b", panel, pilots, study_id="messy_two").study
+    chapters = ["--chapters", "did", "summary"]
+    monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "local"))
+    assert main(["batch", str(first), "--fast", "--jobs", "2", *chapters]) == 0
+    monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "dask"))
+    assert main(["batch", str(first), str(second), "--fast", "--workers", "2", *chapters]) == 0
+    local = _store(tmp_path / "local" / "messy")
+    assert len(local) > 10 and any(k.startswith("results/_study/summary.") for k in local)
+    for study, drop in (("messy", ("created",)), ("messy_two", ("created", "key"))):
+        folder = tmp_path / "dask" / study
+        assert _store(folder, drop) == _store(tmp_path / "local" / "messy", drop)  # bit for bit
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        assert [r["stem"] for r in manifest["runs"]] == [f"did__{INDICATOR}", "summary"]
+        assert all(r["status"] == "ok" and (folder / r["html"]).is_file() for r in manifest["runs"])
+        assert manifest["complete"] is False and manifest["ok"] is True  # a partial report, all runs fine
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == ["messy", "messy_two"]

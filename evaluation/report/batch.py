@@ -336,17 +336,28 @@ class KeptKernel:
     imports of the setup cell and the shutdown are paid once per worker instead of once per
     run. :meth:`reset` clears what a run left (see :data:`RESET_CODE`) before the next one."""
 
-    def __init__(self, cwd: str | Path):
+    def __init__(self, cwd: str | Path, output: str | None = None):
         from jupyter_client.manager import AsyncKernelManager
         from nbclient.util import run_sync
 
         self.km = AsyncKernelManager(kernel_name=KERNEL_NAME)
         self.kc = None
         self._run_sync = run_sync
-        run_sync(self._start)(str(cwd))
+        self.pid: int | None = None
+        run_sync(self._start)(str(cwd), output)
 
-    async def _start(self, cwd: str) -> None:
-        await self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    async def _start(self, cwd: str, output: str | None) -> None:
+        """Start the kernel in ``cwd``, its own output to the file ``output`` (else inherited)."""
+        streams = {}
+        if output is not None:
+            log = open(output, "ab")  # noqa: SIM115 - the kernel gets a copy of the descriptor
+            streams = {"stdout": log, "stderr": log}
+        try:
+            await self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"], **streams)
+        finally:
+            if streams:
+                streams["stdout"].close()
+        self.pid = getattr(self.km.provisioner, "pid", None)
         self.kc = self.km.client()
         self.kc.start_channels()
         try:
@@ -647,7 +658,17 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
     os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
     kernel_log = str(Path(tmp) / "logs" / f".kernel-{os.getpid()}.log")
     _redirect_output(kernel_log)
-    kernel = None
+    current = {"log": kernel_log}
+
+    @contextlib.contextmanager
+    def kernel_output():  # the kernel inherits descriptors 1 and 2: its own output goes to the kernel log
+        _redirect_output(kernel_log)
+        try:
+            yield
+        finally:
+            _redirect_output(current["log"])
+
+    slot = KernelSlot(on_start=kernel_output)
     while True:
         try:
             job = conn.recv()
@@ -655,37 +676,79 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
             break
         if job is None:
             break
-        run, out_dir, log_path = job
+        run, out_dir, current["log"] = job
         mark = os.path.getsize(kernel_log) if os.path.exists(kernel_log) else 0
-        try:
-            if kernel is None:
-                _redirect_output(kernel_log)  # the kernel inherits descriptors 1 and 2
-                kernel = KeptKernel(NOTEBOOKS)
-            _redirect_output(log_path)
-            outcome = execute(run, out_dir, kernel)
-        except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
-            _redirect_output(log_path)
-            traceback.print_exc()
-            outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
-                       "failure": describe_failure(exc)}
-        if kernel is not None and not kernel.alive():
-            kernel.shutdown()
-            kernel = None
-            if outcome["status"] != "ok":
-                outcome["retry"] = True  # the kernel died under the run: once more on a fresh kernel
+        _redirect_output(current["log"])
+        outcome = run_chapter(run, out_dir, slot)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # nbclient's asyncio handlers reset it
-        _copy_tail(kernel_log, mark, log_path)
+        copy_tail(kernel_log, mark, current["log"])
+        current["log"] = kernel_log
         _redirect_output(kernel_log)
         try:
             conn.send(outcome)
         except (EOFError, OSError):
             break
-    if kernel is not None:
-        kernel.shutdown()
+    slot.drop()
     conn.close()
 
 
-def _copy_tail(source: str, offset: int, target: str) -> None:
+class KernelSlot:
+    """Where a worker (a process of the local pool, a thread of a Dask worker) keeps its
+    :class:`KeptKernel`: started at the first run (inside ``on_start()``, a context
+    manager, when given; its own output to the file ``output`` when given), dropped when
+    it dies."""
+
+    def __init__(self, on_start=None, output: str | None = None):
+        self.kernel: KeptKernel | None = None
+        self.on_start, self.output = on_start, output
+
+    def get(self) -> KeptKernel:
+        if self.kernel is None:
+            with self.on_start() if self.on_start else contextlib.nullcontext():
+                self.kernel = KeptKernel(NOTEBOOKS, output=self.output)
+        return self.kernel
+
+    def drop(self) -> None:
+        if self.kernel is not None:
+            self.kernel.shutdown()
+            self.kernel = None
+
+    def interrupt(self) -> None:
+        """SIGINT to the kernel: the cell it runs raises KeyboardInterrupt."""
+        if self.kernel is not None and self.kernel.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.kernel.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        """SIGKILL the kernel without waiting (from any thread)."""
+        if self.kernel is not None and self.kernel.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.kernel.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                self.kernel.km.cleanup_connection_file()
+        self.kernel = None
+
+
+def run_chapter(run: Run, out_dir: str, slot: KernelSlot) -> dict:
+    """One chapter run as every executor runs it (the local pool's workers and the Dask
+    tasks alike): in the slot's kept kernel (started now if there is none), executed and
+    exported by :func:`execute`. Never raises: a failure is the outcome's ``failure``.
+    When the kernel died under the run, it is dropped and the outcome says ``retry`` (the
+    batch runs it once more, on a fresh kernel)."""
+    try:
+        outcome = execute(run, out_dir, slot.get())
+    except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
+        traceback.print_exc()
+        outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
+                   "failure": describe_failure(exc)}
+    if slot.kernel is not None and not slot.kernel.alive():
+        slot.drop()
+        if outcome["status"] != "ok":
+            outcome["retry"] = True
+    return outcome
+
+
+def copy_tail(source: str, offset: int, target: str) -> None:
     """Append what ``source`` gained after ``offset`` bytes to ``target``."""
     with contextlib.suppress(OSError), open(source, "rb") as f:
         f.seek(offset)
@@ -714,7 +777,9 @@ class _LocalPool:
     def idle(self) -> bool:
         return any(w["run"] is None for w in self.workers) or len(self.workers) < self.size
 
-    def submit(self, run: Run) -> None:
+    def submit(self, run: Run, pages: str, log: str) -> None:
+        """Give ``run`` to an idle worker (started now when there is none); its executed
+        notebook and HTML go to the folder ``pages``, its output to the file ``log``."""
         worker = next((w for w in self.workers if w["run"] is None), None)
         if worker is None:
             mine, theirs = self.ctx.Pipe(duplex=True)
@@ -726,7 +791,7 @@ class _LocalPool:
                 self.workers.append(worker)
             theirs.close()
         worker["run"] = run
-        worker["conn"].send((run, str(self.tmp / "pages"), str(self.tmp / "logs" / f"{run.stem}.log")))
+        worker["conn"].send((run, pages, log))
 
     def wait(self, timeout: float = 1.0) -> list[tuple[Run, dict]]:
         busy = [w for w in self.workers if w["run"] is not None]
@@ -959,111 +1024,213 @@ def _previous_manifest(final: Path) -> dict:
 
 def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapters=None, resume: bool = False,
               fast: bool = False, progress: bool = True, wait: bool = False) -> dict:
-    """Run the batch; returns the manifest. ``manifest["runs"]`` lists every run of the
-    report (this batch's and the previous ones' still published), ``manifest["batch"]``
-    this batch's stems and whether they all succeeded (``manifest["ok"]``). Raises
-    :class:`BatchRunningError` when another batch of the study runs (unless ``wait``) and
-    :class:`BatchInterrupted` on SIGINT / SIGTERM."""
+    """Run the batch of one study on the local pool; returns the manifest. ``manifest["runs"]``
+    lists every run of the report (this batch's and the previous ones' still published),
+    ``manifest["batch"]`` this batch's stems and whether they all succeeded
+    (``manifest["ok"]``). Raises :class:`BatchRunningError` when another batch of the study
+    runs (unless ``wait``) and :class:`BatchInterrupted` on SIGINT / SIGTERM."""
+    return run_batches([study_path], jobs=jobs, indicators=indicators, chapters=chapters, resume=resume, fast=fast,
+                       progress=progress, wait=wait)[0]
+
+
+def run_batches(study_paths, *, jobs: int = 2, indicators=None, chapters=None, resume: bool = False,
+                fast: bool = False, progress: bool = True, wait: bool = False, scheduler: str | None = None,
+                workers: int | None = None) -> list[dict]:
+    """Run the batches of several studies (a province: one study per county and the
+    province-wide one) on one executor; returns their manifests, in the order given.
+
+    The executor is the local pool of ``jobs`` worker processes (:class:`_LocalPool`),
+    unless ``scheduler`` (a Dask scheduler's address, ``tcp://host:8786``) or ``workers``
+    (the number of workers of a Dask ``LocalCluster`` started for the batch) is given:
+    then the runs go to Dask (:class:`evaluation.report.executors.DaskPool`). Either way
+    each run goes through :func:`run_chapter` in a kept kernel, the runs of all studies
+    share the executor and one progress bar, and a study's summary starts when its other
+    runs have finished. Each study's lock is held for the whole batch; its pages and
+    manifest are published as for one study."""
     with _Signals() as signals:  # from here SIGINT and SIGTERM raise BatchInterrupted
-        study_path = resolve_study_path(study_path)
-        study = load_study(study_path)
-        runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
-        panel = _validate_data(study)  # invalid data stop the batch before anything is written
-        final = study_output_dir(study.id)
-        with study_lock(study.id, wait=wait):
-            return _run_batch_locked(study, study_path, runs, final, signals, panel, jobs=jobs, resume=resume,
-                                     fast=fast, progress=progress)
+        batches, seen = [], {}
+        for given in study_paths:
+            study_path = resolve_study_path(given)
+            study = load_study(study_path)
+            if study.id in seen:
+                raise UsageError(f"{given}: study id {study.id} is also the id of {seen[study.id]}; each study "
+                                 "of a batch needs its own id (its report folder)")
+            seen[study.id] = given
+            runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
+            panel = _validate_data(study)  # invalid data stop the batch before anything is written
+            batches.append(_StudyBatch(study, study_path, runs, study_output_dir(study.id), panel, fast=fast))
+        with contextlib.ExitStack() as stack:
+            for b in sorted(batches, key=lambda b: b.study.id):  # one order: two --wait batches do not deadlock
+                stack.enter_context(study_lock(b.study.id, wait=wait))
+            try:
+                for b in batches:
+                    with signals.deferred():
+                        b.open()
+                return _run_locked(batches, signals, jobs=jobs, resume=resume, progress=progress,
+                                   scheduler=scheduler, workers=workers)
+            finally:
+                signals.depth += 1  # the temporary folders go, whatever arrives now
+                for b in batches:
+                    b.close()
+                signals.depth -= 1
 
 
-def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, panel, *,
-                      jobs: int, resume: bool, fast: bool, progress: bool) -> dict:
-    with signals.deferred():
-        _remove_debris(study.id, final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-{os.getpid()}-", dir=final.parent))
-    try:
-        return _run_locked(study, study_path, runs, final, tmp, signals, panel, jobs=jobs, resume=resume, fast=fast,
-                           progress=progress)
-    finally:
-        signals.depth += 1  # the temporary folder goes, whatever arrives now
-        shutil.rmtree(tmp, ignore_errors=True)
-        signals.depth -= 1
+class _StudyBatch:
+    """One study's part of a batch: its runs, its temporary folder, what it published."""
+
+    def __init__(self, study, study_path: Path, runs: list[Run], final: Path, panel, *, fast: bool):
+        self.study, self.study_path, self.runs, self.final, self.panel, self.fast = (study, study_path, runs, final,
+                                                                                     panel, fast)
+        self.tmp: Path | None = None
+        self.todo: list[Run] = []
+        self.pending: list[Run] = []  # not yet handed to the executor
+        self.finished: set[str] = set()
+        self.published: set[str] = set()
+        self.manifest: dict | None = None
+
+    def open(self) -> None:
+        _remove_debris(self.study.id, self.final)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.study.id}-batch-{os.getpid()}-", dir=self.final.parent))
+
+    def close(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def prepare(self, resume: bool) -> None:
+        """The batch's folders, store and CSS; the runs' keys; the runs to do (``--resume``
+        reuses a run whose key, page and notebook are unchanged)."""
+        tmp = self.tmp
+        self.started, self.created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        (tmp / "pages").mkdir()
+        (tmp / "logs").mkdir()
+        (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
+        _seed_store(self.final / "results", tmp / "results")
+        for r in self.runs:
+            r.parameters["results_dir"] = str(tmp / "results")
+        code = code_hash()
+        self.inputs = _InputsByIndicator(self.study, self.panel)
+        for r in self.runs:
+            r.key = _run_key(r, self.inputs[r.indicator], code)
+        previous = {r["stem"]: r for r in _previous_manifest(self.final).get("runs", [])}
+        for r in self.runs:
+            old = previous.get(r.stem)
+            if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
+                    and (self.final / f"{r.stem}.html").is_file() and (self.final / f"{r.stem}.ipynb").is_file()):
+                r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
+            else:
+                self.todo.append(r)
+        self.pending = list(self.todo)
+
+    def ready(self) -> list[Run]:
+        """The runs that may start now, taken from the pending ones: every run but the
+        summary, and the summary (which reads the other chapters' stored results) once
+        all the others have finished."""
+        others_done = all(r.stem in self.finished for r in self.todo if r.chapter != "summary")
+        out = [r for r in self.pending if r.chapter != "summary" or others_done]
+        self.pending = [r for r in self.pending if r not in out]
+        return out
+
+    def paths(self, run: Run) -> tuple[str, str]:
+        return str(self.tmp / "pages"), str(self.tmp / "logs" / f"{run.stem}.log")
+
+    def finish_run(self, run: Run, outcome: dict, signals: _Signals) -> None:
+        run.status, run.seconds, run.error = outcome["status"], outcome["seconds"], outcome["error"]
+        run.failure = outcome.get("failure")
+        with signals.deferred():
+            _publish_run(run, self.tmp, self.final)
+            self.published.add(run.stem)
+            self.finished.add(run.stem)
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending and all(r.stem in self.finished for r in self.todo)
+
+    def finish(self, signals: _Signals) -> dict:
+        """Publish the batch's results and rebuild the manifest and index."""
+        with signals.deferred():
+            failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in self.runs if r.status != "ok"}
+            if self.final.is_dir():  # also when every page was reused (--resume) and report.css had gone
+                _publish_css(self.tmp, self.final)
+            _publish_sections(self.tmp / "results", self.final / "results", skip=failed_sections)
+            self.manifest = _write_report(self.study, self.study_path, self.runs, self.final, self.inputs,
+                                          self.created, time.perf_counter() - self.started, self.fast)
+            return self.manifest
+
+    def interrupted(self, signals: _Signals) -> None:
+        """After SIGINT / SIGTERM: list the pages already replaced (the index stays consistent)."""
+        if self.published and self.manifest is None:
+            done = [r for r in self.runs if r.stem in self.published or r.reused]
+            with signals.deferred():
+                _write_report(self.study, self.study_path, done, self.final, self.inputs, self.created,
+                              time.perf_counter() - self.started, self.fast, interrupted=True)
 
 
-def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, panel, *,
-                jobs: int,
-                resume: bool, fast: bool, progress: bool) -> dict:
+def _make_pool(size: int, tmp: Path, signals: _Signals, scheduler: str | None, workers: int | None):
+    if scheduler is None and workers is None:
+        return _LocalPool(size, tmp, signals)
+    from evaluation.report.executors import DaskPool
+
+    return DaskPool(scheduler=scheduler, workers=workers)
+
+
+def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, resume: bool, progress: bool,
+                scheduler: str | None = None, workers: int | None = None) -> list[dict]:
     from tqdm import tqdm
 
-    started, created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    (tmp / "pages").mkdir()
-    (tmp / "logs").mkdir()
-    (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
-    _seed_store(final / "results", tmp / "results")
-    for r in runs:
-        r.parameters["results_dir"] = str(tmp / "results")
-    code = code_hash()
-    inputs = _InputsByIndicator(study, panel)
-    for r in runs:
-        r.key = _run_key(r, inputs[r.indicator], code)
-    previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])}
-    todo = []
-    for r in runs:
-        old = previous.get(r.stem)
-        if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
-                and (final / f"{r.stem}.html").is_file() and (final / f"{r.stem}.ipynb").is_file()):
-            r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
-        else:
-            todo.append(r)
-    # the summary reads the other chapters' stored results, so it runs after them
-    waves = [[r for r in todo if r.chapter != "summary"], [r for r in todo if r.chapter == "summary"]]
+    for b in batches:
+        b.prepare(resume)
+    todo = [r for b in batches for r in b.todo]
     if todo:  # imported once here rather than in every worker
         import nbconvert  # noqa: F401
         import papermill  # noqa: F401
-    bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
-    pool = _LocalPool(min(max(1, jobs), max(1, len(todo))), tmp, signals)
-    published: set[str] = set()
-    retried: set[str] = set()
+    owner = {id(r): b for b in batches for r in b.todo}
+    label = batches[0].study.id if len(batches) == 1 else f"{len(batches)} studies"
+    bar = tqdm(total=len(todo), desc=f"{label}: chapters", unit="run", disable=not progress)
+    pool = None
+    retried: set[int] = set()
     try:
-        with _single_threaded_numerics(jobs):
-            for wave in waves:
-                queue = list(wave)
-                while queue or pool.busy:
-                    while queue and pool.idle():
-                        pool.submit(queue.pop(0))
-                    for r, outcome in pool.wait(timeout=1.0):
-                        if outcome.get("retry") and r.stem not in retried:
-                            retried.add(r.stem)  # its worker or kernel died: once more, on a fresh one
-                            queue.insert(0, r)
-                            continue
-                        r.status, r.seconds, r.error = outcome["status"], outcome["seconds"], outcome["error"]
-                        r.failure = outcome.get("failure")
-                        with signals.deferred():
-                            _publish_run(r, tmp, final)
-                            published.add(r.stem)
-                        bar.update(1)
-                        bar.set_postfix_str(f"{r.stem} {r.status}")
-        with signals.deferred():
-            pool.close()
+        with _single_threaded_numerics(workers if workers is not None else jobs):  # before Dask starts workers
+            if todo:
+                pool = _make_pool(min(max(1, jobs), len(todo)), batches[0].tmp, signals, scheduler, workers)
+            queue: list[Run] = []
+            while True:
+                for b in batches:
+                    queue += b.ready()
+                while queue and pool is not None and pool.idle():
+                    r = queue.pop(0)
+                    pool.submit(r, *owner[id(r)].paths(r))
+                if not queue and (pool is None or not pool.busy):
+                    break
+                for r, outcome in pool.wait(timeout=1.0):
+                    if outcome.get("retry") and id(r) not in retried:
+                        retried.add(id(r))  # its worker or kernel died: once more, on a fresh one
+                        queue.insert(0, r)
+                        continue
+                    b = owner[id(r)]
+                    b.finish_run(r, outcome, signals)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.stem} {r.status}" if len(batches) == 1 else
+                                        f"{b.study.id}/{r.stem} {r.status}")
+                    if b.complete:
+                        b.finish(signals)
+            if pool is not None:
+                with signals.deferred():
+                    pool.close()
     except BatchInterrupted as exc:
         signals.depth += 1  # a second signal does not cut the clean-up short
-        stopped = sum(1 for r in todo if r.stem not in published)
-        pool.kill()
+        stopped = sum(1 for b in batches for r in b.todo if r.stem not in b.published)
+        if pool is not None:
+            pool.kill()
         bar.close()
-        done = [r for r in runs if r.stem in published or r.reused]
-        if published:  # the pages already replaced are listed; the index stays consistent
-            with signals.deferred():
-                _write_report(study, study_path, done, final, inputs, created,
-                              time.perf_counter() - started, fast, interrupted=True)
-        raise BatchInterrupted(exc.signum, finished=len(published), stopped=stopped) from None
+        for b in batches:
+            b.interrupted(signals)
+        finished = sum(len(b.published) for b in batches)
+        raise BatchInterrupted(exc.signum, finished=finished, stopped=stopped) from None
     finally:
-        pool.kill()
+        if pool is not None:
+            pool.kill()
     bar.close()
-    with signals.deferred():
-        failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
-        if final.is_dir():  # also when every page was reused (--resume) and report.css had gone
-            _publish_css(tmp, final)
-        _publish_sections(tmp / "results", final / "results", skip=failed_sections)
-        return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
+    return [b.manifest if b.manifest is not None else b.finish(signals) for b in batches]
 
 
 def _validate_data(study):
