@@ -619,7 +619,7 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-_LOCK_FD: int | None = None  # the study lock's descriptor: a worker closes its inherited copy
+_LOCK_FDS: set[int] = set()  # the study locks' descriptors: a worker closes its inherited copies
 
 
 def _redirect_output(path: str) -> None:
@@ -649,9 +649,9 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
     os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if _LOCK_FD is not None:
+    for fd in _LOCK_FDS:
         with contextlib.suppress(OSError):
-            os.close(_LOCK_FD)
+            os.close(fd)
     scratch = Path(tmp) / "scratch"  # the kernel's connection file (a mkstemp file) and other
     scratch.mkdir(exist_ok=True)     # temporary files go with the batch's temporary folder
     tempfile.tempdir = str(scratch)
@@ -855,7 +855,6 @@ def study_lock(study_id: str, *, wait: bool = False):
     batch raises :class:`BatchRunningError` (exit 2) naming the holder, or blocks with
     ``wait``. The lock file holds the holder's pid, host and start time; the kernel
     releases the lock when the holder dies, however it dies."""
-    global _LOCK_FD
     root = output_root()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f".{study_id}.lock"
@@ -887,11 +886,11 @@ def study_lock(study_id: str, *, wait: bool = False):
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": started}).encode(), 0)
-    _LOCK_FD = fd
+    _LOCK_FDS.add(fd)
     try:
         yield path
     finally:
-        _LOCK_FD = None
+        _LOCK_FDS.discard(fd)
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
@@ -1112,6 +1111,8 @@ class _StudyBatch:
         for r in self.runs:
             r.key = _run_key(r, self.inputs[r.indicator], code)
         previous = {r["stem"]: r for r in _previous_manifest(self.final).get("runs", [])}
+        self.previous_seconds = {stem: r.get("seconds") for stem, r in previous.items()
+                                 if r.get("status") == "ok" and not r.get("reused")}
         for r in self.runs:
             old = previous.get(r.stem)
             if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
@@ -1129,6 +1130,11 @@ class _StudyBatch:
         out = [r for r in self.pending if r.chapter != "summary" or others_done]
         self.pending = [r for r in self.pending if r not in out]
         return out
+
+    def expected_seconds(self, run: Run) -> float:
+        """How long ``run`` is expected to take: its time in the previous manifest, else
+        :data:`CHAPTER_SECONDS` (rough, by chapter)."""
+        return float(self.previous_seconds.get(run.stem) or CHAPTER_SECONDS.get(run.chapter, 1.0))
 
     def paths(self, run: Run) -> tuple[str, str]:
         return str(self.tmp / "pages"), str(self.tmp / "logs" / f"{run.stem}.log")
@@ -1165,6 +1171,12 @@ class _StudyBatch:
                               time.perf_counter() - self.started, self.fast, interrupted=True)
 
 
+# Rough seconds of one run by chapter (the demo, --fast; the robustness chapter is most of the
+# computation): used only to order the runs, longest first, when the previous manifest has no
+# time for them.
+CHAPTER_SECONDS = {"robustness": 12.0, "did": 4.0, "its": 2.0, "trends": 1.5, "data_quality": 2.0, "summary": 3.0}
+
+
 def _make_pool(size: int, tmp: Path, signals: _Signals, scheduler: str | None, workers: int | None):
     if scheduler is None and workers is None:
         return _LocalPool(size, tmp, signals)
@@ -1194,8 +1206,10 @@ def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, res
                 pool = _make_pool(min(max(1, jobs), len(todo)), batches[0].tmp, signals, scheduler, workers)
             queue: list[Run] = []
             while True:
-                for b in batches:
-                    queue += b.ready()
+                fresh = [r for b in batches for r in b.ready()]
+                if fresh:  # longest first: a long run started last would leave the other workers idle
+                    queue += fresh
+                    queue.sort(key=lambda r: -owner[id(r)].expected_seconds(r))
                 while queue and pool is not None and pool.idle():
                     r = queue.pop(0)
                     pool.submit(r, *owner[id(r)].paths(r))

@@ -90,6 +90,7 @@ class DaskPool:
                                             dashboard_address=None, silence_logs=40)
             self.client = Client(self.cluster)
         self.futures: dict = {}  # future -> run
+        self.submitted = 0
 
     def idle(self) -> bool:
         return True  # the scheduler queues the runs
@@ -99,8 +100,9 @@ class DaskPool:
         return len(self.futures)
 
     def submit(self, run: Run, pages: str, log: str) -> None:
+        self.submitted += 1  # a key of its own, also for a run submitted again
         future = self.client.submit(run_on_worker, run, pages, log, pure=False,
-                                    key=f"evaluation-{run.stem}-{id(run):x}-{len(self.futures)}")
+                                    key=f"evaluation-{run.stem}-{os.getpid()}-{self.submitted}")
         self.futures[future] = run
 
     def wait(self, timeout: float = 1.0) -> list[tuple[Run, dict]]:
