@@ -160,30 +160,46 @@ def _demo_data(args) -> int:
 
 def _batch(args) -> int:
     from evaluation.paths import study_output_dir
-    from evaluation.report.batch import BatchInterrupted, run_batch
+    from evaluation.report.batch import BatchInterrupted, run_batches
 
+    if args.scheduler is not None and args.workers is not None:
+        raise UsageError("--scheduler and --workers: give one (a running Dask scheduler, or a local Dask cluster "
+                         "of that many workers)")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give at least 1")
+    if args.scheduler is not None or args.workers is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError("--scheduler/--workers need dask.distributed: pip install "
+                             "'dask[distributed]==2026.8.0' (see docs/dask.md)") from None
     try:
-        manifest = run_batch(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
-                             resume=args.resume, fast=args.fast, wait=args.wait)
+        manifests = run_batches(args.study, jobs=args.jobs, indicators=args.indicators, chapters=args.chapters,
+                                resume=args.resume, fast=args.fast, wait=args.wait, scheduler=args.scheduler,
+                                workers=args.workers)
     except BatchInterrupted as exc:  # SIGINT / SIGTERM: one line, no traceback
         print(f"evaluation batch: {exc.message()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # Ctrl-C while the study and data were read: nothing was written
         print("evaluation batch: interrupted by SIGINT before any run started; nothing changed", file=sys.stderr)
         return 130
-    folder = study_output_dir(manifest["study"])
-    mine = set(manifest["batch"]["stems"])
-    runs = [r for r in manifest["runs"] if r["stem"] in mine]
-    failed = [r for r in runs if r["status"] != "ok"]
-    reused = sum(bool(r["reused"]) for r in runs)
-    print(f"{len(runs)} runs ({reused} reused), {len(failed)} failed, {manifest['seconds']:.0f} s")
-    for r in failed:
-        failure = r.get("failure") or {}
-        where = f"; notebook: {folder / failure['notebook']}" if failure.get("notebook") else ""
-        kept = "; the last good page is kept, marked stale" if r.get("stale") else ""
-        print(f"FAILED {r['stem']}: {r['error']}{where}{kept}", file=sys.stderr)
-    print(f"report: {folder / 'index.html'}")
-    return 1 if failed else 0
+    any_failed = False
+    for manifest in manifests:
+        folder = study_output_dir(manifest["study"])
+        mine = set(manifest["batch"]["stems"])
+        runs = [r for r in manifest["runs"] if r["stem"] in mine]
+        failed = [r for r in runs if r["status"] != "ok"]
+        any_failed = any_failed or bool(failed)
+        reused = sum(bool(r["reused"]) for r in runs)
+        name = f"{manifest['study']}: " if len(manifests) > 1 else ""
+        print(f"{name}{len(runs)} runs ({reused} reused), {len(failed)} failed, {manifest['seconds']:.0f} s")
+        for r in failed:
+            failure = r.get("failure") or {}
+            where = f"; notebook: {folder / failure['notebook']}" if failure.get("notebook") else ""
+            kept = "; the last good page is kept, marked stale" if r.get("stale") else ""
+            print(f"FAILED {name}{r['stem']}: {r['error']}{where}{kept}", file=sys.stderr)
+        print(f"report: {folder / 'index.html'}")
+    return 1 if any_failed else 0
 
 
 def _export(args) -> int:
@@ -245,8 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the validated analysis panel to outputs/<study>/panel_validated.csv")
     p.set_defaults(func=_validate)
     b = sub.add_parser("batch", help="run every chapter for every indicator and build the HTML report")
-    b.add_argument("study", help="study YAML file")
+    b.add_argument("study", nargs="+", help="study YAML file(s): several share the workers (a province: one "
+                                            "study per county and the province-wide one)")
     b.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default 2)")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the chapters on this Dask scheduler (tcp://host:8786; see docs/dask.md)")
+    b.add_argument("--workers", type=int, metavar="N",
+                   help="run the chapters on a local Dask cluster of N worker processes")
     b.add_argument("--indicators", nargs="+", help="only these indicator ids")
     b.add_argument("--chapters", nargs="+", help="only these chapters (data_quality trends did its robustness summary)")
     b.add_argument("--resume", action="store_true", help="reuse runs whose inputs and parameters did not change")

@@ -1,8 +1,17 @@
 """Batch runs of the chapters with papermill, HTML export, index page and manifest.
 
 ``evaluation batch STUDY`` runs every chapter for every indicator (the per-study
-chapters once), ``--jobs`` at a time, each in its own worker process, and keeps the
-report in ``outputs/<study>/`` whole at every moment:
+chapters once), ``--jobs`` at a time, and keeps the report in ``outputs/<study>/`` whole
+at every moment:
+
+- **Kept kernels.** The local pool has ``--jobs`` worker processes; each starts one
+  Jupyter kernel at its first run and keeps it for all the runs it takes (papermill runs
+  each chapter in it through the engine :data:`KEPT_KERNEL_ENGINE`), so the kernel start,
+  the imports of the setup cell and the shutdown are paid once per worker, not once per
+  run. Before each run the kernel's user namespace is reset (:data:`RESET_CODE`: names,
+  figures, warning filters, execution counter). A worker or kernel that dies under a run
+  loses only that run, which is retried once on a fresh worker (and kernel). The chapters
+  stay plain papermill notebooks: the papermill command line runs each one alone.
 
 - **Per-run publishing.** A run executes in the batch's temporary folder
   (``outputs/.<study>-batch-<pid>-*``). When it succeeds, its executed notebook, its HTML
@@ -269,17 +278,24 @@ def _git_dirty() -> bool | None:
 
 # ----------------------------------------------------------------------------- one run, in a worker
 
-def execute(run: Run, out_dir: str) -> dict:
+def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
     """Execute one chapter and export it to HTML (runs in a worker process). Returns
-    ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where)."""
+    ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where).
+    With ``kernel`` (a :class:`KeptKernel`) the chapter runs in that kernel, its user
+    namespace reset first; without, papermill starts a kernel for the run and shuts it down."""
     import papermill as pm
 
     start = time.perf_counter()
     out = Path(out_dir)
     try:
+        extra = {}
+        if kernel is not None:
+            _register_kept_kernel_engine()
+            kernel.reset()
+            extra = {"engine_name": KEPT_KERNEL_ENGINE, "kept_kernel": kernel}
         pm.execute_notebook(str(NOTEBOOKS / run.notebook), str(out / f"{run.stem}.ipynb"),
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
-                            progress_bar=False)
+                            progress_bar=False, **extra)
         export_html(out / f"{run.stem}.ipynb", out / f"{run.stem}.html",
                     title=page_title(run.parameters["study_path"], run.chapter, run.indicator))
         return {"status": "ok", "seconds": time.perf_counter() - start, "error": "", "failure": None}
@@ -288,6 +304,123 @@ def execute(run: Run, out_dir: str) -> dict:
         failure = describe_failure(exc)
         return {"status": "failed", "seconds": time.perf_counter() - start, "error": failure_line(failure),
                 "failure": failure}
+
+
+# ----------------------------------------------------------------------------- a kernel kept for many runs
+
+KEPT_KERNEL_ENGINE = "evaluation-kept-kernel"  # papermill engine that runs a notebook in a KeptKernel
+
+# Run in the kept kernel before each chapter: the figures closed, the warning filters as the
+# kernel started with them (and the "shown once" registries emptied), every name the previous
+# chapter defined removed (``%reset -f``: the user namespace and the output history), and the
+# execution counter at 1, so the chapter's first cell is ``In [1]`` as in a fresh kernel.
+# Modules stay imported: that is the point of keeping the kernel.
+RESET_CODE = """\
+import sys as _sys
+import warnings as _warnings
+if "matplotlib.pyplot" in _sys.modules:
+    _sys.modules["matplotlib.pyplot"].close("all")
+if not hasattr(_warnings, "_evaluation_initial_filters"):
+    _warnings._evaluation_initial_filters = list(_warnings.filters)
+_warnings.resetwarnings()
+_warnings.filters[:] = _warnings._evaluation_initial_filters
+get_ipython().run_line_magic("reset", "-f")
+__import__("gc").collect()
+get_ipython().execution_count = 1  # the count the next cell shows
+"""
+
+
+class KeptKernel:
+    """One Jupyter kernel (:data:`KERNEL_NAME`, started in the notebooks' folder) and its
+    client, kept by a worker process for all the runs it takes: the kernel start, the
+    imports of the setup cell and the shutdown are paid once per worker instead of once per
+    run. :meth:`reset` clears what a run left (see :data:`RESET_CODE`) before the next one."""
+
+    def __init__(self, cwd: str | Path, output: str | None = None):
+        from jupyter_client.manager import AsyncKernelManager
+        from nbclient.util import run_sync
+
+        self.km = AsyncKernelManager(kernel_name=KERNEL_NAME)
+        self.kc = None
+        self._run_sync = run_sync
+        self.pid: int | None = None
+        run_sync(self._start)(str(cwd), output)
+
+    async def _start(self, cwd: str, output: str | None) -> None:
+        """Start the kernel in ``cwd``, its own output to the file ``output`` (else inherited)."""
+        streams = {}
+        if output is not None:
+            log = open(output, "ab")  # noqa: SIM115 - the kernel gets a copy of the descriptor
+            streams = {"stdout": log, "stderr": log}
+        try:
+            await self.km.start_kernel(cwd=cwd, extra_arguments=["--HistoryManager.hist_file=:memory:"], **streams)
+        finally:
+            if streams:
+                streams["stdout"].close()
+        self.pid = getattr(self.km.provisioner, "pid", None)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            await self.kc.wait_for_ready(timeout=60)
+        except BaseException:
+            self.shutdown()
+            raise
+        self.kc.allow_stdin = False
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._run_sync(self.km.is_alive)())
+        except Exception:  # noqa: BLE001 - a kernel that cannot say is treated as dead
+            return False
+
+    def reset(self) -> None:
+        """Run :data:`RESET_CODE`; raises when the kernel cannot run it."""
+        import nbformat
+        from nbclient import NotebookClient
+
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(RESET_CODE)])
+        nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": KERNEL_NAME, "language": "python"}
+        client = NotebookClient(nb, km=self.km, kernel_name=KERNEL_NAME, timeout=120)
+        client.kc = self.kc
+        client.execute()
+
+    def shutdown(self) -> None:
+        """Stop the client's channels and kill the kernel (nothing in it needs saving)."""
+        with contextlib.suppress(Exception):
+            if self.kc is not None:
+                self.kc.stop_channels()
+        with contextlib.suppress(Exception):
+            self._run_sync(self.km.shutdown_kernel)(now=True)
+
+
+def _register_kept_kernel_engine() -> None:
+    """Register papermill's engine :data:`KEPT_KERNEL_ENGINE`: papermill's own nbclient
+    engine (parameters injected, cells timed, the notebook written with the error on
+    failure), executing in a :class:`KeptKernel` given as ``kept_kernel=`` instead of a
+    kernel of its own; the kernel is left running."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+    from papermill.log import logger
+    from papermill.utils import merge_kwargs, remove_args
+
+    if KEPT_KERNEL_ENGINE in papermill_engines._engines:
+        return
+
+    class KeptKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, kept_kernel=None,
+                                     **kwargs):
+            kwargs = remove_args(["input_path"], **kwargs)
+            safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+            final_kwargs = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
+                                        startup_timeout=start_timeout, kernel_name=kernel_name, log=logger,
+                                        log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
+            client = PapermillNotebookClient(nb_man, km=kept_kernel.km, **final_kwargs)
+            client.kc = kept_kernel.kc  # the kept client: nbclient neither starts nor stops one
+            return client.execute()
+
+    papermill_engines.register(KEPT_KERNEL_ENGINE, KeptKernelEngine)
 
 
 def describe_failure(exc: BaseException) -> dict:
@@ -486,39 +619,232 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-_LOCK_FD: int | None = None  # the study lock's descriptor: a worker closes its inherited copy
+_LOCK_FDS: set[int] = set()  # the study locks' descriptors: a worker closes its inherited copies
 
 
-def _worker(run: Run, out_dir: str, log_path: str, parent_pid: int, conn) -> None:
-    """A worker process (forked): dies with the batch, ignores the terminal's SIGINT (the
-    batch stops it), writes its output and its kernel's to ``log_path``, keeps its kernel's
-    connection file in the batch's temporary folder, and sends the run's outcome back."""
-    die_with_parent(parent_pid)
-    os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if _LOCK_FD is not None:
-        with contextlib.suppress(OSError):
-            os.close(_LOCK_FD)
-    scratch = Path(out_dir).parent / "scratch"  # the kernel's connection file (a mkstemp file) and other
-    scratch.mkdir(exist_ok=True)                 # temporary files go with the batch's temporary folder
-    tempfile.tempdir = str(scratch)
-    os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def _redirect_output(path: str) -> None:
+    """Point this process's file descriptors 1 and 2 (and ``sys.stdout``/``sys.stderr``) at ``path``."""
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(log, 1)  # the kernel inherits these: its start-up warnings land in the log
+    os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _worker(conn, tmp: str, parent_pid: int) -> None:
+    """A worker process (forked) of the local pool: dies with the batch, ignores the
+    terminal's SIGINT (the batch stops it), keeps temporary files and its kernel's
+    connection file in the batch's temporary folder, and then takes runs from ``conn``
+    until it receives ``None``: ``(run, pages folder, log path)`` in, the run's outcome out.
+
+    It starts one :class:`KeptKernel` at its first run and reuses it for the next ones.
+    The worker's output during a run goes to the run's log; the kernel's own output
+    (start-up warnings, interrupts) to the worker's kernel log, whose part written during
+    a run is copied to the end of the run's log. When the kernel dies during a run, the
+    outcome says ``retry`` and the next run starts a fresh kernel."""
+    die_with_parent(parent_pid)
+    os.setpgrp()  # Ctrl-C reaches the batch only; the batch kills the worker's group
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for fd in _LOCK_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    scratch = Path(tmp) / "scratch"  # the kernel's connection file (a mkstemp file) and other
+    scratch.mkdir(exist_ok=True)     # temporary files go with the batch's temporary folder
+    tempfile.tempdir = str(scratch)
+    os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
+    kernel_log = str(Path(tmp) / "logs" / f".kernel-{os.getpid()}.log")
+    _redirect_output(kernel_log)
+    current = {"log": kernel_log}
+
+    @contextlib.contextmanager
+    def kernel_output():  # the kernel inherits descriptors 1 and 2: its own output goes to the kernel log
+        _redirect_output(kernel_log)
+        try:
+            yield
+        finally:
+            _redirect_output(current["log"])
+
+    slot = KernelSlot(on_start=kernel_output)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            break
+        if job is None:
+            break
+        run, out_dir, current["log"] = job
+        mark = os.path.getsize(kernel_log) if os.path.exists(kernel_log) else 0
+        _redirect_output(current["log"])
+        outcome = run_chapter(run, out_dir, slot)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # nbclient's asyncio handlers reset it
+        copy_tail(kernel_log, mark, current["log"])
+        current["log"] = kernel_log
+        _redirect_output(kernel_log)
+        try:
+            conn.send(outcome)
+        except (EOFError, OSError):
+            break
+    slot.drop()
+    conn.close()
+
+
+class KernelSlot:
+    """Where a worker (a process of the local pool, a thread of a Dask worker) keeps its
+    :class:`KeptKernel`: started at the first run (inside ``on_start()``, a context
+    manager, when given; its own output to the file ``output`` when given), dropped when
+    it dies."""
+
+    def __init__(self, on_start=None, output: str | None = None):
+        self.kernel: KeptKernel | None = None
+        self.on_start, self.output = on_start, output
+
+    def get(self) -> KeptKernel:
+        if self.kernel is None:
+            with self.on_start() if self.on_start else contextlib.nullcontext():
+                self.kernel = KeptKernel(NOTEBOOKS, output=self.output)
+        return self.kernel
+
+    def drop(self) -> None:
+        if self.kernel is not None:
+            self.kernel.shutdown()
+            self.kernel = None
+
+    def interrupt(self) -> None:
+        """SIGINT to the kernel: the cell it runs raises KeyboardInterrupt."""
+        if self.kernel is not None and self.kernel.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.kernel.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        """SIGKILL the kernel without waiting (from any thread)."""
+        if self.kernel is not None and self.kernel.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.kernel.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                self.kernel.km.cleanup_connection_file()
+        self.kernel = None
+
+
+def run_chapter(run: Run, out_dir: str, slot: KernelSlot) -> dict:
+    """One chapter run as every executor runs it (the local pool's workers and the Dask
+    tasks alike): in the slot's kept kernel (started now if there is none), executed and
+    exported by :func:`execute`. Never raises: a failure is the outcome's ``failure``.
+    When the kernel died under the run, it is dropped and the outcome says ``retry`` (the
+    batch runs it once more, on a fresh kernel)."""
     try:
-        outcome = execute(run, out_dir)
+        outcome = execute(run, out_dir, slot.get())
     except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
+        traceback.print_exc()
         outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
                    "failure": describe_failure(exc)}
-    conn.send(outcome)
-    conn.close()
+    if slot.kernel is not None and not slot.kernel.alive():
+        slot.drop()
+        if outcome["status"] != "ok":
+            outcome["retry"] = True
+    return outcome
+
+
+def copy_tail(source: str, offset: int, target: str) -> None:
+    """Append what ``source`` gained after ``offset`` bytes to ``target``."""
+    with contextlib.suppress(OSError), open(source, "rb") as f:
+        f.seek(offset)
+        tail = f.read()
+        if tail:
+            with open(target, "ab") as out:
+                out.write(b"\n--- kernel ---\n" + tail)
+
+
+class _LocalPool:
+    """The local executor: at most ``size`` forked worker processes (:func:`_worker`),
+    started as runs come and kept, each with its kernel, until :meth:`close`. ``submit``
+    a run to an idle worker; ``wait`` returns the ``(run, outcome)`` of finished runs. A
+    worker that ends without an outcome (killed, crashed) loses only its run, reported as
+    ``WorkerDied`` with ``retry``; a fresh worker takes the next run."""
+
+    def __init__(self, size: int, tmp: Path, signals: _Signals):
+        self.size, self.tmp, self.signals = max(1, size), tmp, signals
+        self.ctx = multiprocessing.get_context("fork")
+        self.workers: list[dict] = []  # {"proc", "conn", "run"}
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w["run"] is not None)
+
+    def idle(self) -> bool:
+        return any(w["run"] is None for w in self.workers) or len(self.workers) < self.size
+
+    def submit(self, run: Run, pages: str, log: str) -> None:
+        """Give ``run`` to an idle worker (started now when there is none); its executed
+        notebook and HTML go to the folder ``pages``, its output to the file ``log``."""
+        worker = next((w for w in self.workers if w["run"] is None), None)
+        if worker is None:
+            mine, theirs = self.ctx.Pipe(duplex=True)
+            proc = self.ctx.Process(target=_worker, name=f"evaluation-worker-{len(self.workers)}", daemon=False,
+                                    args=(theirs, str(self.tmp), os.getpid()))
+            with self.signals.deferred():  # a started worker is always known, so it can be stopped
+                proc.start()
+                worker = {"proc": proc, "conn": mine, "run": None}
+                self.workers.append(worker)
+            theirs.close()
+        worker["run"] = run
+        worker["conn"].send((run, pages, log))
+
+    def wait(self, timeout: float = 1.0) -> list[tuple[Run, dict]]:
+        busy = [w for w in self.workers if w["run"] is not None]
+        ready = set(wait_for([w["conn"] for w in busy] + [w["proc"].sentinel for w in busy], timeout=timeout))
+        done = []
+        for w in busy:
+            if w["conn"] not in ready and w["proc"].sentinel not in ready:
+                continue
+            outcome = None
+            try:
+                if w["conn"].poll():
+                    outcome = w["conn"].recv()
+            except (EOFError, OSError):
+                outcome = None
+            run, w["run"] = w["run"], None
+            if outcome is None:
+                outcome = self._died(w)
+            done.append((run, outcome))
+        return done
+
+    def _died(self, worker: dict) -> dict:
+        proc = worker["proc"]
+        with contextlib.suppress(OSError):
+            worker["conn"].close()
+        proc.join(timeout=5)
+        if proc.exitcode is None:
+            _kill_processes([proc])
+        self.workers.remove(worker)
+        code = proc.exitcode
+        reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        failure = {"ename": "WorkerDied", "evalue": f"the worker process ended without a result ({reason})",
+                   "cell_index": None, "exec_count": None, "cell_source": "", "in_notebook": False}
+        return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure,
+                "retry": True}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask idle workers to stop their kernels and exit; kill what is left after ``timeout``."""
+        for w in self.workers:
+            with contextlib.suppress(OSError, EOFError, BrokenPipeError):
+                if w["run"] is None:
+                    w["conn"].send(None)
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            w["proc"].join(timeout=max(0.0, deadline - time.monotonic()))
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL every worker and its kernel (see :func:`_kill_processes`)."""
+        _kill_processes([w["proc"] for w in self.workers if w["proc"].exitcode is None])
+        for w in self.workers:
+            with contextlib.suppress(OSError):
+                w["conn"].close()
+        self.workers.clear()
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -529,7 +855,6 @@ def study_lock(study_id: str, *, wait: bool = False):
     batch raises :class:`BatchRunningError` (exit 2) naming the holder, or blocks with
     ``wait``. The lock file holds the holder's pid, host and start time; the kernel
     releases the lock when the holder dies, however it dies."""
-    global _LOCK_FD
     root = output_root()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f".{study_id}.lock"
@@ -561,11 +886,11 @@ def study_lock(study_id: str, *, wait: bool = False):
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": started}).encode(), 0)
-    _LOCK_FD = fd
+    _LOCK_FDS.add(fd)
     try:
         yield path
     finally:
-        _LOCK_FD = None
+        _LOCK_FDS.discard(fd)
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
@@ -648,19 +973,19 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_workers(running: dict) -> None:
-    """SIGKILL running workers, their process groups and every process below them (the
+def _kill_processes(procs: list) -> None:
+    """SIGKILL worker processes, their process groups and every process below them (the
     kernels run in sessions of their own), then reap the workers."""
     victims = []
-    for proc, *_ in running.values():
+    for proc in procs:
         victims += _descendants(proc.pid)
-    for proc, *_ in running.values():
+    for proc in procs:
         with contextlib.suppress(OSError):
             os.killpg(proc.pid, signal.SIGKILL)
     for pid in victims:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    for proc, *_ in running.values():
+    for proc in procs:
         proc.join(timeout=5)
 
 
@@ -698,134 +1023,228 @@ def _previous_manifest(final: Path) -> dict:
 
 def run_batch(study_path: str | Path, *, jobs: int = 2, indicators=None, chapters=None, resume: bool = False,
               fast: bool = False, progress: bool = True, wait: bool = False) -> dict:
-    """Run the batch; returns the manifest. ``manifest["runs"]`` lists every run of the
-    report (this batch's and the previous ones' still published), ``manifest["batch"]``
-    this batch's stems and whether they all succeeded (``manifest["ok"]``). Raises
-    :class:`BatchRunningError` when another batch of the study runs (unless ``wait``) and
-    :class:`BatchInterrupted` on SIGINT / SIGTERM."""
+    """Run the batch of one study on the local pool; returns the manifest. ``manifest["runs"]``
+    lists every run of the report (this batch's and the previous ones' still published),
+    ``manifest["batch"]`` this batch's stems and whether they all succeeded
+    (``manifest["ok"]``). Raises :class:`BatchRunningError` when another batch of the study
+    runs (unless ``wait``) and :class:`BatchInterrupted` on SIGINT / SIGTERM."""
+    return run_batches([study_path], jobs=jobs, indicators=indicators, chapters=chapters, resume=resume, fast=fast,
+                       progress=progress, wait=wait)[0]
+
+
+def run_batches(study_paths, *, jobs: int = 2, indicators=None, chapters=None, resume: bool = False,
+                fast: bool = False, progress: bool = True, wait: bool = False, scheduler: str | None = None,
+                workers: int | None = None) -> list[dict]:
+    """Run the batches of several studies (a province: one study per county and the
+    province-wide one) on one executor; returns their manifests, in the order given.
+
+    The executor is the local pool of ``jobs`` worker processes (:class:`_LocalPool`),
+    unless ``scheduler`` (a Dask scheduler's address, ``tcp://host:8786``) or ``workers``
+    (the number of workers of a Dask ``LocalCluster`` started for the batch) is given:
+    then the runs go to Dask (:class:`evaluation.report.executors.DaskPool`). Either way
+    each run goes through :func:`run_chapter` in a kept kernel, the runs of all studies
+    share the executor and one progress bar, and a study's summary starts when its other
+    runs have finished. Each study's lock is held for the whole batch; its pages and
+    manifest are published as for one study."""
     with _Signals() as signals:  # from here SIGINT and SIGTERM raise BatchInterrupted
-        study_path = resolve_study_path(study_path)
-        study = load_study(study_path)
-        runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
-        panel = _validate_data(study)  # invalid data stop the batch before anything is written
-        final = study_output_dir(study.id)
-        with study_lock(study.id, wait=wait):
-            return _run_batch_locked(study, study_path, runs, final, signals, panel, jobs=jobs, resume=resume,
-                                     fast=fast, progress=progress)
+        batches, seen = [], {}
+        for given in study_paths:
+            study_path = resolve_study_path(given)
+            study = load_study(study_path)
+            if study.id in seen:
+                raise UsageError(f"{given}: study id {study.id} is also the id of {seen[study.id]}; each study "
+                                 "of a batch needs its own id (its report folder)")
+            seen[study.id] = given
+            runs = plan(study_path, indicators, chapters, fast)  # unknown --indicators/--chapters: exit 2
+            panel = _validate_data(study)  # invalid data stop the batch before anything is written
+            batches.append(_StudyBatch(study, study_path, runs, study_output_dir(study.id), panel, fast=fast))
+        with contextlib.ExitStack() as stack:
+            for b in sorted(batches, key=lambda b: b.study.id):  # one order: two --wait batches do not deadlock
+                stack.enter_context(study_lock(b.study.id, wait=wait))
+            try:
+                for b in batches:
+                    with signals.deferred():
+                        b.open()
+                return _run_locked(batches, signals, jobs=jobs, resume=resume, progress=progress,
+                                   scheduler=scheduler, workers=workers)
+            finally:
+                signals.depth += 1  # the temporary folders go, whatever arrives now
+                for b in batches:
+                    b.close()
+                signals.depth -= 1
 
 
-def _run_batch_locked(study, study_path: Path, runs: list[Run], final: Path, signals: _Signals, panel, *,
-                      jobs: int, resume: bool, fast: bool, progress: bool) -> dict:
-    with signals.deferred():
-        _remove_debris(study.id, final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{study.id}-batch-{os.getpid()}-", dir=final.parent))
-    try:
-        return _run_locked(study, study_path, runs, final, tmp, signals, panel, jobs=jobs, resume=resume, fast=fast,
-                           progress=progress)
-    finally:
-        signals.depth += 1  # the temporary folder goes, whatever arrives now
-        shutil.rmtree(tmp, ignore_errors=True)
-        signals.depth -= 1
+class _StudyBatch:
+    """One study's part of a batch: its runs, its temporary folder, what it published."""
+
+    def __init__(self, study, study_path: Path, runs: list[Run], final: Path, panel, *, fast: bool):
+        self.study, self.study_path, self.runs, self.final, self.panel, self.fast = (study, study_path, runs, final,
+                                                                                     panel, fast)
+        self.tmp: Path | None = None
+        self.todo: list[Run] = []
+        self.pending: list[Run] = []  # not yet handed to the executor
+        self.finished: set[str] = set()
+        self.published: set[str] = set()
+        self.manifest: dict | None = None
+
+    def open(self) -> None:
+        _remove_debris(self.study.id, self.final)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.study.id}-batch-{os.getpid()}-", dir=self.final.parent))
+
+    def close(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def prepare(self, resume: bool) -> None:
+        """The batch's folders, store and CSS; the runs' keys; the runs to do (``--resume``
+        reuses a run whose key, page and notebook are unchanged)."""
+        tmp = self.tmp
+        self.started, self.created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        (tmp / "pages").mkdir()
+        (tmp / "logs").mkdir()
+        (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
+        _seed_store(self.final / "results", tmp / "results")
+        for r in self.runs:
+            r.parameters["results_dir"] = str(tmp / "results")
+        code = code_hash()
+        self.inputs = _InputsByIndicator(self.study, self.panel)
+        for r in self.runs:
+            r.key = _run_key(r, self.inputs[r.indicator], code)
+        previous = {r["stem"]: r for r in _previous_manifest(self.final).get("runs", [])}
+        self.previous_seconds = {stem: r.get("seconds") for stem, r in previous.items()
+                                 if r.get("status") == "ok" and not r.get("reused")}
+        for r in self.runs:
+            old = previous.get(r.stem)
+            if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
+                    and (self.final / f"{r.stem}.html").is_file() and (self.final / f"{r.stem}.ipynb").is_file()):
+                r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
+            else:
+                self.todo.append(r)
+        self.pending = list(self.todo)
+
+    def ready(self) -> list[Run]:
+        """The runs that may start now, taken from the pending ones: every run but the
+        summary, and the summary (which reads the other chapters' stored results) once
+        all the others have finished."""
+        others_done = all(r.stem in self.finished for r in self.todo if r.chapter != "summary")
+        out = [r for r in self.pending if r.chapter != "summary" or others_done]
+        self.pending = [r for r in self.pending if r not in out]
+        return out
+
+    def expected_seconds(self, run: Run) -> float:
+        """How long ``run`` is expected to take: its time in the previous manifest, else
+        :data:`CHAPTER_SECONDS` (rough, by chapter)."""
+        return float(self.previous_seconds.get(run.stem) or CHAPTER_SECONDS.get(run.chapter, 1.0))
+
+    def paths(self, run: Run) -> tuple[str, str]:
+        return str(self.tmp / "pages"), str(self.tmp / "logs" / f"{run.stem}.log")
+
+    def finish_run(self, run: Run, outcome: dict, signals: _Signals) -> None:
+        run.status, run.seconds, run.error = outcome["status"], outcome["seconds"], outcome["error"]
+        run.failure = outcome.get("failure")
+        with signals.deferred():
+            _publish_run(run, self.tmp, self.final)
+            self.published.add(run.stem)
+            self.finished.add(run.stem)
+
+    @property
+    def complete(self) -> bool:
+        return not self.pending and all(r.stem in self.finished for r in self.todo)
+
+    def finish(self, signals: _Signals) -> dict:
+        """Publish the batch's results and rebuild the manifest and index."""
+        with signals.deferred():
+            failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in self.runs if r.status != "ok"}
+            if self.final.is_dir():  # also when every page was reused (--resume) and report.css had gone
+                _publish_css(self.tmp, self.final)
+            _publish_sections(self.tmp / "results", self.final / "results", skip=failed_sections)
+            self.manifest = _write_report(self.study, self.study_path, self.runs, self.final, self.inputs,
+                                          self.created, time.perf_counter() - self.started, self.fast)
+            return self.manifest
+
+    def interrupted(self, signals: _Signals) -> None:
+        """After SIGINT / SIGTERM: list the pages already replaced (the index stays consistent)."""
+        if self.published and self.manifest is None:
+            done = [r for r in self.runs if r.stem in self.published or r.reused]
+            with signals.deferred():
+                _write_report(self.study, self.study_path, done, self.final, self.inputs, self.created,
+                              time.perf_counter() - self.started, self.fast, interrupted=True)
 
 
-def _run_locked(study, study_path: Path, runs: list[Run], final: Path, tmp: Path, signals: _Signals, panel, *,
-                jobs: int,
-                resume: bool, fast: bool, progress: bool) -> dict:
+# Rough seconds of one run by chapter (the demo, --fast; the robustness chapter is most of the
+# computation): used only to order the runs, longest first, when the previous manifest has no
+# time for them.
+CHAPTER_SECONDS = {"robustness": 12.0, "did": 4.0, "its": 2.0, "trends": 1.5, "data_quality": 2.0, "summary": 3.0}
+
+
+def _make_pool(size: int, tmp: Path, signals: _Signals, scheduler: str | None, workers: int | None):
+    if scheduler is None and workers is None:
+        return _LocalPool(size, tmp, signals)
+    from evaluation.report.executors import DaskPool
+
+    return DaskPool(scheduler=scheduler, workers=workers)
+
+
+def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, resume: bool, progress: bool,
+                scheduler: str | None = None, workers: int | None = None) -> list[dict]:
     from tqdm import tqdm
 
-    started, created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    (tmp / "pages").mkdir()
-    (tmp / "logs").mkdir()
-    (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
-    _seed_store(final / "results", tmp / "results")
-    for r in runs:
-        r.parameters["results_dir"] = str(tmp / "results")
-    code = code_hash()
-    inputs = _InputsByIndicator(study, panel)
-    for r in runs:
-        r.key = _run_key(r, inputs[r.indicator], code)
-    previous = {r["stem"]: r for r in _previous_manifest(final).get("runs", [])}
-    todo = []
-    for r in runs:
-        old = previous.get(r.stem)
-        if (resume and old and old.get("key") == r.key and old.get("status") == "ok" and not old.get("stale")
-                and (final / f"{r.stem}.html").is_file() and (final / f"{r.stem}.ipynb").is_file()):
-            r.status, r.seconds, r.reused = "ok", old.get("seconds", 0.0), True
-        else:
-            todo.append(r)
-    # the summary reads the other chapters' stored results, so it runs after them
-    waves = [[r for r in todo if r.chapter != "summary"], [r for r in todo if r.chapter == "summary"]]
+    for b in batches:
+        b.prepare(resume)
+    todo = [r for b in batches for r in b.todo]
     if todo:  # imported once here rather than in every worker
         import nbconvert  # noqa: F401
         import papermill  # noqa: F401
-    bar = tqdm(total=len(todo), desc=f"{study.id}: chapters", unit="run", disable=not progress)
-    running: dict = {}
-    published: set[str] = set()
-    ctx = multiprocessing.get_context("fork")
+    owner = {id(r): b for b in batches for r in b.todo}
+    label = batches[0].study.id if len(batches) == 1 else f"{len(batches)} studies"
+    bar = tqdm(total=len(todo), desc=f"{label}: chapters", unit="run", disable=not progress)
+    pool = None
+    retried: set[int] = set()
     try:
-        with _single_threaded_numerics(jobs):
-            for wave in waves:
-                queue = list(wave)
-                while queue or running:
-                    while queue and len(running) < max(1, jobs):
-                        r = queue.pop(0)
-                        receive, send = ctx.Pipe(duplex=False)
-                        proc = ctx.Process(target=_worker, name=f"evaluation-{r.stem}", daemon=False,
-                                           args=(r, str(tmp / "pages"), str(tmp / "logs" / f"{r.stem}.log"),
-                                                 os.getpid(), send))
-                        with signals.deferred():  # a started worker is always known, so it can be stopped
-                            proc.start()
-                            running[proc.sentinel] = (proc, r, receive)
-                        send.close()
-                    for sentinel in wait_for(list(running), timeout=1.0):
-                        proc, r, receive = running.pop(sentinel)
-                        outcome = _receive(receive, proc)
-                        proc.join()
-                        r.status, r.seconds, r.error = outcome["status"], outcome["seconds"], outcome["error"]
-                        r.failure = outcome.get("failure")
-                        with signals.deferred():
-                            _publish_run(r, tmp, final)
-                            published.add(r.stem)
-                        bar.update(1)
-                        bar.set_postfix_str(f"{r.stem} {r.status}")
+        with _single_threaded_numerics(workers if workers is not None else jobs):  # before Dask starts workers
+            if todo:
+                pool = _make_pool(min(max(1, jobs), len(todo)), batches[0].tmp, signals, scheduler, workers)
+            queue: list[Run] = []
+            while True:
+                fresh = [r for b in batches for r in b.ready()]
+                if fresh:  # longest first: a long run started last would leave the other workers idle
+                    queue += fresh
+                    queue.sort(key=lambda r: -owner[id(r)].expected_seconds(r))
+                while queue and pool is not None and pool.idle():
+                    r = queue.pop(0)
+                    pool.submit(r, *owner[id(r)].paths(r))
+                if not queue and (pool is None or not pool.busy):
+                    break
+                for r, outcome in pool.wait(timeout=1.0):
+                    if outcome.get("retry") and id(r) not in retried:
+                        retried.add(id(r))  # its worker or kernel died: once more, on a fresh one
+                        queue.insert(0, r)
+                        continue
+                    b = owner[id(r)]
+                    b.finish_run(r, outcome, signals)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.stem} {r.status}" if len(batches) == 1 else
+                                        f"{b.study.id}/{r.stem} {r.status}")
+                    if b.complete:
+                        b.finish(signals)
+            if pool is not None:
+                with signals.deferred():
+                    pool.close()
     except BatchInterrupted as exc:
         signals.depth += 1  # a second signal does not cut the clean-up short
-        stopped = sum(1 for r in todo if r.stem not in published)
-        _kill_workers(running)
-        running.clear()
+        stopped = sum(1 for b in batches for r in b.todo if r.stem not in b.published)
+        if pool is not None:
+            pool.kill()
         bar.close()
-        done = [r for r in runs if r.stem in published or r.reused]
-        if published:  # the pages already replaced are listed; the index stays consistent
-            with signals.deferred():
-                _write_report(study, study_path, done, final, inputs, created,
-                              time.perf_counter() - started, fast, interrupted=True)
-        raise BatchInterrupted(exc.signum, finished=len(published), stopped=stopped) from None
+        for b in batches:
+            b.interrupted(signals)
+        finished = sum(len(b.published) for b in batches)
+        raise BatchInterrupted(exc.signum, finished=finished, stopped=stopped) from None
     finally:
-        if running:
-            _kill_workers(running)
+        if pool is not None:
+            pool.kill()
     bar.close()
-    with signals.deferred():
-        failed_sections = {(r.indicator or STUDY_LEVEL, r.chapter) for r in runs if r.status != "ok"}
-        if final.is_dir():  # also when every page was reused (--resume) and report.css had gone
-            _publish_css(tmp, final)
-        _publish_sections(tmp / "results", final / "results", skip=failed_sections)
-        return _write_report(study, study_path, runs, final, inputs, created, time.perf_counter() - started, fast)
-
-
-def _receive(receive, proc) -> dict:
-    try:
-        if receive.poll():
-            return receive.recv()
-    except (EOFError, OSError):
-        pass
-    finally:
-        receive.close()
-    proc.join(timeout=5)
-    code = proc.exitcode
-    reason = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-    failure = {"ename": "WorkerDied", "evalue": f"the worker process ended without a result ({reason})",
-               "cell_index": None, "exec_count": None, "cell_source": "", "in_notebook": False}
-    return {"status": "failed", "seconds": 0.0, "error": failure_line(failure), "failure": failure}
+    return [b.manifest if b.manifest is not None else b.finish(signals) for b in batches]
 
 
 def _validate_data(study):
