@@ -54,6 +54,14 @@ def _pvalues(p) -> np.ndarray:
     return arr
 
 
+def _sorted_pvalues(p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The p-values as an array, an all-NaN array of their shape for the adjusted ones, and
+    the positions of the non-missing p-values in increasing order (ties stay in order)."""
+    arr = _pvalues(p)
+    idx = np.flatnonzero(~np.isnan(arr))
+    return arr, np.full(arr.shape, np.nan), idx[np.argsort(arr[idx], kind="mergesort")]
+
+
 def holm(p) -> np.ndarray:
     """Holm (1979, Scand J Statist 6:65-70) adjusted p-values.
 
@@ -63,13 +71,10 @@ def holm(p) -> np.ndarray:
     indicator without a p-value) stays NaN and is not counted in m. Returns an array in
     the input order.
     """
-    arr = _pvalues(p)
-    out = np.full(arr.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(arr))
-    m = len(idx)
+    arr, out, order = _sorted_pvalues(p)
+    m = len(order)
     if not m:
         return out
-    order = idx[np.argsort(arr[idx], kind="mergesort")]
     scaled = arr[order] * np.arange(m, 0, -1)
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out
@@ -84,13 +89,10 @@ def benjamini_hochberg(p) -> np.ndarray:
     29:1165-1188). NaN stays NaN and is not counted in m. Returns an array in the input
     order.
     """
-    arr = _pvalues(p)
-    out = np.full(arr.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(arr))
-    m = len(idx)
+    arr, out, order = _sorted_pvalues(p)
+    m = len(order)
     if not m:
         return out
-    order = idx[np.argsort(arr[idx], kind="mergesort")]
     raw = arr[order] * m / np.arange(1, m + 1)
     out[order] = np.minimum(1.0, np.minimum.accumulate(raw[::-1])[::-1])
     return out

@@ -269,6 +269,15 @@ def event_study(plot_data: pd.DataFrame, indicator, title: Text = ("事件研究
                                                 plot_data["ci_high"] - plot_data["estimate"]],
                 fmt="o", ms=3.5, color=PILOT_COLOUR, ecolor="#e6b0aa", elinewidth=1.2,
                 label=reader.say(f"估计值与{percent}置信区间", f"estimate and {percent} CI"))
+    _event_time_axes(ax, indicator, title, reader)
+    _legend_below(ax)
+    _finish(ax, created)
+    return ax
+
+
+def _event_time_axes(ax, indicator, title: Text, reader: Reader) -> None:
+    """What every event-study figure shares: the zero line, the start marked between -1 and
+    0, periods since the start on x, the effect in the indicator's unit on y, the title."""
     ax.axhline(0, color="black", lw=0.8)
     ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
     ax.set_xlabel(_periods_since_start(reader, indicator))
@@ -276,9 +285,6 @@ def event_study(plot_data: pd.DataFrame, indicator, title: Text = ("事件研究
     _period_axis(ax.xaxis)
     _effect_axis(ax.yaxis, indicator)
     ax.set_title(_titled(reader, title, indicator))
-    _legend_below(ax)
-    _finish(ax, created)
-    return ax
 
 
 # Colours of the estimators in the overlaid event study (colour-blind safe, Okabe-Ito).
@@ -286,7 +292,7 @@ ESTIMATOR_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00")
 ESTIMATOR_MARKERS = ("o", "s", "^", "D", "v")
 
 
-def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估计方法比较", "Event studies side by side"),
+def event_studies(plots: dict, indicator, title: Text = ("各估计方法的事件研究", "Event studies by estimator"),
                   ax=None, *, reader: Reader | None = None, level: float = 0.95):
     """Several estimators' effects by event time in one figure: ``plots`` maps a label
     (zh, en) to a table with ``event_time``, ``estimate``, ``ci_low``, ``ci_high``; each
@@ -295,21 +301,15 @@ def event_studies(plots: dict, indicator, title: Text = ("事件研究：各估�
     reader = _reader(reader)
     created, ax = ax is None, ax or plt.subplots()[1]
     shown = [(label, frame) for label, frame in plots.items() if frame is not None and len(frame)]
-    width = 0.6 / max(1, len(shown))
+    dodge = 0.6 / max(1, len(shown))
     for j, (label, frame) in enumerate(shown):
         frame = frame.sort_values("event_time")
-        x = frame["event_time"].to_numpy(float) + (j - (len(shown) - 1) / 2) * width
+        x = frame["event_time"].to_numpy(float) + (j - (len(shown) - 1) / 2) * dodge
         colour = ESTIMATOR_COLOURS[j % len(ESTIMATOR_COLOURS)]
         ax.errorbar(x, frame["estimate"], yerr=[frame["estimate"] - frame["ci_low"], frame["ci_high"] - frame["estimate"]],
                     fmt=ESTIMATOR_MARKERS[j % len(ESTIMATOR_MARKERS)], ms=3.2, color=colour, ecolor=colour,
                     elinewidth=0.9, alpha=0.85, label=reader.both(label))
-    ax.axhline(0, color="black", lw=0.8)
-    ax.axvline(-0.5, color=COUNTERFACTUAL_COLOUR, ls=":", lw=1)
-    ax.set_xlabel(_periods_since_start(reader, indicator))
-    ax.set_ylabel(_effect_label(reader, indicator))
-    _period_axis(ax.xaxis)
-    _effect_axis(ax.yaxis, indicator)
-    ax.set_title(_titled(reader, title, indicator))
+    _event_time_axes(ax, indicator, title, reader)
     _legend_below(ax, ncol=2)
     if created:  # a taller figure: four estimators' intervals side by side need the height
         width, height = ax.figure.get_size_inches()
