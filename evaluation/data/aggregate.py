@@ -57,13 +57,16 @@ def aggregate_panel(panel: panel_module.Panel, frequency: str) -> panel_module.P
     parts = _PERIODS_PER_YEAR[panel.frequency] // _PERIODS_PER_YEAR[frequency]
     source = panel.data
     counts = [c for c in panel_module.MEASURE_COLUMNS if c in source.columns]
-    frame = source[["county", "township_id", "township_name", "period", "population", *counts]].copy()
+    controls = [c for c in panel.controls if c in source.columns]
+    frame = source[["county", "township_id", "township_name", "period", "population", *counts, *controls]].copy()
     frame["_new"] = pd.PeriodIndex(frame["period"]).asfreq(freq)
     keys = ["township_id", "_new"]
     grouped = frame.groupby(keys, sort=True)
     out = grouped[["county", "township_name"]].first()
     out["_months"] = grouped["period"].nunique()
     out["population"] = grouped["population"].mean()
+    for col in controls:  # a time-varying control, like population, is averaged over the months present
+        out[col] = grouped[col].mean()
     for col in counts:
         out[col] = grouped[col].sum(min_count=parts).where(grouped[col].count() == parts)
     out = out[out["_months"] == parts].drop(columns="_months").reset_index()
@@ -71,7 +74,7 @@ def aggregate_panel(panel: panel_module.Panel, frequency: str) -> panel_module.P
     if out.empty:
         raise DataValidationError(panel.panel_path, f"no township has a complete {frequency}",
                                   column="period", expected=f"all {parts} periods of a {frequency} for some township")
-    data = out[["county", "township_id", "township_name", "period", "population", *counts]].copy()
+    data = out[["county", "township_id", "township_name", "period", "population", *counts, *controls]].copy()
     data["period"] = pd.PeriodIndex(data["period"], freq=freq)
     for col in ("county", "township_id", "township_name"):  # text columns as the loader makes them
         data[col] = data[col].astype(object)

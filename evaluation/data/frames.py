@@ -14,10 +14,15 @@ from evaluation.study.catalogue import Indicator
 
 def did_frame(panel, indicator: Indicator) -> pd.DataFrame:
     """The study panel as a long frame for the estimators: keys, treatment columns,
-    ``value`` (the indicator), ``numerator``, ``denominator`` and ``population``."""
+    ``value`` (the indicator), ``numerator``, ``denominator``, ``population`` and the
+    study's covariates (time-invariant ones constant within a township, time-varying
+    controls) when it declares any."""
     d = panel.data
     cols = ["county", "township_id", "township_name", "period", "time", "treated", "post", "first_treat",
             "cohort", "event_time", "model", "population"]
+    covariates = getattr(panel, "covariates", None)
+    if covariates is not None:
+        cols += [c for c in covariates.names if c in d.columns and c not in cols]
     out = d[cols].copy()
     out["value"] = indicator.values(d)
     out["numerator"] = d[indicator.numerator].astype(float)

@@ -35,6 +35,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from evaluation.data.covariates import CovariateSet, attach, load_covariates
 from evaluation.data.fileio import (
     HeaderInfo,
     atomic_path,
@@ -45,9 +46,11 @@ from evaluation.data.fileio import (
 )
 from evaluation.errors import DataValidationError, excerpt
 from evaluation.study.catalogue import (
+    MEASURE_COLUMNS,
     MONEY_COLUMNS,
     UNIT_FACTORS,
     Indicator,
+    load_catalogue,
     required_columns,
     share_pairs,
     unit_fits,
@@ -55,12 +58,6 @@ from evaluation.study.catalogue import (
 from evaluation.study.config import PANEL_KEY_COLUMNS, PILOT_COLUMNS, Study, WideLayout
 from evaluation.study.periods import FREQUENCIES, PeriodParseError, expected_format, parse_period, period_label
 
-# Every numeric column the data contract knows (counts, and the cost total in yuan).
-MEASURE_COLUMNS = (
-    "visits_total", "visits_in_county", "visits_primary", "admissions_total",
-    "referrals_out_county", "thc_outpatient_visits", "thc_admissions",
-    "inpatient_cost_total", "services_offered", "referrals_down",
-)
 _THOUSANDS = r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
 
 
@@ -106,6 +103,8 @@ class Panel:
     dropped_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     units: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)   # time-varying controls kept from the file
+    covariates: CovariateSet | None = None              # the study's covariates (evaluation.data.covariates)
 
     @property
     def periods(self) -> pd.PeriodIndex:
@@ -196,7 +195,9 @@ class Panel:
 
 
 def load_panel(study: Study) -> Panel:
-    """Load and validate the study's panel and pilot table."""
+    """Load and validate the study's panel and pilot table, and its covariates when the
+    study declares them (:mod:`evaluation.data.covariates`: attached to the rows, one row
+    per township in ``Panel.covariates``)."""
     start, end = study.window_periods
     panel = load_panel_files(
         study.panel_path, study.pilots_path,
@@ -207,11 +208,21 @@ def load_panel(study: Study) -> Panel:
         exclude=study.townships.exclude, gap_policy=study.townships.gaps,
         header_row=study.data.header_row, pilot_header_row=study.data.pilot_header_row,
         total_rows=study.data.total_rows, units=study.data.units, layout=study.data.layout,
-        wide=study.data.wide,
+        wide=study.data.wide, controls=study.covariates.time_varying if study.covariates else (),
     )
     from evaluation.data.aggregate import aggregate_panel  # aggregate imports this module
 
-    return aggregate_panel(panel, study.analysis_frequency)  # analysis.frequency: a coarser panel
+    panel = aggregate_panel(panel, study.analysis_frequency)  # analysis.frequency: a coarser panel
+    if study.covariates is None:
+        return panel
+    covariates = load_covariates(study.covariates, panel.data, frequency=panel.frequency,
+                                 panel_path=panel.panel_path, table_path=study.covariate_table_path,
+                                 encoding=study.data.encoding, indicators=load_catalogue(),
+                                 panel_headers={v: k for k, v in study.data.columns.items()})
+    panel.data = attach(panel.data, covariates)
+    panel.covariates = covariates
+    panel.notes = list(panel.notes) + covariates.notes
+    return panel
 
 
 def load_panel_files(
@@ -234,6 +245,7 @@ def load_panel_files(
     units: dict[str, str] | None = None,
     layout: str = "long",
     wide: WideLayout | dict | None = None,
+    controls: Sequence[str] = (),
 ) -> Panel:
     """Load and validate a panel and its pilot table given explicitly (no study file).
 
@@ -241,7 +253,8 @@ def load_panel_files(
     automatically when None (:func:`evaluation.data.fileio.locate_header`). ``total_rows``
     is ``"reject"`` or ``"drop"`` (county total rows); ``units`` maps a header or contract
     column to its unit (``万元``); ``layout="wide"`` with ``wide={"measure_column": ...}``
-    reads one column per period (:func:`_melt_wide`).
+    reads one column per period (:func:`_melt_wide`). ``controls`` are further numeric
+    columns kept (time-varying controls, ``covariates.time_varying``).
 
     ``exclude`` leaves townships out by id or name; ``gap_policy`` says what happens to
     townships with missing periods or empty cells in the columns the indicators read
@@ -252,7 +265,7 @@ def load_panel_files(
     with _naming_headers(columns):
         data, read = _read_panel(panel_path, columns or {}, indicators, frequency, encoding, panel_sheet,
                                  header_row=header_row, total_rows=total_rows, units=units or {},
-                                 layout=layout, wide=wide)
+                                 layout=layout, wide=wide, controls=list(controls))
     start, end = window
     read_periods = data["period"]
     if start is not None:
@@ -301,7 +314,8 @@ def load_panel_files(
                       PanelGapWarning, stacklevel=2)
     return Panel(data=data, pilots=pilots, frequency=frequency, panel_path=panel_path,
                  pilots_path=pilots_path, indicators=list(indicators), gaps=gaps,
-                 dropped_rows=read.dropped_rows, units=read.units, notes=read.notes, excluded=excluded)
+                 dropped_rows=read.dropped_rows, units=read.units, notes=read.notes, excluded=excluded,
+                 controls=list(controls))
 
 
 def write_validated_panel(panel: Panel, target: Path | str) -> Path:
@@ -337,8 +351,10 @@ class _ReadReport:
 def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indicator],
                 frequency: str, encoding: str, sheet, *, header_row: int | None = None,
                 total_rows: str = "reject", units: dict[str, str] | None = None, layout: str = "long",
-                wide: WideLayout | dict | None = None) -> tuple[pd.DataFrame, _ReadReport]:
-    needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators)
+                wide: WideLayout | dict | None = None,
+                controls: list[str] | None = None) -> tuple[pd.DataFrame, _ReadReport]:
+    needed = list(PANEL_KEY_COLUMNS) + required_columns(indicators) + [c for c in controls or [] if c not in
+                                                                        required_columns(indicators)]
     raw = _read_raw(panel_path, encoding=encoding, sheet=sheet, header_row=header_row, mapping=columns,
                     needed=needed, sheet_key="data.panel_sheet")
     info: HeaderInfo | None = raw.attrs.get("header")
@@ -362,7 +378,7 @@ def _read_panel(panel_path: Path, columns: dict[str, str], indicators: list[Indi
         data, dropped = _total_rows(data, panel_path, total_rows, where)
         _reject_empty(data, ["county", "township_id"], panel_path)
         data["period"] = _parse_periods(data["period"], frequency, panel_path, "period")
-        for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS]:
+        for col in ["population"] + [c for c in data.columns if c in MEASURE_COLUMNS] + list(controls or []):
             data[col] = _parse_numbers(data[col], panel_path, col)
         applied = _apply_units(data, info if layout == "long" else None, columns, units or {}, row_units,
                                panel_path)

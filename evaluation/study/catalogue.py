@@ -28,6 +28,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from evaluation.paths import INDICATOR_CATALOGUE
 
+# Every numeric column the data contract knows (counts, and the cost total in yuan).
+MEASURE_COLUMNS = (
+    "visits_total", "visits_in_county", "visits_primary", "admissions_total",
+    "referrals_out_county", "thc_outpatient_visits", "thc_admissions",
+    "inpatient_cost_total", "services_offered", "referrals_down",
+)
+
 Kind = Literal["share", "rate", "mean", "count"]
 PER_PERIOD = "per period"
 _PERIOD_ZH = {"month": "月", "quarter": "季度", "year": "年"}

@@ -9,6 +9,8 @@ Unknown keys, wrong types and missing files are rejected with the key's name.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from evaluation.errors import StudyConfigError, excerpt
 from evaluation.paths import study_output_dir
-from evaluation.study.catalogue import UNIT_FACTORS, Indicator, load_catalogue
+from evaluation.study.catalogue import MEASURE_COLUMNS, UNIT_FACTORS, Indicator, load_catalogue
 from evaluation.study.periods import (
     FREQUENCIES,
     PeriodParseError,
@@ -164,6 +166,79 @@ class Townships(_Strict):
     _ids = field_validator("exclude", mode="before")(_ids_text)
 
 
+BINARY_KIND, CONTINUOUS_KIND = "binary", "continuous"
+BASELINE_PREFIX = "baseline_"  # baseline covariates are named baseline_<column or indicator>
+
+
+class CovariateTable(_Strict):
+    """A township table: one row per township, its characteristics in columns.
+
+    ``file`` is relative to the study file; ``sheet`` and ``header_row`` as for the panel
+    (found automatically when omitted); ``columns`` maps the table's headers to covariate
+    names, one of them onto ``township_id``. The header is the covariate's label in the
+    report unless ``covariates.labels`` gives another.
+    """
+
+    file: str
+    sheet: int | str | None = None
+    header_row: Annotated[int, Field(ge=1)] | None = None
+    columns: dict[str, str]
+
+    @field_validator("columns")
+    @classmethod
+    def _names(cls, columns: dict[str, str]) -> dict[str, str]:
+        if "township_id" not in columns.values():
+            raise ValueError("map the table's township id header onto township_id (e.g. 乡镇编码: township_id)")
+        if len(columns) < 2:
+            raise ValueError("the table maps no covariate: add its headers (e.g. 床位数: beds)")
+        for name in columns.values():
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(f"covariate name {excerpt(name)}: use letters, digits and _ (e.g. distance_km); "
+                                 "the header stays the label in the report")
+        return columns
+
+
+class BaselineCovariates(_Strict):
+    """Time-invariant covariates taken from the panel: each township's mean over a
+    pre-period (``start`` .. ``end``, period labels of any frequency), of panel columns
+    (``population``, count columns) and of indicators (ids from the catalogue), named
+    ``baseline_<column or id>``. The window must end before the first pilot starts, so
+    the baseline cannot reflect the pilot."""
+
+    start: str
+    end: str
+    columns: list[str] = Field(default_factory=list)
+    indicators: list[str] = Field(default_factory=list)
+    _text = field_validator("start", "end", mode="before")(_period_text)
+
+
+class CovariateDeclaration(_Strict):
+    """The ``covariates:`` block: township characteristics and time-varying controls.
+
+    ``table``: time-invariant characteristics from a township table; ``baseline``: from
+    the panel over a pre-period; ``time_varying``: panel columns (mapped in
+    ``data.columns``) that enter the two-way fixed-effects models as controls; ``kinds``:
+    ``binary`` or ``continuous`` per covariate (inferred when omitted: 是/否, 有/无, yes/no
+    and 0/1 columns are binary); ``labels``: names shown in the report.
+    """
+
+    table: CovariateTable | None = None
+    baseline: BaselineCovariates | None = None
+    time_varying: list[str] = Field(default_factory=list)
+    kinds: dict[str, Literal["binary", "continuous"]] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def time_invariant_names(self) -> list[str]:
+        """Names of the time-invariant covariates, in the order declared."""
+        names = [n for n in (self.table.columns.values() if self.table else []) if n != "township_id"]
+        if self.baseline:
+            names += [BASELINE_PREFIX + c for c in self.baseline.columns + self.baseline.indicators]
+        return names
+
+    def names(self) -> list[str]:
+        return self.time_invariant_names() + list(self.time_varying)
+
+
 class ReportOptions(_Strict):
     """How the report is written: its language (``zh``, ``en`` or ``both``, Chinese first)."""
 
@@ -183,6 +258,7 @@ class StudyConfig(_Strict):
     targets: dict[str, float | None] = Field(default_factory=dict)
     covid: Covid = Covid()
     townships: Townships = Townships()
+    covariates: CovariateDeclaration | None = None
     analysis: AnalysisPlan
     report: ReportOptions = ReportOptions()
 
@@ -234,8 +310,21 @@ class Study(StudyConfig):
         return self.analysis.frequency or self.frequency
 
     def settings(self, fast: bool = False) -> Settings:
-        """The analysis plan in periods of the analysis frequency (full or fast draws)."""
-        return self.analysis.resolve(self.analysis_frequency, fast=fast)
+        """The analysis plan in periods of the analysis frequency (full or fast draws),
+        its covariate lists filled in from the declared covariates where the plan is silent."""
+        settings = self.analysis.resolve(self.analysis_frequency, fast=fast)
+        declared = self.covariates or CovariateDeclaration()
+        plan = self.analysis
+        covariates = tuple(plan.covariates if plan.covariates is not None else declared.time_invariant_names())
+        return dataclasses.replace(
+            settings, covariates=covariates,
+            controls=tuple(plan.controls if plan.controls is not None else declared.time_varying),
+            heterogeneity=tuple(plan.heterogeneity if plan.heterogeneity is not None else covariates))
+
+    @property
+    def covariate_table_path(self) -> Path | None:
+        table = self.covariates.table if self.covariates else None
+        return self.resolve(table.file) if table else None
 
     def selected_indicators(self) -> list[Indicator]:
         """The study's indicators with its target overrides applied, at the analysis
@@ -499,6 +588,7 @@ def _check_semantics(study: Study, path: Path) -> None:
             raise StudyConfigError(path, f"targets.{ind}", f"{value:g} is negative: '{ind}' ({kind}) is never "
                                    "below 0")
     _check_townships(study, path)
+    _check_covariates(study, path, catalogue)
     periods = {"window.start": study.window.start, "window.end": study.window.end}
     parsed = {}
     for key, value in periods.items():
@@ -529,6 +619,104 @@ def _check_semantics(study: Study, path: Path) -> None:
         key, _, problem = str(exc).partition(": ")
         raise StudyConfigError(path, key, problem) from None
     _check_covid(study, path, parsed)
+
+
+def _check_covariates(study: Study, path: Path, catalogue) -> None:
+    """The covariates block and the plan's covariate keys name what exists; the panel's
+    column mapping maps only onto the data contract or a declared time-varying control
+    (a header mapped elsewhere would be read and silently dropped)."""
+    declared = study.covariates or CovariateDeclaration()
+    contract = set(PANEL_KEY_COLUMNS) | set(MEASURE_COLUMNS)
+    for header, target in study.data.columns.items():
+        if target not in contract and target not in declared.time_varying:
+            raise StudyConfigError(
+                path, f"data.columns.{header}", f"'{target}' is not a data-contract column ({', '.join(sorted(contract))})"
+                "; to use the column as a time-varying control, list it under covariates.time_varying; "
+                "characteristics that do not change go in a township table (covariates.table)")
+    if study.covariates is not None:
+        table = declared.table
+        if table is not None:
+            try:
+                found = study.resolve(table.file).is_file()
+            except OSError as exc:
+                raise StudyConfigError(path, "covariates.table.file",
+                                       f"{excerpt(table.file)} cannot be a file: {exc.strerror}") from None
+            if not found:
+                raise StudyConfigError(path, "covariates.table.file", f"file not found: "
+                                       f"{excerpt(str(study.resolve(table.file)), 200)} (paths are relative to the "
+                                       "study file)")
+            targets = list(table.columns.values())
+            dupes = sorted({t for t in targets if targets.count(t) > 1})
+            if dupes:
+                raise StudyConfigError(path, "covariates.table.columns", f"two headers map onto {dupes}")
+        mapped = set(study.data.columns.values())
+        for i, name in enumerate(declared.time_varying):
+            if name not in mapped:
+                raise StudyConfigError(path, f"covariates.time_varying.{i}", f"'{name}' is not mapped in data.columns: "
+                                       "map the panel's header onto it (e.g. 在岗医生数: doctors)")
+            if name in contract:
+                raise StudyConfigError(path, f"covariates.time_varying.{i}", f"'{name}' is a data-contract column; "
+                                       "give the control its own name")
+        base = declared.baseline
+        if base is not None:
+            for i, column in enumerate(base.columns):
+                if column != "population" and column not in MEASURE_COLUMNS:
+                    raise StudyConfigError(path, f"covariates.baseline.columns.{i}", f"'{column}' is not a panel "
+                                           f"column; expected population or one of {', '.join(MEASURE_COLUMNS)}")
+            for i, ind in enumerate(base.indicators):
+                if ind not in catalogue.ids:
+                    raise StudyConfigError(path, f"covariates.baseline.indicators.{i}",
+                                           f"unknown indicator {excerpt(ind)}; the catalogue has {catalogue.ids}")
+            for end in ("start", "end"):
+                try:
+                    parse_any_period(getattr(base, end), study.frequency)
+                except PeriodParseError as exc:
+                    raise StudyConfigError(path, f"covariates.baseline.{end}", str(exc)) from None
+            first, last = span_days(base.start, base.end, study.frequency)
+            if first > last:
+                raise StudyConfigError(path, "covariates.baseline", "start is after end")
+        names = declared.names()
+        clash = sorted(set(names) & (contract | {"treated", "post", "cohort", "first_treat", "time", "event_time",
+                                                 "model", "value", "numerator", "denominator"}))
+        if clash:
+            raise StudyConfigError(path, "covariates", f"covariate name(s) {clash} are taken by the data contract; "
+                                   "rename them")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise StudyConfigError(path, "covariates", f"covariate {twice} declared twice")
+        for key in ("kinds", "labels"):
+            for name in getattr(declared, key):
+                if name not in names:
+                    raise StudyConfigError(path, f"covariates.{key}.{name}", f"no covariate '{name}' is declared "
+                                           f"(declared: {', '.join(names) or 'none'})")
+    invariant = declared.time_invariant_names()
+    plan = study.analysis
+    for key, allowed, what in (("covariates", invariant, "time-invariant covariates (table or baseline)"),
+                               ("heterogeneity", invariant, "time-invariant covariates (table or baseline)"),
+                               ("controls", declared.time_varying, "time-varying controls (covariates.time_varying)")):
+        for i, name in enumerate(getattr(plan, key) or []):
+            if name not in allowed:
+                raise StudyConfigError(path, f"analysis.{key}.{i}", f"'{name}' is not among the study's declared "
+                                       f"{what}: {', '.join(allowed) or 'none declared (add a covariates: block)'}")
+    chosen = study.indicators or catalogue.ids
+    for outcome, channels in plan.mechanisms.items():
+        if outcome not in catalogue.ids:
+            raise StudyConfigError(path, f"analysis.mechanisms.{outcome}",
+                                   f"unknown indicator {excerpt(outcome)}; the catalogue has {catalogue.ids}")
+        for i, ind in [(None, outcome), *enumerate(channels)]:
+            if ind in catalogue.ids and ind not in chosen:
+                key = f"analysis.mechanisms.{outcome}" + ("" if i is None else f".{i}")
+                raise StudyConfigError(path, key, f"'{ind}' is not among the study's indicators: add it to "
+                                       "indicators so that its data are read and its chapters run")
+        if not channels:
+            raise StudyConfigError(path, f"analysis.mechanisms.{outcome}", "name at least one channel indicator")
+        for i, channel in enumerate(channels):
+            if channel not in catalogue.ids:
+                raise StudyConfigError(path, f"analysis.mechanisms.{outcome}.{i}",
+                                       f"unknown indicator {excerpt(channel)}; the catalogue has {catalogue.ids}")
+            if channel == outcome:
+                raise StudyConfigError(path, f"analysis.mechanisms.{outcome}.{i}",
+                                       "an indicator cannot be its own channel")
 
 
 def _check_townships(study: Study, path: Path) -> None:

@@ -126,6 +126,22 @@ class SensitivityPlan(_Strict):
     smoothness: SmoothnessPlan = SmoothnessPlan()
 
 
+class MatchingPlan(_Strict):
+    """Propensity-score matching for PSM-DID (:func:`evaluation.estimators.matching.psm_did`).
+
+    ``method``: ``nearest`` (``neighbours`` nearest comparison townships on the logit of
+    the score, ``replacement`` or not, within ``caliper`` standard deviations of the logit
+    score, Austin 2011; ``null`` for no caliper) or ``kernel`` (Epanechnikov weights
+    within ``bandwidth`` on the score, Heckman, Ichimura and Todd 1997).
+    """
+
+    method: Literal["nearest", "kernel"] = "nearest"
+    neighbours: int = Field(1, ge=1, strict=True)
+    replacement: bool = True
+    caliper: float | None = Field(0.2, gt=0)
+    bandwidth: float = Field(0.06, gt=0)
+
+
 class AnalysisPlan(_Strict):
     """The ``analysis:`` block of a study file (see the README, "The analysis plan")."""
 
@@ -149,10 +165,18 @@ class AnalysisPlan(_Strict):
     sensitivity: SensitivityPlan = SensitivityPlan()
     draws: Draws = Draws()
     fast_draws: FastDraws = FastDraws()
+    # Covariates (names declared in the study's covariates: block); None: every declared one.
+    covariates: list[str] | None = None      # propensity score, balance, doubly-robust estimation
+    controls: list[str] | None = None        # time-varying controls of the TWFE models
+    matching: MatchingPlan = MatchingPlan()
+    heterogeneity: list[str] | None = None   # effects by subgroups of these covariates
+    mechanisms: dict[str, list[str]] = Field(default_factory=dict)  # outcome indicator -> its channels
 
-    @field_validator("subgroups")
+    @field_validator("subgroups", "covariates", "controls", "heterogeneity")
     @classmethod
     def _distinct(cls, value):
+        if value is None:
+            return value
         twice = sorted({v for v in value if value.count(v) > 1})
         if twice:
             raise ValueError(f"{twice} listed twice")
@@ -222,6 +246,11 @@ class AnalysisPlan(_Strict):
             sd_values=sm.values if isinstance(sm.values, str) else tuple(sm.values),
             draws_randomization=draws.randomization, draws_wild_bootstrap=draws.wild_bootstrap,
             draws_uniform_band=draws.uniform_band, draws_synthetic_did=draws.synthetic_did,
+            covariates=tuple(self.covariates or ()), controls=tuple(self.controls or ()),
+            matching_method=self.matching.method, matching_neighbours=self.matching.neighbours,
+            matching_replacement=self.matching.replacement, matching_caliper=self.matching.caliper,
+            matching_bandwidth=self.matching.bandwidth, heterogeneity=tuple(self.heterogeneity or ()),
+            mechanisms=tuple((k, tuple(v)) for k, v in self.mechanisms.items()),
         )
 
 
@@ -263,9 +292,20 @@ class Settings:
     draws_wild_bootstrap: int
     draws_uniform_band: int
     draws_synthetic_did: int
+    covariates: tuple[str, ...] = ()       # filled from the study's declaration by Study.settings
+    controls: tuple[str, ...] = ()
+    matching_method: str = "nearest"
+    matching_neighbours: int = 1
+    matching_replacement: bool = True
+    matching_caliper: float | None = 0.2
+    matching_bandwidth: float = 0.06
+    heterogeneity: tuple[str, ...] = ()
+    mechanisms: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out["mechanisms"] = {outcome: list(channels) for outcome, channels in self.mechanisms}
+        return out
 
     def text(self, count: int) -> tuple[str, str]:
         """A number of periods in words, Chinese and English (``12`` -> 12个月 / 12 months)."""
