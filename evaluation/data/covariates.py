@@ -126,7 +126,10 @@ def load_covariates(declaration: CovariateDeclaration, data: pd.DataFrame, *, fr
     missing_rows: list[dict] = []
     notes: list[str] = []
     if declaration.table is not None:
-        table, table_info, table_notes = _read_table(declaration, table_path, encoding, towns)
+        from evaluation.data.panel import _naming_headers  # panel imports this module
+
+        with _naming_headers(declaration.table.columns):
+            table, table_info, table_notes = _read_table(declaration, table_path, encoding, towns)
         values = values.join(table)
         info += table_info
         notes += table_notes
