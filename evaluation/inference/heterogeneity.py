@@ -38,12 +38,13 @@ from evaluation.results import Estimates
 LOW, HIGH = "low", "high"
 
 
-def subgroup_labels(values: pd.Series, *, kind: str | None = None) -> tuple[pd.Series, float | None]:
+def subgroup_labels(data: pd.Series, *, kind: str | None = None) -> tuple[pd.Series, float | None]:
     """Each township's subgroup of one covariate (index: township), and the median used.
 
     Binary (two distinct values, or ``kind='binary'``): ``"1"``/``"0"``; continuous:
     ``low`` (at or below the median over all townships) and ``high``. Missing values stay
-    missing (those townships are left out)."""
+    missing (those townships are left out). ``data``: one covariate's values by township."""
+    values = data
     known = values.dropna()
     if known.nunique() <= 1:
         raise EstimationError(f"covariate '{values.name}' has one value for every township: no subgroups")
