@@ -234,7 +234,7 @@ def _calls(panel, series):
     """One call of every estimator on the small panel (name -> thunk)."""
     from evaluation.diagnostics import bacon, robustness, sensitivity
     from evaluation.estimators import did, imputation, its, saturated, staggered, synth
-    from evaluation.inference import few_clusters, few_treated, pretrend
+    from evaluation.inference import few_clusters, few_treated, heterogeneity, pretrend
 
     one_cohort = panel[panel["first_treat"] != 10]
     one_pilot = panel[panel["first_treat"].eq(0) | panel["township_id"].eq("T00")]
@@ -264,6 +264,9 @@ def _calls(panel, series):
         "placebo_in_space": lambda: few_clusters.placebo_in_space(panel, **KEYS),
         "subgroup_randomization": lambda: few_treated.subgroup_randomization(panel, **KEYS, by="model", draws=99,
                                                                              seed=1),
+        "heterogeneity_randomization": lambda: heterogeneity.heterogeneity_randomization(
+            panel.assign(near=panel["township_id"].str[1:].astype(int) % 2), **KEYS, by=["near"],
+            event_window=(-3, 3), draws=99, seed=1),
         "pretrend_randomization": lambda: pretrend.pretrend_randomization(panel, **KEYS, event_window=(-4, 3),
                                                                           draws=99, seed=1),
         "bacon_decomposition": lambda: bacon.bacon_decomposition(panel, **KEYS),
