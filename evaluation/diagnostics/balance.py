@@ -131,7 +131,7 @@ def _unit_weights(towns: pd.DataFrame, weights) -> np.ndarray:
     w = pd.to_numeric(weights, errors="coerce")
     bad = w.isna() | ~np.isfinite(w) | (w < 0)
     if bad.any():
-        raise EstimationError(f"weights: township '{w.index[bad][0]}' has weight {weights[bad].iloc[0]!r}; "
+        raise EstimationError(f"weights: township '{w.index[bad][0]}' has weight {weights[bad].iloc[0]}; "
                               "weights must be finite and non-negative")
     full = pd.Series(np.where(towns[PILOT], 1.0, 0.0), index=towns.index)
     full.loc[w.index] = w.to_numpy(float)
