@@ -66,7 +66,10 @@ def _townships(data: pd.DataFrame, unit: str, cohort: str, covariates: Sequence[
             where = data.loc[blank, unit].iloc[0]
             raise EstimationError(f"covariate '{c}' has a missing value (township '{where}', "
                                   f"{int(blank.sum())} row(s) in all)")
-    start = pd.to_numeric(data[cohort], errors="coerce").fillna(0.0)
+    if not (pd.api.types.is_numeric_dtype(data[cohort]) or data[cohort].isna().all()):
+        raise EstimationError(f"cohort '{cohort}' is not numeric (dtype {data[cohort].dtype}): it holds the first "
+                              "treated period on the time scale, 0 or missing for never treated")
+    start = data[cohort].astype(float).fillna(0.0)
     if (start < 0).any():
         where = data.loc[start < 0, unit].iloc[0]
         raise EstimationError(f"cohort '{cohort}' is negative for township '{where}'; 0 or missing means never treated")
@@ -254,6 +257,10 @@ def entropy_balance(data: pd.DataFrame, *, unit: str, cohort: str, covariates: S
     ``moments=2`` also the weighted variance of every continuous covariate equals the
     pilots' variance (both with divisor n, as the constraints on raw second moments in
     Hainmueller's ``ebal`` imply; a binary covariate's variance follows from its mean).
+    :func:`balance_table` writes sample variances (divisor n - 1, and the reliability-weights
+    correction for the weighted comparison group), so its variance ratio after entropy
+    balancing on two moments is n_1 / (n_1 - 1) * (1 - sum p_i^2) (p the normalised
+    weights), near 1 but not exactly 1 with few pilots, as cobalt shows for ``ebal`` weights.
     The problem is solved through its convex dual by Newton's method, so the weights have
     the form w_i proportional to exp(lambda' c(X_i)); the constraints then hold to
     ``tolerance`` (on covariates scaled by their SD). Reweighting the comparison
