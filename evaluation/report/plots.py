@@ -583,3 +583,246 @@ def synthetic_control(fit, indicator=None, title: Text | None = None, *, reader:
     right.set_title(reader.say("差距与安慰剂", "gap and placebos", sep="\n") + "\n" + numbers, fontsize=FONT_PT)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- balance and heterogeneity
+
+# Names of the township characteristics of the data contract (issue 15); a caller's
+# ``labels`` add to and override them.
+COVARIATE_NAMES: dict[str, tuple[str, str]] = {
+    "distance_km": ("到县城距离（公里）", "distance to the county seat (km)"),
+    "beds": ("床位数", "beds"),
+    "health_workers": ("卫生技术人员数", "health workers"),
+    "mountainous": ("是否山区", "mountainous"),
+    "baseline_population": ("基线常住人口", "baseline population"),
+    "baseline_visits_per_1000": ("基线每千人就诊人次", "baseline visits per 1,000"),
+    "propensity_score": ("倾向得分", "propensity score"),
+}
+SMD_THRESHOLD = 0.1  # |SMD| above this is the usual sign of imbalance (Austin 2009)
+BEFORE_COLOUR, AFTER_COLOUR = COUNTERFACTUAL_COLOUR, PILOT_COLOUR
+# Words of a subgroup's level (``distance_km:low``, ``mountainous:1``, the covariates brief of issue 15).
+SUBGROUP_LEVELS: dict[str, tuple[str, str]] = {
+    "low": ("≤中位数", "at or below the median"),
+    "high": (">中位数", "above the median"),
+    "1": ("是", "yes"),
+    "0": ("否", "no"),
+}
+
+
+def _covariate_name(reader: Reader, covariate, labels: dict | None, sep: str = " / ") -> str:
+    """A covariate's name: the caller's label, else the contract's name, else the column name."""
+    key = str(covariate)
+    given = (labels or {}).get(key, COVARIATE_NAMES.get(key))
+    return _say(reader, given, sep=sep) if given is not None else literal(key)
+
+
+def love_plot(table: pd.DataFrame, *, reader: Reader | None = None, labels: dict[str, Text] | None = None,
+              threshold: float = SMD_THRESHOLD,
+              title: Text = ("协变量平衡：标准化均值差", "Covariate balance: standardized mean differences")):
+    """The love plot: the absolute standardized mean difference of each covariate before
+    (hollow grey circles) and, when the table has ``smd_after``, after matching or
+    weighting (filled red dots), one row per covariate in the table's order, the
+    ``threshold`` (0.1) marked (Austin 2009, Statistics in Medicine 28: 3083-3107).
+    ``table`` is :func:`evaluation.diagnostics.balance.balance_table`'s; ``labels`` maps a
+    covariate to its name (a ``(zh, en)`` pair or a string; the contract's covariates are
+    named already). Returns the Figure."""
+    reader = _reader(reader)
+    for column in ("covariate", "smd_before"):
+        if column not in table:
+            raise KeyError(f"love plot: the table has no column '{column}'; it has {list(table.columns)}")
+    if table.empty:
+        raise ValueError("love plot: the table has no rows")
+    table = table.reset_index(drop=True)
+    names = [_covariate_name(reader, c, labels, sep="\n") for c in table["covariate"]]
+    lines = max(n.count("\n") + 1 for n in names)
+    row_in = max(0.3, 0.16 * lines + 0.1)
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 1.5 + row_in * len(table)))
+    y = np.arange(len(table))[::-1].astype(float)
+    before = np.abs(pd.to_numeric(table["smd_before"], errors="coerce").to_numpy(float))
+    ax.scatter(before, y, s=34, facecolors="none", edgecolors=BEFORE_COLOUR, linewidths=1.4, zorder=3,
+               label=reader.say("匹配或加权前", "before matching or weighting"))
+    if "smd_after" in table:
+        after = np.abs(pd.to_numeric(table["smd_after"], errors="coerce").to_numpy(float))
+        for b, a, yi in zip(before, after, y, strict=True):
+            if np.isfinite(a) and np.isfinite(b):
+                ax.plot([b, a], [yi, yi], color=PLACEBO_COLOUR, lw=1, zorder=1)
+        ax.scatter(after, y, s=30, color=AFTER_COLOUR, zorder=4,
+                   label=reader.say("匹配或加权后", "after matching or weighting"))
+    ax.axvline(threshold, color="black", ls="--", lw=0.9,
+               label=reader.say(f"阈值 {threshold:g}", f"threshold {threshold:g}"))
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_yticks(y, names, fontsize=FONT_PT)
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(PlainFormatter())
+    ax.set_xlabel(reader.say("标准化均值差（绝对值）", "absolute standardized mean difference"))
+    ax.set_title(_say(reader, title, sep="\n"))
+    _legend_under_figure(fig, ax, reader)
+    return fig
+
+
+def _legend_under_figure(fig, ax, reader: Reader) -> None:
+    """``ax``'s legend centred under the whole figure (three entries a row; two when both
+    languages make them long), the axes fitted above it."""
+    handles, texts = ax.get_legend_handles_labels()
+    ncol = min(len(texts), 2 if reader.language == "both" else 3)
+    rows = -(-len(texts) // ncol)
+    height = fig.get_size_inches()[1]
+    fig.legend(handles, texts, loc="lower center", ncol=ncol, frameon=False, fontsize=FONT_PT)
+    fig.tight_layout(rect=(0, min(0.5, (0.12 + 0.2 * rows) / height), 1, 1))
+
+
+def _density(ax, values: np.ndarray, weights: np.ndarray, colour: str, label: str, linestyle: str = "-") -> None:
+    """A weighted kernel density of ``values`` (a rug when fewer than two distinct values
+    carry weight), cut at the data's range."""
+    keep = weights > 0
+    values, weights = values[keep], weights[keep]
+    if len(np.unique(values)) >= 2:
+        sns.kdeplot(x=values, weights=weights, ax=ax, color=colour, lw=1.6, ls=linestyle, cut=0, label=label,
+                    warn_singular=False)
+    else:
+        ax.plot([], [], color=colour, lw=1.6, ls=linestyle, label=label)
+    ax.plot(values, np.zeros_like(values), "|", color=colour, ms=8, alpha=0.6)
+
+
+def propensity_density(scores, pilot, weights=None, *, reader: Reader | None = None,
+                       title: Text = ("倾向得分分布", "Propensity score distribution")):
+    """The estimated propensity score of pilots (red) and comparison townships (dark
+    blue): kernel densities with a rug of the townships' scores, the common support (the
+    overlap of the two groups' ranges) shaded. Without ``weights`` one panel; with them a
+    second panel after matching or weighting (each township's density weighted by its
+    weight; comparison townships missing from a weight Series weigh 0, pilots 1, as in
+    :func:`evaluation.diagnostics.balance.balance_table`).
+
+    ``scores`` and ``pilot`` (bool) are arrays or Series of one value per township (Series
+    are aligned on their index); ``weights`` an array of the same length or a Series
+    indexed like ``scores``. Returns the Figure."""
+    reader = _reader(reader)
+    s = scores if isinstance(scores, pd.Series) else pd.Series(np.asarray(scores, float))
+    if isinstance(pilot, pd.Series) and isinstance(scores, pd.Series):
+        p = pilot.reindex(s.index)
+    else:
+        p = pd.Series(np.asarray(pilot), index=s.index)
+    if len(p) != len(s) or p.isna().any():
+        raise ValueError("propensity density: pilot must give one flag per score")
+    p = p.astype(bool).to_numpy()
+    x = s.to_numpy(float)
+    if not np.isfinite(x).all() or (x < 0).any() or (x > 1).any():
+        raise ValueError("propensity density: scores must be probabilities in [0, 1]")
+    if p.all() or not p.any():
+        raise ValueError("propensity density: needs pilots and comparison townships")
+    panels = [(np.ones_like(x), reader.say("匹配或加权前", "before matching or weighting"))]
+    if weights is not None:
+        if isinstance(weights, pd.Series) and isinstance(scores, pd.Series):
+            w = weights.reindex(s.index).to_numpy(float)
+            w = np.where(np.isnan(w), np.where(p, 1.0, 0.0), w)
+        else:
+            w = np.asarray(weights, float)
+        if w.shape != x.shape or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("propensity density: weights must be finite, non-negative, one per score")
+        panels.append((w, reader.say("匹配或加权后", "after matching or weighting")))
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.4), sharex=True, squeeze=False)
+    for ax, (w, heading) in zip(axes.ravel(), panels, strict=True):
+        used = w > 0
+        lo = max(x[p & used].min(), x[~p & used].min())
+        hi = min(x[p & used].max(), x[~p & used].max())
+        if lo <= hi:
+            ax.axvspan(lo, hi, color=TARGET_COLOUR, alpha=0.12, lw=0,
+                       label=reader.say("共同支撑域", "common support"))
+        _density(ax, x[p], w[p], PILOT_COLOUR, reader.say("试点乡镇", "pilot townships"))
+        _density(ax, x[~p], w[~p], COMPARISON_COLOUR, reader.say("对照乡镇", "comparison townships"), "--")
+        ax.set_xlim(0, 1)
+        ax.set_title(heading, fontsize=FONT_PT)
+        ax.set_xlabel(reader.say("倾向得分", "propensity score"))
+        ax.set_ylabel(reader.say("密度", "density"))
+        ax.xaxis.set_major_formatter(PlainFormatter())
+        ax.yaxis.set_major_formatter(PlainFormatter())
+    fig.suptitle(_say(reader, title), fontsize=FONT_PT + 1)
+    _legend_under_figure(fig, axes.ravel()[0], reader)
+    return fig
+
+
+def _subgroup_name(reader: Reader, label, labels: dict | None) -> str:
+    """``distance_km:low`` as 到县城距离（公里）：≤中位数 / distance to the county seat (km): at
+    or below the median; a label the caller names in ``labels``, or one without a colon, as given."""
+    key = str(label)
+    if labels and key in labels:
+        return _say(reader, labels[key], sep="\n")
+    covariate, colon, level = key.rpartition(":")
+    if not colon:
+        return literal(key)
+    zh_name, en_name = (labels or {}).get(covariate) or COVARIATE_NAMES.get(covariate) or (covariate, covariate)
+    zh_level, en_level = SUBGROUP_LEVELS.get(level, (level, level))
+    return literal(reader.say(f"{zh_name}：{zh_level}", f"{en_name}: {en_level}", sep="\n"))
+
+
+def subgroup_forest(table: pd.DataFrame, *, overall: float | None = None, indicator=None,
+                    reader: Reader | None = None, labels: dict[str, Text] | None = None,
+                    title: Text = ("分组效果（异质性分析）", "Effects by subgroup (heterogeneity)")):
+    """Effects by subgroup with their intervals (异质性分析), one row per subgroup in the
+    table's order, the number of pilot townships and the interval written on the right,
+    the ``overall`` effect as a vertical line and 0 marked. ``table`` has columns
+    ``label`` (``distance_km:low``, ``mountainous:1`` ... as the heterogeneity estimators
+    write them, or any text), ``estimate``, ``ci_lower``, ``ci_upper``, ``n_treated``;
+    effects in the ``indicator``'s unit (a share's in percentage points) when given.
+    ``labels`` names subgroups or covariates (a ``(zh, en)`` pair or a string).
+    Returns the Figure."""
+    reader = _reader(reader)
+    needed = ["label", "estimate", "ci_lower", "ci_upper", "n_treated"]
+    missing = [c for c in needed if c not in table]
+    if missing:
+        raise KeyError(f"subgroup forest: the table has no column(s) {missing}; it has {list(table.columns)}")
+    if table.empty:
+        raise ValueError("subgroup forest: the table has no rows")
+    table = table.reset_index(drop=True)
+    names = [_subgroup_name(reader, label, labels) for label in table["label"]]
+    lines = max(n.count("\n") + 1 for n in names)
+    row_in = max(0.34, 0.17 * lines + 0.12)
+    legend_in = 0.45
+    height = 0.55 + legend_in + 0.55 + row_in * len(table)
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, height))
+    y = np.arange(len(table))[::-1].astype(float)
+    value = pd.to_numeric(table["estimate"], errors="coerce").to_numpy(float)
+    lo = pd.to_numeric(table["ci_lower"], errors="coerce").to_numpy(float)
+    hi = pd.to_numeric(table["ci_upper"], errors="coerce").to_numpy(float)
+    shown = np.isfinite(value)
+    bars = shown & np.isfinite(lo) & np.isfinite(hi)
+    ax.errorbar(value[bars], y[bars], xerr=[value[bars] - lo[bars], hi[bars] - value[bars]], fmt="none",
+                ecolor="#95a5a6", elinewidth=1.5)
+    ax.scatter(value[shown], y[shown], color=PILOT_COLOUR, marker="s", s=30, zorder=3,
+               label=reader.say("分组估计值与置信区间", "subgroup estimate and interval"))
+    ax.axvline(0, color="black", lw=0.8)
+    if overall is not None and np.isfinite(overall):
+        written = reader.effect(overall, indicator).replace(UNIT_SPACE, " ")
+        ax.axvline(overall, color=COMPARISON_COLOUR, ls="--", lw=1.2,
+                   label=reader.say(f"总体效果 {written}", f"overall effect {written}"))
+    ax.set_ylim(-0.6, len(table) - 0.4)
+    ax.set_yticks(y, names, fontsize=FONT_PT)
+    ax.grid(axis="y", visible=False)
+    if indicator is not None:
+        _effect_axis(ax.xaxis, indicator)
+    else:
+        ax.xaxis.set_major_formatter(PlainFormatter())
+    ax.set_xlabel(_effect_label(reader, indicator), fontsize=FONT_PT)
+    ax.set_title(_say(reader, title, sep="\n"), fontsize=FONT_PT + 1)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.grid(False)
+
+    def bound(v):
+        return reader.effect(v, indicator, unit=False)
+
+    written = []
+    for v, a, b, n, ok in zip(value, lo, hi, table["n_treated"], shown, strict=True):
+        pilots = reader.say(f"{reader.count(n)} 个试点", f"{reader.count(n)} pilots")
+        number = reader.effect(v, indicator).replace(UNIT_SPACE, " ")
+        gap = "\n" if reader.language == "both" else ", "  # two languages: the count on its own line
+        written.append(f"{number} {reader.interval(a, b, bound)}{gap}{pilots}" if ok
+                       else f"{reader.say('未能估计', 'not estimated')}{gap}{pilots}")
+    right.set_yticks(y, written, fontsize=FONT_PT)
+    right.tick_params(axis="y", length=0)
+    handles, texts = ax.get_legend_handles_labels()
+    fig.legend(handles, texts, loc="lower center", ncol=2, frameon=False, fontsize=FONT_PT)
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
+    return fig
