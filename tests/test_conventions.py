@@ -73,6 +73,8 @@ UTILITIES = {
     "estimate_noise": "simulation input (residual SD and AR(1) of a panel), not an effect",
     "treatment_indicator": "the derived binary treatment D_it of a frame",
     "subgroup_labels": "the subgroup of each township for one covariate (binary values or a median split)",
+    "balance_table": "a descriptive table of covariate means, SDs, SMDs and variance ratios, not effects",
+    "entropy_balance": "comparison-township weights (Hainmueller 2012), not effects",
     "pilot_did": "each pilot's own 2x2 DiD (the statistic the heterogeneity relabelling test permutes)",
 }
 # functions whose first parameter is a fitted model
