@@ -152,7 +152,7 @@ def plan(study_path: Path, indicators=None, chapters=None, fast: bool = False,
         raise UsageError(f"--chapters: unknown chapter(s) {', '.join(bad)}; choose from {', '.join(keys)}")
     runs = []
     for ch in CHAPTERS:
-        if ch.key not in wanted:
+        if ch.key not in wanted or (ch.needs_covariates and study.covariates is None):
             continue
         for ind in (chosen if ch.per_indicator else [None]):
             params = {"study_path": str(study_path), "fast": fast}
@@ -1174,7 +1174,7 @@ class _StudyBatch:
 # Rough seconds of one run by chapter (the demo, --fast; the robustness chapter is most of the
 # computation): used only to order the runs, longest first, when the previous manifest has no
 # time for them.
-CHAPTER_SECONDS = {"robustness": 12.0, "did": 4.0, "its": 2.0, "trends": 1.5, "data_quality": 2.0, "summary": 3.0}
+CHAPTER_SECONDS = {"robustness": 12.0, "selection": 3.0, "did": 4.0, "its": 2.0, "trends": 1.5, "data_quality": 2.0, "summary": 3.0}
 
 
 def _make_pool(size: int, tmp: Path, signals: _Signals, scheduler: str | None, workers: int | None):

@@ -70,6 +70,7 @@ class Chapter:
     title_zh: str
     title_en: str
     per_indicator: bool
+    needs_covariates: bool = False  # runs only for a study that declares covariates
 
 
 CHAPTERS = (
@@ -78,6 +79,8 @@ CHAPTERS = (
     Chapter("did", "03_did.ipynb", "双重差分", "Difference-in-differences", True),
     Chapter("its", "04_its.ipynb", "中断时间序列", "Interrupted time series", True),
     Chapter("robustness", "05_robustness.ipynb", "稳健性检验", "Robustness", True),
+    Chapter("selection", "05b_selection.ipynb", "选择偏差：协变量、匹配与异质性",
+            "Selection: covariates, matching and heterogeneity", True, needs_covariates=True),
     Chapter("summary", "06_summary.ipynb", "评估总结", "Assessment and summary", False),
 )
 CHAPTER_BY_KEY = {c.key: c for c in CHAPTERS}
@@ -227,6 +230,7 @@ class Context:
                             ("sd_pre", s.sd_pre_periods)):
             out[f"{name}_zh"], out[f"{name}_en"] = s.text(count)
         out["unit_zh"], out["unit_en"] = s.text(1)[0].lstrip("1"), s.frequency
+        out["first_event_abs"] = -s.event_window[0]
         return out
 
 
@@ -1290,6 +1294,333 @@ def verdict_notes(res: dict, ctx: Context | None = None):
     return PageBlock(escaped_block(f"<h2>{title}</h2><ul>{''.join(items)}</ul>"), "\n".join([title, *plain]))
 
 
+# ----------------------------------------------------------------------------- selection: covariates, matching, heterogeneity
+
+SUBGROUP_WORDS = {"low": ("≤中位数", "at or below the median"), "high": (">中位数", "above the median"),
+                  "1": ("是", "yes"), "0": ("否", "no")}
+
+
+def covariate_frame(ctx: Context, names=None) -> tuple[pd.DataFrame, list[str], list[str], pd.DataFrame]:
+    """The indicator's frame on the townships with a value of every covariate used.
+
+    Returns the frame, the covariates used (the plan's ``covariates``, or ``names``, less
+    those with one value for every township), those left out as constant, and the
+    townships left out for a missing value (``township_id``, ``township_name``, ``pilot``,
+    ``covariate``, ``reason``). Raises :class:`EstimationError` when the study declares no
+    covariates or none is usable."""
+    cov = ctx.panel.covariates
+    if cov is None:
+        raise EstimationError("the study declares no covariates (add a covariates: block to the study file)")
+    wanted = list(names if names is not None else ctx.settings.covariates)
+    used, constant = cov.usable(wanted)
+    if not used:
+        raise EstimationError(f"no usable covariate: {', '.join(constant) or 'none chosen'} "
+                              "has one value for every township")
+    keep = cov.complete(used)
+    missing = cov.missing[cov.missing["covariate"].isin(used)].reset_index(drop=True)
+    frame = ctx.frame
+    return frame[frame["township_id"].isin(keep)].reset_index(drop=True), used, constant, missing
+
+
+def build_matching(ctx: Context) -> Result:
+    """PSM-DID on the plan's covariates (:func:`evaluation.estimators.matching.psm_did`),
+    the balance of the covariates before and after matching and after entropy balancing
+    (:mod:`evaluation.diagnostics.balance`), and the propensity scores for the figure. When
+    matching cannot be done (separation, no common support) the balance before matching
+    is kept and the reason stored (``matching_not_estimable``)."""
+    from evaluation.diagnostics.balance import balance_table, entropy_balance
+    from evaluation.estimators.matching import psm_did
+
+    d, used, constant, missing = covariate_frame(ctx)
+    s, ind = ctx.settings, ctx.indicator
+    keys = dict(unit="township_id", cohort="first_treat", covariates=used)
+    values = {"covariates": used, "constant": constant, "method": s.matching_method}
+    tables = {"missing": missing}
+    fit = None
+    try:
+        fit = psm_did(d, outcome="value", time="time", method=s.matching_method, neighbours=s.matching_neighbours,
+                      replacement=s.matching_replacement, caliper=s.matching_caliper,
+                      bandwidth=s.matching_bandwidth if s.matching_method == "kernel" else None,
+                      event_window=s.event_window, alpha=s.alpha, draws=s.draws_randomization, seed=s.seed,
+                      indicator=ind.id, **keys)
+    except EstimationError as exc:
+        values["matching_not_estimable"] = not_estimable_text(exc)
+        balance = balance_table(d, **keys)
+    else:
+        balance = balance_table(d, weights=fit.diagnostics["weights"], **keys)
+        tables["scores"] = fit.plot_data
+        tables["propensity"] = fit.model.coefficients.rename("coefficient").rename_axis("term").reset_index()
+        values.update(dropped_pilots=int(fit.diagnostics["n_dropped_pilots"]),
+                      distinct_controls=int(fit.diagnostics["distinct_controls"]),
+                      caliper=fit.diagnostics.get("caliper"), bandwidth=fit.diagnostics.get("bandwidth"))
+    try:
+        entropy = entropy_balance(d, **keys)
+    except EstimationError as exc:
+        values["entropy_not_estimable"] = not_estimable_text(exc)
+    else:
+        balance["smd_entropy"] = balance_table(d, weights=entropy, **keys)["smd_after"].to_numpy()
+    tables["balance"] = balance
+    return make_result("selection.matching", ind.id, fit.effects if fit is not None else (), tables=tables,
+                       values=values)
+
+
+def build_adjusted(ctx: Context) -> Result:
+    """Callaway and Sant'Anna with the plan's covariates: doubly robust (Sant'Anna and Zhao
+    2020), outcome regression and inverse probability weighting, simple ATT each, on the
+    townships with every covariate; the unadjusted estimate on the same townships beside
+    them, so that the difference is the covariates' alone."""
+    d, used, _, _ = covariate_frame(ctx)
+    s, ind = ctx.settings, ctx.indicator
+    keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
+    parts, skipped = {}, {}
+    for label, options in (("cs_unadjusted", {}), ("cs_dr", {"covariates": used, "method": "dr"}),
+                           ("cs_reg", {"covariates": used, "method": "reg"}),
+                           ("cs_ipw", {"covariates": used, "method": "ipw"})):
+        try:
+            cs = callaway_santanna(d, control_group=s.comparison, seed=s.seed, alpha=s.alpha, indicator=ind.id,
+                                   **keys, **options)
+            parts[label] = cs.aggregate("simple")
+        except EstimationError as exc:
+            skipped[label] = not_estimable_text(exc)
+    if not parts:
+        raise EstimationError("; ".join(skipped.values()))
+    return make_result("selection.adjusted", ind.id, _sections(**parts), values={"not_estimable_parts": skipped,
+                                                                               "covariates": used})
+
+
+def build_heterogeneity(ctx: Context) -> Result:
+    """Effects by subgroups of the plan's ``heterogeneity`` covariates, randomization
+    inference, and the relabelling test of each difference
+    (:func:`evaluation.inference.heterogeneity.heterogeneity_randomization`)."""
+    from evaluation.inference.heterogeneity import heterogeneity_randomization
+
+    d, used, constant, missing = covariate_frame(ctx, ctx.settings.heterogeneity)
+    s, ind = ctx.settings, ctx.indicator
+    cov = ctx.panel.covariates
+    fit = heterogeneity_randomization(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                                      by=used, kinds={n: cov.kind(n) for n in used}, event_window=s.event_window,
+                                      draws=s.draws_randomization, seed=s.seed, alpha=s.alpha, indicator=ind.id)
+    differences = {}
+    for e in fit.effects:
+        differences.setdefault(e.by, {k: e.extra.get(k) for k in ("difference", "p_difference", "n_relabellings")})
+    return make_result("selection.heterogeneity", ind.id, fit, tables={"missing": missing},
+                       values={"constant": constant, "medians": fit.diagnostics["medians"], "differences": differences,
+                               "not_estimable_groups": fit.diagnostics["not_estimable"]})
+
+
+def _covariate_labels(ctx: Context) -> dict[str, tuple[str, str]]:
+    cov = ctx.panel.covariates
+    zh, en = cov.labels("zh"), cov.labels("en")
+    return {n: (zh[n], en[n]) for n in cov.names}
+
+
+def subgroup_label(ctx: Context, by: str, group: str, median=None) -> str:
+    """``distance_km:low`` as readers read it: 到县城距离（公里）≤中位数（31.2）."""
+    r = ctx.reader
+    name_zh, name_en = _covariate_labels(ctx).get(by, (by, by))
+    word_zh, word_en = SUBGROUP_WORDS.get(str(group), (str(group), str(group)))
+    at = f"（{r.number(median)}）" if median is not None else ""
+    at_en = f" ({r.number(median)})" if median is not None else ""
+    return r.say(f"{name_zh}：{word_zh}{at}", f"{name_en}: {word_en}{at_en}")
+
+
+def selection(ctx: Context) -> dict:
+    """The selection chapter's tables and figures for readers: what was used and left out,
+    the balance table, PSM-DID and covariate-adjusted estimates beside the unadjusted ones,
+    and the effects by subgroup."""
+    r, out = ctx.reader, {}
+    m, adj, het = (ctx.result(k) for k in ("selection.matching", "selection.adjusted", "selection.heterogeneity"))
+    labels = _covariate_labels(ctx)
+    out["used"] = _selection_used(ctx, m)
+    if m.not_estimable:
+        out.update(balance=not_estimated(m), love=None, density=None, matching_note="")
+    else:
+        bal = m.tables["balance"].copy()
+        bal["covariate"] = [r.both(labels.get(c, (c, c))) for c in bal["covariate"]]
+        bal["kind"] = [r.say(*{"binary": ("二值", "binary"), "continuous": ("连续", "continuous")}.get(k, (k, k)))
+                       for k in bal["kind"]]
+        columns = [c for c in ("covariate", "kind", "pilot_mean", "comparison_mean", "comparison_mean_after",
+                               "smd_before", "smd_after", "smd_entropy", "variance_ratio_before",
+                               "variance_ratio_after") if c in bal]
+        out["balance"] = r.table(bal[columns], ctx.indicator, kinds={"smd_entropy": "number"},
+                                 headers={"smd_entropy": ("标准化均值差（熵平衡后）", "SMD after entropy balancing")})
+        out["love"] = plots.love_plot(m.tables["balance"], reader=r, labels=labels)
+        scores = m.tables.get("scores")
+        out["density"] = (plots.propensity_density(scores["score"], scores["pilot"].astype(bool),
+                                                   scores["weight"], reader=r) if scores is not None else None)
+        out["matching_note"] = _matching_note(ctx, m)
+    out["estimates"] = _selection_estimates(ctx, m, adj)
+    if het.not_estimable:
+        out.update(heterogeneity=not_estimated(het), forest=None)
+    else:
+        out.update(_heterogeneity_table(ctx, het))
+    return out
+
+
+def _selection_used(ctx: Context, m: Result) -> str:
+    r = ctx.reader
+    cov = ctx.panel.covariates
+    if cov is None:
+        return r.say("本研究未声明协变量。", "The study declares no covariates.")
+    labels = _covariate_labels(ctx)
+    used = m.values.get("covariates") or list(ctx.settings.covariates)
+    names_zh = "、".join(labels.get(c, (c, c))[0] for c in used)
+    names_en = ", ".join(labels.get(c, (c, c))[1] for c in used)
+    parts = [r.say(f"倾向得分与平衡性所用协变量：{names_zh}。", f"Covariates of the propensity score and the balance: "
+                                                     f"{names_en}.")]
+    constant = m.values.get("constant") or []
+    if constant:
+        parts.append(r.say(f"{'、'.join(labels.get(c, (c, c))[0] for c in constant)}在所有乡镇取值相同，未纳入。",
+                           f"{', '.join(labels.get(c, (c, c))[1] for c in constant)}: the same for every township, "
+                           "left out."))
+    missing = m.tables.get("missing")
+    if missing is not None and len(missing):
+        towns = missing.drop_duplicates("township_id")
+        names = "、".join(f"{t.township_name}（{labels.get(t.covariate, (t.covariate,))[0]}：{t.reason}）"
+                         for t in towns.itertuples())
+        n_pilot = int(towns["pilot"].astype(bool).sum())
+        parts.append(r.say(f"{len(towns)}个乡镇（其中试点{n_pilot}个）缺少协变量，不纳入本章各方法：{names}。",
+                           f"{len(towns)} township(s) ({n_pilot} pilot) lack a covariate value and are left out of "
+                           f"this chapter's methods: {names}."))
+    return " ".join(parts)
+
+
+def _matching_note(ctx: Context, m: Result) -> str:
+    r, s, v = ctx.reader, ctx.settings, m.values
+    if v.get("matching_not_estimable"):
+        return r.say(f"未能进行倾向得分匹配：{v['matching_not_estimable']}。表中仅列匹配前的平衡性。",
+                     f"Matching could not be done: {v['matching_not_estimable']}. The table shows balance before "
+                     "matching only.")
+    if s.matching_method == "nearest":
+        cal = f"，卡尺为倾向得分对数几率标准差的{s.matching_caliper:g}倍" if s.matching_caliper else ""
+        cal_en = f", caliper {s.matching_caliper:g} SD of the logit score" if s.matching_caliper else ""
+        how = r.say(f"{s.matching_neighbours}近邻匹配（{'有' if s.matching_replacement else '无'}放回{cal}）",
+                    f"{s.matching_neighbours}-nearest-neighbour matching ({'with' if s.matching_replacement else 'without'}"
+                    f" replacement{cal_en})")
+    else:
+        how = r.say(f"核匹配（Epanechnikov 核，带宽 {r.number(v.get('bandwidth'))}）",
+                    f"kernel matching (Epanechnikov, bandwidth {r.number(v.get('bandwidth'))})")
+    dropped = v.get("dropped_pilots") or 0
+    return r.say(f"{how}；共用到{v.get('distinct_controls')}个对照乡镇，{dropped}个试点乡镇因不在共同支撑域或卡尺内未匹配。"
+                 "标准化均值差绝对值低于0.1通常视为平衡（Austin 2009）。",
+                 f"{how}; {v.get('distinct_controls')} comparison townships used, {dropped} pilot township(s) "
+                 "unmatched (outside the common support or the caliper). An absolute standardized mean difference "
+                 "below 0.1 is the usual mark of balance (Austin 2009).")
+
+
+SELECTION_METHODS = {
+    "twfe": ("双向固定效应（全部乡镇，未调整）", "two-way fixed effects (all townships, unadjusted)"),
+    "cs_unadjusted": ("Callaway–Sant'Anna，未调整", "Callaway–Sant'Anna, unadjusted"),
+    "cs_dr": ("Callaway–Sant'Anna，双重稳健", "Callaway–Sant'Anna, doubly robust"),
+    "cs_reg": ("Callaway–Sant'Anna，结果回归", "Callaway–Sant'Anna, outcome regression"),
+    "cs_ipw": ("Callaway–Sant'Anna，逆概率加权", "Callaway–Sant'Anna, inverse probability weighting"),
+    "psm_did": ("倾向得分匹配双重差分（PSM-DID）", "propensity-score-matched DiD (PSM-DID)"),
+}
+
+
+def _selection_estimates(ctx: Context, m: Result, adj: Result) -> pd.DataFrame | str:
+    """One row per method: the unadjusted, covariate-adjusted and matched ATTs."""
+    r = ctx.reader
+    rows = []
+    tw = ctx.result("did.twfe")
+    if not tw.not_estimable:
+        rows.append(_section(tw, "twfe").iloc[[0]].assign(_method="twfe"))
+    if not adj.not_estimable:
+        for part in ("cs_unadjusted", "cs_dr", "cs_reg", "cs_ipw"):
+            if (adj.effects["section"] == part).any():
+                sec = _section(adj, part)
+                rows.append(sec[sec["estimand"] == "att"].iloc[[0]].assign(_method=part))
+    if not m.not_estimable and len(m.effects):
+        rows.append(m.effects[m.effects["estimand"] == "att"].iloc[[0]].assign(_method="psm_did"))
+    if not rows:
+        return not_estimated(m, adj) or ""
+    table = pd.concat(rows, ignore_index=True)
+    shown = reader_effects(ctx, table, ("term", "estimate", "interval", "p_value", "n_treated", "inference"))
+    shown.iloc[:, 0] = [r.both(SELECTION_METHODS[k]) for k in table["_method"]]
+    shown = shown.rename(columns={shown.columns[0]: r.say("方法", "Method")})
+    skipped = (adj.values or {}).get("not_estimable_parts") or {}
+    if skipped:
+        shown.attrs["note"] = " ".join(r.say(f"{SELECTION_METHODS[k][0]}未能估计：{v}",
+                                             f"{SELECTION_METHODS[k][1]} not estimated: {v}")
+                                       for k, v in skipped.items())
+    return shown
+
+
+def _heterogeneity_table(ctx: Context, het: Result) -> dict:
+    r = ctx.reader
+    eff = het.effects.reset_index(drop=True)
+    medians = het.values.get("medians") or {}
+    table = reader_effects(ctx, eff, ("term", "estimate", "interval", "p_value", "n_treated"))
+    table.iloc[:, 0] = [subgroup_label(ctx, b, g, medians.get(b)) for b, g in zip(eff["by"], eff["group"],
+                                                                                 strict=True)]
+    table = table.rename(columns={table.columns[0]: r.header("subgroup")})
+    differences = het.values.get("differences") or {}
+    diff = [differences.get(b, {}).get("difference") for b in eff["by"]]
+    p_diff = [differences.get(b, {}).get("p_difference") for b in eff["by"]]
+    first_of = ~eff["by"].duplicated()
+    table[r.header("difference")] = [r.effect(d, ctx.indicator) if f and d is not None and pd.notna(d) else ""
+                                     for d, f in zip(diff, first_of, strict=True)]
+    table[r.header("p_difference")] = [r.p(p) if f and p is not None and pd.notna(p) else ""
+                                       for p, f in zip(p_diff, first_of, strict=True)]
+    forest = eff.assign(label=[subgroup_label(ctx, b, g, medians.get(b)) for b, g in zip(eff["by"], eff["group"],
+                                                                                        strict=True)],
+                        ci_lower=eff["ci_low"], ci_upper=eff["ci_high"])
+    tw = ctx.result("did.twfe")
+    overall = None if tw.not_estimable else float(_section(tw, "twfe")["estimate"].iloc[0])
+    figure = plots.subgroup_forest(forest, overall=overall, indicator=ctx.indicator, reader=r)
+    return {"heterogeneity": written(table), "forest": figure}
+
+
+def mechanisms(ctx: Context) -> pd.DataFrame | str | None:
+    """The plan's mechanism chains (机制分析): each outcome's TWFE effect and each of its
+    channels' effects by the same design, with randomization-inference intervals and
+    p-values, read from the stored results. Descriptive: effects moving together are
+    consistent with the channel, not a mediation estimate (which would need sequential
+    ignorability of the channel, Imai, Keele and Tingley 2010)."""
+    s, r = ctx.settings, ctx.reader
+    if not s.mechanisms:
+        return None
+    catalogue = {i.id: i for i in ctx.study.selected_indicators()}
+    rows = []
+    for outcome, channels in s.mechanisms:
+        for role, ind_id in [("outcome", outcome)] + [("channel", c) for c in channels]:
+            ind = catalogue[ind_id]
+            sub = ctx.for_indicator(ind)
+            ri = sub.result("robustness.randomization")
+            if ri.not_estimable:
+                rows.append({"outcome": outcome, "role": role, "indicator": ind, "row": None,
+                             "reason": ri.not_estimable})
+                continue
+            rows.append({"outcome": outcome, "role": role, "indicator": ind, "row": ri.effects.iloc[0].to_dict()})
+    out = []
+    for item in rows:
+        ind = item["indicator"]
+        row = item["row"]
+        name = r.name(ind)
+        if row is None:
+            out.append({r.header("outcome"): "", r.header("channel"): name, r.header("estimate"): item["reason"],
+                        r.say("95% 置信区间", "95% CI"): "", r.header("p_value"): "", r.header("direction"): ""})
+            continue
+        est, lo, hi = row["estimate"], row["ci_low"], row["ci_high"]
+        sign = "—" if (lo <= 0 <= hi) else (r.say("上升", "up") if est > 0 else r.say("下降", "down"))
+        out.append({r.header("outcome"): name if item["role"] == "outcome" else "",
+                    r.header("channel"): "" if item["role"] == "outcome" else name,
+                    r.header("estimate"): r.effect(est, ind),
+                    r.say(f"{100 * (1 - s.alpha):g}% 置信区间", f"{100 * (1 - s.alpha):g}% CI"):
+                        r.interval(lo, hi, lambda v, i=ind: r.effect(v, i)),
+                    r.header("p_value"): r.p(row["p_value"], row.get("p_floor")),
+                    r.header("direction"): sign})
+    table = written(pd.DataFrame(out, dtype=object))
+    table.attrs["note"] = r.say(
+        "机制分析为描述性：结果指标与机制指标用同一设计（双向固定效应，随机化推断）估计；二者同向变化与该机制一致，但不是中介效应的"
+        "估计（后者需要机制变量的序贯可忽略性假设，Imai、Keele 和 Tingley 2010）。“—”表示置信区间包含0。",
+        "The mechanism analysis is descriptive: outcome and channels are estimated by the same design (two-way fixed "
+        "effects, randomization inference); effects moving together are consistent with the channel but are not a "
+        "mediation estimate, which would need sequential ignorability of the channel (Imai, Keele and Tingley 2010). "
+        "'—': the interval contains 0.")
+    return table
+
+
 # ----------------------------------------------------------------------------- registry and prose
 
 SECTIONS = {
@@ -1298,6 +1629,9 @@ SECTIONS = {
     "did.callaway_santanna": build_callaway_santanna,
     "did.event_study": build_event_study,
     "did.twfe": build_twfe,
+    "selection.matching": build_matching,
+    "selection.adjusted": build_adjusted,
+    "selection.heterogeneity": build_heterogeneity,
     "did.staggered_estimators": build_staggered_estimators,
     "its": build_its,
     "robustness.checks": build_robustness_checks,
@@ -1424,6 +1758,50 @@ NOTES = {
         "the slope of the bias change by up to M per period (M = 0: the pre-period's linear trend continues; "
         "target: the mean effect of the first {sd_post_en}, from {sd_pre_en} before the start). The breakdown value "
         "is the largest Mbar or M at which the confidence set still excludes zero."),
+    "selection": (
+        "试点乡镇往往不是随机选出的：县里倾向于选择规模较大、离县城较近或基础较好的卫生院。本章比较试点与对照乡镇的基线特征"
+        "（协变量），用倾向得分匹配（PSM-DID）和协变量调整的 Callaway–Sant'Anna 估计检验结论是否受选择影响，并按乡镇特征分组估计效果"
+        "（异质性分析）。条件平行趋势假设：特征相同的试点与对照乡镇在没有试点时走势相同。",
+        "Pilot townships are rarely chosen at random: counties pick centres that are larger, nearer the county seat or "
+        "already stronger. This chapter compares pilots and comparison townships on their baseline characteristics "
+        "(covariates), checks whether the conclusion survives propensity-score matching (PSM-DID) and "
+        "covariate-adjusted Callaway–Sant'Anna estimation, and estimates effects by township characteristics "
+        "(heterogeneity). The assumption is conditional parallel trends: pilots and comparison townships with the same "
+        "characteristics would have moved alike without the pilot."),
+    "balance": (
+        "平衡性检验 / Balance",
+        "试点与对照乡镇的协变量均值、标准化均值差（Austin 2009）和方差比，匹配前、匹配后（对照乡镇按匹配权重加权）和熵平衡后"
+        "（Hainmueller 2012，对照乡镇加权使均值与试点乡镇相同）。",
+        "Covariate means of pilots and comparison townships, standardized mean differences (Austin 2009) and variance "
+        "ratios, before matching, after it (comparison townships weighted by their matching weights) and after entropy "
+        "balancing (Hainmueller 2012: comparison townships weighted so that their means equal the pilots')."),
+    "selection_estimates": (
+        "选择偏差的稳健性 / Robustness to selection",
+        "同一指标的总体效果：未调整的双向固定效应与 Callaway–Sant'Anna、以协变量调整的 Callaway–Sant'Anna（双重稳健、结果回归、"
+        "逆概率加权；Sant'Anna 和 Zhao 2020）和 PSM-DID（Heckman、Ichimura 和 Todd 1997：每个试点乡镇试点前{first_event_abs}期到"
+        "试点后{last_event}期的变化减去匹配对照乡镇同期的变化）。协变量方法只用协变量齐全的乡镇。各方法一致说明结论不取决于"
+        "试点乡镇如何被选出（以可观测特征为限）。",
+        "The overall effect on this indicator: unadjusted two-way fixed effects and Callaway–Sant'Anna, "
+        "Callaway–Sant'Anna adjusted for the covariates (doubly robust, outcome regression, inverse probability "
+        "weighting; Sant'Anna and Zhao 2020) and PSM-DID (Heckman, Ichimura and Todd 1997: each pilot's change from "
+        "{first_event_abs} periods before its start to {last_event} after it, minus its matched comparison townships' "
+        "change over the same periods). The covariate methods use the townships with every covariate. Agreement means "
+        "the conclusion does not depend on how the pilots were chosen, as far as observed characteristics go."),
+    "heterogeneity": (
+        "异质性分析 / Heterogeneity",
+        "按乡镇特征分组的效果：二值特征按取值分组，连续特征按全部乡镇的中位数分为两组；每组用本组的试点与对照乡镇估计双向固定效应，"
+        "p 值和置信区间来自随机化推断（组内置换试点历史），试点少时仍有效。组间差异检验：在试点乡镇之间置换该特征的取值（精确枚举），"
+        "原假设为试点效果与该特征无关。",
+        "Effects by township characteristic: a binary one by its value, a continuous one split at the median of all "
+        "townships; in each group the two-way fixed effects DiD of the group's pilots and comparison townships, with "
+        "p-values and intervals from randomization inference within the group, valid however few the pilots. The "
+        "difference between groups is tested by permuting the characteristic among the pilots (exactly), under the "
+        "null that a pilot's effect is unrelated to it."),
+    "mechanisms": (
+        "机制分析 / Mechanisms",
+        "研究方案中声明的机制：结果指标的效果及其机制指标的效果，用同一设计估计。",
+        "The mechanisms the study declares: the outcome's effect and its channels' effects, estimated by the same "
+        "design."),
     "summary": (
         "每个指标一行：核心结果（同一方法的效果、{alpha_pct}置信区间和p值，方法见表注：试点乡镇少于{few_pilots}个时为双向固定效应"
         "DiD加随机化推断，否则为 Callaway–Sant'Anna 以{comparison_zh}为对照）、相对反事实均值的变化、最近{target_window_zh}"

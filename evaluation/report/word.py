@@ -482,6 +482,7 @@ class _Writer:
         self.conclusion()
         self.scorecard()
         self.regression()
+        self.selection()
         self.page_break()
         self.heading("各指标结果", "Results by indicator", 1)
         for i, indicator in enumerate(self.src.indicators):
@@ -637,6 +638,76 @@ class _Writer:
             table = regression_table(self.src.folder, self.src.study, self.r.language,
                                      indicators=stored[start:start + size])
             three_line_table(self.doc, table.frame, table.caption, table.note, language=self.r.language)
+
+    def selection(self) -> None:
+        """选择偏差: the covariate balance before and after matching (the first indicator's
+        matched sample), the unadjusted, covariate-adjusted and matched effects of every
+        indicator side by side, the heterogeneity tests and the mechanism chains; nothing
+        when the study declares no covariates (no stored selection results)."""
+        r = self.r
+        stored = [(i, self.src.optional("selection.matching", i.id)) for i in self.src.indicators]
+        stored = [(i, m) for i, m in stored if m is not None]
+        if not stored:
+            return
+        self.heading("选择偏差：平衡性、匹配与异质性", "Selection: balance, matching and heterogeneity", 2)
+        ind, m = stored[0]
+        if "balance" in m.tables:
+            bal = m.tables["balance"]
+            labels = self._covariate_labels()
+            frame = pd.DataFrame({
+                r.say("协变量", "Covariate"): [r.both(labels.get(c, (c, c))) for c in bal["covariate"]],
+                r.say("试点均值", "Pilot mean"): [r.number(v) for v in bal["pilot_mean"]],
+                r.say("对照均值", "Comparison mean"): [r.number(v) for v in bal["comparison_mean"]],
+                r.say("标准化均值差（匹配前）", "SMD before"): [r.number(v) for v in bal["smd_before"]]})
+            for column, (zh, en) in (("smd_after", ("标准化均值差（匹配后）", "SMD after")),
+                                     ("smd_entropy", ("标准化均值差（熵平衡后）", "SMD after entropy balancing"))):
+                if column in bal:
+                    frame[r.say(zh, en)] = [r.number(v) for v in bal[column]]
+            reason = m.values.get("matching_not_estimable")
+            self.table(frame, f"协变量平衡性（{r.name(ind)}的匹配样本）", f"Covariate balance ({r.name(ind)}, matched sample)",
+                       [("标准化均值差 = 均值差 / 两组匹配前标准差的平方根均值（Austin 2009）；绝对值低于 0.1 视为平衡。"
+                         + (f"未能匹配：{reason}" if reason else ""),
+                         "Standardized mean difference = difference in means / sqrt of the mean of the two groups' "
+                         "variances before matching (Austin 2009); below 0.1 in absolute value counts as balanced."
+                         + (f" Matching could not be done: {reason}" if reason else ""))])
+        rows = []
+        for ind, _ in stored:
+            cells = {r.say("指标", "Indicator"): r.name(ind)}
+            parts = [("did.twfe", "twfe", ("双向固定效应（未调整）", "TWFE (unadjusted)")),
+                     ("selection.adjusted", "cs_dr", ("CS 双重稳健", "CS doubly robust")),
+                     ("selection.adjusted", "cs_ipw", ("CS 逆概率加权", "CS IPW")),
+                     ("selection.matching", None, ("PSM-DID", "PSM-DID"))]
+            for section, part, (zh, en) in parts:
+                res = self.src.optional(section, ind.id)
+                text = "—"
+                if res is not None and not res.not_estimable and len(res.effects):
+                    eff = res.effects
+                    if part is not None and "section" in eff:
+                        eff = eff[eff["section"] == part]
+                    eff = eff[eff["estimand"].isin(["att", "att_overall"])] if part != "twfe" else eff
+                    if len(eff):
+                        e = eff.iloc[0]
+                        text = f"{self.effect_text(e['estimate'], ind)}\n{self.interval_text(e['ci_low'], e['ci_high'], ind)}"
+                cells[r.say(zh, en)] = text
+            rows.append(cells)
+        self.table(pd.DataFrame(rows), "未调整、协变量调整与匹配后的总体效果", "Unadjusted, covariate-adjusted and matched effects",
+                   [("每格为效果估计及其置信区间。协变量方法只用协变量齐全的乡镇；PSM-DID 比较每个试点乡镇与其匹配对照乡镇"
+                     "在试点前后的变化（Heckman、Ichimura 和 Todd 1997），标准误按 Abadie 和 Imbens（2006）。",
+                     "Each cell: the effect and its confidence interval. The covariate methods use the townships with "
+                     "every covariate; PSM-DID compares each pilot's change before and after its start with its matched "
+                     "comparison townships' (Heckman, Ichimura and Todd 1997), standard errors by Abadie and Imbens "
+                     "(2006).")])
+
+    def _covariate_labels(self) -> dict[str, tuple[str, str]]:
+        """Covariate names as the study file labels them (the user's headers)."""
+        declared = self.src.study.covariates
+        if declared is None:
+            return {}
+        out = {}
+        if declared.table is not None:
+            out.update({name: (header, name) for header, name in declared.table.columns.items()})
+        out.update({name: (label, name) for name, label in declared.labels.items()})
+        return out
 
     def indicator_section(self, ind) -> None:
         row = self.src.rows[ind.id]

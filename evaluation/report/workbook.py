@@ -79,6 +79,8 @@ SHEETS: dict[str, tuple[str, str]] = {
     "data_quality_excluded": ("排除的乡镇", "Excluded townships"),
     "data_quality_incomplete": ("数据不完整的乡镇", "Incomplete townships"),
     "data_quality_loading": ("数据读取", "Loading"),
+    "balance": ("平衡性检验", "Covariate balance"),
+    "heterogeneity": ("异质性检验", "Heterogeneity tests"),
     "sources": ("来源与版本", "Sources"),
 }
 
@@ -117,6 +119,8 @@ OWN_COLUMNS: dict[str, tuple[str, str, str]] = {
     "applies_to": ("适用的结果", "Applies to", "text"),
     "value": ("数值", "Value", "auto"),
     "sha256": ("SHA-256", "SHA-256", "code"),
+    "smd_entropy": ("标准化均值差（熵平衡后）", "SMD after entropy balancing", "number"),
+    "n_relabellings": ("置换次数", "Relabellings", "count"),
 }
 
 # Subgroup columns (an effect's ``by``) that are not columns of the panel.
@@ -528,6 +532,34 @@ def _sources(cells: _Cells, manifest: dict, path: Path) -> Table:
     return table
 
 
+def _selection(cells: _Cells, store: ResultsStore, indicators: dict) -> list[Table]:
+    """The selection chapter's balance tables (one block of rows per indicator: the
+    matched sample differs when an indicator's data leave townships out) and the tests of
+    heterogeneity; no sheet when the study declares no covariates."""
+    balance, tests = [], []
+    for ind_id in indicators:
+        m = store.read("selection.matching", ind_id)
+        if m is not None and "balance" in m.tables:
+            balance.append(m.tables["balance"].assign(indicator=ind_id))
+        h = store.read("selection.heterogeneity", ind_id)
+        if h is not None and not h.not_estimable:
+            for by, d in (h.values.get("differences") or {}).items():
+                tests.append({"indicator": ind_id, "covariate": by, "difference": d.get("difference"),
+                              "p_difference": d.get("p_difference"), "n_relabellings": d.get("n_relabellings")})
+    out = []
+    by_indicator = lambda row: cells.known(row["indicator"])  # noqa: E731
+    headers = {"indicator": (*COLUMNS["indicator"][:2], "indicator")}
+    if balance:
+        frame = pd.concat(balance, ignore_index=True)
+        frame = frame[["indicator", *[c for c in frame.columns if c != "indicator"]]]
+        out.append(_frame_table(cells, "balance", frame, headers, by_indicator))
+    if tests:
+        frame = pd.DataFrame(tests)
+        out.append(_frame_table(cells, "heterogeneity", frame, headers | {"covariate": ("协变量", "Covariate", "code")},
+                                by_indicator))
+    return out
+
+
 def _require(store: ResultsStore, section: str, indicator):
     result = store.read(section, indicator)
     if result is None:
@@ -553,7 +585,7 @@ def tables(folder: Path, study, language: str | None = None) -> list[Table]:
     results = store.results()
     with_effects = [r for r in results if len(r.effects)]
     return [_scorecard(cells, store, settings), _effects(cells, with_effects, order, settings.very_few_pilots), _settings(cells, results),
-            *_data_quality(cells, store), _sources(cells, manifest, manifest_path)]
+            *_data_quality(cells, store), *_selection(cells, store, indicators), _sources(cells, manifest, manifest_path)]
 
 
 # ----------------------------------------------------------------------------- writing
