@@ -40,8 +40,7 @@ from scipy.special import expit
 from evaluation.errors import EstimationError
 from evaluation.results import Effect, Estimates, vcov_frame
 
-SEPARATION_LOGIT = 25.0   # |X b| beyond this (fitted score within 1.4e-11 of 0 or 1): a perfectly predicted township
-DIVERGING_SLOPE = 8.0     # standardized coefficient (b x SD of the covariate) beyond this: diverging
+SEPARATION_TOL = 1e-7  # the separation LP's value (on standardized covariates) above which the data are separated
 
 
 # ----------------------------------------------------------------------------- the propensity score
@@ -142,6 +141,26 @@ def _univariate_separation(x: np.ndarray, pilot: np.ndarray, name: str) -> str |
     return None
 
 
+def _separation(X: np.ndarray, pilot: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """Whether the data are (quasi-)completely separated: a direction b != 0 with x_i'b >= 0
+    for every pilot and <= 0 for every comparison township exists iff the linear program
+    max sum_i s_i x_i'b, s_i x_i'b >= 0, -1 <= b <= 1 (s = +1 / -1) has a positive value
+    (Albert and Anderson 1984; Konis 2007, the LP of R's safeBinaryRegression). Run on
+    standardized covariates; returns (townships perfectly predicted, the direction in
+    standardized units) or None."""
+    from scipy.optimize import linprog
+
+    sd = X.std(axis=0)
+    Z = np.where(sd > 0, (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0), 1.0)
+    s = np.where(pilot, 1.0, -1.0)
+    A = s[:, None] * Z
+    res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * X.shape[1], method="highs")
+    if res.status != 0 or -res.fun <= SEPARATION_TOL * len(A):
+        return None
+    margins = A @ res.x
+    return int(np.sum(margins > SEPARATION_TOL)), res.x
+
+
 def _logit_newton(X: np.ndarray, y: np.ndarray, max_iter: int, tol: float) -> tuple[np.ndarray, int, bool]:
     """Newton-Raphson (= IRLS) for the logit, from zero, with step halving; returns the
     coefficients, the iterations and whether the steps converged."""
@@ -190,20 +209,19 @@ def _fit_logit(X: np.ndarray, pilot: np.ndarray, names: list[str], *, max_iter: 
             raise EstimationError(f"perfect separation in the propensity model: {message}; the logit has no "
                                   "finite maximum (matching would compare townships that cannot be compared). "
                                   "Drop or coarsen the covariate, or use townships with overlapping values")
-    b, iterations, converged = _logit_newton(X, y, max_iter, tol)
-    eta = X @ b
-    decided = np.abs(eta) > SEPARATION_LOGIT
-    if not converged or decided.any():
-        sd = X.std(axis=0)
-        diverging = [nm for nm, coef, s in zip(names, b, sd, strict=True)
-                     if nm != "const" and abs(coef) * s > DIVERGING_SLOPE]
-        who = (f"the coefficients of {', '.join(repr(d) for d in diverging)} diverge" if diverging
-               else "the coefficients diverge")
+    separating = _separation(X, pilot)
+    if separating is not None:
+        decided, direction = separating
+        diverging = [nm for nm, v in zip(names, direction, strict=True) if nm != "const" and abs(v) > 1e-6]
         raise EstimationError(
-            f"(quasi-)complete separation in the propensity model: pilot status is perfectly predicted by the "
-            f"covariates for {int(decided.sum())} of {len(y)} townships ({who}; fitted scores of 0 or 1"
-            f"{'' if converged else f', no convergence in {iterations} iterations'}). Drop or coarsen those "
+            f"(quasi-)complete separation in the propensity model: pilot status is perfectly predicted by "
+            f"{' and '.join(repr(d) for d in diverging)} together for {decided} of {len(y)} townships (their "
+            "coefficients diverge: fitted scores of 0 or 1, the logit has no finite maximum). Drop or coarsen those "
             "covariates: a score of 0 or 1 means no comparison township is comparable")
+    b, iterations, converged = _logit_newton(X, y, max_iter, tol)
+    if not converged:
+        raise EstimationError(f"the propensity model did not converge in {iterations} Newton iterations "
+                              f"(covariates {names[1:]}); rescale or drop covariates")
     return b, iterations
 
 
