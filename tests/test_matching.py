@@ -332,10 +332,11 @@ def test_psm_did_recovers_the_truth_where_naive_did_is_biased():
     assert kernel.get("att").covers(2.0)
 
 
-@pytest.mark.slow
-def test_coverage_simulation():
-    """100 seeded panels: PSM-DID's 95% interval covers the truth in 88-100% of them, naive
-    TWFE's in under 20%; PSM-DID's mean bias below a quarter of its mean SE."""
+def test_coverage_simulation_nearest_neighbour():
+    """100 seeded panels (160 townships, 24 periods, selection on distance, which drives the
+    trend; true ATT 2.0; about 2.5 s): the 95% Abadie-Imbens interval of 1-NN PSM-DID covers
+    the truth in 90-100 of them (98 when written), naive TWFE's in none; the mean error of
+    PSM-DID below a quarter of its mean SE."""
     covered, naive_covered, errors, ses = 0, 0, [], []
     for seed in range(100):
         panel = selection_panel(n=160, T=24, starts=(13,), seed=100 + seed, trend=0.05)
@@ -344,6 +345,38 @@ def test_coverage_simulation():
         errors.append(e.estimate - 2.0)
         ses.append(e.std_error)
         naive_covered += twfe(panel, **KEYS).get("att").covers(2.0)
-    assert 88 <= covered <= 100, covered
-    assert naive_covered < 20, naive_covered
+    assert 90 <= covered <= 100, covered
+    assert naive_covered == 0, naive_covered
     assert abs(np.mean(errors)) < 0.25 * np.mean(ses)
+
+
+@pytest.mark.slow
+def test_coverage_simulation_kernel_bootstrap():
+    """40 seeded panels, kernel matching with a 199-draw township bootstrap (about 30 s): the
+    interval covers the truth in at least 34 (92% of 60 when written); mean error below
+    half the mean bootstrap SE."""
+    covered, errors, ses = 0, [], []
+    for seed in range(40):
+        panel = selection_panel(n=160, T=24, starts=(13,), seed=100 + seed, trend=0.05)
+        e = psm_did(panel, **KEYS, covariates=COVS, method="kernel", draws=199, seed=seed).get("att")
+        covered += e.covers(2.0)
+        errors.append(e.estimate - 2.0)
+        ses.append(e.std_error)
+    assert covered >= 34, covered
+    assert abs(np.mean(errors)) < 0.5 * np.mean(ses)
+
+
+def test_gaps_drop_pilots_and_comparisons_with_a_statement():
+    panel = selection_panel(n=64, T=24, starts=(13,), seed=6)
+    g_of = panel.groupby("township_id")["cohort"].first()
+    pilot, control = g_of.index[g_of > 0][0], g_of.index[g_of == 0][0]
+    gappy = panel[~((panel["township_id"] == pilot) & (panel["period"] < 13))
+                  & ~((panel["township_id"] == control) & (panel["period"] >= 13))]
+    fit = psm_did(gappy, **KEYS, covariates=COVS, caliper=None)
+    dropped = fit.diagnostics["dropped_pilots"].set_index("unit")
+    assert dropped.loc[pilot, "reason"] == "no outcome in the pre- or post-window"
+    assert fit.diagnostics["excluded_comparisons"] == {13.0: [control]}
+    assert control not in set(fit.diagnostics["matches"]["control"])
+    # matching on the score itself: the same pilots, another scale
+    on_score = psm_did(panel, **KEYS, covariates=COVS, match_on="score", caliper=None)
+    assert "on the score" in on_score.method and on_score.diagnostics["match_on"] == "score"

@@ -390,6 +390,7 @@ class _Match:
     scale: np.ndarray          # the matching variable of every township
     caliper: float | None      # absolute, on the matching variable
     bandwidth: float | None
+    excluded: dict             # g -> never-treated townships left out of the pool (no outcome in a window)
 
 
 def _match_all(tw: _Townships, p: np.ndarray, eta: np.ndarray, *, method: str, neighbours: int, replacement: bool,
@@ -401,11 +402,12 @@ def _match_all(tw: _Townships, p: np.ndarray, eta: np.ndarray, *, method: str, n
     if method == "kernel":
         bw = (bandwidth if bandwidth is not None else _silverman(scale)) * sd
     never = tw.cohort == 0
-    pilots, controls, weights, dropped, att_g = {}, {}, {}, [], {}
+    pilots, controls, weights, dropped, att_g, excluded = {}, {}, {}, [], {}, {}
     for g in sorted(set(tw.cohort[~never])):
         change = tw.change[g]
         members = np.flatnonzero(tw.cohort == g)
         pool = np.flatnonzero(never & np.isfinite(change))
+        excluded[g] = [tw.units[j] for j in np.flatnonzero(never & ~np.isfinite(change))]
         no_data = members[~np.isfinite(change[members])]
         dropped += [(i, g, "no outcome in the pre- or post-window") for i in no_data]
         members = members[np.isfinite(change[members])]
@@ -434,7 +436,7 @@ def _match_all(tw: _Townships, p: np.ndarray, eta: np.ndarray, *, method: str, n
     n = {g: len(v) for g, v in pilots.items()}
     att = sum(att_g[g] * n[g] for g in att_g) / sum(n.values())
     return _Match(att=att, att_cohort=att_g, pilots=pilots, controls=controls, weights=weights, dropped=dropped,
-                  scale=scale, caliper=cal, bandwidth=bw)
+                  scale=scale, caliper=cal, bandwidth=bw, excluded=excluded)
 
 
 def _dropped_text(tw: _Townships, dropped: list) -> str:
@@ -538,8 +540,9 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
     comparison townships' are dropped first (Dehejia and Wahba 1999, JASA 94:1053-1062).
     ``method``:
 
-    * ``nearest``: ``neighbours`` nearest comparison townships, ``replacement`` or not,
-      ties kept (see :func:`matching_weights`); ``caliper`` in standard deviations of the
+    * ``nearest``: ``neighbours`` nearest comparison townships, ``replacement`` or not
+      (without: a comparison township serves one pilot of a cohort; each cohort draws on
+      all never-treated townships), ties kept (see :func:`matching_weights`); ``caliper`` in standard deviations of the
       matching variable over all townships (default 0.2 of the logit score, Austin 2011,
       Pharm Stat 10:150-161; None: no caliper); a pilot with none within it is dropped.
       Standard errors: the Abadie and Imbens (2006, Econometrica 74:235-267) variance of
@@ -568,7 +571,9 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
     what a balance table after matching takes), ``comparison_weights`` (the same, comparison
     townships only), ``matches`` (pilot, comparison township, cohort, weight),
     ``dropped_pilots`` (unit, cohort, reason), ``distinct_controls``, ``caliper`` and
-    ``bandwidth`` (on the matching variable), the windows per cohort. ``model`` is the
+    ``bandwidth`` (on the matching variable), ``windows`` per cohort (first and last pre-,
+    first and last post-period), ``excluded_comparisons`` (never-treated townships left out
+    of a cohort's pool for want of an outcome in its windows). ``model`` is the
     :class:`PropensityScore`; ``plot_data`` one row per township (score, pilot, weight).
     """
     if method not in ("nearest", "kernel"):
@@ -659,6 +664,7 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
         "matched_pilots": n_pilots, "caliper": match.caliper, "bandwidth": match.bandwidth,
         "match_on": match_on, "common_support": common_support,
         "windows": {float(g): windows[g] for g in cohorts}, "covariates": tuple(covariates),
+        "excluded_comparisons": {float(g): v for g, v in match.excluded.items() if v},
     }
     if method == "kernel":
         diagnostics.update(bootstrap_draws=draws_used, bootstrap_failed=failed)
