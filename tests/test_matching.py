@@ -380,3 +380,34 @@ def test_gaps_drop_pilots_and_comparisons_with_a_statement():
     # matching on the score itself: the same pilots, another scale
     on_score = psm_did(panel, **KEYS, covariates=COVS, match_on="score", caliper=None)
     assert "on the score" in on_score.method and on_score.diagnostics["match_on"] == "score"
+
+
+def test_abadie_imbens_se_across_cohorts_written_out():
+    """Two cohorts share comparison townships: the variance of the overall ATT adds, per
+    comparison township, (sum_g W_jg e_jg)^2 - sum_g sum_i w_ijg^2 e_jg^2, e_jg its change
+    over cohort g's windows minus the mean of its 2 nearest comparison townships', times
+    sqrt(2/3). Written out with loops; tolerance 1e-12."""
+    panel = selection_panel(n=30, T=12, starts=(5, 8), seed=9)
+    fit = psm_did(panel, **KEYS, covariates=COVS, caliper=None, common_support=False)
+    logit = fit.diagnostics["logit_scores"]
+    wide = panel.pivot(index="township_id", columns="period", values="y")
+    g_of = panel.groupby("township_id")["cohort"].first()
+    never = list(g_of.index[g_of == 0])
+    matches = fit.diagnostics["matches"]
+    taus, lin, diag = [], dict.fromkeys(never, 0.0), dict.fromkeys(never, 0.0)
+    for g in (5, 8):
+        ch = wide[[t for t in wide.columns if t >= g]].mean(axis=1) - wide[[t for t in wide.columns if t < g]].mean(
+            axis=1)
+        m = matches[matches["cohort"] == g]
+        for pilot, rows in m.groupby("pilot"):
+            taus.append(ch[pilot] - sum(r.weight * ch[r.control] for r in rows.itertuples()))
+        for j in never:
+            others = sorted((abs(logit[j] - logit[k]), never.index(k), k) for k in never if k != j)
+            e = np.sqrt(2 / 3) * (ch[j] - np.mean([ch[k] for _, _, k in others[:2]]))
+            w = m.loc[m["control"] == j, "weight"]
+            lin[j] += w.sum() * e
+            diag[j] += (w ** 2).sum() * e ** 2
+    taus = np.array(taus)
+    V = (np.sum((taus - taus.mean()) ** 2) + sum(lin[j] ** 2 - diag[j] for j in never)) / len(taus) ** 2
+    assert fit.get("att").estimate == pytest.approx(taus.mean(), abs=1e-12)
+    assert fit.get("att").std_error == pytest.approx(np.sqrt(V), abs=1e-12)

@@ -447,7 +447,8 @@ def _dropped_text(tw: _Townships, dropped: list) -> str:
 def _residual_variances(values: np.ndarray, scale: np.ndarray, J: int) -> np.ndarray:
     """J/(J+1) (y_j - mean of y over j's J nearest other units on the matching variable)^2:
     the residuals whose products estimate conditional (co)variances (Abadie and Imbens
-    2006, sec. 4.1); returned as the residuals times sqrt(J/(J+1))."""
+    2006, sec. 4.1); returned as the residuals times sqrt(J/(J+1)). Ties among the
+    neighbours are broken by position."""
     n = len(values)
     if n < 2:
         return np.zeros(n)
@@ -467,8 +468,9 @@ def _ai_variance(tw: _Townships, match: _Match, J: int, cohorts: list) -> float:
     tau_i the pilot's matched DiD, W_jg = sum_i w_ijg the weight comparison township j gets
     in cohort g, e_jg the residual of its change against its J nearest pool neighbours
     (times sqrt(J/(J+1))). With one cohort and weights 1/M this is Abadie and Imbens'
-    sum_i (tau_i - tau)^2 + sum_j K_M(j)(K_M(j) - 1)/M^2 sigma^2(X_j) (their eq. 14; Abadie,
-    Drukker, Herr and Imbens 2004, Stata J 4:290-311); across cohorts the products
+    sum_i (tau_i - tau)^2 + sum_j K_M(j)(K_M(j) - 1)/M^2 sigma^2(X_j), their estimator of the
+    variance of the population ATT (see also Abadie, Drukker, Herr and Imbens 2004, Stata J
+    4:290-311); across cohorts the products
     e_jg e_jg' estimate the covariance of a township's changes over different windows.
     """
     taus, extra = [], {}
