@@ -411,3 +411,16 @@ def test_abadie_imbens_se_across_cohorts_written_out():
     V = (np.sum((taus - taus.mean()) ** 2) + sum(lin[j] ** 2 - diag[j] for j in never)) / len(taus) ** 2
     assert fit.get("att").estimate == pytest.approx(taus.mean(), abs=1e-12)
     assert fit.get("att").std_error == pytest.approx(np.sqrt(V), abs=1e-12)
+
+
+def test_a_cohort_without_a_pre_window_is_dropped_and_said_so():
+    panel = selection_panel(n=64, T=12, starts=(1, 7), seed=8)
+    fit = psm_did(panel, **KEYS, covariates=COVS, caliper=None)
+    dropped = fit.diagnostics["dropped_pilots"]
+    early = panel.loc[panel["cohort"] == 1, "township_id"].unique()
+    assert set(dropped.loc[dropped["cohort"] == 1, "unit"]) == set(early)
+    assert dropped.loc[dropped["cohort"] == 1, "reason"].eq("no period of 'period' before the start 1").all()
+    assert [e.estimand for e in fit.effects] == ["att"] and fit.effects[0].cohort == 7.0
+    with pytest.raises(EstimationError, match=r"no pilot could be matched: .*no period of 'period' from the start 13 "
+                                              r"within event_window \(-3, 2\)"):
+        psm_did(selection_panel(n=40, T=12, starts=(13,)), **KEYS, covariates=COVS, event_window=(-3, 2))

@@ -341,6 +341,7 @@ class _Townships:
     cohort: np.ndarray         # first treated period (0: never)
     X: np.ndarray              # constant + covariates
     change: dict               # cohort g -> outcome change of every township over g's windows (NaN: no data)
+    windows: dict              # cohort g -> (first pre, last pre, first post, last post), or why there is none
 
 
 def _changes(data: pd.DataFrame, outcome: str, unit: str, time: str, units: np.ndarray, cohorts: np.ndarray,
@@ -360,10 +361,12 @@ def _changes(data: pd.DataFrame, outcome: str, unit: str, time: str, units: np.n
         first, last = (-np.inf, np.inf) if event_window is None else event_window
         pre = (periods < g) & (periods >= g + first)
         post = (periods >= g) & (periods <= g + last)
-        if not pre.any() or not post.any():
+        if not pre.any() or not post.any():  # the cohort's pilots are dropped, with this reason
             side = "before" if not pre.any() else "from"
-            raise EstimationError(f"cohort {g:g}: no period of '{time}' {side} its start within event_window "
-                                  f"{event_window}: the matching DiD needs a pre- and a post-window")
+            windows[g] = f"no period of '{time}' {side} the start {g:g}" + (
+                f" within event_window {tuple(event_window)}" if event_window is not None else "")
+            changes[g] = np.full(len(units), np.nan)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a window without data: NaN, handled by the caller
             changes[g] = np.nanmean(Y[:, post], axis=1) - np.nanmean(Y[:, pre], axis=1)
@@ -409,7 +412,8 @@ def _match_all(tw: _Townships, p: np.ndarray, eta: np.ndarray, *, method: str, n
         pool = np.flatnonzero(never & np.isfinite(change))
         excluded[g] = [tw.units[j] for j in np.flatnonzero(never & ~np.isfinite(change))]
         no_data = members[~np.isfinite(change[members])]
-        dropped += [(i, g, "no outcome in the pre- or post-window") for i in no_data]
+        no_window = tw.windows[g] if isinstance(tw.windows[g], str) else None
+        dropped += [(i, g, no_window or "no outcome in the pre- or post-window") for i in no_data]
         members = members[np.isfinite(change[members])]
         if len(pool) == 0:
             dropped += [(i, g, "no comparison township with outcomes in the cohort's windows") for i in members]
@@ -423,9 +427,13 @@ def _match_all(tw: _Townships, p: np.ndarray, eta: np.ndarray, *, method: str, n
         W = matching_weights(scale[members], scale[pool], method=method, neighbours=neighbours,
                              replacement=replacement, caliper=cal, bandwidth=bw)
         matched = W.sum(axis=1) > 0
-        reason = ("no comparison township within the caliper" if method == "nearest" and replacement
-                  else "no comparison township left within the caliper" if method == "nearest"
-                  else "no comparison township within the kernel bandwidth")
+        if method == "kernel":
+            reason = "no comparison township within the kernel bandwidth"
+        elif replacement:
+            reason = "no comparison township within the caliper"
+        else:
+            reason = ("no comparison township left" + (" within the caliper" if cal is not None else "")
+                      + " (without replacement each serves one pilot)")
         dropped += [(i, g, reason) for i in members[~matched]]
         if not matched.any():
             continue
@@ -511,7 +519,8 @@ def _prepare(data, outcome, unit, time, cohort, covariates, event_window) -> tup
     units = table.index.to_numpy()
     change, windows = _changes(data, outcome, unit, time, units, cohorts, event_window)
     X = np.column_stack([np.ones(len(table)), table[list(covariates)].to_numpy(float)])
-    return _Townships(units=units, cohort=table[cohort].to_numpy(float), X=X, change=change), table, windows
+    return (_Townships(units=units, cohort=table[cohort].to_numpy(float), X=X, change=change, windows=windows),
+            table, windows)
 
 
 def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str, covariates: Sequence[str],
@@ -695,7 +704,7 @@ def _bootstrap(tw: _Townships, options: dict, cohorts: list, *, draws: int, seed
         for _ in range(draws):
             idx = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata])
             sub = _Townships(units=tw.units[idx], cohort=tw.cohort[idx], X=tw.X[idx],
-                             change={g: v[idx] for g, v in tw.change.items()})
+                             change={g: v[idx] for g, v in tw.change.items()}, windows=tw.windows)
             try:
                 b, _ = _fit_logit(sub.X, sub.cohort > 0, names)
                 eta = sub.X @ b
