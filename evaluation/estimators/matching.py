@@ -553,9 +553,10 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
 
     * ``nearest``: ``neighbours`` nearest comparison townships, ``replacement`` or not
       (without: a comparison township serves one pilot of a cohort; each cohort draws on
-      all never-treated townships), ties kept (see :func:`matching_weights`); ``caliper`` in standard deviations of the
-      matching variable over all townships (default 0.2 of the logit score, Austin 2011,
-      Pharm Stat 10:150-161; None: no caliper); a pilot with none within it is dropped.
+      all never-treated townships), ties kept (see :func:`matching_weights`); ``caliper``
+      in standard deviations of the matching variable over all townships (default 0.2 of
+      the logit score, Austin 2011, Pharm Stat 10:150-161; None: no caliper); a pilot with
+      none within it is dropped. ``draws`` and ``seed`` are not used.
       Standard errors: the Abadie and Imbens (2006, Econometrica 74:235-267) variance of
       the matching estimator of the population ATT applied to the outcome changes, the
       conditional variances estimated by matching each comparison township to its
@@ -572,9 +573,10 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
       and the weights in every draw; Wald intervals from the bootstrap standard error.
       Draws whose logit separates are skipped and counted.
 
-    Dropped pilots (no outcome in a window, off common support, nothing within the caliper
-    or bandwidth) are listed in ``diagnostics["dropped_pilots"]`` and in the effects'
-    ``extra``; when none is left the call raises EstimationError naming them.
+    Dropped pilots (no outcome in a window, a cohort without a pre- or post-window, off
+    common support, nothing within the caliper or bandwidth) are listed in ``diagnostics["dropped_pilots"]`` and in the effects'
+    ``extra``; the estimand is then the ATT of the pilots kept (on common support), not of
+    all pilots. When none is left the call raises EstimationError naming them.
 
     ``diagnostics``: ``propensity_scores`` and ``logit_scores`` (per township),
     ``weights`` (per township: 1 for a matched pilot, 0 for a dropped one, the summed
