@@ -328,6 +328,15 @@ def test_psm_did_recovers_the_truth_where_naive_did_is_biased():
     assert not naive.covers(2.0) and naive.estimate > 2.0 + 2 * naive.std_error
     fit = psm_did(panel, **KEYS, covariates=COVS)
     assert fit.get("att").covers(2.0)
+    # the matching weights balance the selection covariate (Austin 2009 SMD, unweighted SDs)
+    table = panel.groupby("township_id").first()
+    w = fit.diagnostics["weights"]
+    pilot = table["cohort"] > 0
+    x = table["distance_km"]
+    pooled_sd = np.sqrt((x[pilot].var() + x[~pilot].var()) / 2)
+    before = (x[pilot].mean() - x[~pilot].mean()) / pooled_sd
+    after = (np.average(x[pilot], weights=w[pilot]) - np.average(x[~pilot], weights=w[~pilot])) / pooled_sd
+    assert abs(before) > 0.5 and abs(after) < 0.1, (before, after)
     kernel = psm_did(panel, **KEYS, covariates=COVS, method="kernel", draws=99, seed=1)
     assert kernel.get("att").covers(2.0)
 
