@@ -37,6 +37,7 @@ BANNED = {"first_treat", "treatment", "group", "post", "interruptions", "series"
 
 # public functions that are not data-level estimators: name -> why
 ENGINES = {
+    "matching_weights": "nearest-neighbour or kernel matching weights from two arrays of scores (matching engine)",
     "factorize": "integer codes of a column (fixed-effects engine)",
     "demean": "alternating projections on a matrix (fixed-effects engine)",
     "nested_in": "whether one code array nests in another (fixed-effects engine)",
@@ -75,12 +76,14 @@ UTILITIES = {
     "subgroup_labels": "the subgroup of each township for one covariate (binary values or a median split)",
     "balance_table": "a descriptive table of covariate means, SDs, SMDs and variance ratios, not effects",
     "entropy_balance": "comparison-township weights (Hainmueller 2012), not effects",
+    "propensity_score": "the fitted logit of pilot status per township (a PropensityScore), not an effect",
     "pilot_did": "each pilot's own 2x2 DiD (the statistic the heterogeneity relabelling test permutes)",
 }
 # functions whose first parameter is a fitted model
 TAKES_FIT = {"honest_sensitivity"}
 # public classes that are not results: name -> why
 VALUE_TYPES = {
+    "PropensityScore": "a fitted propensity score: coefficients, covariance, scores per township",
     "FEFit": "the fixed-effects engine's coefficients and covariance",
     "Interruption": "describes one ITS start (the `start` argument)",
     "CovidPhase": "describes one COVID-19 phase (an ITS option)",
@@ -235,7 +238,7 @@ KEYS = dict(outcome="value", unit="township_id", time="time", cohort="first_trea
 def _calls(panel, series):
     """One call of every estimator on the small panel (name -> thunk)."""
     from evaluation.diagnostics import bacon, robustness, sensitivity
-    from evaluation.estimators import did, imputation, its, saturated, staggered, synth
+    from evaluation.estimators import did, imputation, its, matching, saturated, staggered, synth
     from evaluation.inference import few_clusters, few_treated, heterogeneity, pretrend
 
     one_cohort = panel[panel["first_treat"] != 10]
@@ -266,6 +269,8 @@ def _calls(panel, series):
         "placebo_in_space": lambda: few_clusters.placebo_in_space(panel, **KEYS),
         "subgroup_randomization": lambda: few_treated.subgroup_randomization(panel, **KEYS, by="model", draws=99,
                                                                              seed=1),
+        "psm_did": lambda: matching.psm_did(panel.assign(size=panel["township_id"].str[1:].astype(float) % 5),
+                                            **KEYS, covariates=["size"], caliper=None),
         "heterogeneity_randomization": lambda: heterogeneity.heterogeneity_randomization(
             panel.assign(near=panel["township_id"].str[1:].astype(int) % 2), **KEYS, by=["near"],
             event_window=(-3, 3), draws=99, seed=1),

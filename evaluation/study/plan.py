@@ -132,14 +132,15 @@ class MatchingPlan(_Strict):
     ``method``: ``nearest`` (``neighbours`` nearest comparison townships on the logit of
     the score, ``replacement`` or not, within ``caliper`` standard deviations of the logit
     score, Austin 2011; ``null`` for no caliper) or ``kernel`` (Epanechnikov weights
-    within ``bandwidth`` on the score, Heckman, Ichimura and Todd 1997).
+    within ``bandwidth`` standard deviations of the logit score, Heckman, Ichimura and Todd
+    1997; ``null``: Silverman's rule).
     """
 
     method: Literal["nearest", "kernel"] = "nearest"
     neighbours: int = Field(1, ge=1, strict=True)
     replacement: bool = True
     caliper: float | None = Field(0.2, gt=0)
-    bandwidth: float = Field(0.06, gt=0)
+    bandwidth: float | None = Field(None, gt=0)
 
 
 class AnalysisPlan(_Strict):
@@ -298,7 +299,7 @@ class Settings:
     matching_neighbours: int = 1
     matching_replacement: bool = True
     matching_caliper: float | None = 0.2
-    matching_bandwidth: float = 0.06
+    matching_bandwidth: float | None = None
     heterogeneity: tuple[str, ...] = ()
     mechanisms: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
