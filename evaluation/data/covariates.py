@@ -51,6 +51,7 @@ class Covariate:
     kind: str
     source: str
     time_varying: bool = False
+    label_en: str | None = None  # for English readers; None: the name
 
 
 @dataclass
@@ -88,7 +89,7 @@ class CovariateSet:
         the header is Chinese and no label was given)."""
         if language == "zh":
             return {c.name: c.label for c in self.info}
-        return {c.name: (c.label if c.label.isascii() else c.name) for c in self.info}
+        return {c.name: c.label_en or (c.label if c.label.isascii() else c.name) for c in self.info}
 
     def kind(self, name: str) -> str:
         return next(c.kind for c in self.info if c.name == name)
@@ -280,7 +281,8 @@ def _baseline(declaration: CovariateDeclaration, data: pd.DataFrame, frequency: 
         name = BASELINE_PREFIX + column
         out[name] = window.groupby("township_id")[column].mean()
         info.append(Covariate(name=name, label=declaration.labels.get(name, f"基线{panel_headers.get(column, column)}，{label}"),
-                              kind=declaration.kinds.get(name, CONTINUOUS_KIND), source="baseline"))
+                              kind=declaration.kinds.get(name, CONTINUOUS_KIND), source="baseline",
+                              label_en=f"baseline {column.replace('_', ' ')}, {label}"))
     for ind_id in base.indicators:
         ind = catalogue[ind_id]
         name = BASELINE_PREFIX + ind_id
@@ -290,6 +292,7 @@ def _baseline(declaration: CovariateDeclaration, data: pd.DataFrame, frequency: 
                                       column=missing[0], expected="the column mapped in data.columns")
         out[name] = ind.aggregate(window, "township_id")
         info.append(Covariate(name=name, label=declaration.labels.get(name, f"基线{ind.name_zh}，{label}"),
-                              kind=declaration.kinds.get(name, CONTINUOUS_KIND), source="baseline"))
+                              kind=declaration.kinds.get(name, CONTINUOUS_KIND), source="baseline",
+                              label_en=f"baseline {ind.name_en.lower()}, {label}"))
     return out, info, [f"baseline covariates: each township's value over {label} ({len(window['period'].unique())} "
                        f"{frequency}s)"]

@@ -1408,10 +1408,18 @@ def build_heterogeneity(ctx: Context) -> Result:
                                "not_estimable_groups": fit.diagnostics["not_estimable"]})
 
 
+COVARIATE_MISSING_WORDS = {"empty cell": ("空单元格", "empty cell"),
+                           "not in the township table": ("不在乡镇表中", "not in the township table"),
+                           "no value in the baseline window": ("基线期无数据", "no value in the baseline window")}
+
+
 def _covariate_labels(ctx: Context) -> dict[str, tuple[str, str]]:
+    """Each covariate's (Chinese, English) name: the study's label or the user's header,
+    the contract's English name where the header is Chinese."""
     cov = ctx.panel.covariates
     zh, en = cov.labels("zh"), cov.labels("en")
-    return {n: (zh[n], en[n]) for n in cov.names}
+    return {n: (zh[n], plots.COVARIATE_NAMES[n][1] if en[n] == n and n in plots.COVARIATE_NAMES else en[n])
+            for n in cov.names}
 
 
 def subgroup_label(ctx: Context, by: str, group: str, median=None) -> str:
@@ -1476,12 +1484,15 @@ def _selection_used(ctx: Context, m: Result) -> str:
     missing = m.tables.get("missing")
     if missing is not None and len(missing):
         towns = missing.drop_duplicates("township_id")
-        names = "、".join(f"{t.township_name}（{labels.get(t.covariate, (t.covariate,))[0]}：{t.reason}）"
-                         for t in towns.itertuples())
+        words = {t.reason: COVARIATE_MISSING_WORDS.get(t.reason, (t.reason, t.reason)) for t in towns.itertuples()}
+        names_zh = "、".join(f"{t.township_name}（{labels.get(t.covariate, (t.covariate,) * 2)[0]}：{words[t.reason][0]}）"
+                             for t in towns.itertuples())
+        names_en = "; ".join(f"{t.township_name} ({labels.get(t.covariate, (t.covariate,) * 2)[1]}: "
+                             f"{words[t.reason][1]})" for t in towns.itertuples())
         n_pilot = int(towns["pilot"].astype(bool).sum())
-        parts.append(r.say(f"{len(towns)}个乡镇（其中试点{n_pilot}个）缺少协变量，不纳入本章各方法：{names}。",
+        parts.append(r.say(f"{len(towns)}个乡镇（其中试点{n_pilot}个）缺少协变量，不纳入本章各方法：{names_zh}。",
                            f"{len(towns)} township(s) ({n_pilot} pilot) lack a covariate value and are left out of "
-                           f"this chapter's methods: {names}."))
+                           f"this chapter's methods: {names_en}."))
     return " ".join(parts)
 
 
@@ -1494,16 +1505,16 @@ def _matching_note(ctx: Context, m: Result) -> str:
     if s.matching_method == "nearest":
         cal = f"，卡尺为倾向得分对数几率标准差的{s.matching_caliper:g}倍" if s.matching_caliper else ""
         cal_en = f", caliper {s.matching_caliper:g} SD of the logit score" if s.matching_caliper else ""
-        how = r.say(f"{s.matching_neighbours}近邻匹配（{'有' if s.matching_replacement else '无'}放回{cal}）",
-                    f"{s.matching_neighbours}-nearest-neighbour matching ({'with' if s.matching_replacement else 'without'}"
-                    f" replacement{cal_en})")
+        how = f"{s.matching_neighbours}近邻匹配（{'有' if s.matching_replacement else '无'}放回{cal}）"
+        how_en = (f"{s.matching_neighbours}-nearest-neighbour matching "
+                  f"({'with' if s.matching_replacement else 'without'} replacement{cal_en})")
     else:
-        how = r.say(f"核匹配（Epanechnikov 核，带宽 {r.number(v.get('bandwidth'))}）",
-                    f"kernel matching (Epanechnikov, bandwidth {r.number(v.get('bandwidth'))})")
+        how = f"核匹配（Epanechnikov 核，带宽为倾向得分对数几率标准差的 {r.number(v.get('bandwidth'))} 倍）"
+        how_en = f"kernel matching (Epanechnikov, bandwidth {r.number(v.get('bandwidth'))} SD of the logit score)"
     dropped = v.get("dropped_pilots") or 0
     return r.say(f"{how}；共用到{v.get('distinct_controls')}个对照乡镇，{dropped}个试点乡镇因不在共同支撑域或卡尺内未匹配。"
                  "标准化均值差绝对值低于0.1通常视为平衡（Austin 2009）。",
-                 f"{how}; {v.get('distinct_controls')} comparison townships used, {dropped} pilot township(s) "
+                 f"{how_en}; {v.get('distinct_controls')} comparison townships used, {dropped} pilot township(s) "
                  "unmatched (outside the common support or the caliper). An absolute standardized mean difference "
                  "below 0.1 is the usual mark of balance (Austin 2009).")
 
