@@ -1460,8 +1460,12 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
         "study": study.id, "study_file": _relative(study_path, PROJECT_ROOT),
         "study_file_sha256": sha256(study_path),
         "data_files": {"panel": _relative(study.panel_path, PROJECT_ROOT, study_path.parent),
-                       "pilots": _relative(study.pilots_path, PROJECT_ROOT, study_path.parent)},
-        "data_files_sha256": {"panel": sha256(study.panel_path), "pilots": sha256(study.pilots_path)},
+                       "pilots": _relative(study.pilots_path, PROJECT_ROOT, study_path.parent),
+                       **({"townships": _relative(study.covariate_table_path, PROJECT_ROOT, study_path.parent)}
+                          if study.covariate_table_path else {})},
+        "data_files_sha256": {"panel": sha256(study.panel_path), "pilots": sha256(study.pilots_path),
+                              **({"townships": sha256(study.covariate_table_path)}
+                                 if study.covariate_table_path else {})},
         "title": study.title.model_dump(), "synthetic": study.synthetic, "fast": fast,
         "created": created, "git_commit": _git_commit(), "git_dirty": _git_dirty(),
         "python": platform.python_version(), "packages": package_versions(),

@@ -510,7 +510,8 @@ def _sources(cells: _Cells, manifest: dict, path: Path) -> Table:
         if name not in hashes:
             raise EvaluationInputError(f"{path}: data file '{name}' has no SHA-256 in 'data_files_sha256'")
         label = {"panel": say("数据文件：面板", "Data file: panel"),
-                 "pilots": say("数据文件：试点名单", "Data file: pilots")}.get(name, say(f"数据文件：{name}",
+                 "pilots": say("数据文件：试点名单", "Data file: pilots"),
+                 "townships": say("数据文件：乡镇特征表", "Data file: township characteristics")}.get(name, say(f"数据文件：{name}",
                                                                                   f"Data file: {name}"))
         table.add([(label, None), cells.text(file), cells.code(hashes[name])])
     words = {"study": say("研究设置（解析后）", "Study settings (resolved)"), "data": say("数据（校验后）", "Data (validated)"),
