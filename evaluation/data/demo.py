@@ -464,11 +464,12 @@ def _truth_table(with_pilot, without, pilot_start, pilot_model, ids, periods, do
             "effect": diff.reshape(-1)[keep],
             "y0": y0.reshape(-1)[keep],
         })
+        for name, labels in (subgroups or {}).items():
+            cells[name] = labels[town]
         post = cells[cells["treated_post"]]
         groups = [("att", None), ("att_cohort", "cohort"), ("att_event_time", "event_time"),
                   ("att_model", "model"), ("att_township", "township_id")]
-        for name, labels in (subgroups or {}).items():
-            cells[name] = labels[town]
+        for name in subgroups or {}:
             groups.append(("att_subgroup", name))
         for estimand, by in groups:
             if by is None:
@@ -646,7 +647,7 @@ class SelectionDemoConfig:
     the untreated trends (:data:`TREND_INDEX`, :data:`TREND_PER_INDEX`) and the size of the
     effect (:data:`HETEROGENEITY`). 12 counties of 16 townships; two pilot cohorts."""
 
-    seed: int = 20162
+    seed: int = 20163
     n_counties: int = 12
     townships_per_county: int = 16
     townships: int | None = None
@@ -659,8 +660,11 @@ class SelectionDemoConfig:
 # Pilot selection: P(pilot) = expit(intercept + sum of coefficient x characteristic), one
 # Bernoulli draw per township (about 35 of 192 expected); the cohort (each with probability
 # 1/2) and the integration model (MODEL_SHARES) are then drawn independently of everything.
-SELECTION_LOGIT = {"intercept": -1.0, "distance_km": -0.07, "beds": 0.025, "health_workers": 0.0,
-                   "mountainous": -0.8}
+SELECTION_LOGIT = {"intercept": -0.9, "distance_km": -0.07, "beds": 0.025, "health_workers": 0.0,
+                   "mountainous": -1.0}
+# A hillier prefecture than the main demo's: the mountainous logit of every township is this
+# much higher (about half mountainous instead of a third, so that the mountainous pilots are not too few).
+SELECTION_MOUNTAIN_SHIFT = 1.0
 MODEL_SHARES = {"托管": 0.4, "紧密型医共体分院": 0.35, "对口支援": 0.25}
 # Untreated trends: each township's development index
 #   index = (18 - distance_km) / 15 + (beds - 30) / 30 - 0.6 x mountainous
@@ -727,7 +731,7 @@ def generate_selection(config: SelectionDemoConfig = SelectionDemoConfig()) -> D
     county_names = _county_names(len(COUNTIES) + n_counties)[len(COUNTIES):]  # none of the main demo's
 
     pop0 = np.exp(rng.uniform(np.log(8_000), np.log(80_000), n_town))
-    townships = _draw_characteristics(rng, pop0, names, county_idx, n_counties)
+    townships = _draw_characteristics(rng, pop0, names, county_idx, n_counties, mountain_shift=SELECTION_MOUNTAIN_SHIFT)
     townships.insert(0, "township_id", ids)
 
     # ---- selection, cohorts and models
@@ -770,6 +774,7 @@ def generate_selection(config: SelectionDemoConfig = SelectionDemoConfig()) -> D
         "trend_per_index_per_year_link_scale": TREND_PER_INDEX,
         "heterogeneity": HETEROGENEITY,
         "characteristics": CHARACTERISTICS,
+        "mountainous_logit_shift": SELECTION_MOUNTAIN_SHIFT,
         "standardized_mean_differences": _smd_table(townships, pilot),
         **_outcome_design(),
     }
