@@ -83,6 +83,11 @@ def test_regeneration_is_byte_identical_and_small(tmp_path, capsys):
     assert sum((DEMO_SELECTION_DATA / name).stat().st_size for name in FILES) < 5_000_000
 
 
+def test_selection_option_takes_seed_and_out_only(tmp_path, capsys):
+    assert main(["demo-data", "--selection", "--spillover", "0.3", "--out", str(tmp_path / "x")]) == 2
+    assert "--selection" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_design_as_stated():
     """36 pilots of 192 in two cohorts, chosen nearer, larger, less mountainous: SMDs beyond
     0.1 (Austin 2009, recomputed here from the files, equal to design.json's to 4 digits)."""

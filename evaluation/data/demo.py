@@ -24,6 +24,16 @@ fixed, and averages the difference (the ATT on the indicator's own scale) overal
 cohort, per event time, per model and per township. A DiD estimator is unbiased for these
 averages only to the extent its identifying assumptions hold; on this design they do
 (parallel trends on the link scale, no anticipation, no spillover by default).
+
+Township characteristics (distance to the county seat, beds, health workers, mountainous;
+``townships.csv``) come from a second random stream of the seed, so the panel, pilots and
+truth are unchanged by them; the pilots' characteristics differ from the others' as
+counties' choices make them differ, but the characteristics enter levels only.
+
+:func:`generate_selection` draws a second prefecture (``data_raw/demo_selection``) with the
+same outcome model where the characteristics drive pilot selection (a stated logit), the
+untreated trends (parallel trends hold only conditional on them) and the size of the
+effect, with the truth by subgroup beside the data.
 """
 
 from __future__ import annotations
@@ -661,7 +671,7 @@ class SelectionDemoConfig:
 
 
 # Pilot selection: P(pilot) = expit(intercept + sum of coefficient x characteristic), one
-# Bernoulli draw per township (about 35 of 192 expected); the cohort (each with probability
+# Bernoulli draw per township (about 32 of 192 expected); the cohort (each with probability
 # 1/2) and the integration model (MODEL_SHARES) are then drawn independently of everything.
 SELECTION_LOGIT = {"intercept": -0.9, "distance_km": -0.07, "beds": 0.025, "health_workers": 0.0,
                    "mountainous": -1.0}
