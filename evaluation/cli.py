@@ -140,13 +140,27 @@ def _say(zh: str, en: str, lang: str) -> str:
 
 
 def _demo_data(args) -> int:
-    from evaluation.data.demo import MIN_TOWNSHIPS, DemoConfig, write_demo
+    from evaluation.data.demo import (
+        DEMO_SELECTION_DATA,
+        MIN_TOWNSHIPS,
+        DemoConfig,
+        SelectionDemoConfig,
+        write_demo,
+        write_selection_demo,
+    )
     from evaluation.errors import UsageError
     from evaluation.paths import DEMO_DATA
 
-    out = Path(args.out) if args.out else DEMO_DATA
+    out = Path(args.out) if args.out else (DEMO_SELECTION_DATA if args.selection else DEMO_DATA)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: --out is a file, not a folder")
+    if args.selection:
+        if args.spillover is not None or args.townships is not None:
+            raise UsageError("--selection: the selection demo takes --seed and --out only")
+        config = SelectionDemoConfig(**({} if args.seed is None else {"seed": args.seed}))
+        for path in write_selection_demo(out, config):
+            print(f"wrote {path}")
+        return 0
     if args.townships is not None and args.townships < MIN_TOWNSHIPS:
         raise UsageError(f"--townships {args.townships}: the demo needs at least {MIN_TOWNSHIPS} townships "
                          "(twice as many as its 10 pilots)")
@@ -290,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--townships", type=int, metavar="N",
                    help="number of townships, 20 or more, in counties of about 16 (default: the committed "
                         "demo's 64; a different number makes a different prefecture)")
+    d.add_argument("--selection", action="store_true",
+                   help="the selection demo instead (data_raw/demo_selection): pilots chosen on township "
+                        "characteristics that also drive trends and effects")
     d.set_defaults(func=_demo_data)
     return parser
 
