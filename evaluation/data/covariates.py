@@ -294,5 +294,4 @@ def _baseline(declaration: CovariateDeclaration, data: pd.DataFrame, frequency: 
         info.append(Covariate(name=name, label=declaration.labels.get(name, f"基线{ind.name_zh}，{label}"),
                               kind=declaration.kinds.get(name, CONTINUOUS_KIND), source="baseline",
                               label_en=f"baseline {ind.name_en.lower()}, {label}"))
-    return out, info, [f"baseline covariates: each township's value over {label} ({len(window['period'].unique())} "
-                       f"{frequency}s)"]
+    return out, info, []

@@ -189,6 +189,13 @@ class Panel:
             lines += [f"  row {d['row']}: {d['reason']}" for d in s["dropped_rows"][:10]]
             if len(s["dropped_rows"]) > 10:
                 lines.append(f"  ... and {len(s['dropped_rows']) - 10} more (Panel.dropped_rows)")
+        if self.covariates is not None:
+            cov = self.covariates
+            lines.append(f"covariates: {', '.join(f'{c.name} ({c.kind}, {c.source})' for c in cov.info)}")
+            if len(cov.missing):
+                lines.append(f"covariates missing: {cov.missing['township_id'].nunique()} township(s):")
+                lines += [f"  {r.township_id} {r.township_name}: {r.covariate} ({r.reason})"
+                          for r in cov.missing.head(10).itertuples()]
         for note in s["notes"]:
             lines.append(f"warning: {note}")
         return "\n".join(lines)
