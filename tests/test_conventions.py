@@ -77,6 +77,7 @@ UTILITIES = {
     "balance_table": "a descriptive table of covariate means, SDs, SMDs and variance ratios, not effects",
     "entropy_balance": "comparison-township weights (Hainmueller 2012), not effects",
     "propensity_score": "the fitted logit of pilot status per township (a PropensityScore), not an effect",
+    "adjust_for_covariates": "the outcome less its covariates' fitted period effects (an input of the heterogeneity estimator)",
     "pilot_did": "each pilot's own 2x2 DiD (the statistic the heterogeneity relabelling test permutes)",
 }
 # functions whose first parameter is a fitted model
@@ -273,7 +274,7 @@ def _calls(panel, series):
                                             **KEYS, covariates=["size"], caliper=None),
         "heterogeneity_randomization": lambda: heterogeneity.heterogeneity_randomization(
             panel.assign(near=panel["township_id"].str[1:].astype(int) % 2), **KEYS, by=["near"],
-            event_window=(-3, 3), draws=99, seed=1),
+            pre_periods=3, draws=99, seed=1),
         "pretrend_randomization": lambda: pretrend.pretrend_randomization(panel, **KEYS, event_window=(-4, 3),
                                                                           draws=99, seed=1),
         "bacon_decomposition": lambda: bacon.bacon_decomposition(panel, **KEYS),

@@ -1389,17 +1389,24 @@ def build_adjusted(ctx: Context) -> Result:
 
 
 def build_heterogeneity(ctx: Context) -> Result:
-    """Effects by subgroups of the plan's ``heterogeneity`` covariates, randomization
-    inference, and the relabelling test of each difference
+    """Effects by subgroups of the plan's ``heterogeneity`` covariates, adjusted for period
+    effects linear in the plan's ``covariates`` (conditional parallel trends), with
+    randomization inference and the relabelling test of each difference
     (:func:`evaluation.inference.heterogeneity.heterogeneity_randomization`)."""
     from evaluation.inference.heterogeneity import heterogeneity_randomization
 
-    d, used, constant, missing = covariate_frame(ctx, ctx.settings.heterogeneity)
     s, ind = ctx.settings, ctx.indicator
+    names = list(dict.fromkeys([*s.heterogeneity, *s.covariates]))
+    d, usable, constant, missing = covariate_frame(ctx, names)
+    used = [n for n in s.heterogeneity if n in usable]
+    if not used:
+        raise EstimationError(f"no usable covariate to form subgroups: {', '.join(constant) or 'none chosen'}")
     cov = ctx.panel.covariates
     fit = heterogeneity_randomization(d, outcome="value", unit="township_id", time="time", cohort="first_treat",
-                                      by=used, kinds={n: cov.kind(n) for n in used}, event_window=s.event_window,
-                                      draws=s.draws_randomization, seed=s.seed, alpha=s.alpha, indicator=ind.id)
+                                      by=used, kinds={n: cov.kind(n) for n in used},
+                                      covariates=[n for n in s.covariates if n in usable],
+                                      pre_periods=-s.event_window[0], draws=s.draws_randomization, seed=s.seed,
+                                      alpha=s.alpha, indicator=ind.id)
     differences = {}
     for e in fit.effects:
         differences.setdefault(e.by, {k: e.extra.get(k) for k in ("difference", "p_difference", "n_relabellings")})
@@ -1800,11 +1807,14 @@ NOTES = {
         "the conclusion does not depend on how the pilots were chosen, as far as observed characteristics go."),
     "heterogeneity": (
         "异质性分析 / Heterogeneity",
-        "按乡镇特征分组的效果：二值特征按取值分组，连续特征按全部乡镇的中位数分为两组；每组用本组的试点与对照乡镇估计双向固定效应，"
+        "按乡镇特征分组的效果：二值特征按取值分组，连续特征按全部乡镇的中位数分为两组；结果指标先扣除由协变量解释的各期差异"
+        "（在对照乡镇中逐期估计，条件平行趋势），再在每组用本组的试点与对照乡镇估计双向固定效应，"
         "p 值和置信区间来自随机化推断（组内置换试点历史），试点少时仍有效。组间差异检验：在试点乡镇之间置换该特征的取值（精确枚举），"
         "原假设为试点效果与该特征无关。",
         "Effects by township characteristic: a binary one by its value, a continuous one split at the median of all "
-        "townships; in each group the two-way fixed effects DiD of the group's pilots and comparison townships, with "
+        "townships. The outcome is first adjusted for the period effects the covariates explain (estimated period by "
+        "period on the comparison townships: conditional parallel trends); in each group the two-way fixed effects "
+        "DiD of the group's pilots and comparison townships, with "
         "p-values and intervals from randomization inference within the group, valid however few the pilots. The "
         "difference between groups is tested by permuting the characteristic among the pilots (exactly), under the "
         "null that a pilot's effect is unrelated to it."),
