@@ -363,7 +363,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         raise EstimationError(f"the outcome '{outcome}' is missing in every row")
     if d.duplicated([unit, time]).any():
         raise EstimationError("the panel is not balanced (some unit has a period twice)")
-    check_covariates(d[d[outcome].notna()], covariates, unit=unit)
+    _check_covariates(d[d[outcome].notna()], covariates, unit=unit)
     complete = d[[outcome, *covariates]].notna().all(axis=1).to_numpy()
     full_periods = d[time].nunique()
     if not allow_unbalanced_panel and (not complete.all() or len(d) != d[unit].nunique() * full_periods):
@@ -730,12 +730,16 @@ def _plain(x):
     return x.item() if hasattr(x, "item") else x
 
 
-def check_covariates(d: pd.DataFrame, covariates: Sequence[str], *, unit: str,
-                     time_invariant: bool = False) -> None:
+def _check_covariates(d: pd.DataFrame, covariates: Sequence[str], *, unit: str,
+                     time_invariant: bool = False, absorbed_by: Sequence[str] = ()) -> None:
     """Raise :class:`EstimationError` naming the covariate (and a unit) when a covariate
     is not numeric, is missing in a row of ``d``, is constant over ``d`` (no variation
-    among the units used), or, with ``time_invariant``, varies within a unit."""
+    among the units used), with ``time_invariant`` varies within a unit, or is constant
+    within every level of one of the ``absorbed_by`` columns (then collinear with those
+    fixed effects: a township characteristic under township effects)."""
     for c in covariates:
+        if c not in d.columns:
+            raise EstimationError(f"covariate '{c}' is not a column of the data")
         col = d[c]
         if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
             raise EstimationError(f"covariate '{c}' is not numeric (dtype {col.dtype}): code it as numbers "
@@ -754,6 +758,14 @@ def check_covariates(d: pd.DataFrame, covariates: Sequence[str], *, unit: str,
             if (spread > 0).any():
                 raise EstimationError(f"covariate '{c}' varies within {unit} {_plain(spread.index[spread > 0][0])!r}, "
                                       "but a time-invariant characteristic is needed here")
+        for fe in absorbed_by:
+            by_level = col.astype(float).groupby(d[fe])
+            if ((by_level.max() - by_level.min()) == 0).all():
+                kind = "time-invariant" if fe == unit else f"constant within each '{fe}'"
+                raise EstimationError(
+                    f"covariate '{c}' is {kind}: it is collinear with the '{fe}' fixed effects and has no "
+                    "coefficient; drop it from the controls (a township characteristic is absorbed by the "
+                    "township effects: use it for subgroups or in callaway_santanna(covariates=...))")
 
 
 def _propensity(X: np.ndarray, D: np.ndarray, where: str, names: Sequence[str]) -> np.ndarray:
