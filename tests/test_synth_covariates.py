@@ -19,7 +19,7 @@ Peer: pysyncon 1.7.0 (``Dataprep`` with the covariates' pre-period means as
   uses the tight tolerance.
 - Default V: both run Nelder-Mead over |x| / sum|x| from equal weights, but pysyncon's
   outer loss uses its early-stopped inner weights, so the paths part. pysyncon's default
-  V on these data (stored below; recomputed by the slow test, 90 s) gives, with the exact
+  V on these data (stored below; recomputed by the slow test, 3-90 s) gives, with the exact
   inner weights, a pre-period MSPE of 8.91e-5, above ours (8.52e-5): our V is at least as
   good for the nested problem as stated by ADH 2010.
 """
@@ -138,7 +138,7 @@ def test_our_v_is_at_least_as_good_as_pysyncon_default(one_pilot):
 
 @pytest.mark.slow
 def test_pysyncon_default_v_reference(one_pilot):
-    """Recompute the stored pysyncon default V (about 90 s)."""
+    """Recompute the stored pysyncon default V (3 s on an idle machine, 90 s under load)."""
     from pysyncon import Synth
 
     d, pilot = one_pilot

@@ -4,7 +4,7 @@ Peer and tolerances (those of the existing TWFE tests, tests/test_did.py): pyfix
 ``feols("value ~ post + log_population + services | township_id + time")`` (and the
 event study ``i(rel, ref=-1) + controls``), CR1 by township or by county: coefficients to
 1e-8, standard errors to 1e-6 (observed agreement ~1e-15); the controls' coefficients
-likewise. On the demo panel with gaps (rows removed) to 1e-8 in both, as
+likewise; the same with population weights (WLS). On the demo panel with gaps (rows removed) to 1e-8 in both, as
 tests/test_unbalanced.py.
 
 Collinear controls: a control that does not vary within any township (time-invariant),
@@ -58,6 +58,8 @@ def test_twfe_with_controls_matches_pyfixest(panel):
         controls = ours.diagnostics["controls"].set_index("term")
         np.testing.assert_allclose(controls["estimate"], model.coef()[CONTROLS], atol=1e-8)
         np.testing.assert_allclose(controls["std_error"], model.se()[CONTROLS], atol=1e-6)
+    weighted = twfe(panel, **COLUMNS, covariates=CONTROLS, weights="population")
+    _check_pf(weighted.effects, pf.feols(formula, panel, vcov={"CRV1": "township_id"}, weights="population"), ["post"])
     assert ours.spec["covariates"] == tuple(CONTROLS)
     # the controls matter here: the estimate moves away from the plain TWFE one
     plain = twfe(panel, **COLUMNS).effects[0].estimate
@@ -86,6 +88,9 @@ def test_event_study_with_controls_matches_pyfixest(panel):
     assert ours.vcov.shape == (18, 18)
     controls = ours.diagnostics["controls"].set_index("term")
     np.testing.assert_allclose(controls["estimate"], model.coef()[CONTROLS], atol=1e-8)
+    weighted = event_study(panel, **COLUMNS, event_window=(-6, 12), covariates=CONTROLS, weights="population")
+    _check_pf(weighted.effects, pf.feols("value ~ i(rel, ref=-1) + log_population + services | township_id + time", d,
+                                         vcov={"CRV1": "township_id"}, weights="population"), names)
     leads = [i for i, n in enumerate(names) if "-" in n.split("::")[1]]
     idx = [list(model.coef().index).index(names[i]) for i in leads]
     b, V = model.coef().to_numpy()[idx], model._vcov[np.ix_(idx, idx)]
