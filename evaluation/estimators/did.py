@@ -44,6 +44,7 @@ from evaluation.estimators.fixed_effects import (
     nested_in,
     small_sample_factor,
 )
+from evaluation.estimators.staggered import _check_covariates
 from evaluation.results import Effect, Estimates, vcov_frame
 
 INFERENCE_2X2 = {"conventional": "conventional OLS", "robust": "heteroskedasticity-robust (HC1)",
@@ -160,8 +161,22 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     adjustment (:mod:`evaluation.estimators.fixed_effects`; default fixest's). ``weights``
     (e.g. population) gives weighted least squares. The call is kept in ``spec`` so that
     the few-pilot inference functions can take the fit itself.
+
+    ``covariates``: time-varying controls entering linearly beside the township and
+    period effects (``feols("y ~ D + x1 + x2 | unit + time")``); ``b`` is then the ATT
+    under parallel trends conditional on them, which requires the controls not to be
+    affected by the pilot (Angrist and Pischke 2009, sec. 3.2.3, "bad controls"). Their
+    coefficients and standard errors are in ``diagnostics["controls"]``; the effect
+    stays the one ``att``. A control that does not vary within any township (a
+    time-invariant characteristic), or only by period, is collinear with the fixed
+    effects and is refused with an error naming it (rather than silently dropped, as
+    fixest does); so is a control missing where the outcome is present, or constant.
     """
     cluster = cluster or unit
+    covariates = list(covariates)
+    if covariates:
+        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                         absorbed_by=[unit, time])
     d = _check(data, unit, time, outcome, cohort,
                needed=list(covariates) + [cluster] + ([weights] if weights else []))
     if weights and not (d[weights] > 0).all():
@@ -177,10 +192,26 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     spec = {"estimator": "twfe", "data": data, "outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "cluster": cluster, "weights": weights, "covariates": tuple(covariates), "adjustment": adjustment,
             "alpha": alpha, "indicator": indicator}
+    diagnostics = {"dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs,
+                   "clusters": fit.n_clusters}
+    if covariates:
+        diagnostics["controls"] = _controls_table(fit, covariates)
     return Estimates(effects=[effect], method=method, model=fit, kind="twfe",
-                     vcov=vcov_frame(fit.vcov[:1, :1], [effect]), spec=spec,
-                     diagnostics={"dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs,
-                                  "clusters": fit.n_clusters})
+                     vcov=vcov_frame(fit.vcov[:1, :1], [effect]), spec=spec, diagnostics=diagnostics)
+
+
+def _rows_with_outcome(data: pd.DataFrame, outcome: str, columns: Sequence[str]) -> pd.DataFrame:
+    """The rows that have the outcome (where a control must be present too)."""
+    missing = [c for c in dict.fromkeys([outcome, *columns]) if c not in data.columns]
+    if missing:
+        raise EstimationError(f"columns not in the data: {missing}")
+    return data.loc[data[outcome].notna(), list(dict.fromkeys(columns))]
+
+
+def _controls_table(fit: FEFit, covariates: Sequence[str]) -> pd.DataFrame:
+    """The controls' coefficients and CR1 standard errors (nuisance terms, not effects)."""
+    idx = [fit.index(c) for c in covariates]
+    return pd.DataFrame({"term": list(covariates), "estimate": fit.coef[idx], "std_error": fit.se[idx]})
 
 
 # ----------------------------------------------------------------------------- event study
@@ -296,7 +327,7 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
 
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 event_window: tuple[int, int] = (-6, 12), bin_endpoints: bool = True, reference: int = -1,
-                cluster: str | None = None, weights: str | None = None,
+                cluster: str | None = None, weights: str | None = None, covariates: Sequence[str] = (),
                 adjustment: Literal["fixest", "dummies", "linearmodels", "none"] = "fixest",
                 alpha: float = 0.05, indicator: str | None = None) -> Estimates:
     """Leads and lags of the pilot start in a two-way fixed-effects regression.
@@ -315,13 +346,23 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     Without ``weights`` the regression is computed from unit / period x event-time count
     tables (Frisch-Waugh-Lovell, exact on unbalanced panels too), never the n x K dummy
     design; the numbers are those of ``fe_ols`` on that design, which weighted fits still use.
+
+    ``covariates``: time-varying controls beside the township and period effects, as in
+    :func:`twfe` (same checks: a time-invariant control is refused with an error naming
+    it); the fit then uses ``fe_ols`` on the dense design, the effects are still the
+    event-time coefficients and the controls' are in ``diagnostics["controls"]``.
     """
     first, last = (int(v) for v in event_window)
     if first > 0 or last < 0:
         raise EstimationError(f"event_window must run from a lead (<= 0) to a lag (>= 0), got {event_window}")
     leads, lags = -first, last
     cluster = cluster or unit
-    d = _check(data, unit, time, outcome, None, needed=[cohort, cluster] + ([weights] if weights else []))
+    covariates = list(covariates)
+    if covariates:
+        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                         absorbed_by=[unit, time])
+    d = _check(data, unit, time, outcome, None,
+               needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
     dropped = int(len(data) - len(d))
     ft = d[cohort].fillna(0).astype(float)
     treated = ft > 0
@@ -346,14 +387,16 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     names = [f"k={k}" for k in event_times]
     y = d[outcome].to_numpy(float)
     unit_codes, time_codes, cluster_codes = factorize(d[unit])[0], factorize(d[time])[0], factorize(d[cluster])[0]
-    if weights:
-        # weighted least squares keeps the dense n x K design and fe_ols: the count tables of
-        # _event_study_ols are unweighted
-        X = np.zeros((len(rel_values), len(event_times)), order="F")
+    if weights or covariates:
+        # weighted least squares and controls keep the dense n x K design and fe_ols: the
+        # count tables of _event_study_ols are unweighted and have no other regressors
+        X = np.zeros((len(rel_values), len(event_times) + len(covariates)), order="F")
         on = np.flatnonzero(column >= 0)
         X[on, column[on]] = 1.0
-        fit = fe_ols(y, X, names, [unit_codes, time_codes], cluster_codes, weights=d[weights].to_numpy(float),
-                     adjustment=adjustment)
+        for j, c in enumerate(covariates):
+            X[:, len(event_times) + j] = d[c].to_numpy(float)
+        fit = fe_ols(y, X, names + covariates, [unit_codes, time_codes], cluster_codes,
+                     weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
     else:
         fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
     method = "event study (two-way fixed effects)"
@@ -364,6 +407,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     pre = [nm for nm, k in zip(names, event_times, strict=True) if k < reference]
     diagnostics = {"reference": reference, "binned": bin_endpoints, "event_window": (first, last),
                    "dropped_missing_rows": dropped, "observations": fit.n_obs}
+    if covariates:
+        diagnostics["controls"] = _controls_table(fit, covariates)
     treated_clusters = d.loc[rel.notna(), cluster].nunique()
     if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
@@ -378,7 +423,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                           "ci_high": e.ci_high} for e in effects]
                         + [{"event_time": reference, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}])
     return Estimates(effects=effects, method=method, model=fit, diagnostics=diagnostics, kind="event_study",
-                     vcov=vcov_frame(fit.vcov, effects),
+                     vcov=vcov_frame(fit.vcov[:len(names), :len(names)], effects),
                      plot_data=plot.sort_values("event_time").reset_index(drop=True))
 
 

@@ -8,7 +8,17 @@ parallel trends (conditional on covariates when they are given) and no anticipat
 each ATT(g, t) is unbiased however effects vary across cohorts and over time, which
 TWFE is not. Callaway B, Sant'Anna PHC (2021), J Econometrics 225:200-230; estimators
 of each 2x2 from Sant'Anna and Zhao (2020), J Econometrics 219:101-122: unconditional,
-outcome regression (``method="reg"``) or doubly robust (``method="dr"``).
+outcome regression (``method="reg"``), doubly robust (``method="dr"``) or normalized
+inverse probability weighting (``method="ipw"``: Abadie 2005, Rev Econ Stud 72:1-19, with
+weights that sum to one in each group, as R did / DRDID's ``std_ipw_did_panel`` and
+``std_ipw_did_rc``).
+
+Propensity scores (``dr``, ``ipw``) are logits of pilot status on the covariates within
+each 2x2. When they separate the groups (a covariate's range among the cohort's pilots
+does not overlap the comparison units', or a fitted score reaches 0.999, R did's
+``overlap_check_fail`` threshold) the comparison has no common support and an
+:class:`evaluation.errors.EstimationError` names the cohort, the period and the
+covariates (R did returns NA for such a cell).
 
 Inference uses the influence functions: analytic standard errors, aggregations
 (simple, by cohort, by event time, by calendar period) with the weights' own estimation
@@ -41,7 +51,10 @@ from evaluation.errors import EstimationError
 from evaluation.estimators.fixed_effects import _require_balanced
 from evaluation.results import Effect, Estimates, vcov_frame
 
-METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust"}
+METHOD_NAMES = {"unconditional": "unconditional", "reg": "outcome regression", "dr": "doubly robust",
+                "ipw": "inverse probability weighting"}
+OVERLAP_LIMIT = 0.999   # R did's overlap_check_fail: a fitted propensity score at or above it has no overlap
+TRIM_LEVEL = 0.995      # DRDID: comparison units with a score above it get no weight
 
 
 def _number(x) -> float:
@@ -68,7 +81,7 @@ class GroupTimeEffects(Estimates):
         self.unit_group = unit_group       # each unit's cohort (0 = never)
         self.n_units = n_units
         self.control_group = control_group
-        self.estimation = estimation       # unconditional | reg | dr
+        self.estimation = estimation       # unconditional | reg | dr | ipw
         self.base_period = base_period
         self.alpha = alpha
         self.seed = seed
@@ -300,7 +313,7 @@ class GroupTimeEffects(Estimates):
 
 def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                       control_group: Literal["never_treated", "not_yet_treated"] = "never_treated",
-                      covariates: Sequence[str] = (), method: Literal["dr", "reg"] = "dr",
+                      covariates: Sequence[str] = (), method: Literal["dr", "reg", "ipw"] = "dr",
                       base_period: Literal["varying", "universal"] = "varying", anticipation: int = 0,
                       allow_unbalanced_panel: bool = True, alpha: float = 0.05, seed: int | None = None,
                       indicator: str | None = None) -> GroupTimeEffects:
@@ -310,9 +323,16 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     ``cohort``: the first treated period on the ``time`` scale, 0 or missing for
     never-treated units. Units treated in the first period have no pre-period and are
     left out (reported in ``diagnostics``). ``covariates`` are taken at the base period
-    of each comparison; without covariates all methods coincide.
+    of each comparison; without covariates all methods coincide. ``method``: ``"reg"``
+    (outcome regression, Heckman, Ichimura and Todd 1997), ``"ipw"`` (normalized inverse
+    probability weighting, Abadie 2005: comparison units weighted by p(X) / (1 - p(X)),
+    valid when the propensity score is correctly specified) or ``"dr"`` (doubly robust,
+    Sant'Anna and Zhao 2020: valid when either model is). A covariate missing in a row
+    that has the outcome, or constant over the units used, is an
+    :class:`evaluation.errors.EstimationError` naming it; so is a propensity score without
+    overlap (``dr``, ``ipw``; see the module docstring).
 
-    Gaps: rows whose outcome (or a covariate) is missing are dropped (counted in
+    Gaps: rows whose outcome is missing are dropped (counted in
     ``diagnostics["dropped_missing_rows"]``). When what is left is a balanced panel the
     panel estimator runs. Otherwise, with ``allow_unbalanced_panel`` (the default), each
     ATT(g, t) is the 2x2 DiD of the observations present in its two periods, treating
@@ -332,8 +352,8 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         raise EstimationError(f"control_group must be 'never_treated' or 'not_yet_treated', got {control_group!r}")
     if base_period not in ("varying", "universal"):
         raise EstimationError(f"base_period must be 'varying' or 'universal', got {base_period!r}")
-    if method not in ("dr", "reg"):
-        raise EstimationError(f"method must be 'dr' or 'reg', got {method!r}")
+    if method not in ("dr", "reg", "ipw"):
+        raise EstimationError(f"method must be 'dr', 'reg' or 'ipw', got {method!r}")
     needed = list(dict.fromkeys([unit, time, outcome, cohort, *covariates]))
     missing = [c for c in needed if c not in data.columns]
     if missing:
@@ -343,6 +363,7 @@ def callaway_santanna(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         raise EstimationError(f"the outcome '{outcome}' is missing in every row")
     if d.duplicated([unit, time]).any():
         raise EstimationError("the panel is not balanced (some unit has a period twice)")
+    _check_covariates(d[d[outcome].notna()], covariates, unit=unit)
     complete = d[[outcome, *covariates]].notna().all(axis=1).to_numpy()
     full_periods = d[time].nunique()
     if not allow_unbalanced_panel and (not complete.all() or len(d) != d[unit].nunique() * full_periods):
@@ -451,7 +472,7 @@ def _cells_panel(d, cells, u_codes, t_codes, keep, ft, periods, outcome, covaria
         D = np.zeros(len(sub))
         D[: len(treat_idx)] = 1.0
         cov = np.column_stack([np.ones(len(sub))] + [Xcov[c][sub, b] for c in covariates])
-        att, inf_sub = _two_by_two(dy, D, cov, method)
+        att, inf_sub = _two_by_two(dy, D, cov, method, where=_where(g, tp, periods[b]), names=covariates)
         influence[sub, len(rows)] = inf_sub * n / len(sub)
         rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
                      "n_treated": len(treat_idx), "n_control": len(ctrl_idx)})
@@ -490,7 +511,8 @@ def _cells_unbalanced(d, cells, u_codes, t_codes, keep, ft, periods, outcome, co
         D = treated.astype(float)
         P = post.astype(float)
         n1 = len(idx)
-        att, inf_rows = _two_by_two_rc(y, D, P, None if RX is None else RX[idx], method)
+        att, inf_rows = _two_by_two_rc(y, D, P, None if RX is None else RX[idx], method,
+                                       where=_where(g, tp, periods[b]), names=covariates)
         influence[:, len(rows)] = np.bincount(ru[idx], weights=inf_rows * n / n1, minlength=n)
         rows.append({"group": g, "time": tp, "base": periods[b], "att": att, "post": not pre,
                      "n_treated": int(len(np.unique(ru[idx][treated]))),
@@ -499,7 +521,7 @@ def _cells_unbalanced(d, cells, u_codes, t_codes, keep, ft, periods, outcome, co
 
 
 def _two_by_two_rc(y: np.ndarray, D: np.ndarray, post: np.ndarray, X: np.ndarray | None,
-                   method: str) -> tuple[float, np.ndarray]:
+                   method: str, where: str = "", names: Sequence[str] = ()) -> tuple[float, np.ndarray]:
     """ATT of one 2x2 comparison from repeated cross-sections (the rows of both periods)
     and its influence function per row, scaled so that its variance is mean(IF^2) / n1
     (Sant'Anna and Zhao 2020; without covariates the difference of the four cell means)."""
@@ -514,7 +536,10 @@ def _two_by_two_rc(y: np.ndarray, D: np.ndarray, post: np.ndarray, X: np.ndarray
             att += sign * mean
             inf[m] = sign * (y[m] - mean) * n1 / m.sum()
         return float(att), inf
-    return _reg_did_rc(y, D, post, X) if method == "reg" else _dr_did_rc(y, D, post, X)
+    if method == "reg":
+        return _reg_did_rc(y, D, post, X)
+    ps = _propensity(X, D, where, names)
+    return _ipw_did_rc(y, D, post, X, ps) if method == "ipw" else _dr_did_rc(y, D, post, X, ps)
 
 
 def _ols_rc(y: np.ndarray, X: np.ndarray, mask: np.ndarray, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -548,13 +573,35 @@ def _reg_did_rc(y, D, post, X) -> tuple[float, np.ndarray]:
     return float(eta_post - eta_pre - eta_cont), inf_post - inf_pre - inf_cont
 
 
-def _dr_did_rc(y, D, post, X, trim_level: float = 0.995) -> tuple[float, np.ndarray]:
+def _ipw_did_rc(y, D, post, X, ps, trim_level: float = TRIM_LEVEL) -> tuple[float, np.ndarray]:
+    """Normalized (Hajek) inverse-probability-weighted DiD for repeated cross-sections
+    (Abadie 2005; Sant'Anna and Zhao 2020, eq. 2.4 and its influence function; as R
+    DRDID's ``std_ipw_did_rc`` with unit weights: logit score ``ps`` fitted on all rows,
+    comparison rows with a score above ``trim_level`` get no weight)."""
+    n = len(y)
+    ps = np.minimum(ps, 1 - 1e-6)
+    trim = np.where(D == 0, ps < trim_level, True).astype(float)
+    odds = ps / (1 - ps)
+    w = {"t_pre": trim * D * (1 - post), "t_post": trim * D * post,
+         "c_pre": trim * odds * (1 - D) * (1 - post), "c_post": trim * odds * (1 - D) * post}
+    eta = {k: v * y / v.mean() for k, v in w.items()}
+    a = {k: v.mean() for k, v in eta.items()}
+    att = (a["t_post"] - a["t_pre"]) - (a["c_post"] - a["c_pre"])
+    inf = {k: eta[k] - w[k] * a[k] / w[k].mean() for k in w}
+    W = ps * (1 - ps)
+    alr_ps = ((D - ps)[:, None] * X) @ (np.linalg.inv((X * W[:, None]).T @ X) * n)
+    M2 = {k: ((w[k] * (y - a[k]))[:, None] * X).mean(axis=0) / w[k].mean() for k in ("c_pre", "c_post")}
+    inf_cont = inf["c_post"] - inf["c_pre"] + alr_ps @ (M2["c_post"] - M2["c_pre"])
+    return float(att), inf["t_post"] - inf["t_pre"] - inf_cont
+
+
+def _dr_did_rc(y, D, post, X, ps, trim_level: float = TRIM_LEVEL) -> tuple[float, np.ndarray]:
     """Locally efficient doubly robust DiD for repeated cross-sections (Sant'Anna and Zhao
     2020, eq. 3.4 and its influence function; as R DRDID's ``drdid_rc`` with unit
     weights: logit propensity score, comparison units with a score above ``trim_level``
     trimmed)."""
     n = len(y)
-    ps = np.minimum(_logit(X, D), 1 - 1e-6)
+    ps = np.minimum(ps, 1 - 1e-6)
     trim = np.where(D == 0, ps < trim_level, True).astype(float)
     out_c_pre, alr_c_pre = _ols_rc(y, X, (D == 0) & (post == 0), "comparison base-period")
     out_c_post, alr_c_post = _ols_rc(y, X, (D == 0) & (post == 1), "comparison")
@@ -604,9 +651,11 @@ def _dr_did_rc(y, D, post, X, trim_level: float = 0.995) -> tuple[float, np.ndar
     return float(att), inf_treat - inf_cont + inf_eff + inf_or
 
 
-def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str) -> tuple[float, np.ndarray]:
+def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str, where: str = "",
+                names: Sequence[str] = ()) -> tuple[float, np.ndarray]:
     """ATT of one 2x2 panel comparison and its influence function (Sant'Anna and Zhao 2020,
-    as DRDID's ``reg_did_panel`` and ``drdid_panel`` with unit weights)."""
+    as DRDID's ``reg_did_panel``, ``std_ipw_did_panel`` and ``drdid_panel`` with unit
+    weights)."""
     n = len(dy)
     if X is None:
         p1 = D.mean()
@@ -614,10 +663,12 @@ def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str
         mu1, mu0 = dy[D == 1].mean(), dy[D == 0].mean()
         inf = D / p1 * (dy - mu1) - (1 - D) / p0 * (dy - mu0)
         return float(mu1 - mu0), inf
+    if method == "ipw":
+        return _ipw_did_panel(dy, D, X, _propensity(X, D, where, names))
     ctrl = D == 0
     XtX = X[ctrl].T @ X[ctrl]
     if np.linalg.matrix_rank(XtX) < X.shape[1]:
-        raise EstimationError("covariates are collinear among the comparison units")
+        raise EstimationError(f"covariates {list(names)} are collinear among the comparison units of {where}")
     beta = np.linalg.solve(XtX, X[ctrl].T @ dy[ctrl])
     out_delta = X @ beta
     w_ols = 1 - D
@@ -634,8 +685,7 @@ def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str
         inf_cont = (att_cont - w_cont * eta_c + asy_ols @ M1) / w_cont.mean()
         return float(eta_t - eta_c), inf_treat - inf_cont
     # doubly robust: logit propensity score by Newton-Raphson
-    ps = _logit(X, D)
-    ps = np.minimum(ps, 1 - 1e-6)
+    ps = np.minimum(_propensity(X, D, where, names), 1 - 1e-6)
     w_treat = D
     w_cont = ps * (1 - D) / (1 - ps)
     resid = dy - out_delta
@@ -651,14 +701,111 @@ def _two_by_two(dy: np.ndarray, D: np.ndarray, X: np.ndarray | None, method: str
     return float(eta_t - eta_c), inf_treat - inf_cont
 
 
+def _ipw_did_panel(dy: np.ndarray, D: np.ndarray, X: np.ndarray, ps: np.ndarray,
+                   trim_level: float = TRIM_LEVEL) -> tuple[float, np.ndarray]:
+    """Normalized (Hajek) inverse-probability-weighted DiD for a panel (Abadie 2005;
+    Sant'Anna and Zhao 2020, eq. 2.4 and its influence function with the estimation
+    effect of the logit score; as R DRDID's ``std_ipw_did_panel`` with unit weights:
+    comparison units with a score above ``trim_level`` get no weight)."""
+    n = len(dy)
+    ps = np.minimum(ps, 1 - 1e-6)
+    trim = np.where(D == 0, ps < trim_level, True).astype(float)
+    w_treat = trim * D
+    w_cont = trim * ps * (1 - D) / (1 - ps)
+    att_treat, att_cont = w_treat * dy, w_cont * dy
+    eta_t, eta_c = att_treat.mean() / w_treat.mean(), att_cont.mean() / w_cont.mean()
+    W = ps * (1 - ps)
+    asy_ps = ((D - ps)[:, None] * X) @ (np.linalg.inv((X * W[:, None]).T @ X) * n)
+    inf_treat = (att_treat - w_treat * eta_t) / w_treat.mean()
+    M2 = ((w_cont * (dy - eta_c))[:, None] * X).mean(axis=0)
+    inf_cont = (att_cont - w_cont * eta_c + asy_ps @ M2) / w_cont.mean()
+    return float(eta_t - eta_c), inf_treat - inf_cont
+
+
+def _where(g, t, base) -> str:
+    return f"cohort {_plain(g)}, period {_plain(t)} against base period {_plain(base)}"
+
+
+def _plain(x):
+    return x.item() if hasattr(x, "item") else x
+
+
+def _check_covariates(d: pd.DataFrame, covariates: Sequence[str], *, unit: str,
+                     time_invariant: bool = False, absorbed_by: Sequence[str] = ()) -> None:
+    """Raise :class:`EstimationError` naming the covariate (and a unit) when a covariate
+    is not numeric, is missing in a row of ``d``, is constant over ``d`` (no variation
+    among the units used), with ``time_invariant`` varies within a unit, or is constant
+    within every level of one of the ``absorbed_by`` columns (then collinear with those
+    fixed effects: a township characteristic under township effects)."""
+    for c in covariates:
+        if c not in d.columns:
+            raise EstimationError(f"covariate '{c}' is not a column of the data")
+        col = d[c]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            raise EstimationError(f"covariate '{c}' is not numeric (dtype {col.dtype}): code it as numbers "
+                                  "(a binary characteristic as 0/1)")
+        if col.isna().any():
+            first = d.loc[col.isna(), unit].iloc[0]
+            raise EstimationError(f"covariate '{c}' is missing for {unit} {_plain(first)!r} "
+                                  f"({int(col.isna().sum())} rows with an outcome lack it)")
+        values = col.to_numpy(float)
+        if len(values) and np.ptp(values) == 0:
+            raise EstimationError(f"covariate '{c}' is constant ({values[0]:g}) over the units used: "
+                                  "it cannot adjust for anything; drop it")
+        if time_invariant:
+            by_unit = col.astype(float).groupby(d[unit])
+            spread = by_unit.max() - by_unit.min()
+            if (spread > 0).any():
+                raise EstimationError(f"covariate '{c}' varies within {unit} {_plain(spread.index[spread > 0][0])!r}, "
+                                      "but a time-invariant characteristic is needed here")
+        for fe in absorbed_by:
+            by_level = col.astype(float).groupby(d[fe])
+            if ((by_level.max() - by_level.min()) == 0).all():
+                kind = "time-invariant" if fe == unit else f"constant within each '{fe}'"
+                raise EstimationError(
+                    f"covariate '{c}' is {kind}: it is collinear with the '{fe}' fixed effects and has no "
+                    "coefficient; drop it from the controls (a township characteristic is absorbed by the "
+                    "township effects: use it for subgroups or in callaway_santanna(covariates=...))")
+
+
+def _propensity(X: np.ndarray, D: np.ndarray, where: str, names: Sequence[str]) -> np.ndarray:
+    """Fitted logit propensity score of D on X (X's first column the constant), or an
+    :class:`EstimationError` when the groups are separated (no common support)."""
+    separating = [nm for j, nm in enumerate(names, start=1)
+                  if X[D == 1, j].min() > X[D == 0, j].max() or X[D == 1, j].max() < X[D == 0, j].min()]
+    ps = None
+    if not separating:
+        try:
+            ps = _logit(X, D)
+        except (np.linalg.LinAlgError, FloatingPointError):
+            ps = None
+    if ps is None or not np.isfinite(ps).all() or ps.max() >= OVERLAP_LIMIT:
+        culprit = separating or list(names)
+        if separating:
+            detail = ("perfect separation: the pilots' range of " + ", ".join(f"'{c}'" for c in culprit)
+                      + " does not overlap the comparison units'")
+        elif ps is None or not np.isfinite(ps).all():
+            detail = f"the logit on covariates {culprit} does not converge (quasi-complete separation)"
+        else:
+            detail = f"a fitted score reaches {OVERLAP_LIMIT} (largest {ps.max():.5f}) on covariates {culprit}"
+        raise EstimationError(f"no overlap in the propensity score of {where}: {detail}. Use method='reg', fewer "
+                              "covariates, or a comparison group with common support")
+    return ps
+
+
 def _logit(X: np.ndarray, D: np.ndarray, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
+    """Logit fitted values by Newton-Raphson; raises LinAlgError when it does not converge."""
     beta = np.zeros(X.shape[1])
-    for _ in range(max_iter):
-        p = 1 / (1 + np.exp(-(X @ beta)))
-        grad = X.T @ (D - p)
-        hess = (X * (p * (1 - p))[:, None]).T @ X
-        step = np.linalg.solve(hess, grad)
-        beta += step
-        if np.max(np.abs(step)) < tol:
-            break
-    return 1 / (1 + np.exp(-(X @ beta)))
+    with np.errstate(over="ignore"):
+        for _ in range(max_iter):
+            p = 1 / (1 + np.exp(-(X @ beta)))
+            grad = X.T @ (D - p)
+            hess = (X * (p * (1 - p))[:, None]).T @ X
+            step = np.linalg.solve(hess, grad)
+            beta += step
+            if np.max(np.abs(step)) < tol:
+                break
+        else:
+            if not np.max(np.abs(step)) < 1e-6:
+                raise np.linalg.LinAlgError("the logit did not converge")
+        return 1 / (1 + np.exp(-(X @ beta)))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -35,6 +36,7 @@ from scipy.optimize import minimize, nnls
 
 from evaluation.errors import EstimationError, PoorPreFitWarning, UnbalancedPanelError
 from evaluation.estimators.fixed_effects import balanced_wide
+from evaluation.estimators.staggered import _check_covariates
 from evaluation.results import Effect, Estimates, vcov_frame
 
 # ----------------------------------------------------------------------------- weights
@@ -199,46 +201,47 @@ def _check_fit(y1_pre: np.ndarray, donors_pre: np.ndarray, synthetic_pre: np.nda
 
 # ----------------------------------------------------------------------------- synthetic control
 
-def _predictor_weights(X1: np.ndarray, X0: np.ndarray, y1_pre: np.ndarray, Y0_pre: np.ndarray) -> tuple:
+def _predictor_weights(X1: np.ndarray, X0: np.ndarray, y1_pre: np.ndarray, Y0_pre: np.ndarray,
+                       fixed: np.ndarray | None = None) -> tuple:
     """Nested optimisation (Abadie, Diamond and Hainmueller 2010): predictor weights V
     (diagonal, summing to one) minimising the pre-period outcome MSPE of the synthetic
-    control whose donor weights minimise the V-weighted predictor distance. Predictors
-    are standardised by their SD across units; V is searched by Nelder-Mead on a softmax
-    scale from equal weights and from inverse-variance weights."""
+    control whose donor weights minimise the V-weighted predictor distance
+    sum_k v_k (X1_k - X0_k w)^2. Predictors are divided by their SD across the pilot and
+    the donors (ddof 1). V is found as pysyncon 1.7's ``Synth.fit`` defaults do:
+    Nelder-Mead (at most 1000 iterations) over x with V = |x| / sum |x|, from equal
+    weights; the inner problem is solved exactly (:func:`simplex_least_squares`;
+    pysyncon uses SLSQP). ``fixed``: a given V (pysyncon's ``custom_V``, Stata synth's
+    ``customV``), normalised to sum to one; only W is then solved."""
     sd = np.concatenate([X1[:, None], X0], axis=1).std(axis=1, ddof=1)
     sd[sd == 0] = 1.0
     Z1, Z0 = X1 / sd, X0 / sd[:, None]
     k = len(X1)
 
-    def weights_for(theta):
-        v = np.exp(theta - theta.max())
-        v /= v.sum()
+    def weights_for(x):
+        v = np.abs(np.asarray(x, float))
+        v = v / v.sum()
         r = np.sqrt(v)
         return simplex_least_squares(Z0 * r[:, None], Z1 * r), v
 
-    def loss(theta):
-        w, _ = weights_for(theta)
+    def loss(x):
+        if not np.abs(x).sum() > 0:
+            return math.inf
+        w, _ = weights_for(x)
         return float(np.mean((y1_pre - w @ Y0_pre) ** 2))
 
-    best = None
-    for start in (np.zeros(k), -np.log(np.maximum(Z0.var(axis=1), 1e-12))):
-        if k == 1:
-            res_x, res_fun = start, loss(start)
-        else:
-            res = minimize(loss, start, method="Nelder-Mead", options={"maxiter": 400 * k, "xatol": 1e-6,
-                                                                        "fatol": 1e-10})
-            res_x, res_fun = res.x, res.fun
-        if best is None or res_fun < best[1]:
-            best = (res_x, res_fun)
-    w, v = weights_for(best[0])
-    return w, v
+    if fixed is not None:
+        return weights_for(fixed)
+    start = np.full(k, 1.0 / k)
+    x = start if k == 1 else minimize(loss, start, method="Nelder-Mead", options={"maxiter": 1000}).x
+    return weights_for(x)
 
 
-def _sc_fit(y1: np.ndarray, Y0: np.ndarray, T0: int, X1=None, X0=None) -> tuple[np.ndarray, np.ndarray | None]:
+def _sc_fit(y1: np.ndarray, Y0: np.ndarray, T0: int, X1=None, X0=None,
+            fixed_v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Donor weights, and the predictor weights when there are predictors."""
     if X1 is None:
         return simplex_least_squares(Y0[:, :T0].T, y1[:T0]), None
-    return _predictor_weights(X1, X0, y1[:T0], Y0[:, :T0])
+    return _predictor_weights(X1, X0, y1[:T0], Y0[:, :T0], fixed_v)
 
 
 def _gap_stats(gap: np.ndarray, T0: int) -> tuple[float, float, float]:
@@ -248,7 +251,8 @@ def _gap_stats(gap: np.ndarray, T0: int) -> tuple[float, float, float]:
 
 
 def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
-                      pilot=None, predictors: list[str] | None = None, donors: list | None = None,
+                      pilot=None, covariates: Sequence[str] = (), predictors: list[str] | None = None,
+                      predictor_weights: Sequence[float] | None = None, donors: list | None = None,
                       placebo: bool = True, max_pre_rmspe_ratio: float | None = None, alpha: float = 0.05,
                       min_pre_periods: int = 5, indicator: str | None = None) -> Estimates:
     """Synthetic control for one pilot township (Abadie, Diamond and Hainmueller 2010).
@@ -256,9 +260,23 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
     ``cohort``: the first treated period on the ``time`` scale (0 or missing: never).
     ``pilot``: the township (default: the only one with a cohort). Donors: the
     townships never treated (other pilots are left out), or ``donors``. Without
-    ``predictors`` the weights fit the pilot's pre-period outcomes directly; with them
-    (column names, averaged over the pre-period per township, plus the pre-period mean
-    outcome) the predictor weights are chosen by the nested optimisation.
+    ``covariates`` the weights fit the pilot's pre-period outcomes directly.
+
+    With ``covariates`` (township characteristics or time-varying controls; ``predictors``
+    is the older name of the same list) the donor weights match predictors (ADH 2010,
+    sec. 2-3): each covariate's mean over the pilot's pre-period, per township, beside
+    the pre-period outcomes, entered as the outcome's mean over each third of the
+    pre-period (early, middle, late: one predictor per period when there are fewer than
+    three; ADH 2010 used three pre-period years of cigarette sales). The predictor weights
+    V minimise the pre-period outcome MSPE (the nested optimisation, as pysyncon's
+    ``Synth.fit`` defaults: see :func:`_predictor_weights`), or are given as
+    ``predictor_weights`` (one per predictor in the order of
+    ``diagnostics["predictor_weights"]``: the covariates, then the three outcome
+    means). Each placebo re-runs the same procedure (with a given V, that V).
+    Assumption as without covariates, with the pilot's untreated path now spanned by
+    donors that also resemble it in the characteristics. A covariate missing in a row
+    with the outcome, non-numeric, or constant is an
+    :class:`evaluation.errors.EstimationError` naming it.
 
     Returns the ATT (mean post-period gap) with placebo-in-space inference: every donor
     as the fake pilot (fitted from the other donors); the p-value is the pilot's rank of
@@ -290,18 +308,21 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                               "never-treated townships")
     T0 = _pre_post(periods, ft[p], min_pre_periods)
     Y0, donor_ids = Y[donor_mask], units[donor_mask]
-    X = None
-    if predictors:
-        d = data.dropna(subset=[outcome])
-        pre = d[d[time] < ft[p]]
-        table = pre.groupby(unit)[list(predictors)].mean().reindex(units)
-        if table.isna().any().any():
-            bad = table.columns[table.isna().any()].tolist()
-            raise EstimationError(f"predictor(s) {bad} missing for some township over the pre-period")
-        X = np.column_stack([table.to_numpy(float), Y[:, :T0].mean(axis=1)]).T  # k x units
+    covariates = list(dict.fromkeys([*covariates, *(predictors or [])]))
+    X, predictor_names, fixed_v = None, [], None
+    if covariates:
+        X, predictor_names = _predictor_table(data, covariates, Y, units, periods, T0, outcome=outcome, unit=unit,
+                                              time=time)
+        if predictor_weights is not None:
+            fixed_v = np.asarray(predictor_weights, float)
+            if fixed_v.shape != (len(predictor_names),) or (fixed_v < 0).any() or not fixed_v.sum() > 0:
+                raise EstimationError(f"predictor_weights must be {len(predictor_names)} non-negative numbers (not "
+                                      f"all zero), one for each of {predictor_names}")
+    elif predictor_weights is not None:
+        raise EstimationError("predictor_weights needs covariates (the predictors they weight)")
     label = f"synthetic control of {pilot} ({outcome})"
     X0 = None if X is None else X[:, donor_mask]
-    w, v = _sc_fit(Y[p], Y0, T0, None if X is None else X[:, p], X0)
+    w, v = _sc_fit(Y[p], Y0, T0, None if X is None else X[:, p], X0, fixed_v)
     synthetic = w @ Y0
     gap = Y[p] - synthetic
     att, pre_rmspe, post_rmspe = _gap_stats(gap, T0)
@@ -312,7 +333,7 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
         for j in range(len(donor_ids)):
             others = np.arange(len(donor_ids)) != j
             wj, _ = _sc_fit(Y0[j], Y0[others], T0, None if X0 is None else X0[:, j],
-                            None if X0 is None else X0[:, others])
+                            None if X0 is None else X0[:, others], fixed_v)
             gj = Y0[j] - wj @ Y0[others]
             a, pre_j, post_j = _gap_stats(gj, T0)
             placebo_att.append(a)
@@ -352,28 +373,56 @@ def synthetic_control(data: pd.DataFrame, *, outcome: str, unit: str, time: str,
                    "placebos": pd.DataFrame({"township": donor_ids, "att": placebo_att, "pre_rmspe": placebo_pre,
                                              "rmspe_ratio": placebo_ratio}) if placebo else pd.DataFrame()}
     if v is not None:
-        diagnostics["predictor_weights"] = pd.DataFrame({"predictor": list(predictors) + [f"{outcome} (pre mean)"],
-                                                         "weight": v})
+        x1, x0 = X[:, p], X0 @ w
+        diagnostics["predictor_weights"] = pd.DataFrame({"predictor": predictor_names, "weight": v, "pilot": x1,
+                                                         "synthetic": x0, "donor_mean": X0.mean(axis=1)})
     return Estimates(effects=[effect], method=effect.method, plot_data=plot, diagnostics=diagnostics,
                      kind="synthetic_control", wald=False)
 
 
+def _predictor_table(data: pd.DataFrame, covariates: list[str], Y: np.ndarray, units: np.ndarray,
+                     periods: np.ndarray, T0: int, *, outcome: str, unit: str, time: str) -> tuple[np.ndarray, list]:
+    """The predictors (k x units): each covariate's mean over the first ``T0`` periods,
+    then the outcome's mean over each third of them; and their names."""
+    missing = [c for c in covariates if c not in data.columns]
+    if missing:
+        raise EstimationError(f"covariates not in the data: {missing}")
+    d = data.loc[data[outcome].notna(), [unit, time, *covariates]]
+    _check_covariates(d, covariates, unit=unit)
+    pre = d[d[time].isin(periods[:T0])]
+    table = pre.groupby(unit)[covariates].mean().reindex(units)
+    for c in covariates:
+        if table[c].isna().any():
+            raise EstimationError(f"covariate '{c}' has no pre-period value for {unit} "
+                                  f"{table.index[table[c].isna()][0]!r}")
+    blocks = np.array_split(np.arange(T0), min(3, T0))
+    outcome_means = np.column_stack([Y[:, b].mean(axis=1) for b in blocks])
+    names = list(covariates) + [f"{outcome} (mean {_label(periods[b[0]])}" + (
+        f" to {_label(periods[b[-1]])})" if len(b) > 1 else ")") for b in blocks]
+    return np.column_stack([table.to_numpy(float), outcome_means]).T, names
+
+
+def _label(x) -> str:
+    return str(x.item() if hasattr(x, "item") else x)
+
+
 def synthetic_control_by_pilot(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
-                               predictors: list[str] | None = None, donors: list | None = None,
+                               covariates: Sequence[str] = (), predictors: list[str] | None = None,
+                               donors: list | None = None,
                                placebo: bool = True, max_pre_rmspe_ratio: float | None = None,
                                alpha: float = 0.05, min_pre_periods: int = 5,
                                indicator: str | None = None) -> Estimates:
     """:func:`synthetic_control` for each pilot township in turn (donors: never treated,
     or ``donors``; the other options as there), one ``att_township`` effect per pilot with
     the township in ``unit`` and its start in ``cohort``, so a report can name which
-    township moved. Same assumption and inference as :func:`synthetic_control`."""
+    township moved. Same assumption, ``covariates`` and inference as :func:`synthetic_control`."""
     pilots = data.loc[data[cohort].fillna(0) > 0, unit].unique()
     if len(pilots) == 0:
         raise EstimationError(f"no pilot township (no row has a '{cohort}')")
     effects, fits = [], {}
     for pilot in sorted(pilots):
         fit = synthetic_control(data, outcome=outcome, unit=unit, time=time, cohort=cohort, pilot=pilot,
-                                predictors=predictors, donors=donors, placebo=placebo,
+                                covariates=covariates, predictors=predictors, donors=donors, placebo=placebo,
                                 max_pre_rmspe_ratio=max_pre_rmspe_ratio, alpha=alpha,
                                 min_pre_periods=min_pre_periods, indicator=indicator)
         e = fit.effects[0]
