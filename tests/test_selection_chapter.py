@@ -123,3 +123,26 @@ def test_the_chapter_runs_only_for_studies_with_covariates(tmp_path):
     panel, pilots, _ = small_demo()
     without = write_study(tmp_path / "plain", panel, pilots)
     assert "selection" not in {r.chapter for r in plan(without.study)}
+
+
+def test_time_varying_controls_enter_two_way_fixed_effects(tmp_path):
+    from evaluation.estimators.did import twfe
+
+    panel, pilots, _ = small_demo()
+    panel = panel.assign(doctors=(np.arange(len(panel)) % 7 + 10).astype(float))
+    root = tmp_path / "study"
+    root.mkdir()
+    _table(panel, pilots).to_csv(root / "townships.csv", index=False)
+    built = write_study(root, panel, pilots, indicators=[INDICATOR], extra={"covariates": {
+        "table": {"file": "townships.csv", "columns": dict(COLUMNS)}, "time_varying": ["doctors"]}})
+    config = yaml.safe_load(built.study.read_text(encoding="utf-8"))
+    config["data"]["columns"]["doctors"] = "doctors"
+    built.study.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    ctx = _open(built, tmp_path)
+    stored = ctx.result("selection.adjusted").effects
+    got = stored[stored["section"] == "twfe_controls"].iloc[0]
+    frame, *_ = chapters.covariate_frame(ctx)
+    direct = twfe(frame, outcome="value", unit="township_id", time="time", cohort="first_treat",
+                  covariates=["doctors"], cluster=ctx.settings.cluster, alpha=ctx.settings.alpha)
+    assert got["estimate"] == pytest.approx(direct.effects[0].estimate, abs=1e-12)
+    assert got["std_error"] == pytest.approx(direct.effects[0].std_error, abs=1e-12)

@@ -1368,7 +1368,8 @@ def build_adjusted(ctx: Context) -> Result:
     """Callaway and Sant'Anna with the plan's covariates: doubly robust (Sant'Anna and Zhao
     2020), outcome regression and inverse probability weighting, simple ATT each, on the
     townships with every covariate; the unadjusted estimate on the same townships beside
-    them, so that the difference is the covariates' alone."""
+    them, so that the difference is the covariates' alone; with the plan's time-varying
+    ``controls``, two-way fixed effects with them."""
     d, used, _, _ = covariate_frame(ctx)
     s, ind = ctx.settings, ctx.indicator
     keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
@@ -1382,6 +1383,13 @@ def build_adjusted(ctx: Context) -> Result:
             parts[label] = cs.aggregate("simple")
         except EstimationError as exc:
             skipped[label] = not_estimable_text(exc)
+    controls = [c for c in s.controls if c in d.columns]
+    if controls:  # time-varying controls beside the township and period effects
+        try:
+            parts["twfe_controls"] = twfe(d, covariates=controls, cluster=s.cluster, alpha=s.alpha, indicator=ind.id,
+                                          **keys)
+        except EstimationError as exc:
+            skipped["twfe_controls"] = not_estimable_text(exc)
     if not parts:
         raise EstimationError("; ".join(skipped.values()))
     return make_result("selection.adjusted", ind.id, _sections(**parts), values={"not_estimable_parts": skipped,
@@ -1532,6 +1540,7 @@ SELECTION_METHODS = {
     "cs_dr": ("Callaway–Sant'Anna，双重稳健", "Callaway–Sant'Anna, doubly robust"),
     "cs_reg": ("Callaway–Sant'Anna，结果回归", "Callaway–Sant'Anna, outcome regression"),
     "cs_ipw": ("Callaway–Sant'Anna，逆概率加权", "Callaway–Sant'Anna, inverse probability weighting"),
+    "twfe_controls": ("双向固定效应，含时变控制变量", "two-way fixed effects with time-varying controls"),
     "psm_did": ("倾向得分匹配双重差分（PSM-DID）", "propensity-score-matched DiD (PSM-DID)"),
 }
 
@@ -1544,7 +1553,7 @@ def _selection_estimates(ctx: Context, m: Result, adj: Result) -> pd.DataFrame |
     if not tw.not_estimable:
         rows.append(_section(tw, "twfe").iloc[[0]].assign(_method="twfe"))
     if not adj.not_estimable:
-        for part in ("cs_unadjusted", "cs_dr", "cs_reg", "cs_ipw"):
+        for part in ("cs_unadjusted", "cs_dr", "cs_reg", "cs_ipw", "twfe_controls"):
             if (adj.effects["section"] == part).any():
                 sec = _section(adj, part)
                 rows.append(sec[sec["estimand"] == "att"].iloc[[0]].assign(_method=part))
