@@ -1462,15 +1462,17 @@ def selection(ctx: Context) -> dict:
         bal["covariate"] = [r.both(labels.get(c, (c, c))) for c in bal["covariate"]]
         bal["kind"] = [r.say(*{"binary": ("二值", "binary"), "continuous": ("连续", "continuous")}.get(k, (k, k)))
                        for k in bal["kind"]]
-        columns = [c for c in ("covariate", "kind", "pilot_mean", "comparison_mean", "comparison_mean_after",
+        columns = [c for c in ("covariate", "kind", "pilot_mean", "comparison_mean", "pilot_mean_after",
+                               "comparison_mean_after",
                                "smd_before", "smd_after", "smd_entropy", "variance_ratio_before",
                                "variance_ratio_after") if c in bal]
         out["balance"] = r.table(bal[columns], ctx.indicator, kinds={"smd_entropy": "number"},
                                  headers={"smd_entropy": ("标准化均值差（熵平衡后）", "SMD after entropy balancing")})
-        out["love"] = plots.love_plot(m.tables["balance"], reader=r, labels=labels)
+        out["love"] = _closed(plots.love_plot(m.tables["balance"], reader=r, labels=labels))
         scores = m.tables.get("scores")
-        out["density"] = (plots.propensity_density(scores["score"], scores["pilot"].astype(bool),
-                                                   scores["weight"], reader=r) if scores is not None else None)
+        out["density"] = (_closed(plots.propensity_density(scores["score"], scores["pilot"].astype(bool),
+                                                           scores["weight"], reader=r))
+                          if scores is not None else None)
         out["matching_note"] = _matching_note(ctx, m)
     out["estimates"] = _selection_estimates(ctx, m, adj)
     if het.not_estimable:
@@ -1478,6 +1480,15 @@ def selection(ctx: Context) -> dict:
     else:
         out.update(_heterogeneity_table(ctx, het))
     return out
+
+
+def _closed(figure):
+    """A figure built for a later cell: closed, so that the notebook's inline backend does
+    not also draw it where it was made (:meth:`Context.show` displays it)."""
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return figure
 
 
 def _selection_used(ctx: Context, m: Result) -> str:
@@ -1567,9 +1578,24 @@ def _selection_estimates(ctx: Context, m: Result, adj: Result) -> pd.DataFrame |
     shown = shown.rename(columns={shown.columns[0]: r.say("方法", "Method")})
     skipped = (adj.values or {}).get("not_estimable_parts") or {}
     if skipped:
-        shown.attrs["note"] = " ".join(r.say(f"{SELECTION_METHODS[k][0]}未能估计：{v}",
-                                             f"{SELECTION_METHODS[k][1]} not estimated: {v}")
-                                       for k, v in skipped.items())
+        by_reason: dict[str, list[str]] = {}
+        for k, v in skipped.items():
+            by_reason.setdefault(v, []).append(k)
+        notes = []
+        for reason, parts in by_reason.items():
+            zh = "、".join(SELECTION_METHODS[k][0] for k in parts)
+            en = "; ".join(SELECTION_METHODS[k][1] for k in parts)
+            found = re.search(r"no overlap in the propensity score of cohort ([\d.]+)", reason)
+            if found:
+                label = ctx.cohort_label(float(found.group(1)))
+                notes.append(r.say(f"{zh}未能估计：试点批次 {label} 的倾向得分与对照乡镇没有重叠（协变量几乎完全区分了试点与对照，"
+                                   "该批试点乡镇太少或协变量太多）。",
+                                   f"{en}: not estimated: the propensity score of cohort {label} has no overlap with "
+                                   "the comparison townships (the covariates all but separate them: too few pilots in "
+                                   "the cohort for so many covariates)."))
+            else:
+                notes.append(r.say(f"{zh}未能估计：{reason}", f"{en}: not estimated: {reason}"))
+        shown.attrs["note"] = " ".join(notes)
     return shown
 
 
@@ -1589,13 +1615,15 @@ def _heterogeneity_table(ctx: Context, het: Result) -> dict:
                                      for d, f in zip(diff, first_of, strict=True)]
     table[r.header("p_difference")] = [r.p(p) if f and p is not None and pd.notna(p) else ""
                                        for p, f in zip(p_diff, first_of, strict=True)]
-    forest = eff.assign(label=[subgroup_label(ctx, b, g, medians.get(b)) for b, g in zip(eff["by"], eff["group"],
-                                                                                        strict=True)],
+    forest = eff.assign(label=[f"{b}:{g}" for b, g in zip(eff["by"], eff["group"], strict=True)],
                         ci_lower=eff["ci_low"], ci_upper=eff["ci_high"])
-    tw = ctx.result("did.twfe")
-    overall = None if tw.not_estimable else float(_section(tw, "twfe")["estimate"].iloc[0])
-    figure = plots.subgroup_forest(forest, overall=overall, indicator=ctx.indicator, reader=r)
-    return {"heterogeneity": written(table), "forest": figure}
+    adj = ctx.result("selection.adjusted")  # the overall ATT of the same estimand: Callaway-Sant'Anna simple
+    overall = None
+    if not adj.not_estimable and (adj.effects["section"] == "cs_unadjusted").any():
+        overall = float(_section(adj, "cs_unadjusted")["estimate"].iloc[0])
+    figure = plots.subgroup_forest(forest, overall=overall, indicator=ctx.indicator, reader=r,
+                                   labels=_covariate_labels(ctx))
+    return {"heterogeneity": written(table), "forest": _closed(figure)}
 
 
 def mechanisms(ctx: Context) -> pd.DataFrame | str | None:
@@ -1816,17 +1844,21 @@ NOTES = {
         "the conclusion does not depend on how the pilots were chosen, as far as observed characteristics go."),
     "heterogeneity": (
         "异质性分析 / Heterogeneity",
-        "按乡镇特征分组的效果：二值特征按取值分组，连续特征按全部乡镇的中位数分为两组；结果指标先扣除由协变量解释的各期差异"
-        "（在对照乡镇中逐期估计，条件平行趋势），再在每组用本组的试点与对照乡镇估计双向固定效应，"
-        "p 值和置信区间来自随机化推断（组内置换试点历史），试点少时仍有效。组间差异检验：在试点乡镇之间置换该特征的取值（精确枚举），"
-        "原假设为试点效果与该特征无关。",
+        "按乡镇特征分组的效果：二值特征按取值分组，连续特征按全部乡镇的中位数分为两组，每组只用本组的试点与对照乡镇。结果指标先扣除"
+        "由协变量解释的各期差异（在本组对照乡镇中逐期估计：条件平行趋势）。每个试点乡镇的双重差分为其试点后各期均值减试点前"
+        "{first_event_abs}期均值，再减去本组对照乡镇同期的变化；组内按试点期数加权平均，即全部试点乡镇-期的平均效果（与"
+        "Callaway–Sant'Anna 总体 ATT 同一估计量，图中虚线）。p 值和置信区间来自随机化推断（组内置换试点历史），试点少时仍有效。"
+        "组间差异检验：在试点乡镇之间置换该特征的取值，原假设为试点效果与该特征无关。",
         "Effects by township characteristic: a binary one by its value, a continuous one split at the median of all "
-        "townships. The outcome is first adjusted for the period effects the covariates explain (estimated period by "
-        "period on the comparison townships: conditional parallel trends); in each group the two-way fixed effects "
-        "DiD of the group's pilots and comparison townships, with "
-        "p-values and intervals from randomization inference within the group, valid however few the pilots. The "
-        "difference between groups is tested by permuting the characteristic among the pilots (exactly), under the "
-        "null that a pilot's effect is unrelated to it."),
+        "townships, each group on its own pilots and comparison townships. The outcome is first adjusted for the "
+        "period effects the covariates explain (estimated period by period on the group's comparison townships: "
+        "conditional parallel trends). Each pilot's DiD is its mean after the start minus its mean over the "
+        "{first_event_abs} periods before, less the same change of the group's comparison townships; the group's "
+        "effect averages them weighted by treated periods: the mean effect over treated township-periods (the "
+        "estimand of the Callaway–Sant'Anna overall ATT, the dashed line). p-values and intervals come from "
+        "randomization inference within the group, valid however few the pilots. The difference between groups is "
+        "tested by permuting the characteristic among the pilots, under the null that a pilot's effect is unrelated "
+        "to it."),
     "mechanisms": (
         "机制分析 / Mechanisms",
         "研究方案中声明的机制：结果指标的效果及其机制指标的效果，用同一设计估计。",
