@@ -26,7 +26,7 @@ def test_batch_runs_every_chapter(demo_batch):
     stems = {r["stem"] for r in manifest["runs"]}
     expected = {c.key if not c.per_indicator else f"{c.key}__{i}" for c in CHAPTERS
                 for i in (INDICATORS if c.per_indicator else [None])}
-    assert stems == expected and len(stems) == 2 + 4 * len(INDICATORS)
+    assert stems == expected and len(stems) == 2 + 5 * len(INDICATORS)  # the demo declares covariates: selection
     assert all(r["status"] == "ok" and r["seconds"] > 0 for r in manifest["runs"])
     assert set(manifest["inputs_sha256"]) >= {"study", "data", "indicator_catalogue", "packages"}
     assert len(manifest["data_files_sha256"]["panel"]) == 64 and manifest["packages"]["pandas"]
@@ -89,6 +89,8 @@ def _broken_study(tmp_path, monkeypatch):
     config["id"] = "broken"
     config["data"].update(panel="data/panel.csv", pilots="data/pilots.csv", truth=None)
     config["indicators"] = ["county_internal_visit_rate", "services_offered"]
+    config["covariates"]["table"]["file"] = str(DEMO_DATA / "townships.csv")
+    config["analysis"].pop("mechanisms")  # its channels are not among these indicators
     path = tmp_path / "broken.yml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path

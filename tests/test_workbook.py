@@ -276,3 +276,14 @@ def test_a_failed_indicator_and_a_result_made_with_other_settings(report, study,
     assert [r["Value"].value for r in alpha] == [0.05, 0.1]
     assert alpha[1]["Applies to"].value == "cost_per_admission/did.twfe"
     assert alpha[0]["Applies to"].value == f"the other {len(store.results()) - 1} results"
+
+
+def test_balance_and_heterogeneity_sheets(book_zh):
+    assert "平衡性检验" in book_zh.sheetnames and "异质性检验" in book_zh.sheetnames
+    sheet = book_zh["平衡性检验"]
+    values = [[c.value for c in row] for row in sheet.iter_rows()]
+    header = next(i for i, row in enumerate(values) if "协变量" in row)
+    rows = values[header + 1:]
+    covariate = values[header].index("协变量")
+    assert len(rows) == 3 * len(INDICATORS)  # three covariates per indicator
+    assert {r[covariate] for r in rows} == {"distance_km", "beds", "mountainous"}

@@ -1334,7 +1334,8 @@ def build_matching(ctx: Context) -> Result:
     d, used, constant, missing = covariate_frame(ctx)
     s, ind = ctx.settings, ctx.indicator
     keys = dict(unit="township_id", cohort="first_treat", covariates=used)
-    values = {"covariates": used, "constant": constant, "method": s.matching_method}
+    values = {"covariates": used, "constant": constant, "method": s.matching_method,
+              "labels": {k: list(v) for k, v in _covariate_labels(ctx).items()}}
     tables = {"missing": missing}
     fit = None
     try:

@@ -653,7 +653,7 @@ class _Writer:
         ind, m = stored[0]
         if "balance" in m.tables:
             bal = m.tables["balance"]
-            labels = self._covariate_labels()
+            labels = {k: tuple(v) for k, v in (m.values.get("labels") or {}).items()}
             frame = pd.DataFrame({
                 r.say("协变量", "Covariate"): [r.both(labels.get(c, (c, c))) for c in bal["covariate"]],
                 r.say("试点均值", "Pilot mean"): [r.number(v) for v in bal["pilot_mean"]],
@@ -674,9 +674,11 @@ class _Writer:
         for ind, _ in stored:
             cells = {r.say("指标", "Indicator"): r.name(ind)}
             parts = [("did.twfe", "twfe", ("双向固定效应（未调整）", "TWFE (unadjusted)")),
-                     ("selection.adjusted", "cs_dr", ("CS 双重稳健", "CS doubly robust")),
-                     ("selection.adjusted", "cs_ipw", ("CS 逆概率加权", "CS IPW")),
-                     ("selection.matching", None, ("PSM-DID", "PSM-DID"))]
+                     ("selection.adjusted", "cs_unadjusted", ("交错双重差分（未调整）", "CS unadjusted")),
+                     ("selection.adjusted", "cs_dr", ("协变量调整：双重稳健", "CS doubly robust")),
+                     ("selection.adjusted", "cs_reg", ("协变量调整：结果回归", "CS outcome regression")),
+                     ("selection.adjusted", "cs_ipw", ("协变量调整：逆概率加权", "CS IPW")),
+                     ("selection.matching", None, ("倾向得分匹配双重差分", "PSM-DID"))]
             for section, part, (zh, en) in parts:
                 res = self.src.optional(section, ind.id)
                 text = "—"
@@ -690,24 +692,18 @@ class _Writer:
                         text = f"{self.effect_text(e['estimate'], ind)}\n{self.interval_text(e['ci_low'], e['ci_high'], ind)}"
                 cells[r.say(zh, en)] = text
             rows.append(cells)
-        self.table(pd.DataFrame(rows), "未调整、协变量调整与匹配后的总体效果", "Unadjusted, covariate-adjusted and matched effects",
-                   [("每格为效果估计及其置信区间。协变量方法只用协变量齐全的乡镇；PSM-DID 比较每个试点乡镇与其匹配对照乡镇"
-                     "在试点前后的变化（Heckman、Ichimura 和 Todd 1997），标准误按 Abadie 和 Imbens（2006）。",
-                     "Each cell: the effect and its confidence interval. The covariate methods use the townships with "
-                     "every covariate; PSM-DID compares each pilot's change before and after its start with its matched "
+        frame = pd.DataFrame(rows)
+        frame = frame[[c for c in frame.columns if (frame[c] != "—").any()]]  # a method no indicator supports
+        self.table(frame, "未调整、协变量调整与匹配后的总体效果", "Unadjusted, covariate-adjusted and matched effects",
+                   [("每格为效果估计及其置信区间；“—”为该指标上未能估计（见网页报告的选择偏差一章）。交错双重差分与协变量调整均为"
+                     "Callaway–Sant'Anna 估计。协变量方法只用协变量齐全的"
+                     "乡镇；PSM-DID 比较每个试点乡镇与其匹配对照乡镇在试点前后的变化（Heckman、Ichimura 和 Todd 1997），"
+                     "标准误按 Abadie 和 Imbens（2006）；某方法在所有指标上都未能估计时不列出。",
+                     "Each cell: the effect and its confidence interval; '—': not estimated for this indicator (the "
+                     "selection chapter of the web report says why). The covariate methods use the townships with every "
+                     "covariate; PSM-DID compares each pilot's change before and after its start with its matched "
                      "comparison townships' (Heckman, Ichimura and Todd 1997), standard errors by Abadie and Imbens "
-                     "(2006).")])
-
-    def _covariate_labels(self) -> dict[str, tuple[str, str]]:
-        """Covariate names as the study file labels them (the user's headers)."""
-        declared = self.src.study.covariates
-        if declared is None:
-            return {}
-        out = {}
-        if declared.table is not None:
-            out.update({name: (header, name) for header, name in declared.table.columns.items()})
-        out.update({name: (label, name) for name, label in declared.labels.items()})
-        return out
+                     "(2006); a method estimated for no indicator is left out.")])
 
     def indicator_section(self, ind) -> None:
         row = self.src.rows[ind.id]
@@ -998,6 +994,25 @@ class _Writer:
             "smoothness lets the slope of the violation change by up to M per period (M = 0: the pre-start linear "
             f"trend continues; target: the mean effect over the first {sd_en}). The breakdown value is the largest "
             "Mbar or M at which the confidence set still excludes zero.")
+        if any(self.src.optional("selection.matching", i.id) is not None for i in self.src.indicators):
+            self.heading("选择偏差", "Selection", 2)
+            self.paragraphs(
+                "试点乡镇不是随机选出的。以乡镇特征（协变量）检验结论是否受选择影响：试点与对照乡镇的标准化均值差（Austin 2009）；"
+                "倾向得分（对试点与否的 logit）匹配后的双重差分（PSM-DID，Heckman、Ichimura 和 Todd 1997；近邻匹配的标准误按 "
+                "Abadie 和 Imbens 2006）；熵平衡（Hainmueller 2012）；以协变量调整的 Callaway–Sant'Anna（双重稳健，Sant'Anna 和 "
+                "Zhao 2020；结果回归；逆概率加权，Abadie 2005）。所需假设为条件平行趋势：特征相同的试点与对照乡镇在没有试点时走势相同。"
+                "异质性分析按特征分组，每组用本组乡镇，以随机化推断检验；机制分析为描述性，不是中介效应估计（Imai、Keele 和 "
+                "Tingley 2010）。",
+                "Pilot townships were not drawn at random. Township characteristics (covariates) test whether the "
+                "conclusion depends on the selection: standardized mean differences between pilots and comparison "
+                "townships (Austin 2009); difference-in-differences after matching on the propensity score (a logit of "
+                "pilot status; PSM-DID, Heckman, Ichimura and Todd 1997; nearest-neighbour standard errors by Abadie "
+                "and Imbens 2006); entropy balancing (Hainmueller 2012); Callaway–Sant'Anna adjusted for the covariates "
+                "(doubly robust, Sant'Anna and Zhao 2020; outcome regression; inverse probability weighting, Abadie "
+                "2005). The assumption is conditional parallel trends: pilots and comparison townships with the same "
+                "characteristics would have moved alike without the pilot. Heterogeneity splits the townships by a "
+                "characteristic, each group on its own townships with randomization inference; the mechanism analysis "
+                "is descriptive, not a mediation estimate (Imai, Keele and Tingley 2010).")
         self.heading("参考文献", "References", 2)
         for reference in REFERENCES:
             p = self.doc.add_paragraph(reference)
@@ -1093,11 +1108,16 @@ FILE_ROLES = {"panel": ("乡镇面板数据", "Township panel"), "pilots": ("试
               "truth": ("真实效果（合成数据）", "True effects (synthetic data)")}
 
 REFERENCES = (
+    "Abadie A. Semiparametric difference-in-differences estimators. Review of Economic Studies. 2005;72(1):1-19.",
+    "Abadie A, Imbens GW. Large sample properties of matching estimators for average treatment effects. "
+    "Econometrica. 2006;74(1):235-267.",
     "Abadie A, Diamond A, Hainmueller J. Synthetic control methods for comparative case studies: estimating the "
     "effect of California's tobacco control program. Journal of the American Statistical Association. "
     "2010;105(490):493-505.",
     "Arkhangelsky D, Athey S, Hirshberg DA, Imbens GW, Wager S. Synthetic difference-in-differences. American "
     "Economic Review. 2021;111(12):4088-4118.",
+    "Austin PC. Balance diagnostics for comparing the distribution of baseline covariates between treatment groups "
+    "in propensity-score matched samples. Statistics in Medicine. 2009;28(25):3083-3107.",
     "Benjamini Y, Hochberg Y. Controlling the false discovery rate: a practical and powerful approach to multiple "
     "testing. Journal of the Royal Statistical Society: Series B. 1995;57(1):289-300.",
     "Bernal JL, Cummins S, Gasparrini A. Interrupted time series regression for the evaluation of public health "
@@ -1108,10 +1128,16 @@ REFERENCES = (
     "2021;225(2):200-230.",
     "Goodman-Bacon A. Difference-in-differences with variation in treatment timing. Journal of Econometrics. "
     "2021;225(2):254-277.",
+    "Hainmueller J. Entropy balancing for causal effects: a multivariate reweighting method to produce balanced "
+    "samples in observational studies. Political Analysis. 2012;20(1):25-46.",
     "Hartman E, Hidalgo FD. An equivalence approach to balance and placebo tests. American Journal of Political "
     "Science. 2018;62(4):1000-1013.",
+    "Heckman JJ, Ichimura H, Todd PE. Matching as an econometric evaluation estimator: evidence from evaluating a "
+    "job training programme. Review of Economic Studies. 1997;64(4):605-654.",
     "Holm S. A simple sequentially rejective multiple test procedure. Scandinavian Journal of Statistics. "
     "1979;6(2):65-70.",
+    "Imai K, Keele L, Tingley D. A general approach to causal mediation analysis. Psychological Methods. "
+    "2010;15(4):309-334.",
     "MacKinnon JG, Webb MD. Randomization inference for difference-in-differences with few treated clusters. "
     "Journal of Econometrics. 2020;218(2):435-450.",
     "Rambachan A, Roth J. A more credible approach to parallel trends. Review of Economic Studies. "
@@ -1121,6 +1147,8 @@ REFERENCES = (
     "Review: Insights. 2022;4(3):305-322.",
     "Roth J, Sant'Anna PHC, Bilinski A, Poe J. What's trending in difference-in-differences? A synthesis of the "
     "recent econometrics literature. Journal of Econometrics. 2023;235(2):2218-2244.",
+    "Sant'Anna PHC, Zhao J. Doubly robust difference-in-differences estimators. Journal of Econometrics. "
+    "2020;219(1):101-122.",
     "Sun L, Abraham S. Estimating dynamic treatment effects in event studies with heterogeneous treatment effects. "
     "Journal of Econometrics. 2021;225(2):175-199.",
     "Webb MD. Reworking wild bootstrap-based inference for clustered errors. Canadian Journal of Economics. "
