@@ -53,7 +53,11 @@ def selection_demo():
     towns["sub_distance_km"] = np.where(towns["distance_km"] <= median, "distance_km:low", "distance_km:high")
     frames = {}
     for ind in INDICATORS:
-        d = did_frame(panel, indicators[ind]).merge(towns, on="township_id", how="left", validate="many_to_one")
+        d = did_frame(panel, indicators[ind])  # the study declares the township table: the loader attached it
+        d = d.merge(towns[["township_id", "sub_mountainous", "sub_distance_km", *COVARIATES]], on="township_id",
+                    how="left", validate="many_to_one", suffixes=("", "_csv"))
+        for c in COVARIATES:  # the loader read the table as the CSV says
+            assert np.allclose(d[c], d[f"{c}_csv"], rtol=0, atol=1e-12), c
         assert d[COVARIATES].notna().all().all()
         d["years"] = (d["time"] - 1) / 12.0
         for c in COVARIATES:                        # characteristic-specific linear trends

@@ -67,7 +67,16 @@ def payload_study(root: Path):
                          county=panel["county"].map({"东林县": f"东林县{ENTITY}{QUOTES}", "南溪县": f"南溪县{MATH}{IMG}"}))
     pilots = pilots.assign(township_id=pilots["township_id"].replace(ids),
                            model=pilots["model"].replace({"托管": f"托管{IMG}", "对口支援": f"对口支援{MATH}{ENTITY}"}))
+    towns = sorted(panel["township_id"].unique())
+    root.mkdir(parents=True, exist_ok=True)
+    distance, mountain = f"距离{SCRIPT}{MATH}", f"山区{IMG}{QUOTES}"
+    pd.DataFrame({"乡镇编码": towns, distance: [5.0 + 3 * (i % 11) + 7 * (t in set(pilots["township_id"]))
+                                          for i, t in enumerate(towns)],
+                  mountain: ["是" if i % 3 == 0 else "否" for i in range(len(towns))]}).to_csv(
+        root / "townships.csv", index=False)
     built = write_study(root, panel.reset_index(drop=True), pilots, study_id="escape", extra={
+        "covariates": {"table": {"file": "townships.csv", "columns": {
+            "乡镇编码": "township_id", distance: "distance_km", mountain: "mountainous"}}},
         "title": {"zh": f"研究{SCRIPT}{MATH}", "en": f"Study {IMG} {TEMPLATE} {ENTITY} {QUOTES}"},
         "covid": {"handling": "phases", "phases": [{"name": f"疫情{IMG}{MATH}", "start": "2020-01", "end": "2020-04"}]},
         "townships": {"exclude": [ids[excluded]]},

@@ -23,6 +23,8 @@ def _study(tmp_path, name: str, **analysis) -> str:
     config["indicators"] = INDICATORS
     for key in ("panel", "pilots", "truth"):
         config["data"][key] = str((DEMO_STUDY.parent / config["data"][key]).resolve())
+    table = config["covariates"]["table"]
+    table["file"] = str((DEMO_STUDY.parent / table["file"]).resolve())
     for dotted, value in analysis.items():
         node = config["analysis"]
         *path, last = dotted.split("__")

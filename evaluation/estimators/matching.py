@@ -696,13 +696,13 @@ def _bootstrap(tw: _Townships, options: dict, cohorts: list, *, draws: int, seed
     """Township bootstrap of the kernel-matching DiD: resample townships with replacement
     within each cohort's pilots and within the never-treated, re-estimate the logit,
     re-trim and re-match; rows (att, att per cohort), draws that fail left out."""
-    from evaluation.inference.few_clusters import _single_blas_thread
+    from threadpoolctl import threadpool_limits  # one BLAS thread: many small products (benchmarks/threads.py)
 
     rng = np.random.default_rng(seed)
     strata = [np.flatnonzero(tw.cohort == g) for g in [0.0, *cohorts]]
     names = ["const", *[f"x{k}" for k in range(tw.X.shape[1] - 1)]]
     out = []
-    with _single_blas_thread():
+    with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(draws):
             idx = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata])
             sub = _Townships(units=tw.units[idx], cohort=tw.cohort[idx], X=tw.X[idx],

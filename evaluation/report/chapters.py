@@ -1433,6 +1433,8 @@ def _covariate_labels(ctx: Context) -> dict[str, tuple[str, str]]:
     """Each covariate's (Chinese, English) name: the study's label or the user's header,
     the contract's English name where the header is Chinese."""
     cov = ctx.panel.covariates
+    if cov is None:
+        return {}
     zh, en = cov.labels("zh"), cov.labels("en")
     return {n: (zh[n], plots.COVARIATE_NAMES[n][1] if en[n] == n and n in plots.COVARIATE_NAMES else en[n])
             for n in cov.names}
