@@ -283,11 +283,12 @@ def _git_dirty() -> bool | None:
 
 # ----------------------------------------------------------------------------- one run, in a worker
 
-def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
+def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None, meter: PeakMemory | None = None) -> dict:
     """Execute one chapter and export it to HTML (runs in a worker process). Returns
     ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where).
     With ``kernel`` (a :class:`KeptKernel`) the chapter runs in that kernel, its user
-    namespace reset first; without, papermill starts a kernel for the run and shuts it down."""
+    namespace reset first; without, papermill starts a kernel for the run and shuts it down.
+    ``meter`` (a :class:`PeakMemory`) starts counting once the kernel is reset."""
     import papermill as pm
 
     start = time.perf_counter()
@@ -298,6 +299,8 @@ def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
             _register_kept_kernel_engine()
             kernel.reset()
             extra = {"engine_name": KEPT_KERNEL_ENGINE, "kept_kernel": kernel}
+        if meter is not None:
+            meter.start()
         pm.execute_notebook(str(NOTEBOOKS / run.notebook), str(out / f"{run.stem}.ipynb"),
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
                             progress_bar=False, **extra)
@@ -746,7 +749,7 @@ def run_chapter(run: Run, out_dir: str, slot: KernelSlot) -> dict:
     try:
         kernel = slot.get()
         meter = PeakMemory(kernel.pid)
-        outcome = execute(run, out_dir, kernel)
+        outcome = execute(run, out_dir, kernel, meter)
     except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
         traceback.print_exc()
         outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
@@ -785,8 +788,9 @@ def _reset_peak(pid: int | str) -> bool:
 class PeakMemory:
     """The peak resident memory of one chapter run: of its kernel (the computation) and of
     the worker process that drives it (papermill, the HTML export), from the kernel's and
-    the worker's ``VmHWM`` (Linux ``/proc``), both reset to the current size when the run
-    starts. :meth:`read` gives ``kernel_peak_bytes``, ``worker_peak_bytes`` and their sum,
+    the worker's ``VmHWM`` (Linux ``/proc``), both reset to the current size by
+    :meth:`start` (once the kernel's namespace is reset: what the previous run left and
+    the allocator kept still counts, as the worker does hold it). :meth:`read` gives ``kernel_peak_bytes``, ``worker_peak_bytes`` and their sum,
     ``peak_bytes``: an upper bound on the memory the worker and its kernel held at any one
     moment of the run (the two peaks need not coincide). ``since`` says from when the
     peaks count: ``run``, or ``start`` (the process's start) where the reset is refused
@@ -794,7 +798,10 @@ class PeakMemory:
 
     def __init__(self, kernel_pid: int | None):
         self.kernel_pid = kernel_pid
-        self.reset = all([_reset_peak("self"), kernel_pid is not None and _reset_peak(kernel_pid)])
+        self.reset = False
+
+    def start(self) -> None:
+        self.reset = all([_reset_peak("self"), self.kernel_pid is not None and _reset_peak(self.kernel_pid)])
 
     def read(self) -> dict:
         kernel = _proc_status_bytes(self.kernel_pid, "VmHWM") if self.kernel_pid is not None else None
