@@ -86,7 +86,8 @@ def _check(data: pd.DataFrame, unit: str, time: str, outcome: str, cohort: str |
             raise EstimationError(f"no comparison units: every row is treated (by '{cohort}')")
         if n_treated == 0:
             raise EstimationError(f"the treatment never varies: no unit-period is treated by '{cohort}'")
-        d = d.assign(**{TREATED: treated.astype(float)})
+        # a Series over the new array: assign() would copy a bare array once more
+        d = d.assign(**{TREATED: pd.Series(treated.astype(float), index=d.index, copy=False)})
     return d
 
 
