@@ -105,7 +105,8 @@ def test_two_thousand_township_report_stays_within_four_gib_per_worker(tmp_path,
     2,000-township demo prefecture x 96 months completes, every run measured, with peak
     memory per worker under 4 GiB (issue #17's bound; 2.7 GiB measured, DiD the largest).
     The Callaway-Sant'Anna ATT is within 3 standard errors of the generator's true ATT
-    (``truth``: 0.0340; estimate 0.0355, SE 0.0047). About 190 s on the 2-core machine."""
+    (``truth``: 0.0340; estimate 0.0355, SE 0.0047). 150 s on the 2-core machine at load
+    0.5-2.6, 347 s at load 5-6 (other jobs)."""
     from evaluation.data.demo import DemoConfig, generate
     from evaluation.report.store import ResultsStore
 
