@@ -63,23 +63,75 @@ def treatment_indicator(data: pd.DataFrame, *, time: str, cohort: str) -> pd.Ser
 def _check(data: pd.DataFrame, unit: str, time: str, outcome: str, cohort: str | None,
            needed: Sequence[str] = ()) -> pd.DataFrame:
     """The rows with an outcome (and every needed column); with ``cohort``, the derived
-    treatment in column ``D`` (checked to vary and to have comparison rows)."""
+    treatment in column ``D`` (checked to vary and to have comparison rows).
+
+    Works on the columns' arrays: a frame without missing values is not copied (a shallow,
+    copy-on-write copy is returned), and the checks are single passes (no hashing)."""
     missing = [c for c in dict.fromkeys([unit, time, outcome, *([cohort] if cohort else []), *needed])
                if c not in data.columns]
     if missing:
         raise EstimationError(f"columns not in the data: {missing}")
-    if data[outcome].isna().all():
+    lacking = _missing_rows(data, [outcome])
+    if lacking is not None and lacking.all():
         raise EstimationError(f"the outcome '{outcome}' is missing in every row")
-    d = data.dropna(subset=[outcome, *needed])
-    if d[time].nunique() < 2:
+    others = _missing_rows(data, [c for c in dict.fromkeys(needed) if c != outcome])
+    if others is not None:
+        lacking = others if lacking is None else lacking | others
+    d = data[~lacking] if lacking is not None else data.copy(deep=False)
+    if not _two_values(d[time]):
         raise EstimationError(f"a single period ('{time}' takes one value): DiD needs periods before and after")
     if cohort:
-        d = d.assign(**{TREATED: treatment_indicator(d, time=time, cohort=cohort)})
-        if not (d[TREATED] == 0).any():
+        treated = _treated_rows(d, time=time, cohort=cohort)
+        n_treated = int(np.count_nonzero(treated))
+        if n_treated == len(treated):
             raise EstimationError(f"no comparison units: every row is treated (by '{cohort}')")
-        if d[TREATED].nunique() < 2:
+        if n_treated == 0:
             raise EstimationError(f"the treatment never varies: no unit-period is treated by '{cohort}'")
+        # a Series over the new array: assign() would copy a bare array once more
+        d = d.assign(**{TREATED: pd.Series(treated.astype(float), index=d.index, copy=False)})
     return d
+
+
+def _numeric(series: pd.Series) -> bool:
+    """Whether the column holds a plain numpy number or boolean type (no object, string or extension type)."""
+    return isinstance(series.dtype, np.dtype) and series.dtype.kind in "biuf"
+
+
+def _missing_rows(data: pd.DataFrame, columns: Sequence[str]) -> np.ndarray | None:
+    """The rows missing a value in any of ``columns`` (boolean), None when no row is;
+    integer and boolean columns, which cannot hold one, are not read."""
+    lacking = None
+    for c in columns:
+        s = data[c]
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":
+            continue
+        m = np.isnan(s.to_numpy()) if _numeric(s) else s.isna().to_numpy()
+        if m.any():
+            lacking = m if lacking is None else lacking | m
+    return lacking
+
+
+def _two_values(series: pd.Series) -> bool:
+    """Whether the column takes at least two distinct non-missing values (``nunique() >= 2``
+    by its least and largest value, for numbers)."""
+    if not _numeric(series):
+        return series.nunique() >= 2
+    v = series.to_numpy()
+    if len(v) == 0:
+        return False
+    if v.dtype.kind == "f":  # fmin / fmax pass over NaN; both are NaN only when every value is
+        low, high = np.fmin.reduce(v), np.fmax.reduce(v)
+        return bool(not np.isnan(low) and low != high)
+    return bool(v.min() != v.max())
+
+
+def _treated_rows(d: pd.DataFrame, *, time: str, cohort: str) -> np.ndarray:
+    """:func:`treatment_indicator` as a boolean array (a missing cohort is 0: never treated),
+    on the numpy arrays when both columns are numbers."""
+    if _numeric(d[time]) and _numeric(d[cohort]):
+        c, t = d[cohort].to_numpy(), d[time].to_numpy()
+        return (c > 0) & (t >= c)  # a missing cohort (NaN) compares False: never treated
+    return treatment_indicator(d, time=time, cohort=cohort).to_numpy() != 0
 
 
 def _effect(fit: FEFit, name: str, estimand: str, *, method: str, n_units: int, n_treated: int,

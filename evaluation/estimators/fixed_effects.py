@@ -42,6 +42,8 @@ def factorize(values) -> tuple[np.ndarray, int]:
             offset = arr.astype(np.int64, copy=False) - low if low else arr
             present = np.zeros(high - low + 1, dtype=bool)
             present[offset] = True
+            if present.all():  # consecutive values (ids 1..N, months 1..T): the ranks are the offsets
+                return (offset if offset is not arr else offset.astype(np.int64)), len(present)
             rank = np.cumsum(present, dtype=np.int64) - 1
             return rank[offset], int(rank[-1]) + 1
     codes, uniques = pd.factorize(pd.Series(values), sort=True)
@@ -64,9 +66,16 @@ def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray |
         X = X[:, None]
     if not fixed_effects:
         return X
+    return _demean(X, fixed_effects, weights, tol, max_iter)
+
+
+def _demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray | None, tol: float = 1e-12,
+            max_iter: int = 10_000, sizes: list[int] | None = None, layout: tuple | None | bool = False) -> np.ndarray:
+    """:func:`demean` in place on X (float, column-major, 2-D). ``sizes`` (the levels of each
+    fixed effect) and ``layout`` (:func:`_sorted_layout` of two fixed effects) when the caller
+    has them; ``layout=False``: not known yet."""
     w = None if weights is None else np.asarray(weights, dtype=float)
-    sizes = [int(codes.max()) + 1 for codes in fixed_effects]
-    group_weight = [np.bincount(codes, weights=w, minlength=g) for codes, g in zip(fixed_effects, sizes, strict=True)]
+    sizes = sizes or [int(codes.max()) + 1 for codes in fixed_effects]
 
     def sweep(codes, g, gw) -> np.ndarray:
         change = np.zeros(X.shape[1])
@@ -78,8 +87,10 @@ def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray |
         return change
 
     if weights is None and len(fixed_effects) == 2:
-        shape = _sorted_balanced(*fixed_effects)
-        if shape is not None:
+        if layout is False:
+            layout = _sorted_layout(*fixed_effects, sizes=sizes)
+        if layout is not None:
+            shape = layout[1]
             # rows in (outer, inner) order with every pair once: each column is an outer x inner
             # table, and two_way_demean_balanced's one sweep is exact (done in place, no bincount)
             for j in range(X.shape[1]):
@@ -87,6 +98,7 @@ def demean(X: np.ndarray, fixed_effects: list[np.ndarray], weights: np.ndarray |
                 table -= table.mean(axis=1, keepdims=True)
                 table -= table.mean(axis=0, keepdims=True)
             return X
+    group_weight = [np.bincount(codes, weights=w, minlength=g) for codes, g in zip(fixed_effects, sizes, strict=True)]
     if weights is None and len(fixed_effects) == 2 and _balanced(*fixed_effects):
         # every pair of levels once: one sweep per dimension is the exact projection
         for args in zip(fixed_effects, sizes, group_weight, strict=True):
@@ -106,15 +118,23 @@ def _sorted_balanced(a: np.ndarray, b: np.ndarray) -> tuple[int, int] | None:
     """(outer levels, inner levels) when the rows run through every pair of levels once in
     nested order (all of one code's levels within each level of the other, both ascending),
     as a unit x period panel sorted by unit then period; else None."""
-    na, nb = int(a.max()) + 1, int(b.max()) + 1
+    layout = _sorted_layout(a, b)
+    return None if layout is None else layout[1]
+
+
+def _sorted_layout(a: np.ndarray, b: np.ndarray, sizes: list[int] | None = None) -> tuple[int, tuple[int, int]] | None:
+    """As :func:`_sorted_balanced`, with which of the two is the outer one: ``(0, (levels
+    of a, levels of b))`` when the rows run through b within a, ``(1, (levels of b, levels
+    of a))`` the other way round; None when neither."""
+    na, nb = sizes if sizes else (int(a.max()) + 1, int(b.max()) + 1)
     n = len(a)
     if n != na * nb:
         return None
-    for outer, inner, no, ni in ((a, b, na, nb), (b, a, nb, na)):
+    for which, (outer, inner, no, ni) in enumerate(((a, b, na, nb), (b, a, nb, na))):
         if (outer[0] == 0 and outer[-1] == no - 1 and inner[0] == 0 and inner[ni - 1] == ni - 1
                 and np.array_equal(inner.reshape(no, ni), np.broadcast_to(np.arange(ni), (no, ni)))
                 and np.array_equal(outer.reshape(no, ni), np.broadcast_to(np.arange(no)[:, None], (no, ni)))):
-            return no, ni
+            return which, (no, ni)
     return None
 
 
@@ -123,11 +143,30 @@ def _balanced(a: np.ndarray, b: np.ndarray) -> bool:
     return len(a) == na * nb and bool((np.bincount(a * nb + b, minlength=na * nb) == 1).all())
 
 
-def nested_in(inner: np.ndarray, outer: np.ndarray) -> bool:
-    """True when every level of ``inner`` lies within one level of ``outer``."""
-    first_outer = np.empty(int(inner.max()) + 1, dtype=outer.dtype)
-    first_outer[inner] = outer
-    return bool((first_outer[inner] == outer).all())
+_NESTED_CHUNK = 1 << 16  # rows per block of nested_in: its temporaries stay in cache, a contradiction ends it early
+
+
+def nested_in(inner: np.ndarray, outer: np.ndarray, *, levels: int | None = None) -> bool:
+    """True when every level of ``inner`` lies within one level of ``outer`` (``levels``:
+    the number of ``inner`` levels, when known). Read in blocks of rows, each checked
+    against the outer level first seen for its inner levels, so that periods in clusters,
+    say, are found not nested in the first block."""
+    if inner is outer:
+        return True
+    if len(inner) == len(outer) and all(np.array_equal(inner[s:s + _NESTED_CHUNK], outer[s:s + _NESTED_CHUNK])
+                                        for s in range(0, len(inner), _NESTED_CHUNK)):
+        return True  # the same codes (units clustered by unit)
+    seen = np.full(int(inner.max()) + 1 if levels is None else levels, -1, dtype=np.int64)
+    for start in range(0, len(inner), _NESTED_CHUNK):
+        i, o = inner[start:start + _NESTED_CHUNK], outer[start:start + _NESTED_CHUNK]
+        before = seen[i]
+        known = before >= 0
+        if not np.array_equal(before[known], o[known]):
+            return False
+        seen[i] = o
+        if not np.array_equal(seen[i], o):  # two outer levels for one inner level within the block
+            return False
+    return True
 
 
 def small_sample_factor(adjustment: str, *, n: int, k: int, fe_levels: list[int], fe_nested: list[bool],
@@ -193,22 +232,43 @@ class FEFit:
         return F, float(stats.f.sf(F, q, self.df_t)), q
 
 
-def _cluster_meat(X: np.ndarray, u: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """sum over clusters g of s_g s_g', s_g = sum_{i in g} x_i u_i (column by column)."""
-    G = int(clusters.max()) + 1
+def _cluster_meat(X: np.ndarray, u: np.ndarray, clusters: np.ndarray, *, n_clusters: int | None = None,
+                  blocks: tuple[int, int] | None = None) -> np.ndarray:
+    """sum over clusters g of s_g s_g', s_g = sum_{i in g} x_i u_i (column by column).
+
+    ``blocks=(B, L)``: the rows form B consecutive blocks of L rows, each within one
+    cluster (a panel sorted by unit, clustered by unit or by a grouping of units): each
+    block's x'u is a row-wise dot product of the reshaped columns (no n-long temporary),
+    then summed by cluster."""
+    G = int(clusters.max()) + 1 if n_clusters is None else n_clusters
+    if blocks is not None:
+        B, L = blocks
+        U = u.reshape(B, L)
+        of_block = clusters[::L]
+        if G == B and np.array_equal(of_block, np.arange(B)):  # a cluster per block, in order
+            sums = np.column_stack([np.einsum("ij,ij->i", X[:, j].reshape(B, L), U) for j in range(X.shape[1])])
+        else:
+            sums = np.column_stack([np.bincount(of_block, weights=np.einsum("ij,ij->i", X[:, j].reshape(B, L), U),
+                                                minlength=G) for j in range(X.shape[1])])
+        return sums.T @ sums
     sums = np.column_stack([np.bincount(clusters, weights=X[:, j] * u, minlength=G) for j in range(X.shape[1])])
     return sums.T @ sums
 
 
 def _clustered_vcov(bread: np.ndarray, X: np.ndarray, u: np.ndarray, clusters: np.ndarray,
-                    fixed_effects: list[np.ndarray], adjustment: str) -> tuple[np.ndarray, int, int]:
-    """CR1 variance bread * meat * bread with the named small-sample factor; also G and K."""
+                    fixed_effects: list[np.ndarray], adjustment: str, *, levels: list[int] | None = None,
+                    layout: tuple | None = None) -> tuple[np.ndarray, int, int]:
+    """CR1 variance bread * meat * bread with the named small-sample factor; also G and K.
+    ``levels`` and ``layout`` (:func:`_sorted_layout`) of the fixed effects when known: on a
+    sorted balanced panel whose outer fixed effect is nested in the clusters the scores are
+    summed block by block (:func:`_cluster_meat`)."""
     G = int(clusters.max() + 1)
-    levels = [int(c.max() + 1) for c in fixed_effects]
-    nested = [nested_in(c, clusters) for c in fixed_effects]
+    levels = levels or [int(c.max() + 1) for c in fixed_effects]
+    nested = [nested_in(c, clusters, levels=lv) for c, lv in zip(fixed_effects, levels, strict=True)]
     factor, df_k = small_sample_factor(adjustment, n=len(u), k=X.shape[1], fe_levels=levels, fe_nested=nested,
                                        n_clusters=G)
-    return factor * bread @ _cluster_meat(X, u, clusters) @ bread, G, df_k
+    blocks = layout[1] if layout is not None and nested[layout[0]] else None
+    return factor * bread @ _cluster_meat(X, u, clusters, n_clusters=G, blocks=blocks) @ bread, G, df_k
 
 
 def _incomplete_units(data: pd.DataFrame, *, outcome: str, unit: str, time: str) -> pd.DataFrame:
@@ -261,6 +321,9 @@ def two_way_demean_balanced(Y: np.ndarray) -> np.ndarray:
     return Y - Y.mean(axis=1, keepdims=True) - Y.mean(axis=0, keepdims=True) + Y.mean()
 
 
+_EINSUM_COLUMNS = 4  # fe_ols forms X'X and X'y with einsum up to this many regressors, with BLAS above
+
+
 def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[np.ndarray],
            clusters: np.ndarray, weights: np.ndarray | None = None, adjustment: str = "fixest") -> FEFit:
     """OLS (or WLS) of y on X with absorbed fixed effects and CR1 clustered errors."""
@@ -268,20 +331,33 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
     Z = np.empty((n, X.shape[1] + 1), order="F")
     Z[:, 0] = y
     Z[:, 1:] = X
-    Z = demean(Z, fixed_effects, weights, copy=False)
+    levels = [int(c.max()) + 1 for c in fixed_effects]
+    layout = _sorted_layout(*fixed_effects, sizes=levels) if weights is None and len(fixed_effects) == 2 else None
+    if fixed_effects:
+        Z = _demean(Z, fixed_effects, weights, sizes=levels, layout=layout)
     y_t, X_t = Z[:, 0], Z[:, 1:]
     w = None if weights is None else np.asarray(weights, dtype=float)
-    XtW = X_t.T if w is None else (X_t * w[:, None]).T
-    XtWX = XtW @ X_t
-    if np.linalg.matrix_rank(XtWX) < X_t.shape[1]:
+    k = X_t.shape[1]
+    if w is None and k <= _EINSUM_COLUMNS:
+        # a few columns: einsum loops, one read of X~ each; threaded BLAS takes 4-8 ms for
+        # a 1 x 1 product over 3.84M rows here (its threads wake up), one thread 0.6 ms
+        XtWX, XtWy = np.einsum("ij,ik->jk", X_t, X_t), np.einsum("ij,i->j", X_t, y_t)
+    else:
+        XtW = X_t.T if w is None else (X_t * w[:, None]).T
+        XtWX, XtWy = XtW @ X_t, XtW @ y_t
+    if np.linalg.matrix_rank(XtWX) < k:
         bad = [nm for nm, v in zip(names, np.abs(X_t).max(axis=0), strict=True) if v < 1e-10]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
     bread = np.linalg.inv(XtWX)
-    coef = bread @ (XtW @ y_t)
-    resid = y_t - X_t @ coef
+    coef = bread @ XtWy
+    if k == 1:
+        resid = np.multiply(X_t[:, 0], coef[0])
+    else:
+        resid = X_t @ coef
+    np.subtract(y_t, resid, out=resid)  # y~ - X~b, without a second n-long temporary
     vcov, G, df_k = _clustered_vcov(bread, X_t, resid if w is None else w * resid, clusters, fixed_effects,
-                                    adjustment)
+                                    adjustment, levels=levels, layout=layout)
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 

@@ -44,6 +44,10 @@ at every moment:
   configuration, so a comment in the study file does not rerun anything, and the panel
   and pilot files; the truth file is read by no chapter and is left out).
 
+- **Peak memory.** Each run records the peak resident memory of its kernel and of its
+  worker process (:class:`PeakMemory`, ``memory`` in the manifest's run record), and the
+  manifest's ``batch.memory`` the largest per worker (:func:`memory_summary`).
+
 The worker's output and the kernel's own messages (start-up warnings, interrupts) go to
 a log per run, never to the console; the log of a failed run is kept beside its notebook.
 """
@@ -122,6 +126,7 @@ class Run:
     error: str = ""
     reused: bool = False
     failure: dict | None = field(default=None)
+    memory: dict | None = field(default=None)  # peak resident memory of the run (see :class:`PeakMemory`)
 
     @property
     def stem(self) -> str:
@@ -278,11 +283,12 @@ def _git_dirty() -> bool | None:
 
 # ----------------------------------------------------------------------------- one run, in a worker
 
-def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
+def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None, meter: PeakMemory | None = None) -> dict:
     """Execute one chapter and export it to HTML (runs in a worker process). Returns
     ``status``, ``seconds``, ``error`` (one line) and ``failure`` (what failed, where).
     With ``kernel`` (a :class:`KeptKernel`) the chapter runs in that kernel, its user
-    namespace reset first; without, papermill starts a kernel for the run and shuts it down."""
+    namespace reset first; without, papermill starts a kernel for the run and shuts it down.
+    ``meter`` (a :class:`PeakMemory`) starts counting once the kernel is reset."""
     import papermill as pm
 
     start = time.perf_counter()
@@ -293,6 +299,8 @@ def execute(run: Run, out_dir: str, kernel: KeptKernel | None = None) -> dict:
             _register_kept_kernel_engine()
             kernel.reset()
             extra = {"engine_name": KEPT_KERNEL_ENGINE, "kept_kernel": kernel}
+        if meter is not None:
+            meter.start()
         pm.execute_notebook(str(NOTEBOOKS / run.notebook), str(out / f"{run.stem}.ipynb"),
                             parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(NOTEBOOKS),
                             progress_bar=False, **extra)
@@ -696,11 +704,12 @@ class KernelSlot:
     """Where a worker (a process of the local pool, a thread of a Dask worker) keeps its
     :class:`KeptKernel`: started at the first run (inside ``on_start()``, a context
     manager, when given; its own output to the file ``output`` when given), dropped when
-    it dies."""
+    it dies. ``worker`` names the worker in the manifest (``host:pid`` by default)."""
 
-    def __init__(self, on_start=None, output: str | None = None):
+    def __init__(self, on_start=None, output: str | None = None, worker: str | None = None):
         self.kernel: KeptKernel | None = None
         self.on_start, self.output = on_start, output
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
 
     def get(self) -> KeptKernel:
         if self.kernel is None:
@@ -734,18 +743,90 @@ def run_chapter(run: Run, out_dir: str, slot: KernelSlot) -> dict:
     tasks alike): in the slot's kept kernel (started now if there is none), executed and
     exported by :func:`execute`. Never raises: a failure is the outcome's ``failure``.
     When the kernel died under the run, it is dropped and the outcome says ``retry`` (the
-    batch runs it once more, on a fresh kernel)."""
+    batch runs it once more, on a fresh kernel). The outcome's ``memory`` is the run's
+    peak resident memory in the kernel and the worker (:class:`PeakMemory`)."""
+    meter = None
     try:
-        outcome = execute(run, out_dir, slot.get())
+        kernel = slot.get()
+        meter = PeakMemory(kernel.pid)
+        outcome = execute(run, out_dir, kernel, meter)
     except BaseException as exc:  # noqa: BLE001 - reported to the batch, never raised in a worker
         traceback.print_exc()
         outcome = {"status": "failed", "seconds": 0.0, "error": f"{type(exc).__name__}: {exc}",
                    "failure": describe_failure(exc)}
+    outcome["memory"] = {"worker": slot.worker, **meter.read()} if meter is not None else None
     if slot.kernel is not None and not slot.kernel.alive():
         slot.drop()
         if outcome["status"] != "ok":
             outcome["retry"] = True
     return outcome
+
+
+def _proc_status_bytes(pid: int | str, name: str) -> int | None:
+    """A ``kB`` line of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``) in bytes; None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak(pid: int | str) -> bool:
+    """Reset the peak resident set size (``VmHWM``) of process ``pid`` to its current size
+    (Linux 4.0+: ``5`` written to ``/proc/<pid>/clear_refs``); False when it cannot."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """The peak resident memory of one chapter run: of its kernel (the computation) and of
+    the worker process that drives it (papermill, the HTML export), from the kernel's and
+    the worker's ``VmHWM`` (Linux ``/proc``), both reset to the current size by
+    :meth:`start` (once the kernel's namespace is reset: what the previous run left and
+    the allocator kept still counts, as the worker does hold it). :meth:`read` gives ``kernel_peak_bytes``, ``worker_peak_bytes`` and their sum,
+    ``peak_bytes``: an upper bound on the memory the worker and its kernel held at any one
+    moment of the run (the two peaks need not coincide). ``since`` says from when the
+    peaks count: ``run``, or ``start`` (the process's start) where the reset is refused
+    (before Linux 4.0); without ``/proc`` (macOS, Windows) every figure is None."""
+
+    def __init__(self, kernel_pid: int | None):
+        self.kernel_pid = kernel_pid
+        self.reset = False
+
+    def start(self) -> None:
+        self.reset = all([_reset_peak("self"), self.kernel_pid is not None and _reset_peak(self.kernel_pid)])
+
+    def read(self) -> dict:
+        kernel = _proc_status_bytes(self.kernel_pid, "VmHWM") if self.kernel_pid is not None else None
+        worker = _proc_status_bytes("self", "VmHWM")
+        total = kernel + worker if kernel is not None and worker is not None else None
+        return {"peak_bytes": total, "kernel_peak_bytes": kernel, "worker_peak_bytes": worker,
+                "since": "run" if self.reset else "start"}
+
+
+def memory_summary(runs: list[Run]) -> dict:
+    """The batch's peak memory per worker: for each worker (``host:pid`` of a local-pool
+    process; host, process and thread of a Dask worker) the largest ``peak_bytes`` of the
+    runs it executed in this batch, and the largest of all (``max_per_worker_bytes``)."""
+    workers: dict[str, int] = {}
+    for r in runs:
+        memory = r.memory or {}
+        if r.reused or memory.get("peak_bytes") is None:
+            continue
+        name = str(memory.get("worker"))
+        workers[name] = max(workers.get(name, 0), int(memory["peak_bytes"]))
+    return {"max_per_worker_bytes": max(workers.values()) if workers else None,
+            "max_per_worker_gib": round(max(workers.values()) / 2**30, 3) if workers else None,
+            "per_worker_bytes": dict(sorted(workers.items())),
+            "measured": "peak resident set size (VmHWM) of the kernel plus that of the worker process, "
+                        "reset at the start of each run"}
 
 
 def copy_tail(source: str, offset: int, target: str) -> None:
@@ -1141,7 +1222,7 @@ class _StudyBatch:
 
     def finish_run(self, run: Run, outcome: dict, signals: _Signals) -> None:
         run.status, run.seconds, run.error = outcome["status"], outcome["seconds"], outcome["error"]
-        run.failure = outcome.get("failure")
+        run.failure, run.memory = outcome.get("failure"), outcome.get("memory")
         with signals.deferred():
             _publish_run(run, self.tmp, self.final)
             self.published.add(run.stem)
@@ -1415,6 +1496,7 @@ def _record(run: Run, final: Path, created: str, old: dict | None) -> dict:
                       page_created=when, stale=False)
         if run.reused and old:
             record["attempted"] = old.get("attempted", created)
+            record["memory"] = old.get("memory")  # measured by the batch that made the page
     else:
         page_key = _page_key(old)
         has_page = (final / f"{run.stem}.html").is_file() and page_key is not None
@@ -1473,7 +1555,7 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
         "ok": all(r.status == "ok" for r in runs) and not interrupted,
         "complete": all(r.get("status") == "ok" and r.get("current") for r in rows) and len(rows) == len(order),
         "batch": {"created": created, "stems": [r.stem for r in runs], "interrupted": interrupted,
-                  "seconds": round(seconds, 2)},
+                  "seconds": round(seconds, 2), "memory": memory_summary(runs)},
         "runs": rows,
     }
     final.mkdir(parents=True, exist_ok=True)

@@ -45,13 +45,27 @@ def run_on_worker(run: Run, out_dir: str, log_path: str) -> dict:
             slot = None
         if slot is None:  # the kernel's own output (start-up warnings) goes to a log of its own
             kernel_log = Path(log_path).parent / f".kernel-dask-{os.getpid()}-{threading.get_ident()}.log"
-            slot = _SLOTS[threading.get_ident()] = KernelSlot(output=str(kernel_log))
+            slot = _SLOTS[threading.get_ident()] = KernelSlot(output=str(kernel_log), worker=_worker_name())
     mark = os.path.getsize(slot.output) if os.path.exists(slot.output) else 0
     with open(log_path, "a", encoding="utf-8", errors="replace") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         outcome = run_chapter(run, out_dir, slot)
     copy_tail(slot.output, mark, log_path)
     return outcome
+
+
+def _worker_name() -> str:
+    """The worker in the manifest's memory figures: the Dask worker's address and this
+    thread (each thread keeps a kernel of its own), else host and process id."""
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except (ImportError, ValueError):
+        address = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{address}/{threading.current_thread().name}"
 
 
 def interrupt_kernels() -> int:
