@@ -234,12 +234,13 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     if weights and not (d[weights] > 0).all():
         raise EstimationError(f"weights '{weights}' must be positive")
     names = [TREATED, *covariates]
+    unit_codes, n_units = factorize(d[unit])  # once: the unit is usually the cluster too
     fit = fe_ols(d[outcome].to_numpy(float), d[names].to_numpy(float), names,
-                 [factorize(d[unit])[0], factorize(d[time])[0]], factorize(d[cluster])[0],
+                 [unit_codes, factorize(d[time])[0]], unit_codes if cluster == unit else factorize(d[cluster])[0],
                  weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
-    treated_units = d.loc[d[TREATED] != 0, unit].nunique()
+    treated_units = int(np.unique(unit_codes[d[TREATED].to_numpy() != 0]).size)
     method = "two-way fixed effects (unit and period)" + (" WLS" if weights else "")
-    effect = _effect(fit, TREATED, "att", method=method, n_units=d[unit].nunique(), n_treated=treated_units,
+    effect = _effect(fit, TREATED, "att", method=method, n_units=n_units, n_treated=treated_units,
                      alpha=alpha, indicator=indicator)
     spec = {"estimator": "twfe", "data": data, "outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "cluster": cluster, "weights": weights, "covariates": tuple(covariates), "adjustment": adjustment,
