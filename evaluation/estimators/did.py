@@ -37,7 +37,7 @@ from scipy import sparse
 from evaluation.errors import EstimationError
 from evaluation.estimators.fixed_effects import (
     FEFit,
-    _sorted_balanced,
+    _sorted_layout,
     factorize,
     fe_ols,
     fe_poisson,
@@ -317,8 +317,12 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     Cn = C / n_i[:, None]
     C_period = np.bincount(period[on] * K + c_on, minlength=T * K).reshape(T, K).astype(float)
 
-    # complete units (every period exactly once) enter O' diag(1/n) (.) in closed form
-    if _sorted_balanced(unit, period) is not None:
+    # complete units (every period exactly once) enter O' diag(1/n) (.) in closed form; a
+    # panel sorted by unit then period is a N x T grid: unit and period sums are row and
+    # column sums of a reshaped view, not gathers and scatters over the rows
+    layout = _sorted_layout(unit, period, [N, T])
+    grid = layout is not None and layout[0] == 0
+    if layout is not None:
         complete = np.ones(N, bool)
     else:
         unique_cells = not pd.Series(unit.astype(np.int64) * T + period).duplicated().any()
@@ -345,8 +349,14 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     PMX = C_period - incidence_times(Cn)                           # P' M_A X  (T x K)
     Q = S_plus @ PMX
     XtX = np.diag(C_period.sum(axis=0)) - np.einsum("ik,il->kl", C, Cn) - PMX.T @ Q  # X~'X~
-    y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
-    Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
+    if grid:
+        Y = y.reshape(N, T)
+        y_within = (Y - Y.mean(axis=1, keepdims=True)).ravel()
+        period_sums = y_within.reshape(N, T).sum(axis=0)
+    else:
+        y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
+        period_sums = np.bincount(period, y_within, minlength=T)
+    Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ period_sums
     if not _positive_definite(XtX):
         bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
         raise EstimationError("regressors are collinear with the fixed effects"
@@ -357,15 +367,25 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
     del y_within
     resid = y.copy()
     resid[on] -= coef[c_on]
-    resid -= (np.bincount(unit, resid, minlength=N) / n_i)[unit]    # M_A (y - Xb)
-    h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
-    resid -= h
-    h = np.bincount(unit, h, minlength=N) / n_i
-    resid += h[unit]                                                 # M (y - Xb)
+    if grid:  # the same steps on the N x T view
+        R = resid.reshape(N, T)
+        R -= R.mean(axis=1, keepdims=True)                           # M_A (y - Xb)
+        h = S_plus @ R.sum(axis=0)
+        R -= h[None, :]
+        R += h.mean()                                                # M (y - Xb)
+    else:
+        resid -= (np.bincount(unit, resid, minlength=N) / n_i)[unit]    # M_A (y - Xb)
+        h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
+        resid -= h
+        h = np.bincount(unit, h, minlength=N) / n_i
+        resid += h[unit]                                                 # M (y - Xb)
 
     fe_nested = [nested_in(unit, clusters), nested_in(period, clusters)]
     scores = np.bincount(clusters[on] * K + c_on, weights=resid[on], minlength=G * K).reshape(G, K)
-    scores -= _sum_table(clusters, period, resid, (G, T)) @ Q
+    if grid and G == N and np.array_equal(clusters[::T], np.arange(N)) and fe_nested[0]:
+        scores -= resid.reshape(N, T) @ Q                            # clusters are the units: the grid's rows
+    else:
+        scores -= _sum_table(clusters, period, resid, (G, T)) @ Q
     if not fe_nested[0]:  # a unit spans clusters: its constant part c_i = C_i/n_i - mean of Q over its periods
         over_periods = np.empty((N, K))  # O Q: the sum of Q over each unit's rows
         over_periods[complete] = Q.sum(axis=0)
@@ -417,29 +437,33 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     d = _check(data, unit, time, outcome, None,
                needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
     dropped = int(len(data) - len(d))
-    ft = d[cohort].fillna(0).astype(float)
+    ft = d[cohort].to_numpy(float)
+    ft = np.where(np.isnan(ft), 0.0, ft)
     treated = ft > 0
     if not treated.any():
         raise EstimationError(f"no treated units: every '{cohort}' is 0 or missing")
     if treated.all():
         raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
-    rel = (d[time].astype(float) - ft).where(treated)
+    with np.errstate(invalid="ignore"):
+        rel_values = np.where(treated, d[time].to_numpy(float) - ft, np.nan)  # event time; NaN never treated
     if bin_endpoints:
-        rel = rel.clip(lower=-leads, upper=lags)
+        rel_values = np.clip(rel_values, -leads, lags)  # NaN stays NaN
     else:
-        d, rel = d[~treated | rel.between(-leads, lags)], rel[~treated | rel.between(-leads, lags)]
-    rel_values = rel.to_numpy(float)
-    present = set(np.unique(rel_values[~np.isnan(rel_values)]).astype(int))
-    event_times = [k for k in range(-leads, lags + 1) if k != reference and k in present]
+        keep = ~treated | ((rel_values >= -leads) & (rel_values <= lags))
+        d, rel_values = d[keep], rel_values[keep]
+    rows = np.flatnonzero(~np.isnan(rel_values))
+    seen = np.bincount(rel_values[rows].astype(int) + leads, minlength=leads + lags + 1) > 0  # counts, not hashing
+    event_times = [k for k in range(-leads, lags + 1) if k != reference and seen[k + leads]]
     lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
     for j, k in enumerate(event_times):
         lookup[k + leads] = j
-    rows = np.flatnonzero(~np.isnan(rel_values))
     column = np.full(len(rel_values), -1)  # the event-time column of each row (-1: none)
     column[rows] = lookup[rel_values[rows].astype(int) + leads]
     names = [f"k={k}" for k in event_times]
     y = d[outcome].to_numpy(float)
-    unit_codes, time_codes, cluster_codes = factorize(d[unit])[0], factorize(d[time])[0], factorize(d[cluster])[0]
+    unit_codes, n_units = factorize(d[unit])
+    time_codes = factorize(d[time])[0]
+    cluster_codes = unit_codes if cluster == unit else factorize(d[cluster])[0]
     if weights or covariates:
         # weighted least squares and controls keep the dense n x K design and fe_ols: the
         # count tables of _event_study_ols are unweighted and have no other regressors
@@ -453,7 +477,8 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     else:
         fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
     method = "event study (two-way fixed effects)"
-    n_units, n_treated = d[unit].nunique(), d.loc[rel.notna(), unit].nunique()
+    in_window = ~np.isnan(rel_values)  # pilot rows: every event time, binned or inside the window
+    n_treated = int(np.count_nonzero(np.bincount(unit_codes[in_window], minlength=n_units)))
     effects = [_effect(fit, nm, "att_event_time", term=nm, method=method, n_units=n_units, n_treated=n_treated,
                        alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times,
                                                                                         strict=True)]
@@ -462,7 +487,7 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                    "dropped_missing_rows": dropped, "observations": fit.n_obs}
     if covariates:
         diagnostics["controls"] = _controls_table(fit, covariates)
-    treated_clusters = d.loc[rel.notna(), cluster].nunique()
+    treated_clusters = int(np.count_nonzero(np.bincount(cluster_codes[in_window])))
     if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
         diagnostics.update(pretrend_F=F, pretrend_p=p, pretrend_df=q)
