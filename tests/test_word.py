@@ -251,5 +251,6 @@ def test_selection_section_for_a_study_with_covariates(word):
     assert ("选择偏差：平衡性、匹配与异质性" in [text for _, text in headings(document)])
     captions = [p.text for p in document.paragraphs if p.style.name == "Caption"]
     assert any("协变量平衡性" in c for c in captions) and any("未调整、协变量调整与匹配后的总体效果" in c for c in captions)
+    assert any("异质性分析" in c for c in captions)
     balance = next(t for t in document.tables if t.rows[0].cells[0].text == "协变量")
     assert [r.cells[0].text for r in balance.rows[1:]] == ["到县城距离（公里）", "床位数", "是否山区"]

@@ -286,4 +286,4 @@ def test_balance_and_heterogeneity_sheets(book_zh):
     rows = values[header + 1:]
     covariate = values[header].index("协变量")
     assert len(rows) == 3 * len(INDICATORS)  # three covariates per indicator
-    assert {r[covariate] for r in rows} == {"distance_km", "beds", "mountainous"}
+    assert {r[covariate] for r in rows} == {"到县城距离（公里）", "床位数", "是否山区"}  # the study's labels

@@ -616,9 +616,9 @@ def psm_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: s
         se_all = np.sqrt(_ai_variance(tw, match, variance_neighbours, cohorts))
         se_g = {g: np.sqrt(_ai_variance(tw, match, variance_neighbours, [g])) for g in cohorts}
         vcov = np.array([[se_all ** 2]]) if len(cohorts) == 1 else None
-        inference = (f"Abadie-Imbens (2006) variance of the matching estimator (population ATT; conditional variances "
-                     f"from {variance_neighbours} nearest comparison townships); the score is treated as known "
-                     "(no Abadie-Imbens 2016 adjustment)")
+        inference = (f"Abadie-Imbens (2006) variance of the matching estimator (ATT of the matched pilots; "
+                     f"conditional variances from {variance_neighbours} nearest comparison townships); the score is "
+                     "treated as known (no Abadie-Imbens 2016 adjustment)")
     else:
         boot = _bootstrap(tw, options, cohorts, draws=draws, seed=seed)
         draws_used, failed = len(boot), draws - len(boot)

@@ -52,7 +52,7 @@ from evaluation.inference.few_treated import parse_withheld, subgroup_randomizat
 from evaluation.inference.pretrend import pretrend_randomization
 from evaluation.paths import PROJECT_ROOT
 from evaluation.report import plots
-from evaluation.report.readable import ESTIMANDS, WORDS, Reader, fixed, is_written, written
+from evaluation.report.readable import DASH, ESTIMANDS, WORDS, Reader, fixed, is_written, written
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
 from evaluation.study.catalogue import UNIT_FACTORS, Indicator
 from evaluation.study.config import Study, load_study
@@ -1359,7 +1359,8 @@ def build_matching(ctx: Context) -> Result:
     except EstimationError as exc:
         values["entropy_not_estimable"] = not_estimable_text(exc)
     else:
-        balance["smd_entropy"] = balance_table(d, weights=entropy, **keys)["smd_after"].to_numpy()
+        smd = balance_table(d, weights=entropy, **keys)["smd_after"].to_numpy()
+        balance["smd_entropy"] = np.where(np.abs(smd) < 1e-9, 0.0, smd)  # exact balance up to rounding
     tables["balance"] = balance
     return make_result("selection.matching", ind.id, fit.effects if fit is not None else (), tables=tables,
                        values=values)
@@ -1461,16 +1462,7 @@ def selection(ctx: Context) -> dict:
     if m.not_estimable:
         out.update(balance=not_estimated(m), love=None, density=None, matching_note="")
     else:
-        bal = m.tables["balance"].copy()
-        bal["covariate"] = [r.both(labels.get(c, (c, c))) for c in bal["covariate"]]
-        bal["kind"] = [r.say(*{"binary": ("二值", "binary"), "continuous": ("连续", "continuous")}.get(k, (k, k)))
-                       for k in bal["kind"]]
-        columns = [c for c in ("covariate", "kind", "pilot_mean", "comparison_mean", "pilot_mean_after",
-                               "comparison_mean_after",
-                               "smd_before", "smd_after", "smd_entropy", "variance_ratio_before",
-                               "variance_ratio_after") if c in bal]
-        out["balance"] = r.table(bal[columns], ctx.indicator, kinds={"smd_entropy": "number"},
-                                 headers={"smd_entropy": ("标准化均值差（熵平衡后）", "SMD after entropy balancing")})
+        out["balance"] = balance_for_readers(ctx, m.tables["balance"], labels)
         out["love"] = _closed(plots.love_plot(m.tables["balance"], reader=r, labels=labels))
         scores = m.tables.get("scores")
         out["density"] = (_closed(plots.propensity_density(scores["score"], scores["pilot"].astype(bool),
@@ -1483,6 +1475,31 @@ def selection(ctx: Context) -> dict:
     else:
         out.update(_heterogeneity_table(ctx, het))
     return out
+
+
+def balance_for_readers(ctx: Context, balance: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """The balance table as readers read it: covariates by their labels, a binary
+    covariate's means as shares (%), standardized differences to 3 decimals, variance
+    ratios to 2 (none for a binary covariate: its variance is fixed by its mean)."""
+    r = ctx.reader
+    means = [c for c in ("pilot_mean", "comparison_mean", "pilot_mean_after", "comparison_mean_after") if c in balance]
+    smds = [c for c in ("smd_before", "smd_after", "smd_entropy") if c in balance]
+    ratios = [c for c in ("variance_ratio_before", "variance_ratio_after") if c in balance]
+    headers = {"smd_entropy": ("标准化均值差（熵平衡后）", "SMD after entropy balancing")}
+    rows = []
+    for row in balance.to_dict("records"):
+        binary = row["kind"] == "binary"
+        cells = {r.header("covariate"): r.both(labels.get(row["covariate"], (row["covariate"],) * 2)),
+                 r.header("kind"): r.say(*{"binary": ("二值（%）", "binary (%)"),
+                                           "continuous": ("连续", "continuous")}.get(row["kind"], (row["kind"],) * 2))}
+        for c in means:
+            cells[r.header(c)] = (DASH if pd.isna(row[c]) else f"{100 * row[c]:.1f}%") if binary else r.number(row[c])
+        for c in smds:
+            cells[r.say(*headers[c]) if c in headers else r.header(c)] = DASH if pd.isna(row[c]) else f"{row[c]:.3f}"
+        for c in ratios:
+            cells[r.header(c)] = DASH if binary or pd.isna(row[c]) else f"{row[c]:.2f}"
+        rows.append(cells)
+    return written(pd.DataFrame(rows, dtype=object))
 
 
 def _closed(figure):
@@ -1534,7 +1551,7 @@ def _matching_note(ctx: Context, m: Result) -> str:
     if s.matching_method == "nearest":
         cal = f"，卡尺为倾向得分对数几率标准差的{s.matching_caliper:g}倍" if s.matching_caliper else ""
         cal_en = f", caliper {s.matching_caliper:g} SD of the logit score" if s.matching_caliper else ""
-        how = f"{s.matching_neighbours}近邻匹配（{'有' if s.matching_replacement else '无'}放回{cal}）"
+        how = f"1:{s.matching_neighbours} 最近邻匹配（{'有' if s.matching_replacement else '无'}放回{cal}）"
         how_en = (f"{s.matching_neighbours}-nearest-neighbour matching "
                   f"({'with' if s.matching_replacement else 'without'} replacement{cal_en})")
     else:
@@ -1543,8 +1560,8 @@ def _matching_note(ctx: Context, m: Result) -> str:
     dropped = v.get("dropped_pilots") or 0
     return r.say(f"{how}；共用到{v.get('distinct_controls')}个对照乡镇，{dropped}个试点乡镇因不在共同支撑域或卡尺内未匹配。"
                  "标准化均值差绝对值低于0.1通常视为平衡（Austin 2009）。",
-                 f"{how_en}; {v.get('distinct_controls')} comparison townships used, {dropped} pilot township(s) "
-                 "unmatched (outside the common support or the caliper). An absolute standardized mean difference "
+                 f"{how_en}; {v.get('distinct_controls')} comparison townships used, {dropped} pilot "
+                 f"township{'s' if dropped != 1 else ''} unmatched (outside the common support or the caliper). An absolute standardized mean difference "
                  "below 0.1 is the usual mark of balance (Austin 2009).")
 
 
@@ -1556,6 +1573,15 @@ SELECTION_METHODS = {
     "cs_ipw": ("Callaway–Sant'Anna，逆概率加权", "Callaway–Sant'Anna, inverse probability weighting"),
     "twfe_controls": ("双向固定效应，含时变控制变量", "two-way fixed effects with time-varying controls"),
     "psm_did": ("倾向得分匹配双重差分（PSM-DID）", "propensity-score-matched DiD (PSM-DID)"),
+}
+
+
+SELECTION_SHORT = {
+    "cs_unadjusted": ("Callaway–Sant'Anna 未调整估计", "the unadjusted Callaway–Sant'Anna estimate"),
+    "cs_dr": ("双重稳健估计", "the doubly robust estimate"),
+    "cs_reg": ("结果回归估计", "the outcome-regression estimate"),
+    "cs_ipw": ("逆概率加权估计", "the inverse-probability-weighted estimate"),
+    "twfe_controls": ("含控制变量的双向固定效应", "two-way fixed effects with controls"),
 }
 
 
@@ -1579,25 +1605,44 @@ def _selection_estimates(ctx: Context, m: Result, adj: Result) -> pd.DataFrame |
     shown = reader_effects(ctx, table, ("term", "estimate", "interval", "p_value", "n_treated", "inference"))
     shown.iloc[:, 0] = [r.both(SELECTION_METHODS[k]) for k in table["_method"]]
     shown = shown.rename(columns={shown.columns[0]: r.say("方法", "Method")})
+    notes = []
+    s = ctx.settings
+    pilots = int(table["n_treated"].max()) if "n_treated" in table and table["n_treated"].notna().any() else 0
+    if pilots < s.few_pilots:
+        notes.append(r.say(
+            f"这些 p 值和置信区间来自聚类稳健、影响函数或 Abadie–Imbens 公式；试点乡镇少于{s.few_pilots}个时可能偏小，"
+            "结论以汇总页的随机化推断为准，本表用于比较各方法的点估计。",
+            f"These p-values and intervals come from cluster-robust, influence-function or Abadie–Imbens formulas; with "
+            f"fewer than {s.few_pilots} pilot townships they can be too small: conclusions rest on the summary's "
+            "randomization inference, and this table compares the methods' estimates."))
+    excludes = [not (lo <= 0 <= hi) for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)
+                if pd.notna(lo) and pd.notna(hi)]
+    if excludes and any(excludes) and not all(excludes):
+        which = [SELECTION_METHODS[k] for k, lo, hi in zip(table["_method"], table["ci_low"], table["ci_high"],
+                                                           strict=True) if pd.notna(lo) and not (lo <= 0 <= hi)]
+        notes.append(r.say(
+            f"各方法不一致：只有{'、'.join(w[0] for w in which)}的置信区间不含0；结论对估计方法敏感，应谨慎解读。",
+            f"The methods disagree: only {'; '.join(w[1] for w in which)} exclude 0 from the interval; the "
+            "conclusion depends on the method and should be read with caution."))
     skipped = (adj.values or {}).get("not_estimable_parts") or {}
     if skipped:
         by_reason: dict[str, list[str]] = {}
         for k, v in skipped.items():
             by_reason.setdefault(v, []).append(k)
-        notes = []
         for reason, parts in by_reason.items():
-            zh = "、".join(SELECTION_METHODS[k][0] for k in parts)
-            en = "; ".join(SELECTION_METHODS[k][1] for k in parts)
+            zh = "、".join(SELECTION_SHORT[k][0] for k in parts)
+            en = ", ".join(SELECTION_SHORT[k][1] for k in parts)
             found = re.search(r"no overlap in the propensity score of cohort ([\d.]+)", reason)
             if found:
                 label = ctx.cohort_label(float(found.group(1)))
-                notes.append(r.say(f"{zh}未能估计：试点批次 {label} 的倾向得分与对照乡镇没有重叠（协变量几乎完全区分了试点与对照，"
-                                   "该批试点乡镇太少或协变量太多）。",
+                notes.append(r.say(f"{zh}未能估计：试点批次 {label} 的倾向得分与对照乡镇没有重叠（协变量几乎完全区分了该批试点与"
+                                   "对照乡镇：该批试点乡镇太少，不足以估计含这些协变量的倾向得分）。",
                                    f"{en}: not estimated: the propensity score of cohort {label} has no overlap with "
-                                   "the comparison townships (the covariates all but separate them: too few pilots in "
-                                   "the cohort for so many covariates)."))
+                                   "the comparison townships (the covariates all but separate that cohort's pilots from "
+                                   "them: too few pilots in the cohort for a propensity score on these covariates)."))
             else:
                 notes.append(r.say(f"{zh}未能估计：{reason}", f"{en}: not estimated: {reason}"))
+    if notes:
         shown.attrs["note"] = " ".join(notes)
     return shown
 
@@ -1614,19 +1659,40 @@ def _heterogeneity_table(ctx: Context, het: Result) -> dict:
     diff = [differences.get(b, {}).get("difference") for b in eff["by"]]
     p_diff = [differences.get(b, {}).get("p_difference") for b in eff["by"]]
     first_of = ~eff["by"].duplicated()
-    table[r.header("difference")] = [r.effect(d, ctx.indicator) if f and d is not None and pd.notna(d) else ""
-                                     for d, f in zip(diff, first_of, strict=True)]
+    groups = {b: list(eff.loc[eff["by"] == b, "group"]) for b in eff["by"].unique()}
+
+    def direction(b):  # the difference is the second group's effect minus the first's
+        g = groups.get(b, [])
+        if len(g) != 2:
+            return ""
+        (z0, e0), (z1, e1) = (SUBGROUP_WORDS.get(str(x), (str(x), str(x))) for x in g)
+        return r.say(f"（{z1}−{z0}）", f" ({e1} − {e0})")
+    table[r.header("difference")] = [r.effect(d, ctx.indicator) + direction(b) if f and d is not None and pd.notna(d)
+                                     else "" for d, f, b in zip(diff, first_of, eff["by"], strict=True)]
     table[r.header("p_difference")] = [r.p(p) if f and p is not None and pd.notna(p) else ""
                                        for p, f in zip(p_diff, first_of, strict=True)]
     forest = eff.assign(label=[f"{b}:{g}" for b, g in zip(eff["by"], eff["group"], strict=True)],
                         ci_lower=eff["ci_low"], ci_upper=eff["ci_high"])
-    adj = ctx.result("selection.adjusted")  # the overall ATT of the same estimand: Callaway-Sant'Anna simple
+    adj = ctx.result("selection.adjusted")  # the overall ATT of the same estimand and adjustment: CS, outcome regression
     overall = None
-    if not adj.not_estimable and (adj.effects["section"] == "cs_unadjusted").any():
-        overall = float(_section(adj, "cs_unadjusted")["estimate"].iloc[0])
+    for part in ("cs_reg", "cs_unadjusted"):
+        if overall is None and not adj.not_estimable and (adj.effects["section"] == part).any():
+            overall = float(_section(adj, part)["estimate"].iloc[0])
     figure = plots.subgroup_forest(forest, overall=overall, indicator=ctx.indicator, reader=r,
                                    labels=_covariate_labels(ctx))
-    return {"heterogeneity": written(table), "forest": _closed(figure)}
+    table = written(table)
+    relabellings = {b: (d or {}).get("n_relabellings") for b, d in differences.items()}
+    few = [b for b, n in relabellings.items() if n and n < 20]
+    table.attrs["note"] = r.say(
+        "“≤ x”：随机化推断可能得到的最小 p 值（1/置换次数）。组间差异为后一组减前一组。"
+        + (f"{'、'.join(_covariate_labels(ctx).get(b, (b, b))[0] for b in few)}的试点乡镇分组只有少数几种置换，"
+           "组间差异检验的最小 p 值较大，不可能在常用水平上显著。" if few else ""),
+        "'≤ x': the smallest p-value randomization inference can give (1 / assignments). The difference is the "
+        "second group's effect minus the first's."
+        + (f" {', '.join(_covariate_labels(ctx).get(b, (b, b))[1] for b in few)}: the pilots can be relabelled in "
+           "only a few ways, so the difference test's smallest p-value is large and it cannot reach the usual "
+           "levels." if few else ""))
+    return {"heterogeneity": table, "forest": _closed(figure)}
 
 
 def mechanisms(ctx: Context) -> pd.DataFrame | str | None:

@@ -399,7 +399,7 @@ METHODS: tuple[tuple[str, str], ...] = (
     ("extended TWFE Poisson", "扩展双向固定效应（Wooldridge，泊松）"),
     ("extended TWFE", "扩展双向固定效应（Wooldridge）"),
     ("PSM-DID", "倾向得分匹配双重差分"),
-    ("Abadie-Imbens (2006)", "Abadie–Imbens（2006）匹配估计量方差"),
+    ("Abadie-Imbens (2006)", "Abadie–Imbens（2006）匹配估计量方差（匹配试点乡镇的 ATT；倾向得分视为已知）"),
     ("township bootstrap", "乡镇自助法（每次重估倾向得分并重新匹配）"),
     ("effects by covariate subgroup", "按协变量分组的效果（随机化推断）"),
 )

@@ -654,21 +654,34 @@ class _Writer:
         if "balance" in m.tables:
             bal = m.tables["balance"]
             labels = {k: tuple(v) for k, v in (m.values.get("labels") or {}).items()}
-            frame = pd.DataFrame({
-                r.say("协变量", "Covariate"): [r.both(labels.get(c, (c, c))) for c in bal["covariate"]],
-                r.say("试点均值", "Pilot mean"): [r.number(v) for v in bal["pilot_mean"]],
-                r.say("对照均值", "Comparison mean"): [r.number(v) for v in bal["comparison_mean"]],
-                r.say("标准化均值差（匹配前）", "SMD before"): [r.number(v) for v in bal["smd_before"]]})
-            for column, (zh, en) in (("smd_after", ("标准化均值差（匹配后）", "SMD after")),
+            frame = pd.DataFrame({r.say("协变量", "Covariate"): [r.both(labels.get(c, (c, c))) for c in bal["covariate"]]})
+
+            def mean(column):
+                return [(f"{100 * v:.1f}%" if k == "binary" else r.number(v)) if pd.notna(v) else "—"
+                        for v, k in zip(bal[column], bal["kind"], strict=True)]
+            columns = [("pilot_mean", ("试点均值", "Pilot mean")), ("comparison_mean", ("对照均值", "Comparison mean")),
+                       ("pilot_mean_after", ("匹配后试点均值", "Matched pilot mean")),
+                       ("comparison_mean_after", ("匹配后对照均值", "Matched comparison mean"))]
+            for column, (zh, en) in columns:
+                if column in bal:
+                    frame[r.say(zh, en)] = mean(column)
+            for column, (zh, en) in (("smd_before", ("标准化均值差（匹配前）", "SMD before")),
+                                     ("smd_after", ("标准化均值差（匹配后）", "SMD after")),
                                      ("smd_entropy", ("标准化均值差（熵平衡后）", "SMD after entropy balancing"))):
                 if column in bal:
-                    frame[r.say(zh, en)] = [r.number(v) for v in bal[column]]
+                    frame[r.say(zh, en)] = [f"{v:.3f}" if pd.notna(v) else "—" for v in bal[column]]
             reason = m.values.get("matching_not_estimable")
-            self.table(frame, f"协变量平衡性（{r.name(ind)}的匹配样本）", f"Covariate balance ({r.name(ind)}, matched sample)",
-                       [("标准化均值差 = 均值差 / 两组匹配前标准差的平方根均值（Austin 2009）；绝对值低于 0.1 视为平衡。"
+            dropped = m.values.get("dropped_pilots") or 0
+            self.table(frame, f"协变量平衡性（匹配前后；匹配样本为{r.name(ind)}的）",
+                       f"Covariate balance before and after matching ({r.name(ind)}'s matched sample)",
+                       [("标准化均值差 = 均值差 / 两组匹配前方差均值的平方根（Austin 2009）；绝对值低于 0.1 视为平衡。二值协变量的均值为"
+                         "比例。" + (f"{dropped}个试点乡镇未能匹配（不在共同支撑域或卡尺内），匹配后的列不含它们。" if dropped else "")
                          + (f"未能匹配：{reason}" if reason else ""),
-                         "Standardized mean difference = difference in means / sqrt of the mean of the two groups' "
-                         "variances before matching (Austin 2009); below 0.1 in absolute value counts as balanced."
+                         "Standardized mean difference = difference in means / square root of the mean of the two "
+                         "groups' variances before matching (Austin 2009); below 0.1 in absolute value counts as "
+                         "balanced. A binary covariate's means are shares."
+                         + (f" {dropped} pilot township(s) could not be matched (outside the common support or the "
+                            "caliper) and are not in the matched columns." if dropped else "")
                          + (f" Matching could not be done: {reason}" if reason else ""))])
         rows = []
         for ind, _ in stored:
@@ -704,6 +717,39 @@ class _Writer:
                      "covariate; PSM-DID compares each pilot's change before and after its start with its matched "
                      "comparison townships' (Heckman, Ichimura and Todd 1997), standard errors by Abadie and Imbens "
                      "(2006); a method estimated for no indicator is left out.")])
+        tests = []
+        for ind, m in stored:
+            h = self.src.optional("selection.heterogeneity", ind.id)
+            if h is None or h.not_estimable:
+                continue
+            labels = {k: tuple(v) for k, v in (m.values.get("labels") or {}).items()}
+            for by, d in (h.values.get("differences") or {}).items():
+                groups = list(h.effects.loc[h.effects["by"] == by, "group"])
+                rows_by = h.effects[h.effects["by"] == by]
+                cells = {r.say("指标", "Indicator"): r.name(ind),
+                         r.say("特征", "Characteristic"): r.both(labels.get(by, (by, by)))}
+                for g, row in zip(groups, rows_by.itertuples(), strict=True):
+                    zh, en = {"low": ("≤中位数", "at or below median"), "high": (">中位数", "above median"),
+                              "1": ("是", "yes"), "0": ("否", "no")}.get(str(g), (str(g), str(g)))
+                    cells.setdefault(r.say("分组效果", "Effects by group"), [])
+                    cells[r.say("分组效果", "Effects by group")].append(
+                        f"{r.say(zh, en)}: {self.effect_text(row.estimate, ind)} "
+                        f"{self.interval_text(row.ci_low, row.ci_high, ind)}")
+                cells[r.say("分组效果", "Effects by group")] = "\n".join(cells[r.say("分组效果", "Effects by group")])
+                diff = d.get("difference")
+                cells[r.say("差异（后组−前组）", "Difference (second − first)")] = (
+                    self.effect_text(diff, ind) if diff is not None and pd.notna(diff) else "—")
+                p = d.get("p_difference")
+                cells[r.say("差异 p 值", "p of the difference")] = r.p(p) if p is not None and pd.notna(p) else "—"
+                tests.append(cells)
+        if tests:
+            self.table(pd.DataFrame(tests), "异质性分析：按乡镇特征分组的效果", "Heterogeneity: effects by township characteristic",
+                       [("每组只用本组的试点与对照乡镇，结果先扣除协变量解释的各期差异；效果为试点乡镇-期的平均效果，置信区间来自随机化"
+                         "推断。差异 p 值：在试点乡镇之间置换该特征（原假设：效果与该特征无关）。",
+                         "Each group on its own pilots and comparison townships, the outcome adjusted for the period "
+                         "effects the covariates explain; effects are means over treated township-periods with "
+                         "randomization-inference intervals. p of the difference: the characteristic permuted among the "
+                         "pilots (null: the effect is unrelated to it).")])
 
     def indicator_section(self, ind) -> None:
         row = self.src.rows[ind.id]
@@ -1111,6 +1157,7 @@ REFERENCES = (
     "Abadie A. Semiparametric difference-in-differences estimators. Review of Economic Studies. 2005;72(1):1-19.",
     "Abadie A, Imbens GW. Large sample properties of matching estimators for average treatment effects. "
     "Econometrica. 2006;74(1):235-267.",
+    "Abadie A, Imbens GW. Matching on the estimated propensity score. Econometrica. 2016;84(2):781-807.",
     "Abadie A, Diamond A, Hainmueller J. Synthetic control methods for comparative case studies: estimating the "
     "effect of California's tobacco control program. Journal of the American Statistical Association. "
     "2010;105(490):493-505.",

@@ -540,13 +540,21 @@ def _selection(cells: _Cells, store: ResultsStore, indicators: dict) -> list[Tab
     balance, tests = [], []
     for ind_id in indicators:
         m = store.read("selection.matching", ind_id)
+        labels = {k: cells.reader.both(tuple(v)) for k, v in ((m.values.get("labels") or {}) if m else {}).items()}
         if m is not None and "balance" in m.tables:
-            balance.append(m.tables["balance"].assign(indicator=ind_id))
+            table = m.tables["balance"].assign(indicator=ind_id)
+            table["covariate"] = [labels.get(c, c) for c in table["covariate"]]
+            table["kind"] = [cells.reader.say(*{"binary": ("二值", "binary"), "continuous": ("连续", "continuous")}
+                                               .get(k, (k, k))) for k in table["kind"]]
+            balance.append(table)
         h = store.read("selection.heterogeneity", ind_id)
         if h is not None and not h.not_estimable:
             for by, d in (h.values.get("differences") or {}).items():
-                tests.append({"indicator": ind_id, "covariate": by, "difference": d.get("difference"),
-                              "p_difference": d.get("p_difference"), "n_relabellings": d.get("n_relabellings")})
+                groups = list(h.effects.loc[h.effects["by"] == by, "group"])
+                tests.append({"indicator": ind_id, "covariate": labels.get(by, by),
+                              "subgroup": " − ".join(reversed([str(g) for g in groups])),
+                              "difference": d.get("difference"), "p_difference": d.get("p_difference"),
+                              "n_relabellings": d.get("n_relabellings")})
     out = []
     by_indicator = lambda row: cells.known(row["indicator"])  # noqa: E731
     headers = {"indicator": (*COLUMNS["indicator"][:2], "indicator")}
@@ -556,8 +564,9 @@ def _selection(cells: _Cells, store: ResultsStore, indicators: dict) -> list[Tab
         out.append(_frame_table(cells, "balance", frame, headers, by_indicator))
     if tests:
         frame = pd.DataFrame(tests)
-        out.append(_frame_table(cells, "heterogeneity", frame, headers | {"covariate": ("协变量", "Covariate", "code")},
-                                by_indicator))
+        out.append(_frame_table(cells, "heterogeneity", frame,
+                                headers | {"subgroup": ("差异（后组−前组）", "Difference of groups (second − first)",
+                                                        "text")}, by_indicator))
     return out
 
 
