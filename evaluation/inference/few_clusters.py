@@ -26,6 +26,15 @@ to the same observed rows.
 
 Every function here uses the rows present: randomization inference, placebo in space,
 CR2 and the wild cluster bootstrap all work on unbalanced panels.
+
+Time-varying controls (``covariates=[...]``, or a ``twfe(covariates=...)`` fit):
+randomization inference and the wild cluster bootstrap test the TWFE coefficient with the
+controls. The controls stay with their townships and months under every re-assignment, so
+by Frisch-Waugh-Lovell they are projected out once (M = the two-way within projection and
+the controls' projection) and each assignment's coefficient is still a sum of pilot tables
+less a k x k correction; the bootstrap carries them as k more columns in the restricted and
+unrestricted models. Both are checked against refits (tests/test_inference_controls.py).
+Placebo in space and CR2 still refuse a fit with controls.
 """
 
 from __future__ import annotations
