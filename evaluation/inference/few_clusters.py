@@ -26,11 +26,21 @@ to the same observed rows.
 
 Every function here uses the rows present: randomization inference, placebo in space,
 CR2 and the wild cluster bootstrap all work on unbalanced panels.
+
+Time-varying controls (``covariates=[...]``, or a ``twfe(covariates=...)`` fit):
+randomization inference and the wild cluster bootstrap test the TWFE coefficient with the
+controls. The controls stay with their townships and months under every re-assignment, so
+by Frisch-Waugh-Lovell they are projected out once (M = the two-way within projection and
+the controls' projection) and each assignment's coefficient is still a sum of pilot tables
+less a k x k correction; the bootstrap carries them as k more columns in the restricted and
+unrestricted models. Both are checked against refits (tests/test_inference_controls.py).
+Placebo in space and CR2 still refuse a fit with controls.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import combinations, permutations
 from typing import Literal
 
@@ -47,6 +57,7 @@ from evaluation.estimators.fixed_effects import (
     nested_in,
     two_way_demean_balanced,
 )
+from evaluation.estimators.staggered import _check_covariates
 from evaluation.results import Effect, Estimates, vcov_frame
 
 
@@ -60,35 +71,71 @@ def _single_blas_thread():
 
 
 def _resolve(data, function: str, *, outcome, unit, time, cohort, indicator, cluster=None,
-             supports_cluster: bool = False):
+             supports_cluster: bool = False, covariates=None, supports_covariates: bool = False):
     """The data and column names: as given, or from a TWFE fit's stored call (keywords
-    given here override the fit's). A fit with weights or covariates is refused: the
-    inference below is for the unweighted TWFE coefficient without covariates, and would
-    otherwise test another estimate than the one reported."""
+    given here override the fit's). A fit with weights is refused, and so is a fit with
+    covariates (time-varying controls) unless the function tests the coefficient with
+    controls (``supports_covariates``): the inference would otherwise test another
+    estimate than the one reported. Returns the controls too (a list, empty: none)."""
     if isinstance(data, Estimates):
         spec = data.spec
         if not spec or spec.get("estimator") != "twfe":
             raise EstimationError(f"{function}() takes a DataFrame or a twfe() fit, got a {data.kind or 'fit'} "
                                   "without a stored twfe specification")
-        if spec.get("weights") or spec.get("covariates"):
-            raise EstimationError(f"{function}() tests the unweighted TWFE coefficient without covariates; this fit "
+        if spec.get("weights") or (spec.get("covariates") and not supports_covariates):
+            what = "unweighted TWFE coefficient" + ("" if supports_covariates else " without covariates")
+            raise EstimationError(f"{function}() tests the {what}; this fit "
                                   f"has weights={spec.get('weights')!r}, covariates={list(spec.get('covariates', ()))}")
         outcome, unit, time = outcome or spec["outcome"], unit or spec["unit"], time or spec["time"]
         cohort = cohort or spec["cohort"]
         indicator = indicator if indicator is not None else spec.get("indicator")
         if supports_cluster:
             cluster = cluster or spec.get("cluster")
+        if covariates is None:
+            covariates = spec.get("covariates", ())
         data = spec["data"]
+    if isinstance(covariates, str):
+        raise EstimationError(f"covariates must be a list of column names, got the string {covariates!r}")
+    covariates = list(dict.fromkeys(covariates or ()))
     missing = [name for name, v in (("outcome", outcome), ("unit", unit), ("time", time), ("cohort", cohort))
                if v is None]
     if missing:
         raise EstimationError(f"{function}() needs {', '.join(missing)} (or a twfe() fit as first argument)")
     if not isinstance(data, pd.DataFrame):
         raise EstimationError(f"{function}() takes a DataFrame or a twfe() fit, got {type(data).__name__}")
-    absent = [c for c in (outcome, unit, time, cohort, *([cluster] if cluster else [])) if c not in data.columns]
+    absent = [c for c in (outcome, unit, time, cohort, *([cluster] if cluster else []), *covariates)
+              if c not in data.columns]
     if absent:
         raise EstimationError(f"columns not in the data: {absent}")
+    if supports_covariates:
+        return data, outcome, unit, time, cohort, indicator, cluster, covariates
     return data, outcome, unit, time, cohort, indicator, cluster
+
+
+def _check_controls(d: pd.DataFrame, covariates: list[str], *, unit: str, time: str) -> np.ndarray:
+    """The controls on the rows used (n x k), checked as :func:`evaluation.estimators.did.twfe`
+    checks them (numeric, present wherever the outcome is, not constant, not constant
+    within every township or every period: an error names the control)."""
+    _check_covariates(d, covariates, unit=unit, absorbed_by=[unit, time])
+    return d[covariates].to_numpy(float)
+
+
+def _control_inverse(Xt: np.ndarray, X: np.ndarray, covariates: list[str]) -> np.ndarray:
+    """(X~'X~)^-1 for the two-way-demeaned controls X~ (n x k); an error names a control
+    absorbed by the township and period effects together (e.g. a township level plus a
+    common trend) or collinear with the other controls."""
+    spread = ((X - X.mean(axis=0)) ** 2).sum(axis=0)
+    left = (Xt ** 2).sum(axis=0)
+    absorbed = [c for c, a, b in zip(covariates, left, spread, strict=True) if a <= 1e-20 * max(b, 1.0)]
+    if absorbed:
+        raise EstimationError(f"covariate(s) {absorbed} do not vary beyond the township and period effects "
+                              "(a township level plus a common path): they are absorbed by the fixed effects; "
+                              "drop them from the controls")
+    XtX = Xt.T @ Xt
+    if np.linalg.matrix_rank(XtX / np.sqrt(np.outer(left, left))) < len(covariates):
+        raise EstimationError(f"the controls {covariates} are collinear with one another beyond the township and "
+                              "period effects: drop one")
+    return np.linalg.inv(XtX)
 
 
 def _observed_rows(data: pd.DataFrame, outcome: str, unit: str, time: str) -> pd.DataFrame:
@@ -119,9 +166,16 @@ class _Projection:
     a_ic' M y = S[i, c]; a_ic' M_U a_jd = [i = j] (n_i,max(c,d) - n_ic n_id / n_i);
     P' M_U a_ic = v[i, c]. So the coefficient of any assignment of start columns to
     units is a sum over its pilots, with no refit (the balanced-panel shortcut of
-    :func:`randomization_inference`, for panels with gaps)."""
+    :func:`randomization_inference`, for panels with gaps).
 
-    def __init__(self, y: np.ndarray, u: np.ndarray, t: np.ndarray, N: int, T: int, start_cols: np.ndarray):
+    With controls X (n x k, ``X``), M also projects out X~ = M_tw X (Frisch-Waugh): M y is
+    the residual of the two-way-demeaned outcome on X~, and every denominator and overlap
+    loses v_A' (X~'X~)^-1 v_B, with v_A = X~' D_A the sum over the pilots of a (unit, start)
+    table of X~ (``SX``); the controls do not move with the assignment, so they are
+    projected once."""
+
+    def __init__(self, y: np.ndarray, u: np.ndarray, t: np.ndarray, N: int, T: int, start_cols: np.ndarray,
+                 X: np.ndarray | None = None, covariates: list[str] | None = None):
         self.N, self.T = N, T
         n_i = np.bincount(u, minlength=N).astype(float)
         presence = np.zeros((N, T))
@@ -137,6 +191,18 @@ class _Projection:
         ey = within(y)
         gamma = self.W @ np.bincount(t, ey, minlength=T)[1:]
         My = ey - within(np.concatenate([[0.0], gamma])[t])
+        self.SX = self.Wx = None
+        if X is not None:  # the controls' two-way residuals X~, then M y = M_tw y - X~ (X~'X~)^-1 X~' M_tw y
+            Xt = np.empty_like(X, dtype=float)
+            for j in range(X.shape[1]):
+                ex = within(X[:, j])
+                Xt[:, j] = ex - within(np.concatenate([[0.0], self.W @ np.bincount(t, ex, minlength=T)[1:]])[t])
+            self.Wx = _control_inverse(Xt, X, covariates or [str(j) for j in range(X.shape[1])])
+            My = My - Xt @ (self.Wx @ (Xt.T @ My))
+            wide_x = np.zeros((N, T, X.shape[1]))
+            wide_x[u, t] = Xt
+            self.SX = np.zeros((N, T + 1, X.shape[1]))  # column T: never treated
+            self.SX[:, :T] = np.cumsum(wide_x[:, ::-1], axis=1)[:, ::-1]
         wide = np.zeros((N, T))
         wide[u, t] = My
         self.S = np.zeros((N, T + 1))                     # column T: never treated
@@ -161,8 +227,13 @@ class _Projection:
         V_obs = self.v[obs_units, self.k_of[obs_c]].sum(axis=0)
         den_obs = float((count[obs_units, obs_c] - count[obs_units, obs_c] ** 2 / n_i[obs_units]).sum()
                         - V_obs @ W @ V_obs)
+        if self.SX is not None:
+            X_obs = self.SX[obs_units, obs_c].sum(axis=0)          # X~' D(obs)
+            WX_obs = self.Wx @ X_obs
+            den_obs -= float(X_obs @ WX_obs)
         if den_obs <= 1e-12 * max(1.0, float(count[:, 0].sum())):
-            raise EstimationError("the treatment does not vary beyond the township and period effects")
+            raise EstimationError("the treatment does not vary beyond the township and period effects"
+                                  + ("" if self.SX is None else " and the controls"))
         observed = float(self.S[obs_units, obs_c].sum() / den_obs)
         beta, overlap = np.empty(len(assignments)), np.empty(len(assignments))
         for start in range(0, len(assignments), chunk):
@@ -175,6 +246,10 @@ class _Projection:
             den = (count[iu, c] - count[iu, c] ** 2 / n_i[iu]).sum(axis=1) - np.einsum("bj,jk,bk->b", V, W, V)
             co = observed_cols[iu]
             cross = (count[iu, np.maximum(c, co)] - count[iu, c] * count[iu, co] / n_i[iu]).sum(axis=1) - V @ (W @ V_obs)
+            if self.SX is not None:
+                VX = self.SX[iu, c].sum(axis=1)                        # X~' D(perm), b x k
+                den = den - np.einsum("bj,jk,bk->b", VX, self.Wx, VX)
+                cross = cross - VX @ WX_obs
             with np.errstate(divide="ignore", invalid="ignore"):
                 beta[start:start + len(A)] = self.S[iu, c].sum(axis=1) / den
                 overlap[start:start + len(A)] = cross / den
@@ -249,25 +324,40 @@ class _Assignments:
 def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | None = None, unit: str | None = None,
                             time: str | None = None, cohort: str | None = None, draws: int = 999,
                             seed: int | None = None, strata: str | None = None, alpha: float = 0.05,
-                            max_exact: int = 5000, indicator: str | None = None) -> Estimates:
+                            max_exact: int = 5000, indicator: str | None = None,
+                            covariates: Sequence[str] | None = None) -> Estimates:
     """Fisher randomization test and interval for the TWFE DiD coefficient (the module
     docstring gives the references and the assumption: exchangeable townships under the
     sharp null).
 
     ``data``: the long frame with the column keywords, or a :func:`evaluation.estimators.did.twfe`
-    fit (unweighted, no covariates), whose data and columns are reused so that the
-    coefficient tested is the one reported. ``cohort``: the first treated period on the
+    fit (unweighted; with or without controls), whose data, columns and controls are reused so
+    that the coefficient tested is the one reported. ``cohort``: the first treated period on the
     ``time`` scale (0 or missing: never).
+    ``covariates``: time-varying controls beside the township and period effects (default: a
+    fit's own, else none); the statistic is then the TWFE coefficient with the controls,
+    ``twfe(covariates=...)``, recomputed for every re-assignment of pilot histories while
+    the controls stay with their townships and months. By Frisch-Waugh-Lovell, with M the
+    projection off the two-way effects and the controls (computed once: the controls do not
+    change with the assignment), beta(A) = D_A' M y / D_A' M D_A, a sum of (unit, start)
+    tables over the pilots less a k x k correction for the controls, so no refit is needed.
+    The sharp null is then of no effect given the controls, which must themselves be
+    unaffected by the pilot ("bad controls", Angrist and Pischke 2009, sec. 3.2.3); the
+    interval inverts the test of a constant effect on y - tau0 D with the controls' fit
+    re-estimated under each tau0 (exactly: the statistic is linear in tau0). A control
+    constant within every township (or every period) is absorbed by the fixed effects and
+    refused with an error naming it, as :func:`evaluation.estimators.did.twfe` does.
     ``strata``: a column (e.g. the county) within which pilot status is permuted. When
     the number of distinct assignments is at most ``max_exact`` all of them are used
     (exact p-value); otherwise ``draws`` random ones plus the observed assignment.
     The reported standard error is the standard deviation of the permutation
     distribution.
     """
-    data, outcome, unit, time, cohort, indicator, _ = _resolve(data, "randomization_inference", outcome=outcome,
-                                                                unit=unit, time=time, cohort=cohort,
-                                                                indicator=indicator)
+    data, outcome, unit, time, cohort, indicator, _, covariates = _resolve(
+        data, "randomization_inference", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
+        covariates=covariates, supports_covariates=True)
     d, units, periods, balanced, ft = _assignments(data, outcome, unit, time, cohort)
+    X = _check_controls(d, covariates, unit=unit, time=time) if covariates else None
     cohort_index = np.array([np.searchsorted(periods, g) if g > 0 else -1 for g in ft])  # column of the start
     if (cohort_index < 0).all():
         raise EstimationError("no treated units")
@@ -301,7 +391,10 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
             yield block
 
     beta, overlap = np.empty(n_total), np.empty(n_total)
-    if balanced:
+    if balanced and X is not None:
+        beta, overlap, observed = _balanced_with_controls(d, outcome, unit, time, covariates, cohort_index,
+                                                          observed_cols, assignment_chunks, n_total)
+    elif balanced:
         Y, units, periods = balanced_wide(d, outcome, unit, time)
         Yt = two_way_demean_balanced(Y)
         # S[i, c] = sum over t >= c of the demeaned outcome of unit i (c = T: nothing)
@@ -330,7 +423,7 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
         with _single_blas_thread():
             tables = _Projection(d[outcome].to_numpy(float), np.searchsorted(units, d[unit].to_numpy()),
                                  np.searchsorted(periods, d[time].to_numpy()), len(units), T,
-                                 np.unique(cohort_index[cohort_index >= 0]))
+                                 np.unique(cohort_index[cohort_index >= 0]), X=X, covariates=covariates)
             start = 0
             for A in assignment_chunks(_PROJECTION_CHUNK):  # the block of _Projection.coefficients
                 stop = start + len(A)
@@ -348,7 +441,8 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
     low, high = _invert(p_value, observed, sd, alpha)
     n_treated = int((cohort_index >= 0).sum())
     effect = Effect(estimand="att", estimate=observed, std_error=sd, ci_low=low, ci_high=high, p_value=p0,
-                    method="two-way fixed effects DiD",
+                    method="two-way fixed effects DiD" + (f" with controls ({', '.join(covariates)})"
+                                                          if covariates else ""),
                     inference=(f"randomization inference, {'all ' if exact else ''}{n_total:,} assignments"
                                + (f" within {strata}" if strata else "")
                                + ("" if exact else f" (seed {seed})")),
@@ -358,7 +452,55 @@ def randomization_inference(data: pd.DataFrame | Estimates, *, outcome: str | No
                      plot_data=pd.DataFrame({"permuted_estimate": beta}),
                      diagnostics={"exact": exact, "assignments": n_total, "possible_assignments": n_assign,
                                   "panel": "balanced" if balanced else "unbalanced",
-                                  "dropped_missing_rows": int(len(data) - n_obs)})
+                                  "dropped_missing_rows": int(len(data) - n_obs),
+                                  **({"controls": list(covariates)} if covariates else {})})
+
+
+def _balanced_with_controls(d: pd.DataFrame, outcome: str, unit: str, time: str, covariates: list[str],
+                            cohort_index: np.ndarray, observed_cols: np.ndarray, assignment_chunks, n_total: int):
+    """Randomization inference's coefficients on a balanced panel with controls: M y is the
+    two-way-demeaned outcome less its fit on the two-way-demeaned controls X~ (once), the
+    numerator of each assignment a sum over its pilots of the (unit, start) table of M y,
+    and its denominator D~'D~ (the same for every assignment: cohort sizes are kept) less
+    v' (X~'X~)^-1 v, v = X~' D_A from the (unit, start) table of X~. Returns the
+    coefficients, the overlaps D_A' M D_obs / D_A' M D_A and the observed coefficient."""
+    Y, units, periods = balanced_wide(d, outcome, unit, time)
+    N, T = Y.shape
+    Xt = np.stack([two_way_demean_balanced(balanced_wide(d, c, unit, time)[0]) for c in covariates], axis=-1)
+    flat = Xt.reshape(N * T, len(covariates))
+    Wx = _control_inverse(flat, d[covariates].to_numpy(float), covariates)
+    Yt = two_way_demean_balanced(Y)
+    Yt = Yt - Xt @ (Wx @ (flat.T @ Yt.ravel()))                       # M y (N x T)
+    S = np.zeros((N, T + 1))
+    S[:, :T] = np.cumsum(Yt[:, ::-1], axis=1)[:, ::-1]
+    SX = np.zeros((N, T + 1, len(covariates)))                        # X~' D of one unit from column c on
+    SX[:, :T] = np.cumsum(Xt[:, ::-1], axis=1)[:, ::-1]
+    D = np.zeros_like(Y)
+    for i, c in enumerate(cohort_index):
+        if c >= 0:
+            D[i, c:] = 1.0
+    Dt = two_way_demean_balanced(D)
+    denom = float((Dt**2).sum())                                      # D~'D~: every assignment alike
+    SD = np.zeros((N, T + 1))
+    SD[:, :T] = np.cumsum(Dt[:, ::-1], axis=1)[:, ::-1]
+    rows = np.arange(N)[None, :]
+    X_obs = SX[rows[0], observed_cols].sum(axis=0)
+    WX_obs = Wx @ X_obs
+    den_obs = denom - float(X_obs @ WX_obs)
+    if den_obs <= 1e-12 * max(1.0, float(N * T)):
+        raise EstimationError("the treatment does not vary beyond the township and period effects and the controls")
+    observed = float((Dt * Yt).sum() / den_obs)
+    beta, overlap = np.empty(n_total), np.empty(n_total)
+    start = 0
+    for A in assignment_chunks(max(1, _CHUNK_ELEMENTS // (N * (1 + len(covariates))))):
+        stop = start + len(A)
+        VX = SX[rows, A].sum(axis=1)                                  # X~' D_A, b x k
+        den = denom - np.einsum("bj,jk,bk->b", VX, Wx, VX)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta[start:stop] = S[rows, A].sum(axis=1) / den
+            overlap[start:stop] = (SD[rows, A].sum(axis=1) - VX @ WX_obs) / den
+        start = stop
+    return beta, overlap, observed
 
 
 def _invert(p_value, estimate: float, scale: float, alpha: float) -> tuple[float, float]:
@@ -608,12 +750,23 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
                            time: str | None = None, cohort: str | None = None, cluster: str | None = None,
                            draws: int = 9999, weights_type: Literal["rademacher", "webb"] = "rademacher",
                            impose_null: bool = True, seed: int | None = None, max_enumerate: int = 12,
-                           alpha: float = 0.05, indicator: str | None = None) -> Estimates:
+                           alpha: float = 0.05, indicator: str | None = None,
+                           covariates: Sequence[str] | None = None) -> Estimates:
     """Wild cluster bootstrap-t for the TWFE DiD coefficient (WCR11 / WCU11; Cameron,
     Gelbach and Miller 2008; Roodman, MacKinnon, Nielsen and Webb 2019), D_it = 1 from the
     unit's ``cohort`` on. ``data`` may be a :func:`evaluation.estimators.did.twfe` fit
-    (unweighted, no covariates), whose data, columns and cluster are reused. Valid with
-    few clusters under parallel trends (the test is of the coefficient, not of a model).
+    (unweighted; with or without controls), whose data, columns, cluster and controls are
+    reused. Valid with few clusters under parallel trends (the test is of the coefficient,
+    not of a model).
+
+    ``covariates``: time-varying controls beside the township and period effects (default:
+    a fit's own, else none), in both the restricted model (y - r D on the effects and the
+    controls: WCR, the null imposed; Roodman et al. 2019, Stata J 19:4-60; MacKinnon and
+    Webb 2018, Econometrics J 21:114-135) and the unrestricted one, as ``twfe(covariates=...)``
+    fits them. The controls enter as k more within-township columns of the design (K = T + k
+    terms), so the draws still cost O(G K). A control constant within every township (or
+    every period), or absorbed by the two effects together, is refused with an error naming
+    it.
 
     The restricted bootstrap (``impose_null=True``) draws y* = X b~ + u~ * v_g from the
     model with the null imposed, one weight per cluster: Rademacher (+-1; all 2^G sign
@@ -635,13 +788,15 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     ``diagnostics``) and the rest used as they are (missing at random given unit and
     period). Requires the townships to be nested in the clusters.
     """
-    data, outcome, unit, time, cohort, indicator, cluster = _resolve(
+    data, outcome, unit, time, cohort, indicator, cluster, covariates = _resolve(
         data, "wild_cluster_bootstrap", outcome=outcome, unit=unit, time=time, cohort=cohort, indicator=indicator,
-        cluster=cluster, supports_cluster=True)
+        cluster=cluster, supports_cluster=True, covariates=covariates, supports_covariates=True)
     cluster = cluster or unit
     d = data.dropna(subset=[outcome])
     if d.empty:
         raise EstimationError(f"no rows with '{outcome}'")
+    k = len(covariates)
+    X = _check_controls(d, covariates, unit=unit, time=time) if k else None
     u_codes, N = factorize(d[unit])
     t_codes, T = factorize(d[time])
     g_codes, uniques = pd.factorize(d[cluster], sort=True)
@@ -663,17 +818,29 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     def by_period(v: np.ndarray) -> np.ndarray:  # X_t' v for the T period dummies
         return np.bincount(t_codes, v, minlength=T)
 
-    # Z = within-township [D, period dummies 1..T-1]; Z'Z exactly, without forming Z
+    # Z = within-township [D, controls 1..k, period dummies 1..T-1]; Z'Z exactly, without forming Z
+    K = T + k                                                                 # columns of Z
     Dw, yw = within(D), within(y)
     presence = np.zeros((N, T))
     np.add.at(presence, (u_codes, t_codes), 1.0)
     with _single_blas_thread():
         ZtZt = np.diag(presence.sum(axis=0)) - presence.T @ (presence / n_i[:, None])
     ZtD = by_period(Dw)
-    ZZ = np.empty((T, T))
-    ZZ[0, 0], ZZ[0, 1:], ZZ[1:, 0], ZZ[1:, 1:] = Dw @ Dw, ZtD[1:], ZtD[1:], ZtZt[1:, 1:]
-    if np.linalg.matrix_rank(ZZ) < T:
-        raise EstimationError("the treatment does not vary beyond the township and period effects")
+    ZZ = np.empty((K, K))
+    ZZ[0, 0], ZZ[0, 1 + k:], ZZ[1 + k:, 0], ZZ[1 + k:, 1 + k:] = Dw @ Dw, ZtD[1:], ZtD[1:], ZtZt[1:, 1:]
+    if k:
+        Xw = np.column_stack([within(X[:, j]) for j in range(k)])
+        PX = np.column_stack([by_period(Xw[:, j])[1:] for j in range(k)])      # (T-1) x k
+        ZZ[0, 1:1 + k] = ZZ[1:1 + k, 0] = Dw @ Xw
+        ZZ[1:1 + k, 1:1 + k] = Xw.T @ Xw
+        ZZ[1:1 + k, 1 + k:], ZZ[1 + k:, 1:1 + k] = PX.T, PX
+        # the controls net of the township and period effects: absorbed or collinear ones named
+        Xt = Xw - np.column_stack([within(np.concatenate([[0.0], np.linalg.solve(ZtZt[1:, 1:], PX[:, j])])[t_codes])
+                                   for j in range(k)])
+        _control_inverse(Xt, X, covariates)
+    if np.linalg.matrix_rank(ZZ) < K:
+        raise EstimationError("the treatment does not vary beyond the township and period effects"
+                              + (" and the controls" if k else ""))
     ZZ_inv = np.linalg.inv(ZZ)
     c = ZZ_inv[:, 0]
     period_inv = np.linalg.inv(ZtZt[1:, 1:])
@@ -681,21 +848,34 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     def period_fit(gamma: np.ndarray) -> np.ndarray:  # within-township sum of the period terms
         return within(np.concatenate([[0.0], gamma])[t_codes])
 
-    def resid_on_periods(v: np.ndarray) -> np.ndarray:
-        return v - period_fit(period_inv @ by_period(v)[1:])
+    if k:
+        rest_inv = np.linalg.inv(ZZ[1:, 1:])                                  # [controls, periods]
 
-    beta_full = ZZ_inv @ np.concatenate([[Dw @ yw], by_period(yw)[1:]])
+        def resid_on_periods(v: np.ndarray) -> np.ndarray:  # on the period effects and the controls
+            coef = rest_inv @ np.concatenate([Xw.T @ v, by_period(v)[1:]])
+            return v - Xw @ coef[:k] - period_fit(coef[k:])
+    else:
+        def resid_on_periods(v: np.ndarray) -> np.ndarray:
+            return v - period_fit(period_inv @ by_period(v)[1:])
+
+    beta_full = ZZ_inv @ np.concatenate([[Dw @ yw], *([Xw.T @ yw] if k else []), by_period(yw)[1:]])
     beta = float(beta_full[0])
-    u_hat = yw - beta * Dw - period_fit(beta_full[1:])
+    fitted = period_fit(beta_full[1 + k:])
+    if k:
+        fitted = fitted + Xw @ beta_full[1:1 + k]
+    u_hat = yw - beta * Dw - fitted
     cell = g_codes * T + t_codes
 
-    def scores(u: np.ndarray) -> np.ndarray:  # T x G: Z_g' u_g (u is within-township)
+    def scores(u: np.ndarray) -> np.ndarray:  # K x G: Z_g' u_g (u is within-township)
         grid = np.bincount(cell, u, minlength=G * T).reshape(G, T)
-        return np.vstack([np.bincount(g_codes, D * u, minlength=G), grid[:, 1:].T])
+        controls = [np.bincount(g_codes, Xw[:, j] * u, minlength=G) for j in range(k)]
+        return np.vstack([np.bincount(g_codes, D * u, minlength=G), *controls, grid[:, 1:].T])
 
-    Zc = c[0] * Dw + period_fit(c[1:])
-    Q = scores(Zc).T                                                          # G x T: c' Z_g' Z_g
-    k_dummies = N + T                                                         # D, constant, N-1, T-1
+    Zc = c[0] * Dw + period_fit(c[1 + k:])
+    if k:
+        Zc = Zc + Xw @ c[1:1 + k]
+    Q = scores(Zc).T                                                          # G x K: c' Z_g' Z_g
+    k_dummies = N + T + k                                                     # D, constant, N-1, T-1, controls
     ssc = (n - 1) / (n - k_dummies) * G / (G - 1)
     S_hat = scores(u_hat)
     se = float(np.sqrt(ssc * np.sum((c @ S_hat) ** 2)))
@@ -715,8 +895,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
         for V in chunks:
             stop = start + len(V)
             proj = (V @ np.vstack([S0, S1]).T)                                   # b x 2T: S v
-            s0 = V * C0 - (proj[:, :T] @ ZZ_inv) @ Q.T                          # c' Z_g' u*_g
-            s1 = V * C1 - (proj[:, T:] @ ZZ_inv) @ Q.T
+            s0 = V * C0 - (proj[:, :K] @ ZZ_inv) @ Q.T                          # c' Z_g' u*_g
+            s1 = V * C1 - (proj[:, K:] @ ZZ_inv) @ Q.T
             num0[start:stop], num1[start:stop] = V @ C0, V @ C1
             A[start:stop] = np.einsum("ij,ij->i", s0, s0)
             B[start:stop] = np.einsum("ij,ij->i", s0, s1)
@@ -741,7 +921,8 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
         low, high = beta - q * se, beta + q * se
     label = "restricted (null imposed)" if impose_null else "unrestricted, percentile-t interval"
     effect = Effect(estimand="att", estimate=beta, std_error=se, ci_low=low, ci_high=high, p_value=p0,
-                    method="two-way fixed effects (unit and period)",
+                    method="two-way fixed effects (unit and period)"
+                    + (f" with controls ({', '.join(covariates)})" if k else ""),
                     inference=(f"wild cluster bootstrap-t, {label}, {weights_type} weights, "
                                + (f"all {n_weights:,} sign vectors" if enumerated
                                   else f"{n_weights:,} draws (seed {seed})")
@@ -752,4 +933,5 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     return Estimates(effects=[effect], method=effect.method, plot_data=pd.DataFrame({"t_star": t_star(0.0)}),
                      kind="wild_cluster_bootstrap", wald=False,
                      diagnostics={"enumerated": enumerated, "draws": n_weights, "clusters": G, "observations": n,
-                                  "dropped_missing_rows": int(len(data) - n)})
+                                  "dropped_missing_rows": int(len(data) - n),
+                                  **({"controls": list(covariates)} if k else {})})
