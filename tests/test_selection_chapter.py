@@ -127,6 +127,7 @@ def test_the_chapter_runs_only_for_studies_with_covariates(tmp_path):
 
 def test_time_varying_controls_enter_two_way_fixed_effects(tmp_path):
     from evaluation.estimators.did import twfe
+    from evaluation.inference.few_clusters import randomization_inference
 
     panel, pilots, _ = small_demo()
     panel = panel.assign(doctors=(np.arange(len(panel)) % 7 + 10).astype(float))
@@ -144,5 +145,8 @@ def test_time_varying_controls_enter_two_way_fixed_effects(tmp_path):
     frame, *_ = chapters.covariate_frame(ctx)
     direct = twfe(frame, outcome="value", unit="township_id", time="time", cohort="first_treat",
                   covariates=["doctors"], cluster=ctx.settings.cluster, alpha=ctx.settings.alpha)
+    ri = randomization_inference(direct, draws=ctx.settings.draws_randomization, seed=ctx.settings.seed,
+                                 alpha=ctx.settings.alpha)
     assert got["estimate"] == pytest.approx(direct.effects[0].estimate, abs=1e-12)
-    assert got["std_error"] == pytest.approx(direct.effects[0].std_error, abs=1e-12)
+    assert got["p_value"] == pytest.approx(ri.effects[0].p_value, abs=1e-12)
+    assert got["inference"].startswith("randomization inference")

@@ -97,19 +97,20 @@ def test_event_study_with_controls_matches_pyfixest(panel):
     assert ours.diagnostics["pretrend_F"] == pytest.approx(b @ np.linalg.solve(V, b) / len(leads), rel=1e-6)
 
 
-def test_few_pilot_inference_refuses_a_fit_with_controls(panel):
-    """The wild cluster bootstrap and randomization inference test the TWFE coefficient
-    without controls; given a fit with controls they say so (naming the controls)
-    instead of testing another estimate than the one reported. Given the same fit without
-    controls they run as before."""
+def test_few_pilot_inference_takes_a_fit_with_controls(panel):
+    """Given a fit with controls, the wild cluster bootstrap and randomization inference
+    test that fit's coefficient (controls included: tests/test_inference_controls.py checks
+    them against refits and wildboottest); a weighted fit is still refused, naming the weights."""
     fit = twfe(panel, **COLUMNS, covariates=CONTROLS)
-    with pytest.raises(EstimationError, match=r"without covariates.*log_population.*services"):
-        wild_cluster_bootstrap(fit, draws=99, seed=1)
-    with pytest.raises(EstimationError, match=r"without covariates.*log_population"):
-        randomization_inference(fit, draws=99, seed=1)
+    for result in (wild_cluster_bootstrap(fit, draws=99, seed=1, max_enumerate=0),
+                   randomization_inference(fit, draws=99, seed=1)):
+        assert result.effects[0].estimate == pytest.approx(fit.effects[0].estimate, abs=1e-10)
+        assert result.diagnostics["controls"] == CONTROLS
+    weighted = twfe(panel, **COLUMNS, covariates=CONTROLS, weights="population")
+    with pytest.raises(EstimationError, match=r"unweighted TWFE coefficient; this fit has weights='population'"):
+        wild_cluster_bootstrap(weighted, draws=99, seed=1)
     plain = wild_cluster_bootstrap(twfe(panel, **COLUMNS), draws=99, seed=1, max_enumerate=0)
     assert plain.effects[0].estimate == pytest.approx(twfe(panel, **COLUMNS).effects[0].estimate, abs=1e-12)
-
 
 # ---------------------------------------------------------------- bad controls
 

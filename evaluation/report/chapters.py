@@ -1371,7 +1371,7 @@ def build_adjusted(ctx: Context) -> Result:
     2020), outcome regression and inverse probability weighting, simple ATT each, on the
     townships with every covariate; the unadjusted estimate on the same townships beside
     them, so that the difference is the covariates' alone; with the plan's time-varying
-    ``controls``, two-way fixed effects with them."""
+    ``controls``, two-way fixed effects with them, by randomization inference."""
     d, used, _, _ = covariate_frame(ctx)
     s, ind = ctx.settings, ctx.indicator
     keys = dict(outcome="value", unit="township_id", time="time", cohort="first_treat")
@@ -1388,8 +1388,10 @@ def build_adjusted(ctx: Context) -> Result:
     controls = [c for c in s.controls if c in d.columns]
     if controls:  # time-varying controls beside the township and period effects
         try:
-            parts["twfe_controls"] = twfe(d, covariates=controls, cluster=s.cluster, alpha=s.alpha, indicator=ind.id,
-                                          **keys)
+            fit = twfe(d, covariates=controls, cluster=s.cluster, alpha=s.alpha, indicator=ind.id, **keys)
+            # inference valid with few pilots: pilot histories permuted, the controls kept with their rows
+            parts["twfe_controls"] = randomization_inference(fit, draws=s.draws_randomization, seed=s.seed,
+                                                             alpha=s.alpha)
         except EstimationError as exc:
             skipped["twfe_controls"] = not_estimable_text(exc)
     if not parts:
