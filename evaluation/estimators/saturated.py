@@ -3,11 +3,18 @@ study and Wooldridge's extended two-way fixed effects (linear and Poisson).
 
 Both fit one regression with a dummy for every treated cohort x period cell (so no cohort's
 effect stands in for another's, the problem of plain TWFE event studies with heterogeneous
-effects; Sun and Abraham 2021, Goodman-Bacon 2021), on the fixed-effects engine
-(:mod:`evaluation.estimators.fixed_effects`), and aggregate the cells with weights treated
+effects; Sun and Abraham 2021, Goodman-Bacon 2021), and aggregate the cells with weights treated
 as fixed and a delta-method covariance from the regression's cluster-robust one (cluster by
 unit unless ``cluster`` says otherwise; fixest's small-sample adjustment, t intervals with
 G - 1 degrees of freedom).
+
+The linear fits never form the rows x cells dummy design: :func:`_cell_ols` computes the
+least-squares fit with unit (or cohort) and period effects from per-cohort period x period
+count tables and per-cluster sums (Frisch-Waugh-Lovell, as the count-table event study of
+:mod:`evaluation.estimators.did`), with the numbers of ``fe_ols`` on the dense design
+(:func:`_dense_cell_ols`, kept as the reference of its tests) and memory linear in the rows.
+The Poisson fit keeps the dense design (:func:`fe_poisson`: its IRLS weights change every row
+at each step).
 
 Rows: those with an outcome (an unbalanced panel uses the rows present). The cohort is
 the first treated period on the ``time`` scale, 0 or missing for never treated; it must be
@@ -128,7 +135,8 @@ def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarr
     """OLS of y on K cohort x period cell dummies with ``group`` (unit or cohort) and period
     fixed effects and CR1 errors: the numbers of ``fe_ols`` on the dense rows x K design
     (:func:`_dense_cell_ols`), computed from per-cohort period x period tables and
-    per-cluster sums, never a rows x cells (nor units x cells) array.
+    per-cluster sums, never a rows x cells array (nor a units x cells one, except the
+    constant parts c below when a unit spans clusters).
 
     ``code``: each row's cell (0..K-1, -1: none); ``cohort``: each row's cohort code (any
     integers, constant within a group); a cell is every row of one (cohort, period) pair
@@ -163,10 +171,11 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     group_cohort = np.zeros(N, dtype=np.int64)
     group_cohort[group] = coh
     first = np.zeros(K, dtype=np.int64)
-    first[c_on[::-1]] = on[::-1]  # the first row of each cell
+    first[c_on] = on  # a row of each cell
     cell_cohort, cell_period = coh[first], period[first]
     pairs = np.bincount(coh * T + period, minlength=H * T)
-    if not np.array_equal(pairs[cell_cohort * T + cell_period], N_k) or (N_k == 0).any():
+    if ((N_k == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], N_k)
+            or not np.array_equal(coh[on], cell_cohort[c_on]) or not np.array_equal(period[on], cell_period[c_on])):
         raise EstimationError("internal: a cell must hold every row of one (cohort, period) pair")
 
     # W_h: complete groups in closed form, the others from their incidence rows
