@@ -10,7 +10,8 @@ cohort x period cell (146 columns), so the dense design is rows x columns x 8 by
 for Sun-Abraham at 40,000 x 96) and each side holds more than one copy: at 2,000 townships
 the peak resident memory of Sun-Abraham was 1.05 GB for ours and 2.87 GB for pyfixest, and
 it grows with the rows, so the national 40,000 x 96 panel does not fit a 23 GB machine for
-pyfixest (about 57 GB) nor comfortably for ours (about 21 GB); 10,000 townships is the
+pyfixest (about 57 GB) nor, before the count-table engine, for ours (about 21 GB; now 0.37
+GiB, benchmarks/saturated_memory.py); 10,000 townships is the
 largest run here (pyfixest 30-40 s a run on an idle machine). Peers:
 ``pf.event_study(estimator="saturated")`` with its ``aggregate()`` for Sun-Abraham, and
 ``pf.feols`` with the cells as one ``i()`` factor for extended TWFE. Each is run

@@ -50,6 +50,8 @@ def make_study(root: Path, townships: int, study_id: str, indicator: str, data: 
     config["data"].update(panel=str(data / "panel.csv"), pilots=str(data / "pilots.csv"),
                           truth=str(data / "truth.csv"))
     config["indicators"] = [indicator]
+    config["covariates"]["table"]["file"] = str(data / "townships.csv")  # the generator writes one per prefecture
+    config["analysis"].pop("mechanisms", None)  # its channels are other indicators
     path = root / f"{study_id}.yml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

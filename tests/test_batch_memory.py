@@ -107,16 +107,21 @@ def test_two_thousand_township_report_stays_within_four_gib_per_worker(tmp_path,
     The Callaway-Sant'Anna ATT is within 3 standard errors of the generator's true ATT
     (``truth``: 0.0340; estimate 0.0355, SE 0.0047). 150 s on the 2-core machine at load
     0.5-2.6, 347 s at load 5-6 (other jobs)."""
-    from evaluation.data.demo import DemoConfig, generate
+    from evaluation.data.demo import DemoConfig, generate, townships_csv
     from evaluation.report.store import ResultsStore
 
     demo = generate(DemoConfig(townships=2000))
-    built = write_study(tmp_path / "study", demo.panel, demo.pilots)
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "townships.csv").write_text(townships_csv(demo.townships), encoding="utf-8")
+    columns = {"乡镇编码": "township_id", "到县城距离（公里）": "distance_km", "床位数": "beds",
+               "卫生技术人员数": "health_workers", "是否山区": "mountainous"}
+    built = write_study(tmp_path / "study", demo.panel, demo.pilots, extra={  # the selection chapter too
+        "covariates": {"table": {"file": "townships.csv", "columns": columns}}})
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
     assert main(["batch", str(built.study), "--fast", "--jobs", "2"]) == 0
     folder = tmp_path / "outputs" / "messy"
     manifest, memory = _runs(folder)
-    assert manifest["ok"] and manifest["complete"] and len(manifest["runs"]) == 6
+    assert manifest["ok"] and manifest["complete"] and len(manifest["runs"]) == 7
     assert all(m is not None and m["since"] == "run" and m["peak_bytes"] > 0 for m in memory.values())
     summary = manifest["batch"]["memory"]
     assert len(summary["per_worker_bytes"]) == 2
