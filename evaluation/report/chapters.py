@@ -1668,7 +1668,7 @@ def _heterogeneity_table(ctx: Context, het: Result) -> dict:
         if len(g) != 2:
             return ""
         (z0, e0), (z1, e1) = (SUBGROUP_WORDS.get(str(x), (str(x), str(x))) for x in g)
-        return r.say(f"（{z1}−{z0}）", f" ({e1} − {e0})")
+        return r.say(f"（{z1}−{z0}）", f"{' ' if r.language == 'en' else ''}({e1} − {e0})")
     table[r.header("difference")] = [r.effect(d, ctx.indicator) + direction(b) if f and d is not None and pd.notna(d)
                                      else "" for d, f, b in zip(diff, first_of, eff["by"], strict=True)]
     table[r.header("p_difference")] = [r.p(p) if f and p is not None and pd.notna(p) else ""
