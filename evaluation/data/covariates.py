@@ -77,10 +77,6 @@ class CovariateSet:
         return [c.name for c in self.info]
 
     @property
-    def time_invariant(self) -> list[str]:
-        return [c.name for c in self.info if not c.time_varying]
-
-    @property
     def time_varying(self) -> list[str]:
         return [c.name for c in self.info if c.time_varying]
 
@@ -102,14 +98,6 @@ class CovariateSet:
     def complete(self, names) -> pd.Index:
         """Townships with a value of every covariate in ``names``."""
         return self.values.index[self.values[list(names)].notna().all(axis=1)]
-
-    def summary(self) -> dict:
-        return {
-            "covariates": [c.__dict__ for c in self.info],
-            "missing": self.missing.to_dict("records"),
-            "constant": list(self.constant),
-            "notes": list(self.notes),
-        }
 
 
 def load_covariates(declaration: CovariateDeclaration, data: pd.DataFrame, *, frequency: str, panel_path: Path,
