@@ -288,6 +288,19 @@ def _positive_definite(A: np.ndarray) -> bool:
     return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
 
 
+def _period_inverse(S: np.ndarray) -> np.ndarray:
+    """A generalized inverse of the period block S = P' M_A P of the two-way projection:
+    the inverse with the first period as reference when the units and periods are
+    connected, else the pseudo-inverse (any generalized inverse projects)."""
+    S = (S + S.T) / 2
+    S_plus = np.zeros_like(S)
+    if _positive_definite(S[1:, 1:]):
+        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])
+    else:
+        S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
+    return S_plus
+
+
 def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: np.ndarray, period: np.ndarray,
                      clusters: np.ndarray, adjustment: str) -> FEFit:
     """OLS of y on K event-time dummies with unit and period effects and CR1 errors, equal to
@@ -339,12 +352,7 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
         return M[complete].sum(axis=0)[None, :] + incid.T @ M[incomplete]
 
     S = np.diag(m_t) - np.full((T, T), complete.sum() / T) - (incid.T @ sparse.diags(1 / n_i[incomplete]) @ incid).toarray()
-    S = (S + S.T) / 2
-    S_plus = np.zeros((T, T))
-    if _positive_definite(S[1:, 1:]):
-        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])  # the first period is the reference
-    else:  # units and periods fall into disconnected sets: any generalized inverse projects
-        S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
+    S_plus = _period_inverse(S)
 
     PMX = C_period - incidence_times(Cn)                           # P' M_A X  (T x K)
     Q = S_plus @ PMX

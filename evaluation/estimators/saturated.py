@@ -38,7 +38,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from evaluation.errors import EstimationError
-from evaluation.estimators.did import _check, _positive_definite, _sum_table
+from evaluation.estimators.did import _check, _period_inverse, _positive_definite, _sum_table
 from evaluation.estimators.fixed_effects import (
     FEFit,
     _sorted_balanced,
@@ -201,13 +201,7 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
                 O_h / n_a[incomplete[rows]][:, None]
             prod = O_h.T @ scaled
             W[h] += prod.toarray() if hasattr(prod, "toarray") else prod
-    S = np.diag(m_t) - W.sum(axis=0)
-    S = (S + S.T) / 2
-    S_plus = np.zeros((T, T))
-    if _positive_definite(S[1:, 1:]):
-        S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])  # the first period is the reference
-    else:  # groups and periods fall into disconnected sets: any generalized inverse projects
-        S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
+    S_plus = _period_inverse(np.diag(m_t) - W.sum(axis=0))  # groups and periods as units and periods
 
     XtX_A = np.diag(N_k)                                              # X' M_A X
     PMX = np.empty((T, K))
