@@ -301,6 +301,17 @@ def _period_inverse(S: np.ndarray) -> np.ndarray:
     return S_plus
 
 
+def _solve_within(XtX: np.ndarray, Xty: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(X~'X~)^-1 and the coefficients of the within-transformed regression; regressors
+    collinear with the fixed effects are an error naming those with no variation left."""
+    if not _positive_definite(XtX):
+        bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
+        raise EstimationError("regressors are collinear with the fixed effects"
+                              + (f" (no variation left in {bad})" if bad else ""))
+    bread = np.linalg.inv(XtX)
+    return bread, bread @ Xty
+
+
 def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: np.ndarray, period: np.ndarray,
                      clusters: np.ndarray, adjustment: str) -> FEFit:
     """OLS of y on K event-time dummies with unit and period effects and CR1 errors, equal to
@@ -365,12 +376,7 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
         y_within = y - (np.bincount(unit, y, minlength=N) / n_i)[unit]
         period_sums = np.bincount(period, y_within, minlength=T)
     Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ period_sums
-    if not _positive_definite(XtX):
-        bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
-        raise EstimationError("regressors are collinear with the fixed effects"
-                              + (f" (no variation left in {bad})" if bad else ""))
-    bread = np.linalg.inv(XtX)
-    coef = bread @ Xty
+    bread, coef = _solve_within(XtX, Xty, names)
 
     del y_within
     resid = y.copy()

@@ -38,7 +38,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from evaluation.errors import EstimationError
-from evaluation.estimators.did import _check, _period_inverse, _positive_definite, _sum_table
+from evaluation.estimators.did import _check, _period_inverse, _solve_within, _sum_table
 from evaluation.estimators.fixed_effects import (
     FEFit,
     _sorted_balanced,
@@ -216,12 +216,7 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     y_within = y - (np.bincount(group, y, minlength=N) / n_a)[group]
     Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
     del y_within
-    if not _positive_definite(XtX):
-        bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
-        raise EstimationError("regressors are collinear with the fixed effects"
-                              + (f" (no variation left in {bad})" if bad else ""))
-    bread = np.linalg.inv(XtX)
-    coef = bread @ Xty
+    bread, coef = _solve_within(XtX, Xty, names)
 
     resid = y.copy()
     resid[on] -= coef[c_on]
