@@ -601,14 +601,7 @@ def _check_semantics(study: Study, path: Path) -> None:
     if "window.start" in parsed and "window.end" in parsed and parsed["window.start"] > parsed["window.end"]:
         raise StudyConfigError(path, "window", "start is after end")
     for i, phase in enumerate(study.covid.phases):
-        for end in ("start", "end"):
-            try:
-                parse_any_period(getattr(phase, end), study.frequency)
-            except PeriodParseError as exc:
-                raise StudyConfigError(path, f"covid.phases.{i}.{end}", str(exc)) from None
-        first, last = span_days(phase.start, phase.end, study.frequency)
-        if first > last:
-            raise StudyConfigError(path, f"covid.phases.{i}", "start is after end")
+        _check_span(path, f"covid.phases.{i}", phase.start, phase.end, study.frequency)
     if study.analysis.frequency and is_coarser(study.frequency, study.analysis.frequency):
         raise StudyConfigError(path, "analysis.frequency",
                                f"'{study.analysis.frequency}' is finer than the data's frequency "
@@ -619,6 +612,19 @@ def _check_semantics(study: Study, path: Path) -> None:
         key, _, problem = str(exc).partition(": ")
         raise StudyConfigError(path, key, problem) from None
     _check_covid(study, path, parsed)
+
+
+def _check_span(path: Path, key: str, start: str, end: str, frequency: str) -> None:
+    """A start and end given as period labels of any frequency: each parses, and the
+    start is not after the end (errors name ``key.start``, ``key.end`` or ``key``)."""
+    for name, value in (("start", start), ("end", end)):
+        try:
+            parse_any_period(value, frequency)
+        except PeriodParseError as exc:
+            raise StudyConfigError(path, f"{key}.{name}", str(exc)) from None
+    first, last = span_days(start, end, frequency)
+    if first > last:
+        raise StudyConfigError(path, key, "start is after end")
 
 
 def _check_covariates(study: Study, path: Path, catalogue) -> None:
@@ -667,14 +673,7 @@ def _check_covariates(study: Study, path: Path, catalogue) -> None:
                 if ind not in catalogue.ids:
                     raise StudyConfigError(path, f"covariates.baseline.indicators.{i}",
                                            f"unknown indicator {excerpt(ind)}; the catalogue has {catalogue.ids}")
-            for end in ("start", "end"):
-                try:
-                    parse_any_period(getattr(base, end), study.frequency)
-                except PeriodParseError as exc:
-                    raise StudyConfigError(path, f"covariates.baseline.{end}", str(exc)) from None
-            first, last = span_days(base.start, base.end, study.frequency)
-            if first > last:
-                raise StudyConfigError(path, "covariates.baseline", "start is after end")
+            _check_span(path, "covariates.baseline", base.start, base.end, study.frequency)
         names = declared.names()
         clash = sorted(set(names) & (contract | {"treated", "post", "cohort", "first_treat", "time", "event_time",
                                                  "model", "value", "numerator", "denominator"}))
