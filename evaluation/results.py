@@ -25,13 +25,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from evaluation.errors import EffectNotFoundError, EstimationError, NotAResultError
 
 TIDY_COLUMNS = ["indicator", "method", "estimand", "term", "event_time", "cohort", "horizon", "calendar_time",
                 "unit", "estimate", "std_error", "ci_low", "ci_high", "p_value", "scale", "inference", "alpha",
                 "n_obs", "n_units", "n_treated", "p_floor", "by", "group"]
+
+
+def _critical_value(alpha: float, df: float | None) -> float:
+    """The two-sided critical value: the 1 - alpha/2 quantile of t(df), or of the normal."""
+    return float(special.stdtrit(df, 1 - alpha / 2) if df is not None else special.ndtri(1 - alpha / 2))
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,12 @@ class Effect:
     def from_normal(cls, estimand: str, estimate: float, std_error: float, *, alpha: float = 0.05,
                     df: float | None = None, **fields) -> Effect:
         """Effect with a Wald interval and two-sided p-value (normal, or t with ``df``)."""
-        dist = stats.t(df) if df is not None else stats.norm()
-        crit = dist.ppf(1 - alpha / 2)
+        crit = _critical_value(alpha, df)
         z = estimate / std_error if std_error > 0 else np.nan
-        p = 2 * dist.sf(abs(z)) if np.isfinite(z) else np.nan
+        if not np.isfinite(z):
+            p = np.nan
+        else:  # 2 P(T > |z|), by the distribution functions directly (a frozen scipy.stats one costs ~0.3 ms)
+            p = 2 * (special.stdtr(df, -abs(z)) if df is not None else special.ndtr(-abs(z)))
         return cls(estimand=estimand, estimate=float(estimate), std_error=float(std_error),
                    ci_low=float(estimate - crit * std_error), ci_high=float(estimate + crit * std_error),
                    p_value=float(p), alpha=alpha, df=None if df is None else float(df), **fields)
@@ -98,8 +105,7 @@ class Effect:
     def wald_interval(self, alpha: float) -> tuple[float, float]:
         """The Wald interval at another ``alpha`` from the estimate and standard error (on
         the log scale for rate ratios and percent changes, as the fit computed it)."""
-        dist = stats.t(self.df) if self.df is not None else stats.norm()
-        crit = float(dist.ppf(1 - alpha / 2))
+        crit = _critical_value(alpha, self.df)
         if self.scale == "rate_ratio":
             se_log = self.std_error / self.estimate
             return (float(self.estimate * math.exp(-crit * se_log)), float(self.estimate * math.exp(crit * se_log)))
