@@ -38,12 +38,13 @@ def export_deliverables(folder: Path | str, study, language: str | None = None) 
     :class:`~evaluation.errors.EvaluationInputError` naming the file."""
     from evaluation.report.regression_table import THREE_LINE_CSS, regression_table
     from evaluation.report.word import write_word_report
-    from evaluation.report.workbook import write_csv_tables, write_workbook
+    from evaluation.report.workbook import tables, write_csv_tables, write_workbook
 
     folder = Path(folder)
     language = language or study.report.language
-    written = [write_word_report(folder, study, language), write_workbook(folder, study, language)]
-    written += write_csv_tables(folder, study, language)
+    made = tables(folder, study, language)  # once, for the workbook and the CSV files
+    written = [write_word_report(folder, study, language), write_workbook(folder, study, language, made=made)]
+    written += write_csv_tables(folder, study, language, made=made)
     table = regression_table(folder, study, language)
     reader = Reader(language)
     title = html.escape(table.caption)

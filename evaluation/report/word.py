@@ -164,9 +164,10 @@ def three_line_table(document, frame: pd.DataFrame, caption: str, notes: str | l
     widths = _column_widths(rows)
     for j, width in enumerate(widths):
         table.columns[j].width = width
-    for i, values in enumerate(rows):
+    for i, (values, row) in enumerate(zip(rows, table.rows, strict=True)):
+        cells = row.cells  # once per row: table.cell(i, j) walks the whole grid on every call
         for j, text in enumerate(values):
-            cell = table.cell(i, j)
+            cell = cells[j]
             cell.width = widths[j]
             paragraph = cell.paragraphs[0]
             paragraph.style = document.styles[TABLE_TEXT_STYLE]

@@ -409,7 +409,7 @@ def _effects(cells: _Cells, results: list, order: dict, min_treated: int) -> Tab
     kinds = [EFFECT_KINDS.get(c, k) for c, (_, k) in zip(columns, labels, strict=True)]
     table = Table("effects", sheet_name(reader, "effects"), [h for h, _ in labels])
     for result in sorted(results, key=lambda r: (order.get(r.indicator, len(order)), r.indicator or "", r.section)):
-        for _, row in withhold_clustered(result.effects, min_treated=min_treated).iterrows():
+        for row in withhold_clustered(result.effects, min_treated=min_treated).to_dict("records"):
             # an indicator's result: its indicator (some sections leave the effects' column empty)
             ind = cells.indicator(result.indicator if result.indicator is not None else row.get("indicator"))
             scale = row.get("scale", "indicator")
@@ -423,7 +423,7 @@ def _effects(cells: _Cells, results: list, order: dict, min_treated: int) -> Tab
                     cell.append((result.section, None))
                 elif column == "effect_unit":
                     cell.append((cells.effect_unit(ind, scale), None))
-                elif column not in row.index:
+                elif column not in row:
                     cell.append((None, None))
                 elif kind == "effect":
                     cell.append(cells.effect(row[column], ind, scale))
@@ -614,16 +614,18 @@ def _display_width(value) -> int:
     return sum(2 if ord(ch) > 0x2E7F else 1 for ch in max(text.split("\n"), key=len))
 
 
-def write_workbook(folder: Path, study, language: str | None = None, path: Path | None = None) -> Path:
+def write_workbook(folder: Path, study, language: str | None = None, path: Path | None = None,
+                   made: list[Table] | None = None) -> Path:
     """Write the report folder's tables as ``folder/tables.xlsx`` (or ``path``), atomically;
-    returns the path. See the module docstring for what it holds."""
+    returns the path. See the module docstring for what it holds. ``made``: the tables, when
+    :func:`tables` was already called for this folder and language."""
     folder = Path(folder)
     path = Path(path) if path is not None else folder / WORKBOOK_NAME
     reader = Reader(language or study.report.language)
     book = Workbook()
     book.remove(book.active)
     bold, wrap = Font(bold=True), Alignment(wrap_text=True, vertical="top")
-    for n, table in enumerate(tables(folder, study, reader.language)):
+    for n, table in enumerate(made if made is not None else tables(folder, study, reader.language)):
         sheet = book.create_sheet(table.name)
         span = max(len(table.headers), 1)
         top = 1
@@ -663,12 +665,14 @@ def write_workbook(folder: Path, study, language: str | None = None, path: Path 
     return write_file(path, book.save)
 
 
-def write_csv_tables(folder: Path, study, language: str | None = None) -> list[Path]:
+def write_csv_tables(folder: Path, study, language: str | None = None,
+                     made: list[Table] | None = None) -> list[Path]:
     """Write the same tables as UTF-8 (with BOM, so Excel keeps the Chinese) CSV files in
     ``folder/tables/``, one per sheet and named by its key; the folder is replaced as a
-    whole (written beside it, then renamed). Returns the files' paths."""
+    whole (written beside it, then renamed). Returns the files' paths. ``made`` as for
+    :func:`write_workbook`."""
     folder = Path(folder)
-    made = tables(folder, study, language)
+    made = made if made is not None else tables(folder, study, language)
     target = folder / CSV_FOLDER
     tmp = folder / f".{CSV_FOLDER}-{os.getpid()}-writing"  # made with the folder's usual permissions
     shutil.rmtree(tmp, ignore_errors=True)
