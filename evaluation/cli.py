@@ -217,8 +217,7 @@ def _batch(args) -> int:
 
 
 def _export(args) -> int:
-    from evaluation.paths import study_output_dir
-    from evaluation.report.chapters import resolve_study_path
+    from evaluation.paths import resolve_study_path, study_output_dir
     from evaluation.report.export import export_deliverables
     from evaluation.study.config import load_study
 

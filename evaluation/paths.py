@@ -41,3 +41,11 @@ def output_root() -> Path:
 def study_output_dir(study_id: str) -> Path:
     """Folder of one study's generated files: ``outputs/<study_id>/``."""
     return output_root() / study_id
+
+
+def resolve_study_path(path: str | Path) -> Path:
+    """A study path as given, relative to the working folder, or to the project root."""
+    p = Path(path)
+    if p.is_absolute() or p.is_file():
+        return p.resolve()
+    return (PROJECT_ROOT / p).resolve()

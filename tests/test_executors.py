@@ -47,12 +47,19 @@ def study(tmp_path, monkeypatch):
 @pytest.mark.batch
 def test_one_kept_kernel_runs_three_chapters_each_in_a_clean_namespace(study):
     """One worker (``--jobs 1``) runs three chapters in one kernel: the probe cell finds
-    neither the name the previous chapter's probe defined nor a figure left open, and every
-    chapter's cells are numbered 1, 2, ... as papermill numbers them in a fresh kernel."""
+    neither the name the previous chapter's probe defined nor a figure left open, nor an
+    object of a reference cycle the previous chapter made (the reset collects it before it
+    freezes the survivors, ``gc.freeze``), and every chapter's cells are numbered 1, 2, ...
+    as papermill numbers them in a fresh kernel."""
     path, folder, notebooks = study
-    _probe(notebooks, 'import os\nimport matplotlib.pyplot as plt\n'
+    _probe(notebooks, 'import gc, os, sys, weakref\nimport matplotlib.pyplot as plt\n'
                       'assert "leak_probe" not in globals(), "a name leaked from the previous run"\n'
                       'assert not plt.get_fignums(), "a figure leaked from the previous run"\n'
+                      'previous = getattr(sys, "_cycle_probe", None)\n'
+                      'assert previous is None or previous() is None, "a cycle of the previous run outlived the reset"\n'
+                      'assert previous is None or gc.get_freeze_count() > 0, "the reset froze nothing"\n'
+                      'class Node:\n    pass\n'
+                      'node = Node()\nnode.self = node\nsys._cycle_probe = weakref.ref(node)\n'
                       'leak_probe = os.getpid()\nplt.figure()\nprint("kernel", os.getpid())')
     assert main(["batch", str(path), "--fast", "--jobs", "1", "--chapters", "trends", "did", "its"]) == 0
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))

@@ -81,10 +81,25 @@ from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
 from evaluation.errors import EvaluationError, UsageError
-from evaluation.paths import INDICATOR_CATALOGUE, NOTEBOOKS, PROJECT_ROOT, output_root, study_output_dir
-from evaluation.report.chapters import CHAPTER_BY_KEY, CHAPTERS, resolve_study_path
+from evaluation.paths import (
+    INDICATOR_CATALOGUE,
+    NOTEBOOKS,
+    PROJECT_ROOT,
+    output_root,
+    resolve_study_path,
+    study_output_dir,
+)
+from evaluation.report.outline import CHAPTER_BY_KEY, CHAPTERS
 from evaluation.report.store import STUDY_LEVEL, ResultsStore, code_hash
 from evaluation.study.config import load_study
+
+# jsonschema, which nbformat imports to read any notebook, imports ``rfc3987_syntax`` when
+# it is installed (JupyterLab's jupyter-events installs it), and that module compiles 39
+# Earley grammars at import: 2.7 s in the coordinator and in every worker of a batch. Notebook
+# validation never checks the IRI formats it serves, so the batch's processes, which import
+# this module before nbformat, treat it as absent (jsonschema then leaves those two formats
+# unchecked). A process that imported it already keeps it.
+sys.modules.setdefault("rfc3987_syntax", None)
 
 KERNEL_NAME = "evaluation"
 

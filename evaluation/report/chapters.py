@@ -50,8 +50,9 @@ from evaluation.inference.few_clusters import (
 )
 from evaluation.inference.few_treated import parse_withheld, subgroup_randomization, withhold_clustered
 from evaluation.inference.pretrend import pretrend_randomization
-from evaluation.paths import PROJECT_ROOT
+from evaluation.paths import resolve_study_path
 from evaluation.report import plots
+from evaluation.report.outline import CHAPTER_BY_KEY, CHAPTERS, Chapter  # noqa: F401 - the chapters' facade
 from evaluation.report.readable import DASH, ESTIMANDS, WORDS, Reader, fixed, is_written, written
 from evaluation.report.store import Result, ResultsStore, code_hash, make_result, result_key
 from evaluation.study.catalogue import UNIT_FACTORS, Indicator
@@ -63,27 +64,6 @@ from evaluation.study.plan import Settings
 # pandas marks its tables the same way when ``display.html.use_mathjax`` is off).
 NO_MATH = "tex2jax_ignore mathjax_ignore"
 
-@dataclass(frozen=True)
-class Chapter:
-    key: str
-    notebook: str
-    title_zh: str
-    title_en: str
-    per_indicator: bool
-    needs_covariates: bool = False  # runs only for a study that declares covariates
-
-
-CHAPTERS = (
-    Chapter("data_quality", "01_data_quality.ipynb", "数据质量", "Data quality", False),
-    Chapter("trends", "02_trends.ipynb", "趋势", "Trends", True),
-    Chapter("did", "03_did.ipynb", "双重差分", "Difference-in-differences", True),
-    Chapter("its", "04_its.ipynb", "中断时间序列", "Interrupted time series", True),
-    Chapter("robustness", "05_robustness.ipynb", "稳健性检验", "Robustness", True),
-    Chapter("selection", "05b_selection.ipynb", "选择偏差：协变量、匹配与异质性",
-            "Selection: covariates, matching and heterogeneity", True, needs_covariates=True),
-    Chapter("summary", "06_summary.ipynb", "评估总结", "Assessment and summary", False),
-)
-CHAPTER_BY_KEY = {c.key: c for c in CHAPTERS}
 
 
 @dataclass
@@ -275,14 +255,6 @@ def not_estimated(*results: Result) -> str | None:
 
 
 COMPARISON_ZH = {"never_treated": "从未试点乡镇", "not_yet_treated": "尚未试点乡镇"}
-
-
-def resolve_study_path(path: str | Path) -> Path:
-    """A study path as given, relative to the working folder, or to the project root."""
-    p = Path(path)
-    if p.is_absolute() or p.is_file():
-        return p.resolve()
-    return (PROJECT_ROOT / p).resolve()
 
 
 def setup(study_path: str | Path, indicator: str | None = None, fast: bool = False,
