@@ -980,6 +980,11 @@ def wild_cluster_bootstrap(data: pd.DataFrame | Estimates, *, outcome: str | Non
     the weights with G x T cluster-by-period sums, so a draw costs O(G T) and no G x G
     or n x (units) matrix is formed; the t* statistics are linear (numerator) and quadratic
     (variance) in the null value, so inverting the test for the interval reuses the draws.
+    On a balanced panel without controls (every township in every month once) the same
+    statistics come from the two-way demeaned grids and the treatment paths (cohorts), so
+    a draw costs O(G P) for P paths (:func:`_wild_balanced`; the same weights, t* equal to
+    the general computation's to about 1e-13 of the largest |t*|): 9,999 draws at 40,000
+    townships x 96 months take about 2 s, the weights' generation about half of it.
     Works on unbalanced panels: rows without an outcome are dropped (counted in
     ``diagnostics``) and the rest used as they are (missing at random given unit and
     period). Requires the townships to be nested in the clusters.
