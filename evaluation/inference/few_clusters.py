@@ -888,7 +888,7 @@ def _wild_balanced(y: np.ndarray, D: np.ndarray, u_codes: np.ndarray, t_codes: n
     ssc = (n - 1) / (n - (N + T)) * G / (G - 1)
     score_hat = by_cluster(a_i - beta * d_i) / F                              # c' Z_g' u^_g
     se = float(np.sqrt(ssc * np.sum(score_hat ** 2)))
-    # treatment paths: E = Gamma H (G x L, L x T)
+    # treatment paths (D is 0/1, so its rows' bits identify them): E = Gamma H (G x L, L x T)
     _, first, path = np.unique(np.packbits(Dg != 0, axis=1), axis=0, return_index=True, return_inverse=True)
     P = len(first)
     with _single_blas_thread():
@@ -913,17 +913,17 @@ def _wild_balanced(y: np.ndarray, D: np.ndarray, u_codes: np.ndarray, t_codes: n
     pairs = [(0, 0), (0, 1), (1, 1)] if impose_null else [(0, 0)]
     SQ = np.column_stack([lines[j] * lines[k] for j, k in pairs])          # sum_g v_g^2 c^j_g c^k_g
     SQ_sum = SQ.sum(axis=0)
-    m = len(lines)
+    n_lines = len(lines)
 
     def draw(V: np.ndarray) -> tuple[np.ndarray, ...]:
         out = V @ W
-        b, q = out[:, :m].T, out[:, m:2 * m].T                               # v'c^j, v'(c^j o f)
-        at = 2 * m
+        b, q = out[:, :n_lines].T, out[:, n_lines:2 * n_lines].T             # v'c^j, v'(c^j o f)
+        at = 2 * n_lines
         g1 = None
         if impose_null:
             g1, at = out[:, at:at + L], at + L
-        x = [out[:, at + j * L:at + (j + 1) * L] for j in range(m)]           # Gamma'(v o c^j)
-        h = [out[:, at + m * L:]]                                             # H m^j / F
+        x = [out[:, at + j * L:at + (j + 1) * L] for j in range(n_lines)]     # Gamma'(v o c^j)
+        h = [out[:, at + n_lines * L:]]                                       # H m^j / F
         if impose_null:
             h.append(g1 @ HH)
         hG = [hj @ GG for hj in h]
