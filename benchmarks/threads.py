@@ -12,6 +12,9 @@ setting runs ``--repeats`` times, the two settings alternating; prints median, m
 seconds, and checks that the two settings give the same p-value and interval (the t*
 draws agree to the last bits). ``--idle`` adds the same pair without the competing process
 (the machine's other jobs still run: the 1-minute load average is printed with each setting).
+``--general`` also times, with one thread, the general computation that unbalanced panels and
+fits with controls take (the balanced panel's fast path switched off) and checks that it gives
+the same p-value, interval and t* draws.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ while True:
 """
 
 
-def run(panel, draws: int, limited: bool):
+def run(panel, draws: int, limited: bool, general: bool = False):
     import evaluation.inference.few_clusters as fc
 
     original = fc._single_blas_thread
     if not limited:
         fc._single_blas_thread = contextlib.nullcontext
+    fc._BALANCED_FAST_PATH = not general
     try:
         start = time.perf_counter()
         out = fc.wild_cluster_bootstrap(panel, outcome="y", unit="unit", time="time", cohort="first_treat",
@@ -53,21 +57,31 @@ def run(panel, draws: int, limited: bool):
         return out, time.perf_counter() - start
     finally:
         fc._single_blas_thread = original
+        fc._BALANCED_FAST_PATH = True
 
 
-def compare(panel, draws: int, repeats: int, label: str) -> dict:
-    times = {True: [], False: []}
+def compare(panel, draws: int, repeats: int, label: str, general: bool = False) -> dict:
+    """Times of each setting: True (one BLAS thread), False (BLAS default) and, with
+    ``general``, "general" (one thread, the general computation forced: the balanced panel's
+    fast path switched off), alternating within each repeat."""
+    settings = [False, True] + (["general"] if general else [])
+    times = {s: [] for s in settings}
     fits = {}
     print(f"{label}: load average {os.getloadavg()[0]:.1f} before", flush=True)
     for _ in range(repeats):
-        for limited in (False, True):
-            fits[limited], seconds = run(panel, draws, limited)
-            times[limited].append(seconds)
-            print(f"  {label:30s} {'1 BLAS thread' if limited else 'BLAS default':14s} {seconds:8.2f} s", flush=True)
-    a, b = fits[True].effects[0], fits[False].effects[0]
-    diff = float(np.max(np.abs(fits[True].plot_data["t_star"].to_numpy() - fits[False].plot_data["t_star"].to_numpy())))
-    print(f"  same result: p {a.p_value} vs {b.p_value}, interval ({a.ci_low:.6f}, {a.ci_high:.6f}) vs "
-          f"({b.ci_low:.6f}, {b.ci_high:.6f}), max |t* difference| {diff:.2e}")
+        for setting in settings:
+            fits[setting], seconds = run(panel, draws, setting is not False, general=setting == "general")
+            times[setting].append(seconds)
+            name = {False: "BLAS default", True: "1 BLAS thread", "general": "general path"}[setting]
+            print(f"  {label:30s} {name:14s} {seconds:8.2f} s", flush=True)
+    a = fits[True].effects[0]
+    for other in settings[::2]:  # BLAS default, and the general path
+        b = fits[other].effects[0]
+        t_a, t_b = (fits[s].plot_data["t_star"].to_numpy() for s in (True, other))
+        diff = float(np.max(np.abs(t_a - t_b)) / np.max(np.abs(t_a)))
+        print(f"  same result as {'BLAS default' if other is False else 'the general path'}: p {a.p_value} vs "
+              f"{b.p_value}, interval ({a.ci_low:.6f}, {a.ci_high:.6f}) vs ({b.ci_low:.6f}, {b.ci_high:.6f}), "
+              f"max |t* difference| / max |t*| {diff:.1e}")
     return times
 
 
@@ -78,6 +92,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=9999)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--idle", action="store_true", help="also time both settings without the competing process")
+    parser.add_argument("--general", action="store_true",
+                        help="also time the general computation (the balanced fast path switched off), one thread")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     from threadpoolctl import threadpool_info
@@ -88,23 +104,25 @@ def main() -> None:
           f"{args.draws:,} draws; BLAS {blas}")
     results = {}
     if args.idle:
-        results["no added load"] = compare(panel, args.draws, args.repeats, "no added load")
+        results["no added load"] = compare(panel, args.draws, args.repeats, "no added load", args.general)
     spinner = subprocess.Popen([sys.executable, "-c", SPINNER])
     try:
         time.sleep(2.0)
-        results["busy machine"] = compare(panel, args.draws, args.repeats, "busy (competing matmuls)")
+        results["busy machine"] = compare(panel, args.draws, args.repeats, "busy (competing matmuls)", args.general)
     finally:
         spinner.terminate()
         spinner.wait()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"\n{'setting':16s} {'BLAS threads':14s} {'median s':>9s} {'min s':>8s} {'max s':>8s}")
     for label, times in results.items():
-        for limited in (False, True):
-            t = times[limited]
-            print(f"{label:16s} {'1' if limited else 'default':14s} {statistics.median(t):9.2f} {min(t):8.2f} "
-                  f"{max(t):8.2f}")
+        for setting, t in times.items():
+            name = {False: "default", True: "1", "general": "1 (general path)"}[setting]
+            print(f"{label:16s} {name:14s} {statistics.median(t):9.2f} {min(t):8.2f} {max(t):8.2f}")
         ratio = statistics.median(times[False]) / statistics.median(times[True])
         print(f"{label:16s} default / 1 thread (medians): {ratio:.2f}")
+        if "general" in times:
+            print(f"{label:16s} general / fast path, 1 thread (medians): "
+                  f"{statistics.median(times['general']) / statistics.median(times[True]):.2f}")
 
 
 if __name__ == "__main__":
