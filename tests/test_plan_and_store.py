@@ -58,6 +58,35 @@ def test_store_round_trip_is_exact_and_stale_results_are_not_read(tmp_path):
     assert not list(tmp_path.glob("x/.*"))  # no temporary folder left behind
 
 
+def test_a_store_object_reads_a_result_once_and_sees_it_rewritten(tmp_path, monkeypatch):
+    """A store object parses a result's files once (the Word report and the workbook ask
+    for the same ones many times) and parses them again when the result is rewritten, by
+    this or another store object; what a reader changes in its copy is not seen by the next."""
+    store, other = ResultsStore(tmp_path), ResultsStore(tmp_path)
+    result = make_result("did.test", "x", [Effect.from_normal("att", 1.0, 0.5, method="m", inference="i", n_obs=10)],
+                         tables={"plot": pd.DataFrame({"a": [1]})},
+                         values={"v": [1, 2]})
+    result.key = "k1"
+    store.write(result)
+    parsed = []
+    real = pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: parsed.append(a[0]) or real(*a, **k))
+    first = store.read("did.test", "x")
+    first.effects.loc[0, "estimate"] = 99.0
+    first.tables["plot"].loc[0, "a"] = 99
+    first.values["v"].append(3)
+    second = store.read("did.test", "x", "k1")
+    assert len(parsed) == 2  # effects.csv and one table, once
+    assert second.effects["estimate"].iloc[0] == 1.0 and second.tables["plot"]["a"].iloc[0] == 1
+    assert second.values == {"v": [1, 2]}
+    assert store.read("did.test", "x", "k2") is None  # the key still checked
+    result.effects.loc[0, "estimate"] = 2.0
+    result.key = "k2"
+    other.write(result)  # rewritten by another store object
+    third = store.read("did.test", "x", "k2")
+    assert len(parsed) == 4 and third.effects["estimate"].iloc[0] == 2.0
+
+
 def test_each_section_is_computed_once(tmp_path, monkeypatch):
     ctx = _context(tmp_path)
     calls = []

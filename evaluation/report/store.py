@@ -18,6 +18,7 @@ to a temporary folder and renamed into place, so a reader never sees half of one
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -143,6 +144,10 @@ class ResultsStore:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        # what this store object has read: (section, indicator) -> (result.json's inode and
+        # mtime, Result). A result is rewritten by renaming a new folder into place, so a
+        # changed file has another inode; readers get copies of the frames.
+        self._read: dict[tuple[str, str | None], tuple[tuple[int, int], Result]] = {}
 
     def folder(self, section: str, indicator: str | None) -> Path:
         return self.root / (indicator or STUDY_LEVEL) / section
@@ -173,17 +178,29 @@ class ResultsStore:
         """The stored result, or None when absent or (with ``key``) made with other settings."""
         folder = self.folder(section, indicator)
         meta_path = folder / "result.json"
-        if not meta_path.is_file():
+        try:
+            stat = meta_path.stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if key is not None and meta.get("key") != key:
+        version = (stat.st_ino, stat.st_mtime_ns)
+        seen = self._read.get((section, indicator))
+        if seen is not None and seen[0] == version:
+            result = seen[1]
+        else:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            effects = pd.read_csv(folder / "effects.csv", encoding="utf-8", dtype={"indicator": str, "term": str,
+                                                                                  "unit": str})
+            tables = {name: pd.read_csv(folder / "tables" / f"{name}.csv", encoding="utf-8")
+                      for name in meta.get("tables", [])}
+            result = Result(section=section, indicator=indicator, effects=effects, tables=tables,
+                            values=meta.get("values", {}), settings=meta.get("settings", {}),
+                            key=meta.get("key", ""))
+            self._read[(section, indicator)] = (version, result)
+        if key is not None and result.key != key:
             return None
-        effects = pd.read_csv(folder / "effects.csv", encoding="utf-8", dtype={"indicator": str, "term": str,
-                                                                              "unit": str})
-        tables = {name: pd.read_csv(folder / "tables" / f"{name}.csv", encoding="utf-8")
-                  for name in meta.get("tables", [])}
-        return Result(section=section, indicator=indicator, effects=effects, tables=tables,
-                      values=meta.get("values", {}), settings=meta.get("settings", {}), key=meta.get("key", ""))
+        return Result(section=section, indicator=indicator, effects=result.effects.copy(),
+                      tables={name: t.copy() for name, t in result.tables.items()},
+                      values=copy.deepcopy(result.values), settings=copy.deepcopy(result.settings), key=result.key)
 
     def results(self) -> list[Result]:
         """Every stored result."""
