@@ -243,6 +243,18 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
         if len(incomplete):
             c[incomplete] -= O_inc @ Q
         c /= n_a[:, None]
+    meat = _cell_meat(resid, code, group, period, clusters, Q, c, K, T, N, G)
+    factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
+    vcov = factor * bread @ meat @ bread
+    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
+                 adjustment=adjustment, resid=resid, fitted=y - resid)
+
+
+def _cell_meat(u: np.ndarray, code: np.ndarray, group: np.ndarray, period: np.ndarray, clusters: np.ndarray,
+               Q: np.ndarray, c: np.ndarray | None, K: int, T: int, N: int, G: int) -> np.ndarray:
+    """sum over clusters of s_g s_g', s_g = (cluster x cell sums of u) - (cluster x period
+    sums of u) Q [- (cluster x group sums of u) c], accumulated over blocks of clusters of
+    at most :data:`_SCORE_BLOCK` entries (rows sorted by cluster when more than one block)."""
     meat = np.zeros((K, K))
     per_block = max(1, _SCORE_BLOCK // (K + T + (N if c is not None else 0)))
     if G <= per_block:
@@ -254,19 +266,159 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
                   for i, lo in enumerate(range(0, G, per_block))]
     for lo, hi, rows in blocks:
         B = hi - lo
-        cl, u, k_r = clusters[rows] - lo, resid[rows], code[rows]
+        cl, ur, k_r = clusters[rows] - lo, u[rows], code[rows]
         inside = k_r >= 0
         # (float: bincount of no rows, a block without a cell row, returns integers)
-        scores = np.bincount(cl[inside] * K + k_r[inside], weights=u[inside], minlength=B * K).reshape(B, K)
+        scores = np.bincount(cl[inside] * K + k_r[inside], weights=ur[inside], minlength=B * K).reshape(B, K)
         scores = scores.astype(float, copy=False)
-        scores -= np.bincount(cl * T + period[rows], weights=u, minlength=B * T).reshape(B, T) @ Q
+        scores -= np.bincount(cl * T + period[rows], weights=ur, minlength=B * T).reshape(B, T) @ Q
         if c is not None:
-            scores -= _sum_table(cl, group[rows], u, (B, N)) @ c
+            scores -= _sum_table(cl, group[rows], ur, (B, N)) @ c
         meat += scores.T @ scores
+    return meat
+
+
+def _dense_cell_poisson(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                        cohort: np.ndarray, clusters: np.ndarray, offset: np.ndarray | None,
+                        adjustment: str) -> FEFit:
+    """:func:`_cell_poisson` on the dense rows x cells design (``fe_poisson``): the
+    implementation it replaced, kept as the reference of its tests (``cohort`` is not needed)."""
+    return fe_poisson(y, _dummies(code, len(names)), names, [group, period], clusters, offset=offset,
+                      adjustment=adjustment)
+
+
+def _cell_poisson(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                  cohort: np.ndarray, clusters: np.ndarray, offset: np.ndarray | None, adjustment: str,
+                  tol: float = 1e-10, max_iter: int = 100) -> FEFit:
+    """Poisson pseudo-maximum likelihood of y on K cohort x period cell dummies with
+    ``group`` (unit or cohort) and period fixed effects, offset, and CR1 errors: the numbers
+    of ``fe_poisson`` on the dense rows x K design (:func:`_dense_cell_poisson`; the same
+    IRLS from the same start, the same stopping rule), with memory linear in the rows.
+
+    Each IRLS step is the weighted least squares of the working outcome on the cells and
+    the two fixed effects (weights mu), solved exactly by Frisch-Waugh-Lovell from weighted
+    count tables as :func:`_cell_ols` does: with O the group x period table of the
+    weights (n_a its row sums, m_t its column sums) and W_h = sum over the groups a of
+    cohort h of O_a O_a' / n_a (T x T), X'WM_A X = diag(N_k) - W_h[t_k, t_l] within a
+    cohort, P'WM_A X = N_k e_{t_k} - W_h[:, t_k], S = diag(m_t) - sum_h W_h and Q = S^+
+    P'WM_A X; the residual M(z - Xb) comes from group and period sums. ``fe_poisson``
+    demeans by alternating projections (to 1e-12 of the columns' scale), this solves the
+    projection exactly: the two agree to that precision. Cluster scores at the estimate
+    (u = y - mu, final weights): s_g = sum over g's rows of u_i (X_i - Q[t_i] - c_a), c_a
+    = (C_a - O_a Q) / n_a; when each group lies in one cluster the c part is folded into
+    the rows, (u_i - mu_i U_a / n_a)(X_i - Q[t_i]) (U_a the group's sum of u), so no
+    groups x cells array is formed (it is, as in :func:`_cell_ols`, when groups span
+    clusters). Groups whose outcome is zero throughout must have been dropped
+    (:func:`_informative`)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset, adjustment, tol,
+                                    max_iter)
+
+
+def _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset, adjustment, tol,
+                         max_iter) -> FEFit:
+    n, K = len(y), len(names)
+    N, T, G = int(group.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
+    y = np.asarray(y, dtype=float)
+    offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    on = np.flatnonzero(code >= 0)
+    c_on = code[on]
+    cohorts, coh = np.unique(cohort, return_inverse=True)
+    H = len(cohorts)
+    group_cohort = np.zeros(N, dtype=np.int64)
+    group_cohort[group] = coh
+    first = np.zeros(K, dtype=np.int64)
+    first[c_on] = on  # a row of each cell
+    cell_cohort, cell_period = coh[first], period[first]
+    N_rows = np.bincount(c_on, minlength=K)
+    pairs = np.bincount(coh * T + period, minlength=H * T)
+    if ((N_rows == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], N_rows)
+            or not np.array_equal(coh[on], cell_cohort[c_on]) or not np.array_equal(period[on], cell_period[c_on])):
+        raise EstimationError("internal: a cell must hold every row of one (cohort, period) pair")
+    by_cohort = [(h, np.flatnonzero(cell_cohort == h), np.flatnonzero(group_cohort == h))
+                 for h in np.unique(cell_cohort)]
+    members_of = [np.flatnonzero(group_cohort == h) for h in range(H)]
+
+    def projection(w: np.ndarray):
+        """O (groups x periods, dense or CSR), n_a, S^+, Q and X'WMX at the weights w."""
+        n_a = np.bincount(group, w, minlength=N)
+        m_t = np.bincount(period, w, minlength=T)
+        N_k = np.bincount(c_on, w[on], minlength=K)
+        table = _sum_table(group, period, w, (N, T))
+        W = np.zeros((H, T, T))
+        for h in range(H):
+            if len(members_of[h]):
+                O_h = table[members_of[h]]
+                scaled = O_h.multiply(1 / n_a[members_of[h]][:, None]) if hasattr(O_h, "multiply") else \
+                    O_h / n_a[members_of[h]][:, None]
+                prod = O_h.T @ scaled
+                W[h] = prod.toarray() if hasattr(prod, "toarray") else prod
+        S_plus = _period_inverse(np.diag(m_t) - W.sum(axis=0))
+        XtX_A = np.diag(N_k)
+        PMX = np.empty((T, K))
+        for h, idx, _ in by_cohort:
+            tk = cell_period[idx]
+            XtX_A[np.ix_(idx, idx)] -= W[h][np.ix_(tk, tk)]
+            PMX[:, idx] = -W[h][:, tk]
+        PMX[cell_period, np.arange(K)] += N_k
+        Q = S_plus @ PMX
+        return table, n_a, S_plus, Q, XtX_A - PMX.T @ Q
+
+    def wls(z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients of the weighted within regression of z, and its residual M(z - Xb)."""
+        _, n_a, S_plus, Q, XtX = projection(w)
+        wz = w * (z - (np.bincount(group, w * z, minlength=N) / n_a)[group])       # W M_A z
+        Xtz = np.bincount(c_on, wz[on], minlength=K) - Q.T @ np.bincount(period, wz, minlength=T)
+        del wz
+        coef = _solve_within(XtX, Xtz, names)[1]
+        r = z.copy()
+        r[on] -= coef[c_on]
+        r -= (np.bincount(group, w * r, minlength=N) / n_a)[group]                  # M_A (z - Xb)
+        h = (S_plus @ np.bincount(period, w * r, minlength=T))[period]
+        r -= h
+        r += (np.bincount(group, w * h, minlength=N) / n_a)[group]                  # M (z - Xb)
+        return coef, r
+
+    # IRLS as fe_poisson: the same start, steps and stopping rule
+    mu = (y + y.mean()) / 2
+    eta = np.log(mu)
+    deviance_old = np.inf
+    for _ in range(max_iter):
+        z = eta - offset + (y - mu) / mu
+        coef, r = wls(z, mu)
+        eta = z - r + offset
+        del z, r
+        mu = np.exp(eta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviance = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
+        if abs(deviance - deviance_old) / (0.1 + abs(deviance)) < tol:
+            break
+        deviance_old = deviance
+    else:
+        raise EstimationError(f"Poisson IRLS did not converge in {max_iter} iterations")
+
+    # CR1 at the estimate, with the final weights
+    table, n_a, _, Q, XtX = projection(mu)
+    bread = np.linalg.inv(XtX)
+    u = y - mu
+    fe_nested = [nested_in(group, clusters, levels=N), nested_in(period, clusters, levels=T)]
+    c = None
+    if fe_nested[0]:
+        scores_u = u - mu * (np.bincount(group, u, minlength=N) / n_a)[group]
+    else:  # a group spans clusters: its constant part c_a = (C_a - O_a Q) / n_a (groups x cells)
+        scores_u = u
+        c = np.zeros((N, K))
+        for _, idx, members in by_cohort:
+            block = table[members][:, cell_period[idx]]
+            c[np.ix_(members, idx)] = block.toarray() if hasattr(block, "toarray") else block
+        c -= table @ Q
+        c /= n_a[:, None]
+    meat = _cell_meat(scores_u, code, group, period, clusters, Q, c, K, T, N, G)
+    del scores_u
     factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
-    vcov = factor * bread @ meat @ bread
-    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
-                 adjustment=adjustment, resid=resid, fitted=y - resid)
+    return FEFit(names=list(names), coef=coef, vcov=factor * bread @ meat @ bread, n_obs=n, n_clusters=G,
+                 df_k=df_k, adjustment=adjustment, family="poisson", resid=u, fitted=mu,
+                 dropped={"all_zero_groups_rows": 0})
 
 
 def _cohort_sizes(d: pd.DataFrame, unit: str) -> dict[float, int]:
@@ -482,10 +634,11 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     if not len(cells) or not (cells["event_time"] >= 0).any():
         raise EstimationError("no treated cohort x period cell: no cohort is observed from its start on")
     names = [f"g={a:g}, t={b:g}" for a, b in zip(cells["cohort"], cells["period"], strict=True)]
-    if family == "linear":  # from count tables and cluster sums, no rows x cells design (_cell_ols)
+    # from (weighted) count tables and cluster sums, no rows x cells design
+    if family == "linear":
         fit = _cell_ols(y, code, names, fe[0], fe[1], g, clusters, adjustment)
-    else:  # IRLS reweights every row at each step: the weighted count tables would change each time
-        fit = fe_poisson(y, _dummies(code, len(cells)), names, fe, clusters, offset=offset, adjustment=adjustment)
+    else:
+        fit = _cell_poisson(y, code, names, fe[0], fe[1], g, clusters, offset, adjustment)
     cells["coef"], cells["coef_std_error"] = fit.coef, fit.se
 
     # the aggregates: rows of J (one per effect) over the cells' coefficients
