@@ -131,7 +131,8 @@ _SCORE_BLOCK = 1 << 21  # entries of one block of cluster scores (clusters x (ce
 
 
 def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
-              cohort: np.ndarray, clusters: np.ndarray, adjustment: str) -> FEFit:
+              cohort: np.ndarray, clusters: np.ndarray, adjustment: str, combine: np.ndarray | None = None,
+              keep: dict | None = None) -> FEFit:
     """OLS of y on K cohort x period cell dummies with ``group`` (unit or cohort) and period
     fixed effects and CR1 errors: the numbers of ``fe_ols`` on the dense rows x K design
     (:func:`_dense_cell_ols`), computed from per-cohort period x period tables and
@@ -150,17 +151,21 @@ def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarr
     s_g = (cluster x cell sums of u) - (cluster x period sums of u) Q [- (cluster x group
     sums of u) c when groups span clusters], Q = S^+ P' M_A X, c_a = (C_a - O_a Q) / n_a,
     accumulated over blocks of clusters (rows sorted by cluster when more than one block).
-    """
+
+    ``combine`` (cells x regressors, ``names`` the regressors): the regressors are sums of
+    cells, X L (event-time dummies as sums of one cell per cohort): every table above is
+    taken times L. ``keep``: a dict that receives ``bread`` ((X~'X~)^-1) and ``scores``
+    (clusters x regressors, the s_g)."""
     # one BLAS thread: the products here are small (T x T, K x K) or thin, and threaded
     # OpenBLAS stalls on them on a busy machine (a 285 x 285 Cholesky: 0.28 s on 2 threads, 2 ms on one)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _cell_ols_arrays(y, code, names, group, period, cohort, clusters, adjustment)
+        return _cell_ols_arrays(y, code, names, group, period, cohort, clusters, adjustment, combine, keep)
 
 
-def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
-                     cohort: np.ndarray, clusters: np.ndarray, adjustment: str) -> FEFit:
-    n, K = len(y), len(names)
-    N, T, G = int(group.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
+def _cell_tables(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort: np.ndarray, K: int) -> dict:
+    """The count tables of :func:`_cell_ols` that do not involve the outcome: S^+, X'M_A X,
+    P'M_A X (K cells) and the group x period incidence of the incomplete groups."""
+    N, T = int(group.max()) + 1, int(period.max()) + 1
     n_a = np.bincount(group, minlength=N).astype(float)
     m_t = np.bincount(period, minlength=T).astype(float)
     on = np.flatnonzero(code >= 0)
@@ -187,13 +192,13 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     incomplete = np.flatnonzero(~complete)
     W = np.zeros((H, T, T))
     W += (np.bincount(group_cohort[complete], minlength=H) / T)[:, None, None]
+    O_inc, inc_cohort = None, group_cohort[incomplete]
     if len(incomplete):
         slot = np.full(N, -1)
         slot[incomplete] = np.arange(len(incomplete))
         partial = ~complete[group]
         O_inc = _sum_table(slot[group[partial]], period[partial], np.ones(int(partial.sum())),
                            (len(incomplete), T))  # dense, or CSR when the table is sparse
-        inc_cohort = group_cohort[incomplete]
         for h in np.unique(inc_cohort):
             rows = np.flatnonzero(inc_cohort == h)
             O_h = O_inc[rows]
@@ -211,15 +216,34 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
         XtX_A[np.ix_(idx, idx)] -= W[h][np.ix_(tk, tk)]
         PMX[:, idx] = -W[h][:, tk]
     PMX[cell_period, np.arange(K)] += N_k                             # P' M_A X  (T x K)
+    return {"N": N, "T": T, "n_a": n_a, "on": on, "c_on": c_on, "S_plus": S_plus, "XtX_A": XtX_A, "PMX": PMX,
+            "complete": complete, "incomplete": incomplete, "O_inc": O_inc, "inc_cohort": inc_cohort,
+            "group_cohort": group_cohort, "cell_cohort": cell_cohort, "cell_period": cell_period}
+
+
+def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                     cohort: np.ndarray, clusters: np.ndarray, adjustment: str, combine: np.ndarray | None = None,
+                     keep: dict | None = None) -> FEFit:
+    n, K = len(y), len(names)
+    cells = K if combine is None else combine.shape[0]
+    tab = _cell_tables(code, group, period, cohort, cells)
+    N, T, n_a, on, c_on, S_plus = (tab[k] for k in ("N", "T", "n_a", "on", "c_on", "S_plus"))
+    G = int(clusters.max()) + 1
+    XtX_A, PMX = tab["XtX_A"], tab["PMX"]
+    if combine is not None:
+        XtX_A, PMX = combine.T @ XtX_A @ combine, PMX @ combine
     Q = S_plus @ PMX
     XtX = XtX_A - PMX.T @ Q
     y_within = y - (np.bincount(group, y, minlength=N) / n_a)[group]
-    Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
+    Xty = np.bincount(c_on, y_within[on], minlength=cells)
+    if combine is not None:
+        Xty = combine.T @ Xty
+    Xty = Xty - Q.T @ np.bincount(period, y_within, minlength=T)
     del y_within
     bread, coef = _solve_within(XtX, Xty, names)
 
     resid = y.copy()
-    resid[on] -= coef[c_on]
+    resid[on] -= (coef if combine is None else combine @ coef)[c_on]
     resid -= (np.bincount(group, resid, minlength=N) / n_a)[group]   # M_A (y - Xb)
     h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
     resid -= h
@@ -230,33 +254,43 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     fe_nested = [nested_in(group, clusters, levels=N), nested_in(period, clusters, levels=T)]
     c = None
     if not fe_nested[0]:  # a group spans clusters: its constant part c_a = (C_a - O_a Q) / n_a (N x K)
-        c = np.zeros((N, K))
+        complete, incomplete, O_inc = tab["complete"], tab["incomplete"], tab["O_inc"]
+        cell_cohort, cell_period, group_cohort = tab["cell_cohort"], tab["cell_period"], tab["group_cohort"]
+        c = np.zeros((N, cells))
         for hh in np.unique(cell_cohort):
             idx = np.flatnonzero(cell_cohort == hh)
             members = np.flatnonzero(complete & (group_cohort == hh))
             c[np.ix_(members, idx)] = 1.0
             if len(incomplete):
-                rows = np.flatnonzero(inc_cohort == hh)
+                rows = np.flatnonzero(tab["inc_cohort"] == hh)
                 block = O_inc[rows][:, cell_period[idx]]
                 c[np.ix_(incomplete[rows], idx)] = block.toarray() if hasattr(block, "toarray") else block
+        if combine is not None:
+            c = c @ combine
         c[complete] -= Q.sum(axis=0)
         if len(incomplete):
             c[incomplete] -= O_inc @ Q
         c /= n_a[:, None]
-    meat = _cell_meat(resid, code, group, period, clusters, Q, c, K, T, N, G)
+    scores = np.zeros((G, K)) if keep is not None else None
+    meat = _cell_meat(resid, code, group, period, clusters, Q, c, K, T, N, G, combine=combine, scores=scores)
     factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
     vcov = factor * bread @ meat @ bread
+    if keep is not None:
+        keep.update(bread=bread, scores=scores)
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
 
 def _cell_meat(u: np.ndarray, code: np.ndarray, group: np.ndarray, period: np.ndarray, clusters: np.ndarray,
-               Q: np.ndarray, c: np.ndarray | None, K: int, T: int, N: int, G: int) -> np.ndarray:
-    """sum over clusters of s_g s_g', s_g = (cluster x cell sums of u) - (cluster x period
-    sums of u) Q [- (cluster x group sums of u) c], accumulated over blocks of clusters of
-    at most :data:`_SCORE_BLOCK` entries (rows sorted by cluster when more than one block)."""
+               Q: np.ndarray, c: np.ndarray | None, K: int, T: int, N: int, G: int, combine: np.ndarray | None = None,
+               scores: np.ndarray | None = None) -> np.ndarray:
+    """sum over clusters of s_g s_g', s_g = (cluster x cell sums of u) [L] - (cluster x
+    period sums of u) Q [- (cluster x group sums of u) c], accumulated over blocks of
+    clusters of at most :data:`_SCORE_BLOCK` entries (rows sorted by cluster when more than
+    one block); ``combine``: L (cells x K); ``scores``: a G x K array that receives the s_g."""
+    cells = K if combine is None else combine.shape[0]
     meat = np.zeros((K, K))
-    per_block = max(1, _SCORE_BLOCK // (K + T + (N if c is not None else 0)))
+    per_block = max(1, _SCORE_BLOCK // (cells + T + (N if c is not None else 0)))
     if G <= per_block:
         blocks = [(0, G, slice(None))]
     else:
@@ -269,12 +303,16 @@ def _cell_meat(u: np.ndarray, code: np.ndarray, group: np.ndarray, period: np.nd
         cl, ur, k_r = clusters[rows] - lo, u[rows], code[rows]
         inside = k_r >= 0
         # (float: bincount of no rows, a block without a cell row, returns integers)
-        scores = np.bincount(cl[inside] * K + k_r[inside], weights=ur[inside], minlength=B * K).reshape(B, K)
-        scores = scores.astype(float, copy=False)
-        scores -= np.bincount(cl * T + period[rows], weights=ur, minlength=B * T).reshape(B, T) @ Q
+        s = np.bincount(cl[inside] * cells + k_r[inside], weights=ur[inside], minlength=B * cells).reshape(B, cells)
+        s = s.astype(float, copy=False)
+        if combine is not None:
+            s = s @ combine
+        s -= np.bincount(cl * T + period[rows], weights=ur, minlength=B * T).reshape(B, T) @ Q
         if c is not None:
-            scores -= _sum_table(cl, group[rows], ur, (B, N)) @ c
-        meat += scores.T @ scores
+            s -= _sum_table(cl, group[rows], ur, (B, N)) @ c
+        meat += s.T @ s
+        if scores is not None:
+            scores[lo:hi] = s
     return meat
 
 
