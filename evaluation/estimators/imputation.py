@@ -89,6 +89,76 @@ def _imputation_weights(uc: np.ndarray, tc: np.ndarray, n_units: int, n_periods:
     return a, lam
 
 
+def _lead_fit(y0: np.ndarray, k0: np.ndarray, g0: np.ndarray, leads: list[int], unit0: np.ndarray,
+              period0: np.ndarray, cl0c: np.ndarray):
+    """BJS Test 1's regression on the untreated rows: ``y0`` (step 1's residual) on the lead
+    dummies (``k0`` each row's event time, NaN for never-treated units; ``g0`` the cohorts
+    and ``period0`` the periods on the time scale) with unit and period effects, CR1 by ``cl0c`` (fixest's factor), from count tables (``saturated._cell_ols``:
+    a lead is the sum of one cohort x period cell per cohort, all the untreated rows of
+    that pair), never the rows x leads design; the numbers of :func:`_dense_lead_fit`.
+
+    When the leads cannot all be separated from the unit and period effects (every treated
+    unit's untreated rows in the window: they add up to unit effects) the earliest become
+    the reference, as many as the rank of X~'X~ needs. Returns the leads kept, the reference
+    leads, the fit and the leads' cluster scores (clusters of ``cl0c`` x leads) scaled so
+    that scores' scores is the fit's CR1 covariance (for the joint covariance with the ATTs)."""
+    from evaluation.estimators.saturated import _cell_ols, _cell_tables, _cells
+
+    leads, reference = list(leads), []
+    fe0 = [factorize(unit0)[0], factorize(period0)[0]]
+    in_lead = np.isfinite(k0) & (k0 >= leads[0])
+    code, cells = _cells(g0, period0, in_lead)
+    event = cells["event_time"].to_numpy()
+    L = (event[:, None] == np.array(leads)[None, :]).astype(float)  # cells x leads
+    tab = _cell_tables(code, fe0[0], fe0[1], g0, len(cells))
+    full = tab["XtX_A"] - tab["PMX"].T @ tab["S_plus"] @ tab["PMX"]  # the cells' X~'X~
+    while leads and np.linalg.matrix_rank(L.T @ full @ L) < len(leads):
+        reference.append(leads.pop(0))
+        L = L[:, 1:]
+    if not leads:
+        return leads, reference, None, None
+    keep: dict = {}
+    try:
+        fit = _cell_ols(y0, code, [f"k={k}" for k in leads], fe0[0], fe0[1], g0, cl0c, "fixest", combine=L,
+                        keep=keep)
+    except EstimationError as exc:
+        raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
+                              f"effects ({exc}); use a shorter event_window") from exc
+    return leads, reference, fit, _scaled(keep["scores"] @ keep["bread"], fe0, cl0c, len(k0), len(leads))
+
+
+def _dense_lead_fit(y0: np.ndarray, k0: np.ndarray, g0: np.ndarray, leads: list[int], unit0: np.ndarray,
+                    period0: np.ndarray, cl0c: np.ndarray):
+    """:func:`_lead_fit` on the dense rows x leads design (``fe_ols``): the implementation it
+    replaced, kept as the reference of its tests (``g0`` is not needed here)."""
+    leads, reference = list(leads), []
+    fe0 = [factorize(unit0)[0], factorize(period0)[0]]
+    Xt = np.zeros((len(k0), len(leads)), order="F")
+    for j, k in enumerate(leads):
+        Xt[:, j] = k0 == k
+    Xt = demean(Xt, fe0, copy=False)
+    while leads and np.linalg.matrix_rank(Xt.T @ Xt) < len(leads):
+        reference.append(leads.pop(0))
+        Xt = np.asfortranarray(Xt[:, 1:])
+    if not leads:
+        return leads, reference, None, None
+    try:
+        fit = fe_ols(y0, Xt, [f"k={k}" for k in leads], fe0, cl0c)
+    except EstimationError as exc:
+        raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
+                              f"effects ({exc}); use a shorter event_window") from exc
+    sums = np.column_stack([np.bincount(cl0c, weights=Xt[:, j] * fit.resid, minlength=int(cl0c.max()) + 1)
+                            for j in range(len(leads))])
+    return leads, reference, fit, _scaled(sums @ np.linalg.inv(Xt.T @ Xt), fe0, cl0c, len(k0), len(leads))
+
+
+def _scaled(scores: np.ndarray, fe0: list[np.ndarray], cl0c: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Cluster scores times the square root of fixest's small-sample factor."""
+    factor, _ = small_sample_factor("fixest", n=n, k=k, fe_levels=[int(f.max()) + 1 for f in fe0],
+                                    fe_nested=[nested_in(f, cl0c) for f in fe0], n_clusters=int(cl0c.max()) + 1)
+    return np.sqrt(factor) * scores
+
+
 def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                    event_window: tuple[int, int] | None = None, cluster: str | None = None, alpha: float = 0.05,
                    indicator: str | None = None) -> Estimates:
@@ -258,39 +328,18 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
             n_treated=n_treated_units[j], indicator=indicator,
             extra={"treated_obs": treated_rows[j]}, **fields))
 
-    # BJS Test 1: the leads regressed on the untreated rows only; the outcome (step 1's residual) and the
-    # leads enter demeaned, so fe_ols's own projection stops after one sweep (it still counts the fixed
-    # effects for the CR1 factor), and the demeaned leads give the cluster scores
+    # BJS Test 1: the leads regressed on the untreated rows only (step 1's residual on the lead dummies with
+    # unit and period effects, from count tables: _lead_fit)
     lead_effects, lead_scores, pretrend_fit, reference = [], None, None, []
     diagnostics: dict = {}
     if leads:
-        fe0 = [factorize(uc[untreated])[0], factorize(tc[untreated])[0]]
         cl0c, n_cl0 = factorize(cl0)
-        Xt = np.zeros((len(k0), len(leads)), order="F")
-        for j, k in enumerate(leads):
-            Xt[:, j] = k0 == k
-        Xt = demean(Xt, fe0, copy=False)
-        # when every treated unit's untreated rows lie in the window the leads add up to unit effects (and
-        # without never-treated units k-weighted leads add up to period minus unit effects): the earliest
-        # leads become the reference, as many as the rank needs
-        while leads and np.linalg.matrix_rank(Xt.T @ Xt) < len(leads):
-            reference.append(leads.pop(0))
-            Xt = np.asfortranarray(Xt[:, 1:])
+        leads, reference, pretrend_fit, scores0 = _lead_fit(resid[untreated], k0, g[untreated], leads,
+                                                            uc[untreated], t_values[untreated], cl0c)
     if leads:
         names = [f"k={k}" for k in leads]
-        try:
-            pretrend_fit = fe_ols(resid[untreated], Xt, names, fe0, cl0c)
-        except EstimationError as exc:
-            raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
-                                  f"effects ({exc}); use a shorter event_window") from exc
-        # the leads' cluster scores, scaled so that scores' scores = the CR1 covariance (for the joint vcov)
-        bread = np.linalg.inv(Xt.T @ Xt)
-        factor, _ = small_sample_factor("fixest", n=len(Xt), k=len(leads),
-                                        fe_levels=[int(f.max()) + 1 for f in fe0],
-                                        fe_nested=[nested_in(f, cl0c) for f in fe0], n_clusters=n_cl0)
-        sums = np.column_stack([np.bincount(cl0, weights=Xt[:, j] * pretrend_fit.resid, minlength=n_clusters)
-                                for j in range(len(leads))])
-        lead_scores = np.sqrt(factor) * sums @ bread
+        lead_scores = np.zeros((n_clusters, len(leads)))
+        lead_scores[np.unique(cl0)] = scores0  # cl0c's codes are the ranks of the untreated rows' clusters
         lead_inference = (f"cluster-robust CR1 by {pretrend_fit.n_clusters} clusters, fixest small-sample "
                           "adjustment (BJS Test 1: leads regressed on untreated observations)")
         for j, k in enumerate(leads):
