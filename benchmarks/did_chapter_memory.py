@@ -3,6 +3,7 @@ on a demo prefecture (issue #17: the chapter's memory linear and small in townsh
 
     .venv/bin/python benchmarks/did_chapter_memory.py --townships 2000
     .venv/bin/python benchmarks/did_chapter_memory.py --townships 2000 --data /tmp/data-2000  # an existing demo
+    .venv/bin/python benchmarks/did_chapter_memory.py --townships 2000 --before  # the dense paths replaced
 
 A demo prefecture (``evaluation demo-data --townships N``, 96 months, 10 pilots) and the
 study of ``benchmarks/scaling.py`` (``studies/demo.yml`` with one indicator, fast mode) are
@@ -17,7 +18,10 @@ during the call) and the peak
 resident set (``VmHWM`` reset through ``/proc/self/clear_refs``, as the batch measures a
 run) minus the resident set before. Seconds are of one call under tracing (slower than
 without). The results are dropped after each step (the chapter step keeps what the
-notebook keeps).
+notebook keeps). ``--before`` swaps in the dense implementations the count tables replaced
+(``saturated._dense_cell_poisson``: the Poisson extended TWFE's rows x cells design through
+``fe_poisson``; ``imputation._dense_lead_fit``: the rows x leads design of BJS Test 1
+through ``fe_ols``), for the table before and after.
 """
 
 from __future__ import annotations
@@ -146,14 +150,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="an existing demo folder (evaluation demo-data --out)")
     parser.add_argument("--indicator", default="county_internal_visit_rate")
     parser.add_argument("--only", nargs="*", help="steps whose names start with these")
+    parser.add_argument("--before", action="store_true", help="the dense paths the count tables replaced")
     args = parser.parse_args()
+    from evaluation.estimators import imputation, saturated
     from evaluation.report import chapters
+
+    if args.before:
+        saturated._cell_poisson = saturated._dense_cell_poisson
+        imputation._lead_fit = imputation._dense_lead_fit
 
     with tempfile.TemporaryDirectory(prefix="did-memory-") as tmp:
         study = make_study(Path(tmp), args.townships, f"scale_{args.townships}", args.indicator, data=args.data)
         ctx = chapters.setup(study, args.indicator, fast=True, results_dir=Path(tmp) / "results")
         rows = len(ctx.frame)
-        print(f"{args.townships} townships, {rows:,} rows, {os.cpu_count()} cores, load "
+        print(f"{'before (dense paths)' if args.before else 'after'}: {args.townships} townships, {rows:,} rows, {os.cpu_count()} cores, load "
               f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; resident after setup "
               f"{_status('VmRSS') / GIB:.3f} GiB", flush=True)
         tracemalloc.start()

@@ -61,6 +61,11 @@ METHOD = "imputation DiD (Borusyak, Jaravel and Spiess)"
 SHOWN = 5  # units or periods an error message names
 
 
+def _columns(data: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """The frame's columns among ``names`` (each once; those absent are left to ``_check`` to name)."""
+    return data[[c for c in dict.fromkeys(names) if c in data.columns]]
+
+
 def _listed(values, shown: int = SHOWN) -> str:
     values = list(values)
     text = ", ".join(str(v) for v in values[:shown])
@@ -190,7 +195,8 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     treated row's is the estimand's w_it) and ``pretrend`` (the fitted Test 1 regression).
     """
     cluster = cluster or unit
-    d = _check(data, unit, time, outcome, cohort, needed=[cluster])
+    # only the columns used: the rows kept are a copy (other columns of the frame, names, text, are not copied)
+    d = _check(_columns(data, unit, time, outcome, cohort, cluster), unit, time, outcome, cohort, needed=[cluster])
     dropped_missing = int(len(data) - len(d))
     if event_window is not None:
         first, last = (int(v) for v in event_window)

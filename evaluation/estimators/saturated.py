@@ -48,6 +48,7 @@ from evaluation.estimators.fixed_effects import (
     nested_in,
     small_sample_factor,
 )
+from evaluation.estimators.imputation import _columns
 from evaluation.results import Effect, Estimates, vcov_frame
 
 COHORT, PERIOD = "_cohort_", "_period_"
@@ -59,7 +60,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
              needed: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
     """The rows used, with the numeric cohort (0: comparison) in ``_cohort_`` and the
     period in ``_period_``, and what was dropped and why."""
-    d = _check(data, unit, time, outcome, None, needed=[cohort, cluster, *needed])
+    # only the columns used: the rows kept are a copy (other columns of the frame, names, text, are not copied)
+    d = _check(_columns(data, unit, time, outcome, cohort, cluster, *needed), unit, time, outcome, None,
+               needed=[cohort, cluster, *needed])
     notes: dict = {"dropped_missing_rows": int(len(data) - len(d))}
     try:
         t = d[time].astype(float).to_numpy()
