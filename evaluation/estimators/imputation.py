@@ -28,7 +28,8 @@ average then).
 Pre-trends (BJS section 4.4, "Test 1"): a separate regression on the untreated
 observations only of Y on unit and period effects and lead dummies for k = first..-1,
 clustered CR1 (fixest's small-sample factor, t with G - 1 degrees of freedom, as their
-Stata command uses reghdfe); the leads are reported as ``att_event_time`` effects with
+Stata command uses reghdfe; computed from count tables, each lead the sum of one cohort x
+period cell per cohort, never a rows x leads design); the leads are reported as ``att_event_time`` effects with
 k < 0 and their joint F test as ``pretrend_F`` / ``pretrend_p`` / ``pretrend_df``. The
 leads are relative to the untreated observations outside the window (never-treated
 units and treated units' earlier periods), not to k = -1. When the leads cannot be

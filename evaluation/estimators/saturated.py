@@ -13,8 +13,8 @@ least-squares fit with unit (or cohort) and period effects from per-cohort perio
 count tables and per-cluster sums (Frisch-Waugh-Lovell, as the count-table event study of
 :mod:`evaluation.estimators.did`), with the numbers of ``fe_ols`` on the dense design
 (:func:`_dense_cell_ols`, kept as the reference of its tests) and memory linear in the rows.
-The Poisson fit keeps the dense design (:func:`fe_poisson`: its IRLS weights change every row
-at each step).
+The Poisson fit does the same with weighted tables at each IRLS step (:func:`_cell_poisson`;
+the numbers of :func:`fe_poisson` on the dense design, :func:`_dense_cell_poisson`).
 
 Rows: those with an outcome (an unbalanced panel uses the rows present). The cohort is
 the first treated period on the ``time`` scale, 0 or missing for never treated; it must be
@@ -616,7 +616,8 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     balanced panel without covariates the linear cells are the same either way (Wooldridge
     2021), the clustered errors differ slightly.
 
-    ``family="poisson"``: Poisson pseudo-maximum likelihood (:func:`fe_poisson`, consistent
+    ``family="poisson"``: Poisson pseudo-maximum likelihood (IRLS as :func:`fe_poisson`,
+    from weighted count tables, :func:`_cell_poisson`; consistent
     with unit fixed effects, which is the default here; ``fixed_effects="cohort"`` is
     Wooldridge's pooled form) on the count ``outcome`` with offset log(``exposure``). The
     effects are on the outcome's scale: ATT(g, t) = mean over the cell's rows of
