@@ -318,6 +318,7 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
         scores[:, 1:] += sparse.csr_matrix((e1[in_lag] * w_lag, (cl1[in_lag], col[in_lag])),
                                            shape=(n_clusters, len(lags))).toarray()
     se = np.sqrt(np.einsum("gj,gj->j", scores, scores))
+    del by_unit, by_period, e0, e1, w_lag, cell, cl1, k_all  # row-long: not needed below
 
     n_obs, n_units_used = int(len(d)), int(n_units)
     # one row per unit and period: a unit has at most one row at each event time, so the units behind an
