@@ -28,7 +28,8 @@ average then).
 Pre-trends (BJS section 4.4, "Test 1"): a separate regression on the untreated
 observations only of Y on unit and period effects and lead dummies for k = first..-1,
 clustered CR1 (fixest's small-sample factor, t with G - 1 degrees of freedom, as their
-Stata command uses reghdfe); the leads are reported as ``att_event_time`` effects with
+Stata command uses reghdfe; computed from count tables, each lead the sum of one cohort x
+period cell per cohort, never a rows x leads design); the leads are reported as ``att_event_time`` effects with
 k < 0 and their joint F test as ``pretrend_F`` / ``pretrend_p`` / ``pretrend_df``. The
 leads are relative to the untreated observations outside the window (never-treated
 units and treated units' earlier periods), not to k = -1. When the leads cannot be
@@ -61,6 +62,11 @@ METHOD = "imputation DiD (Borusyak, Jaravel and Spiess)"
 SHOWN = 5  # units or periods an error message names
 
 
+def _columns(data: pd.DataFrame, *names: str) -> pd.DataFrame:
+    """The frame's columns among ``names`` (each once; those absent are left to ``_check`` to name)."""
+    return data[[c for c in dict.fromkeys(names) if c in data.columns]]
+
+
 def _listed(values, shown: int = SHOWN) -> str:
     values = list(values)
     text = ", ".join(str(v) for v in values[:shown])
@@ -87,6 +93,76 @@ def _imputation_weights(uc: np.ndarray, tc: np.ndarray, n_units: int, n_periods:
     lam = np.linalg.lstsq(schur, c - Bn.T @ b, rcond=None)[0]
     a = (b - B @ lam) / n[:, None]
     return a, lam
+
+
+def _lead_fit(y0: np.ndarray, k0: np.ndarray, g0: np.ndarray, leads: list[int], unit0: np.ndarray,
+              period0: np.ndarray, cl0c: np.ndarray):
+    """BJS Test 1's regression on the untreated rows: ``y0`` (step 1's residual) on the lead
+    dummies (``k0`` each row's event time, NaN for never-treated units; ``g0`` the cohorts
+    and ``period0`` the periods on the time scale) with unit and period effects, CR1 by ``cl0c`` (fixest's factor), from count tables (``saturated._cell_ols``:
+    a lead is the sum of one cohort x period cell per cohort, all the untreated rows of
+    that pair), never the rows x leads design; the numbers of :func:`_dense_lead_fit`.
+
+    When the leads cannot all be separated from the unit and period effects (every treated
+    unit's untreated rows in the window: they add up to unit effects) the earliest become
+    the reference, as many as the rank of X~'X~ needs. Returns the leads kept, the reference
+    leads, the fit and the leads' cluster scores (clusters of ``cl0c`` x leads) scaled so
+    that scores' scores is the fit's CR1 covariance (for the joint covariance with the ATTs)."""
+    from evaluation.estimators.saturated import _cell_ols, _cell_tables, _cells
+
+    leads, reference = list(leads), []
+    fe0 = [factorize(unit0)[0], factorize(period0)[0]]
+    in_lead = np.isfinite(k0) & (k0 >= leads[0])
+    code, cells = _cells(g0, period0, in_lead)
+    event = cells["event_time"].to_numpy()
+    L = (event[:, None] == np.array(leads)[None, :]).astype(float)  # cells x leads
+    tab = _cell_tables(code, fe0[0], fe0[1], g0, len(cells))
+    full = tab["XtX_A"] - tab["PMX"].T @ tab["S_plus"] @ tab["PMX"]  # the cells' X~'X~
+    while leads and np.linalg.matrix_rank(L.T @ full @ L) < len(leads):
+        reference.append(leads.pop(0))
+        L = L[:, 1:]
+    if not leads:
+        return leads, reference, None, None
+    keep: dict = {}
+    try:
+        fit = _cell_ols(y0, code, [f"k={k}" for k in leads], fe0[0], fe0[1], g0, cl0c, "fixest", combine=L,
+                        keep=keep)
+    except EstimationError as exc:
+        raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
+                              f"effects ({exc}); use a shorter event_window") from exc
+    return leads, reference, fit, _scaled(keep["scores"] @ keep["bread"], fe0, cl0c, len(k0), len(leads))
+
+
+def _dense_lead_fit(y0: np.ndarray, k0: np.ndarray, g0: np.ndarray, leads: list[int], unit0: np.ndarray,
+                    period0: np.ndarray, cl0c: np.ndarray):
+    """:func:`_lead_fit` on the dense rows x leads design (``fe_ols``): the implementation it
+    replaced, kept as the reference of its tests (``g0`` is not needed here)."""
+    leads, reference = list(leads), []
+    fe0 = [factorize(unit0)[0], factorize(period0)[0]]
+    Xt = np.zeros((len(k0), len(leads)), order="F")
+    for j, k in enumerate(leads):
+        Xt[:, j] = k0 == k
+    Xt = demean(Xt, fe0, copy=False)
+    while leads and np.linalg.matrix_rank(Xt.T @ Xt) < len(leads):
+        reference.append(leads.pop(0))
+        Xt = np.asfortranarray(Xt[:, 1:])
+    if not leads:
+        return leads, reference, None, None
+    try:
+        fit = fe_ols(y0, Xt, [f"k={k}" for k in leads], fe0, cl0c)
+    except EstimationError as exc:
+        raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
+                              f"effects ({exc}); use a shorter event_window") from exc
+    sums = np.column_stack([np.bincount(cl0c, weights=Xt[:, j] * fit.resid, minlength=int(cl0c.max()) + 1)
+                            for j in range(len(leads))])
+    return leads, reference, fit, _scaled(sums @ np.linalg.inv(Xt.T @ Xt), fe0, cl0c, len(k0), len(leads))
+
+
+def _scaled(scores: np.ndarray, fe0: list[np.ndarray], cl0c: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Cluster scores times the square root of fixest's small-sample factor."""
+    factor, _ = small_sample_factor("fixest", n=n, k=k, fe_levels=[int(f.max()) + 1 for f in fe0],
+                                    fe_nested=[nested_in(f, cl0c) for f in fe0], n_clusters=int(cl0c.max()) + 1)
+    return np.sqrt(factor) * scores
 
 
 def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
@@ -120,7 +196,8 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
     treated row's is the estimand's w_it) and ``pretrend`` (the fitted Test 1 regression).
     """
     cluster = cluster or unit
-    d = _check(data, unit, time, outcome, cohort, needed=[cluster])
+    # only the columns used: the rows kept are a copy (other columns of the frame, names, text, are not copied)
+    d = _check(_columns(data, unit, time, outcome, cohort, cluster), unit, time, outcome, cohort, needed=[cluster])
     dropped_missing = int(len(data) - len(d))
     if event_window is not None:
         first, last = (int(v) for v in event_window)
@@ -241,6 +318,7 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
         scores[:, 1:] += sparse.csr_matrix((e1[in_lag] * w_lag, (cl1[in_lag], col[in_lag])),
                                            shape=(n_clusters, len(lags))).toarray()
     se = np.sqrt(np.einsum("gj,gj->j", scores, scores))
+    del by_unit, by_period, e0, e1, w_lag, cell, cl1, k_all  # row-long: not needed below
 
     n_obs, n_units_used = int(len(d)), int(n_units)
     # one row per unit and period: a unit has at most one row at each event time, so the units behind an
@@ -258,39 +336,18 @@ def imputation_did(data: pd.DataFrame, *, outcome: str, unit: str, time: str, co
             n_treated=n_treated_units[j], indicator=indicator,
             extra={"treated_obs": treated_rows[j]}, **fields))
 
-    # BJS Test 1: the leads regressed on the untreated rows only; the outcome (step 1's residual) and the
-    # leads enter demeaned, so fe_ols's own projection stops after one sweep (it still counts the fixed
-    # effects for the CR1 factor), and the demeaned leads give the cluster scores
+    # BJS Test 1: the leads regressed on the untreated rows only (step 1's residual on the lead dummies with
+    # unit and period effects, from count tables: _lead_fit)
     lead_effects, lead_scores, pretrend_fit, reference = [], None, None, []
     diagnostics: dict = {}
     if leads:
-        fe0 = [factorize(uc[untreated])[0], factorize(tc[untreated])[0]]
         cl0c, n_cl0 = factorize(cl0)
-        Xt = np.zeros((len(k0), len(leads)), order="F")
-        for j, k in enumerate(leads):
-            Xt[:, j] = k0 == k
-        Xt = demean(Xt, fe0, copy=False)
-        # when every treated unit's untreated rows lie in the window the leads add up to unit effects (and
-        # without never-treated units k-weighted leads add up to period minus unit effects): the earliest
-        # leads become the reference, as many as the rank needs
-        while leads and np.linalg.matrix_rank(Xt.T @ Xt) < len(leads):
-            reference.append(leads.pop(0))
-            Xt = np.asfortranarray(Xt[:, 1:])
+        leads, reference, pretrend_fit, scores0 = _lead_fit(resid[untreated], k0, g[untreated], leads,
+                                                            uc[untreated], t_values[untreated], cl0c)
     if leads:
         names = [f"k={k}" for k in leads]
-        try:
-            pretrend_fit = fe_ols(resid[untreated], Xt, names, fe0, cl0c)
-        except EstimationError as exc:
-            raise EstimationError(f"the pre-trend leads {leads} cannot be separated from the unit and period "
-                                  f"effects ({exc}); use a shorter event_window") from exc
-        # the leads' cluster scores, scaled so that scores' scores = the CR1 covariance (for the joint vcov)
-        bread = np.linalg.inv(Xt.T @ Xt)
-        factor, _ = small_sample_factor("fixest", n=len(Xt), k=len(leads),
-                                        fe_levels=[int(f.max()) + 1 for f in fe0],
-                                        fe_nested=[nested_in(f, cl0c) for f in fe0], n_clusters=n_cl0)
-        sums = np.column_stack([np.bincount(cl0, weights=Xt[:, j] * pretrend_fit.resid, minlength=n_clusters)
-                                for j in range(len(leads))])
-        lead_scores = np.sqrt(factor) * sums @ bread
+        lead_scores = np.zeros((n_clusters, len(leads)))
+        lead_scores[np.unique(cl0)] = scores0  # cl0c's codes are the ranks of the untreated rows' clusters
         lead_inference = (f"cluster-robust CR1 by {pretrend_fit.n_clusters} clusters, fixest small-sample "
                           "adjustment (BJS Test 1: leads regressed on untreated observations)")
         for j, k in enumerate(leads):

@@ -13,8 +13,8 @@ least-squares fit with unit (or cohort) and period effects from per-cohort perio
 count tables and per-cluster sums (Frisch-Waugh-Lovell, as the count-table event study of
 :mod:`evaluation.estimators.did`), with the numbers of ``fe_ols`` on the dense design
 (:func:`_dense_cell_ols`, kept as the reference of its tests) and memory linear in the rows.
-The Poisson fit keeps the dense design (:func:`fe_poisson`: its IRLS weights change every row
-at each step).
+The Poisson fit does the same with weighted tables at each IRLS step (:func:`_cell_poisson`;
+the numbers of :func:`fe_poisson` on the dense design, :func:`_dense_cell_poisson`).
 
 Rows: those with an outcome (an unbalanced panel uses the rows present). The cohort is
 the first treated period on the ``time`` scale, 0 or missing for never treated; it must be
@@ -48,6 +48,7 @@ from evaluation.estimators.fixed_effects import (
     nested_in,
     small_sample_factor,
 )
+from evaluation.estimators.imputation import _columns
 from evaluation.results import Effect, Estimates, vcov_frame
 
 COHORT, PERIOD = "_cohort_", "_period_"
@@ -59,7 +60,9 @@ def _prepare(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: 
              needed: tuple[str, ...] = ()) -> tuple[pd.DataFrame, dict]:
     """The rows used, with the numeric cohort (0: comparison) in ``_cohort_`` and the
     period in ``_period_``, and what was dropped and why."""
-    d = _check(data, unit, time, outcome, None, needed=[cohort, cluster, *needed])
+    # only the columns used: the rows kept are a copy (other columns of the frame, names, text, are not copied)
+    d = _check(_columns(data, unit, time, outcome, cohort, cluster, *needed), unit, time, outcome, None,
+               needed=[cohort, cluster, *needed])
     notes: dict = {"dropped_missing_rows": int(len(data) - len(d))}
     try:
         t = d[time].astype(float).to_numpy()
@@ -131,7 +134,8 @@ _SCORE_BLOCK = 1 << 21  # entries of one block of cluster scores (clusters x (ce
 
 
 def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
-              cohort: np.ndarray, clusters: np.ndarray, adjustment: str) -> FEFit:
+              cohort: np.ndarray, clusters: np.ndarray, adjustment: str, combine: np.ndarray | None = None,
+              keep: dict | None = None) -> FEFit:
     """OLS of y on K cohort x period cell dummies with ``group`` (unit or cohort) and period
     fixed effects and CR1 errors: the numbers of ``fe_ols`` on the dense rows x K design
     (:func:`_dense_cell_ols`), computed from per-cohort period x period tables and
@@ -150,17 +154,21 @@ def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarr
     s_g = (cluster x cell sums of u) - (cluster x period sums of u) Q [- (cluster x group
     sums of u) c when groups span clusters], Q = S^+ P' M_A X, c_a = (C_a - O_a Q) / n_a,
     accumulated over blocks of clusters (rows sorted by cluster when more than one block).
-    """
+
+    ``combine`` (cells x regressors, ``names`` the regressors): the regressors are sums of
+    cells, X L (event-time dummies as sums of one cell per cohort): every table above is
+    taken times L. ``keep``: a dict that receives ``bread`` ((X~'X~)^-1) and ``scores``
+    (clusters x regressors, the s_g)."""
     # one BLAS thread: the products here are small (T x T, K x K) or thin, and threaded
     # OpenBLAS stalls on them on a busy machine (a 285 x 285 Cholesky: 0.28 s on 2 threads, 2 ms on one)
     with threadpool_limits(limits=1, user_api="blas"):
-        return _cell_ols_arrays(y, code, names, group, period, cohort, clusters, adjustment)
+        return _cell_ols_arrays(y, code, names, group, period, cohort, clusters, adjustment, combine, keep)
 
 
-def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
-                     cohort: np.ndarray, clusters: np.ndarray, adjustment: str) -> FEFit:
-    n, K = len(y), len(names)
-    N, T, G = int(group.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
+def _cell_tables(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort: np.ndarray, K: int) -> dict:
+    """The count tables of :func:`_cell_ols` that do not involve the outcome: S^+, X'M_A X,
+    P'M_A X (K cells) and the group x period incidence of the incomplete groups."""
+    N, T = int(group.max()) + 1, int(period.max()) + 1
     n_a = np.bincount(group, minlength=N).astype(float)
     m_t = np.bincount(period, minlength=T).astype(float)
     on = np.flatnonzero(code >= 0)
@@ -187,13 +195,13 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     incomplete = np.flatnonzero(~complete)
     W = np.zeros((H, T, T))
     W += (np.bincount(group_cohort[complete], minlength=H) / T)[:, None, None]
+    O_inc, inc_cohort = None, group_cohort[incomplete]
     if len(incomplete):
         slot = np.full(N, -1)
         slot[incomplete] = np.arange(len(incomplete))
         partial = ~complete[group]
         O_inc = _sum_table(slot[group[partial]], period[partial], np.ones(int(partial.sum())),
                            (len(incomplete), T))  # dense, or CSR when the table is sparse
-        inc_cohort = group_cohort[incomplete]
         for h in np.unique(inc_cohort):
             rows = np.flatnonzero(inc_cohort == h)
             O_h = O_inc[rows]
@@ -211,15 +219,34 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
         XtX_A[np.ix_(idx, idx)] -= W[h][np.ix_(tk, tk)]
         PMX[:, idx] = -W[h][:, tk]
     PMX[cell_period, np.arange(K)] += N_k                             # P' M_A X  (T x K)
+    return {"N": N, "T": T, "n_a": n_a, "on": on, "c_on": c_on, "S_plus": S_plus, "XtX_A": XtX_A, "PMX": PMX,
+            "complete": complete, "incomplete": incomplete, "O_inc": O_inc, "inc_cohort": inc_cohort,
+            "group_cohort": group_cohort, "cell_cohort": cell_cohort, "cell_period": cell_period}
+
+
+def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                     cohort: np.ndarray, clusters: np.ndarray, adjustment: str, combine: np.ndarray | None = None,
+                     keep: dict | None = None) -> FEFit:
+    n, K = len(y), len(names)
+    cells = K if combine is None else combine.shape[0]
+    tab = _cell_tables(code, group, period, cohort, cells)
+    N, T, n_a, on, c_on, S_plus = (tab[k] for k in ("N", "T", "n_a", "on", "c_on", "S_plus"))
+    G = int(clusters.max()) + 1
+    XtX_A, PMX = tab["XtX_A"], tab["PMX"]
+    if combine is not None:
+        XtX_A, PMX = combine.T @ XtX_A @ combine, PMX @ combine
     Q = S_plus @ PMX
     XtX = XtX_A - PMX.T @ Q
     y_within = y - (np.bincount(group, y, minlength=N) / n_a)[group]
-    Xty = np.bincount(c_on, y_within[on], minlength=K) - Q.T @ np.bincount(period, y_within, minlength=T)
+    Xty = np.bincount(c_on, y_within[on], minlength=cells)
+    if combine is not None:
+        Xty = combine.T @ Xty
+    Xty = Xty - Q.T @ np.bincount(period, y_within, minlength=T)
     del y_within
     bread, coef = _solve_within(XtX, Xty, names)
 
     resid = y.copy()
-    resid[on] -= coef[c_on]
+    resid[on] -= (coef if combine is None else combine @ coef)[c_on]
     resid -= (np.bincount(group, resid, minlength=N) / n_a)[group]   # M_A (y - Xb)
     h = (S_plus @ np.bincount(period, resid, minlength=T))[period]
     resid -= h
@@ -230,21 +257,43 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
     fe_nested = [nested_in(group, clusters, levels=N), nested_in(period, clusters, levels=T)]
     c = None
     if not fe_nested[0]:  # a group spans clusters: its constant part c_a = (C_a - O_a Q) / n_a (N x K)
-        c = np.zeros((N, K))
+        complete, incomplete, O_inc = tab["complete"], tab["incomplete"], tab["O_inc"]
+        cell_cohort, cell_period, group_cohort = tab["cell_cohort"], tab["cell_period"], tab["group_cohort"]
+        c = np.zeros((N, cells))
         for hh in np.unique(cell_cohort):
             idx = np.flatnonzero(cell_cohort == hh)
             members = np.flatnonzero(complete & (group_cohort == hh))
             c[np.ix_(members, idx)] = 1.0
             if len(incomplete):
-                rows = np.flatnonzero(inc_cohort == hh)
+                rows = np.flatnonzero(tab["inc_cohort"] == hh)
                 block = O_inc[rows][:, cell_period[idx]]
                 c[np.ix_(incomplete[rows], idx)] = block.toarray() if hasattr(block, "toarray") else block
+        if combine is not None:
+            c = c @ combine
         c[complete] -= Q.sum(axis=0)
         if len(incomplete):
             c[incomplete] -= O_inc @ Q
         c /= n_a[:, None]
+    scores = np.zeros((G, K)) if keep is not None else None
+    meat = _cell_meat(resid, code, group, period, clusters, Q, c, K, T, N, G, combine=combine, scores=scores)
+    factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
+    vcov = factor * bread @ meat @ bread
+    if keep is not None:
+        keep.update(bread=bread, scores=scores)
+    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
+                 adjustment=adjustment, resid=resid, fitted=y - resid)
+
+
+def _cell_meat(u: np.ndarray, code: np.ndarray, group: np.ndarray, period: np.ndarray, clusters: np.ndarray,
+               Q: np.ndarray, c: np.ndarray | None, K: int, T: int, N: int, G: int, combine: np.ndarray | None = None,
+               scores: np.ndarray | None = None) -> np.ndarray:
+    """sum over clusters of s_g s_g', s_g = (cluster x cell sums of u) [L] - (cluster x
+    period sums of u) Q [- (cluster x group sums of u) c], accumulated over blocks of
+    clusters of at most :data:`_SCORE_BLOCK` entries (rows sorted by cluster when more than
+    one block); ``combine``: L (cells x K); ``scores``: a G x K array that receives the s_g."""
+    cells = K if combine is None else combine.shape[0]
     meat = np.zeros((K, K))
-    per_block = max(1, _SCORE_BLOCK // (K + T + (N if c is not None else 0)))
+    per_block = max(1, _SCORE_BLOCK // (cells + T + (N if c is not None else 0)))
     if G <= per_block:
         blocks = [(0, G, slice(None))]
     else:
@@ -254,19 +303,163 @@ def _cell_ols_arrays(y: np.ndarray, code: np.ndarray, names: list[str], group: n
                   for i, lo in enumerate(range(0, G, per_block))]
     for lo, hi, rows in blocks:
         B = hi - lo
-        cl, u, k_r = clusters[rows] - lo, resid[rows], code[rows]
+        cl, ur, k_r = clusters[rows] - lo, u[rows], code[rows]
         inside = k_r >= 0
         # (float: bincount of no rows, a block without a cell row, returns integers)
-        scores = np.bincount(cl[inside] * K + k_r[inside], weights=u[inside], minlength=B * K).reshape(B, K)
-        scores = scores.astype(float, copy=False)
-        scores -= np.bincount(cl * T + period[rows], weights=u, minlength=B * T).reshape(B, T) @ Q
+        s = np.bincount(cl[inside] * cells + k_r[inside], weights=ur[inside], minlength=B * cells).reshape(B, cells)
+        s = s.astype(float, copy=False)
+        if combine is not None:
+            s = s @ combine
+        s -= np.bincount(cl * T + period[rows], weights=ur, minlength=B * T).reshape(B, T) @ Q
         if c is not None:
-            scores -= _sum_table(cl, group[rows], u, (B, N)) @ c
-        meat += scores.T @ scores
+            s -= _sum_table(cl, group[rows], ur, (B, N)) @ c
+        meat += s.T @ s
+        if scores is not None:
+            scores[lo:hi] = s
+    return meat
+
+
+def _dense_cell_poisson(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                        cohort: np.ndarray, clusters: np.ndarray, offset: np.ndarray | None,
+                        adjustment: str) -> FEFit:
+    """:func:`_cell_poisson` on the dense rows x cells design (``fe_poisson``): the
+    implementation it replaced, kept as the reference of its tests (``cohort`` is not needed)."""
+    return fe_poisson(y, _dummies(code, len(names)), names, [group, period], clusters, offset=offset,
+                      adjustment=adjustment)
+
+
+def _cell_poisson(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarray, period: np.ndarray,
+                  cohort: np.ndarray, clusters: np.ndarray, offset: np.ndarray | None, adjustment: str,
+                  tol: float = 1e-10, max_iter: int = 100) -> FEFit:
+    """Poisson pseudo-maximum likelihood of y on K cohort x period cell dummies with
+    ``group`` (unit or cohort) and period fixed effects, offset, and CR1 errors: the numbers
+    of ``fe_poisson`` on the dense rows x K design (:func:`_dense_cell_poisson`; the same
+    IRLS from the same start, the same stopping rule), with memory linear in the rows.
+
+    Each IRLS step is the weighted least squares of the working outcome on the cells and
+    the two fixed effects (weights mu), solved exactly by Frisch-Waugh-Lovell from weighted
+    count tables as :func:`_cell_ols` does: with O the group x period table of the
+    weights (n_a its row sums, m_t its column sums) and W_h = sum over the groups a of
+    cohort h of O_a O_a' / n_a (T x T), X'WM_A X = diag(N_k) - W_h[t_k, t_l] within a
+    cohort, P'WM_A X = N_k e_{t_k} - W_h[:, t_k], S = diag(m_t) - sum_h W_h and Q = S^+
+    P'WM_A X; the residual M(z - Xb) comes from group and period sums. ``fe_poisson``
+    demeans by alternating projections (to 1e-12 of the columns' scale), this solves the
+    projection exactly: the two agree to that precision. Cluster scores at the estimate
+    (u = y - mu, final weights): s_g = sum over g's rows of u_i (X_i - Q[t_i] - c_a), c_a
+    = (C_a - O_a Q) / n_a; when each group lies in one cluster the c part is folded into
+    the rows, (u_i - mu_i U_a / n_a)(X_i - Q[t_i]) (U_a the group's sum of u), so no
+    groups x cells array is formed (it is, as in :func:`_cell_ols`, when groups span
+    clusters). Groups whose outcome is zero throughout must have been dropped
+    (:func:`_informative`)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset, adjustment, tol,
+                                    max_iter)
+
+
+def _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset, adjustment, tol,
+                         max_iter) -> FEFit:
+    n, K = len(y), len(names)
+    N, T, G = int(group.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
+    y = np.asarray(y, dtype=float)
+    offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
+    on = np.flatnonzero(code >= 0)
+    c_on = code[on]
+    cohorts, coh = np.unique(cohort, return_inverse=True)
+    H = len(cohorts)
+    group_cohort = np.zeros(N, dtype=np.int64)
+    group_cohort[group] = coh
+    first = np.zeros(K, dtype=np.int64)
+    first[c_on] = on  # a row of each cell
+    cell_cohort, cell_period = coh[first], period[first]
+    N_rows = np.bincount(c_on, minlength=K)
+    pairs = np.bincount(coh * T + period, minlength=H * T)
+    if ((N_rows == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], N_rows)
+            or not np.array_equal(coh[on], cell_cohort[c_on]) or not np.array_equal(period[on], cell_period[c_on])):
+        raise EstimationError("internal: a cell must hold every row of one (cohort, period) pair")
+    by_cohort = [(h, np.flatnonzero(cell_cohort == h), np.flatnonzero(group_cohort == h))
+                 for h in np.unique(cell_cohort)]
+    members_of = [np.flatnonzero(group_cohort == h) for h in range(H)]
+
+    def projection(w: np.ndarray):
+        """O (groups x periods, dense or CSR), n_a, S^+, Q and X'WMX at the weights w."""
+        n_a = np.bincount(group, w, minlength=N)
+        m_t = np.bincount(period, w, minlength=T)
+        N_k = np.bincount(c_on, w[on], minlength=K)
+        table = _sum_table(group, period, w, (N, T))
+        W = np.zeros((H, T, T))
+        for h in range(H):
+            if len(members_of[h]):
+                O_h = table[members_of[h]]
+                scaled = O_h.multiply(1 / n_a[members_of[h]][:, None]) if hasattr(O_h, "multiply") else \
+                    O_h / n_a[members_of[h]][:, None]
+                prod = O_h.T @ scaled
+                W[h] = prod.toarray() if hasattr(prod, "toarray") else prod
+        S_plus = _period_inverse(np.diag(m_t) - W.sum(axis=0))
+        XtX_A = np.diag(N_k)
+        PMX = np.empty((T, K))
+        for h, idx, _ in by_cohort:
+            tk = cell_period[idx]
+            XtX_A[np.ix_(idx, idx)] -= W[h][np.ix_(tk, tk)]
+            PMX[:, idx] = -W[h][:, tk]
+        PMX[cell_period, np.arange(K)] += N_k
+        Q = S_plus @ PMX
+        return table, n_a, S_plus, Q, XtX_A - PMX.T @ Q
+
+    def wls(z: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coefficients of the weighted within regression of z, and its residual M(z - Xb)."""
+        _, n_a, S_plus, Q, XtX = projection(w)
+        wz = w * (z - (np.bincount(group, w * z, minlength=N) / n_a)[group])       # W M_A z
+        Xtz = np.bincount(c_on, wz[on], minlength=K) - Q.T @ np.bincount(period, wz, minlength=T)
+        del wz
+        coef = _solve_within(XtX, Xtz, names)[1]
+        r = z.copy()
+        r[on] -= coef[c_on]
+        r -= (np.bincount(group, w * r, minlength=N) / n_a)[group]                  # M_A (z - Xb)
+        h = (S_plus @ np.bincount(period, w * r, minlength=T))[period]
+        r -= h
+        r += (np.bincount(group, w * h, minlength=N) / n_a)[group]                  # M (z - Xb)
+        return coef, r
+
+    # IRLS as fe_poisson: the same start, steps and stopping rule
+    mu = (y + y.mean()) / 2
+    eta = np.log(mu)
+    deviance_old = np.inf
+    for _ in range(max_iter):
+        z = eta - offset + (y - mu) / mu
+        coef, r = wls(z, mu)
+        eta = z - r + offset
+        del z, r
+        mu = np.exp(eta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviance = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
+        if abs(deviance - deviance_old) / (0.1 + abs(deviance)) < tol:
+            break
+        deviance_old = deviance
+    else:
+        raise EstimationError(f"Poisson IRLS did not converge in {max_iter} iterations")
+
+    # CR1 at the estimate, with the final weights
+    table, n_a, _, Q, XtX = projection(mu)
+    bread = np.linalg.inv(XtX)
+    u = y - mu
+    fe_nested = [nested_in(group, clusters, levels=N), nested_in(period, clusters, levels=T)]
+    c = None
+    if fe_nested[0]:
+        scores_u = u - mu * (np.bincount(group, u, minlength=N) / n_a)[group]
+    else:  # a group spans clusters: its constant part c_a = (C_a - O_a Q) / n_a (groups x cells)
+        scores_u = u
+        c = np.zeros((N, K))
+        for _, idx, members in by_cohort:
+            block = table[members][:, cell_period[idx]]
+            c[np.ix_(members, idx)] = block.toarray() if hasattr(block, "toarray") else block
+        c -= table @ Q
+        c /= n_a[:, None]
+    meat = _cell_meat(scores_u, code, group, period, clusters, Q, c, K, T, N, G)
+    del scores_u
     factor, df_k = small_sample_factor(adjustment, n=n, k=K, fe_levels=[N, T], fe_nested=fe_nested, n_clusters=G)
-    vcov = factor * bread @ meat @ bread
-    return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
-                 adjustment=adjustment, resid=resid, fitted=y - resid)
+    return FEFit(names=list(names), coef=coef, vcov=factor * bread @ meat @ bread, n_obs=n, n_clusters=G,
+                 df_k=df_k, adjustment=adjustment, family="poisson", resid=u, fitted=mu,
+                 dropped={"all_zero_groups_rows": 0})
 
 
 def _cohort_sizes(d: pd.DataFrame, unit: str) -> dict[float, int]:
@@ -423,7 +616,8 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     balanced panel without covariates the linear cells are the same either way (Wooldridge
     2021), the clustered errors differ slightly.
 
-    ``family="poisson"``: Poisson pseudo-maximum likelihood (:func:`fe_poisson`, consistent
+    ``family="poisson"``: Poisson pseudo-maximum likelihood (IRLS as :func:`fe_poisson`,
+    from weighted count tables, :func:`_cell_poisson`; consistent
     with unit fixed effects, which is the default here; ``fixed_effects="cohort"`` is
     Wooldridge's pooled form) on the count ``outcome`` with offset log(``exposure``). The
     effects are on the outcome's scale: ATT(g, t) = mean over the cell's rows of
@@ -482,10 +676,11 @@ def extended_twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, coh
     if not len(cells) or not (cells["event_time"] >= 0).any():
         raise EstimationError("no treated cohort x period cell: no cohort is observed from its start on")
     names = [f"g={a:g}, t={b:g}" for a, b in zip(cells["cohort"], cells["period"], strict=True)]
-    if family == "linear":  # from count tables and cluster sums, no rows x cells design (_cell_ols)
+    # from (weighted) count tables and cluster sums, no rows x cells design
+    if family == "linear":
         fit = _cell_ols(y, code, names, fe[0], fe[1], g, clusters, adjustment)
-    else:  # IRLS reweights every row at each step: the weighted count tables would change each time
-        fit = fe_poisson(y, _dummies(code, len(cells)), names, fe, clusters, offset=offset, adjustment=adjustment)
+    else:
+        fit = _cell_poisson(y, code, names, fe[0], fe[1], g, clusters, offset, adjustment)
     cells["coef"], cells["coef_std_error"] = fit.coef, fit.se
 
     # the aggregates: rows of J (one per effect) over the cells' coefficients
