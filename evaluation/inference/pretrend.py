@@ -134,7 +134,7 @@ def pretrend_randomization(data: pd.DataFrame, *, outcome: str, unit: str, time:
     assignments = np.where(assignments < 0, len(cohorts), assignments)
     observed_row = int(np.flatnonzero((assignments == label[None, :]).all(axis=1))[0])
 
-    chunk = max(1, int(4e7 // max(1, N * K * K)))
+    chunk = max(1, int(1e6 // max(1, N * K)))  # b x N x K arrays of at most a million entries (8 MB)
     beta = np.empty((len(assignments), K))
     statistic = np.empty(len(assignments))
     rows = np.arange(N)[None, :]
@@ -142,7 +142,8 @@ def pretrend_randomization(data: pd.DataFrame, *, outcome: str, unit: str, time:
         a = assignments[lo:lo + chunk]
         r = R[rows, a]                                                                         # b x N x K
         b = r.sum(axis=1) @ A_inv.T
-        scores = r - np.einsum("bikl,bl->bik", Q[a], b)
+        Qb = np.einsum("skl,bl->bsk", Q, b)                                                   # b x options x K
+        scores = r - Qb[np.arange(len(a))[:, None], a]                                         # no b x N x K x K
         meat = np.einsum("bik,bil->bkl", scores, scores)
         V = factor * A_inv[None] @ meat @ A_inv.T[None]
         bL, VL = b[:, leads], V[:, leads][:, :, leads]
@@ -179,7 +180,9 @@ def pretrend_randomization(data: pd.DataFrame, *, outcome: str, unit: str, time:
     # a linear violation delta * (k - reference) in the pilots' paths, before and after the
     # start: the coefficients it puts into this regression per unit of delta (binning included)
     trend = np.where(starts[:, None] > 0, periods[None, :] - starts[:, None] - reference, 0.0)
-    trend_beta = A_inv @ np.einsum("itk,it->k", Xt[label], two_way_demean_balanced(trend))
+    trend_by_option = np.zeros((len(Xt), T))  # the demeaned trend summed over the units of each option
+    np.add.at(trend_by_option, label, two_way_demean_balanced(trend))
+    trend_beta = A_inv @ np.einsum("stk,st->k", Xt, trend_by_option)
     power = _detectable(lead_draws, trend_beta[leads], trend_beta[[j for j, k in enumerate(columns) if k >= 0]],
                         alpha)
     bound = float(np.max(np.abs(observed[leads]) + stats.norm.ppf(1 - alpha) * sd))
