@@ -103,7 +103,8 @@ def test_a_dask_worker_records_the_peak_of_its_run(tmp_path, monkeypatch):
 def test_two_thousand_township_report_stays_within_four_gib_per_worker(tmp_path, monkeypatch):
     """The whole report (all six chapters, ``--fast``, one indicator, ``--jobs 2``) of a
     2,000-township demo prefecture x 96 months completes, every run measured, with peak
-    memory per worker under 4 GiB (issue #17's bound; 1.7 GiB measured in 2026-11, the robustness chapter the largest).
+    memory per worker under 4 GiB (issue #17's bound; 1.7 GiB measured in 2026-11, the
+    robustness chapter the largest).
     The Callaway-Sant'Anna ATT is within 3 standard errors of the generator's true ATT
     (``truth``: 0.0340; estimate 0.0355, SE 0.0047). 150 s on the 2-core machine at load
     0.5-2.6, 347 s at load 5-6 (other jobs)."""
