@@ -27,6 +27,7 @@ already-treated units as controls and can be biased (Goodman-Bacon 2021, J Econo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,8 @@ from scipy import sparse
 from evaluation.errors import EstimationError
 from evaluation.estimators.fixed_effects import (
     FEFit,
+    _fe_ols_grid,
+    _grid_shape,
     _sorted_layout,
     factorize,
     fe_ols,
@@ -143,6 +146,80 @@ def _effect(fit: FEFit, name: str, estimand: str, *, method: str, n_units: int, 
                               term=term, scale=scale, indicator=indicator, **fields)
 
 
+# ----------------------------------------------------------------------------- the grid fast path
+
+_GRID_FAST_PATH = True  # tests switch it off to compare the fast path with the general one
+
+
+@dataclass
+class _Grid:
+    """A panel sorted by unit, then period, with every unit in every period once and no
+    missing value: the outcome as an N x T view of its column (no copy), the periods'
+    ``time`` values, each unit's cohort, its cluster code (None: the unit is the cluster)."""
+
+    Y: np.ndarray
+    periods: np.ndarray
+    cohort: np.ndarray
+    clusters: np.ndarray | None
+    column_sums: np.ndarray
+
+
+def _codes_or_values(series: pd.Series) -> np.ndarray | None:
+    """A column's numbers as they are (numbers compare and sort as their codes would), else
+    the codes of :func:`factorize` (sorted ranks); None when a value is missing."""
+    if _numeric(series):
+        return series.to_numpy()
+    try:
+        return factorize(series)[0]
+    except EstimationError:
+        return None
+
+
+def _grid_panel(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                cluster: str) -> _Grid | None:
+    """The panel as a :class:`_Grid` when it is one, else None (the general path then runs,
+    and raises its errors). Read in about one pass over each column: the layout
+    (:func:`~evaluation.estimators.fixed_effects._grid_shape`), the outcome's period sums
+    (a missing or infinite outcome makes one of them not finite: None, the general path
+    drops those rows), the cohort and the cluster checked constant within each unit."""
+    if not _GRID_FAST_PATH or any(c not in data.columns for c in (outcome, unit, time, cohort, cluster)):
+        return None
+    t, c, y = data[time], data[cohort], data[outcome]
+    if not (_numeric(t) and _numeric(c) and _numeric(y)):
+        return None
+    unit_values = _codes_or_values(data[unit])
+    if unit_values is None:
+        return None
+    shape = _grid_shape(unit_values, t.to_numpy())
+    if shape is None:
+        return None
+    N, T = shape
+    Y = np.ascontiguousarray(y.to_numpy(), dtype=float).reshape(N, T)
+    column_sums = Y.sum(axis=0)
+    if not np.isfinite(column_sums).all():
+        return None
+    per_unit = []
+    for name in [cohort] + ([cluster] if cluster != unit else []):
+        values = c.to_numpy() if name == cohort else _codes_or_values(data[name])
+        if values is None:
+            return None
+        table = np.asarray(values).reshape(N, T)
+        first = table[:, 0]
+        if not (table == first[:, None]).all():  # also False for a missing value (NaN)
+            return None
+        per_unit.append(first)
+    clusters = factorize(per_unit[1])[0] if cluster != unit else None
+    return _Grid(Y=Y, periods=t.to_numpy()[:T], cohort=per_unit[0], clusters=clusters, column_sums=column_sums)
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (sorted) and each element's index among them."""
+    codes, m = factorize(values)
+    uniques = np.empty(m, dtype=values.dtype)
+    uniques[codes] = values
+    return uniques, codes
+
+
 # ----------------------------------------------------------------------------- 2x2
 
 def did_2x2(data: pd.DataFrame, *, outcome: str, time: str, cohort: str,
@@ -226,31 +303,56 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     """
     cluster = cluster or unit
     covariates = list(covariates)
-    if covariates:
-        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
-                         absorbed_by=[unit, time])
-    d = _check(data, unit, time, outcome, cohort,
-               needed=list(covariates) + [cluster] + ([weights] if weights else []))
-    if weights and not (d[weights] > 0).all():
-        raise EstimationError(f"weights '{weights}' must be positive")
-    names = [TREATED, *covariates]
-    unit_codes, n_units = factorize(d[unit])  # once: the unit is usually the cluster too
-    fit = fe_ols(d[outcome].to_numpy(float), d[names].to_numpy(float), names,
-                 [unit_codes, factorize(d[time])[0]], unit_codes if cluster == unit else factorize(d[cluster])[0],
-                 weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
-    treated_units = int(np.unique(unit_codes[d[TREATED].to_numpy() != 0]).size)
+    grid = None if covariates or weights else _grid_panel(data, outcome=outcome, unit=unit, time=time,
+                                                          cohort=cohort, cluster=cluster)
+    fitted = _twfe_grid(grid, adjustment) if grid is not None else None
+    if fitted is not None:
+        fit, n_units, treated_units = fitted
+        dropped = 0
+    else:
+        if covariates:
+            _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                             absorbed_by=[unit, time])
+        d = _check(data, unit, time, outcome, cohort,
+                   needed=list(covariates) + [cluster] + ([weights] if weights else []))
+        if weights and not (d[weights] > 0).all():
+            raise EstimationError(f"weights '{weights}' must be positive")
+        names = [TREATED, *covariates]
+        unit_codes, n_units = factorize(d[unit])  # once: the unit is usually the cluster too
+        fit = fe_ols(d[outcome].to_numpy(float), d[names].to_numpy(float), names,
+                     [unit_codes, factorize(d[time])[0]], unit_codes if cluster == unit else factorize(d[cluster])[0],
+                     weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
+        treated_units = int(np.unique(unit_codes[d[TREATED].to_numpy() != 0]).size)
+        dropped = int(len(data) - len(d))
     method = "two-way fixed effects (unit and period)" + (" WLS" if weights else "")
     effect = _effect(fit, TREATED, "att", method=method, n_units=n_units, n_treated=treated_units,
                      alpha=alpha, indicator=indicator)
     spec = {"estimator": "twfe", "data": data, "outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "cluster": cluster, "weights": weights, "covariates": tuple(covariates), "adjustment": adjustment,
             "alpha": alpha, "indicator": indicator}
-    diagnostics = {"dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs,
-                   "clusters": fit.n_clusters}
+    diagnostics = {"dropped_missing_rows": dropped, "observations": fit.n_obs, "clusters": fit.n_clusters}
     if covariates:
         diagnostics["controls"] = _controls_table(fit, covariates)
     return Estimates(effects=[effect], method=method, model=fit, kind="twfe",
                      vcov=vcov_frame(fit.vcov[:1, :1], [effect]), spec=spec, diagnostics=diagnostics)
+
+
+def _twfe_grid(grid: _Grid, adjustment: str) -> tuple[FEFit, int, int] | None:
+    """TWFE on a :class:`_Grid`: the treatment D_it = 1 when the unit's cohort is > 0 and
+    t >= cohort is, for the units of one cohort, one row of a cohort x period table, which
+    is all :func:`~evaluation.estimators.fixed_effects._fe_ols_grid` needs (the fit, the
+    units and the treated units); None when no row or every row is treated (the general
+    path raises)."""
+    N, T = grid.Y.shape
+    values, group = _groups(grid.cohort)
+    treated = (values > 0)[:, None] & (grid.periods[None, :] >= values[:, None])  # cohort x period
+    n_c = np.bincount(group, minlength=len(values))
+    rows_treated = int(n_c @ treated.sum(axis=1))
+    if rows_treated == 0 or rows_treated == N * T:
+        return None
+    fit = _fe_ols_grid(grid.Y, group, treated[:, :, None].astype(float), [TREATED], grid.clusters, adjustment,
+                       grid.column_sums)
+    return fit, N, int(n_c[treated.any(axis=1)].sum())
 
 
 def _rows_with_outcome(data: pd.DataFrame, outcome: str, columns: Sequence[str]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,6 +193,27 @@ def small_sample_factor(adjustment: str, *, n: int, k: int, fe_levels: list[int]
     return (n - 1) / (n - df_k) * n_clusters / (n_clusters - 1), df_k
 
 
+class _OnFirstUse:
+    """A field of :class:`FEFit` that a fast path may leave to be computed when first read:
+    the n-long residuals and fitted values, which the coefficients and their errors do not
+    need (on a 3.84M-row panel, writing them is two fresh 30 MB arrays). ``FEFit.deferred``,
+    when set, returns both; it runs once."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return None  # the dataclass default
+        if obj.__dict__.get(self.slot) is None and obj.__dict__.get("deferred") is not None:
+            obj.__dict__["_resid"], obj.__dict__["_fitted"] = obj.deferred()
+            obj.deferred = None
+        return obj.__dict__.get(self.slot)
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class FEFit:
     """Coefficients, clustered covariance and what produced them."""
@@ -204,9 +226,10 @@ class FEFit:
     df_k: int
     adjustment: str
     family: str = "gaussian"
-    resid: np.ndarray | None = None
-    fitted: np.ndarray | None = None
+    resid: np.ndarray | None = _OnFirstUse()
+    fitted: np.ndarray | None = _OnFirstUse()
     dropped: dict = field(default_factory=dict)
+    deferred: Callable[[], tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def se(self) -> np.ndarray:
@@ -360,6 +383,103 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
                                     adjustment, levels=levels, layout=layout)
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
+
+
+def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
+    """(N, T) when the rows are a unit x period grid in that order: the first T rows hold
+    one unit's T periods, the next T the next unit's, ..., every unit the same periods in
+    the same increasing order, the units increasing from block to block (so that each is in
+    one block only). This is :func:`_sorted_layout`'s unit-major case read from the raw
+    values (numbers, or the codes of :func:`factorize`), one comparison pass over each
+    column and no factorizing; a missing value (NaN) fails the comparisons: None."""
+    n = len(unit)
+    if n < 2 or len(time) != n:
+        return None
+    first, T, start, step = unit[0], n, 0, 256  # T: the first unit's run, found in growing chunks
+    while start < n:
+        change = np.flatnonzero(unit[start:start + step] != first)
+        if len(change):
+            T = start + int(change[0])
+            break
+        start, step = start + step, step * 2
+    if T < 2 or n % T:
+        return None
+    N = n // T
+    units, periods = unit[::T], time[:T]
+    if not (np.all(units[1:] > units[:-1]) and np.all(periods[1:] > periods[:-1])):
+        return None
+    if not ((np.asarray(unit).reshape(N, T) == units[:, None]).all()
+            and (np.asarray(time).reshape(N, T) == periods).all()):
+        return None
+    return N, T
+
+
+def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[str], clusters: np.ndarray | None,
+                 adjustment: str = "fixest", column_sums: np.ndarray | None = None) -> FEFit:
+    """:func:`fe_ols` with unit and period effects on a sorted balanced panel (``Y`` the
+    outcome as the N x T grid of :func:`_grid_shape`) whose regressors depend on the unit
+    only through its group: x_it = E[group_i, t] (``E``: groups x T x K; a cohort's
+    treatment or event-time dummies). The same coefficients, CR1 covariance, small-sample
+    factor, residuals and fitted values, from the grid's row and column sums and the
+    group x period tables, without the n x K design or its demeaned copy.
+
+    On the grid the two-way projection is exact in one step: x~_it = x_it - a_i - b_t + g
+    (unit, period and grand means), so a unit of group c has x~_it = F[c, t] with
+    F[c] = E[c] - a_c - (b - g); X~'X~ = sum_c n_c F[c]'F[c] (no cancellation), and
+    X~'y = sum_i F[c_i]' y_i with F[c]' y_i = E[c]' y_i - a_c (sum_t y_it) - (b - g)' y_i:
+    one product of the grid with the T x (K + 1) table [b - g, 1] and, for the units of
+    groups with regressors, one with E[c]. The score of unit i is sum_t x~_it u_it
+    = F[c_i]' (y_i - ybar) - F[c_i]'F[c_i] beta (u the residual, ybar the period means;
+    x~ has zero unit means, so the unit means of y drop out), and a cluster's the sum over
+    its units: ``clusters`` holds each unit's cluster code (None: the units are the
+    clusters), so every unit is nested in its cluster. The residuals and fitted values are
+    computed when first read (:class:`FEFit`'s ``deferred``).
+    """
+    N, T = Y.shape
+    m, _, K = E.shape
+    n_c = np.bincount(group, minlength=m).astype(float)
+    a = E.mean(axis=1)                                     # unit means of x, by group (m x K)
+    b = np.einsum("c,ctk->tk", n_c, E) / N                  # period means (T x K)
+    e = b - b.mean(axis=0)                                  # b - g
+    F = E - a[:, None, :] - e[None, :, :]                   # x~ of a unit of each group (m x T x K)
+    XtX = np.einsum("c,ctk,ctl->kl", n_c, F, F)
+    H = np.einsum("ctk,ctl->ckl", F, F)                     # sum_t x~ x~' of one unit, by group
+    ybar = (Y.sum(axis=0) if column_sums is None else column_sums) / N
+    B = np.empty((T, K + 1))
+    B[:, :K], B[:, K] = -e, 1.0
+    W = Y @ B                                               # -(b - g)' y_i and the unit sums (N x K+1)
+    row_sums = W[:, K].copy()
+    W = W[:, :K]
+    W -= row_sums[:, None] * a[group]
+    members = [(c, np.flatnonzero(group == c)) for c in range(m) if n_c[c] and E[c].any()]
+    for c, rows in members:
+        W[rows] += Y[rows] @ E[c]                           # E[c]' y_i for the units of group c
+    if np.linalg.matrix_rank(XtX) < K:
+        bad = [nm for nm, v in zip(names, np.abs(F[n_c > 0]).max(axis=(0, 1)), strict=True) if v < 1e-10]
+        raise EstimationError("regressors are collinear with the fixed effects"
+                              + (f" (no variation left in {bad})" if bad else ""))
+    bread = np.linalg.inv(XtX)
+    coef = bread @ W.sum(axis=0)
+    W -= (np.einsum("ctk,t->ck", F, ybar) + H @ coef)[group]  # the units' scores
+    if clusters is None:
+        G, scores = N, W
+    else:
+        G = int(clusters.max()) + 1
+        scores = np.column_stack([np.bincount(clusters, weights=W[:, j], minlength=G) for j in range(K)])
+    meat = np.einsum("gk,gl->kl", scores, scores) if K <= _EINSUM_COLUMNS else scores.T @ scores
+    factor, df_k = small_sample_factor(adjustment, n=N * T, k=K, fe_levels=[N, T], fe_nested=[True, G == 1],
+                                       n_clusters=G)
+
+    def residuals() -> tuple[np.ndarray, np.ndarray]:
+        # u = y - (ybar_i - a_c b) - (ybar_t - ybar - e_t b) - E[c, t] b
+        u = Y - (row_sums / T - a[group] @ coef)[:, None]
+        u -= (ybar - ybar.mean() - e @ coef)[None, :]
+        for c, rows in members:
+            u[rows] -= E[c] @ coef
+        return u.ravel(), (Y - u).ravel()
+
+    return FEFit(names=list(names), coef=coef, vcov=factor * bread @ meat @ bread, n_obs=N * T, n_clusters=G,
+                 df_k=df_k, adjustment=adjustment, deferred=residuals)
 
 
 def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[np.ndarray],
