@@ -514,6 +514,47 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
 
+def _event_columns(rel: np.ndarray, *, leads: int, lags: int, reference: int) -> tuple[list[int], np.ndarray]:
+    """The event times that get a coefficient (those present in ``rel``, the event times
+    within the window, NaN for never-treated, except ``reference``) and each element's
+    column among them (-1: none), for an array of any shape (rows, or cohorts x periods)."""
+    on = ~np.isnan(rel)
+    seen = np.bincount(rel[on].astype(int) + leads, minlength=leads + lags + 1) > 0  # counts, not hashing
+    event_times = [k for k in range(-leads, lags + 1) if k != reference and seen[k + leads]]
+    lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
+    for j, k in enumerate(event_times):
+        lookup[k + leads] = j
+    column = np.full(rel.shape, -1)  # the event-time column of each element (-1: none)
+    column[on] = lookup[rel[on].astype(int) + leads]
+    return event_times, column
+
+
+def _event_study_grid(grid: _Grid, *, leads: int, lags: int, reference: int,
+                      adjustment: str) -> tuple[FEFit, list[int], int, int, int] | None:
+    """The binned event study on a :class:`_Grid`: a unit's event-time dummies are those of
+    its cohort, one cohort x period x event-time table for
+    :func:`~evaluation.estimators.fixed_effects._fe_ols_grid`. The fit, the event times,
+    the units, the treated units and the clusters with one; None when no unit or every
+    unit is treated, or no event time is left (the general path raises)."""
+    values, group = _groups(grid.cohort)
+    cohorts = values.astype(float)
+    treated = cohorts > 0
+    if not treated.any() or treated.all():
+        return None
+    with np.errstate(invalid="ignore"):
+        rel = np.where(treated[:, None], grid.periods.astype(float)[None, :] - cohorts[:, None], np.nan)
+    event_times, column = _event_columns(np.clip(rel, -leads, lags), leads=leads, lags=lags, reference=reference)
+    if not event_times:
+        return None
+    E = (column[:, :, None] == np.arange(len(event_times))).astype(float)  # cohort x period x event time
+    fit = _fe_ols_grid(grid.Y, group, E, [f"k={k}" for k in event_times], grid.clusters, adjustment,
+                       grid.column_sums)
+    units = treated[group]
+    n_treated = int(np.count_nonzero(units))
+    clusters = n_treated if grid.clusters is None else int(np.count_nonzero(np.bincount(grid.clusters[units])))
+    return fit, event_times, len(group), n_treated, clusters
+
+
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 event_window: tuple[int, int] = (-6, 12), bin_endpoints: bool = True, reference: int = -1,
                 cluster: str | None = None, weights: str | None = None, covariates: Sequence[str] = (),
@@ -547,54 +588,57 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     leads, lags = -first, last
     cluster = cluster or unit
     covariates = list(covariates)
-    if covariates:
-        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
-                         absorbed_by=[unit, time])
-    d = _check(data, unit, time, outcome, None,
-               needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
-    dropped = int(len(data) - len(d))
-    ft = d[cohort].to_numpy(float)
-    ft = np.where(np.isnan(ft), 0.0, ft)
-    treated = ft > 0
-    if not treated.any():
-        raise EstimationError(f"no treated units: every '{cohort}' is 0 or missing")
-    if treated.all():
-        raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
-    with np.errstate(invalid="ignore"):
-        rel_values = np.where(treated, d[time].to_numpy(float) - ft, np.nan)  # event time; NaN never treated
-    if bin_endpoints:
-        rel_values = np.clip(rel_values, -leads, lags)  # NaN stays NaN
+    grid = None if covariates or weights or not bin_endpoints else _grid_panel(
+        data, outcome=outcome, unit=unit, time=time, cohort=cohort, cluster=cluster)
+    fitted = _event_study_grid(grid, leads=leads, lags=lags, reference=reference,
+                               adjustment=adjustment) if grid is not None else None
+    if fitted is not None:
+        fit, event_times, n_units, n_treated, treated_clusters = fitted
+        dropped = 0
     else:
-        keep = ~treated | ((rel_values >= -leads) & (rel_values <= lags))
-        d, rel_values = d[keep], rel_values[keep]
-    rows = np.flatnonzero(~np.isnan(rel_values))
-    seen = np.bincount(rel_values[rows].astype(int) + leads, minlength=leads + lags + 1) > 0  # counts, not hashing
-    event_times = [k for k in range(-leads, lags + 1) if k != reference and seen[k + leads]]
-    lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
-    for j, k in enumerate(event_times):
-        lookup[k + leads] = j
-    column = np.full(len(rel_values), -1)  # the event-time column of each row (-1: none)
-    column[rows] = lookup[rel_values[rows].astype(int) + leads]
+        if covariates:
+            _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                             absorbed_by=[unit, time])
+        d = _check(data, unit, time, outcome, None,
+                   needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
+        dropped = int(len(data) - len(d))
+        ft = d[cohort].to_numpy(float)
+        ft = np.where(np.isnan(ft), 0.0, ft)
+        treated = ft > 0
+        if not treated.any():
+            raise EstimationError(f"no treated units: every '{cohort}' is 0 or missing")
+        if treated.all():
+            raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
+        with np.errstate(invalid="ignore"):
+            rel_values = np.where(treated, d[time].to_numpy(float) - ft, np.nan)  # event time; NaN never treated
+        if bin_endpoints:
+            rel_values = np.clip(rel_values, -leads, lags)  # NaN stays NaN
+        else:
+            keep = ~treated | ((rel_values >= -leads) & (rel_values <= lags))
+            d, rel_values = d[keep], rel_values[keep]
+        event_times, column = _event_columns(rel_values, leads=leads, lags=lags, reference=reference)
+        names = [f"k={k}" for k in event_times]
+        y = d[outcome].to_numpy(float)
+        unit_codes, n_units = factorize(d[unit])
+        time_codes = factorize(d[time])[0]
+        cluster_codes = unit_codes if cluster == unit else factorize(d[cluster])[0]
+        if weights or covariates:
+            # weighted least squares and controls keep the dense n x K design and fe_ols: the
+            # count tables of _event_study_ols are unweighted and have no other regressors
+            X = np.zeros((len(rel_values), len(event_times) + len(covariates)), order="F")
+            on = np.flatnonzero(column >= 0)
+            X[on, column[on]] = 1.0
+            for j, c in enumerate(covariates):
+                X[:, len(event_times) + j] = d[c].to_numpy(float)
+            fit = fe_ols(y, X, names + covariates, [unit_codes, time_codes], cluster_codes,
+                         weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
+        else:
+            fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
+        in_window = ~np.isnan(rel_values)  # pilot rows: every event time, binned or inside the window
+        n_treated = int(np.count_nonzero(np.bincount(unit_codes[in_window], minlength=n_units)))
+        treated_clusters = int(np.count_nonzero(np.bincount(cluster_codes[in_window])))
     names = [f"k={k}" for k in event_times]
-    y = d[outcome].to_numpy(float)
-    unit_codes, n_units = factorize(d[unit])
-    time_codes = factorize(d[time])[0]
-    cluster_codes = unit_codes if cluster == unit else factorize(d[cluster])[0]
-    if weights or covariates:
-        # weighted least squares and controls keep the dense n x K design and fe_ols: the
-        # count tables of _event_study_ols are unweighted and have no other regressors
-        X = np.zeros((len(rel_values), len(event_times) + len(covariates)), order="F")
-        on = np.flatnonzero(column >= 0)
-        X[on, column[on]] = 1.0
-        for j, c in enumerate(covariates):
-            X[:, len(event_times) + j] = d[c].to_numpy(float)
-        fit = fe_ols(y, X, names + covariates, [unit_codes, time_codes], cluster_codes,
-                     weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
-    else:
-        fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
     method = "event study (two-way fixed effects)"
-    in_window = ~np.isnan(rel_values)  # pilot rows: every event time, binned or inside the window
-    n_treated = int(np.count_nonzero(np.bincount(unit_codes[in_window], minlength=n_units)))
     effects = [_effect(fit, nm, "att_event_time", term=nm, method=method, n_units=n_units, n_treated=n_treated,
                        alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times,
                                                                                         strict=True)]
@@ -603,7 +647,6 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                    "dropped_missing_rows": dropped, "observations": fit.n_obs}
     if covariates:
         diagnostics["controls"] = _controls_table(fit, covariates)
-    treated_clusters = int(np.count_nonzero(np.bincount(cluster_codes[in_window])))
     if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
         diagnostics.update(pretrend_F=F, pretrend_p=p, pretrend_df=q)

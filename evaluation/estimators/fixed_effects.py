@@ -20,6 +20,7 @@ no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -385,6 +386,20 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
 
+@functools.cache
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController  # created once: 40 ms; each limit() after it 0.01 ms
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """Context in which numpy's BLAS runs on one thread: the grid's products read 30 MB
+    each, which a second BLAS thread makes up to ten times slower on a busy machine
+    (``few_clusters._single_blas_thread``, benchmarks/threads.py)."""
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
 def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
     """(N, T) when the rows are a unit x period grid in that order: the first T rows hold
     one unit's T periods, the next T the next unit's, ..., every unit the same periods in
@@ -445,15 +460,20 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
     XtX = np.einsum("c,ctk,ctl->kl", n_c, F, F)
     H = np.einsum("ctk,ctl->ckl", F, F)                     # sum_t x~ x~' of one unit, by group
     ybar = (Y.sum(axis=0) if column_sums is None else column_sums) / N
-    B = np.empty((T, K + 1))
-    B[:, :K], B[:, K] = -e, 1.0
-    W = Y @ B                                               # -(b - g)' y_i and the unit sums (N x K+1)
-    row_sums = W[:, K].copy()
-    W = W[:, :K]
-    W -= row_sums[:, None] * a[group]
     members = [(c, np.flatnonzero(group == c)) for c in range(m) if n_c[c] and E[c].any()]
-    for c, rows in members:
-        W[rows] += Y[rows] @ E[c]                           # E[c]' y_i for the units of group c
+    with _one_blas_thread():
+        if K == 1:  # two matrix-vector products (BLAS gemv) read the grid faster than one N x 2 product
+            row_sums = Y @ np.ones(T)
+            W = (Y @ -e[:, 0])[:, None]
+        else:
+            B = np.empty((T, K + 1))
+            B[:, :K], B[:, K] = -e, 1.0
+            W = Y @ B                                       # -(b - g)' y_i and the unit sums (N x K+1)
+            row_sums = W[:, K].copy()
+            W = W[:, :K]
+        W -= row_sums[:, None] * a[group]
+        for c, rows in members:
+            W[rows] += Y[rows] @ E[c]                       # E[c]' y_i for the units of group c
     if np.linalg.matrix_rank(XtX) < K:
         bad = [nm for nm, v in zip(names, np.abs(F[n_c > 0]).max(axis=(0, 1)), strict=True) if v < 1e-10]
         raise EstimationError("regressors are collinear with the fixed effects"
