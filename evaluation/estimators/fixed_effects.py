@@ -400,6 +400,86 @@ def _one_blas_thread():
     return _blas_threads().limit(limits=1, user_api="blas")
 
 
+_SPARSE_COLUMN = 8  # _times: a column with at most this many nonzeros is read from the grid's columns
+
+
+def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Y @ M for a T x J table M of the grid's regressors (cohort x period dummies and their
+    period means), by its structure: the columns with more than ``_SPARSE_COLUMN`` nonzeros
+    (a treatment from the start on, an end-point bin) by BLAS (one matrix-vector product
+    each, up to three: faster than a thin matrix product here); the others (an event time,
+    one period per cohort) from the grid's columns they touch (``np.take``: N x entries)
+    times their entries (entries x columns). The same sums as Y @ M, in another order.
+    Call under :func:`_one_blas_thread`."""
+    N, T = Y.shape
+    out = np.zeros((N, M.shape[1]))
+    nnz = np.count_nonzero(M, axis=0)
+    dense = np.flatnonzero(nnz > _SPARSE_COLUMN)
+    if len(dense) > 3:
+        out[:, dense] = Y @ M[:, dense]
+    else:
+        for j in dense:
+            out[:, j] = Y @ np.ascontiguousarray(M[:, j])
+    sparse = np.flatnonzero((nnz > 0) & (nnz <= _SPARSE_COLUMN))
+    if len(sparse):
+        t, k = np.nonzero(M[:, sparse])
+        entries = np.zeros((len(t), len(sparse)))
+        entries[np.arange(len(t)), k] = M[t, sparse[k]]
+        out[:, sparse] = np.take(Y, t, axis=1) @ entries
+    return out
+
+
+@functools.cache
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController  # created once: 40 ms; each limit() after it 0.01 ms
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """Context in which numpy's BLAS runs on one thread: the grid's products read 30 MB
+    each, which a second BLAS thread makes up to ten times slower on a busy machine
+    (``few_clusters._single_blas_thread``, benchmarks/threads.py)."""
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
+_DENSE_COLUMN = 12  # _times: a column with more nonzeros than this is read by a matrix product
+
+
+def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Y @ M for a T x J table M of the grid's regressors (cohort x period dummies and their
+    period means), by its structure: a column with more than ``_DENSE_COLUMN`` nonzeros
+    (a treatment from the start on, an end-point bin) by a BLAS product; the other entries,
+    runs along a diagonal with one value (the event times t - cohort of a cohort, one
+    period each), by adding the slice Y[:, t0:t0+L] to out[:, j0:j0+L] (one read of L
+    adjacent values per unit, no multiplications by zeros). The same sums as Y @ M, in
+    another order."""
+    N, T = Y.shape
+    out = np.zeros((N, M.shape[1]))
+    nnz = np.count_nonzero(M, axis=0)
+    dense = np.flatnonzero(nnz > _DENSE_COLUMN)
+    if len(dense) > 3:
+        out[:, dense] = Y @ M[:, dense]
+    else:
+        for j in dense:
+            out[:, j] = Y @ M[:, j]
+    sparse = np.flatnonzero((nnz > 0) & (nnz <= _DENSE_COLUMN))
+    if len(sparse):
+        t, k = np.nonzero(M[:, sparse])
+        j = sparse[k]
+        v = M[t, j]
+        order = np.lexsort((t, v, j - t))                   # by diagonal, value, then period
+        t, j, v = t[order], j[order], v[order]
+        starts = np.flatnonzero(np.r_[True, (np.diff(j - t) != 0) | (np.diff(v) != 0) | (np.diff(t) != 1)])
+        for s, end in zip(starts, np.r_[starts[1:], len(t)], strict=True):
+            t0, j0, L = t[s], j[s], end - s
+            if v[s] == 1.0:
+                out[:, j0:j0 + L] += Y[:, t0:t0 + L]
+            else:
+                out[:, j0:j0 + L] += v[s] * Y[:, t0:t0 + L]
+    return out
+
+
 def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
     """(N, T) when the rows are a unit x period grid in that order: the first T rows hold
     one unit's T periods, the next T the next unit's, ..., every unit the same periods in
@@ -455,38 +535,39 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
     n_c = np.bincount(group, minlength=m).astype(float)
     a = E.mean(axis=1)                                     # unit means of x, by group (m x K)
     b = np.einsum("c,ctk->tk", n_c, E) / N                  # period means (T x K)
-    e = b - b.mean(axis=0)                                  # b - g
+    g = b.mean(axis=0)
+    e = b - g
     F = E - a[:, None, :] - e[None, :, :]                   # x~ of a unit of each group (m x T x K)
     XtX = np.einsum("c,ctk,ctl->kl", n_c, F, F)
     H = np.einsum("ctk,ctl->ckl", F, F)                     # sum_t x~ x~' of one unit, by group
     ybar = (Y.sum(axis=0) if column_sums is None else column_sums) / N
     members = [(c, np.flatnonzero(group == c)) for c in range(m) if n_c[c] and E[c].any()]
-    with _one_blas_thread():
-        if K == 1:  # two matrix-vector products (BLAS gemv) read the grid faster than one N x 2 product
-            row_sums = Y @ np.ones(T)
-            W = (Y @ -e[:, 0])[:, None]
-        else:
-            B = np.empty((T, K + 1))
-            B[:, :K], B[:, K] = -e, 1.0
-            W = Y @ B                                       # -(b - g)' y_i and the unit sums (N x K+1)
-            row_sums = W[:, K].copy()
-            W = W[:, :K]
-        W -= row_sums[:, None] * a[group]
-        for c, rows in members:
-            W[rows] += Y[rows] @ E[c]                       # E[c]' y_i for the units of group c
     if np.linalg.matrix_rank(XtX) < K:
         bad = [nm for nm, v in zip(names, np.abs(F[n_c > 0]).max(axis=(0, 1)), strict=True) if v < 1e-10]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
     bread = np.linalg.inv(XtX)
-    coef = bread @ W.sum(axis=0)
-    W -= (np.einsum("ctk,t->ck", F, ybar) + H @ coef)[group]  # the units' scores
-    if clusters is None:
-        G, scores = N, W
-    else:
-        G = int(clusters.max()) + 1
-        scores = np.column_stack([np.bincount(clusters, weights=W[:, j], minlength=G) for j in range(K)])
-    meat = np.einsum("gk,gl->kl", scores, scores) if K <= _EINSUM_COLUMNS else scores.T @ scores
+    with _one_blas_thread():
+        row_sums = Y @ np.ones(T)
+        # F[c]' y_i = E[c]' y_i - a_c sum_t y_it - (b - g)' y_i; E[c] and a_c are 0 outside the members' groups
+        W = _times(Y, b)
+        np.negative(W, out=W)
+        W += row_sums[:, None] * g
+        for c, rows in members:
+            W[rows] += _times(Y[rows], E[c]) - row_sums[rows, None] * a[c]
+        coef = bread @ W.sum(axis=0)
+        # the units' scores: W - F[c]' ybar - F[c]'F[c] beta; F[c] = -(b - g) outside the members' groups
+        shift = np.einsum("ctk,t->ck", F, ybar) + H @ coef
+        base = -e.T @ ybar + (e.T @ e) @ coef
+        W -= base
+        for c, rows in members:
+            W[rows] -= shift[c] - base
+        if clusters is None:
+            G, scores = N, W
+        else:
+            G = int(clusters.max()) + 1
+            scores = np.column_stack([np.bincount(clusters, weights=W[:, j], minlength=G) for j in range(K)])
+        meat = np.einsum("gk,gl->kl", scores, scores) if K <= _EINSUM_COLUMNS else scores.T @ scores
     factor, df_k = small_sample_factor(adjustment, n=N * T, k=K, fe_levels=[N, T], fe_nested=[True, G == 1],
                                        n_clusters=G)
 
