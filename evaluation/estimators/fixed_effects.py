@@ -481,12 +481,12 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
 
 
 def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
-    """(N, T) when the rows are a unit x period grid in that order: the first T rows hold
-    one unit's T periods, the next T the next unit's, ..., every unit the same periods in
-    the same increasing order, the units increasing from block to block (so that each is in
-    one block only). This is :func:`_sorted_layout`'s unit-major case read from the raw
-    values (numbers, or the codes of :func:`factorize`), one comparison pass over each
-    column and no factorizing; a missing value (NaN) fails the comparisons: None."""
+    """(N, T) when the rows are a unit x period grid, unit-major: the first T rows hold one
+    unit's T periods, the next T another unit's, ..., every unit the same periods in the
+    same increasing order, and no unit in two blocks (the units themselves may come in any
+    order, e.g. by county first). :func:`_sorted_layout`'s unit-major case, read from the
+    raw values (numbers, or the codes of :func:`factorize`) in one comparison pass over
+    each column, with no factorizing; a missing value (NaN) fails the comparisons: None."""
     n = len(unit)
     if n < 2 or len(time) != n:
         return None
@@ -501,8 +501,12 @@ def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
         return None
     N = n // T
     units, periods = unit[::T], time[:T]
-    if not (np.all(units[1:] > units[:-1]) and np.all(periods[1:] > periods[:-1])):
+    if not np.all(periods[1:] > periods[:-1]):
         return None
+    if not np.all(units[1:] > units[:-1]):  # blocks not in increasing order: each unit in one block all the same
+        ordered = np.sort(units)
+        if not np.all(ordered[1:] > ordered[:-1]):
+            return None
     if not ((np.asarray(unit).reshape(N, T) == units[:, None]).all()
             and (np.asarray(time).reshape(N, T) == periods).all()):
         return None
