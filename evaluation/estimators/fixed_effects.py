@@ -408,9 +408,10 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
     period means), by its structure: the columns with more than ``_SPARSE_COLUMN`` nonzeros
     (a treatment from the start on, an end-point bin) by BLAS (one matrix-vector product
     each, up to three: faster than a thin matrix product here); the others (an event time,
-    one period per cohort) from the grid's columns they touch (``np.take``: N x entries)
-    times their entries (entries x columns). The same sums as Y @ M, in another order.
-    Call under :func:`_one_blas_thread`."""
+    one period per cohort) from the grid's columns they touch: ``np.take`` of r periods per
+    column (r the most nonzeros of one; a shorter column padded with weight 0), then one
+    einsum over the r. The same sums as Y @ M, in another order. Call under
+    :func:`_one_blas_thread`."""
     N, T = Y.shape
     out = np.zeros((N, M.shape[1]))
     nnz = np.count_nonzero(M, axis=0)
@@ -422,61 +423,14 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
             out[:, j] = Y @ np.ascontiguousarray(M[:, j])
     sparse = np.flatnonzero((nnz > 0) & (nnz <= _SPARSE_COLUMN))
     if len(sparse):
-        t, k = np.nonzero(M[:, sparse])
-        entries = np.zeros((len(t), len(sparse)))
-        entries[np.arange(len(t)), k] = M[t, sparse[k]]
-        out[:, sparse] = np.take(Y, t, axis=1) @ entries
-    return out
-
-
-@functools.cache
-def _blas_threads():
-    from threadpoolctl import ThreadpoolController  # created once: 40 ms; each limit() after it 0.01 ms
-
-    return ThreadpoolController()
-
-
-def _one_blas_thread():
-    """Context in which numpy's BLAS runs on one thread: the grid's products read 30 MB
-    each, which a second BLAS thread makes up to ten times slower on a busy machine
-    (``few_clusters._single_blas_thread``, benchmarks/threads.py)."""
-    return _blas_threads().limit(limits=1, user_api="blas")
-
-
-_DENSE_COLUMN = 12  # _times: a column with more nonzeros than this is read by a matrix product
-
-
-def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """Y @ M for a T x J table M of the grid's regressors (cohort x period dummies and their
-    period means), by its structure: a column with more than ``_DENSE_COLUMN`` nonzeros
-    (a treatment from the start on, an end-point bin) by a BLAS product; the other entries,
-    runs along a diagonal with one value (the event times t - cohort of a cohort, one
-    period each), by adding the slice Y[:, t0:t0+L] to out[:, j0:j0+L] (one read of L
-    adjacent values per unit, no multiplications by zeros). The same sums as Y @ M, in
-    another order."""
-    N, T = Y.shape
-    out = np.zeros((N, M.shape[1]))
-    nnz = np.count_nonzero(M, axis=0)
-    dense = np.flatnonzero(nnz > _DENSE_COLUMN)
-    if len(dense) > 3:
-        out[:, dense] = Y @ M[:, dense]
-    else:
-        for j in dense:
-            out[:, j] = Y @ M[:, j]
-    sparse = np.flatnonzero((nnz > 0) & (nnz <= _DENSE_COLUMN))
-    if len(sparse):
-        t, k = np.nonzero(M[:, sparse])
-        j = sparse[k]
-        v = M[t, j]
-        order = np.lexsort((t, v, j - t))                   # by diagonal, value, then period
-        t, j, v = t[order], j[order], v[order]
-        starts = np.flatnonzero(np.r_[True, (np.diff(j - t) != 0) | (np.diff(v) != 0) | (np.diff(t) != 1)])
-        for s, end in zip(starts, np.r_[starts[1:], len(t)], strict=True):
-            t0, j0, L = t[s], j[s], end - s
-            if v[s] == 1.0:
-                out[:, j0:j0 + L] += Y[:, t0:t0 + L]
-            else:
-                out[:, j0:j0 + L] += v[s] * Y[:, t0:t0 + L]
+        counts = nnz[sparse]
+        k, t = np.nonzero(M[:, sparse].T)                   # by column, then period
+        q = np.arange(len(k)) - np.repeat(np.cumsum(counts) - counts, counts)  # rank within its column
+        periods = np.zeros((counts.max(), len(sparse)), dtype=np.intp)
+        weights = np.zeros((counts.max(), len(sparse)))
+        periods[q, k], weights[q, k] = t, M[t, sparse[k]]
+        taken = np.take(Y, periods.ravel(), axis=1).reshape(N, *periods.shape)
+        out[:, sparse] = np.einsum("iqj,qj->ij", taken, weights)
     return out
 
 
