@@ -123,6 +123,22 @@ def test_sorted_balanced_panel(fit, adjustment, monkeypatch, grid_calls):
 
 
 @pytest.mark.parametrize("fit", FITS)
+def test_residuals_read_later_are_the_fits(fit, monkeypatch, grid_calls):
+    """The residuals are computed when first read, from the outcome column as it was: a
+    frame changed in place after the fit (pandas copies the block the fit holds) does not
+    change them."""
+    fn, kw = FITS[fit]
+    d = panel(seed=11)
+    fast = fn(d, **COMMON, **kw)
+    slow = general(fn, d, monkeypatch, **COMMON, **kw)
+    d.loc[0, "y"] = 1000.0
+    d["y"] *= 3
+    assert grid_calls == [1] and fast.model.deferred is not None
+    np.testing.assert_allclose(fast.model.resid, slow.model.resid, rtol=0, atol=TOL)
+    np.testing.assert_allclose(fast.model.fitted, slow.model.fitted, rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("fit", FITS)
 @pytest.mark.parametrize("cluster", ["county", "county_name"])
 def test_clusters_above_townships(fit, cluster, monkeypatch, grid_calls):
     fn, kw = FITS[fit]

@@ -162,6 +162,7 @@ class _Grid:
     cohort: np.ndarray
     clusters: np.ndarray | None
     column_sums: np.ndarray
+    outcome: pd.Series  # the column Y views: held by the fit, it keeps Y unchanged (copy-on-write)
 
 
 def _codes_or_values(series: pd.Series) -> np.ndarray | None:
@@ -209,7 +210,8 @@ def _grid_panel(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
             return None
         per_unit.append(first)
     clusters = factorize(per_unit[1])[0] if cluster != unit else None
-    return _Grid(Y=Y, periods=t.to_numpy()[:T], cohort=per_unit[0], clusters=clusters, column_sums=column_sums)
+    return _Grid(Y=Y, periods=t.to_numpy()[:T], cohort=per_unit[0], clusters=clusters, column_sums=column_sums,
+                 outcome=y)
 
 
 def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,7 +353,7 @@ def _twfe_grid(grid: _Grid, adjustment: str) -> tuple[FEFit, int, int] | None:
     if rows_treated == 0 or rows_treated == N * T:
         return None
     fit = _fe_ols_grid(grid.Y, group, treated[:, :, None].astype(float), [TREATED], grid.clusters, adjustment,
-                       grid.column_sums)
+                       grid.column_sums, owner=grid.outcome)
     return fit, N, int(n_c[treated.any(axis=1)].sum())
 
 
@@ -548,7 +550,7 @@ def _event_study_grid(grid: _Grid, *, leads: int, lags: int, reference: int,
         return None
     E = (column[:, :, None] == np.arange(len(event_times))).astype(float)  # cohort x period x event time
     fit = _fe_ols_grid(grid.Y, group, E, [f"k={k}" for k in event_times], grid.clusters, adjustment,
-                       grid.column_sums)
+                       grid.column_sums, owner=grid.outcome)
     units = treated[group]
     n_treated = int(np.count_nonzero(units))
     clusters = n_treated if grid.clusters is None else int(np.count_nonzero(np.bincount(grid.clusters[units])))

@@ -468,7 +468,7 @@ def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
 
 
 def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[str], clusters: np.ndarray | None,
-                 adjustment: str = "fixest", column_sums: np.ndarray | None = None) -> FEFit:
+                 adjustment: str = "fixest", column_sums: np.ndarray | None = None, owner: object = None) -> FEFit:
     """:func:`fe_ols` with unit and period effects on a sorted balanced panel (``Y`` the
     outcome as the N x T grid of :func:`_grid_shape`) whose regressors depend on the unit
     only through its group: x_it = E[group_i, t] (``E``: groups x T x K; a cohort's
@@ -486,7 +486,9 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
     x~ has zero unit means, so the unit means of y drop out), and a cluster's the sum over
     its units: ``clusters`` holds each unit's cluster code (None: the units are the
     clusters), so every unit is nested in its cluster. The residuals and fitted values are
-    computed when first read (:class:`FEFit`'s ``deferred``).
+    computed when first read (:class:`FEFit`'s ``deferred``), from ``Y`` as it was: pass as
+    ``owner`` the pandas Series that ``Y`` views (while the fit holds it, pandas copies the
+    frame's block before writing to it, copy-on-write), or a ``Y`` that nothing writes to.
     """
     N, T = Y.shape
     m, _, K = E.shape
@@ -529,8 +531,8 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
     factor, df_k = small_sample_factor(adjustment, n=N * T, k=K, fe_levels=[N, T], fe_nested=[True, G == 1],
                                        n_clusters=G)
 
-    def residuals() -> tuple[np.ndarray, np.ndarray]:
-        # u = y - (ybar_i - a_c b) - (ybar_t - ybar - e_t b) - E[c, t] b
+    def residuals(owner=owner) -> tuple[np.ndarray, np.ndarray]:
+        # u = y - (ybar_i - a_c b) - (ybar_t - ybar - e_t b) - E[c, t] b; owner keeps Y unchanged
         u = Y - (row_sums / T - a[group] @ coef)[:, None]
         u -= (ybar - ybar.mean() - e @ coef)[None, :]
         for c, rows in members:
