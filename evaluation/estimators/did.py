@@ -302,6 +302,13 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     time-invariant characteristic), or only by period, is collinear with the fixed
     effects and is refused with an error naming it (rather than silently dropped, as
     fixest does); so is a control missing where the outcome is present, or constant.
+
+    On a panel whose rows run through every period of one unit after another (sorted by
+    unit, then period; every unit in every period once, no missing value), without weights
+    or controls, the fit is computed from the outcome's unit x period grid (its row and
+    column sums, its products with cohort x period tables; ``_twfe_grid``): the same
+    numbers as the general path, in a few passes over the columns; the residuals and fitted
+    values are computed when first read.
     """
     cluster = cluster or unit
     covariates = list(covariates)
@@ -578,6 +585,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     Without ``weights`` the regression is computed from unit / period x event-time count
     tables (Frisch-Waugh-Lovell, exact on unbalanced panels too), never the n x K dummy
     design; the numbers are those of ``fe_ols`` on that design, which weighted fits still use.
+    On a panel sorted by unit, then period, with every unit in every period once and no
+    missing value (and ``bin_endpoints``), it is computed from the outcome's unit x period
+    grid and cohort x period x event-time tables instead (``_event_study_grid``; the same
+    numbers, as for :func:`twfe`).
 
     ``covariates``: time-varying controls beside the township and period effects, as in
     :func:`twfe` (same checks: a time-invariant control is refused with an error naming

@@ -6,7 +6,13 @@ demeaning until nothing changes; Gaure 2013, the method of R's ``fixest`` and of
 ``pyfixest``). On a balanced panel without weights two sweeps are exact; when its rows are
 sorted (by unit, then period, or the other way round) each column is reshaped to the unit x
 period table and demeaned by its row and column means (``two_way_demean_balanced``), with
-no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of these adjustments:
+no group sums. When, moreover, the regressors depend on the unit only through its group (a
+cohort's treatment or event-time dummies), ``_fe_ols_grid`` never forms them: the normal
+equations and the clustered scores come from the outcome's grid times group x period
+tables (the grid fast path of ``did.twfe`` and ``did.event_study``).
+
+The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of
+these adjustments:
 
 ``fixest`` (default) G/(G-1) * (N-1)/(N-K), K the slopes plus the fixed-effect levels
             not nested in the clusters (R fixest's and pyfixest's default ``ssc()``);
