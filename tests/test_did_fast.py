@@ -289,3 +289,15 @@ def test_the_same_errors(fit, grid_calls):
     with pytest.raises(EstimationError, match="columns not in the data"):
         fn(d, **{**COMMON, "outcome": "nope"}, **kw)
     assert grid_calls == []
+
+
+def test_structured_product_equals_the_dense_one():
+    """``fixed_effects._times`` (BLAS for dense columns, np.take and an einsum for columns
+    with few nonzeros) against numpy's Y @ M on random tables of every density: 1e-12."""
+    from evaluation.estimators.fixed_effects import _times
+
+    rng = np.random.default_rng(12)
+    Y = rng.normal(size=(60, 30))
+    for _ in range(300):
+        M = np.where(rng.uniform(size=(30, 7)) < rng.uniform(0, 0.6), rng.normal(size=(30, 7)), 0.0)
+        np.testing.assert_allclose(_times(Y, M), Y @ M, rtol=0, atol=1e-12)

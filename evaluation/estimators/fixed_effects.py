@@ -413,7 +413,7 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
     """Y @ M for a T x J table M of the grid's regressors (cohort x period dummies and their
     period means), by its structure: the columns with more than ``_SPARSE_COLUMN`` nonzeros
     (a treatment from the start on, an end-point bin) by BLAS (one matrix-vector product
-    each, up to three: faster than a thin matrix product here); the others (an event time,
+    each over the periods it spans, up to three: faster than a thin matrix product here); the others (an event time,
     one period per cohort) from the grid's columns they touch: ``np.take`` of r periods per
     column (r the most nonzeros of one; a shorter column padded with weight 0), then one
     einsum over the r. The same sums as Y @ M, in another order. Call under
@@ -425,8 +425,9 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
     if len(dense) > 3:
         out[:, dense] = Y @ M[:, dense]
     else:
-        for j in dense:
-            out[:, j] = Y @ np.ascontiguousarray(M[:, j])
+        for j in dense:  # over the periods from its first nonzero to its last only
+            t0, t1 = np.flatnonzero(M[:, j])[[0, -1]]
+            out[:, j] = Y[:, t0:t1 + 1] @ np.ascontiguousarray(M[t0:t1 + 1, j])
     sparse = np.flatnonzero((nnz > 0) & (nnz <= _SPARSE_COLUMN))
     if len(sparse):
         counts = nnz[sparse]
@@ -436,7 +437,10 @@ def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
         weights = np.zeros((counts.max(), len(sparse)))
         periods[q, k], weights[q, k] = t, M[t, sparse[k]]
         taken = np.take(Y, periods.ravel(), axis=1).reshape(N, *periods.shape)
-        out[:, sparse] = np.einsum("iqj,qj->ij", taken, weights)
+        if sparse[-1] - sparse[0] == len(sparse) - 1:  # adjacent columns: summed in place
+            np.einsum("iqj,qj->ij", taken, weights, out=out[:, sparse[0]:sparse[-1] + 1])
+        else:
+            out[:, sparse] = np.einsum("iqj,qj->ij", taken, weights)
     return out
 
 
