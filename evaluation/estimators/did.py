@@ -38,6 +38,7 @@ from scipy import sparse
 from evaluation.errors import EstimationError
 from evaluation.estimators.fixed_effects import (
     FEFit,
+    _constant_in_blocks,
     _fe_ols_grid,
     _grid_shape,
     _sorted_layout,
@@ -204,11 +205,9 @@ def _grid_panel(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         values = c.to_numpy() if name == cohort else _codes_or_values(data[name])
         if values is None:
             return None
-        table = np.asarray(values).reshape(N, T)
-        first = table[:, 0]
-        if not (table == first[:, None]).all():  # also False for a missing value (NaN)
+        if not _constant_in_blocks(values, T):  # also False for a missing value (NaN)
             return None
-        per_unit.append(first)
+        per_unit.append(values[::T])
     clusters = factorize(per_unit[1])[0] if cluster != unit else None
     return _Grid(Y=Y, periods=t.to_numpy()[:T], cohort=per_unit[0], clusters=clusters, column_sums=column_sums,
                  outcome=y)

@@ -471,10 +471,18 @@ def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
         ordered = np.sort(units)
         if not np.all(ordered[1:] > ordered[:-1]):
             return None
-    if not ((np.asarray(unit).reshape(N, T) == units[:, None]).all()
-            and (np.asarray(time).reshape(N, T) == periods).all()):
+    if not (_constant_in_blocks(unit, T) and np.array_equal(time[T:], time[:-T])):  # each row's period as T above
         return None
     return N, T
+
+
+def _constant_in_blocks(values: np.ndarray, T: int) -> bool:
+    """Whether ``values`` is constant within each block of T consecutive rows (a missing
+    value, NaN, never is): every change between neighbours falls on a block boundary. Flat
+    comparisons of the whole column (about twice as fast as comparing its N x T view with
+    the blocks' first values)."""
+    changes = values[1:] != values[:-1]
+    return int(np.count_nonzero(changes)) == int(np.count_nonzero(changes[T - 1::T]))
 
 
 def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[str], clusters: np.ndarray | None,
