@@ -668,12 +668,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         diagnostics.update(pretrend_F=np.nan, pretrend_p=np.nan, pretrend_df=len(pre),
                            pretrend_note=f"{len(pre)} leads but {treated_clusters} treated clusters: "
                                          "the joint test is not reliable; use a shorter event_window")
-    plot = pd.DataFrame([{"event_time": e.event_time, "estimate": e.estimate, "ci_low": e.ci_low,
-                          "ci_high": e.ci_high} for e in effects]
-                        + [{"event_time": reference, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}])
+    points = sorted([(e.event_time, e.estimate, e.ci_low, e.ci_high) for e in effects] + [(reference, 0.0, 0.0, 0.0)])
+    plot = pd.DataFrame(points, columns=["event_time", "estimate", "ci_low", "ci_high"])  # by event time
     return Estimates(effects=effects, method=method, model=fit, diagnostics=diagnostics, kind="event_study",
-                     vcov=vcov_frame(fit.vcov[:len(names), :len(names)], effects),
-                     plot_data=plot.sort_values("event_time").reset_index(drop=True))
+                     vcov=vcov_frame(fit.vcov[:len(names), :len(names)], effects), plot_data=plot)
 
 
 # ----------------------------------------------------------------------------- Poisson
