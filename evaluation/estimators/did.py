@@ -40,6 +40,7 @@ from evaluation.estimators.fixed_effects import (
     FEFit,
     _constant_in_blocks,
     _fe_ols_grid,
+    _full_rank,
     _grid_shape,
     _sorted_layout,
     factorize,
@@ -388,23 +389,13 @@ def _sum_table(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tu
     return sparse.csr_matrix((values, (rows, cols)), shape=shape)
 
 
-def _positive_definite(A: np.ndarray) -> bool:
-    """Whether the symmetric A is of full rank: its Cholesky factor exists and no pivot is
-    below the relative size matrix_rank tolerates (dim x machine epsilon)."""
-    try:
-        pivots = np.diag(np.linalg.cholesky((A + A.T) / 2)) ** 2
-    except np.linalg.LinAlgError:
-        return False
-    return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
-
-
 def _period_inverse(S: np.ndarray) -> np.ndarray:
     """A generalized inverse of the period block S = P' M_A P of the two-way projection:
     the inverse with the first period as reference when the units and periods are
     connected, else the pseudo-inverse (any generalized inverse projects)."""
     S = (S + S.T) / 2
     S_plus = np.zeros_like(S)
-    if _positive_definite(S[1:, 1:]):
+    if _full_rank(S[1:, 1:]):
         S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])
     else:
         S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
@@ -414,7 +405,7 @@ def _period_inverse(S: np.ndarray) -> np.ndarray:
 def _solve_within(XtX: np.ndarray, Xty: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(X~'X~)^-1 and the coefficients of the within-transformed regression; regressors
     collinear with the fixed effects are an error naming those with no variation left."""
-    if not _positive_definite(XtX):
+    if not _full_rank(XtX):
         bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
