@@ -105,7 +105,8 @@ def assert_same(fast, slow, order: np.ndarray | None = None) -> None:
 
 
 COMMON = dict(outcome="y", unit="unit", time="time", cohort="first_treat")
-FITS = {"twfe": (twfe, {}), "event_study": (event_study, {"event_window": (-3, 4)})}
+FITS = {"twfe": (twfe, {}), "event_study": (event_study, {"event_window": (-3, 4)}),
+        "event_study_wide": (event_study, {"event_window": (-6, 12), "reference": -2})}
 
 
 # ---------------------------------------------------------------- the fast path equals the general path
