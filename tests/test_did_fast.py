@@ -302,3 +302,17 @@ def test_structured_product_equals_the_dense_one():
     for _ in range(300):
         M = np.where(rng.uniform(size=(30, 7)) < rng.uniform(0, 0.6), rng.normal(size=(30, 7)), 0.0)
         np.testing.assert_allclose(_times(Y, M), Y @ M, rtol=0, atol=1e-12)
+
+
+def test_a_fit_with_deferred_residuals_pickles(monkeypatch):
+    """Pickling (a results cache, a process pool) computes the deferred residuals first."""
+    import pickle
+
+    d = panel(seed=13)
+    fast = twfe(d, **COMMON)
+    assert fast.model.deferred is not None
+    back = pickle.loads(pickle.dumps(fast.model))
+    slow = general(twfe, d, monkeypatch, **COMMON)
+    assert back.deferred is None
+    np.testing.assert_allclose(back.resid, slow.model.resid, rtol=0, atol=TOL)
+    np.testing.assert_allclose(back.coef, slow.model.coef, rtol=0, atol=TOL)

@@ -238,6 +238,12 @@ class FEFit:
     dropped: dict = field(default_factory=dict)
     deferred: Callable[[], tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False, compare=False)
 
+    def __getstate__(self) -> dict:
+        """For pickling and copying: the deferred residuals computed first (a closure does not pickle)."""
+        if self.deferred is not None:
+            _ = self.resid
+        return self.__dict__.copy()
+
     @property
     def se(self) -> np.ndarray:
         return np.sqrt(np.diag(self.vcov))
