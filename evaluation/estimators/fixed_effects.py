@@ -26,6 +26,7 @@ these adjustments:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -405,10 +406,14 @@ def _blas_threads():
     return ThreadpoolController()
 
 
-def _one_blas_thread():
-    """Context in which numpy's BLAS runs on one thread: the grid's products read 30 MB
-    each, which a second BLAS thread makes up to ten times slower on a busy machine
-    (``few_clusters._single_blas_thread``, benchmarks/threads.py)."""
+def _one_blas_thread(cells: int):
+    """Context in which numpy's BLAS runs on one thread, for products over a grid of
+    ``cells`` values: at 3.84M cells each reads 30 MB, which a second BLAS thread made up to
+    ten times slower on a busy machine (``few_clusters._single_blas_thread``,
+    benchmarks/threads.py). Below 2**20 cells nothing is changed (and threadpoolctl, 13 ms
+    to import and set up, is not loaded for the report's small panels)."""
+    if cells < 1 << 20:
+        return contextlib.nullcontext()
     return _blas_threads().limit(limits=1, user_api="blas")
 
 
@@ -543,7 +548,7 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
     bread = np.linalg.inv(XtX)
-    with _one_blas_thread():
+    with _one_blas_thread(N * T):
         row_sums = Y @ np.ones(T)
         # F[c]' y_i = E[c]' y_i - a_c sum_t y_it - (b - g)' y_i; E[c] and a_c are 0 outside the members' groups
         W = _times(Y, -b)
