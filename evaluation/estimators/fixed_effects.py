@@ -518,11 +518,13 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
     group x period tables, without the n x K design or its demeaned copy.
 
     On the grid the two-way projection is exact in one step: x~_it = x_it - a_i - b_t + g
-    (unit, period and grand means), so a unit of group c has x~_it = F[c, t] with
-    F[c] = E[c] - a_c - (b - g); X~'X~ = sum_c n_c F[c]'F[c] (no cancellation), and
-    X~'y = sum_i F[c_i]' y_i with F[c]' y_i = E[c]' y_i - a_c (sum_t y_it) - (b - g)' y_i:
-    one product of the grid with the T x (K + 1) table [b - g, 1] and, for the units of
-    groups with regressors, one with E[c]. The score of unit i is sum_t x~_it u_it
+    (unit, period and grand means; the within transformation of a balanced two-way panel,
+    Baltagi 2021, Econometric Analysis of Panel Data, 6th ed., ch. 3), so a unit of group c
+    has x~_it = F[c, t] with F[c] = E[c] - a_c - (b - g); X~'X~ = sum_c n_c F[c]'F[c] (no
+    cancellation), and X~'y = sum_i F[c_i]' y_i with F[c]' y_i = E[c]' y_i - a_c (sum_t
+    y_it) - (b - g)' y_i: the grid's row sums, its product with the period means b
+    (:func:`_times`, by their structure) and, for the rows of the groups with regressors,
+    their product with E[c]. The score of unit i is sum_t x~_it u_it
     = F[c_i]' (y_i - ybar) - F[c_i]'F[c_i] beta (u the residual, ybar the period means;
     x~ has zero unit means, so the unit means of y drop out), and a cluster's the sum over
     its units: ``clusters`` holds each unit's cluster code (None: the units are the
