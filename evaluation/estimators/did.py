@@ -27,6 +27,7 @@ already-treated units as controls and can be biased (Goodman-Bacon 2021, J Econo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,10 @@ from scipy import sparse
 from evaluation.errors import EstimationError
 from evaluation.estimators.fixed_effects import (
     FEFit,
+    _constant_in_blocks,
+    _fe_ols_grid,
+    _full_rank,
+    _grid_shape,
     _sorted_layout,
     factorize,
     fe_ols,
@@ -143,6 +148,80 @@ def _effect(fit: FEFit, name: str, estimand: str, *, method: str, n_units: int, 
                               term=term, scale=scale, indicator=indicator, **fields)
 
 
+# ----------------------------------------------------------------------------- the grid fast path
+
+_GRID_FAST_PATH = True  # tests switch it off to compare the fast path with the general one
+
+
+@dataclass
+class _Grid:
+    """A panel sorted by unit, then period, with every unit in every period once and no
+    missing value: the outcome as an N x T view of its column (no copy), the periods'
+    ``time`` values, each unit's cohort, its cluster code (None: the unit is the cluster)."""
+
+    Y: np.ndarray
+    periods: np.ndarray
+    cohort: np.ndarray
+    clusters: np.ndarray | None
+    column_sums: np.ndarray
+    outcome: pd.Series  # the column Y views: held by the fit, it keeps Y unchanged (copy-on-write)
+
+
+def _codes_or_values(series: pd.Series) -> np.ndarray | None:
+    """A column's numbers as they are (numbers compare and sort as their codes would), else
+    the codes of :func:`factorize` (sorted ranks); None when a value is missing."""
+    if _numeric(series):
+        return series.to_numpy()
+    try:
+        return factorize(series)[0]
+    except EstimationError:
+        return None
+
+
+def _grid_panel(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
+                cluster: str) -> _Grid | None:
+    """The panel as a :class:`_Grid` when it is one, else None (the general path then runs,
+    and raises its errors). Read in about one pass over each column: the layout
+    (:func:`~evaluation.estimators.fixed_effects._grid_shape`), the outcome's period sums
+    (a missing or infinite outcome makes one of them not finite: None, the general path
+    drops those rows), the cohort and the cluster checked constant within each unit."""
+    if not _GRID_FAST_PATH or any(c not in data.columns for c in (outcome, unit, time, cohort, cluster)):
+        return None
+    t, c, y = data[time], data[cohort], data[outcome]
+    if not (_numeric(t) and _numeric(c) and _numeric(y)):
+        return None
+    unit_values = _codes_or_values(data[unit])
+    if unit_values is None:
+        return None
+    shape = _grid_shape(unit_values, t.to_numpy())
+    if shape is None:
+        return None
+    N, T = shape
+    Y = np.ascontiguousarray(y.to_numpy(), dtype=float).reshape(N, T)
+    column_sums = Y.sum(axis=0)
+    if not np.isfinite(column_sums).all():
+        return None
+    per_unit = []
+    for name in [cohort] + ([cluster] if cluster != unit else []):
+        values = c.to_numpy() if name == cohort else _codes_or_values(data[name])
+        if values is None:
+            return None
+        if not _constant_in_blocks(values, T):  # also False for a missing value (NaN)
+            return None
+        per_unit.append(values[::T])
+    clusters = factorize(per_unit[1])[0] if cluster != unit else None
+    return _Grid(Y=Y, periods=t.to_numpy()[:T], cohort=per_unit[0], clusters=clusters, column_sums=column_sums,
+                 outcome=y)
+
+
+def _groups(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (sorted) and each element's index among them."""
+    codes, m = factorize(values)
+    uniques = np.empty(m, dtype=values.dtype)
+    uniques[codes] = values
+    return uniques, codes
+
+
 # ----------------------------------------------------------------------------- 2x2
 
 def did_2x2(data: pd.DataFrame, *, outcome: str, time: str, cohort: str,
@@ -223,34 +302,66 @@ def twfe(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
     time-invariant characteristic), or only by period, is collinear with the fixed
     effects and is refused with an error naming it (rather than silently dropped, as
     fixest does); so is a control missing where the outcome is present, or constant.
+
+    On a panel whose rows run through every period of one unit after another (sorted by
+    unit, then period; every unit in every period once, no missing value), without weights
+    or controls, the fit is computed from the outcome's unit x period grid (its row and
+    column sums, its products with cohort x period tables; ``_twfe_grid``): the same
+    numbers as the general path, in a few passes over the columns; the residuals and fitted
+    values are computed when first read.
     """
     cluster = cluster or unit
     covariates = list(covariates)
-    if covariates:
-        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
-                         absorbed_by=[unit, time])
-    d = _check(data, unit, time, outcome, cohort,
-               needed=list(covariates) + [cluster] + ([weights] if weights else []))
-    if weights and not (d[weights] > 0).all():
-        raise EstimationError(f"weights '{weights}' must be positive")
-    names = [TREATED, *covariates]
-    unit_codes, n_units = factorize(d[unit])  # once: the unit is usually the cluster too
-    fit = fe_ols(d[outcome].to_numpy(float), d[names].to_numpy(float), names,
-                 [unit_codes, factorize(d[time])[0]], unit_codes if cluster == unit else factorize(d[cluster])[0],
-                 weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
-    treated_units = int(np.unique(unit_codes[d[TREATED].to_numpy() != 0]).size)
+    grid = None if covariates or weights else _grid_panel(data, outcome=outcome, unit=unit, time=time,
+                                                          cohort=cohort, cluster=cluster)
+    fitted = _twfe_grid(grid, adjustment) if grid is not None else None
+    if fitted is not None:
+        fit, n_units, treated_units = fitted
+        dropped = 0
+    else:
+        if covariates:
+            _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                             absorbed_by=[unit, time])
+        d = _check(data, unit, time, outcome, cohort,
+                   needed=list(covariates) + [cluster] + ([weights] if weights else []))
+        if weights and not (d[weights] > 0).all():
+            raise EstimationError(f"weights '{weights}' must be positive")
+        names = [TREATED, *covariates]
+        unit_codes, n_units = factorize(d[unit])  # once: the unit is usually the cluster too
+        fit = fe_ols(d[outcome].to_numpy(float), d[names].to_numpy(float), names,
+                     [unit_codes, factorize(d[time])[0]], unit_codes if cluster == unit else factorize(d[cluster])[0],
+                     weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
+        treated_units = int(np.unique(unit_codes[d[TREATED].to_numpy() != 0]).size)
+        dropped = int(len(data) - len(d))
     method = "two-way fixed effects (unit and period)" + (" WLS" if weights else "")
     effect = _effect(fit, TREATED, "att", method=method, n_units=n_units, n_treated=treated_units,
                      alpha=alpha, indicator=indicator)
     spec = {"estimator": "twfe", "data": data, "outcome": outcome, "unit": unit, "time": time, "cohort": cohort,
             "cluster": cluster, "weights": weights, "covariates": tuple(covariates), "adjustment": adjustment,
             "alpha": alpha, "indicator": indicator}
-    diagnostics = {"dropped_missing_rows": int(len(data) - len(d)), "observations": fit.n_obs,
-                   "clusters": fit.n_clusters}
+    diagnostics = {"dropped_missing_rows": dropped, "observations": fit.n_obs, "clusters": fit.n_clusters}
     if covariates:
         diagnostics["controls"] = _controls_table(fit, covariates)
     return Estimates(effects=[effect], method=method, model=fit, kind="twfe",
                      vcov=vcov_frame(fit.vcov[:1, :1], [effect]), spec=spec, diagnostics=diagnostics)
+
+
+def _twfe_grid(grid: _Grid, adjustment: str) -> tuple[FEFit, int, int] | None:
+    """TWFE on a :class:`_Grid`: the treatment D_it = 1 when the unit's cohort is > 0 and
+    t >= cohort is, for the units of one cohort, one row of a cohort x period table, which
+    is all :func:`~evaluation.estimators.fixed_effects._fe_ols_grid` needs (the fit, the
+    units and the treated units); None when no row or every row is treated (the general
+    path raises)."""
+    N, T = grid.Y.shape
+    values, group = _groups(grid.cohort)
+    treated = (values > 0)[:, None] & (grid.periods[None, :] >= values[:, None])  # cohort x period
+    n_c = np.bincount(group, minlength=len(values))
+    rows_treated = int(n_c @ treated.sum(axis=1))
+    if rows_treated == 0 or rows_treated == N * T:
+        return None
+    fit = _fe_ols_grid(grid.Y, group, treated[:, :, None].astype(float), [TREATED], grid.clusters, adjustment,
+                       grid.column_sums, owner=grid.outcome)
+    return fit, N, int(n_c[treated.any(axis=1)].sum())
 
 
 def _rows_with_outcome(data: pd.DataFrame, outcome: str, columns: Sequence[str]) -> pd.DataFrame:
@@ -278,23 +389,13 @@ def _sum_table(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tu
     return sparse.csr_matrix((values, (rows, cols)), shape=shape)
 
 
-def _positive_definite(A: np.ndarray) -> bool:
-    """Whether the symmetric A is of full rank: its Cholesky factor exists and no pivot is
-    below the relative size matrix_rank tolerates (dim x machine epsilon)."""
-    try:
-        pivots = np.diag(np.linalg.cholesky((A + A.T) / 2)) ** 2
-    except np.linalg.LinAlgError:
-        return False
-    return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
-
-
 def _period_inverse(S: np.ndarray) -> np.ndarray:
     """A generalized inverse of the period block S = P' M_A P of the two-way projection:
     the inverse with the first period as reference when the units and periods are
     connected, else the pseudo-inverse (any generalized inverse projects)."""
     S = (S + S.T) / 2
     S_plus = np.zeros_like(S)
-    if _positive_definite(S[1:, 1:]):
+    if _full_rank(S[1:, 1:]):
         S_plus[1:, 1:] = np.linalg.inv(S[1:, 1:])
     else:
         S_plus = np.linalg.pinv(S, rtol=1e-10, hermitian=True)
@@ -304,7 +405,7 @@ def _period_inverse(S: np.ndarray) -> np.ndarray:
 def _solve_within(XtX: np.ndarray, Xty: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(X~'X~)^-1 and the coefficients of the within-transformed regression; regressors
     collinear with the fixed effects are an error naming those with no variation left."""
-    if not _positive_definite(XtX):
+    if not _full_rank(XtX):
         bad = [nm for nm, v in zip(names, np.diag(XtX), strict=True) if v < 1e-20]
         raise EstimationError("regressors are collinear with the fixed effects"
                               + (f" (no variation left in {bad})" if bad else ""))
@@ -412,6 +513,47 @@ def _event_study_ols(y: np.ndarray, column: np.ndarray, names: list[str], unit: 
                  adjustment=adjustment, resid=resid, fitted=y - resid)
 
 
+def _event_columns(rel: np.ndarray, *, leads: int, lags: int, reference: int) -> tuple[list[int], np.ndarray]:
+    """The event times that get a coefficient (those present in ``rel``, the event times
+    within the window, NaN for never-treated, except ``reference``) and each element's
+    column among them (-1: none), for an array of any shape (rows, or cohorts x periods)."""
+    on = ~np.isnan(rel)
+    seen = np.bincount(rel[on].astype(int) + leads, minlength=leads + lags + 1) > 0  # counts, not hashing
+    event_times = [k for k in range(-leads, lags + 1) if k != reference and seen[k + leads]]
+    lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
+    for j, k in enumerate(event_times):
+        lookup[k + leads] = j
+    column = np.full(rel.shape, -1)  # the event-time column of each element (-1: none)
+    column[on] = lookup[rel[on].astype(int) + leads]
+    return event_times, column
+
+
+def _event_study_grid(grid: _Grid, *, leads: int, lags: int, reference: int,
+                      adjustment: str) -> tuple[FEFit, list[int], int, int, int] | None:
+    """The binned event study on a :class:`_Grid`: a unit's event-time dummies are those of
+    its cohort, one cohort x period x event-time table for
+    :func:`~evaluation.estimators.fixed_effects._fe_ols_grid`. The fit, the event times,
+    the units, the treated units and the clusters with one; None when no unit or every
+    unit is treated, or no event time is left (the general path raises)."""
+    values, group = _groups(grid.cohort)
+    cohorts = values.astype(float)
+    treated = cohorts > 0
+    if not treated.any() or treated.all():
+        return None
+    with np.errstate(invalid="ignore"):
+        rel = np.where(treated[:, None], grid.periods.astype(float)[None, :] - cohorts[:, None], np.nan)
+    event_times, column = _event_columns(np.clip(rel, -leads, lags), leads=leads, lags=lags, reference=reference)
+    if not event_times:
+        return None
+    E = (column[:, :, None] == np.arange(len(event_times))).astype(float)  # cohort x period x event time
+    fit = _fe_ols_grid(grid.Y, group, E, [f"k={k}" for k in event_times], grid.clusters, adjustment,
+                       grid.column_sums, owner=grid.outcome)
+    units = treated[group]
+    n_treated = int(np.count_nonzero(units))
+    clusters = n_treated if grid.clusters is None else int(np.count_nonzero(np.bincount(grid.clusters[units])))
+    return fit, event_times, len(group), n_treated, clusters
+
+
 def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohort: str,
                 event_window: tuple[int, int] = (-6, 12), bin_endpoints: bool = True, reference: int = -1,
                 cluster: str | None = None, weights: str | None = None, covariates: Sequence[str] = (),
@@ -433,6 +575,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     Without ``weights`` the regression is computed from unit / period x event-time count
     tables (Frisch-Waugh-Lovell, exact on unbalanced panels too), never the n x K dummy
     design; the numbers are those of ``fe_ols`` on that design, which weighted fits still use.
+    On a panel sorted by unit, then period, with every unit in every period once and no
+    missing value (and ``bin_endpoints``), it is computed from the outcome's unit x period
+    grid and cohort x period x event-time tables instead (``_event_study_grid``; the same
+    numbers, as for :func:`twfe`).
 
     ``covariates``: time-varying controls beside the township and period effects, as in
     :func:`twfe` (same checks: a time-invariant control is refused with an error naming
@@ -445,54 +591,57 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
     leads, lags = -first, last
     cluster = cluster or unit
     covariates = list(covariates)
-    if covariates:
-        _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
-                         absorbed_by=[unit, time])
-    d = _check(data, unit, time, outcome, None,
-               needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
-    dropped = int(len(data) - len(d))
-    ft = d[cohort].to_numpy(float)
-    ft = np.where(np.isnan(ft), 0.0, ft)
-    treated = ft > 0
-    if not treated.any():
-        raise EstimationError(f"no treated units: every '{cohort}' is 0 or missing")
-    if treated.all():
-        raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
-    with np.errstate(invalid="ignore"):
-        rel_values = np.where(treated, d[time].to_numpy(float) - ft, np.nan)  # event time; NaN never treated
-    if bin_endpoints:
-        rel_values = np.clip(rel_values, -leads, lags)  # NaN stays NaN
+    grid = None if covariates or weights or not bin_endpoints else _grid_panel(
+        data, outcome=outcome, unit=unit, time=time, cohort=cohort, cluster=cluster)
+    fitted = _event_study_grid(grid, leads=leads, lags=lags, reference=reference,
+                               adjustment=adjustment) if grid is not None else None
+    if fitted is not None:
+        fit, event_times, n_units, n_treated, treated_clusters = fitted
+        dropped = 0
     else:
-        keep = ~treated | ((rel_values >= -leads) & (rel_values <= lags))
-        d, rel_values = d[keep], rel_values[keep]
-    rows = np.flatnonzero(~np.isnan(rel_values))
-    seen = np.bincount(rel_values[rows].astype(int) + leads, minlength=leads + lags + 1) > 0  # counts, not hashing
-    event_times = [k for k in range(-leads, lags + 1) if k != reference and seen[k + leads]]
-    lookup = np.full(leads + lags + 1, -1)  # event time + leads -> column (-1: reference)
-    for j, k in enumerate(event_times):
-        lookup[k + leads] = j
-    column = np.full(len(rel_values), -1)  # the event-time column of each row (-1: none)
-    column[rows] = lookup[rel_values[rows].astype(int) + leads]
+        if covariates:
+            _check_covariates(_rows_with_outcome(data, outcome, [unit, time, *covariates]), covariates, unit=unit,
+                             absorbed_by=[unit, time])
+        d = _check(data, unit, time, outcome, None,
+                   needed=[cohort, cluster, *covariates] + ([weights] if weights else []))
+        dropped = int(len(data) - len(d))
+        ft = d[cohort].to_numpy(float)
+        ft = np.where(np.isnan(ft), 0.0, ft)
+        treated = ft > 0
+        if not treated.any():
+            raise EstimationError(f"no treated units: every '{cohort}' is 0 or missing")
+        if treated.all():
+            raise EstimationError(f"no comparison units: every unit has a '{cohort}'")
+        with np.errstate(invalid="ignore"):
+            rel_values = np.where(treated, d[time].to_numpy(float) - ft, np.nan)  # event time; NaN never treated
+        if bin_endpoints:
+            rel_values = np.clip(rel_values, -leads, lags)  # NaN stays NaN
+        else:
+            keep = ~treated | ((rel_values >= -leads) & (rel_values <= lags))
+            d, rel_values = d[keep], rel_values[keep]
+        event_times, column = _event_columns(rel_values, leads=leads, lags=lags, reference=reference)
+        names = [f"k={k}" for k in event_times]
+        y = d[outcome].to_numpy(float)
+        unit_codes, n_units = factorize(d[unit])
+        time_codes = factorize(d[time])[0]
+        cluster_codes = unit_codes if cluster == unit else factorize(d[cluster])[0]
+        if weights or covariates:
+            # weighted least squares and controls keep the dense n x K design and fe_ols: the
+            # count tables of _event_study_ols are unweighted and have no other regressors
+            X = np.zeros((len(rel_values), len(event_times) + len(covariates)), order="F")
+            on = np.flatnonzero(column >= 0)
+            X[on, column[on]] = 1.0
+            for j, c in enumerate(covariates):
+                X[:, len(event_times) + j] = d[c].to_numpy(float)
+            fit = fe_ols(y, X, names + covariates, [unit_codes, time_codes], cluster_codes,
+                         weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
+        else:
+            fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
+        in_window = ~np.isnan(rel_values)  # pilot rows: every event time, binned or inside the window
+        n_treated = int(np.count_nonzero(np.bincount(unit_codes[in_window], minlength=n_units)))
+        treated_clusters = int(np.count_nonzero(np.bincount(cluster_codes[in_window])))
     names = [f"k={k}" for k in event_times]
-    y = d[outcome].to_numpy(float)
-    unit_codes, n_units = factorize(d[unit])
-    time_codes = factorize(d[time])[0]
-    cluster_codes = unit_codes if cluster == unit else factorize(d[cluster])[0]
-    if weights or covariates:
-        # weighted least squares and controls keep the dense n x K design and fe_ols: the
-        # count tables of _event_study_ols are unweighted and have no other regressors
-        X = np.zeros((len(rel_values), len(event_times) + len(covariates)), order="F")
-        on = np.flatnonzero(column >= 0)
-        X[on, column[on]] = 1.0
-        for j, c in enumerate(covariates):
-            X[:, len(event_times) + j] = d[c].to_numpy(float)
-        fit = fe_ols(y, X, names + covariates, [unit_codes, time_codes], cluster_codes,
-                     weights=d[weights].to_numpy(float) if weights else None, adjustment=adjustment)
-    else:
-        fit = _event_study_ols(y, column, names, unit_codes, time_codes, cluster_codes, adjustment)
     method = "event study (two-way fixed effects)"
-    in_window = ~np.isnan(rel_values)  # pilot rows: every event time, binned or inside the window
-    n_treated = int(np.count_nonzero(np.bincount(unit_codes[in_window], minlength=n_units)))
     effects = [_effect(fit, nm, "att_event_time", term=nm, method=method, n_units=n_units, n_treated=n_treated,
                        alpha=alpha, indicator=indicator, event_time=k) for nm, k in zip(names, event_times,
                                                                                         strict=True)]
@@ -501,7 +650,6 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
                    "dropped_missing_rows": dropped, "observations": fit.n_obs}
     if covariates:
         diagnostics["controls"] = _controls_table(fit, covariates)
-    treated_clusters = int(np.count_nonzero(np.bincount(cluster_codes[in_window])))
     if pre and len(pre) < treated_clusters:
         F, p, q = fit.wald(pre)
         diagnostics.update(pretrend_F=F, pretrend_p=p, pretrend_df=q)
@@ -511,12 +659,10 @@ def event_study(data: pd.DataFrame, *, outcome: str, unit: str, time: str, cohor
         diagnostics.update(pretrend_F=np.nan, pretrend_p=np.nan, pretrend_df=len(pre),
                            pretrend_note=f"{len(pre)} leads but {treated_clusters} treated clusters: "
                                          "the joint test is not reliable; use a shorter event_window")
-    plot = pd.DataFrame([{"event_time": e.event_time, "estimate": e.estimate, "ci_low": e.ci_low,
-                          "ci_high": e.ci_high} for e in effects]
-                        + [{"event_time": reference, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}])
+    points = sorted([(e.event_time, e.estimate, e.ci_low, e.ci_high) for e in effects] + [(reference, 0.0, 0.0, 0.0)])
+    plot = pd.DataFrame(points, columns=["event_time", "estimate", "ci_low", "ci_high"])  # by event time
     return Estimates(effects=effects, method=method, model=fit, diagnostics=diagnostics, kind="event_study",
-                     vcov=vcov_frame(fit.vcov[:len(names), :len(names)], effects),
-                     plot_data=plot.sort_values("event_time").reset_index(drop=True))
+                     vcov=vcov_frame(fit.vcov[:len(names), :len(names)], effects), plot_data=plot)
 
 
 # ----------------------------------------------------------------------------- Poisson

@@ -6,7 +6,13 @@ demeaning until nothing changes; Gaure 2013, the method of R's ``fixest`` and of
 ``pyfixest``). On a balanced panel without weights two sweeps are exact; when its rows are
 sorted (by unit, then period, or the other way round) each column is reshaped to the unit x
 period table and demeaned by its row and column means (``two_way_demean_balanced``), with
-no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of these adjustments:
+no group sums. When, moreover, the regressors depend on the unit only through its group (a
+cohort's treatment or event-time dummies), ``_fe_ols_grid`` never forms them: the normal
+equations and the clustered scores come from the outcome's grid times group x period
+tables (the grid fast path of ``did.twfe`` and ``did.event_study``).
+
+The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (X'WX)^-1 times one of
+these adjustments:
 
 ``fixest`` (default) G/(G-1) * (N-1)/(N-K), K the slopes plus the fixed-effect levels
             not nested in the clusters (R fixest's and pyfixest's default ``ssc()``);
@@ -20,6 +26,9 @@ no group sums. The cluster-robust (CR1) variance is (X'WX)^-1 (sum_g s_g s_g') (
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,6 +201,27 @@ def small_sample_factor(adjustment: str, *, n: int, k: int, fe_levels: list[int]
     return (n - 1) / (n - df_k) * n_clusters / (n_clusters - 1), df_k
 
 
+class _OnFirstUse:
+    """A field of :class:`FEFit` that a fast path may leave to be computed when first read:
+    the n-long residuals and fitted values, which the coefficients and their errors do not
+    need (on a 3.84M-row panel, writing them is two fresh 30 MB arrays). ``FEFit.deferred``,
+    when set, returns both; it runs once."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return None  # the dataclass default
+        if obj.__dict__.get(self.slot) is None and obj.__dict__.get("deferred") is not None:
+            obj.__dict__["_resid"], obj.__dict__["_fitted"] = obj.deferred()
+            obj.deferred = None
+        return obj.__dict__.get(self.slot)
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class FEFit:
     """Coefficients, clustered covariance and what produced them."""
@@ -204,9 +234,16 @@ class FEFit:
     df_k: int
     adjustment: str
     family: str = "gaussian"
-    resid: np.ndarray | None = None
-    fitted: np.ndarray | None = None
+    resid: np.ndarray | None = _OnFirstUse()
+    fitted: np.ndarray | None = _OnFirstUse()
     dropped: dict = field(default_factory=dict)
+    deferred: Callable[[], tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        """For pickling and copying: the deferred residuals computed first (a closure does not pickle)."""
+        if self.deferred is not None:
+            _ = self.resid
+        return self.__dict__.copy()
 
     @property
     def se(self) -> np.ndarray:
@@ -360,6 +397,192 @@ def fe_ols(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[n
                                     adjustment, levels=levels, layout=layout)
     return FEFit(names=list(names), coef=coef, vcov=vcov, n_obs=n, n_clusters=G, df_k=df_k,
                  adjustment=adjustment, resid=resid, fitted=y - resid)
+
+
+@functools.cache
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController  # created once: 40 ms; each limit() after it 0.01 ms
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread(cells: int):
+    """Context in which numpy's BLAS runs on one thread, for products over a grid of
+    ``cells`` values: at 3.84M cells each reads 30 MB, which a second BLAS thread made up to
+    ten times slower on a busy machine (``few_clusters._single_blas_thread``,
+    benchmarks/threads.py). Below 2**20 cells nothing is changed (and threadpoolctl, 13 ms
+    to import and set up, is not loaded for the report's small panels)."""
+    if cells < 1 << 20:
+        return contextlib.nullcontext()
+    return _blas_threads().limit(limits=1, user_api="blas")
+
+
+_SPARSE_COLUMN = 8  # _times: a column with at most this many nonzeros is read from the grid's columns
+
+
+def _times(Y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Y @ M for a T x J table M of the grid's regressors (cohort x period dummies and their
+    period means), by its structure: the columns with more than ``_SPARSE_COLUMN`` nonzeros
+    (a treatment from the start on, an end-point bin) by BLAS (one matrix-vector product
+    each over the periods it spans, up to three: faster than a thin matrix product here);
+    the others (an event time, one period per cohort) from the grid's columns they touch:
+    ``np.take`` of r periods per column (r the most nonzeros of one; a shorter column padded
+    with weight 0), then one einsum over the r, written in place when the columns are
+    adjacent. The same sums as Y @ M, in another order. Call under :func:`_one_blas_thread`."""
+    N, T = Y.shape
+    out = np.empty((N, M.shape[1]))
+    nnz = np.count_nonzero(M, axis=0)
+    out[:, nnz == 0] = 0.0
+    dense = np.flatnonzero(nnz > _SPARSE_COLUMN)
+    if len(dense) > 3:
+        out[:, dense] = Y @ M[:, dense]
+    else:
+        for j in dense:  # over the periods from its first nonzero to its last only
+            t0, t1 = np.flatnonzero(M[:, j])[[0, -1]]
+            out[:, j] = Y[:, t0:t1 + 1] @ np.ascontiguousarray(M[t0:t1 + 1, j])
+    sparse = np.flatnonzero((nnz > 0) & (nnz <= _SPARSE_COLUMN))
+    if len(sparse):
+        counts = nnz[sparse]
+        k, t = np.nonzero(M[:, sparse].T)                   # by column, then period
+        q = np.arange(len(k)) - np.repeat(np.cumsum(counts) - counts, counts)  # rank within its column
+        periods = np.zeros((counts.max(), len(sparse)), dtype=np.intp)
+        weights = np.zeros((counts.max(), len(sparse)))
+        periods[q, k], weights[q, k] = t, M[t, sparse[k]]
+        taken = np.take(Y, periods.ravel(), axis=1).reshape(N, *periods.shape)
+        if sparse[-1] - sparse[0] == len(sparse) - 1:  # adjacent columns: written in place
+            np.einsum("iqj,qj->ij", taken, weights, out=out[:, sparse[0]:sparse[-1] + 1])
+        else:
+            out[:, sparse] = np.einsum("iqj,qj->ij", taken, weights)
+    return out
+
+
+def _full_rank(A: np.ndarray) -> bool:
+    """Whether the symmetric positive semi-definite A is of full rank: its Cholesky factor
+    exists and no pivot is below the relative size ``matrix_rank`` tolerates (dim x machine
+    epsilon); a 20 x 20 check in microseconds, not an SVD."""
+    try:
+        pivots = np.diag(np.linalg.cholesky((A + A.T) / 2)) ** 2
+    except np.linalg.LinAlgError:
+        return False
+    return bool(pivots.min() > pivots.max() * len(A) * np.finfo(float).eps)
+
+
+def _grid_shape(unit: np.ndarray, time: np.ndarray) -> tuple[int, int] | None:
+    """(N, T) when the rows are a unit x period grid, unit-major: the first T rows hold one
+    unit's T periods, the next T another unit's, ..., every unit the same periods in the
+    same increasing order, and no unit in two blocks (the units themselves may come in any
+    order, e.g. by county first). :func:`_sorted_layout`'s unit-major case, read from the
+    raw values (numbers, or the codes of :func:`factorize`) in one comparison pass over
+    each column, with no factorizing; a missing value (NaN) fails the comparisons: None."""
+    n = len(unit)
+    if n < 2 or len(time) != n:
+        return None
+    first, T, start, step = unit[0], n, 0, 256  # T: the first unit's run, found in growing chunks
+    while start < n:
+        change = np.flatnonzero(unit[start:start + step] != first)
+        if len(change):
+            T = start + int(change[0])
+            break
+        start, step = start + step, step * 2
+    if T < 2 or n % T:
+        return None
+    N = n // T
+    units, periods = unit[::T], time[:T]
+    if not np.all(periods[1:] > periods[:-1]):
+        return None
+    if not np.all(units[1:] > units[:-1]):  # blocks not in increasing order: each unit in one block all the same
+        ordered = np.sort(units)
+        if not np.all(ordered[1:] > ordered[:-1]):
+            return None
+    if not (_constant_in_blocks(unit, T) and np.array_equal(time[T:], time[:-T])):  # each row's period as T above
+        return None
+    return N, T
+
+
+def _constant_in_blocks(values: np.ndarray, T: int) -> bool:
+    """Whether ``values`` is constant within each block of T consecutive rows (a missing
+    value, NaN, never is): every change between neighbours falls on a block boundary. Flat
+    comparisons of the whole column (about twice as fast as comparing its N x T view with
+    the blocks' first values)."""
+    changes = values[1:] != values[:-1]
+    return int(np.count_nonzero(changes)) == int(np.count_nonzero(changes[T - 1::T]))
+
+
+def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[str], clusters: np.ndarray | None,
+                 adjustment: str = "fixest", column_sums: np.ndarray | None = None, owner: object = None) -> FEFit:
+    """:func:`fe_ols` with unit and period effects on a sorted balanced panel (``Y`` the
+    outcome as the N x T grid of :func:`_grid_shape`) whose regressors depend on the unit
+    only through its group: x_it = E[group_i, t] (``E``: groups x T x K; a cohort's
+    treatment or event-time dummies). The same coefficients, CR1 covariance, small-sample
+    factor, residuals and fitted values, from the grid's row and column sums and the
+    group x period tables, without the n x K design or its demeaned copy.
+
+    On the grid the two-way projection is exact in one step: x~_it = x_it - a_i - b_t + g
+    (unit, period and grand means; the within transformation of a balanced two-way panel,
+    Baltagi 2021, Econometric Analysis of Panel Data, 6th ed., ch. 3), so a unit of group c
+    has x~_it = F[c, t] with F[c] = E[c] - a_c - (b - g); X~'X~ = sum_c n_c F[c]'F[c] (no
+    cancellation), and X~'y = sum_i F[c_i]' y_i with F[c]' y_i = E[c]' y_i - a_c (sum_t
+    y_it) - (b - g)' y_i: the grid's row sums, its product with the period means b
+    (:func:`_times`, by their structure) and, for the rows of the groups with regressors,
+    their product with E[c]. The score of unit i is sum_t x~_it u_it
+    = F[c_i]' (y_i - ybar) - F[c_i]'F[c_i] beta (u the residual, ybar the period means;
+    x~ has zero unit means, so the unit means of y drop out), and a cluster's the sum over
+    its units: ``clusters`` holds each unit's cluster code (None: the units are the
+    clusters), so every unit is nested in its cluster. The residuals and fitted values are
+    computed when first read (:class:`FEFit`'s ``deferred``), from ``Y`` as it was: pass as
+    ``owner`` the pandas Series that ``Y`` views (while the fit holds it, pandas copies the
+    frame's block before writing to it, copy-on-write), or a ``Y`` that nothing writes to.
+    """
+    N, T = Y.shape
+    m, _, K = E.shape
+    n_c = np.bincount(group, minlength=m).astype(float)
+    a = E.mean(axis=1)                                     # unit means of x, by group (m x K)
+    b = np.einsum("c,ctk->tk", n_c, E) / N                  # period means (T x K)
+    g = b.mean(axis=0)
+    e = b - g
+    F = E - a[:, None, :] - e[None, :, :]                   # x~ of a unit of each group (m x T x K)
+    XtX = np.einsum("c,ctk,ctl->kl", n_c, F, F)
+    H = np.einsum("ctk,ctl->ckl", F, F)                     # sum_t x~ x~' of one unit, by group
+    ybar = (Y.sum(axis=0) if column_sums is None else column_sums) / N
+    members = [(c, np.flatnonzero(group == c)) for c in range(m) if n_c[c] and E[c].any()]
+    if not _full_rank(XtX):
+        bad = [nm for nm, v in zip(names, np.abs(F[n_c > 0]).max(axis=(0, 1)), strict=True) if v < 1e-10]
+        raise EstimationError("regressors are collinear with the fixed effects"
+                              + (f" (no variation left in {bad})" if bad else ""))
+    bread = np.linalg.inv(XtX)
+    with _one_blas_thread(N * T):
+        row_sums = Y @ np.ones(T)
+        # F[c]' y_i = E[c]' y_i - a_c sum_t y_it - (b - g)' y_i; E[c] and a_c are 0 outside the members' groups
+        W = _times(Y, -b)
+        W += np.multiply.outer(row_sums, g)
+        for c, rows in members:
+            W[rows] += _times(np.take(Y, rows, axis=0), E[c]) - np.multiply.outer(row_sums[rows], a[c])
+        coef = bread @ W.sum(axis=0)
+        # the units' scores: W - F[c]' ybar - F[c]'F[c] beta; F[c] = -(b - g) outside the members' groups
+        shift = np.einsum("ctk,t->ck", F, ybar) + H @ coef
+        base = -e.T @ ybar + (e.T @ e) @ coef
+        W -= base
+        for c, rows in members:
+            W[rows] -= shift[c] - base
+        if clusters is None:
+            G, scores = N, W
+        else:
+            G = int(clusters.max()) + 1
+            scores = np.column_stack([np.bincount(clusters, weights=W[:, j], minlength=G) for j in range(K)])
+        meat = np.einsum("gk,gl->kl", scores, scores) if K <= _EINSUM_COLUMNS else scores.T @ scores
+    factor, df_k = small_sample_factor(adjustment, n=N * T, k=K, fe_levels=[N, T], fe_nested=[True, G == 1],
+                                       n_clusters=G)
+
+    def residuals(owner=owner) -> tuple[np.ndarray, np.ndarray]:
+        # u = y - (ybar_i - a_c b) - (ybar_t - ybar - e_t b) - E[c, t] b; owner keeps Y unchanged
+        u = Y - (row_sums / T - a[group] @ coef)[:, None]
+        u -= (ybar - ybar.mean() - e @ coef)[None, :]
+        for c, rows in members:
+            u[rows] -= E[c] @ coef
+        return u.ravel(), (Y - u).ravel()
+
+    return FEFit(names=list(names), coef=coef, vcov=factor * bread @ meat @ bread, n_obs=N * T, n_clusters=G,
+                 df_k=df_k, adjustment=adjustment, deferred=residuals)
 
 
 def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[np.ndarray],
