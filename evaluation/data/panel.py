@@ -23,6 +23,7 @@ Nothing is written here; :func:`write_validated_panel` writes atomically on requ
 
 from __future__ import annotations
 
+import hashlib
 import re
 import warnings
 from collections.abc import Sequence
@@ -105,6 +106,15 @@ class Panel:
     notes: list[str] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)   # time-varying controls kept from the file
     covariates: CovariateSet | None = None              # the study's covariates (evaluation.data.covariates)
+    _column_hashes: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def column_hash(self, column: str) -> bytes:
+        """SHA-256 of a column's values as text, in row order (computed once per panel: the
+        panel is not changed after loading). The batch's run keys are made from these."""
+        if column not in self._column_hashes:
+            values = pd.util.hash_pandas_object(self.data[column].astype(str), index=False).to_numpy()
+            self._column_hashes[column] = hashlib.sha256(values.tobytes()).digest()
+        return self._column_hashes[column]
 
     @property
     def periods(self) -> pd.PeriodIndex:

@@ -223,7 +223,9 @@ def data_hash(panel, indicator=None) -> str:
         own = [c for c in required_columns([indicator]) if c in MEASURE_COLUMNS]
         columns = [c for c in d.columns if c not in MEASURE_COLUMNS or c in own]
     h = hashlib.sha256(json.dumps([panel.frequency, columns]).encode())
-    for frame in (d[columns], panel.pilots, panel.excluded):
+    for column in columns:  # each column hashed once per panel (Panel.column_hash), then combined
+        h.update(panel.column_hash(column))
+    for frame in (panel.pilots, panel.excluded):
         h.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
     if indicator is None:
         h.update(json.dumps([panel.units, panel.notes, panel.dropped_rows.astype(str).to_dict("records")],
@@ -670,13 +672,14 @@ def _redirect_output(path: str) -> None:
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
 
 
-def _worker(conn, tmp: str, parent_pid: int) -> None:
+def _worker(conn, tmp: str, parent_pid: int, warm: bool = False) -> None:
     """A worker process (forked) of the local pool: dies with the batch, ignores the
     terminal's SIGINT (the batch stops it), keeps temporary files and its kernel's
     connection file in the batch's temporary folder, and then takes runs from ``conn``
     until it receives ``None``: ``(run, pages folder, log path)`` in, the run's outcome out.
 
-    It starts one :class:`KeptKernel` at its first run and reuses it for the next ones.
+    It starts one :class:`KeptKernel` at its first run (at once with ``warm``, while the
+    batch prepares) and reuses it for the next ones.
     The worker's output during a run goes to the run's log; the kernel's own output
     (start-up warnings, interrupts) to the worker's kernel log, whose part written during
     a run is copied to the end of the run's log. When the kernel dies during a run, the
@@ -692,6 +695,7 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
     scratch.mkdir(exist_ok=True)     # temporary files go with the batch's temporary folder
     tempfile.tempdir = str(scratch)
     os.environ.update(TMPDIR=str(scratch), JUPYTER_RUNTIME_DIR=str(scratch))
+    (Path(tmp) / "logs").mkdir(exist_ok=True)
     kernel_log = str(Path(tmp) / "logs" / f".kernel-{os.getpid()}.log")
     _redirect_output(kernel_log)
     current = {"log": kernel_log}
@@ -705,6 +709,10 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
             _redirect_output(current["log"])
 
     slot = KernelSlot(on_start=kernel_output)
+    if warm:  # a kernel that fails to start now is started again, and its failure reported, by the first run
+        with contextlib.suppress(Exception):
+            slot.get()
+            _warm_worker()
     while True:
         try:
             job = conn.recv()
@@ -726,6 +734,20 @@ def _worker(conn, tmp: str, parent_pid: int) -> None:
             break
     slot.drop()
     conn.close()
+
+
+def _warm_worker() -> None:
+    """What a worker's first run would otherwise pay for (about 1 s): the imports of
+    papermill and of the page's title, the kept-kernel engine, the HTML exporter's compiled
+    templates."""
+    import nbformat
+    import papermill  # noqa: F401
+
+    from evaluation.report.readable import Reader  # noqa: F401 - page_title's
+
+    _register_kept_kernel_engine()
+    _exporter("evaluation_offline.html.j2").from_notebook_node(
+        nbformat.v4.new_notebook(), resources={"metadata": {"name": ""}, "report_css_href": REPORT_CSS})
 
 
 class KernelSlot:
@@ -886,19 +908,29 @@ class _LocalPool:
     def idle(self) -> bool:
         return any(w["run"] is None for w in self.workers) or len(self.workers) < self.size
 
+    def start(self) -> None:
+        """Start all the workers now, each starting its kernel at once (``warm``): their
+        start-up overlaps what the batch does before its first run."""
+        while len(self.workers) < self.size:
+            self._start_worker(warm=True)
+
+    def _start_worker(self, warm: bool = False) -> dict:
+        mine, theirs = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_worker, name=f"evaluation-worker-{len(self.workers)}", daemon=False,
+                                args=(theirs, str(self.tmp), os.getpid(), warm))
+        with self.signals.deferred():  # a started worker is always known, so it can be stopped
+            proc.start()
+            worker = {"proc": proc, "conn": mine, "run": None}
+            self.workers.append(worker)
+        theirs.close()
+        return worker
+
     def submit(self, run: Run, pages: str, log: str) -> None:
         """Give ``run`` to an idle worker (started now when there is none); its executed
         notebook and HTML go to the folder ``pages``, its output to the file ``log``."""
         worker = next((w for w in self.workers if w["run"] is None), None)
         if worker is None:
-            mine, theirs = self.ctx.Pipe(duplex=True)
-            proc = self.ctx.Process(target=_worker, name=f"evaluation-worker-{len(self.workers)}", daemon=False,
-                                    args=(theirs, str(self.tmp), os.getpid()))
-            with self.signals.deferred():  # a started worker is always known, so it can be stopped
-                proc.start()
-                worker = {"proc": proc, "conn": mine, "run": None}
-                self.workers.append(worker)
-            theirs.close()
+            worker = self._start_worker()
         worker["run"] = run
         worker["conn"].send((run, pages, log))
 
@@ -1195,12 +1227,15 @@ class _StudyBatch:
         self.finished: set[str] = set()
         self.published: set[str] = set()
         self.manifest: dict | None = None
+        self.helper = None  # the deliverables' helper process, started with the summary (export.Helper)
 
     def open(self) -> None:
         _remove_debris(self.study.id, self.final)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.study.id}-batch-{os.getpid()}-", dir=self.final.parent))
 
     def close(self) -> None:
+        if self.helper is not None:  # not used: the batch ended before its deliverables
+            self.helper.kill()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -1209,8 +1244,8 @@ class _StudyBatch:
         reuses a run whose key, page and notebook are unchanged)."""
         tmp = self.tmp
         self.started, self.created = time.perf_counter(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        (tmp / "pages").mkdir()
-        (tmp / "logs").mkdir()
+        (tmp / "pages").mkdir(exist_ok=True)
+        (tmp / "logs").mkdir(exist_ok=True)  # a worker started ahead may have made it
         (tmp / REPORT_CSS).write_text(report_css(), encoding="utf-8")
         _seed_store(self.final / "results", tmp / "results")
         for r in self.runs:
@@ -1267,8 +1302,10 @@ class _StudyBatch:
             if self.final.is_dir():  # also when every page was reused (--resume) and report.css had gone
                 _publish_css(self.tmp, self.final)
             _publish_sections(self.tmp / "results", self.final / "results", skip=failed_sections)
+            helper, self.helper = self.helper, None
             self.manifest = _write_report(self.study, self.study_path, self.runs, self.final, self.inputs,
-                                          self.created, time.perf_counter() - self.started, self.fast)
+                                          self.created, time.perf_counter() - self.started, self.fast,
+                                          helper=helper)
             return self.manifest
 
     def interrupted(self, signals: _Signals) -> None:
@@ -1298,22 +1335,27 @@ def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, res
                 scheduler: str | None = None, workers: int | None = None) -> list[dict]:
     from tqdm import tqdm
 
-    for b in batches:
-        b.prepare(resume)
-    todo = [r for b in batches for r in b.todo]
-    if todo:  # imported once here rather than in every worker
-        import nbconvert  # noqa: F401
-        import papermill  # noqa: F401
-    owner = {id(r): b for b in batches for r in b.todo}
-    label = batches[0].study.id if len(batches) == 1 else f"{len(batches)} studies"
-    bar = tqdm(total=len(todo), desc=f"{label}: chapters", unit="run", disable=not progress)
-    pool = None
+    pool = bar = None
     retried: set[int] = set()
+    planned = sum(len(b.runs) for b in batches)
     try:
         with _single_threaded_numerics(workers if workers is not None else jobs):  # before Dask starts workers
-            if todo:
+            if not resume and planned and scheduler is None and workers is None:
+                # every run will run: the local workers and their kernels start while the batch prepares
+                pool = _LocalPool(min(max(1, jobs), planned), batches[0].tmp, signals)
+                pool.start()
+            for b in batches:
+                b.prepare(resume)
+            todo = [r for b in batches for r in b.todo]
+            if todo and pool is None:
+                import nbconvert  # noqa: F401 - imported once here rather than in every worker
+                import papermill  # noqa: F401
                 pool = _make_pool(min(max(1, jobs), len(todo)), batches[0].tmp, signals, scheduler, workers)
+            owner = {id(r): b for b in batches for r in b.todo}
+            label = batches[0].study.id if len(batches) == 1 else f"{len(batches)} studies"
+            bar = tqdm(total=len(todo), desc=f"{label}: chapters", unit="run", disable=not progress)
             queue: list[Run] = []
+            warmed = False
             while True:
                 fresh = [r for b in batches for r in b.ready()]
                 if fresh:  # longest first: a long run started last would leave the other workers idle
@@ -1322,6 +1364,12 @@ def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, res
                 while queue and pool is not None and pool.idle():
                     r = queue.pop(0)
                     pool.submit(r, *owner[id(r)].paths(r))
+                    if r.chapter == "summary":  # it runs alone: a core is free to prepare the deliverables
+                        if owner[id(r)].helper is None:  # (a summary run again after its worker died has one)
+                            owner[id(r)].helper = _deliverables_helper()
+                        if not warmed:
+                            warmed = True
+                            _warm_deliverables()
                 if not queue and (pool is None or not pool.busy):
                     break
                 for r, outcome in pool.wait(timeout=1.0):
@@ -1344,7 +1392,8 @@ def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, res
         stopped = sum(1 for b in batches for r in b.todo if r.stem not in b.published)
         if pool is not None:
             pool.kill()
-        bar.close()
+        if bar is not None:
+            bar.close()
         for b in batches:
             b.interrupted(signals)
         finished = sum(len(b.published) for b in batches)
@@ -1354,6 +1403,29 @@ def _run_locked(batches: list[_StudyBatch], signals: _Signals, *, jobs: int, res
             pool.kill()
     bar.close()
     return [b.manifest if b.manifest is not None else b.finish(signals) for b in batches]
+
+
+def _deliverables_helper():
+    """A helper process for the study's deliverables (:class:`evaluation.report.export.Helper`),
+    started now so that its imports are done when the summary has run; None when it cannot
+    start (the deliverables then start their own)."""
+    from evaluation.report.export import Helper
+
+    try:
+        return Helper()
+    except OSError:
+        return None
+
+
+def _warm_deliverables() -> None:
+    """Import what the Word report is written with (about 1 s) while the summary chapter,
+    the last run of a study, runs alone, so that writing the deliverables after it does not
+    wait for the import. A failure here is
+    left to the deliverables' own step, which reports it."""
+    with contextlib.suppress(Exception):
+        from evaluation.report.export import warm_imports
+
+        warm_imports()
 
 
 def _validate_data(study):
@@ -1544,9 +1616,9 @@ def _page_key(old: dict | None) -> str | None:
 
 
 def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs: dict, created: str,
-                  seconds: float, fast: bool, interrupted: bool = False) -> dict:
+                  seconds: float, fast: bool, interrupted: bool = False, helper=None) -> dict:
     """Rebuild the manifest and the index from the previous manifest's runs and this
-    batch's, and rename them into place."""
+    batch's, and rename them into place (``helper``: the deliverables' helper process)."""
     previous = _previous_manifest(final)
     old = {r["stem"]: r for r in previous.get("runs", []) if isinstance(r, dict) and "stem" in r}
     mine = {r.stem: _record(r, final, created, old.get(r.stem)) for r in runs}
@@ -1588,7 +1660,7 @@ def _write_report(study, study_path: Path, runs: list[Run], final: Path, inputs:
     }
     final.mkdir(parents=True, exist_ok=True)
     _write_published(final, "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
-    manifest["deliverables"] = _write_deliverables(study, final)  # they quote the manifest's SHA-256
+    manifest["deliverables"] = _write_deliverables(study, final, helper)  # they quote the manifest's SHA-256
     _write_published(final, "manifest.json", json.dumps(manifest, ensure_ascii=False, indent=2))
     _write_published(final, "index.html", index_page(study, rows, final, manifest["deliverables"]))
     return manifest
@@ -1600,7 +1672,7 @@ def _write_published(final: Path, name: str, text: str) -> None:
     os.replace(staging, final / name)
 
 
-def _write_deliverables(study, final: Path) -> dict:
+def _write_deliverables(study, final: Path, helper=None) -> dict:
     """The Word report, workbook, CSV and regression tables from the published store
     (:mod:`evaluation.report.export`): ``{"written": [names], "failed": reason or None}``.
     When the store cannot support them (no summary yet, say) the reason is recorded and the
@@ -1608,7 +1680,7 @@ def _write_deliverables(study, final: Path) -> dict:
     from evaluation.report.export import export_deliverables
 
     try:
-        paths = export_deliverables(final, study)
+        paths = export_deliverables(final, study, helper=helper)
     except EvaluationError as exc:
         return {"written": [], "failed": f"{type(exc).__name__}: {str(exc).splitlines()[0][:400]}"}
     return {"written": sorted({p.relative_to(final).parts[0] for p in paths}), "failed": None}

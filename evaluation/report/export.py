@@ -39,25 +39,34 @@ DELIVERABLES = (
 
 
 def export_deliverables(folder: Path | str, study, language: str | None = None, *,
-                        parallel: bool = True) -> list[Path]:
+                        parallel: bool = True, helper: Helper | None = None) -> list[Path]:
     """Write every deliverable of the published report in ``folder`` (its ``results/`` and
     ``manifest.json``); returns the paths written. A missing or incomplete store raises
     :class:`~evaluation.errors.EvaluationInputError` naming the file.
 
-    With ``parallel`` (the default) the Word report, the longest to write (its figures),
-    is written by a second process while this one writes the workbook, the CSV files and
-    the regression table: the batch's last step on a 2-core machine takes the Word report's
-    time instead of the sum. The files are the same either way."""
-    from evaluation.report.workbook import tables, write_csv_tables, write_workbook
-
+    With ``parallel`` (the default) the workbook, the CSV files and the regression table
+    are written by a second process (``helper``, when one was started ahead: see
+    :class:`Helper`) while this one writes the Word report, the longest (its figures): on
+    a 2-core machine the last step of a batch takes about the longer of the two instead of
+    their sum. The files are the same either way."""
     folder = Path(folder)
     language = language or study.report.language
-    with _beside(parallel, _word_report, folder, study, language) as word:
-        made = tables(folder, study, language)  # once, for the workbook and the CSV files
-        written = [write_workbook(folder, study, language, made=made)]
-        written += write_csv_tables(folder, study, language, made=made)
-        written += _regression_tables(folder, study, language)
-        return [word(), *written]
+    if not parallel:
+        return [_word_report(folder, study, language), *_tables(folder, study, language)]
+    helper = helper or Helper()
+    try:
+        helper.submit(_tables, folder, study, language)
+        word = _word_report(folder, study, language)
+        return [word, *helper.result()]
+    finally:
+        helper.kill()
+
+
+def warm_imports() -> None:
+    """Import what :func:`export_deliverables` writes the Word report with in this process
+    (``evaluation batch`` calls it while a study's summary chapter runs, so that its last
+    step does not wait for Matplotlib and python-docx)."""
+    import evaluation.report.word  # noqa: F401
 
 
 def _word_report(folder: Path, study, language: str) -> Path:
@@ -66,52 +75,72 @@ def _word_report(folder: Path, study, language: str) -> Path:
     return write_word_report(folder, study, language)
 
 
-# The child process of :func:`_beside`: reads (parent pid, function, args) pickled on its
-# stdin, writes (True, result) or (False, exception) pickled on its stdout.
+def _tables(folder: Path, study, language: str) -> list[Path]:
+    """The workbook, the CSV files (the same tables, made once) and the regression table."""
+    from evaluation.report.workbook import tables, write_csv_tables, write_workbook
+
+    made = tables(folder, study, language)
+    return [write_workbook(folder, study, language, made=made), *write_csv_tables(folder, study, language, made=made),
+            *_regression_tables(folder, study, language)]
+
+
+# The helper process: imports what the tables are written with, then reads (function, args)
+# pickled on its stdin and writes (True, result) or (False, exception) pickled on its stdout.
 _CHILD = """
 import pickle, sys
 from evaluation.report.batch import die_with_parent
-parent, function, args = pickle.load(sys.stdin.buffer)
-die_with_parent(parent)
-try:
-    outcome = (True, function(*args))
-except Exception as exc:  # EvaluationError and the like: raised again in the parent
-    outcome = (False, exc)
-pickle.dump(outcome, sys.stdout.buffer)
+die_with_parent(int(sys.argv[1]))
+import evaluation.report.regression_table, evaluation.report.workbook  # while the parent still works
+task = sys.stdin.buffer.read()
+if task:
+    function, args = pickle.loads(task)
+    try:
+        outcome = (True, function(*args))
+    except Exception as exc:  # EvaluationError and the like: raised again in the parent
+        outcome = (False, exc)
+    pickle.dump(outcome, sys.stdout.buffer)
 """
 
 
-@contextlib.contextmanager
-def _beside(parallel: bool, function, *args):
-    """Run ``function(*args)`` in a child Python process (a fresh interpreter: nothing of
-    this process's threads, state or main script is copied or re-run; it dies with this one)
-    while the block runs; yields a callable that waits for its result and raises its
-    exception here. Without ``parallel``, the callable runs it here."""
-    if not parallel:
-        yield lambda: function(*args)
-        return
-    with tempfile.TemporaryFile() as task:
-        pickle.dump((os.getpid(), function, args), task)
-        task.seek(0)
-        child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=task, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+class Helper:
+    """A second Python process for one piece of the deliverables: a fresh interpreter
+    (nothing of this process's threads, state or main script is copied or re-run) that dies
+    with this one. Started ahead (``evaluation batch`` starts one when a study's summary
+    chapter starts), it has its imports done when the work comes. :meth:`submit` sends a
+    function and its arguments (picklable), :meth:`result` waits for what it returns and
+    raises here what it raised, :meth:`kill` ends it (a helper never given work, too)."""
 
-    def result():
-        out, err = child.communicate()
-        if child.returncode != 0 or not out:
-            raise RuntimeError(f"{function.__name__} in a child process exited {child.returncode}:\n"
-                               + err.decode("utf-8", "replace")[-3000:])
+    def __init__(self):
+        self._errors = tempfile.TemporaryFile()  # not a pipe: a chatty child cannot block on it
+        self._child = subprocess.Popen([sys.executable, "-c", _CHILD, str(os.getpid())], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=self._errors)
+        self._name = None
+
+    def submit(self, function, *args) -> None:
+        self._name = function.__name__
+        with contextlib.suppress(BrokenPipeError):  # the child ended already: result() says why
+            self._child.stdin.write(pickle.dumps((function, args)))
+            self._child.stdin.close()
+
+    def result(self):
+        out = self._child.stdout.read()
+        code = self._child.wait()
+        if code != 0 or not out:
+            self._errors.seek(0)
+            raise RuntimeError(f"{self._name} in a helper process exited {code}:\n"
+                               + self._errors.read().decode("utf-8", "replace")[-3000:])
         ok, value = pickle.loads(out)
         if not ok:
             raise value
         return value
 
-    try:
-        yield result
-    finally:
-        if child.poll() is None:  # the block failed before waiting: the child is not needed
-            child.kill()
-            child.communicate()
+    def kill(self) -> None:
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        for stream in (self._child.stdin, self._child.stdout, self._errors):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
 
 
 def _regression_tables(folder: Path, study, language: str) -> list[Path]:
