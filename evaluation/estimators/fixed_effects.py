@@ -585,6 +585,31 @@ def _fe_ols_grid(Y: np.ndarray, group: np.ndarray, E: np.ndarray, names: list[st
                  df_k=df_k, adjustment=adjustment, deferred=residuals)
 
 
+def _poisson_irls(y: np.ndarray, offset: np.ndarray, solve, *, tol: float, max_iter: int):
+    """Iteratively reweighted least squares for a Poisson model with fixed effects (as
+    ppmlhdfe; Correia, Guimaraes and Zylkin 2020, Stata Journal 20:95-115): from mu =
+    (y + mean y) / 2, each step fits the working outcome z = eta - offset + (y - mu) / mu
+    by weighted least squares with weights mu, ``solve(z, mu)`` -> (coefficients, fitted
+    z), until the deviance changes by less than ``tol`` (relative). Returns (coefficients,
+    eta, mu) at the last step; raises when ``max_iter`` steps do not converge."""
+    mu = (y + y.mean()) / 2
+    eta = np.log(mu)
+    deviance_old = np.inf
+    for _ in range(max_iter):
+        z = eta - offset + (y - mu) / mu
+        coef, fitted = solve(z, mu)
+        del z
+        eta = fitted + offset
+        del fitted
+        mu = np.exp(eta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviance = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
+        if abs(deviance - deviance_old) / (0.1 + abs(deviance)) < tol:
+            return coef, eta, mu
+        deviance_old = deviance
+    raise EstimationError(f"Poisson IRLS did not converge in {max_iter} iterations")
+
+
 def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: list[np.ndarray],
                clusters: np.ndarray, offset: np.ndarray | None = None, adjustment: str = "fixest",
                tol: float = 1e-10, max_iter: int = 100) -> FEFit:
@@ -609,25 +634,14 @@ def fe_poisson(y: np.ndarray, X: np.ndarray, names: list[str], fixed_effects: li
     fixed_effects = [pd.factorize(c[keep], sort=True)[0] for c in fixed_effects]
     clusters = pd.factorize(clusters, sort=True)[0]
 
-    mu = (y + y.mean()) / 2
-    eta = np.log(mu)
-    coef = np.zeros(X.shape[1])
-    deviance_old = np.inf
-    for _ in range(max_iter):
-        z = eta - offset + (y - mu) / mu
+    def solve(z: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         Z = demean(np.column_stack([z, X]), fixed_effects, mu)
         z_t, X_t = Z[:, 0], Z[:, 1:]
         XtW = X_t.T * mu
         coef = np.linalg.solve(XtW @ X_t, XtW @ z_t)
-        eta = z - (z_t - X_t @ coef) + offset
-        mu = np.exp(eta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            deviance = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
-        if abs(deviance - deviance_old) / (0.1 + abs(deviance)) < tol:
-            break
-        deviance_old = deviance
-    else:
-        raise EstimationError(f"Poisson IRLS did not converge in {max_iter} iterations")
+        return coef, z - (z_t - X_t @ coef)
+
+    coef, eta, mu = _poisson_irls(y, offset, solve, tol=tol, max_iter=max_iter)
     Z = demean(X, fixed_effects, mu)
     XtWX = (Z.T * mu) @ Z
     bread = np.linalg.inv(XtWX)

@@ -41,6 +41,7 @@ from evaluation.errors import EstimationError
 from evaluation.estimators.did import _check, _period_inverse, _solve_within, _sum_table
 from evaluation.estimators.fixed_effects import (
     FEFit,
+    _poisson_irls,
     _sorted_balanced,
     factorize,
     fe_ols,
@@ -165,15 +166,14 @@ def _cell_ols(y: np.ndarray, code: np.ndarray, names: list[str], group: np.ndarr
         return _cell_ols_arrays(y, code, names, group, period, cohort, clusters, adjustment, combine, keep)
 
 
-def _cell_tables(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort: np.ndarray, K: int) -> dict:
-    """The count tables of :func:`_cell_ols` that do not involve the outcome: S^+, X'M_A X,
-    P'M_A X (K cells) and the group x period incidence of the incomplete groups."""
-    N, T = int(group.max()) + 1, int(period.max()) + 1
-    n_a = np.bincount(group, minlength=N).astype(float)
-    m_t = np.bincount(period, minlength=T).astype(float)
+def _cell_layout(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort: np.ndarray, K: int, N: int,
+                 T: int) -> tuple:
+    """Where the K cells lie: the rows in a cell (``on``) and their cells (``c_on``), each
+    row's cohort index, the number of cohorts, each group's cohort, each cell's cohort and
+    period, and the rows per cell. Raises unless every cell holds all the rows of one
+    (cohort, period) pair, as the count tables assume."""
     on = np.flatnonzero(code >= 0)
     c_on = code[on]
-    N_k = np.bincount(c_on, minlength=K).astype(float)
     cohorts, coh = np.unique(cohort, return_inverse=True)
     H = len(cohorts)
     group_cohort = np.zeros(N, dtype=np.int64)
@@ -181,10 +181,23 @@ def _cell_tables(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort
     first = np.zeros(K, dtype=np.int64)
     first[c_on] = on  # a row of each cell
     cell_cohort, cell_period = coh[first], period[first]
+    rows = np.bincount(c_on, minlength=K)
     pairs = np.bincount(coh * T + period, minlength=H * T)
-    if ((N_k == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], N_k)
+    if ((rows == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], rows)
             or not np.array_equal(coh[on], cell_cohort[c_on]) or not np.array_equal(period[on], cell_period[c_on])):
         raise EstimationError("internal: a cell must hold every row of one (cohort, period) pair")
+    return on, c_on, coh, H, group_cohort, cell_cohort, cell_period, rows
+
+
+def _cell_tables(code: np.ndarray, group: np.ndarray, period: np.ndarray, cohort: np.ndarray, K: int) -> dict:
+    """The count tables of :func:`_cell_ols` that do not involve the outcome: S^+, X'M_A X,
+    P'M_A X (K cells) and the group x period incidence of the incomplete groups."""
+    N, T = int(group.max()) + 1, int(period.max()) + 1
+    n_a = np.bincount(group, minlength=N).astype(float)
+    m_t = np.bincount(period, minlength=T).astype(float)
+    on, c_on, coh, H, group_cohort, cell_cohort, cell_period, rows = _cell_layout(code, group, period, cohort,
+                                                                                 K, N, T)
+    N_k = rows.astype(float)
 
     # W_h: complete groups in closed form, the others from their incidence rows
     if _sorted_balanced(group, period) is not None:
@@ -362,20 +375,7 @@ def _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset
     N, T, G = int(group.max()) + 1, int(period.max()) + 1, int(clusters.max()) + 1
     y = np.asarray(y, dtype=float)
     offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=float)
-    on = np.flatnonzero(code >= 0)
-    c_on = code[on]
-    cohorts, coh = np.unique(cohort, return_inverse=True)
-    H = len(cohorts)
-    group_cohort = np.zeros(N, dtype=np.int64)
-    group_cohort[group] = coh
-    first = np.zeros(K, dtype=np.int64)
-    first[c_on] = on  # a row of each cell
-    cell_cohort, cell_period = coh[first], period[first]
-    N_rows = np.bincount(c_on, minlength=K)
-    pairs = np.bincount(coh * T + period, minlength=H * T)
-    if ((N_rows == 0).any() or not np.array_equal(pairs[cell_cohort * T + cell_period], N_rows)
-            or not np.array_equal(coh[on], cell_cohort[c_on]) or not np.array_equal(period[on], cell_period[c_on])):
-        raise EstimationError("internal: a cell must hold every row of one (cohort, period) pair")
+    on, c_on, coh, H, group_cohort, cell_cohort, cell_period, _ = _cell_layout(code, group, period, cohort, K, N, T)
     by_cohort = [(h, np.flatnonzero(cell_cohort == h), np.flatnonzero(group_cohort == h))
                  for h in np.unique(cell_cohort)]
     members_of = [np.flatnonzero(group_cohort == h) for h in range(H)]
@@ -420,23 +420,13 @@ def _cell_poisson_arrays(y, code, names, group, period, cohort, clusters, offset
         r += (np.bincount(group, w * h, minlength=N) / n_a)[group]                  # M (z - Xb)
         return coef, r
 
-    # IRLS as fe_poisson: the same start, steps and stopping rule
-    mu = (y + y.mean()) / 2
-    eta = np.log(mu)
-    deviance_old = np.inf
-    for _ in range(max_iter):
-        z = eta - offset + (y - mu) / mu
+    def solve(z: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         coef, r = wls(z, mu)
-        eta = z - r + offset
-        del z, r
-        mu = np.exp(eta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            deviance = 2 * np.sum(np.where(y > 0, y * np.log(y / mu), 0.0) - (y - mu))
-        if abs(deviance - deviance_old) / (0.1 + abs(deviance)) < tol:
-            break
-        deviance_old = deviance
-    else:
-        raise EstimationError(f"Poisson IRLS did not converge in {max_iter} iterations")
+        r -= z
+        np.negative(r, out=r)  # z - r, in r's memory
+        return coef, r
+
+    coef, eta, mu = _poisson_irls(y, offset, solve, tol=tol, max_iter=max_iter)  # as fe_poisson
 
     # CR1 at the estimate, with the final weights
     table, n_a, _, Q, XtX = projection(mu)
