@@ -51,3 +51,15 @@ def test_a_folder_without_a_manifest_is_refused_either_way(tmp_path, parallel):
         export_deliverables(folder, study, parallel=parallel, helper=helper)
     assert sorted(p.name for p in folder.iterdir()) == []
     assert helper is None or helper._child.poll() is not None  # ended with the export
+
+
+
+@pytest.mark.parametrize(("function", "argument", "expected"), [
+    (print, "a line on stdout", None),                       # Python's stdout
+    (os.system, "echo a line from another process", 0),      # file descriptor 1, as C code writes
+])
+def test_what_the_work_prints_does_not_spoil_its_result(function, argument, expected):
+    helper = Helper()
+    helper.submit(function, argument)
+    assert helper.result() == expected
+    helper.kill()

@@ -85,11 +85,14 @@ def _tables(folder: Path, study, language: str) -> list[Path]:
 
 
 # The helper process: imports what the tables are written with, then reads (function, args)
-# pickled on its stdin and writes (True, result) or (False, exception) pickled on its stdout.
+# pickled on its stdin and writes (True, result) or (False, exception) pickled on its stdout
+# (its own prints and C libraries' output go to its stderr).
 _CHILD = """
-import pickle, sys
+import os, pickle, sys
 from evaluation.report.batch import die_with_parent
 die_with_parent(int(sys.argv[1]))
+answer = os.fdopen(os.dup(1), "wb")  # the pipe to the parent, for the outcome only:
+os.dup2(2, 1)                        # what anything prints goes with the errors
 import evaluation.report.regression_table, evaluation.report.workbook  # while the parent still works
 task = sys.stdin.buffer.read()
 if task:
@@ -98,7 +101,8 @@ if task:
         outcome = (True, function(*args))
     except Exception as exc:  # EvaluationError and the like: raised again in the parent
         outcome = (False, exc)
-    pickle.dump(outcome, sys.stdout.buffer)
+    pickle.dump(outcome, answer)
+    answer.close()
 """
 
 
