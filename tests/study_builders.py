@@ -112,3 +112,18 @@ def with_gaps(panel: pd.DataFrame, pilots: pd.DataFrame) -> pd.DataFrame:
 # The published demo report the deliverable tests read (pages, Word, workbook; conftest's
 # session fixture demo_batch): one share, one per-1,000 rate and one money indicator.
 DEMO_REPORT_INDICATORS = ["county_internal_visit_rate", "referrals_down_per_1000", "cost_per_admission"]
+
+
+def batch_notebooks(tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the chapter notebooks in ``tmp_path / "notebooks"`` that the batch runs
+    instead of the project's (``batch.NOTEBOOKS`` patched; its workers are forked, so they
+    see it), for tests that add cells to a chapter."""
+    import shutil
+
+    import evaluation.report.batch as batch
+    from evaluation.paths import NOTEBOOKS
+
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, notebooks)
+    monkeypatch.setattr(batch, "NOTEBOOKS", notebooks)
+    return notebooks

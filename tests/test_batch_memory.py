@@ -10,14 +10,12 @@ cell that allocates a known block in the DiD chapter: the block's size is the re
 from __future__ import annotations
 
 import json
-import shutil
 
 import nbformat
 import pytest
-from study_builders import small_demo, write_study
+from study_builders import batch_notebooks, small_demo, write_study
 
 from evaluation.cli import main
-from evaluation.paths import NOTEBOOKS
 
 INDICATOR = "county_internal_visit_rate"
 BLOCK = 400_000_000  # bytes the probe allocates and touches (50 million float64 ones)
@@ -28,16 +26,12 @@ GIB = 2**30
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     """The small demo study, its report folder, and notebooks whose DiD chapter allocates :data:`BLOCK`."""
-    import evaluation.report.batch as batch
-
     built = write_study(tmp_path / "study", *small_demo()[:2])
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    notebooks = tmp_path / "notebooks"
-    shutil.copytree(NOTEBOOKS, notebooks)
+    notebooks = batch_notebooks(tmp_path, monkeypatch)
     nb = nbformat.read(notebooks / "03_did.ipynb", as_version=4)
     nb.cells.insert(2, nbformat.v4.new_code_cell(PROBE))  # after the setup cell
     nbformat.write(nb, notebooks / "03_did.ipynb")
-    monkeypatch.setattr(batch, "NOTEBOOKS", notebooks)  # the workers are forked: they see it
     return built.study, tmp_path / "outputs" / "messy"
 
 

@@ -10,14 +10,12 @@ are forked, so they see ``batch.NOTEBOOKS`` patched).
 from __future__ import annotations
 
 import json
-import shutil
 
 import nbformat
 import pytest
-from study_builders import small_demo, write_study
+from study_builders import batch_notebooks, small_demo, write_study
 
 from evaluation.cli import main
-from evaluation.paths import NOTEBOOKS
 
 INDICATOR = "county_internal_visit_rate"
 STEMS = [f"trends__{INDICATOR}", f"did__{INDICATOR}", f"its__{INDICATOR}"]
@@ -34,14 +32,9 @@ def _probe(notebooks, source: str, chapters=tuple(FILES)) -> None:
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    import evaluation.report.batch as batch
-
     built = write_study(tmp_path / "study", *small_demo()[:2])
     monkeypatch.setenv("EVALUATION_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    notebooks = tmp_path / "notebooks"
-    shutil.copytree(NOTEBOOKS, notebooks)
-    monkeypatch.setattr(batch, "NOTEBOOKS", notebooks)
-    return built.study, tmp_path / "outputs" / "messy", notebooks
+    return built.study, tmp_path / "outputs" / "messy", batch_notebooks(tmp_path, monkeypatch)
 
 
 @pytest.mark.batch
